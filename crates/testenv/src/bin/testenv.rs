@@ -1,0 +1,126 @@
+//! `testenv`: start, inspect and stop sandman's local control plane.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use sandman_testenv::{ControlPlane, Lifetime, Options, RunningState, cache_root};
+
+#[derive(Parser)]
+#[command(name = "testenv", about = "A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) on loopback")]
+struct Cli {
+    /// Where the running control plane keeps its certificates, data, logs and state.
+    #[arg(long, global = true, env = "SANDMAN_TESTENV_DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the control plane in the background (builds the binaries on first use).
+    Up {
+        /// Fake nodes for kwok to manage.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Directory of CRD YAML files to install.
+        #[arg(long)]
+        crds: Option<PathBuf>,
+    },
+    /// Stop every process that `up` started, and nothing else.
+    Down,
+    /// Say whether a control plane is running, and where.
+    Status,
+    /// Print the path of the admin kubeconfig.
+    Kubeconfig,
+    /// Build (or find) the binaries and print where they are.
+    Build,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = cli
+        .dir
+        .unwrap_or_else(|| cache_root().join("testenv").join("cluster"));
+    match run(cli.command, dir) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testenv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Error> {
+    match command {
+        Command::Up { nodes, crds } => {
+            if let Some(state) = RunningState::load(&dir)? {
+                if !state.alive().is_empty() {
+                    println!(
+                        "a control plane is already running at {} (kubeconfig {}); not starting another",
+                        state.server,
+                        state.kubeconfig.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            // A stale directory from a crashed run holds old etcd data and certificates.
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut options = Options::new(&dir);
+            options.nodes = nodes;
+            options.lifetime = Lifetime::Detached;
+            options.crds_dir = crds;
+            let started = Instant::now();
+            let plane = ControlPlane::start(&options)?;
+            println!(
+                "control plane ready at {} in {:.1}s\nkubeconfig: {}\nlogs: {}",
+                plane.server(),
+                started.elapsed().as_secs_f64(),
+                plane.kubeconfig().display(),
+                dir.join("logs").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down => {
+            let state = sandman_testenv::stop_recorded(&dir)?;
+            println!("stopped {} processes", state.processes.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => match RunningState::load(&dir)? {
+            Some(state) => {
+                let alive = state.alive();
+                println!("server: {}\nkubeconfig: {}", state.server, state.kubeconfig.display());
+                for p in &state.processes {
+                    let running = alive.iter().any(|a| a.pid == p.pid);
+                    println!(
+                        "{:<24} pid {:<8} {}",
+                        p.name,
+                        p.pid,
+                        if running { "running" } else { "NOT RUNNING" }
+                    );
+                }
+                Ok(if alive.len() == state.processes.len() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            None => {
+                println!("not running");
+                Ok(ExitCode::from(3))
+            }
+        },
+        Command::Kubeconfig => {
+            let state = RunningState::load(&dir)?
+                .ok_or_else(|| sandman_testenv::Error::NotRunning(dir.clone()))?;
+            println!("{}", state.kubeconfig.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build => {
+            let binaries = sandman_testenv::Binaries::locate_or_build()?;
+            println!("{binaries:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

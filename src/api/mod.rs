@@ -1,0 +1,37 @@
+//! The CRD types: the ground floor every other module stands on.
+
+pub mod conditions;
+pub mod sandbox;
+
+pub use sandbox::*;
+
+use kube::CustomResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// Every CRD sandman serves, in the order `crds/` lists them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Sandbox::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, exactly as `crds/` holds them.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+/// Labels and annotations under this prefix belong to sandman: they are stripped from user
+/// templates so that a tenant cannot hijack selectors or forge state.
+pub const RESERVED_PREFIX: &str = "sandman.dev/";
+
+/// The label that ties every child (Pod, Service, PVC) to its Sandbox.
+pub const SANDBOX_LABEL: &str = "sandman.dev/sandbox";
+
+/// On a retained PVC: the claim template it came from, so a new Sandbox of the same name finds it.
+pub const CLAIM_TEMPLATE_LABEL: &str = "sandman.dev/claim-template";
+
+/// On the pod: a hash of the pod template it was built from.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "sandman.dev/template-hash";

@@ -1,0 +1,281 @@
+//! `Sandbox` (`sandman.dev/v1alpha1`): one isolated, stateful workspace for an agent: a single
+//! pod, a stable network identity and persistent volumes.
+//!
+//! Field names follow kubernetes-sigs/agent-sandbox where it has them, so a manifest ports by
+//! changing `apiVersion` only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimTemplate, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The desired state of a Sandbox.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "sandman.dev",
+    version = "v1alpha1",
+    kind = "Sandbox",
+    namespaced,
+    status = "SandboxStatus",
+    shortname = "sbx",
+    category = "sandman",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtimeClassName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "A Sandbox is one isolated, stateful workspace for an AI agent: a single pod, a stable network identity (headless Service) and persistent volumes. It can be suspended (the pod goes, identity and volumes stay) and resumed."
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.?volumeClaimTemplates.orValue([]) == oldSelf.?volumeClaimTemplates.orValue([])").message("volumeClaimTemplates is immutable after the Sandbox is created"))]
+pub struct SandboxSpec {
+    /// The pod to run: labels and annotations, and a full PodSpec. Labels and annotations under
+    /// `sandman.dev/` are reserved and stripped.
+    pub pod_template: PodTemplate,
+
+    /// Persistent volumes for the workspace. A claim `<template>-<sandbox>` is made for each and
+    /// mounted where the pod template names the template as a volume. Immutable after create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_claim_templates: Vec<PersistentVolumeClaimTemplate>,
+
+    /// Whether to keep a headless Service named after the Sandbox, which gives the stable DNS
+    /// name `<name>.<namespace>.svc`. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<bool>,
+
+    /// `Running` (the default) or `Suspended`. Suspending deletes the pod gracefully and keeps
+    /// the Service and volumes; setting `Running` again resumes it.
+    #[serde(default)]
+    pub operating_mode: OperatingMode,
+
+    /// When the Sandbox expires: the pod and Service are deleted and `Finished` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_time: Option<Time>,
+
+    /// What happens at `shutdownTime`: `Retain` (default) keeps the expired Sandbox object,
+    /// `Delete` deletes it.
+    #[serde(default)]
+    pub shutdown_policy: ShutdownPolicy,
+
+    /// What happens to the PVCs when the Sandbox is deleted. `Retain` (default) keeps them,
+    /// labelled so that a new Sandbox of the same name re-attaches them. `Delete` lets them be
+    /// garbage-collected with the Sandbox, once no pod uses them.
+    #[serde(default)]
+    pub volume_reclaim_policy: VolumeReclaimPolicy,
+
+    /// How a changed `podTemplate` reaches a running pod: `OnResume` (default) at the next
+    /// resume, `Recreate` by replacing the pod now.
+    #[serde(default)]
+    pub update_strategy: UpdateStrategy,
+
+    /// Isolation hints for the isolation policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationSpec>,
+
+    /// Lifecycle settings for the built-in lifecycle default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleSpec>,
+}
+
+impl SandboxSpec {
+    /// Whether the headless Service is wanted (the default).
+    pub fn wants_service(&self) -> bool {
+        self.service.unwrap_or(true)
+    }
+}
+
+/// The pod a Sandbox runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Labels and annotations for the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// The pod's spec.
+    pub spec: PodSpec,
+}
+
+/// The metadata a pod template may set: labels and annotations only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels for the pod. Keys under `sandman.dev/` are reserved and stripped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the pod. Keys under `sandman.dev/` are reserved and stripped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Whether the Sandbox should have a running pod.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OperatingMode {
+    /// The pod runs.
+    #[default]
+    Running,
+    /// The pod is deleted; the Service and volumes stay.
+    Suspended,
+}
+
+/// What happens to the Sandbox object at `shutdownTime`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ShutdownPolicy {
+    /// Keep the expired Sandbox, with `Finished` set.
+    #[default]
+    Retain,
+    /// Delete the Sandbox.
+    Delete,
+}
+
+/// What happens to the PVCs when the Sandbox is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeReclaimPolicy {
+    /// Keep the PVCs, labelled for re-attachment by a new Sandbox of the same name.
+    #[default]
+    Retain,
+    /// Delete the PVCs with the Sandbox (after its pod is gone).
+    Delete,
+}
+
+/// How a changed pod template reaches the pod.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UpdateStrategy {
+    /// At the next resume.
+    #[default]
+    OnResume,
+    /// Replace the pod now.
+    Recreate,
+}
+
+/// Isolation hints.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IsolationSpec {
+    /// A free-form level (for example `standard`, `strong`, `vm`) that the isolation policy
+    /// turns into a runtime. Without policies, the pod's own `runtimeClassName` stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+/// Lifecycle settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleSpec {
+    /// Suspend after this long without activity (a Go duration such as `30m` or `2h`), when no
+    /// lifecycle policy decides. Unset means never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleTimeout must be a positive duration such as 30m"))]
+    pub idle_timeout: Option<String>,
+}
+
+/// Where a Sandbox is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted; children not made yet.
+    #[default]
+    Pending,
+    /// The pod exists but is not Ready.
+    Starting,
+    /// The pod is Ready.
+    Running,
+    /// The pod is being deleted for a suspend.
+    Suspending,
+    /// No pod; the Service and volumes stay.
+    Suspended,
+    /// A pod is being made again after a suspend.
+    Resuming,
+    /// `shutdownTime` has passed.
+    Expired,
+    /// The Sandbox cannot run (see the Ready condition).
+    Failed,
+}
+
+/// The observed state of a Sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxStatus {
+    /// Where the Sandbox is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Ready`, `Suspended` and `Finished`, each with a reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The stable DNS name of the Sandbox, `<name>.<namespace>.svc.cluster.local`.
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_fqdn: Option<String>,
+    /// The name of the headless Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The pod's IPs.
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<String>,
+    /// The node the pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// A label selector for the Sandbox's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The `runtimeClassName` in effect for the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// When the Sandbox was last suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<Time>,
+    /// When the Sandbox was last resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<Time>,
+    /// How many times the pod was recreated after it failed or was deleted by someone else.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: i32,
+    /// When the pod was last recreated after a failure; the next recreate waits for an
+    /// exponential backoff from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<Time>,
+    /// The policy decisions that shaped this Sandbox, one per hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<PolicyDecisions>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// The latest decision of each policy hook.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDecisions {
+    /// The isolation decision (runtime, security context, placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<PolicyDecision>,
+    /// The resources decision (defaults and caps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<PolicyDecision>,
+    /// The lifecycle decision (keep, suspend, resume, terminate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<PolicyDecision>,
+}
+
+/// One hook's decision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDecision {
+    /// The SandboxPolicy that decided (or `builtin`).
+    pub policy: String,
+    /// What it decided, in a word (for example `gvisor` or `suspend`).
+    pub outcome: String,
+    /// Why, in the policy's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the decision was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
+}

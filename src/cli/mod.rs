@@ -1,0 +1,47 @@
+//! The `sandman` command line: one module per subcommand.
+
+mod crds;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// sandman runs AI agents in Kubernetes Sandboxes: one pod, a stable identity and persistent
+/// volumes each, suspended when idle and resumed when work arrives.
+#[derive(Parser, Debug)]
+#[command(name = "sandman", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator against the current kubeconfig.
+    Run(run::RunArgs),
+    /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+/// Errors a subcommand reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("serialize CRDs: {0}")]
+    Crds(#[from] serde_yaml::Error),
+    #[error("start the async runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Crds => crds::print(),
+        Command::Version => {
+            println!("sandman {}", crate::VERSION);
+            Ok(())
+        }
+    }
+}

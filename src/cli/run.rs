@@ -1,0 +1,52 @@
+use clap::Args;
+
+use super::CliError;
+use crate::controller::{self, Options};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SANDMAN_NAMESPACE")]
+    namespace: Option<String>,
+    /// Sandboxes reconciled at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u16,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+pub fn run(args: RunArgs) -> Result<(), CliError> {
+    telemetry::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Config(e.to_string()))?;
+        let options = Options {
+            namespace: args.namespace,
+            concurrency: args.concurrency,
+            ..Options::default()
+        };
+        controller::run(client, options, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM, so in-flight reconciles finish before exit.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,109 @@
+//! Lean, label-selected caches of the children. Only objects carrying the `sandman.dev/sandbox`
+//! label are watched, and `managedFields` plus the pod spec fields the reconciler never reads are
+//! dropped before they reach the cache, so memory grows with Sandboxes, not with the cluster.
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec, Service};
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Config};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource};
+
+use crate::api::{SANDBOX_LABEL, Sandbox};
+
+/// Where the controller looks: the whole cluster, or one namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+fn strip_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// Keeps only what the reconciler reads from a pod: metadata, node, runtime class, status.
+fn strip_pod(pod: &mut Pod) {
+    strip_managed_fields(pod);
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            runtime_class_name: spec.runtime_class_name,
+            containers: Vec::new(),
+            ..Default::default()
+        });
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+type Watch<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// A cache of `K` and the stream of changes that keeps it (and the controller) up to date.
+pub struct Cache<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    pub store: Store<K>,
+    pub changes: Watch<K>,
+}
+
+fn cache<K>(api: Api<K>, config: Config, strip: fn(&mut K)) -> Cache<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + std::hash::Hash + Eq + Clone,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    Cache { store, changes }
+}
+
+fn watcher<K>(api: Api<K>, config: Config) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config)
+}
+
+pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
+    cache(scope.api(client), Config::default().any_semantic(), strip_managed_fields)
+}
+
+fn children_config() -> Config {
+    Config::default().labels(SANDBOX_LABEL).any_semantic()
+}
+
+pub fn pods(client: &Client, scope: &Scope) -> Cache<Pod> {
+    cache(scope.api(client), children_config(), strip_pod)
+}
+
+pub fn services(client: &Client, scope: &Scope) -> Cache<Service> {
+    cache(scope.api(client), children_config(), strip_managed_fields)
+}
+
+pub fn claims(client: &Client, scope: &Scope) -> Cache<PersistentVolumeClaim> {
+    cache(scope.api(client), children_config(), strip_managed_fields)
+}
+
+pub use reflector::ObjectRef;

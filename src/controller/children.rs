@@ -1,0 +1,299 @@
+//! The desired children of a Sandbox: its Pod, its headless Service and its PVCs. Pure
+//! functions of the Sandbox, so every rule here is unit-tested without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServiceSpec,
+    Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    CLAIM_TEMPLATE_LABEL, RESERVED_PREFIX, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION,
+    VolumeReclaimPolicy,
+};
+use crate::controller::hardening::harden;
+use crate::controller::hash::content_hash;
+
+/// On Services and PVCs: the hash of what sandman last applied, so an unchanged child costs no
+/// write.
+pub const APPLIED_HASH_ANNOTATION: &str = "sandman.dev/applied-hash";
+
+/// The PVC made for claim template `template` of Sandbox `sandbox` (upstream's naming).
+pub fn claim_name(template: &str, sandbox: &str) -> String {
+    format!("{template}-{sandbox}")
+}
+
+/// The name a claim template gives itself (and the pod volume it backs).
+pub fn claim_template_name(template: &PersistentVolumeClaimTemplate) -> String {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.name.clone())
+        .unwrap_or_default()
+}
+
+/// Drops every key under the reserved `sandman.dev/` prefix.
+pub fn strip_reserved(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn owner_reference(sandbox: &Sandbox) -> Option<OwnerReference> {
+    sandbox.controller_owner_ref(&())
+}
+
+fn sandbox_labels(sandbox: &Sandbox) -> BTreeMap<String, String> {
+    BTreeMap::from([(SANDBOX_LABEL.to_string(), sandbox.name_any())])
+}
+
+/// The label selector of a Sandbox's children, as `kubectl` takes it.
+pub fn selector(sandbox: &Sandbox) -> String {
+    format!("{SANDBOX_LABEL}={}", sandbox.name_any())
+}
+
+/// The pod spec the Sandbox asks for: the template with reserved labels stripped, volumes for
+/// its claims, a stable hostname and subdomain, and hardened defaults.
+pub fn desired_pod_spec(sandbox: &Sandbox) -> PodSpec {
+    let name = sandbox.name_any();
+    let mut spec = sandbox.spec.pod_template.spec.clone();
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    for template in &sandbox.spec.volume_claim_templates {
+        let template_name = claim_template_name(template);
+        let source = PersistentVolumeClaimVolumeSource {
+            claim_name: claim_name(&template_name, &name),
+            read_only: None,
+        };
+        match volumes.iter_mut().find(|v| v.name == template_name) {
+            // The template names the volume; sandman decides what backs it.
+            Some(volume) => {
+                *volume = Volume {
+                    name: template_name,
+                    persistent_volume_claim: Some(source),
+                    ..Default::default()
+                }
+            }
+            None => volumes.push(Volume {
+                name: template_name,
+                persistent_volume_claim: Some(source),
+                ..Default::default()
+            }),
+        }
+    }
+    if volumes.is_empty() {
+        spec.volumes = None;
+    }
+    spec.hostname.get_or_insert_with(|| name.clone());
+    if sandbox.spec.wants_service() {
+        spec.subdomain.get_or_insert_with(|| name.clone());
+    }
+    harden(&mut spec);
+    spec
+}
+
+/// The Pod for a Sandbox. Its name is the Sandbox's, which is what makes it a singleton: the
+/// API server never holds two objects of one name.
+pub fn desired_pod(sandbox: &Sandbox) -> Pod {
+    let template_meta = sandbox.spec.pod_template.metadata.clone().unwrap_or_default();
+    let spec = desired_pod_spec(sandbox);
+    let mut labels = strip_reserved(&template_meta.labels);
+    labels.extend(sandbox_labels(sandbox));
+    let mut annotations = strip_reserved(&template_meta.annotations);
+    annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), template_hash(sandbox));
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(sandbox.name_any()),
+            namespace: sandbox.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner_reference(sandbox).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// A hash of everything the pod is built from; a pod with another hash is out of date.
+pub fn template_hash(sandbox: &Sandbox) -> String {
+    content_hash(&(
+        &sandbox.spec.pod_template,
+        &sandbox.spec.volume_claim_templates,
+        sandbox.spec.wants_service(),
+    ))
+}
+
+/// The headless Service that gives the Sandbox its stable DNS name.
+pub fn desired_service(sandbox: &Sandbox) -> Service {
+    let mut service = Service {
+        metadata: ObjectMeta {
+            name: Some(sandbox.name_any()),
+            namespace: sandbox.namespace(),
+            labels: Some(sandbox_labels(sandbox)),
+            owner_references: owner_reference(sandbox).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(sandbox_labels(sandbox)),
+            // A resuming agent is reachable by name before its readiness probe passes.
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    stamp_applied_hash(&mut service.metadata);
+    service
+}
+
+/// The PVCs of a Sandbox. They are owned by the Sandbox only under `volumeReclaimPolicy:
+/// Delete`; under `Retain` they outlive it, labelled for re-attachment.
+pub fn desired_claims(sandbox: &Sandbox) -> Vec<PersistentVolumeClaim> {
+    let name = sandbox.name_any();
+    let owned = sandbox.spec.volume_reclaim_policy == VolumeReclaimPolicy::Delete;
+    sandbox
+        .spec
+        .volume_claim_templates
+        .iter()
+        .map(|template| {
+            let template_name = claim_template_name(template);
+            let template_meta = template.metadata.clone().unwrap_or_default();
+            let mut labels = strip_reserved(&template_meta.labels.clone().unwrap_or_default());
+            labels.extend(sandbox_labels(sandbox));
+            labels.insert(CLAIM_TEMPLATE_LABEL.into(), template_name.clone());
+            let annotations = strip_reserved(&template_meta.annotations.clone().unwrap_or_default());
+            let mut claim = PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(claim_name(&template_name, &name)),
+                    namespace: sandbox.namespace(),
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    owner_references: if owned {
+                        owner_reference(sandbox).map(|o| vec![o])
+                    } else {
+                        None
+                    },
+                    ..Default::default()
+                },
+                spec: Some(template.spec.clone()),
+                status: None,
+            };
+            stamp_applied_hash(&mut claim.metadata);
+            claim
+        })
+        .collect()
+}
+
+/// Records the hash of the object as it is about to be applied, so the next reconcile can see
+/// from its cache that nothing changed.
+fn stamp_applied_hash(metadata: &mut ObjectMeta) {
+    let hash = content_hash(&*metadata);
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(APPLIED_HASH_ANNOTATION.into(), hash);
+}
+
+/// True when `current` carries the same applied hash as `desired`: applying again would be a
+/// no-op write.
+pub fn unchanged<K: Resource>(current: &K, desired: &K) -> bool {
+    let hash = |k: &K| k.meta().annotations.as_ref()?.get(APPLIED_HASH_ANNOTATION).cloned();
+    hash(current).is_some() && hash(current) == hash(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PodTemplate, SandboxSpec, TemplateMetadata};
+    use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaimSpec};
+
+    fn sandbox(policy: VolumeReclaimPolicy) -> Sandbox {
+        let mut sandbox = Sandbox::new(
+            "agent",
+            SandboxSpec {
+                pod_template: PodTemplate {
+                    metadata: Some(TemplateMetadata {
+                        labels: BTreeMap::from([
+                            ("app".into(), "agent".into()),
+                            (SANDBOX_LABEL.into(), "someone-else".into()),
+                            ("sandman.dev/anything".into(), "x".into()),
+                        ]),
+                        annotations: BTreeMap::from([("sandman.dev/last-activity".into(), "x".into())]),
+                    }),
+                    spec: PodSpec {
+                        containers: vec![Container {
+                            name: "agent".into(),
+                            image: Some("busybox".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                },
+                volume_claim_templates: vec![PersistentVolumeClaimTemplate {
+                    metadata: Some(ObjectMeta {
+                        name: Some("workspace".into()),
+                        ..Default::default()
+                    }),
+                    spec: PersistentVolumeClaimSpec::default(),
+                }],
+                volume_reclaim_policy: policy,
+                ..Default::default()
+            },
+        );
+        sandbox.metadata.namespace = Some("team".into());
+        sandbox.metadata.uid = Some("uid-1".into());
+        sandbox
+    }
+
+    #[test]
+    fn reserved_labels_never_reach_the_pod() {
+        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain));
+        let labels = pod.metadata.labels.expect("labels");
+        assert_eq!(labels.get(SANDBOX_LABEL).map(String::as_str), Some("agent"));
+        assert_eq!(labels.get("app").map(String::as_str), Some("agent"));
+        assert!(!labels.contains_key("sandman.dev/anything"));
+        let annotations = pod.metadata.annotations.expect("annotations");
+        assert!(!annotations.contains_key("sandman.dev/last-activity"));
+        assert!(annotations.contains_key(TEMPLATE_HASH_ANNOTATION));
+    }
+
+    #[test]
+    fn pod_mounts_its_claims_with_a_stable_identity() {
+        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain));
+        let spec = pod.spec.expect("spec");
+        let volume = &spec.volumes.expect("volumes")[0];
+        assert_eq!(volume.name, "workspace");
+        assert_eq!(
+            volume.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            Some("workspace-agent")
+        );
+        assert_eq!(spec.hostname.as_deref(), Some("agent"));
+        assert_eq!(spec.subdomain.as_deref(), Some("agent"));
+        let owner = &pod.metadata.owner_references.expect("owner")[0];
+        assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn claim_ownership_follows_reclaim_policy() {
+        let retained = desired_claims(&sandbox(VolumeReclaimPolicy::Retain));
+        assert_eq!(retained[0].metadata.owner_references, None);
+        let labels = retained[0].metadata.labels.clone().expect("labels");
+        assert_eq!(labels.get(CLAIM_TEMPLATE_LABEL).map(String::as_str), Some("workspace"));
+        let deleted = desired_claims(&sandbox(VolumeReclaimPolicy::Delete));
+        assert_eq!(deleted[0].metadata.owner_references.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn applied_hash_detects_changes() {
+        let a = desired_service(&sandbox(VolumeReclaimPolicy::Retain));
+        let b = desired_service(&sandbox(VolumeReclaimPolicy::Retain));
+        assert!(unchanged(&a, &b));
+        let mut other = sandbox(VolumeReclaimPolicy::Retain);
+        other.metadata.uid = Some("uid-2".into());
+        assert!(!unchanged(&a, &desired_service(&other)));
+    }
+}

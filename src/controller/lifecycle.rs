@@ -1,0 +1,408 @@
+//! The phase machine: from a Sandbox, its observed pod and the time, decide what to do to the
+//! children and what the status says. Pure, so every transition is unit-tested; the reconciler
+//! only carries the plan out.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::conditions::{self, Desired, FINISHED, READY, SUSPENDED, reason};
+use crate::api::{
+    OperatingMode, Phase, Sandbox, SandboxStatus, ShutdownPolicy, TEMPLATE_HASH_ANNOTATION,
+    UpdateStrategy,
+};
+use crate::controller::children;
+
+/// The longest wait between restarts of a crashing pod.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What to do with the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodAction {
+    Keep,
+    Create,
+    /// Delete the pod with this UID (a precondition, so a newer pod is never hit).
+    Delete { uid: String },
+}
+
+/// What to do with a child that is applied or removed as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildAction {
+    Apply,
+    Delete,
+}
+
+/// A transition worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub reason: &'static str,
+    pub note: String,
+    pub warning: bool,
+}
+
+/// Everything one reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub pod: PodAction,
+    pub service: ChildAction,
+    pub apply_claims: bool,
+    pub delete_sandbox: bool,
+    pub status: SandboxStatus,
+    pub requeue_after: Option<Duration>,
+    pub transitions: Vec<Transition>,
+}
+
+/// Ready reasons that mean "the pod is gone because sandman removed it and will make it again
+/// now": the next reconcile creates without counting another restart.
+const RECREATE_PENDING: &[&str] = &[reason::POD_FAILED, reason::POD_DELETED, POD_TEMPLATE_CHANGED];
+pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
+
+pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let previous_phase = previous.phase.unwrap_or_default();
+    let previous_ready_reason = conditions::find(&previous.conditions, READY)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = sandbox.metadata.generation;
+    status.selector = Some(children::selector(sandbox));
+    if sandbox.spec.wants_service() {
+        status.service = Some(name.clone());
+        status.service_fqdn = Some(format!("{name}.{namespace}.svc.cluster.local"));
+    } else {
+        status.service = None;
+        status.service_fqdn = None;
+    }
+    let mut plan = Plan {
+        pod: PodAction::Keep,
+        service: if sandbox.spec.wants_service() {
+            ChildAction::Apply
+        } else {
+            ChildAction::Delete
+        },
+        apply_claims: true,
+        delete_sandbox: false,
+        status,
+        requeue_after: None,
+        transitions: Vec::new(),
+    };
+    let live_pod = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
+    let owned = pod.is_none_or(|p| owned_by(p, sandbox));
+
+    // Expiry comes first: an expired Sandbox never gets a pod again.
+    if let Some(shutdown) = &sandbox.spec.shutdown_time {
+        let remaining = shutdown.0.duration_since(now);
+        if remaining.is_zero() || remaining.is_negative() {
+            if sandbox.spec.shutdown_policy == ShutdownPolicy::Delete {
+                plan.delete_sandbox = true;
+            }
+            if let Some(p) = live_pod.filter(|p| owned_by(p, sandbox)) {
+                plan.pod = PodAction::Delete { uid: p.uid().unwrap_or_default() };
+            }
+            plan.service = ChildAction::Delete;
+            plan.apply_claims = false;
+            let status = &mut plan.status;
+            status.phase = Some(Phase::Expired);
+            status.service = None;
+            status.service_fqdn = None;
+            clear_pod_facts(status);
+            set_conditions(status, sandbox, now, [
+                Desired::new(READY, false, reason::SANDBOX_EXPIRED, "shutdownTime has passed"),
+                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox has expired"),
+                Desired::new(FINISHED, true, reason::SANDBOX_EXPIRED, "shutdownTime has passed"),
+            ]);
+            if previous_phase != Phase::Expired {
+                plan.transitions.push(transition("Expired", "shutdownTime has passed; pod and Service removed", false));
+            }
+            return plan;
+        }
+        plan.requeue_after = Some(Duration::from_secs(remaining.as_secs().max(0).unsigned_abs()).saturating_add(Duration::from_millis(100)));
+    }
+
+    if !owned {
+        plan.status.phase = Some(Phase::Failed);
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(
+                READY,
+                false,
+                reason::POD_NAME_CONFLICT,
+                format!("a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"),
+            ),
+            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
+            Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+        ]);
+        if previous_ready_reason != reason::POD_NAME_CONFLICT {
+            plan.transitions.push(transition(reason::POD_NAME_CONFLICT, format!("pod {name} belongs to someone else"), true));
+        }
+        return plan;
+    }
+
+    match (sandbox.spec.operating_mode, pod) {
+        (OperatingMode::Suspended, Some(pod)) => {
+            if let Some(p) = live_pod {
+                plan.pod = PodAction::Delete { uid: p.uid().unwrap_or_default() };
+            }
+            if !matches!(previous_phase, Phase::Suspending | Phase::Suspended) {
+                plan.status.suspended_at = Some(Time(now));
+                plan.transitions.push(transition("Suspending", format!("deleting pod {}", pod.name_any()), false));
+            }
+            plan.status.phase = Some(Phase::Suspending);
+            set_conditions(&mut plan.status, sandbox, now, [
+                Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspending"),
+                Desired::new(SUSPENDED, false, reason::POD_TERMINATING, "the pod is terminating"),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+            ]);
+        }
+        (OperatingMode::Suspended, None) => {
+            if !matches!(previous_phase, Phase::Suspending | Phase::Suspended) || plan.status.suspended_at.is_none() {
+                plan.status.suspended_at = Some(Time(now));
+            }
+            if previous_phase != Phase::Suspended {
+                plan.transitions.push(transition("Suspended", "the pod is gone; Service and volumes are kept", false));
+            }
+            plan.status.phase = Some(Phase::Suspended);
+            clear_pod_facts(&mut plan.status);
+            set_conditions(&mut plan.status, sandbox, now, [
+                Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspended"),
+                Desired::new(SUSPENDED, true, reason::POD_TERMINATED, "the pod is gone; Service and volumes are kept"),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+            ]);
+        }
+        (OperatingMode::Running, None) => plan_missing_pod(&mut plan, sandbox, previous_phase, &previous_ready_reason, now),
+        (OperatingMode::Running, Some(pod)) => plan_existing_pod(&mut plan, sandbox, pod, previous_phase, now),
+    }
+    plan
+}
+
+fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, previous_ready_reason: &str, now: Timestamp) {
+    let resuming = matches!(previous_phase, Phase::Suspended | Phase::Suspending | Phase::Resuming);
+    let had_pod = matches!(previous_phase, Phase::Running | Phase::Starting);
+    let pending = RECREATE_PENDING.contains(&previous_ready_reason);
+    if had_pod && !pending {
+        // Someone else deleted the pod: a restart, subject to backoff.
+        let wait = restart_wait(&plan.status, now);
+        if !wait.is_zero() {
+            plan.status.phase = Some(Phase::Starting);
+            set_conditions(&mut plan.status, sandbox, now, [
+                Desired::new(READY, false, reason::RESTART_BACKOFF, format!("the pod was deleted; recreating in {}s", wait.as_secs().max(1))),
+                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+            ]);
+            plan.requeue_after = min_requeue(plan.requeue_after, wait);
+            return;
+        }
+        count_restart(&mut plan.status, now);
+        plan.pod = PodAction::Create;
+        plan.status.phase = Some(Phase::Starting);
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, false, reason::POD_DELETED, "the pod was deleted by someone else; recreated it"),
+            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
+            Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+        ]);
+        plan.transitions.push(transition("PodRestarted", "the pod was deleted by someone else; recreated it", true));
+        return;
+    }
+    plan.pod = PodAction::Create;
+    clear_pod_facts(&mut plan.status);
+    if resuming {
+        if previous_phase != Phase::Resuming {
+            plan.status.resumed_at = Some(Time(now));
+            plan.transitions.push(transition("Resuming", "creating the pod again with the same volumes and identity", false));
+        }
+        plan.status.phase = Some(Phase::Resuming);
+    } else {
+        if previous_phase == Phase::Pending {
+            plan.transitions.push(transition("Starting", "created the pod", false));
+        }
+        plan.status.phase = Some(Phase::Starting);
+    }
+    let (ready_reason, message) = if pending {
+        (previous_ready_reason_static(previous_ready_reason), "recreating the pod")
+    } else {
+        (reason::DEPENDENCIES_NOT_READY, "the pod is starting")
+    };
+    set_conditions(&mut plan.status, sandbox, now, [
+        Desired::new(READY, false, ready_reason, message),
+        Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
+        Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+    ]);
+}
+
+fn previous_ready_reason_static(reason_text: &str) -> &'static str {
+    RECREATE_PENDING
+        .iter()
+        .copied()
+        .find(|r| *r == reason_text)
+        .unwrap_or(reason::DEPENDENCIES_NOT_READY)
+}
+
+fn plan_existing_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, previous_phase: Phase, now: Timestamp) {
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let pod_phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let uid = pod.uid().unwrap_or_default();
+    let not_suspended = Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "");
+    let not_finished = Desired::new(FINISHED, false, reason::NOT_FINISHED, "");
+
+    if terminating {
+        // Resume asked while the suspend is still finishing: wait for the old pod to go.
+        plan.status.phase = Some(if matches!(previous_phase, Phase::Suspending | Phase::Suspended | Phase::Resuming) {
+            Phase::Resuming
+        } else {
+            previous_phase.max_starting()
+        });
+        let ready_reason = conditions::find(&plan.status.conditions, READY)
+            .map(|c| c.reason.clone())
+            .filter(|r| RECREATE_PENDING.contains(&r.as_str()));
+        let ready_reason = ready_reason.map_or(reason::DEPENDENCIES_NOT_READY, |r| previous_ready_reason_static(&r));
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, false, ready_reason, "waiting for the old pod to terminate"),
+            not_suspended,
+            not_finished,
+        ]);
+        return;
+    }
+
+    if pod_phase == "Failed" || pod_phase == "Succeeded" {
+        let reason_word = if pod_phase == "Failed" { reason::POD_FAILED } else { reason::POD_SUCCEEDED };
+        let wait = restart_wait(&plan.status, now);
+        plan.status.phase = Some(Phase::Starting);
+        if !wait.is_zero() {
+            set_conditions(&mut plan.status, sandbox, now, [
+                Desired::new(READY, false, reason::RESTART_BACKOFF, format!("the pod {}; recreating in {}s", pod_phase.to_lowercase(), wait.as_secs().max(1))),
+                not_suspended,
+                not_finished,
+            ]);
+            plan.requeue_after = min_requeue(plan.requeue_after, wait);
+            return;
+        }
+        count_restart(&mut plan.status, now);
+        plan.pod = PodAction::Delete { uid };
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, false, reason::POD_FAILED, format!("the pod {} ({reason_word}); recreating it", pod_phase.to_lowercase())),
+            not_suspended,
+            not_finished,
+        ]);
+        plan.transitions.push(transition("PodRestarted", format!("the pod {}; recreating it", pod_phase.to_lowercase()), true));
+        return;
+    }
+
+    let current_hash = pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
+    let template_changed = current_hash.as_deref() != Some(children::template_hash(sandbox).as_str());
+    if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
+        plan.pod = PodAction::Delete { uid };
+        plan.status.phase = Some(Phase::Starting);
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, false, POD_TEMPLATE_CHANGED, "the pod template changed; replacing the pod"),
+            not_suspended,
+            not_finished,
+        ]);
+        plan.transitions.push(transition(POD_TEMPLATE_CHANGED, "the pod template changed; replacing the pod (updateStrategy Recreate)", false));
+        return;
+    }
+
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    record_pod_facts(&mut plan.status, pod);
+    if ready {
+        if previous_phase != Phase::Running {
+            let note = if previous_phase == Phase::Resuming { "resumed; the pod is ready" } else { "the pod is ready" };
+            plan.transitions.push(transition("Ready", note, false));
+        }
+        plan.status.phase = Some(Phase::Running);
+        let message = if template_changed {
+            "the pod is ready; a changed pod template takes effect at the next resume"
+        } else {
+            "the pod is ready"
+        };
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, true, reason::DEPENDENCIES_READY, message),
+            not_suspended,
+            not_finished,
+        ]);
+    } else {
+        plan.status.phase = Some(if previous_phase == Phase::Resuming { Phase::Resuming } else { Phase::Starting });
+        set_conditions(&mut plan.status, sandbox, now, [
+            Desired::new(READY, false, reason::DEPENDENCIES_NOT_READY, "the pod is not ready yet"),
+            not_suspended,
+            not_finished,
+        ]);
+    }
+}
+
+trait PhaseExt {
+    fn max_starting(self) -> Phase;
+}
+
+impl PhaseExt for Phase {
+    /// A phase that already says "a pod is coming"; anything earlier becomes Starting.
+    fn max_starting(self) -> Phase {
+        match self {
+            Phase::Running | Phase::Starting | Phase::Resuming => self,
+            _ => Phase::Starting,
+        }
+    }
+}
+
+/// True when `pod` is controlled by this very Sandbox (same UID, not just the same name).
+pub fn owned_by(pod: &Pod, sandbox: &Sandbox) -> bool {
+    let Some(uid) = sandbox.uid() else {
+        return false;
+    };
+    pod.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// How long to wait before the next restart: nothing for the first, then 1s, 2s, 4s ... up to
+/// five minutes, measured from the previous restart.
+pub fn restart_wait(status: &SandboxStatus, now: Timestamp) -> Duration {
+    let Some(last) = &status.last_restart_time else {
+        return Duration::ZERO;
+    };
+    let exponent = u32::try_from(status.restarts.clamp(1, 16) - 1).unwrap_or(0);
+    let backoff = Duration::from_secs(1u64 << exponent).min(MAX_RESTART_BACKOFF);
+    let elapsed = now.duration_since(last.0);
+    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+    backoff.saturating_sub(elapsed)
+}
+
+fn count_restart(status: &mut SandboxStatus, now: Timestamp) {
+    status.restarts = status.restarts.saturating_add(1);
+    status.last_restart_time = Some(Time(now));
+}
+
+fn record_pod_facts(status: &mut SandboxStatus, pod: &Pod) {
+    status.pod_ips = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|ip| ip.ip.clone()).collect())
+        .unwrap_or_default();
+    status.node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    status.runtime_class_name = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone());
+}
+
+fn clear_pod_facts(status: &mut SandboxStatus) {
+    status.pod_ips.clear();
+    status.node_name = None;
+}
+
+fn set_conditions<const N: usize>(status: &mut SandboxStatus, sandbox: &Sandbox, now: Timestamp, desired: [Desired; N]) {
+    status.conditions = conditions::merge(&status.conditions, &desired, sandbox.metadata.generation, &Time(now));
+}
+
+fn transition(reason: &'static str, note: impl Into<String>, warning: bool) -> Transition {
+    Transition { reason, note: note.into(), warning }
+}
+
+fn min_requeue(current: Option<Duration>, candidate: Duration) -> Option<Duration> {
+    Some(current.map_or(candidate, |c| c.min(candidate)))
+}

@@ -1,0 +1,97 @@
+//! The Sandbox reconciler: caches → phase machine (`lifecycle`) → children (`children`) →
+//! server-side apply → status.
+
+pub mod caches;
+pub mod children;
+mod error;
+pub mod hardening;
+mod hash;
+pub mod lifecycle;
+mod reconcile;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+pub use error::Error;
+pub use reconcile::Context;
+
+use crate::api::{SANDBOX_LABEL, Sandbox};
+use caches::Scope;
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch one namespace only (tests, and tenants that run their own operator).
+    pub namespace: Option<String>,
+    /// Sandboxes reconciled at once.
+    pub concurrency: u16,
+    /// The name that Events are reported under.
+    pub instance: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 32,
+            instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "sandman".into()),
+        }
+    }
+}
+
+/// Maps a labelled child to the Sandbox it belongs to. Children are found by label, not only
+/// by owner reference, because retained PVCs have no owner.
+fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
+    let meta = child.meta();
+    let name = meta.labels.as_ref()?.get(SANDBOX_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
+}
+
+/// Runs the Sandbox controller until `shutdown` resolves.
+pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let scope = Scope {
+        namespace: options.namespace.clone(),
+    };
+    let sandboxes = caches::sandboxes(&client, &scope);
+    let pods = caches::pods(&client, &scope);
+    let services = caches::services(&client, &scope);
+    let claims = caches::claims(&client, &scope);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: Some(options.instance.clone()),
+        },
+    );
+    let context = Arc::new(Context {
+        client: client.clone(),
+        pods: pods.store,
+        services: services.store,
+        claims: claims.store,
+        recorder,
+    });
+    tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
+    Controller::for_stream(sandboxes.changes, sandboxes.store)
+        .watches_stream(pods.changes, sandbox_of)
+        .watches_stream(services.changes, sandbox_of)
+        .watches_stream(claims.changes, sandbox_of)
+        .with_config(Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+/// The requeue delay after a failed reconcile.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);

@@ -1,0 +1,216 @@
+//! One reconcile: read the caches, ask the phase machine for a plan, carry it out with as few
+//! writes as possible.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{Instrument, info_span, instrument};
+
+use crate::api::{Phase, Sandbox};
+use crate::controller::children::{self, unchanged};
+use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
+use crate::controller::{ERROR_REQUEUE, Error};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub recorder: Recorder,
+}
+
+fn apply_params() -> PatchParams {
+    // Not forced: if another manager owns a field we set (a foreign Service of the same name,
+    // say), the conflict surfaces as an error instead of a silent takeover.
+    PatchParams::apply(crate::FIELD_MANAGER)
+}
+
+#[instrument(skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
+pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if sandbox.metadata.deletion_timestamp.is_some() {
+        // Owner references and PVC protection do the rest: the pod and Service are collected,
+        // PVCs go only once no pod uses them, and retained PVCs have no owner at all.
+        return Ok(Action::await_change());
+    }
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let mut pod = ctx
+        .pods
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|p| (*p).clone());
+    let phase = sandbox.status.as_ref().and_then(|s| s.phase);
+    if pod.is_none() && matches!(phase, Some(Phase::Starting | Phase::Running | Phase::Resuming | Phase::Suspending)) {
+        // The cache may lag behind our own create; only the API server can say the pod is gone.
+        pod = pods
+            .get_opt(&name)
+            .await
+            .map_err(Error::child("get", "Pod", &name))?;
+    }
+
+    let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now());
+    tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
+    execute(&sandbox, &ctx, &plan).await
+}
+
+async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action, Error> {
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let client = &ctx.client;
+
+    if plan.delete_sandbox {
+        let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
+        publish(ctx, sandbox, &plan.transitions).await;
+        ignore_not_found(sandboxes.delete(&name, &DeleteParams::default()).await)
+            .map_err(Error::child("delete", "Sandbox", &name))?;
+        return Ok(Action::await_change());
+    }
+
+    if plan.apply_claims {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+        for claim in children::desired_claims(sandbox) {
+            let claim_name = claim.name_any();
+            let cached = ctx.claims.get(&ObjectRef::new(&claim_name).within(&namespace));
+            if cached.is_some_and(|c| unchanged(&*c, &claim)) {
+                continue;
+            }
+            api.patch(&claim_name, &apply_params(), &Patch::Apply(&claim))
+                .instrument(info_span!("apply", kind = "PersistentVolumeClaim"))
+                .await
+                .map_err(Error::child("apply", "PersistentVolumeClaim", &claim_name))?;
+        }
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let cached_service = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
+    match plan.service {
+        ChildAction::Apply => {
+            let service = children::desired_service(sandbox);
+            if !cached_service.is_some_and(|c| unchanged(&*c, &service)) {
+                services
+                    .patch(&name, &apply_params(), &Patch::Apply(&service))
+                    .await
+                    .map_err(Error::child("apply", "Service", &name))?;
+            }
+        }
+        ChildAction::Delete => {
+            if cached_service.is_some() {
+                ignore_not_found(services.delete(&name, &DeleteParams::default()).await)
+                    .map_err(Error::child("delete", "Service", &name))?;
+            }
+        }
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    match &plan.pod {
+        PodAction::Keep => {}
+        PodAction::Create => {
+            let pod = children::desired_pod(sandbox);
+            let params = PostParams {
+                field_manager: Some(crate::FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            // Create, not apply: a pod of this name that someone else made must never be
+            // patched into ours. The name is the Sandbox's, so the API server itself guarantees
+            // there is never a second pod.
+            match pods.create(&params, &pod).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::debug!("pod already exists; waiting for the cache to catch up");
+                    return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+                }
+                Err(e) => return Err(Error::child("create", "Pod", &name)(e)),
+            }
+        }
+        PodAction::Delete { uid } => {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match pods.delete(&name, &params).await {
+                Ok(_) => {}
+                // Gone already, or replaced by a newer pod that this plan did not see.
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(Error::child("delete", "Pod", &name)(e)),
+            }
+        }
+    }
+
+    if sandbox.status.as_ref() != Some(&plan.status) {
+        write_status(client, sandbox, plan).await?;
+    }
+    publish(ctx, sandbox, &plan.transitions).await;
+    Ok(plan.requeue_after.map_or_else(Action::await_change, Action::requeue))
+}
+
+async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {
+    let api: Api<Sandbox> = Api::namespaced(client.clone(), &sandbox.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": Sandbox::api_version(&()),
+        "kind": Sandbox::kind(&()),
+        "status": plan.status,
+    });
+    api.patch_status(&sandbox.name_any(), &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
+    let reference = sandbox.object_ref(&());
+    for t in transitions {
+        let event = Event {
+            type_: if t.warning { EventType::Warning } else { EventType::Normal },
+            reason: t.reason.into(),
+            note: Some(t.note.clone()),
+            action: t.reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = t.reason, "could not publish an Event");
+        }
+    }
+}
+
+fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn error_policy(sandbox: Arc<Sandbox>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        namespace = %sandbox.namespace().unwrap_or_default(),
+        sandbox = %sandbox.name_any(),
+        error = %error,
+        "reconcile failed"
+    );
+    let recorder = ctx.recorder.clone();
+    let reference = sandbox.object_ref(&());
+    let note = error.to_string();
+    tokio::spawn(async move {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ReconcilerError".into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = recorder.publish(&event, &reference).await;
+    });
+    Action::requeue(ERROR_REQUEUE)
+}

@@ -1,0 +1,15 @@
+//! sandman: a Kubernetes operator that runs AI agents in Sandboxes.
+//!
+//! The data path reads straight through: Sandbox → desired children → server-side apply →
+//! status. Modules depend downwards only: `cli` → `controller` → `api`.
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod telemetry;
+
+/// The one field manager sandman uses for every server-side apply.
+pub const FIELD_MANAGER: &str = "sandman";
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
