@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
     doc = "A Sandbox is one isolated, stateful workspace for an AI agent: a single pod, a stable network identity (headless Service) and persistent volumes. It can be suspended (the pod goes, identity and volumes stay) and resumed."
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.?volumeClaimTemplates.orValue([]) == oldSelf.?volumeClaimTemplates.orValue([])").message("volumeClaimTemplates is immutable after the Sandbox is created"))]
+// Immutability is checked per field (cheap to cost-estimate) plus presence at the spec level,
+// so that adding templates to a Sandbox created without them is refused too.
+#[x_kube(validation = Rule::new("has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates)").message("volumeClaimTemplates is immutable after the Sandbox is created"))]
 pub struct SandboxSpec {
     /// The pod to run: labels and annotations, and a full PodSpec. Labels and annotations under
     /// `sandman.dev/` are reserved and stripped.
@@ -38,6 +40,8 @@ pub struct SandboxSpec {
     /// Persistent volumes for the workspace. A claim `<template>-<sandbox>` is made for each and
     /// mounted where the pod template names the template as a volume. Immutable after create.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("volumeClaimTemplates is immutable after the Sandbox is created"))]
     pub volume_claim_templates: Vec<PersistentVolumeClaimTemplate>,
 
     /// Whether to keep a headless Service named after the Sandbox, which gives the stable DNS

@@ -133,8 +133,8 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
                 reason::POD_NAME_CONFLICT,
                 format!("a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"),
             ),
-            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
-            Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
+            Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
         ]);
         if previous_ready_reason != reason::POD_NAME_CONFLICT {
             plan.transitions.push(transition(reason::POD_NAME_CONFLICT, format!("pod {name} belongs to someone else"), true));
@@ -155,7 +155,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
             set_conditions(&mut plan.status, sandbox, now, [
                 Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspending"),
                 Desired::new(SUSPENDED, false, reason::POD_TERMINATING, "the pod is terminating"),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
             ]);
         }
         (OperatingMode::Suspended, None) => {
@@ -170,7 +170,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
             set_conditions(&mut plan.status, sandbox, now, [
                 Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspended"),
                 Desired::new(SUSPENDED, true, reason::POD_TERMINATED, "the pod is gone; Service and volumes are kept"),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
             ]);
         }
         (OperatingMode::Running, None) => plan_missing_pod(&mut plan, sandbox, previous_phase, &previous_ready_reason, now),
@@ -190,8 +190,8 @@ fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, p
             plan.status.phase = Some(Phase::Starting);
             set_conditions(&mut plan.status, sandbox, now, [
                 Desired::new(READY, false, reason::RESTART_BACKOFF, format!("the pod was deleted; recreating in {}s", wait.as_secs().max(1))),
-                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
+                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
             ]);
             plan.requeue_after = min_requeue(plan.requeue_after, wait);
             return;
@@ -201,8 +201,8 @@ fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, p
         plan.status.phase = Some(Phase::Starting);
         set_conditions(&mut plan.status, sandbox, now, [
             Desired::new(READY, false, reason::POD_DELETED, "the pod was deleted by someone else; recreated it"),
-            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
-            Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
+            Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
         ]);
         plan.transitions.push(transition("PodRestarted", "the pod was deleted by someone else; recreated it", true));
         return;
@@ -228,8 +228,8 @@ fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, p
     };
     set_conditions(&mut plan.status, sandbox, now, [
         Desired::new(READY, false, ready_reason, message),
-        Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, ""),
-        Desired::new(FINISHED, false, reason::NOT_FINISHED, ""),
+        Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
+        Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
     ]);
 }
 
@@ -245,8 +245,8 @@ fn plan_existing_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, previous_pha
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let pod_phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
     let uid = pod.uid().unwrap_or_default();
-    let not_suspended = Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "");
-    let not_finished = Desired::new(FINISHED, false, reason::NOT_FINISHED, "");
+    let not_suspended = Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended");
+    let not_finished = Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired");
 
     if terminating {
         // Resume asked while the suspend is still finishing: wait for the old pod to go.

@@ -209,7 +209,9 @@ impl ControlPlane {
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", free_loopback_port()?),
             "--leader-elect=false".into(),
-            "--controllers=*".into(),
+            // Endpoints cannot hold loopback pod IPs, so those controllers would only log
+            // errors; nothing in sandman reads Endpoints.
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller".into(),
             // Dynamic PVs under /tmp/hostpath_pv, bound by the real PV binder.
             "--enable-hostpath-provisioner=true".into(),
             format!("--root-ca-file={}", pki.ca_cert.display()),

@@ -1,0 +1,172 @@
+//! Shared helpers for sandman's integration tests: run the operator in-process against the
+//! shared local control plane, build Sandboxes, and wait for conditions.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use sandman::api::{Phase, Sandbox};
+use sandman_testenv::harness::{TestContext, eventually};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any one state change may take on the local control plane before a test gives up.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// An operator running in this test's runtime, watching this test's namespace only.
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    pub fn start(ctx: &TestContext) -> Self {
+        Self::start_with(ctx, ctx.client.clone())
+    }
+
+    pub fn start_with(ctx: &TestContext, client: Client) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = sandman::controller::Options {
+            namespace: Some(ctx.namespace.clone()),
+            concurrency: 16,
+            instance: "test".into(),
+        };
+        let task = tokio::spawn(sandman::controller::run(client, options, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop: Some(stop), task }
+    }
+
+    /// Kills the operator mid-flight, as a crash or OOM kill would: no graceful shutdown.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Sandbox running one container, with a `workspace` claim when `volume` is set.
+pub fn sandbox(name: &str, volume: bool) -> Sandbox {
+    let mut value = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": { "name": name },
+        "spec": {
+            "podTemplate": {
+                "metadata": { "labels": { "app": "agent" } },
+                "spec": {
+                    "containers": [{
+                        "name": "agent",
+                        "image": "registry.example/agent:1",
+                        "ports": [{ "name": "http", "containerPort": 8080 }],
+                    }],
+                },
+            },
+        },
+    });
+    if volume {
+        value["spec"]["podTemplate"]["spec"]["containers"][0]["volumeMounts"] =
+            serde_json::json!([{ "name": "workspace", "mountPath": "/workspace" }]);
+        value["spec"]["volumeClaimTemplates"] = serde_json::json!([{
+            "metadata": { "name": "workspace" },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": "1Gi" } },
+            },
+        }]);
+    }
+    serde_json::from_value(value).expect("sandbox fixture")
+}
+
+pub async fn create(ctx: &TestContext, sandbox: &Sandbox) -> Sandbox {
+    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.create(&PostParams::default(), sandbox)
+        .await
+        .expect("create sandbox")
+}
+
+pub fn sandboxes(ctx: &TestContext) -> Api<Sandbox> {
+    Api::namespaced(ctx.client.clone(), &ctx.namespace)
+}
+
+pub fn pods(ctx: &TestContext) -> Api<Pod> {
+    Api::namespaced(ctx.client.clone(), &ctx.namespace)
+}
+
+/// Waits until the Sandbox reports `phase`, and returns it.
+pub async fn wait_phase(ctx: &TestContext, name: &str, phase: Phase) -> Sandbox {
+    let api = sandboxes(ctx);
+    eventually(&format!("sandbox {name} to reach {phase:?}"), WAIT, || {
+        let api = api.clone();
+        async move {
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(phase))
+        }
+    })
+    .await
+}
+
+/// Waits until `check` holds for the Sandbox, and returns it.
+pub async fn wait_sandbox(
+    ctx: &TestContext,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Sandbox) -> bool,
+) -> Sandbox {
+    let api = sandboxes(ctx);
+    eventually(what, WAIT, || {
+        let api = api.clone();
+        let found = async move { api.get_opt(name).await.ok().flatten() };
+        let check = &check;
+        async move { found.await.filter(|s| check(s)) }
+    })
+    .await
+}
+
+/// Waits until the named object of kind `K` is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be gone"), WAIT, || {
+        let api = api.clone();
+        async move {
+            match api.get_opt(name).await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await
+}
+
+pub fn condition(sandbox: &Sandbox, type_: &str) -> Option<(String, String)> {
+    sandbox
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
