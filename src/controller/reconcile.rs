@@ -59,10 +59,32 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
 
     let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now());
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
-    execute(&sandbox, &ctx, &plan).await
+    match execute(&sandbox, &ctx, &plan).await? {
+        Outcome::Done(action) => Ok(action),
+        Outcome::PodExists => {
+            // The cache missed a pod of this name: maybe ours from a racing reconcile, maybe
+            // someone else's. Plan once more from what the API server says.
+            let pod = pods
+                .get_opt(&name)
+                .await
+                .map_err(Error::child("get", "Pod", &name))?;
+            let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now());
+            match execute(&sandbox, &ctx, &plan).await? {
+                Outcome::Done(action) => Ok(action),
+                Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
+            }
+        }
+    }
 }
 
-async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action, Error> {
+/// How carrying out a plan ended.
+enum Outcome {
+    Done(Action),
+    /// The plan said create, but a pod of that name exists.
+    PodExists,
+}
+
+async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcome, Error> {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let client = &ctx.client;
@@ -72,7 +94,7 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action
         publish(ctx, sandbox, &plan.transitions).await;
         ignore_not_found(sandboxes.delete(&name, &DeleteParams::default()).await)
             .map_err(Error::child("delete", "Sandbox", &name))?;
-        return Ok(Action::await_change());
+        return Ok(Outcome::Done(Action::await_change()));
     }
 
     if plan.apply_claims {
@@ -124,10 +146,7 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action
             // there is never a second pod.
             match pods.create(&params, &pod).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    tracing::debug!("pod already exists; waiting for the cache to catch up");
-                    return Ok(Action::requeue(std::time::Duration::from_secs(1)));
-                }
+                Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Outcome::PodExists),
                 Err(e) => return Err(Error::child("create", "Pod", &name)(e)),
             }
         }
@@ -152,7 +171,10 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action
         write_status(client, sandbox, plan).await?;
     }
     publish(ctx, sandbox, &plan.transitions).await;
-    Ok(plan.requeue_after.map_or_else(Action::await_change, Action::requeue))
+    Ok(Outcome::Done(
+        plan.requeue_after
+            .map_or_else(Action::await_change, Action::requeue),
+    ))
 }
 
 async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {

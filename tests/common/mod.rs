@@ -28,6 +28,7 @@ impl Operator {
     }
 
     pub fn start_with(ctx: &TestContext, client: Client) -> Self {
+        init_logs();
         let (stop, stopped) = oneshot::channel::<()>();
         let options = sandman::controller::Options {
             namespace: Some(ctx.namespace.clone()),
@@ -57,6 +58,16 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Operator logs go through the test harness's capture, so they show for failing tests only.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sandman=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// A Sandbox running one container, with a `workspace` claim when `volume` is set.

@@ -260,6 +260,9 @@ impl ControlPlane {
                 "--node-ip=127.0.0.1".into(),
                 format!("--server-address=127.0.0.1:{}", free_loopback_port()?),
                 format!("--config={}", kwok_config.display()),
+                // Without leases the node lifecycle controller marks every node NotReady after
+                // its grace period, and with it every pod.
+                "--node-lease-duration-seconds=40".into(),
             ],
             options.lifetime,
         )?;

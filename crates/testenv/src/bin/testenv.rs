@@ -34,7 +34,7 @@ enum Command {
     Status,
     /// Print the path of the admin kubeconfig.
     Kubeconfig,
-    /// Build (or find) the binaries and print where they are.
+    /// Build (or find) the binaries and print `<name> <path>` for each.
     Build,
 }
 
@@ -118,8 +118,17 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             Ok(ExitCode::SUCCESS)
         }
         Command::Build => {
-            let binaries = sandman_testenv::Binaries::locate_or_build()?;
-            println!("{binaries:#?}");
+            let b = sandman_testenv::Binaries::locate_or_build()?;
+            for (name, path) in [
+                ("etcd", &b.etcd),
+                ("kube-apiserver", &b.kube_apiserver),
+                ("kube-controller-manager", &b.kube_controller_manager),
+                ("kube-scheduler", &b.kube_scheduler),
+                ("kubectl", &b.kubectl),
+                ("kwok", &b.kwok),
+            ] {
+                println!("{name} {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

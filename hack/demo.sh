@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The sandman demo: brings up the local control plane, runs the operator, applies the examples,
+# then suspends and resumes a Sandbox while you watch `kubectl get sbx`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
+cargo build --quiet --bins -p sandman -p sandman-testenv
+bin="$CARGO_TARGET_DIR/debug"
+
+"$bin/testenv" up --crds crds
+export KUBECONFIG="$("$bin/testenv" kubeconfig)"
+kubectl_bin="$("$bin/testenv" build | awk '$1 == "kubectl" { print $2 }')"
+kubectl() { "$kubectl_bin" "$@"; }
+
+"$bin/sandman" run >/tmp/sandman-demo.log 2>&1 &
+operator=$!
+trap 'kill $operator 2>/dev/null || true' EXIT
+
+show() { echo; echo "\$ kubectl get sbx,pod,svc,pvc"; kubectl get sbx,pod,svc,pvc; }
+wait_phase() {
+  for _ in $(seq 1 120); do
+    [ "$(kubectl get sbx demo-agent -o jsonpath='{.status.phase}' 2>/dev/null)" = "$1" ] && return 0
+    sleep 0.5
+  done
+  echo "demo-agent did not reach $1; operator log: /tmp/sandman-demo.log" >&2
+  return 1
+}
+
+kubectl apply -f examples/sandbox.yaml
+wait_phase Running && show
+
+echo; echo "--- suspend: the pod goes, the Service and the volume stay"
+kubectl patch sbx demo-agent --type merge -p '{"spec":{"operatingMode":"Suspended"}}'
+wait_phase Suspended && show
+
+echo; echo "--- resume: a new pod with the same volume and identity"
+kubectl patch sbx demo-agent --type merge -p '{"spec":{"operatingMode":"Running"}}'
+wait_phase Running && show
+
+echo; echo "--- events"
+kubectl get events --field-selector involvedObject.kind=Sandbox --sort-by=.metadata.creationTimestamp
+
+echo
+echo "The control plane keeps running: KUBECONFIG=$KUBECONFIG"
+echo "Stop it with: $bin/testenv down"

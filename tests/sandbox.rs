@@ -1,0 +1,385 @@
+//! The Sandbox reconciler against the local control plane. Each test names the behaviour it
+//! proves.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use sandman::api::{Phase, Sandbox};
+use sandman_testenv::harness::{TestContext, eventually};
+
+fn claims(ctx: &TestContext) -> Api<PersistentVolumeClaim> {
+    Api::namespaced(ctx.client.clone(), &ctx.namespace)
+}
+
+fn services(ctx: &TestContext) -> Api<Service> {
+    Api::namespaced(ctx.client.clone(), &ctx.namespace)
+}
+
+async fn set_mode(ctx: &TestContext, name: &str, mode: &str) {
+    sandboxes(ctx)
+        .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": mode } })))
+        .await
+        .expect("patch operatingMode");
+}
+
+#[tokio::test]
+async fn sandbox_gets_pod_service_and_volume() {
+    let ctx = TestContext::new("sandbox_gets_pod_service_and_volume").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", true)).await;
+    let sandbox = wait_phase(&ctx, "agent", Phase::Running).await;
+    let status = sandbox.status.clone().expect("status");
+    assert_eq!(condition(&sandbox, "Ready"), Some(("True".into(), "DependenciesReady".into())));
+    assert_eq!(status.service_fqdn.as_deref(), Some(format!("agent.{}.svc.cluster.local", ctx.namespace).as_str()));
+    assert_eq!(status.selector.as_deref(), Some("sandman.dev/sandbox=agent"));
+    assert!(status.pod_ips.iter().all(|ip| ip.starts_with("127.1.")) && !status.pod_ips.is_empty());
+    assert!(status.node_name.is_some());
+    let generation = sandbox.metadata.generation;
+    assert!(status.conditions.iter().all(|c| c.observed_generation == generation));
+
+    let pod = pods(&ctx).get("agent").await.expect("pod");
+    assert_eq!(pod.labels().get("sandman.dev/sandbox").map(String::as_str), Some("agent"));
+    let owner = &pod.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("Sandbox", Some(true)));
+    let spec = pod.spec.expect("pod spec");
+    assert_eq!(spec.hostname.as_deref(), Some("agent"));
+    assert_eq!(spec.subdomain.as_deref(), Some("agent"));
+    let claim_volume = spec.volumes.unwrap_or_default().into_iter().find(|v| v.name == "workspace").expect("workspace volume");
+    assert_eq!(claim_volume.persistent_volume_claim.map(|c| c.claim_name).as_deref(), Some("workspace-agent"));
+    // Hardened defaults, where the template said nothing.
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.security_context.and_then(|s| s.seccomp_profile).map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
+    let container = spec.containers[0].security_context.clone().expect("container security context");
+    assert_eq!(container.allow_privilege_escalation, Some(false));
+    assert_eq!(container.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+
+    let service = services(&ctx).get("agent").await.expect("service");
+    let service_spec = service.spec.expect("service spec");
+    assert_eq!(service_spec.cluster_ip.as_deref(), Some("None"), "headless");
+    assert_eq!(service_spec.selector, Some(labels(&[("sandman.dev/sandbox", "agent")])));
+
+    let claim = eventually("the workspace claim to bind", WAIT, || {
+        let api = claims(&ctx);
+        async move {
+            let claim = api.get("workspace-agent").await.ok()?;
+            (claim.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(claim)
+        }
+    })
+    .await;
+    assert!(claim.owner_references().is_empty(), "Retain: the claim outlives the Sandbox");
+    assert_eq!(claim.labels().get("sandman.dev/sandbox").map(String::as_str), Some("agent"));
+}
+
+#[tokio::test]
+async fn suspend_keeps_volume_and_service() {
+    let ctx = TestContext::new("suspend_keeps_volume_and_service").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+    let service_uid = services(&ctx).get("agent").await.expect("service").uid();
+
+    set_mode(&ctx, "agent", "Suspended").await;
+    let suspended = wait_phase(&ctx, "agent", Phase::Suspended).await;
+    assert_eq!(condition(&suspended, "Suspended"), Some(("True".into(), "PodTerminated".into())));
+    assert_eq!(condition(&suspended, "Ready"), Some(("False".into(), "SandboxSuspended".into())));
+    let status = suspended.status.expect("status");
+    assert!(status.suspended_at.is_some());
+    assert!(status.pod_ips.is_empty());
+    assert!(pods(&ctx).get_opt("agent").await.expect("get pod").is_none(), "the pod is gone");
+    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim kept").uid(), claim_uid);
+    assert_eq!(services(&ctx).get("agent").await.expect("service kept").uid(), service_uid);
+}
+
+#[tokio::test]
+async fn resume_reuses_volume_and_identity() {
+    let ctx = TestContext::new("resume_reuses_volume_and_identity").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let first_pod = pods(&ctx).get("agent").await.expect("pod");
+    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+
+    set_mode(&ctx, "agent", "Suspended").await;
+    wait_phase(&ctx, "agent", Phase::Suspended).await;
+    set_mode(&ctx, "agent", "Running").await;
+    let resumed = wait_sandbox(&ctx, "agent", "the Sandbox to run again after a resume", |s| {
+        s.status.as_ref().is_some_and(|st| st.phase == Some(Phase::Running) && st.resumed_at.is_some())
+    })
+    .await;
+    assert_eq!(condition(&resumed, "Suspended"), Some(("False".into(), "NotSuspended".into())));
+
+    let second_pod = pods(&ctx).get("agent").await.expect("pod");
+    assert_ne!(second_pod.uid(), first_pod.uid(), "a new pod");
+    let spec = second_pod.spec.expect("spec");
+    assert_eq!(spec.hostname.as_deref(), Some("agent"));
+    assert_eq!(spec.subdomain.as_deref(), Some("agent"));
+    let claim_name = spec.volumes.unwrap_or_default().into_iter().find_map(|v| v.persistent_volume_claim).map(|c| c.claim_name);
+    assert_eq!(claim_name.as_deref(), Some("workspace-agent"));
+    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim").uid(), claim_uid, "the same volume");
+}
+
+/// Records every pod UID seen per pod name in the namespace, from a watch.
+fn record_pod_uids(ctx: &TestContext) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
+    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
+    let sink = seen.clone();
+    let stream = watcher(pods(ctx), watcher::Config::default()).applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(pod)) = stream.next().await {
+            if let Ok(mut seen) = sink.lock() {
+                seen.entry(pod.name_any()).or_default().insert(pod.uid().unwrap_or_default());
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn never_two_pods() {
+    let ctx = TestContext::new("never_two_pods").await;
+    let seen = record_pod_uids(&ctx);
+
+    // Two operators racing on the same Sandboxes (as during a botched rollout).
+    let first = Operator::start(&ctx);
+    let second = Operator::start(&ctx);
+    let names: Vec<String> = (0..6).map(|i| format!("race-{i}")).collect();
+    for name in &names {
+        create(&ctx, &sandbox(name, true)).await;
+    }
+    for name in &names {
+        wait_phase(&ctx, name, Phase::Running).await;
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+
+    // An operator killed in the middle of a create, then started again.
+    let operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("crash", true)).await;
+    eventually("the pod of the crash Sandbox", WAIT, || {
+        let pods = pods(&ctx);
+        async move { pods.get_opt("crash").await.ok().flatten() }
+    })
+    .await;
+    operator.kill();
+    let _restarted = Operator::start(&ctx);
+    wait_phase(&ctx, "crash", Phase::Running).await;
+    for name in &names {
+        wait_phase(&ctx, name, Phase::Running).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let all_pods = pods(&ctx).list(&Default::default()).await.expect("list pods");
+    assert_eq!(all_pods.items.len(), names.len() + 1, "one pod per Sandbox");
+    let seen = seen.lock().expect("seen").clone();
+    for (name, uids) in &seen {
+        assert_eq!(uids.len(), 1, "pod {name} was created more than once: {uids:?}");
+    }
+}
+
+async fn fail_pod(ctx: &TestContext, name: &str) -> String {
+    let pod = pods(ctx).get(name).await.expect("pod");
+    pods(ctx)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": { "phase": "Failed", "reason": "Evicted" } })))
+        .await
+        .expect("mark the pod Failed");
+    pod.uid().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn failed_pod_is_recreated_with_backoff() {
+    let ctx = TestContext::new("failed_pod_is_recreated_with_backoff").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", false)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+
+    let first_uid = fail_pod(&ctx, "agent").await;
+    let once = wait_sandbox(&ctx, "agent", "a restart after the first failure", |s| {
+        s.status.as_ref().is_some_and(|st| st.restarts == 1 && st.phase == Some(Phase::Running))
+    })
+    .await;
+    let second_uid = pods(&ctx).get("agent").await.expect("pod").uid().unwrap_or_default();
+    assert_ne!(first_uid, second_uid, "the failed pod was replaced");
+
+    fail_pod(&ctx, "agent").await;
+    let twice = wait_sandbox(&ctx, "agent", "a restart after the second failure", |s| {
+        s.status.as_ref().is_some_and(|st| st.restarts == 2 && st.phase == Some(Phase::Running))
+    })
+    .await;
+    let restart_time = |s: &Sandbox| s.status.as_ref().and_then(|st| st.last_restart_time.clone()).map(|Time(t)| t).expect("lastRestartTime");
+    let gap = restart_time(&twice).duration_since(restart_time(&once));
+    assert!(gap.as_secs_f64() >= 1.0, "the second restart waited for its backoff; gap was {gap:?}");
+
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .list(&Default::default())
+        .await
+        .expect("events");
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("PodRestarted")), "a PodRestarted event explains the restart");
+}
+
+#[tokio::test]
+async fn expiry_retain_and_delete() {
+    let ctx = TestContext::new("expiry_retain_and_delete").await;
+    let _operator = Operator::start(&ctx);
+    let soon = Time(k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(4));
+    let mut retained = sandbox("retained", true);
+    retained.spec.shutdown_time = Some(soon.clone());
+    let mut deleted = sandbox("deleted", false);
+    deleted.spec.shutdown_time = Some(soon);
+    deleted.spec.shutdown_policy = sandman::api::ShutdownPolicy::Delete;
+    create(&ctx, &retained).await;
+    create(&ctx, &deleted).await;
+    wait_phase(&ctx, "retained", Phase::Running).await;
+
+    let expired = wait_phase(&ctx, "retained", Phase::Expired).await;
+    assert_eq!(condition(&expired, "Finished"), Some(("True".into(), "SandboxExpired".into())));
+    assert_eq!(condition(&expired, "Ready"), Some(("False".into(), "SandboxExpired".into())));
+    wait_gone(&pods(&ctx), "retained").await;
+    wait_gone(&services(&ctx), "retained").await;
+    assert!(claims(&ctx).get_opt("workspace-retained").await.expect("get claim").is_some(), "the volume stays");
+
+    wait_gone(&sandboxes(&ctx), "deleted").await;
+    wait_gone(&pods(&ctx), "deleted").await;
+}
+
+#[tokio::test]
+async fn deleting_sandbox_retains_volumes_by_default() {
+    let ctx = TestContext::new("deleting_sandbox_retains_volumes_by_default").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+
+    sandboxes(&ctx).delete("agent", &DeleteParams::default()).await.expect("delete sandbox");
+    wait_gone(&sandboxes(&ctx), "agent").await;
+    wait_gone(&pods(&ctx), "agent").await;
+    wait_gone(&services(&ctx), "agent").await;
+    let kept = claims(&ctx).get("workspace-agent").await.expect("the claim is retained");
+    assert_eq!(kept.uid(), claim_uid);
+    assert!(kept.metadata.deletion_timestamp.is_none());
+
+    // A new Sandbox of the same name finds its volume again.
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim").uid(), claim_uid, "re-attached");
+}
+
+#[tokio::test]
+async fn volume_reclaim_delete_removes_volumes() {
+    let ctx = TestContext::new("volume_reclaim_delete_removes_volumes").await;
+    let _operator = Operator::start(&ctx);
+    let mut doomed = sandbox("agent", true);
+    doomed.spec.volume_reclaim_policy = sandman::api::VolumeReclaimPolicy::Delete;
+    create(&ctx, &doomed).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let claim = claims(&ctx).get("workspace-agent").await.expect("claim");
+    assert_eq!(claim.owner_references().len(), 1, "owned by the Sandbox");
+    // PVC protection: the claim cannot go while a pod uses it.
+    assert!(claim.finalizers().iter().any(|f| f == "kubernetes.io/pvc-protection"));
+
+    sandboxes(&ctx).delete("agent", &DeleteParams::default()).await.expect("delete sandbox");
+    wait_gone(&pods(&ctx), "agent").await;
+    wait_gone(&claims(&ctx), "workspace-agent").await;
+}
+
+#[tokio::test]
+async fn reserved_labels_are_stripped() {
+    let ctx = TestContext::new("reserved_labels_are_stripped").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("victim", false)).await;
+    let mut hijacker = sandbox("hijacker", false);
+    let metadata = hijacker.spec.pod_template.metadata.get_or_insert_with(Default::default);
+    metadata.labels.insert("sandman.dev/sandbox".into(), "victim".into());
+    metadata.labels.insert("sandman.dev/tier".into(), "gold".into());
+    metadata.annotations.insert("sandman.dev/template-hash".into(), "forged".into());
+    create(&ctx, &hijacker).await;
+    wait_phase(&ctx, "victim", Phase::Running).await;
+    wait_phase(&ctx, "hijacker", Phase::Running).await;
+
+    let pod = pods(&ctx).get("hijacker").await.expect("pod");
+    assert_eq!(pod.labels().get("sandman.dev/sandbox").map(String::as_str), Some("hijacker"));
+    assert!(!pod.labels().contains_key("sandman.dev/tier"));
+    assert_ne!(pod.annotations().get("sandman.dev/template-hash").map(String::as_str), Some("forged"));
+    let selected = pods(&ctx)
+        .list(&kube::api::ListParams::default().labels("sandman.dev/sandbox=victim"))
+        .await
+        .expect("list");
+    let names: Vec<String> = selected.items.iter().map(|p| p.name_any()).collect();
+    assert_eq!(names, vec!["victim".to_string()], "the victim's selector matches only its own pod");
+}
+
+/// The API server's message for a refused write.
+fn rejected<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            e.message
+        }
+        other => panic!("expected a 422 rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_sandbox_is_rejected() {
+    let ctx = TestContext::new("invalid_sandbox_is_rejected").await;
+    let api = sandboxes(&ctx);
+    let mut unknown_mode = serde_json::to_value(sandbox("bad-mode", false)).expect("json");
+    unknown_mode["spec"]["operatingMode"] = "Paused".into();
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ApiResource::erase::<Sandbox>(&()));
+    let object: DynamicObject = serde_json::from_value(unknown_mode).expect("dynamic object");
+    let message = rejected(dynamic.create(&PostParams::default(), &object).await);
+    assert!(message.contains("operatingMode") && message.contains("Unsupported value"), "{message}");
+
+    let mut bad_timeout = sandbox("bad-timeout", false);
+    bad_timeout.spec.lifecycle = Some(sandman::api::LifecycleSpec { idle_timeout: Some("soon".into()) });
+    let message = rejected(api.create(&PostParams::default(), &bad_timeout).await);
+    assert!(message.contains("idleTimeout"), "{message}");
+
+    create(&ctx, &sandbox("with-volume", true)).await;
+    let changed = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
+        "metadata": { "name": "workspace" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "5Gi" } } }
+    }] } });
+    let message = rejected(api.patch("with-volume", &PatchParams::default(), &Patch::Merge(changed)).await);
+    assert!(message.contains("volumeClaimTemplates is immutable"), "{message}");
+
+    create(&ctx, &sandbox("without-volume", false)).await;
+    let added = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
+        "metadata": { "name": "workspace" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
+    }] } });
+    let message = rejected(api.patch("without-volume", &PatchParams::default(), &Patch::Merge(added)).await);
+    assert!(message.contains("volumeClaimTemplates is immutable"), "{message}");
+}
+
+#[tokio::test]
+async fn foreign_pod_is_reported_not_adopted() {
+    let ctx = TestContext::new("foreign_pod_is_reported_not_adopted").await;
+    let foreign: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "agent", "labels": { "owner": "someone-else" } },
+        "spec": { "containers": [{ "name": "main", "image": "registry.example/other:1" }] }
+    }))
+    .expect("pod");
+    let foreign = pods(&ctx).create(&PostParams::default(), &foreign).await.expect("create foreign pod");
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", false)).await;
+    let conflicted = wait_sandbox(&ctx, "agent", "the conflict to be reported", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PodNameConflict")
+    })
+    .await;
+    assert_eq!(conflicted.status.and_then(|s| s.phase), Some(Phase::Failed));
+    let still = pods(&ctx).get("agent").await.expect("the foreign pod is untouched");
+    assert_eq!(still.uid(), foreign.uid());
+    assert!(still.owner_references().is_empty(), "not adopted");
+}
