@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
 use sandman_testenv::harness::{TestContext, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,7 +23,10 @@ async fn control_plane_smoke() {
         "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
     }))
     .expect("claim");
-    claims.create(&PostParams::default(), &claim).await.expect("create claim");
+    claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "worker" },
         "spec": {
@@ -33,7 +36,9 @@ async fn control_plane_smoke() {
         }
     }))
     .expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
 
     let running = eventually("the pod to run on a kwok node", WAIT, || {
         let pods = pods.clone();
@@ -45,7 +50,10 @@ async fn control_plane_smoke() {
     })
     .await;
     let ip = running.status.and_then(|s| s.pod_ip).expect("pod IP");
-    assert!(ip.starts_with("127.1."), "pod IP {ip} is not in the loopback pod range");
+    assert!(
+        ip.starts_with("127.1."),
+        "pod IP {ip} is not in the loopback pod range"
+    );
     let node = running.spec.and_then(|s| s.node_name).expect("scheduled");
     assert!(node.starts_with("kwok-node-"), "scheduled to {node}");
     // A test can play the pod's container: its IP is bindable on this machine.
@@ -63,7 +71,11 @@ async fn control_plane_smoke() {
     assert!(bound.spec.and_then(|s| s.volume_name).is_some());
 
     let owner = config_maps
-        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({ "metadata": { "name": "owner" } })).expect("owner"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "owner" } }))
+                .expect("owner"),
+        )
         .await
         .expect("create owner");
     let dependent: ConfigMap = serde_json::from_value(serde_json::json!({
@@ -73,11 +85,27 @@ async fn control_plane_smoke() {
         }
     }))
     .expect("dependent");
-    config_maps.create(&PostParams::default(), &dependent).await.expect("create dependent");
-    config_maps.delete("owner", &DeleteParams::default()).await.expect("delete owner");
-    eventually("the garbage collector to delete the dependent", WAIT, || {
-        let config_maps = config_maps.clone();
-        async move { config_maps.get_opt("dependent").await.ok().and_then(|d| d.is_none().then_some(())) }
-    })
+    config_maps
+        .create(&PostParams::default(), &dependent)
+        .await
+        .expect("create dependent");
+    config_maps
+        .delete("owner", &DeleteParams::default())
+        .await
+        .expect("delete owner");
+    eventually(
+        "the garbage collector to delete the dependent",
+        WAIT,
+        || {
+            let config_maps = config_maps.clone();
+            async move {
+                config_maps
+                    .get_opt("dependent")
+                    .await
+                    .ok()
+                    .and_then(|d| d.is_none().then_some(()))
+            }
+        },
+    )
     .await;
 }

@@ -4,7 +4,10 @@
 #[test]
 fn crds_are_in_sync() {
     let generated = sandman::api::crds_yaml().expect("serialize CRDs");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/sandboxes.sandman.dev.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/sandboxes.sandman.dev.yaml"
+    );
     let on_disk = std::fs::read_to_string(path).expect("read crds/");
     assert!(
         generated == on_disk,

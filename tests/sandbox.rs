@@ -27,7 +27,11 @@ fn services(ctx: &TestContext) -> Api<Service> {
 
 async fn set_mode(ctx: &TestContext, name: &str, mode: &str) {
     sandboxes(ctx)
-        .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": mode } })))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": mode } })),
+        )
         .await
         .expect("patch operatingMode");
 }
@@ -39,34 +43,80 @@ async fn sandbox_gets_pod_service_and_volume() {
     create(&ctx, &sandbox("agent", true)).await;
     let sandbox = wait_phase(&ctx, "agent", Phase::Running).await;
     let status = sandbox.status.clone().expect("status");
-    assert_eq!(condition(&sandbox, "Ready"), Some(("True".into(), "DependenciesReady".into())));
-    assert_eq!(status.service_fqdn.as_deref(), Some(format!("agent.{}.svc.cluster.local", ctx.namespace).as_str()));
-    assert_eq!(status.selector.as_deref(), Some("sandman.dev/sandbox=agent"));
+    assert_eq!(
+        condition(&sandbox, "Ready"),
+        Some(("True".into(), "DependenciesReady".into()))
+    );
+    assert_eq!(
+        status.service_fqdn.as_deref(),
+        Some(format!("agent.{}.svc.cluster.local", ctx.namespace).as_str())
+    );
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("sandman.dev/sandbox=agent")
+    );
     assert!(status.pod_ips.iter().all(|ip| ip.starts_with("127.1.")) && !status.pod_ips.is_empty());
     assert!(status.node_name.is_some());
     let generation = sandbox.metadata.generation;
-    assert!(status.conditions.iter().all(|c| c.observed_generation == generation));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == generation)
+    );
 
     let pod = pods(&ctx).get("agent").await.expect("pod");
-    assert_eq!(pod.labels().get("sandman.dev/sandbox").map(String::as_str), Some("agent"));
+    assert_eq!(
+        pod.labels().get("sandman.dev/sandbox").map(String::as_str),
+        Some("agent")
+    );
     let owner = &pod.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("Sandbox", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Sandbox", Some(true))
+    );
     let spec = pod.spec.expect("pod spec");
     assert_eq!(spec.hostname.as_deref(), Some("agent"));
     assert_eq!(spec.subdomain.as_deref(), Some("agent"));
-    let claim_volume = spec.volumes.unwrap_or_default().into_iter().find(|v| v.name == "workspace").expect("workspace volume");
-    assert_eq!(claim_volume.persistent_volume_claim.map(|c| c.claim_name).as_deref(), Some("workspace-agent"));
+    let claim_volume = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "workspace")
+        .expect("workspace volume");
+    assert_eq!(
+        claim_volume
+            .persistent_volume_claim
+            .map(|c| c.claim_name)
+            .as_deref(),
+        Some("workspace-agent")
+    );
     // Hardened defaults, where the template said nothing.
     assert_eq!(spec.automount_service_account_token, Some(false));
-    assert_eq!(spec.security_context.and_then(|s| s.seccomp_profile).map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
-    let container = spec.containers[0].security_context.clone().expect("container security context");
+    assert_eq!(
+        spec.security_context
+            .and_then(|s| s.seccomp_profile)
+            .map(|p| p.type_)
+            .as_deref(),
+        Some("RuntimeDefault")
+    );
+    let container = spec.containers[0]
+        .security_context
+        .clone()
+        .expect("container security context");
     assert_eq!(container.allow_privilege_escalation, Some(false));
-    assert_eq!(container.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+    assert_eq!(
+        container.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
 
     let service = services(&ctx).get("agent").await.expect("service");
     let service_spec = service.spec.expect("service spec");
     assert_eq!(service_spec.cluster_ip.as_deref(), Some("None"), "headless");
-    assert_eq!(service_spec.selector, Some(labels(&[("sandman.dev/sandbox", "agent")])));
+    assert_eq!(
+        service_spec.selector,
+        Some(labels(&[("sandman.dev/sandbox", "agent")]))
+    );
 
     let claim = eventually("the workspace claim to bind", WAIT, || {
         let api = claims(&ctx);
@@ -76,8 +126,17 @@ async fn sandbox_gets_pod_service_and_volume() {
         }
     })
     .await;
-    assert!(claim.owner_references().is_empty(), "Retain: the claim outlives the Sandbox");
-    assert_eq!(claim.labels().get("sandman.dev/sandbox").map(String::as_str), Some("agent"));
+    assert!(
+        claim.owner_references().is_empty(),
+        "Retain: the claim outlives the Sandbox"
+    );
+    assert_eq!(
+        claim
+            .labels()
+            .get("sandman.dev/sandbox")
+            .map(String::as_str),
+        Some("agent")
+    );
 }
 
 #[tokio::test]
@@ -86,19 +145,50 @@ async fn suspend_keeps_volume_and_service() {
     let _operator = Operator::start(&ctx);
     create(&ctx, &sandbox("agent", true)).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
-    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+    let claim_uid = claims(&ctx)
+        .get("workspace-agent")
+        .await
+        .expect("claim")
+        .uid();
     let service_uid = services(&ctx).get("agent").await.expect("service").uid();
 
     set_mode(&ctx, "agent", "Suspended").await;
     let suspended = wait_phase(&ctx, "agent", Phase::Suspended).await;
-    assert_eq!(condition(&suspended, "Suspended"), Some(("True".into(), "PodTerminated".into())));
-    assert_eq!(condition(&suspended, "Ready"), Some(("False".into(), "SandboxSuspended".into())));
+    assert_eq!(
+        condition(&suspended, "Suspended"),
+        Some(("True".into(), "PodTerminated".into()))
+    );
+    assert_eq!(
+        condition(&suspended, "Ready"),
+        Some(("False".into(), "SandboxSuspended".into()))
+    );
     let status = suspended.status.expect("status");
     assert!(status.suspended_at.is_some());
     assert!(status.pod_ips.is_empty());
-    assert!(pods(&ctx).get_opt("agent").await.expect("get pod").is_none(), "the pod is gone");
-    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim kept").uid(), claim_uid);
-    assert_eq!(services(&ctx).get("agent").await.expect("service kept").uid(), service_uid);
+    assert!(
+        pods(&ctx)
+            .get_opt("agent")
+            .await
+            .expect("get pod")
+            .is_none(),
+        "the pod is gone"
+    );
+    assert_eq!(
+        claims(&ctx)
+            .get("workspace-agent")
+            .await
+            .expect("claim kept")
+            .uid(),
+        claim_uid
+    );
+    assert_eq!(
+        services(&ctx)
+            .get("agent")
+            .await
+            .expect("service kept")
+            .uid(),
+        service_uid
+    );
 }
 
 #[tokio::test]
@@ -108,25 +198,52 @@ async fn resume_reuses_volume_and_identity() {
     create(&ctx, &sandbox("agent", true)).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
     let first_pod = pods(&ctx).get("agent").await.expect("pod");
-    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+    let claim_uid = claims(&ctx)
+        .get("workspace-agent")
+        .await
+        .expect("claim")
+        .uid();
 
     set_mode(&ctx, "agent", "Suspended").await;
     wait_phase(&ctx, "agent", Phase::Suspended).await;
     set_mode(&ctx, "agent", "Running").await;
-    let resumed = wait_sandbox(&ctx, "agent", "the Sandbox to run again after a resume", |s| {
-        s.status.as_ref().is_some_and(|st| st.phase == Some(Phase::Running) && st.resumed_at.is_some())
-    })
+    let resumed = wait_sandbox(
+        &ctx,
+        "agent",
+        "the Sandbox to run again after a resume",
+        |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.phase == Some(Phase::Running) && st.resumed_at.is_some())
+        },
+    )
     .await;
-    assert_eq!(condition(&resumed, "Suspended"), Some(("False".into(), "NotSuspended".into())));
+    assert_eq!(
+        condition(&resumed, "Suspended"),
+        Some(("False".into(), "NotSuspended".into()))
+    );
 
     let second_pod = pods(&ctx).get("agent").await.expect("pod");
     assert_ne!(second_pod.uid(), first_pod.uid(), "a new pod");
     let spec = second_pod.spec.expect("spec");
     assert_eq!(spec.hostname.as_deref(), Some("agent"));
     assert_eq!(spec.subdomain.as_deref(), Some("agent"));
-    let claim_name = spec.volumes.unwrap_or_default().into_iter().find_map(|v| v.persistent_volume_claim).map(|c| c.claim_name);
+    let claim_name = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|v| v.persistent_volume_claim)
+        .map(|c| c.claim_name);
     assert_eq!(claim_name.as_deref(), Some("workspace-agent"));
-    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim").uid(), claim_uid, "the same volume");
+    assert_eq!(
+        claims(&ctx)
+            .get("workspace-agent")
+            .await
+            .expect("claim")
+            .uid(),
+        claim_uid,
+        "the same volume"
+    );
 }
 
 /// Records every pod UID seen per pod name in the namespace, from a watch.
@@ -138,7 +255,9 @@ fn record_pod_uids(ctx: &TestContext) -> Arc<Mutex<BTreeMap<String, BTreeSet<Str
         let mut stream = std::pin::pin!(stream);
         while let Some(Ok(pod)) = stream.next().await {
             if let Ok(mut seen) = sink.lock() {
-                seen.entry(pod.name_any()).or_default().insert(pod.uid().unwrap_or_default());
+                seen.entry(pod.name_any())
+                    .or_default()
+                    .insert(pod.uid().unwrap_or_default());
             }
         }
     });
@@ -160,8 +279,8 @@ async fn never_two_pods() {
     for name in &names {
         wait_phase(&ctx, name, Phase::Running).await;
     }
-    first.shutdown().await;
-    second.shutdown().await;
+    first.kill();
+    second.kill();
 
     // An operator killed in the middle of a create, then started again.
     let operator = Operator::start(&ctx);
@@ -178,19 +297,31 @@ async fn never_two_pods() {
         wait_phase(&ctx, name, Phase::Running).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let all_pods = pods(&ctx).list(&Default::default()).await.expect("list pods");
+    let all_pods = pods(&ctx)
+        .list(&Default::default())
+        .await
+        .expect("list pods");
     assert_eq!(all_pods.items.len(), names.len() + 1, "one pod per Sandbox");
     let seen = seen.lock().expect("seen").clone();
     for (name, uids) in &seen {
-        assert_eq!(uids.len(), 1, "pod {name} was created more than once: {uids:?}");
+        assert_eq!(
+            uids.len(),
+            1,
+            "pod {name} was created more than once: {uids:?}"
+        );
     }
 }
 
 async fn fail_pod(ctx: &TestContext, name: &str) -> String {
     let pod = pods(ctx).get(name).await.expect("pod");
     pods(ctx)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": { "phase": "Failed", "reason": "Evicted" } })))
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({ "status": { "phase": "Failed", "reason": "Evicted" } }),
+            ),
+        )
         .await
         .expect("mark the pod Failed");
     pod.uid().unwrap_or_default()
@@ -205,33 +336,61 @@ async fn failed_pod_is_recreated_with_backoff() {
 
     let first_uid = fail_pod(&ctx, "agent").await;
     let once = wait_sandbox(&ctx, "agent", "a restart after the first failure", |s| {
-        s.status.as_ref().is_some_and(|st| st.restarts == 1 && st.phase == Some(Phase::Running))
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.restarts == 1 && st.phase == Some(Phase::Running))
     })
     .await;
-    let second_uid = pods(&ctx).get("agent").await.expect("pod").uid().unwrap_or_default();
+    let second_uid = pods(&ctx)
+        .get("agent")
+        .await
+        .expect("pod")
+        .uid()
+        .unwrap_or_default();
     assert_ne!(first_uid, second_uid, "the failed pod was replaced");
 
     fail_pod(&ctx, "agent").await;
     let twice = wait_sandbox(&ctx, "agent", "a restart after the second failure", |s| {
-        s.status.as_ref().is_some_and(|st| st.restarts == 2 && st.phase == Some(Phase::Running))
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.restarts == 2 && st.phase == Some(Phase::Running))
     })
     .await;
-    let restart_time = |s: &Sandbox| s.status.as_ref().and_then(|st| st.last_restart_time.clone()).map(|Time(t)| t).expect("lastRestartTime");
+    let restart_time = |s: &Sandbox| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_restart_time.clone())
+            .map(|Time(t)| t)
+            .expect("lastRestartTime")
+    };
     let gap = restart_time(&twice).duration_since(restart_time(&once));
-    assert!(gap.as_secs_f64() >= 1.0, "the second restart waited for its backoff; gap was {gap:?}");
+    assert!(
+        gap.as_secs_f64() >= 1.0,
+        "the second restart waited for its backoff; gap was {gap:?}"
+    );
 
-    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace)
-        .list(&Default::default())
-        .await
-        .expect("events");
-    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("PodRestarted")), "a PodRestarted event explains the restart");
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+        ctx.client.clone(),
+        &ctx.namespace,
+    )
+    .list(&Default::default())
+    .await
+    .expect("events");
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PodRestarted")),
+        "a PodRestarted event explains the restart"
+    );
 }
 
 #[tokio::test]
 async fn expiry_retain_and_delete() {
     let ctx = TestContext::new("expiry_retain_and_delete").await;
     let _operator = Operator::start(&ctx);
-    let soon = Time(k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(4));
+    let soon =
+        Time(k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(4));
     let mut retained = sandbox("retained", true);
     retained.spec.shutdown_time = Some(soon.clone());
     let mut deleted = sandbox("deleted", false);
@@ -242,11 +401,24 @@ async fn expiry_retain_and_delete() {
     wait_phase(&ctx, "retained", Phase::Running).await;
 
     let expired = wait_phase(&ctx, "retained", Phase::Expired).await;
-    assert_eq!(condition(&expired, "Finished"), Some(("True".into(), "SandboxExpired".into())));
-    assert_eq!(condition(&expired, "Ready"), Some(("False".into(), "SandboxExpired".into())));
+    assert_eq!(
+        condition(&expired, "Finished"),
+        Some(("True".into(), "SandboxExpired".into()))
+    );
+    assert_eq!(
+        condition(&expired, "Ready"),
+        Some(("False".into(), "SandboxExpired".into()))
+    );
     wait_gone(&pods(&ctx), "retained").await;
     wait_gone(&services(&ctx), "retained").await;
-    assert!(claims(&ctx).get_opt("workspace-retained").await.expect("get claim").is_some(), "the volume stays");
+    assert!(
+        claims(&ctx)
+            .get_opt("workspace-retained")
+            .await
+            .expect("get claim")
+            .is_some(),
+        "the volume stays"
+    );
 
     wait_gone(&sandboxes(&ctx), "deleted").await;
     wait_gone(&pods(&ctx), "deleted").await;
@@ -258,20 +430,38 @@ async fn deleting_sandbox_retains_volumes_by_default() {
     let _operator = Operator::start(&ctx);
     create(&ctx, &sandbox("agent", true)).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
-    let claim_uid = claims(&ctx).get("workspace-agent").await.expect("claim").uid();
+    let claim_uid = claims(&ctx)
+        .get("workspace-agent")
+        .await
+        .expect("claim")
+        .uid();
 
-    sandboxes(&ctx).delete("agent", &DeleteParams::default()).await.expect("delete sandbox");
+    sandboxes(&ctx)
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete sandbox");
     wait_gone(&sandboxes(&ctx), "agent").await;
     wait_gone(&pods(&ctx), "agent").await;
     wait_gone(&services(&ctx), "agent").await;
-    let kept = claims(&ctx).get("workspace-agent").await.expect("the claim is retained");
+    let kept = claims(&ctx)
+        .get("workspace-agent")
+        .await
+        .expect("the claim is retained");
     assert_eq!(kept.uid(), claim_uid);
     assert!(kept.metadata.deletion_timestamp.is_none());
 
     // A new Sandbox of the same name finds its volume again.
     create(&ctx, &sandbox("agent", true)).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
-    assert_eq!(claims(&ctx).get("workspace-agent").await.expect("claim").uid(), claim_uid, "re-attached");
+    assert_eq!(
+        claims(&ctx)
+            .get("workspace-agent")
+            .await
+            .expect("claim")
+            .uid(),
+        claim_uid,
+        "re-attached"
+    );
 }
 
 #[tokio::test]
@@ -285,9 +475,17 @@ async fn volume_reclaim_delete_removes_volumes() {
     let claim = claims(&ctx).get("workspace-agent").await.expect("claim");
     assert_eq!(claim.owner_references().len(), 1, "owned by the Sandbox");
     // PVC protection: the claim cannot go while a pod uses it.
-    assert!(claim.finalizers().iter().any(|f| f == "kubernetes.io/pvc-protection"));
+    assert!(
+        claim
+            .finalizers()
+            .iter()
+            .any(|f| f == "kubernetes.io/pvc-protection")
+    );
 
-    sandboxes(&ctx).delete("agent", &DeleteParams::default()).await.expect("delete sandbox");
+    sandboxes(&ctx)
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete sandbox");
     wait_gone(&pods(&ctx), "agent").await;
     wait_gone(&claims(&ctx), "workspace-agent").await;
 }
@@ -298,24 +496,46 @@ async fn reserved_labels_are_stripped() {
     let _operator = Operator::start(&ctx);
     create(&ctx, &sandbox("victim", false)).await;
     let mut hijacker = sandbox("hijacker", false);
-    let metadata = hijacker.spec.pod_template.metadata.get_or_insert_with(Default::default);
-    metadata.labels.insert("sandman.dev/sandbox".into(), "victim".into());
-    metadata.labels.insert("sandman.dev/tier".into(), "gold".into());
-    metadata.annotations.insert("sandman.dev/template-hash".into(), "forged".into());
+    let metadata = hijacker
+        .spec
+        .pod_template
+        .metadata
+        .get_or_insert_with(Default::default);
+    metadata
+        .labels
+        .insert("sandman.dev/sandbox".into(), "victim".into());
+    metadata
+        .labels
+        .insert("sandman.dev/tier".into(), "gold".into());
+    metadata
+        .annotations
+        .insert("sandman.dev/template-hash".into(), "forged".into());
     create(&ctx, &hijacker).await;
     wait_phase(&ctx, "victim", Phase::Running).await;
     wait_phase(&ctx, "hijacker", Phase::Running).await;
 
     let pod = pods(&ctx).get("hijacker").await.expect("pod");
-    assert_eq!(pod.labels().get("sandman.dev/sandbox").map(String::as_str), Some("hijacker"));
+    assert_eq!(
+        pod.labels().get("sandman.dev/sandbox").map(String::as_str),
+        Some("hijacker")
+    );
     assert!(!pod.labels().contains_key("sandman.dev/tier"));
-    assert_ne!(pod.annotations().get("sandman.dev/template-hash").map(String::as_str), Some("forged"));
+    assert_ne!(
+        pod.annotations()
+            .get("sandman.dev/template-hash")
+            .map(String::as_str),
+        Some("forged")
+    );
     let selected = pods(&ctx)
         .list(&kube::api::ListParams::default().labels("sandman.dev/sandbox=victim"))
         .await
         .expect("list");
     let names: Vec<String> = selected.items.iter().map(|p| p.name_any()).collect();
-    assert_eq!(names, vec!["victim".to_string()], "the victim's selector matches only its own pod");
+    assert_eq!(
+        names,
+        vec!["victim".to_string()],
+        "the victim's selector matches only its own pod"
+    );
 }
 
 /// The API server's message for a refused write.
@@ -335,14 +555,22 @@ async fn invalid_sandbox_is_rejected() {
     let api = sandboxes(&ctx);
     let mut unknown_mode = serde_json::to_value(sandbox("bad-mode", false)).expect("json");
     unknown_mode["spec"]["operatingMode"] = "Paused".into();
-    let dynamic: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ApiResource::erase::<Sandbox>(&()));
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &ApiResource::erase::<Sandbox>(&()),
+    );
     let object: DynamicObject = serde_json::from_value(unknown_mode).expect("dynamic object");
     let message = rejected(dynamic.create(&PostParams::default(), &object).await);
-    assert!(message.contains("operatingMode") && message.contains("Unsupported value"), "{message}");
+    assert!(
+        message.contains("operatingMode") && message.contains("Unsupported value"),
+        "{message}"
+    );
 
     let mut bad_timeout = sandbox("bad-timeout", false);
-    bad_timeout.spec.lifecycle = Some(sandman::api::LifecycleSpec { idle_timeout: Some("soon".into()) });
+    bad_timeout.spec.lifecycle = Some(sandman::api::LifecycleSpec {
+        idle_timeout: Some("soon".into()),
+    });
     let message = rejected(api.create(&PostParams::default(), &bad_timeout).await);
     assert!(message.contains("idleTimeout"), "{message}");
 
@@ -351,16 +579,36 @@ async fn invalid_sandbox_is_rejected() {
         "metadata": { "name": "workspace" },
         "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "5Gi" } } }
     }] } });
-    let message = rejected(api.patch("with-volume", &PatchParams::default(), &Patch::Merge(changed)).await);
-    assert!(message.contains("volumeClaimTemplates is immutable"), "{message}");
+    let message = rejected(
+        api.patch(
+            "with-volume",
+            &PatchParams::default(),
+            &Patch::Merge(changed),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("volumeClaimTemplates is immutable"),
+        "{message}"
+    );
 
     create(&ctx, &sandbox("without-volume", false)).await;
     let added = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
         "metadata": { "name": "workspace" },
         "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
     }] } });
-    let message = rejected(api.patch("without-volume", &PatchParams::default(), &Patch::Merge(added)).await);
-    assert!(message.contains("volumeClaimTemplates is immutable"), "{message}");
+    let message = rejected(
+        api.patch(
+            "without-volume",
+            &PatchParams::default(),
+            &Patch::Merge(added),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("volumeClaimTemplates is immutable"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +619,10 @@ async fn foreign_pod_is_reported_not_adopted() {
         "spec": { "containers": [{ "name": "main", "image": "registry.example/other:1" }] }
     }))
     .expect("pod");
-    let foreign = pods(&ctx).create(&PostParams::default(), &foreign).await.expect("create foreign pod");
+    let foreign = pods(&ctx)
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create foreign pod");
     let _operator = Operator::start(&ctx);
     create(&ctx, &sandbox("agent", false)).await;
     let conflicted = wait_sandbox(&ctx, "agent", "the conflict to be reported", |s| {
@@ -379,7 +630,10 @@ async fn foreign_pod_is_reported_not_adopted() {
     })
     .await;
     assert_eq!(conflicted.status.and_then(|s| s.phase), Some(Phase::Failed));
-    let still = pods(&ctx).get("agent").await.expect("the foreign pod is untouched");
+    let still = pods(&ctx)
+        .get("agent")
+        .await
+        .expect("the foreign pod is untouched");
     assert_eq!(still.uid(), foreign.uid());
     assert!(still.owner_references().is_empty(), "not adopted");
 }

@@ -35,7 +35,12 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             type_,
             status,
@@ -47,7 +52,12 @@ impl Desired {
 
 /// The conditions after applying `desired` to `current`: `lastTransitionTime` is kept unless the
 /// status changed, and every condition carries `generation` as `observedGeneration`.
-pub fn merge(current: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    current: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|want| {
@@ -84,13 +94,28 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(&[], &[Desired::new(READY, false, "A", "a")], Some(1), &time(10));
+        let first = merge(
+            &[],
+            &[Desired::new(READY, false, "A", "a")],
+            Some(1),
+            &time(10),
+        );
         assert_eq!(first[0].last_transition_time, time(10));
-        let same = merge(&first, &[Desired::new(READY, false, "B", "b")], Some(2), &time(20));
+        let same = merge(
+            &first,
+            &[Desired::new(READY, false, "B", "b")],
+            Some(2),
+            &time(20),
+        );
         assert_eq!(same[0].last_transition_time, time(10));
         assert_eq!(same[0].reason, "B");
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(&same, &[Desired::new(READY, true, "C", "c")], Some(2), &time(30));
+        let flipped = merge(
+            &same,
+            &[Desired::new(READY, true, "C", "c")],
+            Some(2),
+            &time(30),
+        );
         assert_eq!(flipped[0].last_transition_time, time(30));
     }
 }

@@ -5,8 +5,8 @@ pub mod sandbox;
 
 pub use sandbox::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Every CRD sandman serves, in the order `crds/` lists them.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -19,7 +19,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let client = kube::Client::try_default()
             .await

@@ -5,9 +5,9 @@
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec, Service};
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Config};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 
 use crate::api::{SANDBOX_LABEL, Sandbox};
@@ -21,7 +21,10 @@ pub struct Scope {
 impl Scope {
     pub fn api<K>(&self, client: &Client) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         match &self.namespace {
@@ -79,7 +82,10 @@ where
     Cache { store, changes }
 }
 
-fn watcher<K>(api: Api<K>, config: Config) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+fn watcher<K>(
+    api: Api<K>,
+    config: Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -87,7 +93,11 @@ where
 }
 
 pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
-    cache(scope.api(client), Config::default().any_semantic(), strip_managed_fields)
+    cache(
+        scope.api(client),
+        Config::default().any_semantic(),
+        strip_managed_fields,
+    )
 }
 
 fn children_config() -> Config {

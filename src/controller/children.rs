@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServiceSpec,
-    Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, Service, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -98,7 +98,12 @@ pub fn desired_pod_spec(sandbox: &Sandbox) -> PodSpec {
 /// The Pod for a Sandbox. Its name is the Sandbox's, which is what makes it a singleton: the
 /// API server never holds two objects of one name.
 pub fn desired_pod(sandbox: &Sandbox) -> Pod {
-    let template_meta = sandbox.spec.pod_template.metadata.clone().unwrap_or_default();
+    let template_meta = sandbox
+        .spec
+        .pod_template
+        .metadata
+        .clone()
+        .unwrap_or_default();
     let spec = desired_pod_spec(sandbox);
     let mut labels = strip_reserved(&template_meta.labels);
     labels.extend(sandbox_labels(sandbox));
@@ -165,7 +170,8 @@ pub fn desired_claims(sandbox: &Sandbox) -> Vec<PersistentVolumeClaim> {
             let mut labels = strip_reserved(&template_meta.labels.clone().unwrap_or_default());
             labels.extend(sandbox_labels(sandbox));
             labels.insert(CLAIM_TEMPLATE_LABEL.into(), template_name.clone());
-            let annotations = strip_reserved(&template_meta.annotations.clone().unwrap_or_default());
+            let annotations =
+                strip_reserved(&template_meta.annotations.clone().unwrap_or_default());
             let mut claim = PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(claim_name(&template_name, &name)),
@@ -201,7 +207,13 @@ fn stamp_applied_hash(metadata: &mut ObjectMeta) {
 /// True when `current` carries the same applied hash as `desired`: applying again would be a
 /// no-op write.
 pub fn unchanged<K: Resource>(current: &K, desired: &K) -> bool {
-    let hash = |k: &K| k.meta().annotations.as_ref()?.get(APPLIED_HASH_ANNOTATION).cloned();
+    let hash = |k: &K| {
+        k.meta()
+            .annotations
+            .as_ref()?
+            .get(APPLIED_HASH_ANNOTATION)
+            .cloned()
+    };
     hash(current).is_some() && hash(current) == hash(desired)
 }
 
@@ -222,7 +234,10 @@ mod tests {
                             (SANDBOX_LABEL.into(), "someone-else".into()),
                             ("sandman.dev/anything".into(), "x".into()),
                         ]),
-                        annotations: BTreeMap::from([("sandman.dev/last-activity".into(), "x".into())]),
+                        annotations: BTreeMap::from([(
+                            "sandman.dev/last-activity".into(),
+                            "x".into(),
+                        )]),
                     }),
                     spec: PodSpec {
                         containers: vec![Container {
@@ -268,7 +283,10 @@ mod tests {
         let volume = &spec.volumes.expect("volumes")[0];
         assert_eq!(volume.name, "workspace");
         assert_eq!(
-            volume.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            volume
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
             Some("workspace-agent")
         );
         assert_eq!(spec.hostname.as_deref(), Some("agent"));
@@ -282,9 +300,15 @@ mod tests {
         let retained = desired_claims(&sandbox(VolumeReclaimPolicy::Retain));
         assert_eq!(retained[0].metadata.owner_references, None);
         let labels = retained[0].metadata.labels.clone().expect("labels");
-        assert_eq!(labels.get(CLAIM_TEMPLATE_LABEL).map(String::as_str), Some("workspace"));
+        assert_eq!(
+            labels.get(CLAIM_TEMPLATE_LABEL).map(String::as_str),
+            Some("workspace")
+        );
         let deleted = desired_claims(&sandbox(VolumeReclaimPolicy::Delete));
-        assert_eq!(deleted[0].metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            deleted[0].metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]

@@ -25,8 +25,17 @@ impl Error {
         }
     }
 
-    pub(crate) fn child(action: &'static str, kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+    pub(crate) fn child(
+        action: &'static str,
+        kind: &'static str,
+        name: &str,
+    ) -> impl FnOnce(kube::Error) -> Error {
         let name = name.to_string();
-        move |source| Error::Child { action, kind, name, source }
+        move |source| Error::Child {
+            action,
+            kind,
+            name,
+            source,
+        }
     }
 }

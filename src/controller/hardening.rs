@@ -51,7 +51,9 @@ fn harden_container(container: &mut Container) {
     if context.privileged != Some(true) {
         context.allow_privilege_escalation.get_or_insert(false);
     }
-    let capabilities = context.capabilities.get_or_insert_with(Capabilities::default);
+    let capabilities = context
+        .capabilities
+        .get_or_insert_with(Capabilities::default);
     if capabilities.drop.is_none() {
         capabilities.drop = Some(vec!["ALL".into()]);
     }
@@ -83,7 +85,10 @@ mod tests {
             .and_then(|s| s.seccomp_profile.as_ref())
             .map(|p| p.type_.as_str());
         assert_eq!(seccomp, Some("RuntimeDefault"));
-        let context = spec.containers[0].security_context.as_ref().expect("context");
+        let context = spec.containers[0]
+            .security_context
+            .as_ref()
+            .expect("context");
         assert_eq!(context.allow_privilege_escalation, Some(false));
         assert_eq!(
             context.capabilities.as_ref().and_then(|c| c.drop.clone()),
@@ -113,10 +118,25 @@ mod tests {
         };
         harden(&mut spec);
         assert_eq!(spec.automount_service_account_token, Some(true));
-        let context = spec.containers[0].security_context.as_ref().expect("context");
-        assert_eq!(context.allow_privilege_escalation, None, "privileged keeps escalation unset");
-        assert_eq!(context.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec![]));
-        let pod_seccomp = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.clone());
-        assert_eq!(pod_seccomp, None, "a container's own seccomp profile is left alone");
+        let context = spec.containers[0]
+            .security_context
+            .as_ref()
+            .expect("context");
+        assert_eq!(
+            context.allow_privilege_escalation, None,
+            "privileged keeps escalation unset"
+        );
+        assert_eq!(
+            context.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec![])
+        );
+        let pod_seccomp = spec
+            .security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.clone());
+        assert_eq!(
+            pod_seccomp, None,
+            "a container's own seccomp profile is left alone"
+        );
     }
 }

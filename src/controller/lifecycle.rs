@@ -25,7 +25,9 @@ pub enum PodAction {
     Keep,
     Create,
     /// Delete the pod with this UID (a precondition, so a newer pod is never hit).
-    Delete { uid: String },
+    Delete {
+        uid: String,
+    },
 }
 
 /// What to do with a child that is applied or removed as a whole.
@@ -57,7 +59,11 @@ pub struct Plan {
 
 /// Ready reasons that mean "the pod is gone because sandman removed it and will make it again
 /// now": the next reconcile creates without counting another restart.
-const RECREATE_PENDING: &[&str] = &[reason::POD_FAILED, reason::POD_DELETED, POD_TEMPLATE_CHANGED];
+const RECREATE_PENDING: &[&str] = &[
+    reason::POD_FAILED,
+    reason::POD_DELETED,
+    POD_TEMPLATE_CHANGED,
+];
 pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
 
 pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
@@ -102,7 +108,9 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
                 plan.delete_sandbox = true;
             }
             if let Some(p) = live_pod.filter(|p| owned_by(p, sandbox)) {
-                plan.pod = PodAction::Delete { uid: p.uid().unwrap_or_default() };
+                plan.pod = PodAction::Delete {
+                    uid: p.uid().unwrap_or_default(),
+                };
             }
             plan.service = ChildAction::Delete;
             plan.apply_claims = false;
@@ -111,33 +119,81 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
             status.service = None;
             status.service_fqdn = None;
             clear_pod_facts(status);
-            set_conditions(status, sandbox, now, [
-                Desired::new(READY, false, reason::SANDBOX_EXPIRED, "shutdownTime has passed"),
-                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox has expired"),
-                Desired::new(FINISHED, true, reason::SANDBOX_EXPIRED, "shutdownTime has passed"),
-            ]);
+            set_conditions(
+                status,
+                sandbox,
+                now,
+                [
+                    Desired::new(
+                        READY,
+                        false,
+                        reason::SANDBOX_EXPIRED,
+                        "shutdownTime has passed",
+                    ),
+                    Desired::new(
+                        SUSPENDED,
+                        false,
+                        reason::NOT_SUSPENDED,
+                        "the Sandbox has expired",
+                    ),
+                    Desired::new(
+                        FINISHED,
+                        true,
+                        reason::SANDBOX_EXPIRED,
+                        "shutdownTime has passed",
+                    ),
+                ],
+            );
             if previous_phase != Phase::Expired {
-                plan.transitions.push(transition("Expired", "shutdownTime has passed; pod and Service removed", false));
+                plan.transitions.push(transition(
+                    "Expired",
+                    "shutdownTime has passed; pod and Service removed",
+                    false,
+                ));
             }
             return plan;
         }
-        plan.requeue_after = Some(Duration::from_secs(remaining.as_secs().max(0).unsigned_abs()).saturating_add(Duration::from_millis(100)));
+        plan.requeue_after = Some(
+            Duration::from_secs(remaining.as_secs().max(0).unsigned_abs())
+                .saturating_add(Duration::from_millis(100)),
+        );
     }
 
     if !owned {
         plan.status.phase = Some(Phase::Failed);
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(
-                READY,
-                false,
-                reason::POD_NAME_CONFLICT,
-                format!("a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"),
-            ),
-            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
-            Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-        ]);
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    reason::POD_NAME_CONFLICT,
+                    format!(
+                        "a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"
+                    ),
+                ),
+                Desired::new(
+                    SUSPENDED,
+                    false,
+                    reason::NOT_SUSPENDED,
+                    "the Sandbox is not suspended",
+                ),
+                Desired::new(
+                    FINISHED,
+                    false,
+                    reason::NOT_FINISHED,
+                    "the Sandbox has not expired",
+                ),
+            ],
+        );
         if previous_ready_reason != reason::POD_NAME_CONFLICT {
-            plan.transitions.push(transition(reason::POD_NAME_CONFLICT, format!("pod {name} belongs to someone else"), true));
+            plan.transitions.push(transition(
+                reason::POD_NAME_CONFLICT,
+                format!("pod {name} belongs to someone else"),
+                true,
+            ));
         }
         return plan;
     }
@@ -145,42 +201,111 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
     match (sandbox.spec.operating_mode, pod) {
         (OperatingMode::Suspended, Some(pod)) => {
             if let Some(p) = live_pod {
-                plan.pod = PodAction::Delete { uid: p.uid().unwrap_or_default() };
+                plan.pod = PodAction::Delete {
+                    uid: p.uid().unwrap_or_default(),
+                };
             }
             if !matches!(previous_phase, Phase::Suspending | Phase::Suspended) {
                 plan.status.suspended_at = Some(Time(now));
-                plan.transitions.push(transition("Suspending", format!("deleting pod {}", pod.name_any()), false));
+                plan.transitions.push(transition(
+                    "Suspending",
+                    format!("deleting pod {}", pod.name_any()),
+                    false,
+                ));
             }
             plan.status.phase = Some(Phase::Suspending);
-            set_conditions(&mut plan.status, sandbox, now, [
-                Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspending"),
-                Desired::new(SUSPENDED, false, reason::POD_TERMINATING, "the pod is terminating"),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-            ]);
+            set_conditions(
+                &mut plan.status,
+                sandbox,
+                now,
+                [
+                    Desired::new(
+                        READY,
+                        false,
+                        reason::SANDBOX_SUSPENDED,
+                        "the Sandbox is suspending",
+                    ),
+                    Desired::new(
+                        SUSPENDED,
+                        false,
+                        reason::POD_TERMINATING,
+                        "the pod is terminating",
+                    ),
+                    Desired::new(
+                        FINISHED,
+                        false,
+                        reason::NOT_FINISHED,
+                        "the Sandbox has not expired",
+                    ),
+                ],
+            );
         }
         (OperatingMode::Suspended, None) => {
-            if !matches!(previous_phase, Phase::Suspending | Phase::Suspended) || plan.status.suspended_at.is_none() {
+            if !matches!(previous_phase, Phase::Suspending | Phase::Suspended)
+                || plan.status.suspended_at.is_none()
+            {
                 plan.status.suspended_at = Some(Time(now));
             }
             if previous_phase != Phase::Suspended {
-                plan.transitions.push(transition("Suspended", "the pod is gone; Service and volumes are kept", false));
+                plan.transitions.push(transition(
+                    "Suspended",
+                    "the pod is gone; Service and volumes are kept",
+                    false,
+                ));
             }
             plan.status.phase = Some(Phase::Suspended);
             clear_pod_facts(&mut plan.status);
-            set_conditions(&mut plan.status, sandbox, now, [
-                Desired::new(READY, false, reason::SANDBOX_SUSPENDED, "the Sandbox is suspended"),
-                Desired::new(SUSPENDED, true, reason::POD_TERMINATED, "the pod is gone; Service and volumes are kept"),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-            ]);
+            set_conditions(
+                &mut plan.status,
+                sandbox,
+                now,
+                [
+                    Desired::new(
+                        READY,
+                        false,
+                        reason::SANDBOX_SUSPENDED,
+                        "the Sandbox is suspended",
+                    ),
+                    Desired::new(
+                        SUSPENDED,
+                        true,
+                        reason::POD_TERMINATED,
+                        "the pod is gone; Service and volumes are kept",
+                    ),
+                    Desired::new(
+                        FINISHED,
+                        false,
+                        reason::NOT_FINISHED,
+                        "the Sandbox has not expired",
+                    ),
+                ],
+            );
         }
-        (OperatingMode::Running, None) => plan_missing_pod(&mut plan, sandbox, previous_phase, &previous_ready_reason, now),
-        (OperatingMode::Running, Some(pod)) => plan_existing_pod(&mut plan, sandbox, pod, previous_phase, now),
+        (OperatingMode::Running, None) => plan_missing_pod(
+            &mut plan,
+            sandbox,
+            previous_phase,
+            &previous_ready_reason,
+            now,
+        ),
+        (OperatingMode::Running, Some(pod)) => {
+            plan_existing_pod(&mut plan, sandbox, pod, previous_phase, now)
+        }
     }
     plan
 }
 
-fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, previous_ready_reason: &str, now: Timestamp) {
-    let resuming = matches!(previous_phase, Phase::Suspended | Phase::Suspending | Phase::Resuming);
+fn plan_missing_pod(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    previous_phase: Phase,
+    previous_ready_reason: &str,
+    now: Timestamp,
+) {
+    let resuming = matches!(
+        previous_phase,
+        Phase::Suspended | Phase::Suspending | Phase::Resuming
+    );
     let had_pod = matches!(previous_phase, Phase::Running | Phase::Starting);
     let pending = RECREATE_PENDING.contains(&previous_ready_reason);
     if had_pod && !pending {
@@ -188,23 +313,70 @@ fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, p
         let wait = restart_wait(&plan.status, now);
         if !wait.is_zero() {
             plan.status.phase = Some(Phase::Starting);
-            set_conditions(&mut plan.status, sandbox, now, [
-                Desired::new(READY, false, reason::RESTART_BACKOFF, format!("the pod was deleted; recreating in {}s", wait.as_secs().max(1))),
-                Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
-                Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-            ]);
+            set_conditions(
+                &mut plan.status,
+                sandbox,
+                now,
+                [
+                    Desired::new(
+                        READY,
+                        false,
+                        reason::RESTART_BACKOFF,
+                        format!(
+                            "the pod was deleted; recreating in {}s",
+                            wait.as_secs().max(1)
+                        ),
+                    ),
+                    Desired::new(
+                        SUSPENDED,
+                        false,
+                        reason::NOT_SUSPENDED,
+                        "the Sandbox is not suspended",
+                    ),
+                    Desired::new(
+                        FINISHED,
+                        false,
+                        reason::NOT_FINISHED,
+                        "the Sandbox has not expired",
+                    ),
+                ],
+            );
             plan.requeue_after = min_requeue(plan.requeue_after, wait);
             return;
         }
         count_restart(&mut plan.status, now);
         plan.pod = PodAction::Create;
         plan.status.phase = Some(Phase::Starting);
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, false, reason::POD_DELETED, "the pod was deleted by someone else; recreated it"),
-            Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
-            Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-        ]);
-        plan.transitions.push(transition("PodRestarted", "the pod was deleted by someone else; recreated it", true));
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    reason::POD_DELETED,
+                    "the pod was deleted by someone else; recreated it",
+                ),
+                Desired::new(
+                    SUSPENDED,
+                    false,
+                    reason::NOT_SUSPENDED,
+                    "the Sandbox is not suspended",
+                ),
+                Desired::new(
+                    FINISHED,
+                    false,
+                    reason::NOT_FINISHED,
+                    "the Sandbox has not expired",
+                ),
+            ],
+        );
+        plan.transitions.push(transition(
+            "PodRestarted",
+            "the pod was deleted by someone else; recreated it",
+            true,
+        ));
         return;
     }
     plan.pod = PodAction::Create;
@@ -212,25 +384,48 @@ fn plan_missing_pod(plan: &mut Plan, sandbox: &Sandbox, previous_phase: Phase, p
     if resuming {
         if previous_phase != Phase::Resuming {
             plan.status.resumed_at = Some(Time(now));
-            plan.transitions.push(transition("Resuming", "creating the pod again with the same volumes and identity", false));
+            plan.transitions.push(transition(
+                "Resuming",
+                "creating the pod again with the same volumes and identity",
+                false,
+            ));
         }
         plan.status.phase = Some(Phase::Resuming);
     } else {
         if previous_phase == Phase::Pending {
-            plan.transitions.push(transition("Starting", "created the pod", false));
+            plan.transitions
+                .push(transition("Starting", "created the pod", false));
         }
         plan.status.phase = Some(Phase::Starting);
     }
     let (ready_reason, message) = if pending {
-        (previous_ready_reason_static(previous_ready_reason), "recreating the pod")
+        (
+            previous_ready_reason_static(previous_ready_reason),
+            "recreating the pod",
+        )
     } else {
         (reason::DEPENDENCIES_NOT_READY, "the pod is starting")
     };
-    set_conditions(&mut plan.status, sandbox, now, [
-        Desired::new(READY, false, ready_reason, message),
-        Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended"),
-        Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired"),
-    ]);
+    set_conditions(
+        &mut plan.status,
+        sandbox,
+        now,
+        [
+            Desired::new(READY, false, ready_reason, message),
+            Desired::new(
+                SUSPENDED,
+                false,
+                reason::NOT_SUSPENDED,
+                "the Sandbox is not suspended",
+            ),
+            Desired::new(
+                FINISHED,
+                false,
+                reason::NOT_FINISHED,
+                "the Sandbox has not expired",
+            ),
+        ],
+    );
 }
 
 fn previous_ready_reason_static(reason_text: &str) -> &'static str {
@@ -241,67 +436,154 @@ fn previous_ready_reason_static(reason_text: &str) -> &'static str {
         .unwrap_or(reason::DEPENDENCIES_NOT_READY)
 }
 
-fn plan_existing_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, previous_phase: Phase, now: Timestamp) {
+fn plan_existing_pod(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    previous_phase: Phase,
+    now: Timestamp,
+) {
     let terminating = pod.metadata.deletion_timestamp.is_some();
-    let pod_phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let pod_phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
     let uid = pod.uid().unwrap_or_default();
-    let not_suspended = Desired::new(SUSPENDED, false, reason::NOT_SUSPENDED, "the Sandbox is not suspended");
-    let not_finished = Desired::new(FINISHED, false, reason::NOT_FINISHED, "the Sandbox has not expired");
+    let not_suspended = Desired::new(
+        SUSPENDED,
+        false,
+        reason::NOT_SUSPENDED,
+        "the Sandbox is not suspended",
+    );
+    let not_finished = Desired::new(
+        FINISHED,
+        false,
+        reason::NOT_FINISHED,
+        "the Sandbox has not expired",
+    );
 
     if terminating {
         // Resume asked while the suspend is still finishing: wait for the old pod to go.
-        plan.status.phase = Some(if matches!(previous_phase, Phase::Suspending | Phase::Suspended | Phase::Resuming) {
-            Phase::Resuming
-        } else {
-            previous_phase.max_starting()
-        });
+        plan.status.phase = Some(
+            if matches!(
+                previous_phase,
+                Phase::Suspending | Phase::Suspended | Phase::Resuming
+            ) {
+                Phase::Resuming
+            } else {
+                previous_phase.max_starting()
+            },
+        );
         let ready_reason = conditions::find(&plan.status.conditions, READY)
             .map(|c| c.reason.clone())
             .filter(|r| RECREATE_PENDING.contains(&r.as_str()));
-        let ready_reason = ready_reason.map_or(reason::DEPENDENCIES_NOT_READY, |r| previous_ready_reason_static(&r));
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, false, ready_reason, "waiting for the old pod to terminate"),
-            not_suspended,
-            not_finished,
-        ]);
+        let ready_reason = ready_reason.map_or(reason::DEPENDENCIES_NOT_READY, |r| {
+            previous_ready_reason_static(&r)
+        });
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    ready_reason,
+                    "waiting for the old pod to terminate",
+                ),
+                not_suspended,
+                not_finished,
+            ],
+        );
         return;
     }
 
     if pod_phase == "Failed" || pod_phase == "Succeeded" {
-        let reason_word = if pod_phase == "Failed" { reason::POD_FAILED } else { reason::POD_SUCCEEDED };
+        let reason_word = if pod_phase == "Failed" {
+            reason::POD_FAILED
+        } else {
+            reason::POD_SUCCEEDED
+        };
         let wait = restart_wait(&plan.status, now);
         plan.status.phase = Some(Phase::Starting);
         if !wait.is_zero() {
-            set_conditions(&mut plan.status, sandbox, now, [
-                Desired::new(READY, false, reason::RESTART_BACKOFF, format!("the pod {}; recreating in {}s", pod_phase.to_lowercase(), wait.as_secs().max(1))),
-                not_suspended,
-                not_finished,
-            ]);
+            set_conditions(
+                &mut plan.status,
+                sandbox,
+                now,
+                [
+                    Desired::new(
+                        READY,
+                        false,
+                        reason::RESTART_BACKOFF,
+                        format!(
+                            "the pod {}; recreating in {}s",
+                            pod_phase.to_lowercase(),
+                            wait.as_secs().max(1)
+                        ),
+                    ),
+                    not_suspended,
+                    not_finished,
+                ],
+            );
             plan.requeue_after = min_requeue(plan.requeue_after, wait);
             return;
         }
         count_restart(&mut plan.status, now);
         plan.pod = PodAction::Delete { uid };
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, false, reason::POD_FAILED, format!("the pod {} ({reason_word}); recreating it", pod_phase.to_lowercase())),
-            not_suspended,
-            not_finished,
-        ]);
-        plan.transitions.push(transition("PodRestarted", format!("the pod {}; recreating it", pod_phase.to_lowercase()), true));
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    reason::POD_FAILED,
+                    format!(
+                        "the pod {} ({reason_word}); recreating it",
+                        pod_phase.to_lowercase()
+                    ),
+                ),
+                not_suspended,
+                not_finished,
+            ],
+        );
+        plan.transitions.push(transition(
+            "PodRestarted",
+            format!("the pod {}; recreating it", pod_phase.to_lowercase()),
+            true,
+        ));
         return;
     }
 
     let current_hash = pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
-    let template_changed = current_hash.as_deref() != Some(children::template_hash(sandbox).as_str());
+    let template_changed =
+        current_hash.as_deref() != Some(children::template_hash(sandbox).as_str());
     if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
         plan.pod = PodAction::Delete { uid };
         plan.status.phase = Some(Phase::Starting);
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, false, POD_TEMPLATE_CHANGED, "the pod template changed; replacing the pod"),
-            not_suspended,
-            not_finished,
-        ]);
-        plan.transitions.push(transition(POD_TEMPLATE_CHANGED, "the pod template changed; replacing the pod (updateStrategy Recreate)", false));
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    POD_TEMPLATE_CHANGED,
+                    "the pod template changed; replacing the pod",
+                ),
+                not_suspended,
+                not_finished,
+            ],
+        );
+        plan.transitions.push(transition(
+            POD_TEMPLATE_CHANGED,
+            "the pod template changed; replacing the pod (updateStrategy Recreate)",
+            false,
+        ));
         return;
     }
 
@@ -313,7 +595,11 @@ fn plan_existing_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, previous_pha
     record_pod_facts(&mut plan.status, pod);
     if ready {
         if previous_phase != Phase::Running {
-            let note = if previous_phase == Phase::Resuming { "resumed; the pod is ready" } else { "the pod is ready" };
+            let note = if previous_phase == Phase::Resuming {
+                "resumed; the pod is ready"
+            } else {
+                "the pod is ready"
+            };
             plan.transitions.push(transition("Ready", note, false));
         }
         plan.status.phase = Some(Phase::Running);
@@ -322,18 +608,37 @@ fn plan_existing_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, previous_pha
         } else {
             "the pod is ready"
         };
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, true, reason::DEPENDENCIES_READY, message),
-            not_suspended,
-            not_finished,
-        ]);
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(READY, true, reason::DEPENDENCIES_READY, message),
+                not_suspended,
+                not_finished,
+            ],
+        );
     } else {
-        plan.status.phase = Some(if previous_phase == Phase::Resuming { Phase::Resuming } else { Phase::Starting });
-        set_conditions(&mut plan.status, sandbox, now, [
-            Desired::new(READY, false, reason::DEPENDENCIES_NOT_READY, "the pod is not ready yet"),
-            not_suspended,
-            not_finished,
-        ]);
+        plan.status.phase = Some(if previous_phase == Phase::Resuming {
+            Phase::Resuming
+        } else {
+            Phase::Starting
+        });
+        set_conditions(
+            &mut plan.status,
+            sandbox,
+            now,
+            [
+                Desired::new(
+                    READY,
+                    false,
+                    reason::DEPENDENCIES_NOT_READY,
+                    "the pod is not ready yet",
+                ),
+                not_suspended,
+                not_finished,
+            ],
+        );
     }
 }
 
@@ -395,12 +700,26 @@ fn clear_pod_facts(status: &mut SandboxStatus) {
     status.node_name = None;
 }
 
-fn set_conditions<const N: usize>(status: &mut SandboxStatus, sandbox: &Sandbox, now: Timestamp, desired: [Desired; N]) {
-    status.conditions = conditions::merge(&status.conditions, &desired, sandbox.metadata.generation, &Time(now));
+fn set_conditions<const N: usize>(
+    status: &mut SandboxStatus,
+    sandbox: &Sandbox,
+    now: Timestamp,
+    desired: [Desired; N],
+) {
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &desired,
+        sandbox.metadata.generation,
+        &Time(now),
+    );
 }
 
 fn transition(reason: &'static str, note: impl Into<String>, warning: bool) -> Transition {
-    Transition { reason, note: note.into(), warning }
+    Transition {
+        reason,
+        note: note.into(),
+        warning,
+    }
 }
 
 fn min_requeue(current: Option<Duration>, candidate: Duration) -> Option<Duration> {

@@ -55,7 +55,11 @@ fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
 }
 
 /// Runs the Sandbox controller until `shutdown` resolves.
-pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let scope = Scope {
         namespace: options.namespace.clone(),
     };

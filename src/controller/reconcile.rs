@@ -49,7 +49,12 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
         .get(&ObjectRef::new(&name).within(&namespace))
         .map(|p| (*p).clone());
     let phase = sandbox.status.as_ref().and_then(|s| s.phase);
-    if pod.is_none() && matches!(phase, Some(Phase::Starting | Phase::Running | Phase::Resuming | Phase::Suspending)) {
+    if pod.is_none()
+        && matches!(
+            phase,
+            Some(Phase::Starting | Phase::Running | Phase::Resuming | Phase::Suspending)
+        )
+    {
         // The cache may lag behind our own create; only the API server can say the pod is gone.
         pod = pods
             .get_opt(&name)
@@ -101,7 +106,9 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcom
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
         for claim in children::desired_claims(sandbox) {
             let claim_name = claim.name_any();
-            let cached = ctx.claims.get(&ObjectRef::new(&claim_name).within(&namespace));
+            let cached = ctx
+                .claims
+                .get(&ObjectRef::new(&claim_name).within(&namespace));
             if cached.is_some_and(|c| unchanged(&*c, &claim)) {
                 continue;
             }
@@ -178,15 +185,20 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcom
 }
 
 async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {
-    let api: Api<Sandbox> = Api::namespaced(client.clone(), &sandbox.namespace().unwrap_or_default());
+    let api: Api<Sandbox> =
+        Api::namespaced(client.clone(), &sandbox.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": Sandbox::api_version(&()),
         "kind": Sandbox::kind(&()),
         "status": plan.status,
     });
-    api.patch_status(&sandbox.name_any(), &PatchParams::apply(crate::FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    api.patch_status(
+        &sandbox.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
     Ok(())
 }
 
@@ -194,7 +206,11 @@ async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
     let reference = sandbox.object_ref(&());
     for t in transitions {
         let event = Event {
-            type_: if t.warning { EventType::Warning } else { EventType::Normal },
+            type_: if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: t.reason.into(),
             note: Some(t.note.clone()),
             action: t.reason.into(),

@@ -10,7 +10,6 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::harness::{TestContext, eventually};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long any one state change may take on the local control plane before a test gives up.
@@ -18,7 +17,6 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 /// An operator running in this test's runtime, watching this test's namespace only.
 pub struct Operator {
-    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
@@ -29,28 +27,22 @@ impl Operator {
 
     pub fn start_with(ctx: &TestContext, client: Client) -> Self {
         init_logs();
-        let (stop, stopped) = oneshot::channel::<()>();
         let options = sandman::controller::Options {
             namespace: Some(ctx.namespace.clone()),
             concurrency: 16,
             instance: "test".into(),
         };
-        let task = tokio::spawn(sandman::controller::run(client, options, async move {
-            let _ = stopped.await;
-        }));
-        Self { stop: Some(stop), task }
+        let task = tokio::spawn(sandman::controller::run(
+            client,
+            options,
+            std::future::pending(),
+        ));
+        Self { task }
     }
 
     /// Kills the operator mid-flight, as a crash or OOM kill would: no graceful shutdown.
     pub fn kill(self) {
         self.task.abort();
-    }
-
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
     }
 }
 
@@ -179,5 +171,8 @@ pub fn condition(sandbox: &Sandbox, type_: &str) -> Option<(String, String)> {
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

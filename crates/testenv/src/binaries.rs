@@ -116,7 +116,8 @@ fn build_into(dest: &Path) -> Result<(), Error> {
         .ok_or_else(|| Error::Build("cache dir has no parent".into()))?;
     std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
     let lock_path = parent.join(".build.lock");
-    let lock = File::create(&lock_path).map_err(Error::io(format!("create {}", lock_path.display())))?;
+    let lock =
+        File::create(&lock_path).map_err(Error::io(format!("create {}", lock_path.display())))?;
     let _guard = FileLock::exclusive(&lock)?;
     if PACKAGES.iter().all(|(_, name)| dest.join(name).is_file()) {
         return Ok(());
@@ -143,7 +144,8 @@ fn build_into(dest: &Path) -> Result<(), Error> {
         return Err(Error::Build(format!("go build exited with {status}")));
     }
     let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&scratch, dest).map_err(Error::io(format!("move build into {}", dest.display())))
+    std::fs::rename(&scratch, dest)
+        .map_err(Error::io(format!("move build into {}", dest.display())))
 }
 
 /// Stamps the Kubernetes version into the binaries (as the release build does), so `/version`
@@ -153,18 +155,21 @@ fn version_ldflags() -> String {
     let mut parts = version.trim_start_matches('v').split('.');
     let major = parts.next().unwrap_or("1");
     let minor = parts.next().unwrap_or("0");
-    ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
-        .iter()
-        .flat_map(|pkg| {
-            [
-                format!("-X {pkg}.gitVersion={version}"),
-                format!("-X {pkg}.gitMajor={major}"),
-                format!("-X {pkg}.gitMinor={minor}"),
-                format!("-X {pkg}.gitTreeState=clean"),
-            ]
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .flat_map(|pkg| {
+        [
+            format!("-X {pkg}.gitVersion={version}"),
+            format!("-X {pkg}.gitMajor={major}"),
+            format!("-X {pkg}.gitMinor={minor}"),
+            format!("-X {pkg}.gitTreeState=clean"),
+        ]
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 /// An exclusive `flock` held until dropped.
@@ -176,7 +181,9 @@ impl<'a> FileLock<'a> {
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(Error::io("lock the build cache")(std::io::Error::last_os_error()));
+            return Err(Error::io("lock the build cache")(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(Self(file))
     }

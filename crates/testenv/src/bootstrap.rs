@@ -17,7 +17,9 @@ const MANAGER: &str = "sandman-testenv";
 
 /// Runs `future` to completion on a runtime of its own, on a thread of its own, so callers may be
 /// plain threads or async tasks alike.
-pub(crate) fn run<T: Send>(future: impl Future<Output = Result<T, Error>> + Send) -> Result<T, Error> {
+pub(crate) fn run<T: Send>(
+    future: impl Future<Output = Result<T, Error>> + Send,
+) -> Result<T, Error> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -113,10 +115,9 @@ pub(crate) async fn setup(setup: &Setup) -> Result<(), Error> {
         }
     }
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    service_accounts
-        .get("default")
-        .await
-        .map_err(kube_err("the controller manager has not made ServiceAccount default/default"))?;
+    service_accounts.get("default").await.map_err(kube_err(
+        "the controller manager has not made ServiceAccount default/default",
+    ))?;
     Ok(())
 }
 
@@ -130,8 +131,8 @@ pub(crate) fn read_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>, Err
     paths.sort();
     let mut crds = Vec::new();
     for path in paths {
-        let text =
-            std::fs::read_to_string(&path).map_err(Error::io(format!("read {}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(Error::io(format!("read {}", path.display())))?;
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(document)
                 .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;

@@ -93,7 +93,13 @@ impl TestContext {
             .expect("client for the local control plane");
         let mut base: String = test
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         base.truncate(50);
         let namespace = format!(
@@ -111,10 +117,14 @@ impl TestContext {
             .await
             .expect("create test namespace");
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-        eventually("the default ServiceAccount", Duration::from_secs(30), || {
-            let accounts = accounts.clone();
-            async move { accounts.get_opt("default").await.ok().flatten() }
-        })
+        eventually(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            || {
+                let accounts = accounts.clone();
+                async move { accounts.get_opt("default").await.ok().flatten() }
+            },
+        )
         .await;
         Self { client, namespace }
     }

@@ -19,7 +19,9 @@ mod ports;
 mod process;
 
 pub use binaries::{Binaries, cache_root};
-pub use control_plane::{ControlPlane, Lifetime, Options, ProcessState, RunningState, stop_recorded};
+pub use control_plane::{
+    ControlPlane, Lifetime, Options, ProcessState, RunningState, stop_recorded,
+};
 pub use error::Error;
 
 /// The Kubernetes release the control plane runs. The k8s-openapi feature flag matches it.

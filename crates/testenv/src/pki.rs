@@ -86,9 +86,15 @@ impl Pki {
         write_private(&pki.ca_key, &ca_key_pem)?;
         write_private(&pki.serving_cert, &serving_cert.pem())?;
         write_private(&pki.serving_key, &serving_key.serialize_pem())?;
-        write_private(&pki.service_account_key, &service_account_key.serialize_pem())?;
+        write_private(
+            &pki.service_account_key,
+            &service_account_key.serialize_pem(),
+        )?;
         // kube-apiserver's --service-account-key-file reads PKIX public keys, not PKCS#8.
-        write_private(&pki.service_account_public_key, &service_account_key.public_key_pem())?;
+        write_private(
+            &pki.service_account_public_key,
+            &service_account_key.public_key_pem(),
+        )?;
         Ok(pki)
     }
 

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use sandman_testenv::{ControlPlane, Lifetime, Options, RunningState, cache_root};
 
 #[derive(Parser)]
-#[command(name = "testenv", about = "A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) on loopback")]
+#[command(
+    name = "testenv",
+    about = "A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) on loopback"
+)]
 struct Cli {
     /// Where the running control plane keeps its certificates, data, logs and state.
     #[arg(long, global = true, env = "SANDMAN_TESTENV_DIR")]
@@ -55,15 +58,15 @@ fn main() -> ExitCode {
 fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Error> {
     match command {
         Command::Up { nodes, crds } => {
-            if let Some(state) = RunningState::load(&dir)? {
-                if !state.alive().is_empty() {
-                    println!(
-                        "a control plane is already running at {} (kubeconfig {}); not starting another",
-                        state.server,
-                        state.kubeconfig.display()
-                    );
-                    return Ok(ExitCode::SUCCESS);
-                }
+            if let Some(state) = RunningState::load(&dir)?
+                && !state.alive().is_empty()
+            {
+                println!(
+                    "a control plane is already running at {} (kubeconfig {}); not starting another",
+                    state.server,
+                    state.kubeconfig.display()
+                );
+                return Ok(ExitCode::SUCCESS);
             }
             // A stale directory from a crashed run holds old etcd data and certificates.
             let _ = std::fs::remove_dir_all(&dir);
@@ -90,7 +93,11 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
         Command::Status => match RunningState::load(&dir)? {
             Some(state) => {
                 let alive = state.alive();
-                println!("server: {}\nkubeconfig: {}", state.server, state.kubeconfig.display());
+                println!(
+                    "server: {}\nkubeconfig: {}",
+                    state.server,
+                    state.kubeconfig.display()
+                );
                 for p in &state.processes {
                     let running = alive.iter().any(|a| a.pid == p.pid);
                     println!(
