@@ -51,10 +51,10 @@ pub(crate) struct Setup {
     pub crds_dir: Option<PathBuf>,
 }
 
-/// Applies nodes, the StorageClass and CRDs (idempotently, so it can be retried), then waits
-/// until nodes are Ready, CRDs are Established and the controller manager has made the
-/// `default` ServiceAccount.
-pub(crate) async fn setup(setup: &Setup) -> Result<(), Error> {
+/// Applies nodes, the StorageClass and CRDs, idempotently so it can be retried. This runs
+/// before kube-controller-manager starts, so that its garbage collector discovers the CRDs at
+/// once instead of at its next 30-second discovery resync.
+pub(crate) async fn apply_objects(setup: &Setup) -> Result<(), Error> {
     let client = crate::client_from_kubeconfig(&setup.kubeconfig).await?;
     let params = PatchParams::apply(MANAGER).force();
     let kube_err = |what: &str| {
@@ -89,6 +89,30 @@ pub(crate) async fn setup(setup: &Setup) -> Result<(), Error> {
         }
     }
 
+    for name in &crd_names {
+        let crd = crds.get(name).await.map_err(kube_err("get CRD"))?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if !established {
+            return Err(Error::Kube(format!("CRD {name} is not Established yet")));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until nodes are Ready (kwok runs) and the controller manager has made the `default`
+/// ServiceAccount.
+pub(crate) async fn wait_settled(setup: &Setup) -> Result<(), Error> {
+    let client = crate::client_from_kubeconfig(&setup.kubeconfig).await?;
+    let kube_err = |what: &str| {
+        let what = what.to_string();
+        move |e: kube::Error| Error::Kube(format!("{what}: {e}"))
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
     for index in 0..setup.nodes {
         let name = format!("kwok-node-{index}");
         let node = nodes.get(&name).await.map_err(kube_err("get node"))?;
@@ -100,18 +124,6 @@ pub(crate) async fn setup(setup: &Setup) -> Result<(), Error> {
             .any(|c| c.type_ == "Ready" && c.status == "True");
         if !ready {
             return Err(Error::Kube(format!("node {name} is not Ready yet")));
-        }
-    }
-    for name in crd_names {
-        let crd = crds.get(&name).await.map_err(kube_err("get CRD"))?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if !established {
-            return Err(Error::Kube(format!("CRD {name} is not Established yet")));
         }
     }
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");

@@ -199,6 +199,15 @@ impl ControlPlane {
             bootstrap::run(bootstrap::api_ready(&kubeconfig)).unwrap_or(false)
         })?;
 
+        let setup = bootstrap::Setup {
+            kubeconfig: self.kubeconfig.clone(),
+            nodes: options.nodes,
+            crds_dir: options.crds_dir.clone(),
+        };
+        self.retry_until_settled("cluster objects", || {
+            bootstrap::run(bootstrap::apply_objects(&setup))
+        })?;
+
         let kubeconfig_flag = format!("--kubeconfig={}", self.kubeconfig.display());
         let delegated_auth = [
             format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
@@ -267,22 +276,30 @@ impl ControlPlane {
             options.lifetime,
         )?;
 
+        self.retry_until_settled("cluster setup", || {
+            bootstrap::run(bootstrap::wait_settled(&setup))
+        })
+    }
+
+    /// Retries `step` until it succeeds, a process dies, or two minutes pass.
+    fn retry_until_settled(
+        &mut self,
+        what: &str,
+        mut step: impl FnMut() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let setup = bootstrap::Setup {
-            kubeconfig: self.kubeconfig.clone(),
-            nodes: options.nodes,
-            crds_dir: options.crds_dir.clone(),
-        };
         loop {
             if let Some(e) = self.first_exited() {
                 return Err(e);
             }
-            match bootstrap::run(bootstrap::setup(&setup)) {
+            match step() {
                 Ok(()) => return Ok(()),
+                // A malformed CRD file does not get better by waiting.
+                Err(e @ Error::State(_)) => return Err(e),
                 Err(e) if Instant::now() > deadline => {
-                    return Err(Error::Kube(format!("cluster setup: {e}")));
+                    return Err(Error::Kube(format!("{what}: {e}")));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
     }

@@ -1,0 +1,315 @@
+//! Scale harness: create N Sandboxes at once on the local control plane and report the time
+//! until all are Ready, the API writes per Sandbox and the operator's peak RSS.
+//!
+//! ```sh
+//! cargo bench --bench scale                      # 500 Sandboxes, 3 rounds
+//! SANDMAN_SCALE_N=100 SANDMAN_SCALE_ROUNDS=1 cargo bench --bench scale
+//! ```
+//!
+//! Writes are counted from the API server's own `apiserver_request_total`, as the difference
+//! before and after a round. Not a test: nothing here asserts a timing.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use sandman::api::{Phase, Sandbox};
+use sandman_testenv::{ControlPlane, Options};
+
+type Counts = BTreeMap<(String, String, String), f64>;
+
+fn main() {
+    let n: usize = env_number("SANDMAN_SCALE_N", 500);
+    let rounds: usize = env_number("SANDMAN_SCALE_ROUNDS", 3);
+    let dir = std::env::temp_dir().join(format!("sandman-scale-{}", std::process::id()));
+    let mut options = Options::new(&dir);
+    options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
+    let mut plane = ControlPlane::start(&options).expect("start the local control plane");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        let result = runtime.block_on(run_round(&plane, n, round));
+        eprintln!(
+            "round {round}: {n} Sandboxes Ready in {:.2}s; {:.2} sandman writes/Sandbox (+{:.2} Events); operator peak RSS {} MiB",
+            result.seconds,
+            result.sandman_writes,
+            result.sandman_events,
+            result.peak_rss_kib / 1024
+        );
+        results.push(result);
+    }
+    plane.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    report(n, &results);
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct RoundResult {
+    seconds: f64,
+    sandman_writes: f64,
+    sandman_events: f64,
+    peak_rss_kib: u64,
+    writes: Counts,
+}
+
+async fn run_round(plane: &ControlPlane, n: usize, round: usize) -> RoundResult {
+    let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
+        .await
+        .expect("client");
+    let namespace = format!("scale-{round}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let object: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": namespace } }))
+            .expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create namespace");
+    wait_for_default_service_account(&client, &namespace).await;
+
+    let mut operator = start_operator(plane, &namespace);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = write_counts(&client).await;
+    let started = Instant::now();
+    let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &sandbox(&format!("sbx-{i}")))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("create sandboxes");
+    loop {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .expect("list sandboxes");
+        let ready = list
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Running))
+            .count();
+        if ready == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Let in-flight status writes and Events land before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = write_counts(&client).await;
+    let peak_rss_kib = peak_rss_kib(operator.id());
+    let _ = operator.kill();
+    let _ = operator.wait();
+
+    let writes: Counts = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let sandman_writes: f64 = writes
+        .iter()
+        .filter(|((verb, resource, subresource), _)| is_sandman_write(verb, resource, subresource))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        / n as f64;
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    let sandman_events = events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("sandman"))
+        .map(|e| f64::from(e.series.as_ref().map_or(1, |s| s.count)))
+        .sum::<f64>()
+        / n as f64;
+    RoundResult {
+        seconds,
+        sandman_writes,
+        sandman_events,
+        peak_rss_kib,
+        writes,
+    }
+}
+
+/// Writes only sandman makes: the scheduler binds pods (pods/binding), kwok writes pods/status,
+/// and the PV binder updates claims with PUT, so none of them use these verbs on these
+/// resources.
+fn is_sandman_write(verb: &str, resource: &str, subresource: &str) -> bool {
+    matches!(
+        (verb, resource, subresource),
+        ("APPLY" | "PATCH", "sandboxes", "status")
+            | ("POST" | "DELETE", "pods", "")
+            | ("APPLY", "services", "")
+            | ("APPLY", "persistentvolumeclaims", "")
+    )
+}
+
+fn sandbox(name: &str) -> Sandbox {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": { "name": name },
+        "spec": {
+            "podTemplate": { "spec": { "containers": [{
+                "name": "agent", "image": "registry.example/agent:1",
+                "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }]
+            }] } },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "workspace" },
+                "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
+            }]
+        }
+    }))
+    .expect("sandbox")
+}
+
+fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args(["run", "--namespace", namespace, "--concurrency", "64"])
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the operator")
+}
+
+async fn wait_for_default_service_account(client: &Client, namespace: &str) {
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    for _ in 0..300 {
+        if matches!(accounts.get_opt("default").await, Ok(Some(_))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no default ServiceAccount in {namespace}");
+}
+
+/// `apiserver_request_total` for write verbs, by (verb, resource, subresource).
+async fn write_counts(client: &Client) -> Counts {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(request).await.expect("metrics");
+    let mut counts = Counts::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| -> String {
+            let key = format!("{name}=\"");
+            labels
+                .split(&key)
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let verb = label("verb");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            continue;
+        }
+        let value: f64 = value.parse().unwrap_or(0.0);
+        *counts
+            .entry((verb, label("resource"), label("subresource")))
+            .or_default() += value;
+    }
+    counts
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn report(n: usize, results: &[RoundResult]) {
+    println!(
+        "\n## Scale: {n} Sandboxes at once, {} rounds\n",
+        results.len()
+    );
+    println!("| figure | median | all rounds |\n|---|---|---|");
+    let row = |name: &str, values: Vec<f64>, unit: &str| {
+        let all: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+        println!(
+            "| {name} | {:.2} {unit} | {} |",
+            median(values.clone()),
+            all.join(", ")
+        );
+    };
+    row(
+        "time until all Ready",
+        results.iter().map(|r| r.seconds).collect(),
+        "s",
+    );
+    row(
+        "sandman writes per Sandbox (Sandbox status, Pod, Service, PVC)",
+        results.iter().map(|r| r.sandman_writes).collect(),
+        "",
+    );
+    row(
+        "sandman Events per Sandbox",
+        results.iter().map(|r| r.sandman_events).collect(),
+        "",
+    );
+    row(
+        "operator peak RSS",
+        results
+            .iter()
+            .map(|r| r.peak_rss_kib as f64 / 1024.0)
+            .collect(),
+        "MiB",
+    );
+    println!(
+        "\nAll API writes in the median-time round, per Sandbox, by verb/resource/subresource:\n"
+    );
+    println!("| verb | resource | subresource | per Sandbox | sandman's |\n|---|---|---|---|---|");
+    let mut by_time: Vec<&RoundResult> = results.iter().collect();
+    by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let middle = by_time[by_time.len() / 2];
+    for ((verb, resource, subresource), count) in &middle.writes {
+        println!(
+            "| {verb} | {resource} | {subresource} | {:.2} | {} |",
+            count / n as f64,
+            if is_sandman_write(verb, resource, subresource) {
+                "yes"
+            } else {
+                ""
+            }
+        );
+    }
+}
