@@ -637,3 +637,120 @@ async fn foreign_pod_is_reported_not_adopted() {
     assert_eq!(still.uid(), foreign.uid());
     assert!(still.owner_references().is_empty(), "not adopted");
 }
+
+#[tokio::test]
+async fn deleted_pod_is_recreated() {
+    let ctx = TestContext::new("deleted_pod_is_recreated").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let first = pods(&ctx).get("agent").await.expect("pod").uid();
+    pods(&ctx)
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete the pod behind sandman's back");
+    let healed = wait_sandbox(&ctx, "agent", "the pod to be recreated", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.restarts == 1 && st.phase == Some(Phase::Running))
+    })
+    .await;
+    assert_ne!(pods(&ctx).get("agent").await.expect("pod").uid(), first);
+    assert!(healed.status.and_then(|s| s.last_restart_time).is_some());
+}
+
+#[tokio::test]
+async fn pod_template_changes_follow_update_strategy() {
+    let ctx = TestContext::new("pod_template_changes_follow_update_strategy").await;
+    let _operator = Operator::start(&ctx);
+    let mut recreate = sandbox("recreate", false);
+    recreate.spec.update_strategy = sandman::api::UpdateStrategy::Recreate;
+    create(&ctx, &recreate).await;
+    create(&ctx, &sandbox("on-resume", false)).await;
+    wait_phase(&ctx, "recreate", Phase::Running).await;
+    wait_phase(&ctx, "on-resume", Phase::Running).await;
+    let uid = |name: &'static str| {
+        let pods = pods(&ctx);
+        async move { pods.get(name).await.expect("pod").uid() }
+    };
+    let (recreate_uid, on_resume_uid) = (uid("recreate").await, uid("on-resume").await);
+    let new_image = serde_json::json!({ "spec": { "podTemplate": { "spec": { "containers": [{ "name": "agent", "image": "registry.example/agent:2" }] } } } });
+    for name in ["recreate", "on-resume"] {
+        sandboxes(&ctx)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(new_image.clone()),
+            )
+            .await
+            .expect("change the template");
+    }
+    let image = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.containers[0].image.clone())
+            .unwrap_or_default()
+    };
+    let replaced = eventually("Recreate to replace the pod", WAIT, || {
+        let pods = pods(&ctx);
+        let old = recreate_uid.clone();
+        async move {
+            pods.get_opt("recreate")
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.uid() != old)
+        }
+    })
+    .await;
+    assert_eq!(image(&replaced), "registry.example/agent:2");
+    wait_phase(&ctx, "recreate", Phase::Running).await;
+
+    let kept = pods(&ctx).get("on-resume").await.expect("pod");
+    assert_eq!(
+        kept.uid(),
+        on_resume_uid,
+        "OnResume leaves the running pod alone"
+    );
+    assert_eq!(image(&kept), "registry.example/agent:1");
+    set_mode(&ctx, "on-resume", "Suspended").await;
+    wait_phase(&ctx, "on-resume", Phase::Suspended).await;
+    set_mode(&ctx, "on-resume", "Running").await;
+    wait_phase(&ctx, "on-resume", Phase::Running).await;
+    assert_eq!(
+        image(&pods(&ctx).get("on-resume").await.expect("pod")),
+        "registry.example/agent:2",
+        "the change took effect at resume"
+    );
+}
+
+#[tokio::test]
+async fn service_false_means_no_service() {
+    let ctx = TestContext::new("service_false_means_no_service").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", false)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    assert!(
+        services(&ctx)
+            .get_opt("agent")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    sandboxes(&ctx)
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "service": false } })),
+        )
+        .await
+        .expect("turn the service off");
+    wait_gone(&services(&ctx), "agent").await;
+    let sandbox = wait_sandbox(&ctx, "agent", "serviceFQDN to be cleared", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.service_fqdn.is_none())
+    })
+    .await;
+    assert_eq!(sandbox.status.and_then(|s| s.phase), Some(Phase::Running));
+}

@@ -153,10 +153,9 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
             }
             return plan;
         }
-        plan.requeue_after = Some(
-            Duration::from_secs(remaining.as_secs().max(0).unsigned_abs())
-                .saturating_add(Duration::from_millis(100)),
-        );
+        // A hair past the deadline, so the next reconcile finds it expired.
+        let remaining = Duration::try_from(remaining).unwrap_or_default();
+        plan.requeue_after = Some(remaining.saturating_add(Duration::from_millis(100)));
     }
 
     if !owned {
@@ -724,4 +723,199 @@ fn transition(reason: &'static str, note: impl Into<String>, warning: bool) -> T
 
 fn min_requeue(current: Option<Duration>, candidate: Duration) -> Option<Duration> {
     Some(current.map_or(candidate, |c| c.min(candidate)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PodTemplate, SandboxSpec};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::jiff::SignedDuration;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("time")
+    }
+
+    fn sandbox(phase: Option<Phase>) -> Sandbox {
+        let mut sandbox = Sandbox::new(
+            "agent",
+            SandboxSpec {
+                pod_template: PodTemplate::default(),
+                ..Default::default()
+            },
+        );
+        sandbox.metadata.namespace = Some("team".into());
+        sandbox.metadata.uid = Some("sandbox-uid".into());
+        sandbox.metadata.generation = Some(1);
+        sandbox.status = Some(SandboxStatus {
+            phase,
+            ..Default::default()
+        });
+        sandbox
+    }
+
+    fn pod(sandbox: &Sandbox, phase: &str, ready: bool) -> Pod {
+        let mut pod = children::desired_pod(sandbox);
+        pod.metadata.uid = Some("pod-uid".into());
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "sandman.dev/v1alpha1".into(),
+            kind: "Sandbox".into(),
+            name: "agent".into(),
+            uid: "sandbox-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn new_sandbox_creates_its_pod() {
+        let plan = plan(&sandbox(None), None, at(0));
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.phase, Some(Phase::Starting));
+        assert_eq!(plan.service, ChildAction::Apply);
+    }
+
+    #[test]
+    fn ready_pod_means_running() {
+        let sandbox = sandbox(Some(Phase::Starting));
+        let plan = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        assert_eq!(plan.pod, PodAction::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Running));
+        assert!(plan.transitions.iter().any(|t| t.reason == "Ready"));
+    }
+
+    #[test]
+    fn suspend_deletes_the_pod_and_keeps_the_rest() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        let plan = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        assert_eq!(
+            plan.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+        assert_eq!(plan.service, ChildAction::Apply);
+        assert!(plan.apply_claims);
+        assert_eq!(plan.status.phase, Some(Phase::Suspending));
+        assert_eq!(plan.status.suspended_at, Some(Time(at(0))));
+    }
+
+    #[test]
+    fn resume_after_suspend_is_resuming_not_a_restart() {
+        let sandbox = sandbox(Some(Phase::Suspended));
+        let plan = plan(&sandbox, None, at(5));
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.phase, Some(Phase::Resuming));
+        assert_eq!(plan.status.resumed_at, Some(Time(at(5))));
+        assert_eq!(plan.status.restarts, 0);
+    }
+
+    #[test]
+    fn vanished_pod_counts_a_restart() {
+        let sandbox = sandbox(Some(Phase::Running));
+        let plan = plan(&sandbox, None, at(0));
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.restarts, 1);
+    }
+
+    #[test]
+    fn failed_pods_back_off_exponentially() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        let failed = pod(&sandbox, "Failed", false);
+        let first = plan(&sandbox, Some(&failed), at(0));
+        assert_eq!(
+            first.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            },
+            "the first restart is immediate"
+        );
+        assert_eq!(first.status.restarts, 1);
+
+        sandbox.status = Some(first.status.clone());
+        let too_soon = plan(&sandbox, Some(&failed), at(0));
+        assert_eq!(too_soon.pod, PodAction::Keep);
+        assert_eq!(too_soon.requeue_after, Some(Duration::from_secs(1)));
+        let later = plan(&sandbox, Some(&failed), at(1));
+        assert_eq!(later.status.restarts, 2);
+
+        let mut status = later.status.clone();
+        status.restarts = 30;
+        assert_eq!(restart_wait(&status, at(1)), MAX_RESTART_BACKOFF, "capped");
+    }
+
+    #[test]
+    fn expiry_removes_pod_and_service_and_requeues_precisely() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        sandbox.spec.shutdown_time = Some(Time(at(60)));
+        let before = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        assert_eq!(before.pod, PodAction::Keep);
+        let requeue = before.requeue_after.expect("requeue for expiry");
+        assert!(requeue >= Duration::from_secs(60) && requeue < Duration::from_secs(61));
+
+        let after = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(60) + SignedDuration::from_millis(1),
+        );
+        assert_eq!(
+            after.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+        assert_eq!(after.service, ChildAction::Delete);
+        assert_eq!(after.status.phase, Some(Phase::Expired));
+        assert!(!after.delete_sandbox);
+        sandbox.spec.shutdown_policy = ShutdownPolicy::Delete;
+        assert!(plan(&sandbox, None, at(61)).delete_sandbox);
+    }
+
+    #[test]
+    fn someone_elses_pod_is_never_touched() {
+        let sandbox = sandbox(Some(Phase::Pending));
+        let mut foreign = pod(&sandbox, "Running", true);
+        foreign.metadata.owner_references = None;
+        let plan = plan(&sandbox, Some(&foreign), at(0));
+        assert_eq!(plan.pod, PodAction::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn template_change_waits_for_resume_unless_recreate() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        let running = pod(&sandbox, "Running", true);
+        sandbox.spec.pod_template.spec.hostname = Some("changed".into());
+        assert_eq!(plan(&sandbox, Some(&running), at(0)).pod, PodAction::Keep);
+        sandbox.spec.update_strategy = UpdateStrategy::Recreate;
+        assert_eq!(
+            plan(&sandbox, Some(&running), at(0)).pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unchanged_world_plans_an_unchanged_status() {
+        let sandbox = sandbox(Some(Phase::Starting));
+        let first = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        let mut settled = sandbox.clone();
+        settled.status = Some(first.status.clone());
+        let second = plan(&settled, Some(&pod(&sandbox, "Running", true)), at(10));
+        assert_eq!(second.status, first.status, "no write when nothing changed");
+        assert!(second.transitions.is_empty());
+    }
 }

@@ -80,6 +80,7 @@ pub async fn run(
         services: services.store,
         claims: claims.store,
         recorder,
+        written: Default::default(),
     });
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)

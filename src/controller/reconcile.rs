@@ -1,7 +1,8 @@
 //! One reconcile: read the caches, ask the phase machine for a plan, carry it out with as few
 //! writes as possible.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 
@@ -13,7 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span, instrument};
 
-use crate::api::{Phase, Sandbox};
+use crate::api::{Phase, Sandbox, SandboxStatus};
 use crate::controller::children::{self, unchanged};
 use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
 use crate::controller::{ERROR_REQUEUE, Error};
@@ -25,6 +26,56 @@ pub struct Context {
     pub services: Store<Service>,
     pub claims: Store<PersistentVolumeClaim>,
     pub recorder: Recorder,
+    pub written: WrittenStatuses,
+}
+
+/// Status writes the Sandbox cache has not seen yet.
+///
+/// A reconcile triggered by a child's event can run before the watch delivers our own status
+/// write, and would then plan from the old status and write the same new status again. Each
+/// entry remembers the resourceVersion the write was planned against: while the cache still
+/// shows that version, it is stale and the written status stands in for it; once the cache has
+/// moved on (watch events arrive in order, so it has seen our write or something later), the
+/// entry goes.
+#[derive(Default)]
+pub struct WrittenStatuses(Mutex<HashMap<String, (String, SandboxStatus)>>);
+
+impl WrittenStatuses {
+    /// The status to plan from: the cache's, unless the cache is behind our last write.
+    fn current(&self, sandbox: &Sandbox) -> Option<SandboxStatus> {
+        let uid = sandbox.uid().unwrap_or_default();
+        let version = sandbox.resource_version().unwrap_or_default();
+        let mut written = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match written.get(&uid) {
+            Some((planned_against, status)) if *planned_against == version => Some(status.clone()),
+            Some(_) => {
+                written.remove(&uid);
+                sandbox.status.clone()
+            }
+            None => sandbox.status.clone(),
+        }
+    }
+
+    fn record(&self, sandbox: &Sandbox, status: &SandboxStatus) {
+        let uid = sandbox.uid().unwrap_or_default();
+        let version = sandbox.resource_version().unwrap_or_default();
+        let mut written = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        written.insert(uid, (version, status.clone()));
+    }
+
+    fn forget(&self, sandbox: &Sandbox) {
+        let mut written = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        written.remove(&sandbox.uid().unwrap_or_default());
+    }
 }
 
 fn apply_params() -> PatchParams {
@@ -36,6 +87,7 @@ fn apply_params() -> PatchParams {
 #[instrument(skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
     if sandbox.metadata.deletion_timestamp.is_some() {
+        ctx.written.forget(&sandbox);
         // Owner references and PVC protection do the rest: the pod and Service are collected,
         // PVCs go only once no pod uses them, and retained PVCs have no owner at all.
         return Ok(Action::await_change());
@@ -43,6 +95,11 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut sandbox = sandbox;
+    let current_status = ctx.written.current(&sandbox);
+    if current_status != sandbox.status {
+        Arc::make_mut(&mut sandbox).status = current_status;
+    }
 
     let mut pod = ctx
         .pods
@@ -176,6 +233,7 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcom
 
     if sandbox.status.as_ref() != Some(&plan.status) {
         write_status(client, sandbox, plan).await?;
+        ctx.written.record(sandbox, &plan.status);
     }
     publish(ctx, sandbox, &plan.transitions).await;
     Ok(Outcome::Done(

@@ -84,6 +84,8 @@ impl RunningState {
 /// [`Lifetime::TiedToParent`] control plane also stops when this process exits.
 #[derive(Debug)]
 pub struct ControlPlane {
+    /// From the start of [`ControlPlane::start`] until kube-apiserver answered `/readyz`.
+    api_ready_after: Duration,
     dir: PathBuf,
     server: String,
     kubeconfig: PathBuf,
@@ -114,12 +116,14 @@ impl ControlPlane {
         }
         let pki = Pki::generate(&dir.join("pki"))?;
         let mut plane = Self {
+            api_ready_after: Duration::ZERO,
             dir: dir.clone(),
             server: String::new(),
             kubeconfig: dir.join("admin.kubeconfig"),
             processes: Vec::new(),
         };
-        match plane.start_processes(&binaries, &pki, options) {
+        let started = Instant::now();
+        match plane.start_processes(&binaries, &pki, options, started) {
             Ok(()) => {
                 plane.save_state()?;
                 Ok(plane)
@@ -136,6 +140,7 @@ impl ControlPlane {
         binaries: &Binaries,
         pki: &Pki,
         options: &Options,
+        started: Instant,
     ) -> Result<(), Error> {
         let etcd_client = free_loopback_port()?;
         let etcd_peer = free_loopback_port()?;
@@ -198,6 +203,7 @@ impl ControlPlane {
         self.wait_for("kube-apiserver", Duration::from_secs(120), || {
             bootstrap::run(bootstrap::api_ready(&kubeconfig)).unwrap_or(false)
         })?;
+        self.api_ready_after = started.elapsed();
 
         let setup = bootstrap::Setup {
             kubeconfig: self.kubeconfig.clone(),
@@ -379,6 +385,11 @@ impl ControlPlane {
     /// The admin kubeconfig (group `system:masters`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// How long kube-apiserver took to answer `/readyz` (binaries already built).
+    pub fn api_ready_after(&self) -> Duration {
+        self.api_ready_after
     }
 
     /// The API server's URL.

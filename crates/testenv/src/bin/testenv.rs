@@ -77,7 +77,8 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             let started = Instant::now();
             let plane = ControlPlane::start(&options)?;
             println!(
-                "control plane ready at {} in {:.1}s\nkubeconfig: {}\nlogs: {}",
+                "API ready in {:.2}s; control plane ready at {} in {:.2}s\nkubeconfig: {}\nlogs: {}",
+                plane.api_ready_after().as_secs_f64(),
                 plane.server(),
                 started.elapsed().as_secs_f64(),
                 plane.kubeconfig().display(),
