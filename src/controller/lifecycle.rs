@@ -591,8 +591,10 @@ fn plan_existing_pod(
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    record_pod_facts(&mut plan.status, pod);
     if ready {
+        // Published once the pod is Ready: node and IPs settle one by one while it starts, and
+        // each would otherwise cost a status write.
+        record_pod_facts(&mut plan.status, pod);
         if previous_phase != Phase::Running {
             let note = if previous_phase == Phase::Resuming {
                 "resumed; the pod is ready"
@@ -632,7 +634,7 @@ fn plan_existing_pod(
                     READY,
                     false,
                     reason::DEPENDENCIES_NOT_READY,
-                    "the pod is not ready yet",
+                    "the pod is starting",
                 ),
                 not_suspended,
                 not_finished,

@@ -232,6 +232,11 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcom
     }
 
     if sandbox.status.as_ref() != Some(&plan.status) {
+        tracing::debug!(
+            from = ?sandbox.status.as_ref().and_then(|s| s.phase),
+            to = ?plan.status.phase,
+            "write status"
+        );
         write_status(client, sandbox, plan).await?;
         ctx.written.record(sandbox, &plan.status);
     }
