@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench scale                      # 500 Sandboxes, 3 rounds
 //! SANDMAN_SCALE_N=100 SANDMAN_SCALE_ROUNDS=1 cargo bench --bench scale
+//! SANDMAN_SCALE_VOLUMES=0 cargo bench --bench scale    # without a volume per Sandbox
 //! ```
 //!
 //! Writes are counted from the API server's own `apiserver_request_total`, as the difference
@@ -26,6 +27,7 @@ type Counts = BTreeMap<(String, String, String), f64>;
 fn main() {
     let n: usize = env_number("SANDMAN_SCALE_N", 500);
     let rounds: usize = env_number("SANDMAN_SCALE_ROUNDS", 3);
+    let volumes = env_number("SANDMAN_SCALE_VOLUMES", 1) > 0;
     let dir = std::env::temp_dir().join(format!("sandman-scale-{}", std::process::id()));
     let mut options = Options::new(&dir);
     options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
@@ -33,7 +35,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut results = Vec::new();
     for round in 0..rounds {
-        let result = runtime.block_on(run_round(&plane, n, round));
+        let result = runtime.block_on(run_round(&plane, n, round, volumes));
         eprintln!(
             "round {round}: {n} Sandboxes Ready in {:.2}s; {:.2} sandman writes/Sandbox (+{:.2} Events); operator peak RSS {} MiB",
             result.seconds,
@@ -45,7 +47,7 @@ fn main() {
     }
     plane.stop();
     let _ = std::fs::remove_dir_all(&dir);
-    report(n, &results);
+    report(n, volumes, &results);
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -63,7 +65,7 @@ struct RoundResult {
     writes: Counts,
 }
 
-async fn run_round(plane: &ControlPlane, n: usize, round: usize) -> RoundResult {
+async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) -> RoundResult {
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
         .await
         .expect("client");
@@ -87,9 +89,12 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize) -> RoundResult 
         .map(|i| {
             let api = api.clone();
             async move {
-                api.create(&PostParams::default(), &sandbox(&format!("sbx-{i}")))
-                    .await
-                    .map(|_| ())
+                api.create(
+                    &PostParams::default(),
+                    &sandbox(&format!("sbx-{i}"), volumes),
+                )
+                .await
+                .map(|_| ())
             }
         })
         .buffer_unordered(64)
@@ -163,8 +168,8 @@ fn is_sandman_write(verb: &str, resource: &str, subresource: &str) -> bool {
     )
 }
 
-fn sandbox(name: &str) -> Sandbox {
-    serde_json::from_value(serde_json::json!({
+fn sandbox(name: &str, volume: bool) -> Sandbox {
+    let mut value = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "Sandbox",
         "metadata": { "name": name },
@@ -178,8 +183,13 @@ fn sandbox(name: &str) -> Sandbox {
                 "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
             }]
         }
-    }))
-    .expect("sandbox")
+    });
+    if !volume {
+        value["spec"]["volumeClaimTemplates"] = serde_json::json!([]);
+        value["spec"]["podTemplate"]["spec"]["containers"][0]["volumeMounts"] =
+            serde_json::json!([]);
+    }
+    serde_json::from_value(value).expect("sandbox")
 }
 
 fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
@@ -257,9 +267,9 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn report(n: usize, results: &[RoundResult]) {
+fn report(n: usize, volumes: bool, results: &[RoundResult]) {
     println!(
-        "\n## Scale: {n} Sandboxes at once, {} rounds\n",
+        "\n## Scale: {n} Sandboxes at once, {} rounds, a volume each: {volumes}\n",
         results.len()
     );
     println!("| figure | median | all rounds |\n|---|---|---|");

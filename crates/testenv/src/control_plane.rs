@@ -247,11 +247,22 @@ impl ControlPlane {
             options.lifetime,
         )?;
 
+        // Pods whose claims are not bound yet are retried with the scheduler's backoff, 10 s at
+        // most by default; a test cluster should not sit idle that long. The client limits are
+        // raised for bursts of hundreds of pods.
+        let scheduler_config = self.dir.join("kube-scheduler.yaml");
+        std::fs::write(
+            &scheduler_config,
+            format!(
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {}\n  qps: 200\n  burst: 400\nleaderElection:\n  leaderElect: false\npodInitialBackoffSeconds: 1\npodMaxBackoffSeconds: 1\n",
+                self.kubeconfig.display()
+            ),
+        )
+        .map_err(Error::io("write kube-scheduler.yaml"))?;
         let mut scheduler_args = vec![
-            kubeconfig_flag.clone(),
+            format!("--config={}", scheduler_config.display()),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", free_loopback_port()?),
-            "--leader-elect=false".into(),
             "--v=1".into(),
         ];
         scheduler_args.extend(delegated_auth.iter().cloned());
