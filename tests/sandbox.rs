@@ -574,41 +574,25 @@ async fn invalid_sandbox_is_rejected() {
     let message = rejected(api.create(&PostParams::default(), &bad_timeout).await);
     assert!(message.contains("idleTimeout"), "{message}");
 
-    create(&ctx, &sandbox("with-volume", true)).await;
-    let changed = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
-        "metadata": { "name": "workspace" },
-        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "5Gi" } } }
-    }] } });
-    let message = rejected(
-        api.patch(
-            "with-volume",
-            &PatchParams::default(),
-            &Patch::Merge(changed),
-        )
-        .await,
-    );
-    assert!(
-        message.contains("volumeClaimTemplates is immutable"),
-        "{message}"
-    );
-
-    create(&ctx, &sandbox("without-volume", false)).await;
-    let added = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
-        "metadata": { "name": "workspace" },
-        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
-    }] } });
-    let message = rejected(
-        api.patch(
-            "without-volume",
-            &PatchParams::default(),
-            &Patch::Merge(added),
-        )
-        .await,
-    );
-    assert!(
-        message.contains("volumeClaimTemplates is immutable"),
-        "{message}"
-    );
+    // Changing the templates, and adding templates to a Sandbox made without them.
+    for (name, volume, size) in [
+        ("with-volume", true, "5Gi"),
+        ("without-volume", false, "1Gi"),
+    ] {
+        create(&ctx, &sandbox(name, volume)).await;
+        let templates = serde_json::json!({ "spec": { "volumeClaimTemplates": [{
+            "metadata": { "name": "workspace" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": size } } }
+        }] } });
+        let message = rejected(
+            api.patch(name, &PatchParams::default(), &Patch::Merge(templates))
+                .await,
+        );
+        assert!(
+            message.contains("volumeClaimTemplates is immutable"),
+            "{name}: {message}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -160,32 +160,18 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
 
     if !owned {
         plan.status.phase = Some(Phase::Failed);
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    reason::POD_NAME_CONFLICT,
-                    format!(
-                        "a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"
-                    ),
+            Desired::new(
+                READY,
+                false,
+                reason::POD_NAME_CONFLICT,
+                format!(
+                    "a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"
                 ),
-                Desired::new(
-                    SUSPENDED,
-                    false,
-                    reason::NOT_SUSPENDED,
-                    "the Sandbox is not suspended",
-                ),
-                Desired::new(
-                    FINISHED,
-                    false,
-                    reason::NOT_FINISHED,
-                    "the Sandbox has not expired",
-                ),
-            ],
+            ),
         );
         if previous_ready_reason != reason::POD_NAME_CONFLICT {
             plan.transitions.push(transition(
@@ -230,12 +216,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
                         reason::POD_TERMINATING,
                         "the pod is terminating",
                     ),
-                    Desired::new(
-                        FINISHED,
-                        false,
-                        reason::NOT_FINISHED,
-                        "the Sandbox has not expired",
-                    ),
+                    not_finished(),
                 ],
             );
         }
@@ -271,12 +252,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
                         reason::POD_TERMINATED,
                         "the pod is gone; Service and volumes are kept",
                     ),
-                    Desired::new(
-                        FINISHED,
-                        false,
-                        reason::NOT_FINISHED,
-                        "the Sandbox has not expired",
-                    ),
+                    not_finished(),
                 ],
             );
         }
@@ -312,33 +288,19 @@ fn plan_missing_pod(
         let wait = restart_wait(&plan.status, now);
         if !wait.is_zero() {
             plan.status.phase = Some(Phase::Starting);
-            set_conditions(
+            set_ready(
                 &mut plan.status,
                 sandbox,
                 now,
-                [
-                    Desired::new(
-                        READY,
-                        false,
-                        reason::RESTART_BACKOFF,
-                        format!(
-                            "the pod was deleted; recreating in {}s",
-                            wait.as_secs().max(1)
-                        ),
+                Desired::new(
+                    READY,
+                    false,
+                    reason::RESTART_BACKOFF,
+                    format!(
+                        "the pod was deleted; recreating in {}s",
+                        wait.as_secs().max(1)
                     ),
-                    Desired::new(
-                        SUSPENDED,
-                        false,
-                        reason::NOT_SUSPENDED,
-                        "the Sandbox is not suspended",
-                    ),
-                    Desired::new(
-                        FINISHED,
-                        false,
-                        reason::NOT_FINISHED,
-                        "the Sandbox has not expired",
-                    ),
-                ],
+                ),
             );
             plan.requeue_after = min_requeue(plan.requeue_after, wait);
             return;
@@ -346,30 +308,16 @@ fn plan_missing_pod(
         count_restart(&mut plan.status, now);
         plan.pod = PodAction::Create;
         plan.status.phase = Some(Phase::Starting);
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    reason::POD_DELETED,
-                    "the pod was deleted by someone else; recreated it",
-                ),
-                Desired::new(
-                    SUSPENDED,
-                    false,
-                    reason::NOT_SUSPENDED,
-                    "the Sandbox is not suspended",
-                ),
-                Desired::new(
-                    FINISHED,
-                    false,
-                    reason::NOT_FINISHED,
-                    "the Sandbox has not expired",
-                ),
-            ],
+            Desired::new(
+                READY,
+                false,
+                reason::POD_DELETED,
+                "the pod was deleted by someone else; recreated it",
+            ),
         );
         plan.transitions.push(transition(
             "PodRestarted",
@@ -405,25 +353,11 @@ fn plan_missing_pod(
     } else {
         (reason::DEPENDENCIES_NOT_READY, "the pod is starting")
     };
-    set_conditions(
+    set_ready(
         &mut plan.status,
         sandbox,
         now,
-        [
-            Desired::new(READY, false, ready_reason, message),
-            Desired::new(
-                SUSPENDED,
-                false,
-                reason::NOT_SUSPENDED,
-                "the Sandbox is not suspended",
-            ),
-            Desired::new(
-                FINISHED,
-                false,
-                reason::NOT_FINISHED,
-                "the Sandbox has not expired",
-            ),
-        ],
+        Desired::new(READY, false, ready_reason, message),
     );
 }
 
@@ -449,18 +383,8 @@ fn plan_existing_pod(
         .and_then(|s| s.phase.clone())
         .unwrap_or_default();
     let uid = pod.uid().unwrap_or_default();
-    let not_suspended = Desired::new(
-        SUSPENDED,
-        false,
-        reason::NOT_SUSPENDED,
-        "the Sandbox is not suspended",
-    );
-    let not_finished = Desired::new(
-        FINISHED,
-        false,
-        reason::NOT_FINISHED,
-        "the Sandbox has not expired",
-    );
+    let not_suspended = not_suspended();
+    let not_finished = not_finished();
 
     if terminating {
         // Resume asked while the suspend is still finishing: wait for the old pod to go.
@@ -480,20 +404,16 @@ fn plan_existing_pod(
         let ready_reason = ready_reason.map_or(reason::DEPENDENCIES_NOT_READY, |r| {
             previous_ready_reason_static(&r)
         });
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    ready_reason,
-                    "waiting for the old pod to terminate",
-                ),
-                not_suspended,
-                not_finished,
-            ],
+            Desired::new(
+                READY,
+                false,
+                ready_reason,
+                "waiting for the old pod to terminate",
+            ),
         );
         return;
     }
@@ -507,47 +427,39 @@ fn plan_existing_pod(
         let wait = restart_wait(&plan.status, now);
         plan.status.phase = Some(Phase::Starting);
         if !wait.is_zero() {
-            set_conditions(
+            set_ready(
                 &mut plan.status,
                 sandbox,
                 now,
-                [
-                    Desired::new(
-                        READY,
-                        false,
-                        reason::RESTART_BACKOFF,
-                        format!(
-                            "the pod {}; recreating in {}s",
-                            pod_phase.to_lowercase(),
-                            wait.as_secs().max(1)
-                        ),
+                Desired::new(
+                    READY,
+                    false,
+                    reason::RESTART_BACKOFF,
+                    format!(
+                        "the pod {}; recreating in {}s",
+                        pod_phase.to_lowercase(),
+                        wait.as_secs().max(1)
                     ),
-                    not_suspended,
-                    not_finished,
-                ],
+                ),
             );
             plan.requeue_after = min_requeue(plan.requeue_after, wait);
             return;
         }
         count_restart(&mut plan.status, now);
         plan.pod = PodAction::Delete { uid };
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    reason::POD_FAILED,
-                    format!(
-                        "the pod {} ({reason_word}); recreating it",
-                        pod_phase.to_lowercase()
-                    ),
+            Desired::new(
+                READY,
+                false,
+                reason::POD_FAILED,
+                format!(
+                    "the pod {} ({reason_word}); recreating it",
+                    pod_phase.to_lowercase()
                 ),
-                not_suspended,
-                not_finished,
-            ],
+            ),
         );
         plan.transitions.push(transition(
             "PodRestarted",
@@ -563,20 +475,16 @@ fn plan_existing_pod(
     if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
         plan.pod = PodAction::Delete { uid };
         plan.status.phase = Some(Phase::Starting);
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    POD_TEMPLATE_CHANGED,
-                    "the pod template changed; replacing the pod",
-                ),
-                not_suspended,
-                not_finished,
-            ],
+            Desired::new(
+                READY,
+                false,
+                POD_TEMPLATE_CHANGED,
+                "the pod template changed; replacing the pod",
+            ),
         );
         plan.transitions.push(transition(
             POD_TEMPLATE_CHANGED,
@@ -609,15 +517,11 @@ fn plan_existing_pod(
         } else {
             "the pod is ready"
         };
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(READY, true, reason::DEPENDENCIES_READY, message),
-                not_suspended,
-                not_finished,
-            ],
+            Desired::new(READY, true, reason::DEPENDENCIES_READY, message),
         );
     } else {
         plan.status.phase = Some(if previous_phase == Phase::Resuming {
@@ -625,20 +529,16 @@ fn plan_existing_pod(
         } else {
             Phase::Starting
         });
-        set_conditions(
+        set_ready(
             &mut plan.status,
             sandbox,
             now,
-            [
-                Desired::new(
-                    READY,
-                    false,
-                    reason::DEPENDENCIES_NOT_READY,
-                    "the pod is starting",
-                ),
-                not_suspended,
-                not_finished,
-            ],
+            Desired::new(
+                READY,
+                false,
+                reason::DEPENDENCIES_NOT_READY,
+                "the pod is starting",
+            ),
         );
     }
 }
@@ -699,6 +599,34 @@ fn record_pod_facts(status: &mut SandboxStatus, pod: &Pod) {
 fn clear_pod_facts(status: &mut SandboxStatus) {
     status.pod_ips.clear();
     status.node_name = None;
+}
+
+/// Sets `Ready` as given, for a Sandbox that is neither suspended nor finished.
+fn set_ready(status: &mut SandboxStatus, sandbox: &Sandbox, now: Timestamp, ready: Desired) {
+    set_conditions(
+        status,
+        sandbox,
+        now,
+        [ready, not_suspended(), not_finished()],
+    );
+}
+
+fn not_suspended() -> Desired {
+    Desired::new(
+        SUSPENDED,
+        false,
+        reason::NOT_SUSPENDED,
+        "the Sandbox is not suspended",
+    )
+}
+
+fn not_finished() -> Desired {
+    Desired::new(
+        FINISHED,
+        false,
+        reason::NOT_FINISHED,
+        "the Sandbox has not expired",
+    )
 }
 
 fn set_conditions<const N: usize>(
