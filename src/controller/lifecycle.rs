@@ -383,8 +383,6 @@ fn plan_existing_pod(
         .and_then(|s| s.phase.clone())
         .unwrap_or_default();
     let uid = pod.uid().unwrap_or_default();
-    let not_suspended = not_suspended();
-    let not_finished = not_finished();
 
     if terminating {
         // Resume asked while the suspend is still finishing: wait for the old pod to go.
