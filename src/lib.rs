@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod policy;
 pub mod telemetry;
 
 /// The one field manager sandman uses for every server-side apply.

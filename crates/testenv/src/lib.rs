@@ -15,6 +15,7 @@ mod control_plane;
 mod error;
 pub mod harness;
 mod pki;
+pub mod policies;
 mod ports;
 mod process;
 

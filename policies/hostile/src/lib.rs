@@ -1,0 +1,45 @@
+//! A deliberately hostile policy for the host's limit tests. Its settings say how to misbehave:
+//! `{"mode": "loop" | "memory" | "trap" | "huge-output" | "error" | "abstain"}`.
+
+use sandman_policy_sdk::types::{Input, IsolationDecision};
+use sandman_policy_sdk::{Policy, export_policy, no_security_overrides, parse_settings};
+
+#[derive(serde::Deserialize)]
+struct Settings {
+    mode: String,
+}
+
+struct Hostile;
+
+impl Policy for Hostile {
+    fn isolation(input: Input) -> Result<Option<IsolationDecision>, String> {
+        let settings: Settings = parse_settings(&input.settings)?;
+        match settings.mode.as_str() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("the hostile policy traps"),
+            "huge-output" => Ok(Some(IsolationDecision {
+                runtime_class_name: Some("x".repeat(8 << 20)),
+                security: no_security_overrides(),
+                node_selector: Vec::new(),
+                tolerations: Vec::new(),
+                reason: "huge".into(),
+            })),
+            "error" => Err("the hostile policy refuses".into()),
+            _ => Ok(None),
+        }
+    }
+}
+
+export_policy!(Hostile);

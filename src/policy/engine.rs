@@ -1,0 +1,456 @@
+//! The wasmtime host: one engine, a fresh store per evaluation, and no ambient authority.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::Policy;
+use super::bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
+use super::bindings::sandman::policy::{host, types};
+use super::error::PolicyError;
+
+/// The epoch ticks this often, so a timeout is honoured to within about a millisecond.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The most memory any single policy may be given, whatever its limits say.
+const MAX_POLICY_MEMORY: usize = 256 << 20;
+
+/// What one policy may consume per evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// The largest decision (summed string lengths) the host accepts.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            output_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The three decisions a policy may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Isolation,
+    Resources,
+    Lifecycle,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Isolation => "isolation",
+            Hook::Resources => "resources",
+            Hook::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+/// One engine for every policy: component model, pooling allocator, epoch interruption, and a
+/// background ticker that advances the epoch every millisecond.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for PolicyEngine {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl PolicyEngine {
+    pub fn new() -> Result<Self, PolicyError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(256)
+            .total_core_instances(512)
+            .total_memories(256)
+            .total_tables(256)
+            .max_memory_size(MAX_POLICY_MEMORY);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        // Guests built with std import WASI; they get it with no capabilities (see `store`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+
+        let ticking = Arc::new(AtomicBool::new(true));
+        let weak = engine.weak();
+        let running = ticking.clone();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| PolicyError::Engine(format!("start the epoch ticker: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            ticking,
+        })
+    }
+
+    /// Compiles, links and checks a policy: it must export at least one hook, and accept its
+    /// settings.
+    pub fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings_json: &str,
+        limits: Limits,
+    ) -> Result<LoadedPolicy, PolicyError> {
+        let limits = Limits {
+            memory_bytes: limits.memory_bytes.min(MAX_POLICY_MEMORY),
+            ..limits
+        };
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Link(format!("{e:#}")))?;
+        let policy = LoadedPolicy {
+            name: name.to_string(),
+            engine: self.engine.clone(),
+            isolation: isolation::GuestIndices::new(&pre).ok(),
+            resources: resources::GuestIndices::new(&pre).ok(),
+            lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
+            pre,
+            settings_json: settings_json.to_string(),
+            limits,
+        };
+        if policy.hooks().is_empty() {
+            return Err(
+                other_contract_version(&self.engine, &component).unwrap_or(PolicyError::NoHooks)
+            );
+        }
+        let settings = settings::GuestIndices::new(&policy.pre).map_err(|e| {
+            PolicyError::Link(format!(
+                "the component does not export sandman:policy/settings: {e:#}"
+            ))
+        })?;
+        policy
+            .run(|store, instance| {
+                let guest = settings.load(&mut *store, instance)?;
+                guest.call_validate_settings(&mut *store, settings_json)
+            })?
+            .map_err(PolicyError::InvalidSettings)?;
+        Ok(policy)
+    }
+}
+
+/// The contract this host speaks.
+const CONTRACT: &str = "sandman:policy/";
+const CONTRACT_VERSION: &str = "0.1.0";
+
+/// A clear error for a component built against another version of the contract, whose exports
+/// the host therefore does not see.
+fn other_contract_version(engine: &Engine, component: &Component) -> Option<PolicyError> {
+    let versions: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .filter_map(|(name, _)| name.strip_prefix(CONTRACT).map(str::to_string))
+        .filter_map(|rest| rest.split_once('@').map(|(_, version)| version.to_string()))
+        .filter(|version| version != CONTRACT_VERSION)
+        .collect();
+    let version = versions.first()?;
+    Some(PolicyError::Link(format!(
+        "the component implements sandman:policy@{version}, but this host speaks sandman:policy@{CONTRACT_VERSION}; rebuild it against wit/ of this release"
+    )))
+}
+
+/// A policy ready to evaluate: compiled and linked once, instantiated afresh for every call, so
+/// nothing carries over from one evaluation to the next.
+pub struct LoadedPolicy {
+    name: String,
+    engine: Engine,
+    pre: InstancePre<GuestState>,
+    isolation: Option<isolation::GuestIndices>,
+    resources: Option<resources::GuestIndices>,
+    lifecycle: Option<lifecycle::GuestIndices>,
+    settings_json: String,
+    limits: Limits,
+}
+
+impl LoadedPolicy {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The settings the policy was loaded with, as JSON (they go into every input).
+    pub fn settings(&self) -> &str {
+        &self.settings_json
+    }
+
+    /// The hooks the component exports.
+    pub fn hooks(&self) -> Vec<Hook> {
+        [
+            (Hook::Isolation, self.isolation.is_some()),
+            (Hook::Resources, self.resources.is_some()),
+            (Hook::Lifecycle, self.lifecycle.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(hook, present)| present.then_some(hook))
+        .collect()
+    }
+
+    pub fn isolation(
+        &self,
+        input: &types::Input,
+    ) -> Result<Option<types::IsolationDecision>, PolicyError> {
+        let indices = self
+            .isolation
+            .as_ref()
+            .ok_or(PolicyError::MissingHook("isolation"))?;
+        let decision = self
+            .run(|store, instance| {
+                indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input)
+            })?
+            .map_err(PolicyError::Guest)?;
+        self.check_size(decision.as_ref().map_or(0, isolation_size))?;
+        Ok(decision)
+    }
+
+    pub fn resources(
+        &self,
+        input: &types::Input,
+    ) -> Result<Option<types::ResourcesDecision>, PolicyError> {
+        let indices = self
+            .resources
+            .as_ref()
+            .ok_or(PolicyError::MissingHook("resources"))?;
+        let decision = self
+            .run(|store, instance| {
+                indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input)
+            })?
+            .map_err(PolicyError::Guest)?;
+        self.check_size(decision.as_ref().map_or(0, resources_size))?;
+        Ok(decision)
+    }
+
+    pub fn lifecycle(
+        &self,
+        input: &types::Input,
+    ) -> Result<Option<types::LifecycleDecision>, PolicyError> {
+        let indices = self
+            .lifecycle
+            .as_ref()
+            .ok_or(PolicyError::MissingHook("lifecycle"))?;
+        let decision = self
+            .run(|store, instance| {
+                indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input)
+            })?
+            .map_err(PolicyError::Guest)?;
+        self.check_size(decision.as_ref().map_or(0, |d| d.reason.len()))?;
+        Ok(decision)
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), PolicyError> {
+        if size > self.limits.output_bytes {
+            return Err(PolicyError::OutputTooLarge {
+                size,
+                limit: self.limits.output_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Instantiates the component in a fresh store with this policy's limits, and runs `call`.
+    fn run<R>(
+        &self,
+        call: impl FnOnce(&mut Store<GuestState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        let mut store = Store::new(
+            &self.engine,
+            GuestState {
+                wasi: no_capabilities(),
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter {
+                    max_bytes: self.limits.memory_bytes,
+                    exceeded: false,
+                },
+                policy: self.name.clone(),
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| call(&mut store, &instance));
+        outcome.map_err(|error| self.classify(&error, store.data()))
+    }
+
+    fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> PolicyError {
+        if state.limiter.exceeded {
+            return PolicyError::OutOfMemory(self.limits.memory_bytes);
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Timeout(self.limits.timeout),
+            Some(trap) => PolicyError::Trap(trap.to_string()),
+            None => PolicyError::Trap(format!("{error:#}")),
+        }
+    }
+}
+
+fn isolation_size(decision: &types::IsolationDecision) -> usize {
+    let pairs: usize = decision
+        .node_selector
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let tolerations: usize = decision
+        .tolerations
+        .iter()
+        .map(|t| {
+            [&t.key, &t.operator, &t.value, &t.effect]
+                .iter()
+                .map(|f| f.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+        })
+        .sum();
+    decision.runtime_class_name.as_ref().map_or(0, String::len)
+        + decision
+            .security
+            .seccomp_profile
+            .as_ref()
+            .map_or(0, String::len)
+        + decision.reason.len()
+        + pairs
+        + tolerations
+}
+
+fn resources_size(decision: &types::ResourcesDecision) -> usize {
+    let quantities = |r: &types::ComputeResources| {
+        [&r.cpu, &r.memory, &r.ephemeral_storage]
+            .iter()
+            .map(|q| q.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+    };
+    decision
+        .containers
+        .iter()
+        .map(|c| {
+            c.container.as_ref().map_or(0, String::len)
+                + quantities(&c.defaults)
+                + quantities(&c.caps)
+        })
+        .sum::<usize>()
+        + decision.reason.len()
+}
+
+/// WASI with nothing in it: no preopened directories, no environment, no arguments, no network,
+/// no name lookups, and stdio that goes nowhere.
+fn no_capabilities() -> WasiCtx {
+    WasiCtxBuilder::new()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// Per-evaluation state of a guest.
+struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    policy: String,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for GuestState {}
+
+impl host::Host for GuestState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let policy = self.policy.as_str();
+        match level {
+            types::LogLevel::Debug => tracing::debug!(policy, "{message}"),
+            types::LogLevel::Info => tracing::info!(policy, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(policy, "{message}"),
+            types::LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+}
+
+/// Refuses memory growth past the policy's limit, and remembers that it did, so the trap that
+/// follows is reported as out-of-memory rather than as a bug in the policy.
+struct MemoryLimiter {
+    max_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

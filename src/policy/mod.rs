@@ -1,0 +1,10 @@
+//! Policies: the WIT contract (`wit/`), and a wasmtime host that runs policy components with no
+//! ambient authority, bounded CPU time and bounded memory.
+
+mod bindings;
+mod engine;
+mod error;
+
+pub use bindings::sandman::policy::types;
+pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
+pub use error::PolicyError;

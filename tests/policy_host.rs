@@ -1,0 +1,358 @@
+//! The wasmtime host runs real policy components compiled from `policies/`, and contains
+//! hostile ones: each misbehaviour becomes a typed error and harms nothing else.
+
+use std::time::{Duration, Instant};
+
+use sandman::policy::types::{
+    Activity, ComputeResources, Container, Input, OperatingMode, Sandbox,
+};
+use sandman::policy::{Hook, Limits, PolicyEngine, PolicyError};
+use sandman_testenv::policies::policy_wasm;
+
+fn input(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settings: &str) -> Input {
+    let pairs = |p: &[(&str, &str)]| {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let none = ComputeResources {
+        cpu: None,
+        memory: None,
+        ephemeral_storage: None,
+    };
+    Input {
+        sandbox: Sandbox {
+            name: "agent".into(),
+            namespace: "team".into(),
+            uid: "uid-1".into(),
+            labels: pairs(labels),
+            annotations: Vec::new(),
+            namespace_labels: pairs(namespace_labels),
+            containers: vec![Container {
+                name: "agent".into(),
+                image: "registry.example/agent:1".into(),
+                requests: none.clone(),
+                limits: none,
+            }],
+            isolation_level: None,
+            runtime_class_name: None,
+            operating_mode: OperatingMode::Running,
+            phase: "Pending".into(),
+        },
+        activity: Activity {
+            now: 1_800_000_000,
+            created_at: 1_800_000_000,
+            last_activity_at: None,
+            idle_seconds: 0,
+            open_connections: 0,
+            running_seconds: 0,
+            suspended_since: None,
+        },
+        settings: settings.into(),
+    }
+}
+
+#[test]
+fn untrusted_sandbox_gets_gvisor() {
+    let engine = PolicyEngine::new().expect("engine");
+    let policy = engine
+        .load(
+            "untrusted-to-gvisor",
+            &policy_wasm("untrusted_to_gvisor"),
+            "{}",
+            Limits::default(),
+        )
+        .expect("load");
+    assert!(policy.hooks().contains(&Hook::Isolation));
+
+    let decision = policy
+        .isolation(&input(
+            &[("sandman.dev/trust", "untrusted")],
+            &[],
+            policy.settings(),
+        ))
+        .expect("evaluate")
+        .expect("decides for an untrusted Sandbox");
+    assert_eq!(decision.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(decision.security.host_users, Some(false));
+    assert!(decision.reason.contains("untrusted"), "{}", decision.reason);
+
+    let by_namespace = policy
+        .isolation(&input(
+            &[],
+            &[("sandman.dev/trust", "untrusted")],
+            policy.settings(),
+        ))
+        .expect("evaluate");
+    assert!(by_namespace.is_some(), "an untrusted namespace counts too");
+    let trusted = policy
+        .isolation(&input(&[], &[], policy.settings()))
+        .expect("evaluate");
+    assert!(trusted.is_none(), "abstains for everyone else");
+}
+
+#[test]
+fn settings_are_checked_at_load_time() {
+    let engine = PolicyEngine::new().expect("engine");
+    let settings = r#"{"runtimeClassName": "kata", "label": "tier", "value": "sandbox"}"#;
+    let policy = engine
+        .load(
+            "kata",
+            &policy_wasm("untrusted_to_gvisor"),
+            settings,
+            Limits::default(),
+        )
+        .expect("load with settings");
+    let decision = policy
+        .isolation(&input(&[("tier", "sandbox")], &[], policy.settings()))
+        .expect("evaluate")
+        .expect("decides");
+    assert_eq!(decision.runtime_class_name.as_deref(), Some("kata"));
+
+    let error = engine
+        .load(
+            "bad",
+            &policy_wasm("untrusted_to_gvisor"),
+            r#"{"runtimeClass": 3}"#,
+            Limits::default(),
+        )
+        .err()
+        .expect("unknown settings are refused");
+    assert!(
+        matches!(error, PolicyError::InvalidSettings(ref m) if m.contains("runtimeClass")),
+        "{error}"
+    );
+}
+
+fn hostile(
+    engine: &PolicyEngine,
+    mode: &str,
+    limits: Limits,
+) -> (Result<(), PolicyError>, Duration) {
+    let settings = format!(r#"{{"mode": "{mode}"}}"#);
+    let policy = engine
+        .load("hostile", &policy_wasm("hostile"), &settings, limits)
+        .expect("load");
+    let started = Instant::now();
+    let result = policy.isolation(&input(&[], &[], &settings)).map(|_| ());
+    (result, started.elapsed())
+}
+
+#[test]
+fn infinite_loop_is_interrupted() {
+    let engine = PolicyEngine::new().expect("engine");
+    let limits = Limits {
+        timeout: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let (result, elapsed) = hostile(&engine, "loop", limits);
+    assert!(
+        matches!(result, Err(PolicyError::Timeout(t)) if t == limits.timeout),
+        "{result:?}"
+    );
+    eprintln!("an infinite loop with a 50 ms timeout stopped after {elapsed:?}");
+}
+
+#[test]
+fn memory_bomb_is_stopped_at_its_limit() {
+    let engine = PolicyEngine::new().expect("engine");
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let (result, _) = hostile(&engine, "memory", limits);
+    assert!(
+        matches!(result, Err(PolicyError::OutOfMemory(16_777_216))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn trap_is_reported() {
+    let engine = PolicyEngine::new().expect("engine");
+    let (result, _) = hostile(&engine, "trap", Limits::default());
+    assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
+}
+
+#[test]
+fn oversized_output_is_refused() {
+    let engine = PolicyEngine::new().expect("engine");
+    let (result, _) = hostile(&engine, "huge-output", Limits::default());
+    assert!(
+        matches!(result, Err(PolicyError::OutputTooLarge { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn guest_error_is_reported() {
+    let engine = PolicyEngine::new().expect("engine");
+    let (result, _) = hostile(&engine, "error", Limits::default());
+    assert!(
+        matches!(result, Err(PolicyError::Guest(ref m)) if m.contains("refuses")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn hostile_policies_leave_the_engine_usable() {
+    let engine = PolicyEngine::new().expect("engine");
+    let limits = Limits {
+        timeout: Duration::from_millis(20),
+        memory_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    for mode in ["loop", "memory", "trap", "huge-output"] {
+        assert!(hostile(&engine, mode, limits).0.is_err(), "{mode}");
+    }
+    let (result, _) = hostile(&engine, "abstain", limits);
+    assert!(
+        result.is_ok(),
+        "a well-behaved evaluation still works: {result:?}"
+    );
+}
+
+#[test]
+fn component_importing_what_the_host_does_not_give_fails_to_load() {
+    let engine = PolicyEngine::new().expect("engine");
+    let wat = r#"(component
+        (import "example:secrets/vault" (instance (export "read" (func (param "key" string) (result string))))))"#;
+    let error = engine
+        .load("greedy", wat.as_bytes(), "{}", Limits::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, PolicyError::Link(ref m) if m.contains("example:secrets/vault")),
+        "{error}"
+    );
+}
+
+#[test]
+fn component_for_another_contract_version_fails_to_load() {
+    let engine = PolicyEngine::new().expect("engine");
+    let wat = r#"(component
+        (instance $i)
+        (export "sandman:policy/isolation@1.0.0" (instance $i)))"#;
+    let error = engine
+        .load("future", wat.as_bytes(), "{}", Limits::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, PolicyError::Link(ref m) if m.contains("sandman:policy@1.0.0")),
+        "{error}"
+    );
+}
+
+#[test]
+fn component_without_hooks_is_refused() {
+    let engine = PolicyEngine::new().expect("engine");
+    let error = engine
+        .load("empty", b"(component)", "{}", Limits::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(error, PolicyError::NoHooks), "{error}");
+    let garbage = engine
+        .load("garbage", b"not wasm", "{}", Limits::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(garbage, PolicyError::Compile(_)), "{garbage}");
+}
+
+#[test]
+fn tenant_resource_defaults_follow_the_namespace() {
+    let engine = PolicyEngine::new().expect("engine");
+    let settings = r#"{"tenants": {
+        "default": {"defaults": {"cpu": "250m", "memory": "512Mi"}, "caps": {"cpu": "2", "memory": "4Gi"}},
+        "gold": {"defaults": {"cpu": "1"}, "caps": {"cpu": "8"}}}}"#;
+    let policy = engine
+        .load(
+            "tenants",
+            &policy_wasm("tenant_resource_defaults"),
+            settings,
+            Limits::default(),
+        )
+        .expect("load");
+    assert_eq!(
+        policy.hooks(),
+        vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle]
+    );
+    let gold = policy
+        .resources(&input(&[], &[("tenant", "gold")], policy.settings()))
+        .expect("evaluate")
+        .expect("decides");
+    assert_eq!(gold.containers[0].defaults.cpu.as_deref(), Some("1"));
+    assert_eq!(gold.containers[0].caps.cpu.as_deref(), Some("8"));
+    let other = policy
+        .resources(&input(&[], &[], policy.settings()))
+        .expect("evaluate")
+        .expect("decides");
+    assert_eq!(
+        other.containers[0].defaults.memory.as_deref(),
+        Some("512Mi")
+    );
+    assert!(
+        policy
+            .isolation(&input(&[], &[], policy.settings()))
+            .expect("evaluate")
+            .is_none(),
+        "other hooks abstain"
+    );
+    let error = engine
+        .load(
+            "tenants",
+            &policy_wasm("tenant_resource_defaults"),
+            r#"{"tenants": {}}"#,
+            Limits::default(),
+        )
+        .err()
+        .expect("refused");
+    assert!(matches!(error, PolicyError::InvalidSettings(_)), "{error}");
+}
+
+#[test]
+fn idle_suspend_decides_every_lifecycle_action() {
+    use sandman::policy::types::LifecycleAction;
+    let engine = PolicyEngine::new().expect("engine");
+    let settings = r#"{"idleSeconds": 600, "terminateAfterSeconds": 3600}"#;
+    let policy = engine
+        .load(
+            "idle",
+            &policy_wasm("idle_suspend"),
+            settings,
+            Limits::default(),
+        )
+        .expect("load");
+    let decide = |configure: &dyn Fn(&mut Input)| {
+        let mut input = input(&[], &[], settings);
+        configure(&mut input);
+        policy
+            .lifecycle(&input)
+            .expect("evaluate")
+            .expect("decides")
+    };
+    let busy = decide(&|i| i.activity.idle_seconds = 60);
+    assert_eq!(busy.action, LifecycleAction::Keep);
+    assert_eq!(
+        busy.requeue_after_seconds,
+        Some(540),
+        "asks again when it would go idle"
+    );
+    assert_eq!(
+        decide(&|i| i.activity.idle_seconds = 601).action,
+        LifecycleAction::Suspend
+    );
+    let long_call = decide(&|i| {
+        i.activity.idle_seconds = 5000;
+        i.activity.open_connections = 1;
+    });
+    assert_eq!(
+        long_call.action,
+        LifecycleAction::Keep,
+        "an open connection is activity"
+    );
+    let asleep = decide(&|i| {
+        i.sandbox.operating_mode = OperatingMode::Suspended;
+        i.activity.suspended_since = Some(i.activity.now - 4000);
+    });
+    assert_eq!(asleep.action, LifecycleAction::Terminate);
+}
