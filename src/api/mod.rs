@@ -1,8 +1,10 @@
 //! The CRD types: the ground floor every other module stands on.
 
 pub mod conditions;
+pub mod policy;
 pub mod sandbox;
 
+pub use policy::*;
 pub use sandbox::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -10,7 +12,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD sandman serves, in the order `crds/` lists them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Sandbox::crd()]
+    vec![Sandbox::crd(), SandboxPolicy::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as `crds/` holds them.

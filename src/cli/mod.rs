@@ -31,6 +31,8 @@ pub enum CliError {
     Config(String),
     #[error("serialize CRDs: {0}")]
     Crds(#[from] serde_yaml::Error),
+    #[error("operator: {0}")]
+    Operator(#[from] crate::controller::Error),
     #[error("start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
 }

@@ -31,8 +31,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             concurrency: args.concurrency,
             ..Options::default()
         };
-        controller::run(client, options, shutdown_signal()).await;
-        Ok(())
+        controller::run(client, options, shutdown_signal())
+            .await
+            .map_err(CliError::Operator)
     })
 }
 

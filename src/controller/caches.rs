@@ -3,7 +3,7 @@
 //! dropped before they reach the cache, so memory grows with Sandboxes, not with the cluster.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, PodSpec, Service};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -114,6 +114,15 @@ pub fn services(client: &Client, scope: &Scope) -> Cache<Service> {
 
 pub fn claims(client: &Client, scope: &Scope) -> Cache<PersistentVolumeClaim> {
     cache(scope.api(client), children_config(), strip_managed_fields)
+}
+
+/// Namespace labels, for policies' namespaceSelectors.
+pub fn namespaces(client: &Client) -> Cache<Namespace> {
+    cache(
+        Api::all(client.clone()),
+        Config::default().any_semantic(),
+        strip_managed_fields,
+    )
 }
 
 pub use reflector::ObjectRef;

@@ -14,6 +14,7 @@ use crate::api::{
     CLAIM_TEMPLATE_LABEL, RESERVED_PREFIX, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION,
     VolumeReclaimPolicy,
 };
+use crate::controller::decisions::{Decisions, apply_isolation};
 use crate::controller::hardening::harden;
 use crate::controller::hash::content_hash;
 
@@ -58,7 +59,7 @@ pub fn selector(sandbox: &Sandbox) -> String {
 
 /// The pod spec the Sandbox asks for: the template with reserved labels stripped, volumes for
 /// its claims, a stable hostname and subdomain, and hardened defaults.
-pub fn desired_pod_spec(sandbox: &Sandbox) -> PodSpec {
+pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     let name = sandbox.name_any();
     let mut spec = sandbox.spec.pod_template.spec.clone();
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
@@ -92,23 +93,29 @@ pub fn desired_pod_spec(sandbox: &Sandbox) -> PodSpec {
         spec.subdomain.get_or_insert_with(|| name.clone());
     }
     harden(&mut spec);
+    if let Some((_, isolation)) = &decisions.isolation {
+        apply_isolation(&mut spec, isolation);
+    }
     spec
 }
 
 /// The Pod for a Sandbox. Its name is the Sandbox's, which is what makes it a singleton: the
 /// API server never holds two objects of one name.
-pub fn desired_pod(sandbox: &Sandbox) -> Pod {
+pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
     let template_meta = sandbox
         .spec
         .pod_template
         .metadata
         .clone()
         .unwrap_or_default();
-    let spec = desired_pod_spec(sandbox);
+    let spec = desired_pod_spec(sandbox, decisions);
     let mut labels = strip_reserved(&template_meta.labels);
     labels.extend(sandbox_labels(sandbox));
     let mut annotations = strip_reserved(&template_meta.annotations);
-    annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), template_hash(sandbox));
+    annotations.insert(
+        TEMPLATE_HASH_ANNOTATION.into(),
+        template_hash(sandbox, decisions),
+    );
     Pod {
         metadata: ObjectMeta {
             name: Some(sandbox.name_any()),
@@ -123,12 +130,14 @@ pub fn desired_pod(sandbox: &Sandbox) -> Pod {
     }
 }
 
-/// A hash of everything the pod is built from; a pod with another hash is out of date.
-pub fn template_hash(sandbox: &Sandbox) -> String {
+/// A hash of everything the pod is built from, policy decisions included; a pod with another
+/// hash is out of date.
+pub fn template_hash(sandbox: &Sandbox, decisions: &Decisions) -> String {
     content_hash(&(
         &sandbox.spec.pod_template,
         &sandbox.spec.volume_claim_templates,
         sandbox.spec.wants_service(),
+        decisions.isolation.as_ref().map(|(_, d)| d),
     ))
 }
 
@@ -266,7 +275,7 @@ mod tests {
 
     #[test]
     fn reserved_labels_never_reach_the_pod() {
-        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain));
+        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain), &Decisions::default());
         let labels = pod.metadata.labels.expect("labels");
         assert_eq!(labels.get(SANDBOX_LABEL).map(String::as_str), Some("agent"));
         assert_eq!(labels.get("app").map(String::as_str), Some("agent"));
@@ -278,7 +287,7 @@ mod tests {
 
     #[test]
     fn pod_mounts_its_claims_with_a_stable_identity() {
-        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain));
+        let pod = desired_pod(&sandbox(VolumeReclaimPolicy::Retain), &Decisions::default());
         let spec = pod.spec.expect("spec");
         let volume = &spec.volumes.expect("volumes")[0];
         assert_eq!(volume.name, "workspace");

@@ -11,6 +11,8 @@ pub enum Error {
     },
     #[error("write status: {0}")]
     Status(#[source] kube::Error),
+    #[error("{0}")]
+    Policy(String),
     #[error("serialize {0}: {1}")]
     Serialize(&'static str, #[source] serde_json::Error),
 }
@@ -22,6 +24,7 @@ impl Error {
             Error::Child { .. } => "child",
             Error::Status(_) => "status",
             Error::Serialize(..) => "serialize",
+            Error::Policy(_) => "policy",
         }
     }
 

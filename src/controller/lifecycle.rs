@@ -15,6 +15,7 @@ use crate::api::{
     UpdateStrategy,
 };
 use crate::controller::children;
+use crate::controller::decisions::Decisions;
 
 /// The longest wait between restarts of a crashing pod.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
@@ -65,8 +66,10 @@ const RECREATE_PENDING: &[&str] = &[
     POD_TEMPLATE_CHANGED,
 ];
 pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
+/// A `failurePolicy: Fail` policy could not decide, so the pod is held.
+pub const POLICY_FAILED: &str = "PolicyFailed";
 
-pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
+pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &Decisions) -> Plan {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let previous = sandbox.status.clone().unwrap_or_default();
@@ -77,6 +80,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
     let mut status = previous.clone();
     status.observed_generation = sandbox.metadata.generation;
     status.selector = Some(children::selector(sandbox));
+    status.decisions = decisions.record(previous.decisions.as_ref(), now);
     if sandbox.spec.wants_service() {
         status.service = Some(name.clone());
         status.service_fqdn = Some(format!("{name}.{namespace}.svc.cluster.local"));
@@ -256,6 +260,31 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
                 ],
             );
         }
+        (OperatingMode::Running, None) if decisions.failure.is_some() => {
+            let (policy, message) = decisions.failure.clone().unwrap_or_default();
+            plan.status.phase = Some(Phase::Pending);
+            set_ready(
+                &mut plan.status,
+                sandbox,
+                now,
+                Desired::new(
+                    READY,
+                    false,
+                    POLICY_FAILED,
+                    format!(
+                        "policy {policy} failed, and its failurePolicy is Fail: {message}; the pod is held"
+                    ),
+                ),
+            );
+            if previous_ready_reason != POLICY_FAILED {
+                plan.transitions.push(transition(
+                    POLICY_FAILED,
+                    format!("policy {policy}: {message}"),
+                    true,
+                ));
+            }
+            plan.requeue_after = min_requeue(plan.requeue_after, Duration::from_secs(30));
+        }
         (OperatingMode::Running, None) => plan_missing_pod(
             &mut plan,
             sandbox,
@@ -264,7 +293,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp) -> Plan {
             now,
         ),
         (OperatingMode::Running, Some(pod)) => {
-            plan_existing_pod(&mut plan, sandbox, pod, previous_phase, now)
+            plan_existing_pod(&mut plan, sandbox, pod, previous_phase, now, decisions)
         }
     }
     plan
@@ -375,6 +404,7 @@ fn plan_existing_pod(
     pod: &Pod,
     previous_phase: Phase,
     now: Timestamp,
+    decisions: &Decisions,
 ) {
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let pod_phase = pod
@@ -469,7 +499,7 @@ fn plan_existing_pod(
 
     let current_hash = pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
     let template_changed =
-        current_hash.as_deref() != Some(children::template_hash(sandbox).as_str());
+        current_hash.as_deref() != Some(children::template_hash(sandbox, decisions).as_str());
     if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
         plan.pod = PodAction::Delete { uid };
         plan.status.phase = Some(Phase::Starting);
@@ -684,7 +714,7 @@ mod tests {
     }
 
     fn pod(sandbox: &Sandbox, phase: &str, ready: bool) -> Pod {
-        let mut pod = children::desired_pod(sandbox);
+        let mut pod = children::desired_pod(sandbox, &Decisions::default());
         pod.metadata.uid = Some("pod-uid".into());
         pod.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "sandman.dev/v1alpha1".into(),
@@ -708,7 +738,7 @@ mod tests {
 
     #[test]
     fn new_sandbox_creates_its_pod() {
-        let plan = plan(&sandbox(None), None, at(0));
+        let plan = plan(&sandbox(None), None, at(0), &Decisions::default());
         assert_eq!(plan.pod, PodAction::Create);
         assert_eq!(plan.status.phase, Some(Phase::Starting));
         assert_eq!(plan.service, ChildAction::Apply);
@@ -717,7 +747,12 @@ mod tests {
     #[test]
     fn ready_pod_means_running() {
         let sandbox = sandbox(Some(Phase::Starting));
-        let plan = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        let plan = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
         assert_eq!(plan.pod, PodAction::Keep);
         assert_eq!(plan.status.phase, Some(Phase::Running));
         assert!(plan.transitions.iter().any(|t| t.reason == "Ready"));
@@ -727,7 +762,12 @@ mod tests {
     fn suspend_deletes_the_pod_and_keeps_the_rest() {
         let mut sandbox = sandbox(Some(Phase::Running));
         sandbox.spec.operating_mode = OperatingMode::Suspended;
-        let plan = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        let plan = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
         assert_eq!(
             plan.pod,
             PodAction::Delete {
@@ -743,7 +783,7 @@ mod tests {
     #[test]
     fn resume_after_suspend_is_resuming_not_a_restart() {
         let sandbox = sandbox(Some(Phase::Suspended));
-        let plan = plan(&sandbox, None, at(5));
+        let plan = plan(&sandbox, None, at(5), &Decisions::default());
         assert_eq!(plan.pod, PodAction::Create);
         assert_eq!(plan.status.phase, Some(Phase::Resuming));
         assert_eq!(plan.status.resumed_at, Some(Time(at(5))));
@@ -753,7 +793,7 @@ mod tests {
     #[test]
     fn vanished_pod_counts_a_restart() {
         let sandbox = sandbox(Some(Phase::Running));
-        let plan = plan(&sandbox, None, at(0));
+        let plan = plan(&sandbox, None, at(0), &Decisions::default());
         assert_eq!(plan.pod, PodAction::Create);
         assert_eq!(plan.status.restarts, 1);
     }
@@ -762,7 +802,7 @@ mod tests {
     fn failed_pods_back_off_exponentially() {
         let mut sandbox = sandbox(Some(Phase::Running));
         let failed = pod(&sandbox, "Failed", false);
-        let first = plan(&sandbox, Some(&failed), at(0));
+        let first = plan(&sandbox, Some(&failed), at(0), &Decisions::default());
         assert_eq!(
             first.pod,
             PodAction::Delete {
@@ -773,10 +813,10 @@ mod tests {
         assert_eq!(first.status.restarts, 1);
 
         sandbox.status = Some(first.status.clone());
-        let too_soon = plan(&sandbox, Some(&failed), at(0));
+        let too_soon = plan(&sandbox, Some(&failed), at(0), &Decisions::default());
         assert_eq!(too_soon.pod, PodAction::Keep);
         assert_eq!(too_soon.requeue_after, Some(Duration::from_secs(1)));
-        let later = plan(&sandbox, Some(&failed), at(1));
+        let later = plan(&sandbox, Some(&failed), at(1), &Decisions::default());
         assert_eq!(later.status.restarts, 2);
 
         let mut status = later.status.clone();
@@ -788,7 +828,12 @@ mod tests {
     fn expiry_removes_pod_and_service_and_requeues_precisely() {
         let mut sandbox = sandbox(Some(Phase::Running));
         sandbox.spec.shutdown_time = Some(Time(at(60)));
-        let before = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        let before = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
         assert_eq!(before.pod, PodAction::Keep);
         let requeue = before.requeue_after.expect("requeue for expiry");
         assert!(requeue >= Duration::from_secs(60) && requeue < Duration::from_secs(61));
@@ -797,6 +842,7 @@ mod tests {
             &sandbox,
             Some(&pod(&sandbox, "Running", true)),
             at(60) + SignedDuration::from_millis(1),
+            &Decisions::default(),
         );
         assert_eq!(
             after.pod,
@@ -808,7 +854,7 @@ mod tests {
         assert_eq!(after.status.phase, Some(Phase::Expired));
         assert!(!after.delete_sandbox);
         sandbox.spec.shutdown_policy = ShutdownPolicy::Delete;
-        assert!(plan(&sandbox, None, at(61)).delete_sandbox);
+        assert!(plan(&sandbox, None, at(61), &Decisions::default()).delete_sandbox);
     }
 
     #[test]
@@ -816,7 +862,7 @@ mod tests {
         let sandbox = sandbox(Some(Phase::Pending));
         let mut foreign = pod(&sandbox, "Running", true);
         foreign.metadata.owner_references = None;
-        let plan = plan(&sandbox, Some(&foreign), at(0));
+        let plan = plan(&sandbox, Some(&foreign), at(0), &Decisions::default());
         assert_eq!(plan.pod, PodAction::Keep);
         assert_eq!(plan.status.phase, Some(Phase::Failed));
     }
@@ -826,10 +872,13 @@ mod tests {
         let mut sandbox = sandbox(Some(Phase::Running));
         let running = pod(&sandbox, "Running", true);
         sandbox.spec.pod_template.spec.hostname = Some("changed".into());
-        assert_eq!(plan(&sandbox, Some(&running), at(0)).pod, PodAction::Keep);
+        assert_eq!(
+            plan(&sandbox, Some(&running), at(0), &Decisions::default()).pod,
+            PodAction::Keep
+        );
         sandbox.spec.update_strategy = UpdateStrategy::Recreate;
         assert_eq!(
-            plan(&sandbox, Some(&running), at(0)).pod,
+            plan(&sandbox, Some(&running), at(0), &Decisions::default()).pod,
             PodAction::Delete {
                 uid: "pod-uid".into()
             }
@@ -839,10 +888,20 @@ mod tests {
     #[test]
     fn unchanged_world_plans_an_unchanged_status() {
         let sandbox = sandbox(Some(Phase::Starting));
-        let first = plan(&sandbox, Some(&pod(&sandbox, "Running", true)), at(0));
+        let first = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
         let mut settled = sandbox.clone();
         settled.status = Some(first.status.clone());
-        let second = plan(&settled, Some(&pod(&sandbox, "Running", true)), at(10));
+        let second = plan(
+            &settled,
+            Some(&pod(&sandbox, "Running", true)),
+            at(10),
+            &Decisions::default(),
+        );
         assert_eq!(second.status, first.status, "no write when nothing changed");
         assert!(second.transitions.is_empty());
     }

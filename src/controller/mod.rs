@@ -3,26 +3,30 @@
 
 pub mod caches;
 pub mod children;
+pub mod decisions;
 mod error;
 pub mod hardening;
 mod hash;
 pub mod lifecycle;
+pub mod policies;
 mod reconcile;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::Client;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc;
 
 pub use error::Error;
 pub use reconcile::Context;
 
 use crate::api::{SANDBOX_LABEL, Sandbox};
+use crate::policy::{PolicyEngine, PolicySet};
 use caches::Scope;
 
 /// How the operator runs.
@@ -54,12 +58,29 @@ fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
-/// Runs the Sandbox controller until `shutdown` resolves.
+/// Runs the Sandbox and SandboxPolicy controllers until `shutdown` resolves.
 pub async fn run(
     client: Client,
     options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> Result<(), Error> {
+    let shutdown = shutdown.shared();
+    let engine = Arc::new(PolicyEngine::new().map_err(|e| Error::Policy(e.to_string()))?);
+    let policies = PolicySet::default();
+    let (changed, policy_changes) = mpsc::unbounded_channel();
+    tokio::spawn(policies::run(
+        client.clone(),
+        engine,
+        policies.clone(),
+        changed,
+        shutdown.clone(),
+    ));
+    // Every Sandbox is evaluated again when the set of loaded policies changes.
+    let reevaluate = futures::stream::unfold(policy_changes, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    });
+    let namespaces = caches::namespaces(&client);
+    tokio::spawn(namespaces.changes.for_each(|_| futures::future::ready(())));
     let scope = Scope {
         namespace: options.namespace.clone(),
     };
@@ -81,12 +102,15 @@ pub async fn run(
         claims: claims.store,
         recorder,
         written: Default::default(),
+        policies,
+        namespaces: namespaces.store,
     });
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)
         .watches_stream(pods.changes, sandbox_of)
         .watches_stream(services.changes, sandbox_of)
         .watches_stream(claims.changes, sandbox_of)
+        .reconcile_all_on(reevaluate)
         .with_config(Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -96,6 +120,7 @@ pub async fn run(
             }
         })
         .await;
+    Ok(())
 }
 
 /// The requeue delay after a failed reconcile.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -16,8 +16,11 @@ use tracing::{Instrument, info_span, instrument};
 
 use crate::api::{Phase, Sandbox, SandboxStatus};
 use crate::controller::children::{self, unchanged};
+use crate::controller::decisions::Decisions;
 use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
 use crate::controller::{ERROR_REQUEUE, Error};
+use crate::policy::set::decide_isolation;
+use crate::policy::{Hook, PolicySet, input};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -27,6 +30,8 @@ pub struct Context {
     pub claims: Store<PersistentVolumeClaim>,
     pub recorder: Recorder,
     pub written: WrittenStatuses,
+    pub policies: PolicySet,
+    pub namespaces: Store<Namespace>,
 }
 
 /// Status writes the Sandbox cache has not seen yet.
@@ -119,9 +124,10 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
             .map_err(Error::child("get", "Pod", &name))?;
     }
 
-    let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now());
+    let decisions = decide(&ctx, &sandbox).await?;
+    let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
-    match execute(&sandbox, &ctx, &plan).await? {
+    match execute(&sandbox, &ctx, &plan, &decisions).await? {
         Outcome::Done(action) => Ok(action),
         Outcome::PodExists => {
             // The cache missed a pod of this name: maybe ours from a racing reconcile, maybe
@@ -130,8 +136,8 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
                 .get_opt(&name)
                 .await
                 .map_err(Error::child("get", "Pod", &name))?;
-            let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now());
-            match execute(&sandbox, &ctx, &plan).await? {
+            let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
+            match execute(&sandbox, &ctx, &plan, &decisions).await? {
                 Outcome::Done(action) => Ok(action),
                 Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
             }
@@ -146,7 +152,61 @@ enum Outcome {
     PodExists,
 }
 
-async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcome, Error> {
+/// Asks the matching isolation policies, off the async runtime (each evaluation is bounded by
+/// its policy's timeout).
+async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Error> {
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let namespace_labels = match ctx.namespaces.get(&ObjectRef::new(&namespace)) {
+        Some(ns) => ns.labels().clone(),
+        // Not in the cache yet (start-up): a namespaceSelector must still see the labels.
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&namespace)
+            .await
+            .map_err(Error::child("get", "Namespace", &namespace))?
+            .map(|ns| ns.labels().clone())
+            .unwrap_or_default(),
+    };
+    let matching = ctx
+        .policies
+        .matching(Hook::Isolation, sandbox.labels(), &namespace_labels);
+    if matching.is_empty() {
+        return Ok(Decisions::default());
+    }
+    let sandbox = sandbox.clone();
+    let now = Timestamp::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        decide_isolation(&matching, |policy| {
+            input::build(&sandbox, &namespace_labels, now, policy.loaded.settings())
+        })
+    })
+    .await
+    .map_err(|e| Error::Policy(format!("policy evaluation task failed: {e}")))?;
+    Ok(match outcome {
+        Ok(outcome) => {
+            for (policy, error) in &outcome.ignored {
+                tracing::warn!(policy, %error, "policy failed; failurePolicy Ignore lets it through");
+            }
+            for (policy, decision) in &outcome.audits {
+                tracing::info!(policy, runtime = ?decision.runtime_class_name, reason = %decision.reason, "audit-mode decision, not applied");
+            }
+            Decisions {
+                isolation: outcome.decision,
+                failure: None,
+            }
+        }
+        Err(failed) => Decisions {
+            isolation: None,
+            failure: Some((failed.policy, failed.error.to_string())),
+        },
+    })
+}
+
+async fn execute(
+    sandbox: &Sandbox,
+    ctx: &Context,
+    plan: &Plan,
+    decisions: &Decisions,
+) -> Result<Outcome, Error> {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let client = &ctx.client;
@@ -200,7 +260,7 @@ async fn execute(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Outcom
     match &plan.pod {
         PodAction::Keep => {}
         PodAction::Create => {
-            let pod = children::desired_pod(sandbox);
+            let pod = children::desired_pod(sandbox, decisions);
             let params = PostParams {
                 field_manager: Some(crate::FIELD_MANAGER.into()),
                 ..Default::default()

@@ -4,4 +4,6 @@
 wasmtime::component::bindgen!({
     path: "wit",
     world: "policy",
+    // Decisions go into the pod-template hash and into status comparisons.
+    additional_derives: [PartialEq, serde::Serialize],
 });

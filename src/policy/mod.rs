@@ -4,7 +4,11 @@
 mod bindings;
 mod engine;
 mod error;
+pub mod input;
+pub mod limits;
+pub mod set;
 
 pub use bindings::sandman::policy::types;
 pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
+pub use set::{ActivePolicy, IsolationOutcome, PolicyFailed, PolicySet};

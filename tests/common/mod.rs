@@ -32,11 +32,12 @@ impl Operator {
             concurrency: 16,
             instance: "test".into(),
         };
-        let task = tokio::spawn(sandman::controller::run(
-            client,
-            options,
-            std::future::pending(),
-        ));
+        let task = tokio::spawn(async move {
+            if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await
+            {
+                panic!("the operator stopped: {e}");
+            }
+        });
         Self { task }
     }
 

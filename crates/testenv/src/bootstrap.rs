@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
@@ -76,6 +77,19 @@ pub(crate) async fn apply_objects(setup: &Setup) -> Result<(), Error> {
         .patch("standard", &params, &Patch::Apply(storage_class()))
         .await
         .map_err(kube_err("apply StorageClass standard"))?;
+
+    // Pods may name these runtimes (policies pick them); kwok runs no containers either way.
+    let runtimes: Api<RuntimeClass> = Api::all(client.clone());
+    for (name, handler) in [("gvisor", "runsc"), ("kata", "kata")] {
+        let runtime = serde_json::json!({
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": { "name": name }, "handler": handler,
+        });
+        runtimes
+            .patch(name, &params, &Patch::Apply(runtime))
+            .await
+            .map_err(kube_err(&format!("apply RuntimeClass {name}")))?;
+    }
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut crd_names = Vec::new();

@@ -1,0 +1,156 @@
+//! `SandboxPolicy` (`sandman.dev/v1alpha1`, cluster-scoped): a platform policy that makes one
+//! or more of the isolation, resources and lifecycle decisions for the Sandboxes it matches.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The desired state of a SandboxPolicy.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "sandman.dev",
+    version = "v1alpha1",
+    kind = "SandboxPolicy",
+    status = "SandboxPolicyStatus",
+    shortname = "sbp",
+    category = "sandman",
+    printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Hooks","type":"string","jsonPath":".status.hooks"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "A SandboxPolicy is a platform policy, a WebAssembly component, that decides isolation, resource defaults or lifecycle for the Sandboxes it matches."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPolicySpec {
+    /// Lower runs first. For each hook, the first Enforce-mode decision that does not abstain
+    /// wins; resources merge field by field, earlier policies winning.
+    #[serde(default)]
+    pub priority: i32,
+    /// Which Sandboxes the policy sees. Empty matches every Sandbox.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<PolicyMatch>,
+    /// `Enforce` (default) applies decisions; `Audit` records them without applying them.
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// `Fail` (default) holds a matched Sandbox when the policy cannot decide; `Ignore` falls
+    /// through to the next policy or the built-in default.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// The policy as a WebAssembly component.
+    pub wasm: WasmPolicy,
+}
+
+/// Which Sandboxes a policy applies to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMatch {
+    /// Labels of the Sandbox's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Labels of the Sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum FailurePolicy {
+    #[default]
+    Fail,
+    Ignore,
+}
+
+/// A WebAssembly policy component, pinned by digest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmPolicy {
+    /// The component stored under `key` (binaryData) of a ConfigMap.
+    pub config_map: ConfigMapSource,
+    /// The component's sha256, as 64 hex digits. A module with another digest is refused.
+    #[x_kube(validation = Rule::new("self.matches('^[a-f0-9]{64}$')").message("sha256 must be 64 lowercase hex digits"))]
+    pub sha256: String,
+    /// Free-form settings, handed to the policy as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub settings: Option<serde_json::Value>,
+    /// What one evaluation may consume.
+    #[serde(default)]
+    pub limits: PolicyLimits,
+}
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Where in a ConfigMap the component is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapSource {
+    pub namespace: String,
+    pub name: String,
+    /// The `binaryData` key.
+    pub key: String,
+}
+
+/// Per-evaluation limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyLimits {
+    /// Wall-clock time for one evaluation, as a Go duration (default `100ms`).
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// Memory for one evaluation, as a Kubernetes quantity (default `32Mi`).
+    #[serde(default = "default_memory")]
+    pub memory: String,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            memory: default_memory(),
+        }
+    }
+}
+
+fn default_timeout() -> String {
+    "100ms".into()
+}
+
+fn default_memory() -> String {
+    "32Mi".into()
+}
+
+/// The observed state of a SandboxPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPolicyStatus {
+    /// `Ready`, with reason Loaded, FetchFailed, DigestMismatch, CompileFailed,
+    /// InvalidSettings or NoHooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The hooks the loaded component exports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
+    /// The sha256 of the component being served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Extra facts by key, for tools.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}

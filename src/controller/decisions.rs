@@ -1,0 +1,204 @@
+//! Policy decisions for one Sandbox: what the reconciler applies to its pod, and how they are
+//! recorded in `status.decisions`.
+
+use k8s_openapi::api::core::v1::{PodSpec, SeccompProfile, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{PolicyDecision, PolicyDecisions};
+use crate::policy::types::IsolationDecision;
+
+/// The decisions in force for one reconcile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decisions {
+    /// The winning isolation decision and the policy that made it.
+    pub isolation: Option<(String, IsolationDecision)>,
+    /// A `failurePolicy: Fail` policy that could not decide: (policy, message).
+    pub failure: Option<(String, String)>,
+}
+
+impl Decisions {
+    /// `status.decisions`, keeping `decidedAt` of a decision that did not change.
+    pub fn record(
+        &self,
+        previous: Option<&PolicyDecisions>,
+        now: Timestamp,
+    ) -> Option<PolicyDecisions> {
+        let (policy, decision) = self.isolation.as_ref()?;
+        let outcome = decision
+            .runtime_class_name
+            .clone()
+            .unwrap_or_else(|| "security-context".into());
+        let mut recorded = PolicyDecision {
+            policy: policy.clone(),
+            outcome,
+            message: Some(decision.reason.clone()),
+            decided_at: Some(Time(now)),
+        };
+        if let Some(before) = previous.and_then(|p| p.isolation.as_ref()) {
+            let same = before.policy == recorded.policy
+                && before.outcome == recorded.outcome
+                && before.message == recorded.message;
+            if same {
+                recorded.decided_at = before.decided_at.clone();
+            }
+        }
+        Some(PolicyDecisions {
+            isolation: Some(recorded),
+            ..Default::default()
+        })
+    }
+}
+
+/// Applies an isolation decision to a pod spec. Policy values win over the template and over
+/// sandman's hardened defaults; what the decision leaves unset stays as it was.
+pub fn apply_isolation(spec: &mut PodSpec, decision: &IsolationDecision) {
+    if let Some(runtime) = &decision.runtime_class_name {
+        spec.runtime_class_name = Some(runtime.clone());
+    }
+    let security = &decision.security;
+    if let Some(host_users) = security.host_users {
+        spec.host_users = Some(host_users);
+    }
+    let pod = spec.security_context.get_or_insert_with(Default::default);
+    if let Some(v) = security.run_as_non_root {
+        pod.run_as_non_root = Some(v);
+    }
+    if let Some(v) = security.run_as_user {
+        pod.run_as_user = Some(v);
+    }
+    if let Some(profile) = &security.seccomp_profile {
+        pod.seccomp_profile = Some(match profile.split_once('/') {
+            Some(("Localhost", path)) => SeccompProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some(path.into()),
+            },
+            _ => SeccompProfile {
+                type_: profile.clone(),
+                localhost_profile: None,
+            },
+        });
+    }
+    for container in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        let context = container
+            .security_context
+            .get_or_insert_with(Default::default);
+        if let Some(v) = security.read_only_root_filesystem {
+            context.read_only_root_filesystem = Some(v);
+        }
+        if let Some(v) = security.allow_privilege_escalation {
+            context.allow_privilege_escalation = Some(v);
+        }
+        if security.seccomp_profile.is_some() {
+            // The pod-level profile the policy chose must not be shadowed per container.
+            context.seccomp_profile = None;
+        }
+    }
+    if !decision.node_selector.is_empty() {
+        let selector = spec.node_selector.get_or_insert_with(Default::default);
+        selector.extend(decision.node_selector.iter().cloned());
+    }
+    if !decision.tolerations.is_empty() {
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        tolerations.extend(decision.tolerations.iter().map(|t| Toleration {
+            key: t.key.clone(),
+            operator: t.operator.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            toleration_seconds: None,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::types::{SecurityOverrides, Toleration as PolicyToleration};
+    use k8s_openapi::api::core::v1::Container;
+
+    fn decision() -> IsolationDecision {
+        IsolationDecision {
+            runtime_class_name: Some("gvisor".into()),
+            security: SecurityOverrides {
+                run_as_non_root: Some(true),
+                run_as_user: Some(1000),
+                read_only_root_filesystem: Some(true),
+                allow_privilege_escalation: None,
+                host_users: Some(false),
+                seccomp_profile: Some("Localhost/agents.json".into()),
+            },
+            node_selector: vec![("sandbox-runtime".into(), "gvisor".into())],
+            tolerations: vec![PolicyToleration {
+                key: Some("sandboxed".into()),
+                operator: Some("Exists".into()),
+                value: None,
+                effect: Some("NoSchedule".into()),
+            }],
+            reason: "untrusted".into(),
+        }
+    }
+
+    #[test]
+    fn isolation_decisions_reach_pod_and_containers() {
+        let mut spec = PodSpec {
+            runtime_class_name: Some("runc".into()),
+            containers: vec![Container {
+                name: "agent".into(),
+                security_context: Some(Default::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        apply_isolation(&mut spec, &decision());
+        assert_eq!(
+            spec.runtime_class_name.as_deref(),
+            Some("gvisor"),
+            "the policy wins"
+        );
+        assert_eq!(spec.host_users, Some(false));
+        let pod = spec.security_context.clone().expect("pod context");
+        assert_eq!(
+            (pod.run_as_non_root, pod.run_as_user),
+            (Some(true), Some(1000))
+        );
+        let seccomp = pod.seccomp_profile.expect("seccomp");
+        assert_eq!(
+            (seccomp.type_.as_str(), seccomp.localhost_profile.as_deref()),
+            ("Localhost", Some("agents.json"))
+        );
+        let container = spec.containers[0]
+            .security_context
+            .clone()
+            .expect("container context");
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            spec.node_selector
+                .expect("selector")
+                .get("sandbox-runtime")
+                .map(String::as_str),
+            Some("gvisor")
+        );
+        assert_eq!(spec.tolerations.expect("tolerations").len(), 1);
+    }
+
+    #[test]
+    fn an_unchanged_decision_keeps_its_time() {
+        let decisions = Decisions {
+            isolation: Some(("p".into(), decision())),
+            failure: None,
+        };
+        let t0 = Timestamp::from_second(1_800_000_000).expect("t0");
+        let t1 = Timestamp::from_second(1_800_000_100).expect("t1");
+        let first = decisions.record(None, t0);
+        let again = decisions.record(first.as_ref(), t1);
+        assert_eq!(
+            first, again,
+            "no status churn from re-evaluating the same decision"
+        );
+        assert_eq!(Decisions::default().record(first.as_ref(), t1), None);
+    }
+}

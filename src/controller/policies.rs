@@ -1,0 +1,294 @@
+//! The SandboxPolicy watcher: fetches each policy's component, checks its digest, compiles it
+//! away from the Sandbox reconciles, and swaps it into the [`PolicySet`]. A revision that fails
+//! to load never replaces the last good one; the policy's status says what happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::api::conditions::{self, Desired, READY};
+use crate::api::{SandboxPolicy, SandboxPolicyStatus};
+use crate::policy::limits::{parse_duration, parse_memory};
+use crate::policy::{ActivePolicy, Limits, PolicyEngine, PolicyError, PolicySet};
+
+/// Reasons of a SandboxPolicy's Ready condition.
+pub mod reason {
+    pub const LOADED: &str = "Loaded";
+    pub const FETCH_FAILED: &str = "FetchFailed";
+    pub const DIGEST_MISMATCH: &str = "DigestMismatch";
+    pub const COMPILE_FAILED: &str = "CompileFailed";
+    pub const INVALID_SETTINGS: &str = "InvalidSettings";
+    pub const NO_HOOKS: &str = "NoHooks";
+}
+
+struct PolicyContext {
+    client: Client,
+    engine: Arc<PolicyEngine>,
+    set: PolicySet,
+    changed: mpsc::UnboundedSender<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyControllerError {
+    #[error("write SandboxPolicy status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+/// Why a revision did not load: the condition reason and a message.
+struct LoadFailure {
+    reason: &'static str,
+    message: String,
+}
+
+/// Runs the SandboxPolicy controller. Every change to the loaded set is announced on `changed`,
+/// so that the Sandbox controller re-evaluates its Sandboxes.
+pub async fn run(
+    client: Client,
+    engine: Arc<PolicyEngine>,
+    set: PolicySet,
+    changed: mpsc::UnboundedSender<()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policies: Api<SandboxPolicy> = Api::all(client.clone());
+    let config_maps: Api<ConfigMap> = Api::all(client.clone());
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let context = Arc::new(PolicyContext {
+        client,
+        engine,
+        set,
+        changed,
+    });
+    controller
+        // A policy whose ConfigMap changes is reloaded at once: hot reload without a restart.
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        let source = &p.spec.wasm.config_map;
+                        source.namespace == namespace && source.name == name
+                    })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(
+    _: Arc<SandboxPolicy>,
+    error: &PolicyControllerError,
+    _: Arc<PolicyContext>,
+) -> Action {
+    tracing::warn!(%error, "SandboxPolicy reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(policy = %policy.name_any()))]
+async fn reconcile(
+    policy: Arc<SandboxPolicy>,
+    ctx: Arc<PolicyContext>,
+) -> Result<Action, PolicyControllerError> {
+    let name = policy.name_any();
+    if policy.meta().deletion_timestamp.is_some() {
+        if ctx.set.remove(&name) {
+            let _ = ctx.changed.send(());
+        }
+        return Ok(Action::await_change());
+    }
+    let serving = ctx.set.get(&name);
+    let outcome = load(&policy, &ctx).await;
+    let mut status = policy.status.clone().unwrap_or_default();
+    status.observed_generation = policy.meta().generation;
+    let now = Time(Timestamp::now());
+    let desired = match &outcome {
+        Ok(active) => {
+            status.hooks = active
+                .loaded
+                .hooks()
+                .iter()
+                .map(|h| h.name().to_string())
+                .collect();
+            status.digest = Some(active.digest.clone());
+            Desired::new(
+                READY,
+                true,
+                reason::LOADED,
+                format!("serving sha256:{}", active.digest),
+            )
+        }
+        Err(failure) => {
+            let kept = serving
+                .as_ref()
+                .map(|s| format!("; still serving the last good revision sha256:{}", s.digest))
+                .unwrap_or_default();
+            Desired::new(
+                READY,
+                false,
+                failure.reason,
+                format!("{}{kept}", failure.message),
+            )
+        }
+    };
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &[desired],
+        policy.meta().generation,
+        &now,
+    );
+    if let Ok(active) = outcome {
+        let unchanged = serving.as_ref().is_some_and(|s| {
+            s.digest == active.digest
+                && s.priority == active.priority
+                && s.mode == active.mode
+                && s.failure_policy == active.failure_policy
+                && s.matcher == active.matcher
+                && s.loaded.settings() == active.loaded.settings()
+                && s.loaded.limits() == active.loaded.limits()
+        });
+        if !unchanged {
+            tracing::info!(digest = %active.digest, "policy loaded");
+            ctx.set.insert(active);
+            let _ = ctx.changed.send(());
+        }
+    }
+    if policy.status.as_ref() != Some(&status) {
+        write_status(&ctx.client, &name, &status).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    client: &Client,
+    name: &str,
+    status: &SandboxPolicyStatus,
+) -> Result<(), PolicyControllerError> {
+    let api: Api<SandboxPolicy> = Api::all(client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": SandboxPolicy::api_version(&()),
+        "kind": SandboxPolicy::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(PolicyControllerError::Status)?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolicy, LoadFailure> {
+    let spec = &policy.spec;
+    let source = &spec.wasm.config_map;
+    let fetch_failed = |message: String| LoadFailure {
+        reason: reason::FETCH_FAILED,
+        message,
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &source.namespace);
+    let config_map = config_maps
+        .get_opt(&source.name)
+        .await
+        .map_err(|e| {
+            fetch_failed(format!(
+                "read ConfigMap {}/{}: {e}",
+                source.namespace, source.name
+            ))
+        })?
+        .ok_or_else(|| {
+            fetch_failed(format!(
+                "ConfigMap {}/{} not found",
+                source.namespace, source.name
+            ))
+        })?;
+    let bytes = config_map
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(&source.key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| {
+            fetch_failed(format!(
+                "ConfigMap {}/{} has no binaryData key {:?}",
+                source.namespace, source.name, source.key
+            ))
+        })?;
+
+    let digest = hex(&Sha256::digest(&bytes));
+    if digest != spec.wasm.sha256 {
+        return Err(LoadFailure {
+            reason: reason::DIGEST_MISMATCH,
+            message: format!(
+                "the component's sha256 is {digest}, but the policy pins {}",
+                spec.wasm.sha256
+            ),
+        });
+    }
+    let invalid = |message: String| LoadFailure {
+        reason: reason::INVALID_SETTINGS,
+        message,
+    };
+    let limits = Limits {
+        timeout: parse_duration(&spec.wasm.limits.timeout)
+            .map_err(|e| invalid(format!("limits.timeout: {e}")))?,
+        memory_bytes: parse_memory(&spec.wasm.limits.memory)
+            .map_err(|e| invalid(format!("limits.memory: {e}")))?,
+        ..Limits::default()
+    };
+    let settings = spec
+        .wasm
+        .settings
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({}))
+        .to_string();
+
+    // Compiling takes milliseconds to seconds of CPU: off the async runtime.
+    let engine = ctx.engine.clone();
+    let name = policy.name_any();
+    let loaded = tokio::task::spawn_blocking(move || engine.load(&name, &bytes, &settings, limits))
+        .await
+        .map_err(|e| LoadFailure {
+            reason: reason::COMPILE_FAILED,
+            message: format!("the compiler task failed: {e}"),
+        })?
+        .map_err(|e| LoadFailure {
+            reason: match e {
+                PolicyError::InvalidSettings(_) => reason::INVALID_SETTINGS,
+                PolicyError::NoHooks => reason::NO_HOOKS,
+                _ => reason::COMPILE_FAILED,
+            },
+            message: e.to_string(),
+        })?;
+    Ok(ActivePolicy {
+        name: policy.name_any(),
+        priority: spec.priority,
+        mode: spec.mode,
+        failure_policy: spec.failure_policy,
+        matcher: spec.match_.clone().unwrap_or_default(),
+        digest,
+        loaded: Arc::new(loaded),
+    })
+}

@@ -1,0 +1,93 @@
+//! The policy input for a Sandbox: the same facts for every policy, plus its own settings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::types::{
+    Activity, ComputeResources, Container, Input, OperatingMode, Sandbox as SandboxInput,
+};
+use crate::api::{self, Sandbox};
+
+fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn resources(list: Option<&BTreeMap<String, Quantity>>) -> ComputeResources {
+    let get = |key: &str| list.and_then(|l| l.get(key)).map(|q| q.0.clone());
+    ComputeResources {
+        cpu: get("cpu"),
+        memory: get("memory"),
+        ephemeral_storage: get("ephemeral-storage"),
+    }
+}
+
+/// Builds the input every policy sees for `sandbox` at `now`.
+pub fn build(
+    sandbox: &Sandbox,
+    namespace_labels: &BTreeMap<String, String>,
+    now: Timestamp,
+    settings: &str,
+) -> Input {
+    let spec = &sandbox.spec;
+    let status = sandbox.status.clone().unwrap_or_default();
+    let seconds = |t: Timestamp| t.as_second();
+    let created_at = sandbox
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(seconds(now), |t| seconds(t.0));
+    let suspended_since = status
+        .suspended_at
+        .as_ref()
+        .filter(|_| spec.operating_mode == api::OperatingMode::Suspended)
+        .map(|t| seconds(t.0));
+    let running_since = status
+        .resumed_at
+        .as_ref()
+        .map_or(created_at, |t| seconds(t.0));
+    let non_negative = |d: i64| u64::try_from(d).unwrap_or(0);
+    let sandbox_input = SandboxInput {
+        name: sandbox.name_any(),
+        namespace: sandbox.namespace().unwrap_or_default(),
+        uid: sandbox.uid().unwrap_or_default(),
+        labels: pairs(sandbox.labels()),
+        annotations: pairs(sandbox.annotations()),
+        namespace_labels: pairs(namespace_labels),
+        containers: spec
+            .pod_template
+            .spec
+            .containers
+            .iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                requests: resources(c.resources.as_ref().and_then(|r| r.requests.as_ref())),
+                limits: resources(c.resources.as_ref().and_then(|r| r.limits.as_ref())),
+            })
+            .collect(),
+        isolation_level: spec.isolation.as_ref().and_then(|i| i.level.clone()),
+        runtime_class_name: spec.pod_template.spec.runtime_class_name.clone(),
+        operating_mode: match spec.operating_mode {
+            api::OperatingMode::Running => OperatingMode::Running,
+            api::OperatingMode::Suspended => OperatingMode::Suspended,
+        },
+        phase: format!("{:?}", status.phase.unwrap_or_default()),
+    };
+    Input {
+        sandbox: sandbox_input,
+        activity: Activity {
+            now: seconds(now),
+            created_at,
+            // Activity tracking arrives with the gateway; until then the Sandbox's age stands in.
+            last_activity_at: None,
+            idle_seconds: non_negative(seconds(now) - running_since),
+            open_connections: 0,
+            running_seconds: non_negative(seconds(now) - running_since),
+            suspended_since,
+        },
+        settings: settings.to_string(),
+    }
+}

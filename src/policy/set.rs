@@ -1,0 +1,176 @@
+//! The installed policies, and how their decisions compose for one Sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::engine::{Hook, LoadedPolicy};
+use super::error::PolicyError;
+use super::types::{Input, IsolationDecision};
+use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
+
+/// A loaded SandboxPolicy, ready to evaluate.
+pub struct ActivePolicy {
+    pub name: String,
+    pub priority: i32,
+    pub mode: PolicyMode,
+    pub failure_policy: FailurePolicy,
+    pub matcher: PolicyMatch,
+    pub digest: String,
+    pub loaded: Arc<LoadedPolicy>,
+}
+
+/// Every loaded policy, by name. Loads swap whole entries, so an evaluation sees either the old
+/// or the new revision of a policy, never a mix.
+#[derive(Clone, Default)]
+pub struct PolicySet(Arc<RwLock<BTreeMap<String, Arc<ActivePolicy>>>>);
+
+impl PolicySet {
+    pub fn insert(&self, policy: ActivePolicy) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(policy.name.clone(), Arc::new(policy));
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<ActivePolicy>> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name).cloned()
+    }
+
+    /// The policies with `hook` that match a Sandbox, in evaluation order (priority, then name).
+    pub fn matching(
+        &self,
+        hook: Hook,
+        labels: &BTreeMap<String, String>,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<ActivePolicy>> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<Arc<ActivePolicy>> = map
+            .values()
+            .filter(|p| p.loaded.hooks().contains(&hook))
+            .filter(|p| {
+                selects(p.matcher.selector.as_ref(), labels)
+                    && selects(p.matcher.namespace_selector.as_ref(), namespace_labels)
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        found
+    }
+}
+
+/// Kubernetes label-selector semantics; no selector selects everything.
+pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(selector) = selector else {
+        return true;
+    };
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// The isolation decision for one Sandbox.
+#[derive(Default)]
+pub struct IsolationOutcome {
+    /// The winning Enforce-mode decision and the policy that made it.
+    pub decision: Option<(String, IsolationDecision)>,
+    /// What Audit-mode policies would have decided (not applied).
+    pub audits: Vec<(String, IsolationDecision)>,
+    /// Errors that `failurePolicy: Ignore` let through, for Events.
+    pub ignored: Vec<(String, PolicyError)>,
+}
+
+/// A policy with `failurePolicy: Fail` could not decide.
+#[derive(Debug)]
+pub struct PolicyFailed {
+    pub policy: String,
+    pub error: PolicyError,
+}
+
+/// Runs the matching isolation policies in order: the first Enforce-mode decision that does not
+/// abstain wins; Audit-mode policies run and are recorded; a failing `Fail` policy stops all.
+pub fn decide_isolation(
+    policies: &[Arc<ActivePolicy>],
+    input_for: impl Fn(&ActivePolicy) -> Input,
+) -> Result<IsolationOutcome, PolicyFailed> {
+    let mut outcome = IsolationOutcome::default();
+    for policy in policies {
+        if policy.mode == PolicyMode::Enforce && outcome.decision.is_some() {
+            continue;
+        }
+        match policy.loaded.isolation(&input_for(policy)) {
+            Ok(None) => {}
+            Ok(Some(decision)) => match policy.mode {
+                PolicyMode::Enforce => outcome.decision = Some((policy.name.clone(), decision)),
+                PolicyMode::Audit => outcome.audits.push((policy.name.clone(), decision)),
+            },
+            Err(error) => match (policy.mode, policy.failure_policy) {
+                (PolicyMode::Enforce, FailurePolicy::Fail) => {
+                    return Err(PolicyFailed {
+                        policy: policy.name.clone(),
+                        error,
+                    });
+                }
+                _ => outcome.ignored.push((policy.name.clone(), error)),
+            },
+        }
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels = BTreeMap::from([("trust".to_string(), "untrusted".to_string())]);
+        assert!(selects(None, &labels));
+        let by_label = LabelSelector {
+            match_labels: Some(labels.clone()),
+            match_expressions: None,
+        };
+        assert!(selects(Some(&by_label), &labels));
+        assert!(!selects(Some(&by_label), &BTreeMap::new()));
+        let expression = |operator: &str, values: Option<Vec<String>>| LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "trust".into(),
+                operator: operator.into(),
+                values,
+            }]),
+        };
+        let untrusted = Some(vec!["untrusted".to_string()]);
+        assert!(selects(Some(&expression("In", untrusted.clone())), &labels));
+        assert!(!selects(Some(&expression("NotIn", untrusted)), &labels));
+        assert!(selects(Some(&expression("Exists", None)), &labels));
+        assert!(selects(
+            Some(&expression("DoesNotExist", None)),
+            &BTreeMap::new()
+        ));
+        assert!(
+            !selects(Some(&expression("Bogus", None)), &labels),
+            "unknown operators select nothing"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! SandboxPolicies on the local control plane: a component from a ConfigMap decides the
+//! isolation of matching Sandboxes, reloads without a restart, and fails safely.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use sandman::api::{Phase, SandboxPolicy};
+use sandman_testenv::harness::{TestContext, eventually};
+use sandman_testenv::policies::policy_wasm;
+use sha2::{Digest, Sha256};
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Stores `crate_name`'s component in a ConfigMap of the test's namespace and returns its digest.
+async fn publish(ctx: &TestContext, crate_name: &str) -> String {
+    let wasm = policy_wasm(crate_name);
+    let digest = sha256(&wasm);
+    let config_map = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(crate_name.replace('_', "-")),
+            ..Default::default()
+        },
+        binary_data: Some([("policy.wasm".to_string(), ByteString(wasm))].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("create the policy ConfigMap");
+    digest
+}
+
+/// A SandboxPolicy for the test's namespace only (cluster-scoped, so named after it).
+fn policy(
+    ctx: &TestContext,
+    name: &str,
+    crate_name: &str,
+    digest: &str,
+    extra: serde_json::Value,
+) -> SandboxPolicy {
+    let mut value = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxPolicy",
+        "metadata": { "name": format!("{}-{name}", ctx.namespace) },
+        "spec": {
+            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
+            "wasm": {
+                "configMap": { "namespace": ctx.namespace, "name": crate_name.replace('_', "-"), "key": "policy.wasm" },
+                "sha256": digest,
+            },
+        },
+    });
+    if let (Some(spec), serde_json::Value::Object(more)) = (value["spec"].as_object_mut(), extra) {
+        spec.extend(more);
+    }
+    serde_json::from_value(value).expect("policy")
+}
+
+async fn install(ctx: &TestContext, policy: &SandboxPolicy) -> Api<SandboxPolicy> {
+    let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
+    api.create(&PostParams::default(), policy)
+        .await
+        .expect("create SandboxPolicy");
+    api
+}
+
+async fn wait_ready_reason(api: &Api<SandboxPolicy>, name: &str, reason: &str) -> SandboxPolicy {
+    eventually(&format!("policy {name} to report {reason}"), WAIT, || {
+        let api = api.clone();
+        async move {
+            api.get(name).await.ok().filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.reason == reason)
+            })
+        }
+    })
+    .await
+}
+
+fn runtime_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone())
+}
+
+#[tokio::test]
+async fn untrusted_sandbox_gets_gvisor_from_a_configmap_policy() {
+    let ctx = TestContext::new("untrusted_sandbox_gets_gvisor").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "untrusted_to_gvisor").await;
+    let api = install(
+        &ctx,
+        &policy(
+            &ctx,
+            "gvisor",
+            "untrusted_to_gvisor",
+            &digest,
+            serde_json::json!({}),
+        ),
+    )
+    .await;
+    let name = format!("{}-gvisor", ctx.namespace);
+    let loaded = wait_ready_reason(&api, &name, "Loaded").await;
+    let status = loaded.status.expect("status");
+    assert!(status.hooks.contains(&"isolation".to_string()));
+    assert_eq!(status.digest.as_deref(), Some(digest.as_str()));
+
+    let mut untrusted = sandbox("untrusted", false);
+    untrusted.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    create(&ctx, &untrusted).await;
+    create(&ctx, &sandbox("trusted", false)).await;
+    let running = wait_phase(&ctx, "untrusted", Phase::Running).await;
+    wait_phase(&ctx, "trusted", Phase::Running).await;
+
+    let pod = pods(&ctx).get("untrusted").await.expect("pod");
+    assert_eq!(runtime_of(&pod).as_deref(), Some("gvisor"));
+    let spec = pod.spec.clone().expect("spec");
+    assert_eq!(spec.host_users, Some(false));
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let status = running.status.expect("status");
+    assert_eq!(status.runtime_class_name.as_deref(), Some("gvisor"));
+    let decision = status
+        .decisions
+        .and_then(|d| d.isolation)
+        .expect("the decision is recorded");
+    assert_eq!(decision.policy, name);
+    assert!(decision.message.unwrap_or_default().contains("untrusted"));
+    assert_eq!(
+        runtime_of(&pods(&ctx).get("trusted").await.expect("pod")),
+        None,
+        "the policy abstained"
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn policy_update_takes_effect_without_restart() {
+    let ctx = TestContext::new("policy_update_takes_effect").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "untrusted_to_gvisor").await;
+    let api = install(
+        &ctx,
+        &policy(
+            &ctx,
+            "runtime",
+            "untrusted_to_gvisor",
+            &digest,
+            serde_json::json!({}),
+        ),
+    )
+    .await;
+    let name = format!("{}-runtime", ctx.namespace);
+    wait_ready_reason(&api, &name, "Loaded").await;
+    let mut agent = sandbox("agent", false);
+    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    agent.spec.update_strategy = sandman::api::UpdateStrategy::Recreate;
+    create(&ctx, &agent).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    assert_eq!(
+        runtime_of(&pods(&ctx).get("agent").await.expect("pod")).as_deref(),
+        Some("gvisor")
+    );
+
+    let kata =
+        serde_json::json!({ "spec": { "wasm": { "settings": { "runtimeClassName": "kata" } } } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(kata))
+        .await
+        .expect("update the policy");
+    eventually("the pod to be replaced under kata", WAIT, || {
+        let pods = pods(&ctx);
+        async move {
+            let pod = pods.get_opt("agent").await.ok().flatten()?;
+            (runtime_of(&pod).as_deref() == Some("kata")).then_some(())
+        }
+    })
+    .await;
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn failing_policies_follow_their_failure_policy() {
+    let ctx = TestContext::new("failing_policies").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "hostile").await;
+    let settings = serde_json::json!({ "wasm": { "settings": { "mode": "loop" }, "limits": { "timeout": "20ms" } } });
+    let mut hostile = policy(&ctx, "hostile", "hostile", &digest, serde_json::json!({}));
+    hostile.spec.wasm.settings = Some(settings["wasm"]["settings"].clone());
+    hostile.spec.wasm.limits.timeout = "20ms".into();
+    let api = install(&ctx, &hostile).await;
+    let name = format!("{}-hostile", ctx.namespace);
+    wait_ready_reason(&api, &name, "Loaded").await;
+
+    create(&ctx, &sandbox("held", false)).await;
+    let held = wait_sandbox(
+        &ctx,
+        "held",
+        "the Sandbox to be held by the failing policy",
+        |s| condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed"),
+    )
+    .await;
+    assert_eq!(held.status.and_then(|s| s.phase), Some(Phase::Pending));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pods(&ctx).get_opt("held").await.expect("get").is_none(),
+        "no pod while the policy fails"
+    );
+
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": { "failurePolicy": "Ignore" } })),
+    )
+    .await
+    .expect("switch to Ignore");
+    wait_phase(&ctx, "held", Phase::Running).await;
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn wrong_digest_is_refused() {
+    let ctx = TestContext::new("wrong_digest_is_refused").await;
+    let _operator = Operator::start(&ctx);
+    publish(&ctx, "untrusted_to_gvisor").await;
+    let wrong = "0".repeat(64);
+    let api = install(
+        &ctx,
+        &policy(
+            &ctx,
+            "pinned",
+            "untrusted_to_gvisor",
+            &wrong,
+            serde_json::json!({}),
+        ),
+    )
+    .await;
+    let name = format!("{}-pinned", ctx.namespace);
+    let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
+    let message = refused
+        .status
+        .and_then(|s| s.conditions.into_iter().next())
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains(&wrong), "{message}");
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
