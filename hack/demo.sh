@@ -38,6 +38,24 @@ echo; echo "--- resume: a new pod with the same volume and identity"
 kubectl patch sbx demo-agent --type merge -p '{"spec":{"operatingMode":"Running"}}'
 wait_phase Running && show
 
+echo; echo "--- a platform policy: untrusted Sandboxes run under gVisor"
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path policies/Cargo.toml
+wasm="$CARGO_TARGET_DIR/wasm32-wasip2/release/untrusted_to_gvisor.wasm"
+kubectl create configmap untrusted-to-gvisor --from-file=policy.wasm="$wasm" --dry-run=client -o yaml | kubectl apply -f -
+sed "s/SHA256/$(sha256sum "$wasm" | cut -d' ' -f1)/" examples/policy.yaml | kubectl apply -f -
+for _ in $(seq 1 60); do
+  [ "$(kubectl get sbp untrusted-to-gvisor -o jsonpath='{.status.conditions[0].reason}')" = Loaded ] && break
+  sleep 0.5
+done
+kubectl get sbp
+kubectl apply -f examples/untrusted-agent.yaml
+for _ in $(seq 1 60); do
+  [ "$(kubectl get sbx untrusted-agent -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break
+  sleep 0.5
+done
+kubectl get sbx
+kubectl get sbx untrusted-agent -o jsonpath='{.status.decisions}'; echo
+
 echo; echo "--- events"
 kubectl get events --field-selector involvedObject.kind=Sandbox --sort-by=.metadata.creationTimestamp
 
