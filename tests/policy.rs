@@ -264,3 +264,56 @@ async fn wrong_digest_is_refused() {
         .await
         .expect("clean up the policy");
 }
+
+#[tokio::test]
+async fn audit_policy_is_recorded_not_applied() {
+    let ctx = TestContext::new("audit_policy_is_recorded").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "untrusted_to_gvisor").await;
+    let audit = policy(
+        &ctx,
+        "audit",
+        "untrusted_to_gvisor",
+        &digest,
+        serde_json::json!({ "mode": "Audit" }),
+    );
+    let api = install(&ctx, &audit).await;
+    let name = format!("{}-audit", ctx.namespace);
+    wait_ready_reason(&api, &name, "Loaded").await;
+
+    let mut agent = sandbox("agent", false);
+    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    create(&ctx, &agent).await;
+    let running = wait_phase(&ctx, "agent", Phase::Running).await;
+    assert_eq!(
+        runtime_of(&pods(&ctx).get("agent").await.expect("pod")),
+        None,
+        "not applied"
+    );
+    let decisions = running.status.and_then(|s| s.decisions).expect("recorded");
+    assert!(decisions.isolation.is_none());
+    assert_eq!(decisions.audited.len(), 1);
+    assert_eq!(
+        (
+            decisions.audited[0].policy.as_str(),
+            decisions.audited[0].outcome.as_str()
+        ),
+        (name.as_str(), "gvisor")
+    );
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace);
+    eventually("a PolicyAudit event", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("PolicyAudit"))
+                .then_some(())
+        }
+    })
+    .await;
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}

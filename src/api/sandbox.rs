@@ -266,6 +266,9 @@ pub struct PolicyDecisions {
     /// The lifecycle decision (keep, suspend, resume, terminate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<PolicyDecision>,
+    /// What Audit-mode policies would have decided; recorded, not applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audited: Vec<PolicyDecision>,
 }
 
 /// One hook's decision.

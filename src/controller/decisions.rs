@@ -15,36 +15,63 @@ pub struct Decisions {
     pub isolation: Option<(String, IsolationDecision)>,
     /// A `failurePolicy: Fail` policy that could not decide: (policy, message).
     pub failure: Option<(String, String)>,
+    /// What Audit-mode policies would have decided, by policy.
+    pub audits: Vec<(String, IsolationDecision)>,
+}
+
+fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {
+    PolicyDecision {
+        policy: policy.to_string(),
+        outcome: decision
+            .runtime_class_name
+            .clone()
+            .unwrap_or_else(|| "security-context".into()),
+        message: Some(decision.reason.clone()),
+        decided_at: Some(Time(now)),
+    }
+}
+
+/// Keeps the earlier `decidedAt` when nothing else about the decision changed, so that
+/// re-evaluating a policy never churns the status.
+fn keep_time(mut recorded: PolicyDecision, before: Option<&PolicyDecision>) -> PolicyDecision {
+    if let Some(before) = before {
+        let same = before.policy == recorded.policy
+            && before.outcome == recorded.outcome
+            && before.message == recorded.message;
+        if same {
+            recorded.decided_at = before.decided_at.clone();
+        }
+    }
+    recorded
 }
 
 impl Decisions {
-    /// `status.decisions`, keeping `decidedAt` of a decision that did not change.
+    /// `status.decisions`, keeping `decidedAt` of decisions that did not change.
     pub fn record(
         &self,
         previous: Option<&PolicyDecisions>,
         now: Timestamp,
     ) -> Option<PolicyDecisions> {
-        let (policy, decision) = self.isolation.as_ref()?;
-        let outcome = decision
-            .runtime_class_name
-            .clone()
-            .unwrap_or_else(|| "security-context".into());
-        let mut recorded = PolicyDecision {
-            policy: policy.clone(),
-            outcome,
-            message: Some(decision.reason.clone()),
-            decided_at: Some(Time(now)),
-        };
-        if let Some(before) = previous.and_then(|p| p.isolation.as_ref()) {
-            let same = before.policy == recorded.policy
-                && before.outcome == recorded.outcome
-                && before.message == recorded.message;
-            if same {
-                recorded.decided_at = before.decided_at.clone();
-            }
+        if self.isolation.is_none() && self.audits.is_empty() {
+            return None;
         }
+        let isolation = self.isolation.as_ref().map(|(policy, decision)| {
+            keep_time(
+                summary(policy, decision, now),
+                previous.and_then(|p| p.isolation.as_ref()),
+            )
+        });
+        let audited = self
+            .audits
+            .iter()
+            .map(|(policy, decision)| {
+                let before = previous.and_then(|p| p.audited.iter().find(|a| &a.policy == policy));
+                keep_time(summary(policy, decision, now), before)
+            })
+            .collect();
         Some(PolicyDecisions {
-            isolation: Some(recorded),
+            isolation,
+            audited,
             ..Default::default()
         })
     }
@@ -189,7 +216,7 @@ mod tests {
     fn an_unchanged_decision_keeps_its_time() {
         let decisions = Decisions {
             isolation: Some(("p".into(), decision())),
-            failure: None,
+            ..Default::default()
         };
         let t0 = Timestamp::from_second(1_800_000_000).expect("t0");
         let t1 = Timestamp::from_second(1_800_000_100).expect("t1");

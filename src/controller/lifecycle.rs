@@ -81,6 +81,20 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
     status.observed_generation = sandbox.metadata.generation;
     status.selector = Some(children::selector(sandbox));
     status.decisions = decisions.record(previous.decisions.as_ref(), now);
+    let audited =
+        |d: Option<&crate::api::PolicyDecisions>| d.map(|d| d.audited.clone()).unwrap_or_default();
+    let audit_news: Vec<String> = audited(status.decisions.as_ref())
+        .into_iter()
+        .filter(|a| !audited(previous.decisions.as_ref()).contains(a))
+        .map(|a| {
+            format!(
+                "policy {} would decide {} ({}); Audit mode, not applied",
+                a.policy,
+                a.outcome,
+                a.message.unwrap_or_default()
+            )
+        })
+        .collect();
     if sandbox.spec.wants_service() {
         status.service = Some(name.clone());
         status.service_fqdn = Some(format!("{name}.{namespace}.svc.cluster.local"));
@@ -99,7 +113,10 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
         delete_sandbox: false,
         status,
         requeue_after: None,
-        transitions: Vec::new(),
+        transitions: audit_news
+            .into_iter()
+            .map(|note| transition("PolicyAudit", note, false))
+            .collect(),
     };
     let live_pod = pod.filter(|p| p.metadata.deletion_timestamp.is_none());
     let owned = pod.is_none_or(|p| owned_by(p, sandbox));

@@ -186,17 +186,15 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
             for (policy, error) in &outcome.ignored {
                 tracing::warn!(policy, %error, "policy failed; failurePolicy Ignore lets it through");
             }
-            for (policy, decision) in &outcome.audits {
-                tracing::info!(policy, runtime = ?decision.runtime_class_name, reason = %decision.reason, "audit-mode decision, not applied");
-            }
             Decisions {
                 isolation: outcome.decision,
                 failure: None,
+                audits: outcome.audits,
             }
         }
         Err(failed) => Decisions {
-            isolation: None,
             failure: Some((failed.policy, failed.error.to_string())),
+            ..Decisions::default()
         },
     })
 }
