@@ -317,3 +317,49 @@ async fn audit_policy_is_recorded_not_applied() {
         .await
         .expect("clean up the policy");
 }
+
+#[tokio::test]
+async fn resource_defaults_and_caps_reach_the_pod() {
+    let ctx = TestContext::new("resource_defaults_and_caps").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "tenant_resource_defaults").await;
+    let mut tenants = policy(
+        &ctx,
+        "tenants",
+        "tenant_resource_defaults",
+        &digest,
+        serde_json::json!({}),
+    );
+    tenants.spec.wasm.settings = Some(serde_json::json!({ "tenants": { "default": {
+        "defaults": { "cpu": "250m", "memory": "512Mi" },
+        "caps": { "cpu": "2", "memory": "4Gi" }
+    } } }));
+    let api = install(&ctx, &tenants).await;
+    let name = format!("{}-tenants", ctx.namespace);
+    wait_ready_reason(&api, &name, "Loaded").await;
+
+    create(&ctx, &sandbox("agent", false)).await;
+    let running = wait_phase(&ctx, "agent", Phase::Running).await;
+    let pod = pods(&ctx).get("agent").await.expect("pod");
+    let resources = pod
+        .spec
+        .and_then(|s| s.containers[0].resources.clone())
+        .expect("resources");
+    let get = |list: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+               key: &str| {
+        list.as_ref().and_then(|l| l.get(key)).map(|q| q.0.clone())
+    };
+    assert_eq!(get(&resources.requests, "cpu").as_deref(), Some("250m"));
+    assert_eq!(get(&resources.limits, "memory").as_deref(), Some("4Gi"));
+    let recorded = running
+        .status
+        .and_then(|s| s.decisions)
+        .and_then(|d| d.resources)
+        .expect("recorded");
+    assert_eq!(recorded.policy, name);
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}

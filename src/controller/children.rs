@@ -14,7 +14,7 @@ use crate::api::{
     CLAIM_TEMPLATE_LABEL, RESERVED_PREFIX, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION,
     VolumeReclaimPolicy,
 };
-use crate::controller::decisions::{Decisions, apply_isolation};
+use crate::controller::decisions::{Decisions, apply_isolation, apply_resources};
 use crate::controller::hardening::harden;
 use crate::controller::hash::content_hash;
 
@@ -96,6 +96,9 @@ pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     if let Some((_, isolation)) = &decisions.isolation {
         apply_isolation(&mut spec, isolation);
     }
+    if let Some(merged) = &decisions.resources {
+        apply_resources(&mut spec, merged);
+    }
     spec
 }
 
@@ -138,6 +141,7 @@ pub fn template_hash(sandbox: &Sandbox, decisions: &Decisions) -> String {
         &sandbox.spec.volume_claim_templates,
         sandbox.spec.wants_service(),
         decisions.isolation.as_ref().map(|(_, d)| d),
+        decisions.resources.as_ref().map(|r| &r.containers),
     ))
 }
 

@@ -5,7 +5,11 @@ use k8s_openapi::api::core::v1::{PodSpec, SeccompProfile, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::api::{PolicyDecision, PolicyDecisions};
+use crate::policy::MergedResources;
+use crate::policy::limits::quantity_value;
 use crate::policy::types::IsolationDecision;
 
 /// The decisions in force for one reconcile.
@@ -17,6 +21,8 @@ pub struct Decisions {
     pub failure: Option<(String, String)>,
     /// What Audit-mode policies would have decided, by policy.
     pub audits: Vec<(String, IsolationDecision)>,
+    /// Resource defaults and caps merged from the resources policies.
+    pub resources: Option<MergedResources>,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {
@@ -52,9 +58,18 @@ impl Decisions {
         previous: Option<&PolicyDecisions>,
         now: Timestamp,
     ) -> Option<PolicyDecisions> {
-        if self.isolation.is_none() && self.audits.is_empty() {
+        if self.isolation.is_none() && self.audits.is_empty() && self.resources.is_none() {
             return None;
         }
+        let resources = self.resources.as_ref().map(|merged| {
+            let recorded = PolicyDecision {
+                policy: merged.policies.join(","),
+                outcome: "defaults-and-caps".into(),
+                message: Some(merged.reasons.join("; ")),
+                decided_at: Some(Time(now)),
+            };
+            keep_time(recorded, previous.and_then(|p| p.resources.as_ref()))
+        });
         let isolation = self.isolation.as_ref().map(|(policy, decision)| {
             keep_time(
                 summary(policy, decision, now),
@@ -71,9 +86,60 @@ impl Decisions {
             .collect();
         Some(PolicyDecisions {
             isolation,
+            resources,
             audited,
             ..Default::default()
         })
+    }
+}
+
+/// Applies merged resource defaults and caps to every container: a default fills a request
+/// the template leaves unset; a cap lowers a request or limit above it and sets a missing limit.
+pub fn apply_resources(spec: &mut PodSpec, merged: &MergedResources) {
+    for container in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        let (defaults, caps) = merged.for_container(&container.name);
+        let resources = container.resources.get_or_insert_with(Default::default);
+        for (name, default, cap) in [
+            ("cpu", &defaults.cpu, &caps.cpu),
+            ("memory", &defaults.memory, &caps.memory),
+            (
+                "ephemeral-storage",
+                &defaults.ephemeral_storage,
+                &caps.ephemeral_storage,
+            ),
+        ] {
+            let requests = resources.requests.get_or_insert_with(Default::default);
+            if let Some(default) = default {
+                requests
+                    .entry(name.to_string())
+                    .or_insert_with(|| Quantity(default.clone()));
+            }
+            let Some(cap) = cap else { continue };
+            let over = |q: &Quantity| match (quantity_value(&q.0), quantity_value(cap)) {
+                (Some(value), Some(max)) => value > max,
+                _ => false,
+            };
+            if requests.get(name).is_some_and(over) {
+                requests.insert(name.to_string(), Quantity(cap.clone()));
+            }
+            let limits = resources.limits.get_or_insert_with(Default::default);
+            match limits.get(name) {
+                Some(limit) if !over(limit) => {}
+                _ => {
+                    limits.insert(name.to_string(), Quantity(cap.clone()));
+                }
+            }
+        }
+        if resources.requests.as_ref().is_some_and(|r| r.is_empty()) {
+            resources.requests = None;
+        }
+        if resources.limits.as_ref().is_some_and(|l| l.is_empty()) {
+            resources.limits = None;
+        }
     }
 }
 
@@ -210,6 +276,69 @@ mod tests {
             Some("gvisor")
         );
         assert_eq!(spec.tolerations.expect("tolerations").len(), 1);
+    }
+
+    #[test]
+    fn resources_fill_defaults_and_enforce_caps() {
+        use crate::policy::types::ComputeResources;
+        let q = |v: &str| Some(v.to_string());
+        let merged = MergedResources {
+            containers: vec![(
+                None,
+                ComputeResources {
+                    cpu: q("250m"),
+                    memory: q("512Mi"),
+                    ephemeral_storage: None,
+                },
+                ComputeResources {
+                    cpu: q("2"),
+                    memory: q("4Gi"),
+                    ephemeral_storage: None,
+                },
+            )],
+            policies: vec!["tenants".into()],
+            reasons: vec!["defaults".into()],
+        };
+        let mut greedy = Container {
+            name: "greedy".into(),
+            ..Default::default()
+        };
+        greedy.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some([("cpu".to_string(), Quantity("8".into()))].into()),
+            ..Default::default()
+        });
+        let mut spec = PodSpec {
+            containers: vec![
+                Container {
+                    name: "plain".into(),
+                    ..Default::default()
+                },
+                greedy,
+            ],
+            ..Default::default()
+        };
+        apply_resources(&mut spec, &merged);
+        let get = |i: usize, requests: bool, name: &str| {
+            let r = spec.containers[i].resources.clone().unwrap_or_default();
+            let list = if requests { r.requests } else { r.limits };
+            list.and_then(|l| l.get(name).map(|q| q.0.clone()))
+        };
+        assert_eq!(
+            get(0, true, "cpu").as_deref(),
+            Some("250m"),
+            "default request"
+        );
+        assert_eq!(
+            get(0, false, "memory").as_deref(),
+            Some("4Gi"),
+            "cap as the limit"
+        );
+        assert_eq!(
+            get(1, true, "cpu").as_deref(),
+            Some("2"),
+            "a request above the cap is capped"
+        );
+        assert_eq!(get(1, true, "memory").as_deref(), Some("512Mi"));
     }
 
     #[test]

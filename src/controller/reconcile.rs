@@ -19,8 +19,8 @@ use crate::controller::children::{self, unchanged};
 use crate::controller::decisions::Decisions;
 use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
 use crate::controller::{ERROR_REQUEUE, Error};
-use crate::policy::set::decide_isolation;
-use crate::policy::{Hook, PolicySet, input};
+use crate::policy::set::{decide_isolation, decide_resources};
+use crate::policy::{ActivePolicy, Hook, PolicyFailed, PolicySet, input};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -152,7 +152,7 @@ enum Outcome {
     PodExists,
 }
 
-/// Asks the matching isolation policies, off the async runtime (each evaluation is bounded by
+/// Asks the matching isolation and resources policies, off the async runtime (each evaluation is bounded by
 /// its policy's timeout).
 async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Error> {
     let namespace = sandbox.namespace().unwrap_or_default();
@@ -166,30 +166,37 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
             .map(|ns| ns.labels().clone())
             .unwrap_or_default(),
     };
-    let matching = ctx
+    let isolation = ctx
         .policies
         .matching(Hook::Isolation, sandbox.labels(), &namespace_labels);
-    if matching.is_empty() {
+    let resources = ctx
+        .policies
+        .matching(Hook::Resources, sandbox.labels(), &namespace_labels);
+    if isolation.is_empty() && resources.is_empty() {
         return Ok(Decisions::default());
     }
     let sandbox = sandbox.clone();
     let now = Timestamp::now();
-    let outcome = tokio::task::spawn_blocking(move || {
-        decide_isolation(&matching, |policy| {
+    let decided = tokio::task::spawn_blocking(move || {
+        let input_for = |policy: &ActivePolicy| {
             input::build(&sandbox, &namespace_labels, now, policy.loaded.settings())
-        })
+        };
+        let isolation = decide_isolation(&isolation, input_for)?;
+        let resources = decide_resources(&resources, input_for)?;
+        Ok::<_, PolicyFailed>((isolation, resources))
     })
     .await
     .map_err(|e| Error::Policy(format!("policy evaluation task failed: {e}")))?;
-    Ok(match outcome {
-        Ok(outcome) => {
-            for (policy, error) in &outcome.ignored {
+    Ok(match decided {
+        Ok((isolation, resources)) => {
+            for (policy, error) in isolation.ignored.iter().chain(&resources.ignored) {
                 tracing::warn!(policy, %error, "policy failed; failurePolicy Ignore lets it through");
             }
             Decisions {
-                isolation: outcome.decision,
+                isolation: isolation.decision,
                 failure: None,
-                audits: outcome.audits,
+                audits: isolation.audits,
+                resources: resources.merged,
             }
         }
         Err(failed) => Decisions {

@@ -11,4 +11,4 @@ pub mod set;
 pub use bindings::sandman::policy::types;
 pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
-pub use set::{ActivePolicy, IsolationOutcome, PolicyFailed, PolicySet};
+pub use set::{ActivePolicy, IsolationOutcome, MergedResources, PolicyFailed, PolicySet};

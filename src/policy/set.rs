@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::engine::{Hook, LoadedPolicy};
 use super::error::PolicyError;
-use super::types::{Input, IsolationDecision};
+use super::types::{ComputeResources, Input, IsolationDecision};
 use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
 
 /// A loaded SandboxPolicy, ready to evaluate.
@@ -172,5 +172,104 @@ mod tests {
             !selects(Some(&expression("Bogus", None)), &labels),
             "unknown operators select nothing"
         );
+    }
+}
+
+/// Resource defaults and caps merged from every Enforce-mode policy that decided, field by
+/// field: the earlier policy (lower priority value) wins each field it sets.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MergedResources {
+    /// (container, defaults, caps), in the order first decided; a `None` container applies
+    /// to every container.
+    pub containers: Vec<(Option<String>, ComputeResources, ComputeResources)>,
+    /// The policies that contributed, in order.
+    pub policies: Vec<String>,
+    /// Their reasons, in order.
+    pub reasons: Vec<String>,
+}
+
+fn fill(into: &mut ComputeResources, from: &ComputeResources) {
+    into.cpu = into.cpu.take().or_else(|| from.cpu.clone());
+    into.memory = into.memory.take().or_else(|| from.memory.clone());
+    into.ephemeral_storage = into
+        .ephemeral_storage
+        .take()
+        .or_else(|| from.ephemeral_storage.clone());
+}
+
+fn empty() -> ComputeResources {
+    ComputeResources {
+        cpu: None,
+        memory: None,
+        ephemeral_storage: None,
+    }
+}
+
+/// The resources outcome for one Sandbox.
+#[derive(Default)]
+pub struct ResourcesOutcome {
+    pub merged: Option<MergedResources>,
+    pub ignored: Vec<(String, PolicyError)>,
+}
+
+/// Runs the matching resources policies in order and merges their decisions.
+pub fn decide_resources(
+    policies: &[Arc<ActivePolicy>],
+    input_for: impl Fn(&ActivePolicy) -> Input,
+) -> Result<ResourcesOutcome, PolicyFailed> {
+    let mut outcome = ResourcesOutcome::default();
+    let mut merged = MergedResources::default();
+    for policy in policies.iter().filter(|p| p.mode == PolicyMode::Enforce) {
+        match policy.loaded.resources(&input_for(policy)) {
+            Ok(None) => {}
+            Ok(Some(decision)) => {
+                for entry in &decision.containers {
+                    let index = match merged
+                        .containers
+                        .iter()
+                        .position(|(c, _, _)| *c == entry.container)
+                    {
+                        Some(index) => index,
+                        None => {
+                            merged
+                                .containers
+                                .push((entry.container.clone(), empty(), empty()));
+                            merged.containers.len() - 1
+                        }
+                    };
+                    let (_, defaults, caps) = &mut merged.containers[index];
+                    fill(defaults, &entry.defaults);
+                    fill(caps, &entry.caps);
+                }
+                merged.policies.push(policy.name.clone());
+                merged.reasons.push(decision.reason);
+            }
+            Err(error) if policy.failure_policy == FailurePolicy::Fail => {
+                return Err(PolicyFailed {
+                    policy: policy.name.clone(),
+                    error,
+                });
+            }
+            Err(error) => outcome.ignored.push((policy.name.clone(), error)),
+        }
+    }
+    if !merged.policies.is_empty() {
+        outcome.merged = Some(merged);
+    }
+    Ok(outcome)
+}
+
+impl MergedResources {
+    /// The (defaults, caps) for a container: its own entry, field by field before the entry for
+    /// every container.
+    pub fn for_container(&self, name: &str) -> (ComputeResources, ComputeResources) {
+        let (mut defaults, mut caps) = (empty(), empty());
+        for wanted in [Some(name.to_string()), None] {
+            if let Some((_, d, c)) = self.containers.iter().find(|(c, _, _)| *c == wanted) {
+                fill(&mut defaults, d);
+                fill(&mut caps, c);
+            }
+        }
+        (defaults, caps)
     }
 }
