@@ -57,6 +57,8 @@ fn policy(
             "wasm": {
                 "configMap": { "namespace": ctx.namespace, "name": crate_name.replace('_', "-"), "key": "policy.wasm" },
                 "sha256": digest,
+                // A loaded CI machine must not turn a slow evaluation into a policy failure.
+                "limits": { "timeout": "5s" },
             },
         },
     });

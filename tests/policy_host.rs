@@ -9,6 +9,15 @@ use sandman::policy::types::{
 use sandman::policy::{Hook, Limits, PolicyEngine, PolicyError};
 use sandman_testenv::policies::policy_wasm;
 
+/// Limits for tests of something other than the timeout: generous enough that a loaded CI
+/// machine never turns an out-of-memory or a trap into a timeout.
+fn patient() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(30),
+        ..Limits::default()
+    }
+}
+
 fn input(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settings: &str) -> Input {
     let pairs = |p: &[(&str, &str)]| {
         p.iter()
@@ -60,7 +69,7 @@ fn untrusted_sandbox_gets_gvisor() {
             "untrusted-to-gvisor",
             &policy_wasm("untrusted_to_gvisor"),
             "{}",
-            Limits::default(),
+            patient(),
         )
         .expect("load");
     assert!(policy.hooks().contains(&Hook::Isolation));
@@ -100,7 +109,7 @@ fn settings_are_checked_at_load_time() {
             "kata",
             &policy_wasm("untrusted_to_gvisor"),
             settings,
-            Limits::default(),
+            patient(),
         )
         .expect("load with settings");
     let decision = policy
@@ -114,7 +123,7 @@ fn settings_are_checked_at_load_time() {
             "bad",
             &policy_wasm("untrusted_to_gvisor"),
             r#"{"runtimeClass": 3}"#,
-            Limits::default(),
+            patient(),
         )
         .err()
         .expect("unknown settings are refused");
@@ -158,7 +167,7 @@ fn memory_bomb_is_stopped_at_its_limit() {
     let engine = PolicyEngine::new().expect("engine");
     let limits = Limits {
         memory_bytes: 16 << 20,
-        ..Limits::default()
+        ..patient()
     };
     let (result, _) = hostile(&engine, "memory", limits);
     assert!(
@@ -170,14 +179,14 @@ fn memory_bomb_is_stopped_at_its_limit() {
 #[test]
 fn trap_is_reported() {
     let engine = PolicyEngine::new().expect("engine");
-    let (result, _) = hostile(&engine, "trap", Limits::default());
+    let (result, _) = hostile(&engine, "trap", patient());
     assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
 }
 
 #[test]
 fn oversized_output_is_refused() {
     let engine = PolicyEngine::new().expect("engine");
-    let (result, _) = hostile(&engine, "huge-output", Limits::default());
+    let (result, _) = hostile(&engine, "huge-output", patient());
     assert!(
         matches!(result, Err(PolicyError::OutputTooLarge { .. })),
         "{result:?}"
@@ -187,7 +196,7 @@ fn oversized_output_is_refused() {
 #[test]
 fn guest_error_is_reported() {
     let engine = PolicyEngine::new().expect("engine");
-    let (result, _) = hostile(&engine, "error", Limits::default());
+    let (result, _) = hostile(&engine, "error", patient());
     assert!(
         matches!(result, Err(PolicyError::Guest(ref m)) if m.contains("refuses")),
         "{result:?}"
@@ -205,7 +214,7 @@ fn hostile_policies_leave_the_engine_usable() {
     for mode in ["loop", "memory", "trap", "huge-output"] {
         assert!(hostile(&engine, mode, limits).0.is_err(), "{mode}");
     }
-    let (result, _) = hostile(&engine, "abstain", limits);
+    let (result, _) = hostile(&engine, "abstain", patient());
     assert!(
         result.is_ok(),
         "a well-behaved evaluation still works: {result:?}"
@@ -269,7 +278,7 @@ fn tenant_resource_defaults_follow_the_namespace() {
             "tenants",
             &policy_wasm("tenant_resource_defaults"),
             settings,
-            Limits::default(),
+            patient(),
         )
         .expect("load");
     assert_eq!(
@@ -302,7 +311,7 @@ fn tenant_resource_defaults_follow_the_namespace() {
             "tenants",
             &policy_wasm("tenant_resource_defaults"),
             r#"{"tenants": {}}"#,
-            Limits::default(),
+            patient(),
         )
         .err()
         .expect("refused");
@@ -315,12 +324,7 @@ fn idle_suspend_decides_every_lifecycle_action() {
     let engine = PolicyEngine::new().expect("engine");
     let settings = r#"{"idleSeconds": 600, "terminateAfterSeconds": 3600}"#;
     let policy = engine
-        .load(
-            "idle",
-            &policy_wasm("idle_suspend"),
-            settings,
-            Limits::default(),
-        )
+        .load("idle", &policy_wasm("idle_suspend"), settings, patient())
         .expect("load");
     let decide = |configure: &dyn Fn(&mut Input)| {
         let mut input = input(&[], &[], settings);

@@ -19,6 +19,9 @@ use super::error::PolicyError;
 /// The epoch ticks this often, so a timeout is honoured to within about a millisecond.
 const TICK: Duration = Duration::from_millis(1);
 
+/// The least time `validate-settings` gets at load time.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The most memory any single policy may be given, whatever its limits say.
 const MAX_POLICY_MEMORY: usize = 256 << 20;
 
@@ -156,8 +159,10 @@ impl PolicyEngine {
                 "the component does not export sandman:policy/settings: {e:#}"
             ))
         })?;
+        // Validation runs once, off the hot path: it gets at least five seconds even when the
+        // policy's evaluations get 100 ms.
         policy
-            .run(|store, instance| {
+            .run_within(LOAD_TIMEOUT.max(limits.timeout), |store, instance| {
                 let guest = settings.load(&mut *store, instance)?;
                 guest.call_validate_settings(&mut *store, settings_json)
             })?
@@ -233,15 +238,11 @@ impl LoadedPolicy {
             .isolation
             .as_ref()
             .ok_or(PolicyError::MissingHook("isolation"))?;
-        let decision = self
-            .run(|store, instance| {
-                indices
-                    .load(&mut *store, instance)?
-                    .call_decide(&mut *store, input)
-            })?
-            .map_err(PolicyError::Guest)?;
-        self.check_size(decision.as_ref().map_or(0, isolation_size))?;
-        Ok(decision)
+        self.decide(isolation_size, |store, instance| {
+            indices
+                .load(&mut *store, instance)?
+                .call_decide(&mut *store, input)
+        })
     }
 
     pub fn resources(
@@ -252,15 +253,11 @@ impl LoadedPolicy {
             .resources
             .as_ref()
             .ok_or(PolicyError::MissingHook("resources"))?;
-        let decision = self
-            .run(|store, instance| {
-                indices
-                    .load(&mut *store, instance)?
-                    .call_decide(&mut *store, input)
-            })?
-            .map_err(PolicyError::Guest)?;
-        self.check_size(decision.as_ref().map_or(0, resources_size))?;
-        Ok(decision)
+        self.decide(resources_size, |store, instance| {
+            indices
+                .load(&mut *store, instance)?
+                .call_decide(&mut *store, input)
+        })
     }
 
     pub fn lifecycle(
@@ -271,14 +268,30 @@ impl LoadedPolicy {
             .lifecycle
             .as_ref()
             .ok_or(PolicyError::MissingHook("lifecycle"))?;
-        let decision = self
-            .run(|store, instance| {
+        self.decide(
+            |d: &types::LifecycleDecision| d.reason.len(),
+            |store, instance| {
                 indices
                     .load(&mut *store, instance)?
                     .call_decide(&mut *store, input)
-            })?
+            },
+        )
+    }
+
+    /// Runs one hook and checks what it returned: an `err` from the guest, or a decision
+    /// larger than the policy's output limit, is an error like any trap.
+    fn decide<D>(
+        &self,
+        size: impl Fn(&D) -> usize,
+        call: impl FnOnce(
+            &mut Store<GuestState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<Result<Option<D>, String>>,
+    ) -> Result<Option<D>, PolicyError> {
+        let decision = self
+            .run_within(self.limits.timeout, call)?
             .map_err(PolicyError::Guest)?;
-        self.check_size(decision.as_ref().map_or(0, |d| d.reason.len()))?;
+        self.check_size(decision.as_ref().map_or(0, size))?;
         Ok(decision)
     }
 
@@ -292,9 +305,11 @@ impl LoadedPolicy {
         Ok(())
     }
 
-    /// Instantiates the component in a fresh store with this policy's limits, and runs `call`.
-    fn run<R>(
+    /// Instantiates the component in a fresh store with this policy's memory limit and the
+    /// given deadline, and runs `call`.
+    fn run_within<R>(
         &self,
+        timeout: Duration,
         call: impl FnOnce(&mut Store<GuestState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let mut store = Store::new(
@@ -322,15 +337,20 @@ impl LoadedPolicy {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| call(&mut store, &instance));
-        outcome.map_err(|error| self.classify(&error, store.data()))
+        outcome.map_err(|error| self.classify(&error, store.data(), timeout))
     }
 
-    fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> PolicyError {
+    fn classify(
+        &self,
+        error: &wasmtime::Error,
+        state: &GuestState,
+        timeout: Duration,
+    ) -> PolicyError {
         if state.limiter.exceeded {
             return PolicyError::OutOfMemory(self.limits.memory_bytes);
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyError::Timeout(self.limits.timeout),
+            Some(Trap::Interrupt) => PolicyError::Timeout(timeout),
             Some(trap) => PolicyError::Trap(trap.to_string()),
             None => PolicyError::Trap(format!("{error:#}")),
         }
