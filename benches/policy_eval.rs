@@ -8,53 +8,17 @@
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sandman::policy::types::{
-    Activity, ComputeResources, Container, Input, OperatingMode, Sandbox,
-};
+use sandman::policy::types::Input;
 use sandman::policy::{Limits, PolicyEngine};
 use sandman_testenv::policies::policy_wasm;
 
 fn input(untrusted: bool) -> Input {
-    let none = ComputeResources {
-        cpu: None,
-        memory: None,
-        ephemeral_storage: None,
-    };
-    let labels = if untrusted {
-        vec![("sandman.dev/trust".to_string(), "untrusted".to_string())]
+    let labels: &[(&str, &str)] = if untrusted {
+        &[("sandman.dev/trust", "untrusted")]
     } else {
-        Vec::new()
+        &[]
     };
-    Input {
-        sandbox: Sandbox {
-            name: "agent".into(),
-            namespace: "team".into(),
-            uid: "uid-1".into(),
-            labels,
-            annotations: Vec::new(),
-            namespace_labels: vec![("kubernetes.io/metadata.name".into(), "team".into())],
-            containers: vec![Container {
-                name: "agent".into(),
-                image: "registry.example/agent:1".into(),
-                requests: none.clone(),
-                limits: none,
-            }],
-            isolation_level: Some("strong".into()),
-            runtime_class_name: None,
-            operating_mode: OperatingMode::Running,
-            phase: "Pending".into(),
-        },
-        activity: Activity {
-            now: 1_800_000_000,
-            created_at: 1_800_000_000,
-            last_activity_at: None,
-            idle_seconds: 0,
-            open_connections: 0,
-            running_seconds: 0,
-            suspended_since: None,
-        },
-        settings: "{}".into(),
-    }
+    sandman::policy::input::sample(labels, &[("kubernetes.io/metadata.name", "team")], "{}")
 }
 
 fn policy_eval(c: &mut Criterion) {

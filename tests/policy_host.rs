@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandman::policy::types::{
-    Activity, ComputeResources, Container, Input, OperatingMode, Sandbox,
-};
+use sandman::policy::types::{Input, OperatingMode};
 use sandman::policy::{Hook, Limits, PolicyEngine, PolicyError};
 use sandman_testenv::policies::policy_wasm;
 
@@ -19,46 +17,7 @@ fn patient() -> Limits {
 }
 
 fn input(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settings: &str) -> Input {
-    let pairs = |p: &[(&str, &str)]| {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    let none = ComputeResources {
-        cpu: None,
-        memory: None,
-        ephemeral_storage: None,
-    };
-    Input {
-        sandbox: Sandbox {
-            name: "agent".into(),
-            namespace: "team".into(),
-            uid: "uid-1".into(),
-            labels: pairs(labels),
-            annotations: Vec::new(),
-            namespace_labels: pairs(namespace_labels),
-            containers: vec![Container {
-                name: "agent".into(),
-                image: "registry.example/agent:1".into(),
-                requests: none.clone(),
-                limits: none,
-            }],
-            isolation_level: None,
-            runtime_class_name: None,
-            operating_mode: OperatingMode::Running,
-            phase: "Pending".into(),
-        },
-        activity: Activity {
-            now: 1_800_000_000,
-            created_at: 1_800_000_000,
-            last_activity_at: None,
-            idle_seconds: 0,
-            open_connections: 0,
-            running_seconds: 0,
-            suspended_since: None,
-        },
-        settings: settings.into(),
-    }
+    sandman::policy::input::sample(labels, namespace_labels, settings)
 }
 
 #[test]

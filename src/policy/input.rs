@@ -91,3 +91,49 @@ pub fn build(
         settings: settings.to_string(),
     }
 }
+
+/// A typical input for dry runs, tests and benchmarks: one Running Sandbox `team/agent` with one
+/// container, created at `now`, with the given labels and settings.
+pub fn sample(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settings: &str) -> Input {
+    let owned = |p: &[(&str, &str)]| {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let unset = ComputeResources {
+        cpu: None,
+        memory: None,
+        ephemeral_storage: None,
+    };
+    let now = 1_800_000_000;
+    Input {
+        sandbox: SandboxInput {
+            name: "agent".into(),
+            namespace: "team".into(),
+            uid: "00000000-0000-0000-0000-000000000001".into(),
+            labels: owned(labels),
+            annotations: Vec::new(),
+            namespace_labels: owned(namespace_labels),
+            containers: vec![Container {
+                name: "agent".into(),
+                image: "registry.example/agent:1".into(),
+                requests: unset.clone(),
+                limits: unset,
+            }],
+            isolation_level: None,
+            runtime_class_name: None,
+            operating_mode: OperatingMode::Running,
+            phase: "Pending".into(),
+        },
+        activity: Activity {
+            now,
+            created_at: now,
+            last_activity_at: None,
+            idle_seconds: 0,
+            open_connections: 0,
+            running_seconds: 0,
+            suspended_since: None,
+        },
+        settings: settings.to_string(),
+    }
+}
