@@ -365,3 +365,66 @@ async fn resource_defaults_and_caps_reach_the_pod() {
         .await
         .expect("clean up the policy");
 }
+
+#[tokio::test]
+async fn a_bad_revision_keeps_the_last_good_one() {
+    let ctx = TestContext::new("bad_revision_keeps_last_good").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "untrusted_to_gvisor").await;
+    let api = install(
+        &ctx,
+        &policy(
+            &ctx,
+            "pinned",
+            "untrusted_to_gvisor",
+            &digest,
+            serde_json::json!({}),
+        ),
+    )
+    .await;
+    let name = format!("{}-pinned", ctx.namespace);
+    wait_ready_reason(&api, &name, "Loaded").await;
+
+    // Someone swaps the bytes in the ConfigMap without updating the pinned digest.
+    let swapped =
+        serde_json::json!({ "binaryData": { "policy.wasm": base64_of(&policy_wasm("hostile")) } });
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .patch(
+            "untrusted-to-gvisor",
+            &PatchParams::default(),
+            &Patch::Merge(swapped),
+        )
+        .await
+        .expect("swap the ConfigMap's bytes");
+    let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
+    let message = refused
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "still serving the last good revision sha256:{digest}"
+        )),
+        "{message}"
+    );
+
+    let mut agent = sandbox("agent", false);
+    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    create(&ctx, &agent).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    assert_eq!(
+        runtime_of(&pods(&ctx).get("agent").await.expect("pod")).as_deref(),
+        Some("gvisor")
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    serde_json::to_value(ByteString(bytes.to_vec()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

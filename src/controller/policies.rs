@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -61,7 +62,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies: Api<SandboxPolicy> = Api::all(client.clone());
-    let config_maps: Api<ConfigMap> = Api::all(client.clone());
+    // Metadata-only requests: a ConfigMap's bytes are read when a policy loads, never cached.
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let store = controller.store();
     let context = Arc::new(PolicyContext {
@@ -75,7 +77,7 @@ pub async fn run(
         .watches(
             config_maps,
             watcher::Config::default(),
-            move |cm: ConfigMap| {
+            move |cm: PartialObjectMeta<ConfigMap>| {
                 let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
                 store
                     .state()
