@@ -41,14 +41,8 @@ async fn publish(ctx: &TestContext, crate_name: &str) -> String {
 }
 
 /// A SandboxPolicy for the test's namespace only (cluster-scoped, so named after it).
-fn policy(
-    ctx: &TestContext,
-    name: &str,
-    crate_name: &str,
-    digest: &str,
-    extra: serde_json::Value,
-) -> SandboxPolicy {
-    let mut value = serde_json::json!({
+fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> SandboxPolicy {
+    let value = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "SandboxPolicy",
         "metadata": { "name": format!("{}-{name}", ctx.namespace) },
@@ -62,10 +56,43 @@ fn policy(
             },
         },
     });
-    if let (Some(spec), serde_json::Value::Object(more)) = (value["spec"].as_object_mut(), extra) {
-        spec.extend(more);
-    }
     serde_json::from_value(value).expect("policy")
+}
+
+/// A policy installed from `crate_name`'s component and reported Loaded.
+struct Installed {
+    api: Api<SandboxPolicy>,
+    name: String,
+    digest: String,
+    loaded: SandboxPolicy,
+}
+
+/// Publishes `crate_name`, installs a policy for it (after `configure`), waits until it loads.
+async fn install_loaded(
+    ctx: &TestContext,
+    short_name: &str,
+    crate_name: &str,
+    configure: impl FnOnce(&mut SandboxPolicy),
+) -> Installed {
+    let digest = publish(ctx, crate_name).await;
+    let mut wanted = policy(ctx, short_name, crate_name, &digest);
+    configure(&mut wanted);
+    let api = install(ctx, &wanted).await;
+    let name = format!("{}-{short_name}", ctx.namespace);
+    let loaded = wait_ready_reason(&api, &name, "Loaded").await;
+    Installed {
+        api,
+        name,
+        digest,
+        loaded,
+    }
+}
+
+/// A Sandbox labelled untrusted, which the untrusted-to-gvisor policy moves to gVisor.
+fn untrusted_sandbox(name: &str) -> sandman::api::Sandbox {
+    let mut untrusted = sandbox(name, false);
+    untrusted.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    untrusted
 }
 
 async fn install(ctx: &TestContext, policy: &SandboxPolicy) -> Api<SandboxPolicy> {
@@ -99,26 +126,17 @@ fn runtime_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
 async fn untrusted_sandbox_gets_gvisor_from_a_configmap_policy() {
     let ctx = TestContext::new("untrusted_sandbox_gets_gvisor").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "untrusted_to_gvisor").await;
-    let api = install(
-        &ctx,
-        &policy(
-            &ctx,
-            "gvisor",
-            "untrusted_to_gvisor",
-            &digest,
-            serde_json::json!({}),
-        ),
-    )
-    .await;
-    let name = format!("{}-gvisor", ctx.namespace);
-    let loaded = wait_ready_reason(&api, &name, "Loaded").await;
+    let Installed {
+        api,
+        name,
+        digest,
+        loaded,
+    } = install_loaded(&ctx, "gvisor", "untrusted_to_gvisor", |_| {}).await;
     let status = loaded.status.expect("status");
     assert!(status.hooks.contains(&"isolation".to_string()));
     assert_eq!(status.digest.as_deref(), Some(digest.as_str()));
 
-    let mut untrusted = sandbox("untrusted", false);
-    untrusted.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    let untrusted = untrusted_sandbox("untrusted");
     create(&ctx, &untrusted).await;
     create(&ctx, &sandbox("trusted", false)).await;
     let running = wait_phase(&ctx, "untrusted", Phase::Running).await;
@@ -154,22 +172,9 @@ async fn untrusted_sandbox_gets_gvisor_from_a_configmap_policy() {
 async fn policy_update_takes_effect_without_restart() {
     let ctx = TestContext::new("policy_update_takes_effect").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "untrusted_to_gvisor").await;
-    let api = install(
-        &ctx,
-        &policy(
-            &ctx,
-            "runtime",
-            "untrusted_to_gvisor",
-            &digest,
-            serde_json::json!({}),
-        ),
-    )
-    .await;
-    let name = format!("{}-runtime", ctx.namespace);
-    wait_ready_reason(&api, &name, "Loaded").await;
-    let mut agent = sandbox("agent", false);
-    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    let Installed { api, name, .. } =
+        install_loaded(&ctx, "runtime", "untrusted_to_gvisor", |_| {}).await;
+    let mut agent = untrusted_sandbox("agent");
     agent.spec.update_strategy = sandman::api::UpdateStrategy::Recreate;
     create(&ctx, &agent).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
@@ -200,14 +205,11 @@ async fn policy_update_takes_effect_without_restart() {
 async fn failing_policies_follow_their_failure_policy() {
     let ctx = TestContext::new("failing_policies").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "hostile").await;
-    let settings = serde_json::json!({ "wasm": { "settings": { "mode": "loop" }, "limits": { "timeout": "20ms" } } });
-    let mut hostile = policy(&ctx, "hostile", "hostile", &digest, serde_json::json!({}));
-    hostile.spec.wasm.settings = Some(settings["wasm"]["settings"].clone());
-    hostile.spec.wasm.limits.timeout = "20ms".into();
-    let api = install(&ctx, &hostile).await;
-    let name = format!("{}-hostile", ctx.namespace);
-    wait_ready_reason(&api, &name, "Loaded").await;
+    let Installed { api, name, .. } = install_loaded(&ctx, "hostile", "hostile", |hostile| {
+        hostile.spec.wasm.settings = Some(serde_json::json!({ "mode": "loop" }));
+        hostile.spec.wasm.limits.timeout = "20ms".into();
+    })
+    .await;
 
     create(&ctx, &sandbox("held", false)).await;
     let held = wait_sandbox(
@@ -243,17 +245,7 @@ async fn wrong_digest_is_refused() {
     let _operator = Operator::start(&ctx);
     publish(&ctx, "untrusted_to_gvisor").await;
     let wrong = "0".repeat(64);
-    let api = install(
-        &ctx,
-        &policy(
-            &ctx,
-            "pinned",
-            "untrusted_to_gvisor",
-            &wrong,
-            serde_json::json!({}),
-        ),
-    )
-    .await;
+    let api = install(&ctx, &policy(&ctx, "pinned", "untrusted_to_gvisor", &wrong)).await;
     let name = format!("{}-pinned", ctx.namespace);
     let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
     let message = refused
@@ -271,20 +263,13 @@ async fn wrong_digest_is_refused() {
 async fn audit_policy_is_recorded_not_applied() {
     let ctx = TestContext::new("audit_policy_is_recorded").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "untrusted_to_gvisor").await;
-    let audit = policy(
-        &ctx,
-        "audit",
-        "untrusted_to_gvisor",
-        &digest,
-        serde_json::json!({ "mode": "Audit" }),
-    );
-    let api = install(&ctx, &audit).await;
-    let name = format!("{}-audit", ctx.namespace);
-    wait_ready_reason(&api, &name, "Loaded").await;
+    let Installed { api, name, .. } =
+        install_loaded(&ctx, "audit", "untrusted_to_gvisor", |audit| {
+            audit.spec.mode = sandman::api::PolicyMode::Audit;
+        })
+        .await;
 
-    let mut agent = sandbox("agent", false);
-    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    let agent = untrusted_sandbox("agent");
     create(&ctx, &agent).await;
     let running = wait_phase(&ctx, "agent", Phase::Running).await;
     assert_eq!(
@@ -324,21 +309,14 @@ async fn audit_policy_is_recorded_not_applied() {
 async fn resource_defaults_and_caps_reach_the_pod() {
     let ctx = TestContext::new("resource_defaults_and_caps").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "tenant_resource_defaults").await;
-    let mut tenants = policy(
-        &ctx,
-        "tenants",
-        "tenant_resource_defaults",
-        &digest,
-        serde_json::json!({}),
-    );
-    tenants.spec.wasm.settings = Some(serde_json::json!({ "tenants": { "default": {
-        "defaults": { "cpu": "250m", "memory": "512Mi" },
-        "caps": { "cpu": "2", "memory": "4Gi" }
-    } } }));
-    let api = install(&ctx, &tenants).await;
-    let name = format!("{}-tenants", ctx.namespace);
-    wait_ready_reason(&api, &name, "Loaded").await;
+    let Installed { api, name, .. } =
+        install_loaded(&ctx, "tenants", "tenant_resource_defaults", |tenants| {
+            tenants.spec.wasm.settings = Some(serde_json::json!({ "tenants": { "default": {
+                "defaults": { "cpu": "250m", "memory": "512Mi" },
+                "caps": { "cpu": "2", "memory": "4Gi" }
+            } } }));
+        })
+        .await;
 
     create(&ctx, &sandbox("agent", false)).await;
     let running = wait_phase(&ctx, "agent", Phase::Running).await;
@@ -370,20 +348,9 @@ async fn resource_defaults_and_caps_reach_the_pod() {
 async fn a_bad_revision_keeps_the_last_good_one() {
     let ctx = TestContext::new("bad_revision_keeps_last_good").await;
     let _operator = Operator::start(&ctx);
-    let digest = publish(&ctx, "untrusted_to_gvisor").await;
-    let api = install(
-        &ctx,
-        &policy(
-            &ctx,
-            "pinned",
-            "untrusted_to_gvisor",
-            &digest,
-            serde_json::json!({}),
-        ),
-    )
-    .await;
-    let name = format!("{}-pinned", ctx.namespace);
-    wait_ready_reason(&api, &name, "Loaded").await;
+    let Installed {
+        api, name, digest, ..
+    } = install_loaded(&ctx, "pinned", "untrusted_to_gvisor", |_| {}).await;
 
     // Someone swaps the bytes in the ConfigMap without updating the pinned digest.
     let swapped =
@@ -409,8 +376,7 @@ async fn a_bad_revision_keeps_the_last_good_one() {
         "{message}"
     );
 
-    let mut agent = sandbox("agent", false);
-    agent.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    let agent = untrusted_sandbox("agent");
     create(&ctx, &agent).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
     assert_eq!(
