@@ -432,17 +432,13 @@ fn plan_existing_pod(
     let uid = pod.uid().unwrap_or_default();
 
     if terminating {
-        // Resume asked while the suspend is still finishing: wait for the old pod to go.
-        plan.status.phase = Some(
-            if matches!(
-                previous_phase,
-                Phase::Suspending | Phase::Suspended | Phase::Resuming
-            ) {
-                Phase::Resuming
-            } else {
-                previous_phase.max_starting()
-            },
-        );
+        // A resume asked while the suspend is still finishing waits for the old pod to go;
+        // otherwise keep a phase that already says a pod is coming.
+        plan.status.phase = Some(match previous_phase {
+            Phase::Suspending | Phase::Suspended | Phase::Resuming => Phase::Resuming,
+            Phase::Running => Phase::Running,
+            _ => Phase::Starting,
+        });
         let ready_reason = conditions::find(&plan.status.conditions, READY)
             .map(|c| c.reason.clone())
             .filter(|r| RECREATE_PENDING.contains(&r.as_str()));
@@ -585,20 +581,6 @@ fn plan_existing_pod(
                 "the pod is starting",
             ),
         );
-    }
-}
-
-trait PhaseExt {
-    fn max_starting(self) -> Phase;
-}
-
-impl PhaseExt for Phase {
-    /// A phase that already says "a pod is coming"; anything earlier becomes Starting.
-    fn max_starting(self) -> Phase {
-        match self {
-            Phase::Running | Phase::Starting | Phase::Resuming => self,
-            _ => Phase::Starting,
-        }
     }
 }
 
