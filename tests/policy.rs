@@ -45,7 +45,10 @@ fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> Sand
     let value = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "SandboxPolicy",
-        "metadata": { "name": format!("{}-{name}", ctx.namespace) },
+        "metadata": {
+            "name": format!("{}-{name}", ctx.namespace),
+            "labels": { "sandman.dev/test-namespace": ctx.namespace },
+        },
         "spec": {
             "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
             "wasm": {

@@ -12,6 +12,9 @@ pub struct RunArgs {
     /// Sandboxes reconciled at once.
     #[arg(long, default_value_t = 32)]
     concurrency: u16,
+    /// Load only the SandboxPolicies matching this label selector (default: all).
+    #[arg(long, env = "SANDMAN_POLICY_SELECTOR")]
+    policy_selector: Option<String>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -29,6 +32,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         let options = Options {
             namespace: args.namespace,
             concurrency: args.concurrency,
+            policy_selector: args.policy_selector,
             ..Options::default()
         };
         controller::run(client, options, shutdown_signal())

@@ -38,6 +38,9 @@ pub struct Options {
     pub concurrency: u16,
     /// The name that Events are reported under.
     pub instance: String,
+    /// Load only the SandboxPolicies with these labels (a label selector), so that several
+    /// operators can share a cluster without serving each other's policies.
+    pub policy_selector: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             namespace: None,
             concurrency: 32,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "sandman".into()),
+            policy_selector: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub async fn run(
     let (changed, policy_changes) = mpsc::unbounded_channel();
     tokio::spawn(policies::run(
         client.clone(),
+        options.policy_selector.clone(),
         engine,
         policies.clone(),
         changed,

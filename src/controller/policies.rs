@@ -56,6 +56,7 @@ struct LoadFailure {
 /// so that the Sandbox controller re-evaluates its Sandboxes.
 pub async fn run(
     client: Client,
+    selector: Option<String>,
     engine: Arc<PolicyEngine>,
     set: PolicySet,
     changed: mpsc::UnboundedSender<()>,
@@ -64,7 +65,11 @@ pub async fn run(
     let policies: Api<SandboxPolicy> = Api::all(client.clone());
     // Metadata-only requests: a ConfigMap's bytes are read when a policy loads, never cached.
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
-    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &selector {
+        config = config.labels(selector);
+    }
+    let controller = Controller::new(policies, config);
     let store = controller.store();
     let context = Arc::new(PolicyContext {
         client,

@@ -31,6 +31,8 @@ impl Operator {
             namespace: Some(ctx.namespace.clone()),
             concurrency: 16,
             instance: "test".into(),
+            // Each test's operator serves its own test's policies only.
+            policy_selector: Some(format!("sandman.dev/test-namespace={}", ctx.namespace)),
         };
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await
