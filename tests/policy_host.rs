@@ -142,6 +142,41 @@ fn trap_is_reported() {
     assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
 }
 
+/// A log sink for one thread: what the host writes while the test's subscriber is the default.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_stderr_reaches_the_log_tagged_with_the_policy() {
+    let engine = PolicyEngine::new().expect("engine");
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let (result, _) = tracing::subscriber::with_default(subscriber, || {
+        hostile(&engine, "trap", patient())
+    });
+    assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
+    let text = String::from_utf8(log.0.lock().expect("log lock").clone()).expect("utf-8");
+    let line = text
+        .lines()
+        .find(|l| l.contains("the hostile policy traps"))
+        .unwrap_or_else(|| panic!("the guest's panic message is not in the log:\n{text}"));
+    assert!(line.contains("policy=hostile") && line.contains("stream=\"stderr\""), "{line}");
+}
+
 #[test]
 fn oversized_output_is_refused() {
     let engine = PolicyEngine::new().expect("engine");
