@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use sandman::policy::types::{Input, OperatingMode};
-use sandman::policy::{Hook, Limits, PolicyEngine, PolicyError};
+use sandman::policy::{Compiled, Hook, Limits, PolicyEngine, PolicyError};
 use sandman_testenv::policies::policy_wasm;
 
 /// Limits for tests of something other than the timeout: generous enough that a loaded CI
@@ -175,6 +175,37 @@ fn guest_stderr_reaches_the_log_tagged_with_the_policy() {
         .find(|l| l.contains("the hostile policy traps"))
         .unwrap_or_else(|| panic!("the guest's panic message is not in the log:\n{text}"));
     assert!(line.contains("policy=hostile") && line.contains("stream=\"stderr\""), "{line}");
+}
+
+#[test]
+fn compiled_policies_are_cached_on_disk_across_engines() {
+    let dir = std::env::temp_dir().join(format!("sandman-policy-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let wasm = policy_wasm("untrusted_to_gvisor");
+    let load = || {
+        let engine = PolicyEngine::with_cache_dir(&dir).expect("engine");
+        let policy = engine
+            .load("gvisor", &wasm, "{}", patient())
+            .expect("load");
+        let decision = policy
+            .isolation(&input(&[("sandman.dev/trust", "untrusted")], &[], "{}"))
+            .expect("evaluate")
+            .expect("decides");
+        assert_eq!(decision.runtime_class_name.as_deref(), Some("gvisor"));
+        policy.compiled()
+    };
+    assert_eq!(load(), Compiled::Fresh);
+    assert_eq!(load(), Compiled::FromCache, "a second engine reads the first one's code");
+
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    std::fs::write(&entries[0], b"not machine code").expect("corrupt the entry");
+    assert_eq!(load(), Compiled::Fresh, "a corrupt entry is recompiled, not trusted");
+    assert_eq!(load(), Compiled::FromCache, "and replaced");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

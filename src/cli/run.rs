@@ -15,6 +15,9 @@ pub struct RunArgs {
     /// Load only the SandboxPolicies matching this label selector (default: all).
     #[arg(long, env = "SANDMAN_POLICY_SELECTOR")]
     policy_selector: Option<String>,
+    /// Keep compiled policies here, so that a restart does not recompile them.
+    #[arg(long, env = "SANDMAN_POLICY_CACHE_DIR")]
+    policy_cache_dir: Option<std::path::PathBuf>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -33,6 +36,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             namespace: args.namespace,
             concurrency: args.concurrency,
             policy_selector: args.policy_selector,
+            policy_cache_dir: args.policy_cache_dir,
             ..Options::default()
         };
         controller::run(client, options, shutdown_signal())

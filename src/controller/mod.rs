@@ -41,6 +41,8 @@ pub struct Options {
     /// Load only the SandboxPolicies with these labels (a label selector), so that several
     /// operators can share a cluster without serving each other's policies.
     pub policy_selector: Option<String>,
+    /// Where compiled policies are kept across restarts (none: compile on every start).
+    pub policy_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             concurrency: 32,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "sandman".into()),
             policy_selector: None,
+            policy_cache_dir: None,
         }
     }
 }
@@ -69,7 +72,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let shutdown = shutdown.shared();
-    let engine = Arc::new(PolicyEngine::new().map_err(|e| Error::Policy(e.to_string()))?);
+    let engine = match &options.policy_cache_dir {
+        Some(dir) => PolicyEngine::with_cache_dir(dir),
+        None => PolicyEngine::new(),
+    };
+    let engine = Arc::new(engine.map_err(|e| Error::Policy(e.to_string()))?);
     let policies = PolicySet::default();
     let (changed, policy_changes) = mpsc::unbounded_channel();
     tokio::spawn(policies::run(

@@ -136,6 +136,9 @@ async fn reconcile(
                 .map(|h| h.name().to_string())
                 .collect();
             status.digest = Some(active.digest.clone());
+            status
+                .details
+                .insert("compiled".into(), active.loaded.compiled().as_str().into());
             Desired::new(
                 READY,
                 true,

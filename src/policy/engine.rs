@@ -1,5 +1,6 @@
 //! The wasmtime host: one engine, a fresh store per evaluation, and no ambient authority.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,10 +13,13 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use sha2::{Digest, Sha256};
+
 use super::bindings::Policy;
 use super::bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
 use super::bindings::sandman::policy::{host, types};
 use super::error::PolicyError;
+use super::precompiled::{Compiled, PrecompiledCache};
 
 /// The epoch ticks this often, so a timeout is honoured to within about a millisecond.
 const TICK: Duration = Duration::from_millis(1);
@@ -76,6 +80,7 @@ pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<GuestState>,
     ticking: Arc<AtomicBool>,
+    cache: Option<PrecompiledCache>,
 }
 
 impl Drop for PolicyEngine {
@@ -85,7 +90,17 @@ impl Drop for PolicyEngine {
 }
 
 impl PolicyEngine {
+    /// An engine that compiles every policy it loads.
     pub fn new() -> Result<Self, PolicyError> {
+        Self::build(None)
+    }
+
+    /// An engine that keeps compiled policies in `dir`, so a restart does not recompile them.
+    pub fn with_cache_dir(dir: &Path) -> Result<Self, PolicyError> {
+        Self::build(Some(dir))
+    }
+
+    fn build(cache_dir: Option<&Path>) -> Result<Self, PolicyError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -128,10 +143,15 @@ impl PolicyEngine {
                 }
             })
             .map_err(|e| PolicyError::Engine(format!("start the epoch ticker: {e}")))?;
+        let cache = cache_dir
+            .map(|dir| PrecompiledCache::open(dir, &engine))
+            .transpose()
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
         Ok(Self {
             engine,
             linker,
             ticking,
+            cache,
         })
     }
 
@@ -148,8 +168,7 @@ impl PolicyEngine {
             memory_bytes: limits.memory_bytes.min(MAX_POLICY_MEMORY),
             ..limits
         };
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let (component, compiled) = self.compile(wasm)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -163,6 +182,7 @@ impl PolicyEngine {
             pre,
             settings_json: settings_json.to_string(),
             limits,
+            compiled,
         };
         if policy.hooks().is_empty() {
             return Err(
@@ -183,6 +203,30 @@ impl PolicyEngine {
             })?
             .map_err(PolicyError::InvalidSettings)?;
         Ok(policy)
+    }
+}
+
+impl PolicyEngine {
+    /// The component's machine code: from the on-disk cache when it has it, else compiled (and
+    /// then cached).
+    fn compile(&self, wasm: &[u8]) -> Result<(Component, Compiled), PolicyError> {
+        let digest = self.cache.as_ref().map(|_| {
+            Sha256::digest(wasm)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
+            && let Some(component) = cache.get(&self.engine, digest)
+        {
+            return Ok((component, Compiled::FromCache));
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
+            cache.put(digest, &component);
+        }
+        Ok((component, Compiled::Fresh))
     }
 }
 
@@ -217,9 +261,15 @@ pub struct LoadedPolicy {
     lifecycle: Option<lifecycle::GuestIndices>,
     settings_json: String,
     limits: Limits,
+    compiled: Compiled,
 }
 
 impl LoadedPolicy {
+    /// Whether this load compiled the component or read it from the on-disk cache.
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

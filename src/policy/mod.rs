@@ -6,9 +6,11 @@ mod engine;
 mod error;
 pub mod input;
 pub mod limits;
+mod precompiled;
 pub mod set;
 
 pub use bindings::sandman::policy::types;
 pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
+pub use precompiled::Compiled;
 pub use set::{ActivePolicy, IsolationOutcome, MergedResources, PolicyFailed, PolicySet};
