@@ -73,9 +73,19 @@ pub enum FailurePolicy {
 /// A WebAssembly policy component, pinned by digest.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.configMap), has(self.url), has(self.image)].filter(x, x).size() == 1").message("give exactly one source: configMap, url or image"))]
 pub struct WasmPolicy {
     /// The component stored under `key` (binaryData) of a ConfigMap.
-    pub config_map: ConfigMapSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSource>,
+    /// An `http://` or `https://` URL that serves the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must be http:// or https://"))]
+    pub url: Option<String>,
+    /// An OCI reference (`registry/repository:tag` or `…@sha256:…`) to a Wasm artifact, as
+    /// `sandman policy push` publishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The component's sha256, as 64 hex digits. A module with another digest is refused.
     #[x_kube(validation = Rule::new("self.matches('^[a-f0-9]{64}$')").message("sha256 must be 64 lowercase hex digits"))]
     pub sha256: String,
@@ -93,6 +103,37 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
     })
+}
+
+/// Where a policy's component comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WasmSource<'a> {
+    ConfigMap(&'a ConfigMapSource),
+    Url(&'a str),
+    Image(&'a str),
+}
+
+impl WasmPolicy {
+    /// The one source the policy names (the CRD enforces exactly one; the first wins here).
+    pub fn source(&self) -> Option<WasmSource<'_>> {
+        if let Some(config_map) = &self.config_map {
+            return Some(WasmSource::ConfigMap(config_map));
+        }
+        if let Some(url) = &self.url {
+            return Some(WasmSource::Url(url));
+        }
+        self.image.as_deref().map(WasmSource::Image)
+    }
+}
+
+impl std::fmt::Display for WasmSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WasmSource::ConfigMap(c) => write!(f, "ConfigMap {}/{} key {}", c.namespace, c.name, c.key),
+            WasmSource::Url(url) => write!(f, "URL {url}"),
+            WasmSource::Image(image) => write!(f, "image {image}"),
+        }
+    }
 }
 
 /// Where in a ConfigMap the component is.

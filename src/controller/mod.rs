@@ -9,6 +9,7 @@ pub mod hardening;
 mod hash;
 pub mod lifecycle;
 pub mod policies;
+mod policy_fetch;
 mod reconcile;
 
 use std::future::Future;

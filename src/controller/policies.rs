@@ -15,11 +15,13 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::api::conditions::{self, Desired, READY};
+use super::policy_fetch;
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
+use crate::distribution::http::HttpClient;
+use crate::distribution::sha256_hex;
 use crate::policy::limits::{parse_duration, parse_memory};
 use crate::policy::{ActivePolicy, Limits, PolicyEngine, PolicyError, PolicySet};
 
@@ -33,8 +35,12 @@ pub mod reason {
     pub const NO_HOOKS: &str = "NoHooks";
 }
 
+/// How soon a policy whose source could not be fetched is tried again.
+const FETCH_RETRY: Duration = Duration::from_secs(30);
+
 struct PolicyContext {
     client: Client,
+    http: HttpClient,
     engine: Arc<PolicyEngine>,
     set: PolicySet,
     changed: mpsc::UnboundedSender<()>,
@@ -71,8 +77,16 @@ pub async fn run(
     }
     let controller = Controller::new(policies, config);
     let store = controller.store();
+    let http = match HttpClient::new() {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "no HTTP client: the SandboxPolicy controller cannot run");
+            return;
+        }
+    };
     let context = Arc::new(PolicyContext {
         client,
+        http,
         engine,
         set,
         changed,
@@ -88,8 +102,9 @@ pub async fn run(
                     .state()
                     .into_iter()
                     .filter(|p| {
-                        let source = &p.spec.wasm.config_map;
-                        source.namespace == namespace && source.name == name
+                        p.spec.wasm.config_map.as_ref().is_some_and(|source| {
+                            source.namespace == namespace && source.name == name
+                        })
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
@@ -124,6 +139,7 @@ async fn reconcile(
     }
     let serving = ctx.set.get(&name);
     let outcome = load(&policy, &ctx).await;
+    let retry_fetch = matches!(&outcome, Err(f) if f.reason == reason::FETCH_FAILED);
     let mut status = policy.status.clone().unwrap_or_default();
     status.observed_generation = policy.meta().generation;
     let now = Time(Timestamp::now());
@@ -184,6 +200,10 @@ async fn reconcile(
     if policy.status.as_ref() != Some(&status) {
         write_status(&ctx.client, &name, &status).await?;
     }
+    // A URL or registry may come back; a ConfigMap that appears is seen by the watch anyway.
+    if retry_fetch {
+        return Ok(Action::requeue(FETCH_RETRY));
+    }
     Ok(Action::await_change())
 }
 
@@ -208,46 +228,20 @@ async fn write_status(
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolicy, LoadFailure> {
     let spec = &policy.spec;
-    let source = &spec.wasm.config_map;
-    let fetch_failed = |message: String| LoadFailure {
+    let source = spec.wasm.source().ok_or_else(|| LoadFailure {
         reason: reason::FETCH_FAILED,
-        message,
-    };
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &source.namespace);
-    let config_map = config_maps
-        .get_opt(&source.name)
+        message: "spec.wasm names no source: give configMap, url or image".into(),
+    })?;
+    let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source)
         .await
-        .map_err(|e| {
-            fetch_failed(format!(
-                "read ConfigMap {}/{}: {e}",
-                source.namespace, source.name
-            ))
-        })?
-        .ok_or_else(|| {
-            fetch_failed(format!(
-                "ConfigMap {}/{} not found",
-                source.namespace, source.name
-            ))
-        })?;
-    let bytes = config_map
-        .binary_data
-        .as_ref()
-        .and_then(|d| d.get(&source.key))
-        .map(|b| b.0.clone())
-        .ok_or_else(|| {
-            fetch_failed(format!(
-                "ConfigMap {}/{} has no binaryData key {:?}",
-                source.namespace, source.name, source.key
-            ))
+        .map_err(|message| LoadFailure {
+            reason: reason::FETCH_FAILED,
+            message,
         })?;
 
-    let digest = hex(&Sha256::digest(&bytes));
+    let digest = sha256_hex(&bytes);
     if digest != spec.wasm.sha256 {
         return Err(LoadFailure {
             reason: reason::DIGEST_MISMATCH,

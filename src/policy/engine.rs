@@ -13,7 +13,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use sha2::{Digest, Sha256};
+use crate::distribution::sha256_hex;
 
 use super::bindings::Policy;
 use super::bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
@@ -210,12 +210,7 @@ impl PolicyEngine {
     /// The component's machine code: from the on-disk cache when it has it, else compiled (and
     /// then cached).
     fn compile(&self, wasm: &[u8]) -> Result<(Component, Compiled), PolicyError> {
-        let digest = self.cache.as_ref().map(|_| {
-            Sha256::digest(wasm)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
+        let digest = self.cache.as_ref().map(|_| sha256_hex(wasm));
         if let (Some(cache), Some(digest)) = (&self.cache, &digest)
             && let Some(component) = cache.get(&self.engine, digest)
         {

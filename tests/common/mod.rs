@@ -33,6 +33,7 @@ impl Operator {
             instance: "test".into(),
             // Each test's operator serves its own test's policies only.
             policy_selector: Some(format!("sandman.dev/test-namespace={}", ctx.namespace)),
+            policy_cache_dir: None,
         };
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await
