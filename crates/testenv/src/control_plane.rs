@@ -455,7 +455,11 @@ pub fn stop_recorded(dir: &Path) -> Result<RunningState, Error> {
 
 /// A bare HTTP/1.0 GET on loopback: enough to ask etcd for `/health` without a client crate.
 fn http_get_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+    http_get_ok_at(&format!("127.0.0.1:{port}"), path)
+}
+
+pub(crate) fn http_get_ok_at(address: &str, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use crate::registry::Registry;
 use crate::{ControlPlane, Lifetime, Options};
 
 /// How many log lines of each component a failing test prints.
@@ -39,6 +40,21 @@ fn start_shared() -> Result<ControlPlane, String> {
         dir.join("logs").display()
     );
     Ok(plane)
+}
+
+static REGISTRY: LazyLock<Result<Registry, String>> = LazyLock::new(|| {
+    let dir = std::env::temp_dir().join(format!("sandman-testenv-{}", std::process::id()));
+    Registry::start(&dir.join("registry"), Lifetime::TiedToParent).map_err(|e| e.to_string())
+});
+
+/// The OCI registry shared by every test in this binary, started on first use.
+pub fn registry() -> &'static Registry {
+    match &*REGISTRY {
+        Ok(registry) => registry,
+        Err(e) => panic!(
+            "the local OCI registry did not start: {e} (install Debian's docker-registry, or set SANDMAN_REGISTRY_BIN)"
+        ),
+    }
 }
 
 /// The sandman repository root (for `crds/`).

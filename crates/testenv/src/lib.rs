@@ -18,6 +18,8 @@ mod pki;
 pub mod policies;
 mod ports;
 mod process;
+pub mod file_server;
+pub mod registry;
 
 pub use binaries::{Binaries, cache_root};
 pub use control_plane::{
