@@ -397,3 +397,120 @@ fn base64_of(bytes: &[u8]) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+/// Replaces a policy's configMap source with `source` (`{"url": …}` or `{"image": …}`).
+fn with_source(policy: &mut SandboxPolicy, source: serde_json::Value) {
+    let mut value = serde_json::to_value(&*policy).expect("policy");
+    let wasm = &mut value["spec"]["wasm"];
+    if let Some(wasm) = wasm.as_object_mut() {
+        wasm.remove("configMap");
+        if let Some(source) = source.as_object() {
+            wasm.extend(source.clone());
+        }
+    }
+    *policy = serde_json::from_value(value).expect("policy");
+}
+
+/// An untrusted Sandbox gets gVisor from `policy`, which must load first.
+async fn gvisor_is_applied_by(ctx: &TestContext, policy: SandboxPolicy) {
+    let api = install(ctx, &policy).await;
+    let name = policy.metadata.name.clone().expect("name");
+    wait_ready_reason(&api, &name, "Loaded").await;
+    create(ctx, &untrusted_sandbox("agent")).await;
+    wait_phase(ctx, "agent", Phase::Running).await;
+    assert_eq!(
+        runtime_of(&pods(ctx).get("agent").await.expect("pod")).as_deref(),
+        Some("gvisor")
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn oci_sourced_policy_loads_and_applies() {
+    let ctx = TestContext::new("oci_sourced_policy").await;
+    let _operator = Operator::start(&ctx);
+    let wasm = policy_wasm("untrusted_to_gvisor");
+    let image = format!(
+        "{}/{}/untrusted-to-gvisor:v1",
+        sandman_testenv::harness::registry().address(),
+        ctx.namespace
+    );
+    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
+    let pushed = sandman::distribution::oci::push(&http, &reference, wasm.into())
+        .await
+        .expect("push");
+    let mut from_registry = policy(&ctx, "oci", "untrusted_to_gvisor", &pushed.component_sha256);
+    with_source(&mut from_registry, serde_json::json!({ "image": image }));
+    gvisor_is_applied_by(&ctx, from_registry).await;
+}
+
+#[tokio::test]
+async fn url_sourced_policy_loads_and_applies() {
+    let ctx = TestContext::new("url_sourced_policy").await;
+    let _operator = Operator::start(&ctx);
+    let server = sandman_testenv::file_server::FileServer::start().expect("file server");
+    let wasm = policy_wasm("untrusted_to_gvisor");
+    let digest = sha256(&wasm);
+    server.put("/gvisor.wasm", wasm);
+    let mut from_url = policy(&ctx, "url", "untrusted_to_gvisor", &digest);
+    with_source(
+        &mut from_url,
+        serde_json::json!({ "url": server.url("/gvisor.wasm") }),
+    );
+    gvisor_is_applied_by(&ctx, from_url).await;
+}
+
+#[tokio::test]
+async fn wrong_digest_from_url_and_registry_is_refused() {
+    let ctx = TestContext::new("wrong_digest_remote").await;
+    let _operator = Operator::start(&ctx);
+    let server = sandman_testenv::file_server::FileServer::start().expect("file server");
+    server.put("/gvisor.wasm", policy_wasm("untrusted_to_gvisor"));
+    let image = format!(
+        "{}/{}/gvisor:v1",
+        sandman_testenv::harness::registry().address(),
+        ctx.namespace
+    );
+    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
+    sandman::distribution::oci::push(&http, &reference, policy_wasm("untrusted_to_gvisor").into())
+        .await
+        .expect("push");
+    // The component pinned is another one: both servers' bytes must be refused.
+    let pinned = sha256(&policy_wasm("hostile"));
+    let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
+    for (short, source) in [
+        ("url", serde_json::json!({ "url": server.url("/gvisor.wasm") })),
+        ("oci", serde_json::json!({ "image": image })),
+    ] {
+        let mut wrong = policy(&ctx, short, "untrusted_to_gvisor", &pinned);
+        with_source(&mut wrong, source);
+        install(&ctx, &wrong).await;
+        let name = format!("{}-{short}", ctx.namespace);
+        let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
+        let message = refused
+            .status
+            .and_then(|s| s.conditions.into_iter().next())
+            .map(|c| c.message)
+            .unwrap_or_default();
+        assert!(message.contains(&pinned), "{message}");
+        api.delete(&name, &Default::default())
+            .await
+            .expect("clean up the policy");
+    }
+}
+
+#[tokio::test]
+async fn two_sources_are_refused_by_the_api_server() {
+    let ctx = TestContext::new("two_sources_refused").await;
+    let mut both = policy(&ctx, "both", "untrusted_to_gvisor", &"0".repeat(64));
+    both.spec.wasm.url = Some("http://127.0.0.1:9/p.wasm".into());
+    let error = Api::<SandboxPolicy>::all(ctx.client.clone())
+        .create(&PostParams::default(), &both)
+        .await
+        .expect_err("two sources");
+    assert!(error.to_string().contains("exactly one source"), "{error}");
+}
