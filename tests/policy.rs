@@ -483,7 +483,10 @@ async fn wrong_digest_from_url_and_registry_is_refused() {
     let pinned = sha256(&policy_wasm("hostile"));
     let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
     for (short, source) in [
-        ("url", serde_json::json!({ "url": server.url("/gvisor.wasm") })),
+        (
+            "url",
+            serde_json::json!({ "url": server.url("/gvisor.wasm") }),
+        ),
         ("oci", serde_json::json!({ "image": image })),
     ] {
         let mut wrong = policy(&ctx, short, "untrusted_to_gvisor", &pinned);

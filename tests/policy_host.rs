@@ -165,16 +165,18 @@ fn guest_stderr_reaches_the_log_tagged_with_the_policy() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let (result, _) = tracing::subscriber::with_default(subscriber, || {
-        hostile(&engine, "trap", patient())
-    });
+    let (result, _) =
+        tracing::subscriber::with_default(subscriber, || hostile(&engine, "trap", patient()));
     assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
     let text = String::from_utf8(log.0.lock().expect("log lock").clone()).expect("utf-8");
     let line = text
         .lines()
         .find(|l| l.contains("the hostile policy traps"))
         .unwrap_or_else(|| panic!("the guest's panic message is not in the log:\n{text}"));
-    assert!(line.contains("policy=hostile") && line.contains("stream=\"stderr\""), "{line}");
+    assert!(
+        line.contains("policy=hostile") && line.contains("stream=\"stderr\""),
+        "{line}"
+    );
 }
 
 #[test]
@@ -184,9 +186,7 @@ fn compiled_policies_are_cached_on_disk_across_engines() {
     let wasm = policy_wasm("untrusted_to_gvisor");
     let load = || {
         let engine = PolicyEngine::with_cache_dir(&dir).expect("engine");
-        let policy = engine
-            .load("gvisor", &wasm, "{}", patient())
-            .expect("load");
+        let policy = engine.load("gvisor", &wasm, "{}", patient()).expect("load");
         let decision = policy
             .isolation(&input(&[("sandman.dev/trust", "untrusted")], &[], "{}"))
             .expect("evaluate")
@@ -195,7 +195,11 @@ fn compiled_policies_are_cached_on_disk_across_engines() {
         policy.compiled()
     };
     assert_eq!(load(), Compiled::Fresh);
-    assert_eq!(load(), Compiled::FromCache, "a second engine reads the first one's code");
+    assert_eq!(
+        load(),
+        Compiled::FromCache,
+        "a second engine reads the first one's code"
+    );
 
     let entries: Vec<_> = std::fs::read_dir(&dir)
         .expect("cache dir")
@@ -203,9 +207,26 @@ fn compiled_policies_are_cached_on_disk_across_engines() {
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     std::fs::write(&entries[0], b"not machine code").expect("corrupt the entry");
-    assert_eq!(load(), Compiled::Fresh, "a corrupt entry is recompiled, not trusted");
+    assert_eq!(
+        load(),
+        Compiled::Fresh,
+        "a corrupt entry is recompiled, not trusted"
+    );
     assert_eq!(load(), Compiled::FromCache, "and replaced");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The operator evaluates on tokio's blocking pool; a guest that prints must work there (WASI's
+/// synchronous streams block on a runtime, which tokio refuses on an async worker thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_policy_is_safe_on_the_blocking_pool() {
+    let result = tokio::task::spawn_blocking(|| {
+        let engine = PolicyEngine::new().expect("engine");
+        hostile(&engine, "trap", patient()).0
+    })
+    .await
+    .expect("the blocking task ends without a panic");
+    assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
 }
 
 #[test]

@@ -129,7 +129,9 @@ impl WasmPolicy {
 impl std::fmt::Display for WasmSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WasmSource::ConfigMap(c) => write!(f, "ConfigMap {}/{} key {}", c.namespace, c.name, c.key),
+            WasmSource::ConfigMap(c) => {
+                write!(f, "ConfigMap {}/{} key {}", c.namespace, c.name, c.key)
+            }
             WasmSource::Url(url) => write!(f, "URL {url}"),
             WasmSource::Image(image) => write!(f, "image {image}"),
         }

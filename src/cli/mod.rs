@@ -1,6 +1,7 @@
 //! The `sandman` command line: one module per subcommand.
 
 mod crds;
+mod policy;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator against the current kubeconfig.
     Run(run::RunArgs),
+    /// Evaluate, test, inspect and publish policies, without a cluster.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Print the version.
@@ -35,11 +39,14 @@ pub enum CliError {
     Operator(#[from] crate::controller::Error),
     #[error("start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyCliError),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Policy(command) => Ok(policy::run(command)?),
         Command::Crds => crds::print(),
         Command::Version => {
             println!("sandman {}", crate::VERSION);

@@ -17,8 +17,8 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::api::conditions::{self, Desired, READY};
 use super::policy_fetch;
+use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
 use crate::distribution::http::HttpClient;
 use crate::distribution::sha256_hex;

@@ -55,10 +55,7 @@ impl HttpClient {
                 hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
-        let connector = builder
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = builder.https_or_http().enable_http1().build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
         })
@@ -88,8 +85,8 @@ impl HttpClient {
             let response = tokio::time::timeout(REQUEST_TIMEOUT, self.read(request))
                 .await
                 .map_err(|_| FetchError::Timeout(uri.to_string(), REQUEST_TIMEOUT))??;
-            let follows = matches!(method, Method::GET | Method::HEAD)
-                && response.status.is_redirection();
+            let follows =
+                matches!(method, Method::GET | Method::HEAD) && response.status.is_redirection();
             if !follows {
                 return Ok(response);
             }
@@ -170,7 +167,9 @@ mod tests {
 
     #[test]
     fn relative_locations_resolve_against_the_request() {
-        let base: Uri = "http://127.0.0.1:5000/v2/p/blobs/uploads/".parse().expect("uri");
+        let base: Uri = "http://127.0.0.1:5000/v2/p/blobs/uploads/"
+            .parse()
+            .expect("uri");
         assert_eq!(
             resolve(&base, "/v2/p/blobs/uploads/abc?_state=x")
                 .expect("resolve")
@@ -178,7 +177,9 @@ mod tests {
             "http://127.0.0.1:5000/v2/p/blobs/uploads/abc?_state=x"
         );
         assert_eq!(
-            resolve(&base, "https://cdn.example/blob").expect("resolve").to_string(),
+            resolve(&base, "https://cdn.example/blob")
+                .expect("resolve")
+                .to_string(),
             "https://cdn.example/blob"
         );
     }

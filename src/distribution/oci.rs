@@ -41,7 +41,9 @@ impl Reference {
         let (registry, path) = rest
             .split_once('/')
             .filter(|(host, _)| host.contains('.') || host.contains(':') || *host == "localhost")
-            .ok_or_else(|| invalid("name the registry, as in registry.example:5000/policies/name:tag"))?;
+            .ok_or_else(|| {
+                invalid("name the registry, as in registry.example:5000/policies/name:tag")
+            })?;
         // A colon after the last slash starts the tag; one before it belongs to a port.
         let (repository, tag) = match path.rsplit_once(':') {
             Some((repository, tag)) if !tag.contains('/') => {
@@ -54,7 +56,9 @@ impl Reference {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
         {
-            return Err(invalid("the repository must be lowercase letters, digits and ._-/"));
+            return Err(invalid(
+                "the repository must be lowercase letters, digits and ._-/",
+            ));
         }
         if tag.is_none() && digest.is_none() {
             return Err(invalid("give a tag or a digest"));
@@ -75,7 +79,9 @@ impl Reference {
             .map_or(self.registry.as_str(), |(host, _)| host);
         let loopback = host == "localhost"
             || host == "[::1]"
-            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
         let scheme = if loopback { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}", self.registry, self.repository)
     }
@@ -178,9 +184,10 @@ pub async fn push(
     reference: &Reference,
     wasm: Bytes,
 ) -> Result<Pushed, FetchError> {
-    let tag = reference.tag.as_deref().ok_or_else(|| {
-        FetchError::InvalidReference(format!("{reference}: a push needs a tag"))
-    })?;
+    let tag = reference
+        .tag
+        .as_deref()
+        .ok_or_else(|| FetchError::InvalidReference(format!("{reference}: a push needs a tag")))?;
     let base = reference.base();
     let component_sha256 = sha256_hex(&wasm);
     let config = Bytes::from(
@@ -238,9 +245,7 @@ async fn upload_blob(
     blob: Bytes,
 ) -> Result<(), FetchError> {
     let start = format!("{base}/blobs/uploads/");
-    let response = client
-        .send(Method::POST, &start, &[], Bytes::new())
-        .await?;
+    let response = client.send(Method::POST, &start, &[], Bytes::new()).await?;
     expect(&start, &response, StatusCode::ACCEPTED)?;
     let location = response
         .headers
@@ -296,7 +301,10 @@ mod tests {
 
         let digest = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("ghcr.io/acme/p@{digest}")).expect("parse");
-        assert_eq!((r.tag.as_deref(), r.digest.as_deref()), (None, Some(digest.as_str())));
+        assert_eq!(
+            (r.tag.as_deref(), r.digest.as_deref()),
+            (None, Some(digest.as_str()))
+        );
         assert!(r.base().starts_with("https://ghcr.io/"));
     }
 

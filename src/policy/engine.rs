@@ -207,6 +207,10 @@ impl PolicyEngine {
 }
 
 impl PolicyEngine {
+    pub(super) fn wasmtime(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The component's machine code: from the on-disk cache when it has it, else compiled (and
     /// then cached).
     fn compile(&self, wasm: &[u8]) -> Result<(Component, Compiled), PolicyError> {
@@ -227,7 +231,7 @@ impl PolicyEngine {
 
 /// The contract this host speaks.
 const CONTRACT: &str = "sandman:policy/";
-const CONTRACT_VERSION: &str = "0.1.0";
+pub(super) const CONTRACT_VERSION: &str = "0.1.0";
 
 /// A clear error for a component built against another version of the contract, whose exports
 /// the host therefore does not see.

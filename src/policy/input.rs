@@ -137,3 +137,52 @@ pub fn sample(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settin
         settings: settings.to_string(),
     }
 }
+
+/// Activity stated directly rather than observed: for `sandman policy eval` and test suites.
+#[derive(serde::Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActivityFacts {
+    /// RFC 3339; defaults to the caller's notion of now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_seconds: Option<u64>,
+    /// How long a Suspended Sandbox has been suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_seconds: Option<u64>,
+}
+
+impl ActivityFacts {
+    /// The `now` these facts name, or `default`.
+    pub fn now_or(&self, default: Timestamp) -> Result<Timestamp, String> {
+        match &self.now {
+            Some(text) => text
+                .parse()
+                .map_err(|e| format!("activity.now {text:?} is not RFC 3339: {e}")),
+            None => Ok(default),
+        }
+    }
+
+    /// Overrides the observed activity in `input` with the facts given.
+    pub fn apply(&self, input: &mut Input) {
+        let activity = &mut input.activity;
+        let ago = |seconds: u64| activity.now - i64::try_from(seconds).unwrap_or(i64::MAX);
+        if let Some(idle) = self.idle_seconds {
+            activity.idle_seconds = idle;
+            activity.last_activity_at = Some(ago(idle));
+        }
+        if let Some(open) = self.open_connections {
+            activity.open_connections = open;
+        }
+        if let Some(running) = self.running_seconds {
+            activity.running_seconds = running;
+        }
+        if let Some(suspended) = self.suspended_seconds {
+            activity.suspended_since = Some(ago(suspended));
+        }
+    }
+}

@@ -5,12 +5,15 @@ mod bindings;
 mod engine;
 mod error;
 pub mod input;
+mod inspect;
 pub mod limits;
 mod precompiled;
 pub mod set;
+pub mod wire;
 
 pub use bindings::sandman::policy::types;
 pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
+pub use inspect::Inspection;
 pub use precompiled::Compiled;
 pub use set::{ActivePolicy, IsolationOutcome, MergedResources, PolicyFailed, PolicySet};

@@ -63,8 +63,7 @@ impl PrecompiledCache {
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_key))
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
     /// The cached compilation of the component with this sha256, if there is a usable one.

@@ -13,12 +13,12 @@ mod binaries;
 mod bootstrap;
 mod control_plane;
 mod error;
+pub mod file_server;
 pub mod harness;
 mod pki;
 pub mod policies;
 mod ports;
 mod process;
-pub mod file_server;
 pub mod registry;
 
 pub use binaries::{Binaries, cache_root};

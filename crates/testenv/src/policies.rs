@@ -40,3 +40,8 @@ pub fn policy_wasm(crate_name: &str) -> Vec<u8> {
     let path = built_policies().join(format!("{crate_name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// The path of the built policy `crate_name`, for commands that take a file.
+pub fn policy_wasm_path(crate_name: &str) -> PathBuf {
+    built_policies().join(format!("{crate_name}.wasm"))
+}

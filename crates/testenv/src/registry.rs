@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::Lifetime;
 use crate::error::Error;
 use crate::ports::free_loopback_port;
 use crate::process::{self, Spawned};
-use crate::Lifetime;
 
 /// Where the registry binary is, unless `SANDMAN_REGISTRY_BIN` says otherwise.
 const DEFAULT_BINARY: &str = "/usr/bin/docker-registry";

@@ -1,0 +1,180 @@
+//! Reads what the policy commands work on: a policy (a `.wasm` component or SandboxPolicy YAML,
+//! whose url or image source is fetched and checked against its sha256) and a Sandbox.
+
+use std::path::Path;
+
+use crate::api::{Sandbox, SandboxPolicy, WasmSource};
+use crate::distribution::http::HttpClient;
+use crate::distribution::oci::{self, Reference};
+use crate::distribution::sha256_hex;
+use crate::policy::limits::{parse_duration, parse_memory};
+use crate::policy::{Limits, LoadedPolicy, PolicyEngine};
+
+use super::PolicyCliError;
+
+/// A policy as the CLI found it, before loading.
+pub struct PolicyFile {
+    pub name: String,
+    pub wasm: Vec<u8>,
+    pub settings: serde_json::Value,
+    pub limits: Limits,
+}
+
+impl PolicyFile {
+    /// Compiles and checks the policy as the operator would.
+    pub fn load(&self, engine: &PolicyEngine) -> Result<LoadedPolicy, PolicyCliError> {
+        engine
+            .load(
+                &self.name,
+                &self.wasm,
+                &self.settings.to_string(),
+                self.limits,
+            )
+            .map_err(|e| PolicyCliError::Load(self.name.clone(), e.to_string()))
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, PolicyCliError> {
+    std::fs::read(path).map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))
+}
+
+/// Reads `path`: a component (`*.wasm`), or a SandboxPolicy manifest. `wasm` replaces the
+/// manifest's source (needed for a configMap source; the CLI does not read the cluster) and
+/// skips its digest check, so authors can test a fresh build against the manifest they ship.
+pub async fn policy(
+    path: &Path,
+    wasm: Option<&Path>,
+    settings: Option<serde_json::Value>,
+) -> Result<PolicyFile, PolicyCliError> {
+    if path.extension().is_some_and(|e| e == "wasm") {
+        return Ok(PolicyFile {
+            name: path
+                .file_stem()
+                .map_or_else(|| "policy".into(), |s| s.to_string_lossy().into_owned()),
+            wasm: read_file(path)?,
+            settings: settings.unwrap_or_else(|| serde_json::json!({})),
+            limits: Limits::default(),
+        });
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
+    let manifest: SandboxPolicy = serde_yaml::from_str(&text)
+        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
+    let name = manifest
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| "policy".into());
+    let spec = &manifest.spec.wasm;
+    let bytes = match wasm {
+        Some(file) => {
+            let bytes = read_file(file)?;
+            let digest = sha256_hex(&bytes);
+            if digest != spec.sha256 {
+                eprintln!(
+                    "note: {} has sha256 {digest}; {} pins {} (not checked with --wasm)",
+                    file.display(),
+                    path.display(),
+                    spec.sha256
+                );
+            }
+            bytes
+        }
+        None => {
+            let bytes = fetch(&name, spec.source()).await?;
+            let digest = sha256_hex(&bytes);
+            if digest != spec.sha256 {
+                return Err(PolicyCliError::DigestMismatch {
+                    policy: name,
+                    actual: digest,
+                    pinned: spec.sha256.clone(),
+                });
+            }
+            bytes
+        }
+    };
+    let invalid =
+        |field: &str, e: String| PolicyCliError::Parse(path.to_path_buf(), format!("{field}: {e}"));
+    Ok(PolicyFile {
+        limits: Limits {
+            timeout: parse_duration(&spec.limits.timeout)
+                .map_err(|e| invalid("limits.timeout", e.to_string()))?,
+            memory_bytes: parse_memory(&spec.limits.memory)
+                .map_err(|e| invalid("limits.memory", e.to_string()))?,
+            ..Limits::default()
+        },
+        settings: settings
+            .or_else(|| spec.settings.clone())
+            .unwrap_or_else(|| serde_json::json!({})),
+        wasm: bytes,
+        name,
+    })
+}
+
+async fn fetch(name: &str, source: Option<WasmSource<'_>>) -> Result<Vec<u8>, PolicyCliError> {
+    let fetch_failed = |e: String| PolicyCliError::Fetch(name.to_string(), e);
+    let http = || HttpClient::new().map_err(|e| fetch_failed(e.to_string()));
+    match source {
+        Some(WasmSource::Url(url)) => Ok(http()?
+            .get(url, &[])
+            .await
+            .map_err(|e| fetch_failed(e.to_string()))?
+            .body
+            .to_vec()),
+        Some(WasmSource::Image(image)) => {
+            let reference = Reference::parse(image).map_err(|e| fetch_failed(e.to_string()))?;
+            Ok(oci::pull(&http()?, &reference)
+                .await
+                .map_err(|e| fetch_failed(e.to_string()))?
+                .to_vec())
+        }
+        Some(WasmSource::ConfigMap(source)) => Err(fetch_failed(format!(
+            "the component is in ConfigMap {}/{}; the CLI does not read the cluster, so pass --wasm FILE",
+            source.namespace, source.name
+        ))),
+        None => Err(fetch_failed("spec.wasm names no source".into())),
+    }
+}
+
+/// A Sandbox from YAML or JSON, where everything but what the policy looks at may be left out:
+/// the name defaults to `agent`, the namespace to `default`, and the pod template to one
+/// container.
+pub fn sandbox(value: serde_json::Value, origin: &str) -> Result<Sandbox, PolicyCliError> {
+    let mut full = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": { "name": "agent", "namespace": "default" },
+        "spec": { "podTemplate": { "spec": { "containers": [{ "name": "agent", "image": "agent" }] } } },
+    });
+    if !value.is_null() {
+        merge(&mut full, value);
+    }
+    serde_json::from_value(full)
+        .map_err(|e| PolicyCliError::Input(format!("{origin}: not a Sandbox: {e}")))
+}
+
+/// Reads a Sandbox manifest from a file.
+pub fn sandbox_file(path: &Path) -> Result<Sandbox, PolicyCliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
+    let value: serde_json::Value = serde_yaml::from_str(&text)
+        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
+    sandbox(value, &path.display().to_string())
+}
+
+/// JSON merge patch semantics, minus deletion: objects merge by key, the rest replaces.
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}

@@ -1,0 +1,74 @@
+//! One hook's result in the form the CLI prints and test suites expect: a decision in camelCase,
+//! `abstain`, or an error.
+
+use serde::Serialize;
+
+use crate::policy::types::Input;
+use crate::policy::{Hook, LoadedPolicy, wire};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Decision(serde_json::Value),
+    Abstain,
+    Error(String),
+}
+
+/// Printed the way a suite writes expectations: the decision itself, `abstain`, or
+/// `{error: …}`.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outcome::Decision(value) => value.serialize(serializer),
+            Outcome::Abstain => serializer.serialize_str("abstain"),
+            Outcome::Error(message) => {
+                serde_json::json!({ "error": message }).serialize(serializer)
+            }
+        }
+    }
+}
+
+pub fn evaluate(policy: &LoadedPolicy, hook: Hook, input: &Input) -> Outcome {
+    let decided = match hook {
+        Hook::Isolation => policy
+            .isolation(input)
+            .map(|d| d.map(|d| serde_json::to_value(wire::IsolationDecision::from(d)))),
+        Hook::Resources => policy
+            .resources(input)
+            .map(|d| d.map(|d| serde_json::to_value(wire::ResourcesDecision::from(d)))),
+        Hook::Lifecycle => policy
+            .lifecycle(input)
+            .map(|d| d.map(|d| serde_json::to_value(wire::LifecycleDecision::from(d)))),
+    };
+    match decided {
+        Ok(None) => Outcome::Abstain,
+        Ok(Some(Ok(value))) => Outcome::Decision(value),
+        Ok(Some(Err(e))) => Outcome::Error(format!("serialize the decision: {e}")),
+        Err(e) => Outcome::Error(e.to_string()),
+    }
+}
+
+/// What a suite may expect of a hook: `null` (abstain), `{error: "part of the message"}`, or
+/// the parts of a decision that matter.
+pub fn matches(outcome: &Outcome, expected: &serde_json::Value) -> bool {
+    match (outcome, expected) {
+        (Outcome::Abstain, serde_json::Value::Null) => true,
+        (Outcome::Error(message), serde_json::Value::Object(want)) if want.len() == 1 => want
+            .get("error")
+            .and_then(|e| e.as_str())
+            .is_some_and(|part| message.contains(part)),
+        (Outcome::Decision(decision), want) if !want.is_null() && want.get("error").is_none() => {
+            wire::contains(decision, want)
+        }
+        _ => false,
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Decision(value) => write!(f, "{value}"),
+            Outcome::Abstain => write!(f, "abstain"),
+            Outcome::Error(message) => write!(f, "error: {message}"),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::PolicyCliError;
+use crate::distribution::http::HttpClient;
+use crate::distribution::oci::{self, Reference};
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The component (`.wasm`).
+    wasm: PathBuf,
+    /// Where to publish it: `registry/repository:tag`.
+    reference: String,
+}
+
+pub async fn run(args: PushArgs) -> Result<(), PolicyCliError> {
+    let bytes = std::fs::read(&args.wasm)
+        .map_err(|e| PolicyCliError::Read(args.wasm.clone(), e.to_string()))?;
+    let reference =
+        Reference::parse(&args.reference).map_err(|e| PolicyCliError::Push(e.to_string()))?;
+    let http = HttpClient::new().map_err(|e| PolicyCliError::Push(e.to_string()))?;
+    let pushed = oci::push(&http, &reference, bytes.into())
+        .await
+        .map_err(|e| PolicyCliError::Push(e.to_string()))?;
+    println!("pushed {reference}@{}", pushed.manifest_digest);
+    println!("# in the SandboxPolicy:");
+    println!("wasm:");
+    println!(
+        "  image: {}/{}@{}",
+        reference.registry, reference.repository, pushed.manifest_digest
+    );
+    println!("  sha256: {}", pushed.component_sha256);
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! `sandman policy eval/test/inspect/push`, run as the built binary against real components.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sandman_testenv::harness::{registry, repo_root};
+use sandman_testenv::policies::policy_wasm_path;
+
+fn sandman(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run sandman")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandman-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn example_policies_pass_their_test_suites() {
+    for (suite, crate_name) in [
+        ("untrusted-to-gvisor", "untrusted_to_gvisor"),
+        ("tenant-resource-defaults", "tenant_resource_defaults"),
+        ("idle-suspend", "idle_suspend"),
+    ] {
+        let wasm = policy_wasm_path(crate_name);
+        let output = sandman(&[
+            "policy",
+            "test",
+            &format!("policies/tests/{suite}.yaml"),
+            "--wasm",
+            path_str(&wasm),
+        ]);
+        assert!(output.status.success(), "{suite}: {}", describe(&output));
+        assert!(
+            stdout(&output).contains(" 0 failed"),
+            "{}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn failing_case_is_reported_and_exits_nonzero() {
+    let dir = scratch("failing");
+    let suite = dir.join("suite.yaml");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: expects kata\n    sandbox: {{ metadata: {{ labels: {{ sandman.dev/trust: untrusted }} }} }}\n    expect: {{ isolation: {{ runtimeClassName: kata }} }}\n  - name: expects abstain\n    expect: {{ isolation: null }}\n",
+            wasm.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let out = stdout(&output);
+    assert!(
+        out.contains("FAIL") && out.contains("expects kata"),
+        "{out}"
+    );
+    assert!(out.contains("got {") && out.contains("gvisor"), "{out}");
+    assert!(
+        out.contains("PASS") && out.contains("expects abstain"),
+        "{out}"
+    );
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn eval_prints_each_hook_as_yaml() {
+    let dir = scratch("eval");
+    let sandbox = dir.join("sandbox.yaml");
+    std::fs::write(
+        &sandbox,
+        "metadata:\n  name: agent\n  labels: { sandman.dev/trust: untrusted }\n",
+    )
+    .expect("write sandbox");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    let output = sandman(&[
+        "policy",
+        "eval",
+        "--policy",
+        path_str(&wasm),
+        "--sandbox",
+        path_str(&sandbox),
+        "--settings",
+        r#"{"runtimeClassName": "kata"}"#,
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
+    assert_eq!(report["decisions"]["isolation"]["runtimeClassName"], "kata");
+    assert_eq!(report["decisions"]["lifecycle"], "abstain");
+
+    let output = sandman(&[
+        "policy",
+        "eval",
+        "--policy",
+        "policies/idle-suspend/policy.yaml",
+        "--wasm",
+        path_str(&policy_wasm_path("idle_suspend")),
+        "--sandbox",
+        path_str(&sandbox),
+        "--activity",
+        "{idleSeconds: 4000}",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
+    assert_eq!(report["decisions"]["lifecycle"]["action"], "suspend");
+}
+
+#[test]
+fn inspect_shows_hooks_contract_and_digest() {
+    let wasm = policy_wasm_path("idle_suspend");
+    let output = sandman(&["policy", "inspect", path_str(&wasm)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
+    assert_eq!(report["contract"], "sandman:policy@0.1.0");
+    assert_eq!(report["compatible"], true);
+    assert_eq!(
+        report["sha256"],
+        sandman::distribution::sha256_hex(&std::fs::read(&wasm).expect("wasm"))
+    );
+    assert!(
+        report["imports"]
+            .as_array()
+            .expect("imports")
+            .iter()
+            .any(|i| i == "sandman:policy/types@0.1.0"),
+        "{report}"
+    );
+}
+
+#[test]
+fn pushed_policy_evaluates_from_its_image_and_a_wrong_pin_is_refused() {
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    let reference = format!("{}/cli/untrusted-to-gvisor:v1", registry().address());
+    let output = sandman(&["policy", "push", path_str(&wasm), &reference]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let out = stdout(&output);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let (image, sha256) = (field("image:"), field("sha256:"));
+    assert!(image.contains("@sha256:"), "{image}");
+
+    let dir = scratch("push");
+    let sandbox = dir.join("sandbox.yaml");
+    std::fs::write(
+        &sandbox,
+        "metadata:\n  labels: { sandman.dev/trust: untrusted }\n",
+    )
+    .expect("write sandbox");
+    let manifest = |pin: &str| {
+        let path = dir.join(format!("policy-{}.yaml", &pin[..8]));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: {{ name: from-registry }}\nspec:\n  wasm:\n    image: {image}\n    sha256: \"{pin}\"\n"
+            ),
+        )
+        .expect("write policy");
+        path
+    };
+    let pinned = manifest(&sha256);
+    let output = sandman(&[
+        "policy",
+        "eval",
+        "--policy",
+        path_str(&pinned),
+        "--sandbox",
+        path_str(&sandbox),
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
+    assert_eq!(
+        report["decisions"]["isolation"]["runtimeClassName"],
+        "gvisor"
+    );
+
+    let wrong = manifest(&"1".repeat(64));
+    let output = sandman(&[
+        "policy",
+        "eval",
+        "--policy",
+        path_str(&wrong),
+        "--sandbox",
+        path_str(&sandbox),
+    ]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pins 1111"), "{stderr}");
+}
