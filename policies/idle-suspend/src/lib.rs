@@ -84,3 +84,42 @@ impl Policy for IdleSuspend {
 }
 
 export_policy!(IdleSuspend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandman_policy_sdk::testing::InputBuilder;
+    use sandman_policy_sdk::types::LifecycleAction;
+
+    const SETTINGS: &str = r#"{"idleSeconds": 1800, "terminateAfterSeconds": 604800}"#;
+
+    fn action(input: Input) -> Option<LifecycleAction> {
+        IdleSuspend::lifecycle(input)
+            .expect("decides")
+            .map(|d| d.action)
+    }
+
+    #[test]
+    fn idle_past_the_limit_suspends_unless_a_connection_is_open() {
+        let idle = || InputBuilder::new().settings(SETTINGS).idle(3600);
+        assert_eq!(action(idle().build()), Some(LifecycleAction::Suspend));
+        assert_eq!(
+            action(idle().open_connections(1).build()),
+            Some(LifecycleAction::Keep)
+        );
+    }
+
+    #[test]
+    fn a_week_suspended_terminates() {
+        let input = InputBuilder::new()
+            .settings(SETTINGS)
+            .suspended(700_000)
+            .build();
+        assert_eq!(action(input), Some(LifecycleAction::Terminate));
+    }
+
+    #[test]
+    fn zero_idle_seconds_is_refused() {
+        assert!(IdleSuspend::validate_settings(r#"{"idleSeconds": 0}"#).is_err());
+    }
+}

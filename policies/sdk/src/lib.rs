@@ -19,6 +19,9 @@ wit_bindgen::generate!({
     default_bindings_module: "sandman_policy_sdk",
 });
 
+pub mod quantity;
+pub mod testing;
+
 pub use exports::sandman::policy::{isolation, lifecycle, resources, settings};
 pub use sandman::policy::host::log;
 pub use sandman::policy::types;
@@ -68,13 +71,13 @@ macro_rules! export_policy {
                 }
             }
             impl $crate::lifecycle::Guest for Exported {
-        fn decide(
+                fn decide(
                     input: $crate::types::Input,
                 ) -> Result<Option<$crate::types::LifecycleDecision>, String> {
                     <$policy as $crate::Policy>::lifecycle(input)
                 }
             }
-            $crate::export!(Exported with_types_in $crate);
+    $crate::export!(Exported with_types_in $crate);
         };
     };
 }

@@ -73,3 +73,31 @@ impl Policy for UntrustedToGvisor {
 }
 
 export_policy!(UntrustedToGvisor);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandman_policy_sdk::testing::InputBuilder;
+
+    #[test]
+    fn untrusted_label_or_namespace_selects_gvisor() {
+        for input in [
+            InputBuilder::new().label("sandman.dev/trust", "untrusted"),
+            InputBuilder::new().namespace_label("sandman.dev/trust", "untrusted"),
+        ] {
+            let decision = UntrustedToGvisor::isolation(input.build())
+                .expect("decides")
+                .expect("not abstaining");
+            assert_eq!(decision.runtime_class_name.as_deref(), Some("gvisor"));
+            assert_eq!(decision.security.host_users, Some(false));
+        }
+        let trusted = InputBuilder::new()
+            .label("sandman.dev/trust", "trusted")
+            .build();
+        assert!(
+            UntrustedToGvisor::isolation(trusted)
+                .expect("decides")
+                .is_none()
+        );
+    }
+}
