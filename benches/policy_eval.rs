@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sandman::policy::types::Input;
-use sandman::policy::{Limits, PolicyEngine};
+use sandman::policy::{Compiled, Limits, PolicyEngine};
 use sandman_testenv::policies::policy_wasm;
 
 fn input(untrusted: bool) -> Input {
@@ -48,6 +48,25 @@ fn policy_eval(c: &mut Criterion) {
                 .expect("load")
         })
     });
+    let cache_dir =
+        std::env::temp_dir().join(format!("sandman-bench-cache-{}", std::process::id()));
+    let cached = PolicyEngine::with_cache_dir(&cache_dir).expect("engine");
+    cached
+        .load("untrusted-to-gvisor", &wasm, "{}", Limits::default())
+        .expect("fill the cache");
+    c.bench_function(
+        "load from the on-disk cache: read + link + validate settings",
+        |b| {
+            b.iter(|| {
+                let policy = cached
+                    .load("untrusted-to-gvisor", &wasm, "{}", Limits::default())
+                    .expect("load");
+                assert_eq!(policy.compiled(), Compiled::FromCache);
+                policy
+            })
+        },
+    );
+    let _ = std::fs::remove_dir_all(&cache_dir);
 }
 
 criterion_group! {
