@@ -41,11 +41,17 @@ fn policy_eval(c: &mut Criterion) {
     c.bench_function("isolation hook, fresh instance, abstains", |b| {
         b.iter(|| policy.isolation(&abstains).expect("evaluate"))
     });
-    c.bench_function("load: compile + link + validate settings", |b| {
+    // The engine links each component once; `inspect` compiles afresh every time.
+    c.bench_function("compile the component (inspect)", |b| {
+        b.iter(|| engine.inspect(&wasm).expect("compile"))
+    });
+    c.bench_function("load, component already linked: validate settings", |b| {
         b.iter(|| {
-            engine
+            let policy = engine
                 .load("untrusted-to-gvisor", &wasm, "{}", Limits::default())
-                .expect("load")
+                .expect("load");
+            assert_eq!(policy.compiled(), Compiled::InMemory);
+            policy
         })
     });
     let cache_dir =
@@ -58,6 +64,7 @@ fn policy_eval(c: &mut Criterion) {
         "load from the on-disk cache: read + link + validate settings",
         |b| {
             b.iter(|| {
+                cached.forget_linked();
                 let policy = cached
                     .load("untrusted-to-gvisor", &wasm, "{}", Limits::default())
                     .expect("load");

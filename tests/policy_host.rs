@@ -185,6 +185,7 @@ fn compiled_policies_are_cached_on_disk_across_engines() {
     let _ = std::fs::remove_dir_all(&dir);
     let wasm = policy_wasm("untrusted_to_gvisor");
     let load = || {
+        // A new engine each time, as after a restart: nothing is linked in memory yet.
         let engine = PolicyEngine::with_cache_dir(&dir).expect("engine");
         let policy = engine.load("gvisor", &wasm, "{}", patient()).expect("load");
         let decision = policy
@@ -227,6 +228,31 @@ async fn printing_policy_is_safe_on_the_blocking_pool() {
     .await
     .expect("the blocking task ends without a panic");
     assert!(matches!(result, Err(PolicyError::Trap(_))), "{result:?}");
+}
+
+#[test]
+fn one_component_is_compiled_once_for_several_policies() {
+    let engine = PolicyEngine::new().expect("engine");
+    let wasm = policy_wasm("untrusted_to_gvisor");
+    let gvisor = engine.load("gvisor", &wasm, "{}", patient()).expect("load");
+    let kata = engine
+        .load("kata", &wasm, r#"{"runtimeClassName": "kata"}"#, patient())
+        .expect("load");
+    assert_eq!(gvisor.compiled(), Compiled::Fresh);
+    assert_eq!(kata.compiled(), Compiled::InMemory);
+    let untrusted = |settings: &str| input(&[("sandman.dev/trust", "untrusted")], &[], settings);
+    let runtime = |policy: &sandman::policy::LoadedPolicy| {
+        policy
+            .isolation(&untrusted(policy.settings()))
+            .expect("evaluate")
+            .and_then(|d| d.runtime_class_name)
+    };
+    assert_eq!(runtime(&gvisor).as_deref(), Some("gvisor"));
+    assert_eq!(
+        runtime(&kata).as_deref(),
+        Some("kata"),
+        "settings stay per policy"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The wasmtime host: one engine, a fresh store per evaluation, and no ambient authority.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
@@ -81,7 +82,14 @@ pub struct PolicyEngine {
     linker: Linker<GuestState>,
     ticking: Arc<AtomicBool>,
     cache: Option<PrecompiledCache>,
+    /// Linked components by sha256.
+    linked: Mutex<HashMap<String, (Component, InstancePre<GuestState>)>>,
 }
+
+type Linked = (Component, InstancePre<GuestState>, Compiled);
+
+/// How many linked components the engine keeps in memory.
+const LINKED_ENTRIES: usize = 64;
 
 impl Drop for PolicyEngine {
     fn drop(&mut self) {
@@ -152,6 +160,7 @@ impl PolicyEngine {
             linker,
             ticking,
             cache,
+            linked: Mutex::default(),
         })
     }
 
@@ -168,11 +177,7 @@ impl PolicyEngine {
             memory_bytes: limits.memory_bytes.min(MAX_POLICY_MEMORY),
             ..limits
         };
-        let (component, compiled) = self.compile(wasm)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PolicyError::Link(format!("{e:#}")))?;
+        let (component, pre, compiled) = self.link(wasm)?;
         let policy = LoadedPolicy {
             name: name.to_string(),
             engine: self.engine.clone(),
@@ -213,19 +218,53 @@ impl PolicyEngine {
 
     /// The component's machine code: from the on-disk cache when it has it, else compiled (and
     /// then cached).
-    fn compile(&self, wasm: &[u8]) -> Result<(Component, Compiled), PolicyError> {
-        let digest = self.cache.as_ref().map(|_| sha256_hex(wasm));
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<(Component, Compiled), PolicyError> {
+        if let Some(cache) = &self.cache
             && let Some(component) = cache.get(&self.engine, digest)
         {
             return Ok((component, Compiled::FromCache));
         }
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
+        if let Some(cache) = &self.cache {
             cache.put(digest, &component);
         }
         Ok((component, Compiled::Fresh))
+    }
+
+    /// Drops every linked component the engine keeps; loaded policies keep theirs. The next
+    /// load of a component reads the on-disk cache or compiles.
+    pub fn forget_linked(&self) {
+        if let Ok(mut linked) = self.linked.lock() {
+            linked.clear();
+        }
+    }
+
+    /// The component linked against the host, shared by every policy that uses the same
+    /// component (one module, several settings, is the common case).
+    fn link(&self, wasm: &[u8]) -> Result<Linked, PolicyError> {
+        let digest = sha256_hex(wasm);
+        if let Some((component, pre)) = self
+            .linked
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&digest).cloned())
+        {
+            return Ok((component, pre, Compiled::InMemory));
+        }
+        let (component, compiled) = self.compile(wasm, &digest)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Link(format!("{e:#}")))?;
+        if let Ok(mut linked) = self.linked.lock() {
+            // Old revisions are not tracked one by one: past the bound, start over.
+            if linked.len() >= LINKED_ENTRIES {
+                linked.clear();
+            }
+            linked.insert(digest, (component.clone(), pre.clone()));
+        }
+        Ok((component, pre, compiled))
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Compiled {
     Fresh,
     /// Read from the on-disk cache.
     FromCache,
+    /// Already linked in this engine, for another policy or revision with the same component.
+    InMemory,
 }
 
 impl Compiled {
@@ -27,6 +29,7 @@ impl Compiled {
         match self {
             Compiled::Fresh => "compiled",
             Compiled::FromCache => "cache",
+            Compiled::InMemory => "memory",
         }
     }
 }
