@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Hooks","type":"string","jsonPath":".status.hooks"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    doc = "A SandboxPolicy is a platform policy, a WebAssembly component, that decides isolation, resource defaults or lifecycle for the Sandboxes it matches."
+    doc = "A SandboxPolicy is a platform policy, a WebAssembly component or CEL expressions, that decides isolation, resource defaults or lifecycle for the Sandboxes it matches."
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.wasm) != has(self.cel)").message("give exactly one of wasm or cel"))]
 pub struct SandboxPolicySpec {
     /// Lower runs first. For each hook, the first Enforce-mode decision that does not abstain
     /// wins; resources merge field by field, earlier policies winning.
@@ -41,7 +42,60 @@ pub struct SandboxPolicySpec {
     #[serde(default)]
     pub failure_policy: FailurePolicy,
     /// The policy as a WebAssembly component.
-    pub wasm: WasmPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<WasmPolicy>,
+    /// The policy as CEL expressions, evaluated by the CEL engine sandman carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cel: Option<CelPolicy>,
+}
+
+impl SandboxPolicySpec {
+    /// Settings and limits, whichever form the policy takes.
+    pub fn limits(&self) -> PolicyLimits {
+        match (&self.wasm, &self.cel) {
+            (Some(wasm), _) => wasm.limits.clone(),
+            (None, Some(cel)) => cel.limits.clone(),
+            (None, None) => PolicyLimits::default(),
+        }
+    }
+}
+
+/// A policy written in CEL. Each hook's expression returns a map with the shape of that hook's
+/// decision (as in `wit/policy.wit`, in camelCase), or `null` to abstain. Expressions see
+/// `sandbox`, `activity`, `settings`, `namespaceLabels`, `now` and `variables.<name>`, and the
+/// Kubernetes CEL libraries (`quantity()`, lists, sets, strings, regex, format, math).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.isolation) || has(self.resources) || has(self.lifecycle)").message("give at least one of isolation, resources or lifecycle"))]
+pub struct CelPolicy {
+    /// Named expressions, evaluated in order; each may use the ones before it as
+    /// `variables.<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub variables: Vec<CelVariable>,
+    /// The isolation decision, or `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// The resources decision, or `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
+    /// The lifecycle decision, or `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
+    /// Free-form settings, seen by expressions as `settings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub settings: Option<serde_json::Value>,
+    /// What one evaluation may consume.
+    #[serde(default)]
+    pub limits: PolicyLimits,
+}
+
+/// A named CEL expression.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct CelVariable {
+    pub name: String,
+    pub expression: String,
 }
 
 /// Which Sandboxes a policy applies to.
@@ -182,7 +236,7 @@ fn default_memory() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SandboxPolicyStatus {
     /// `Ready`, with reason Loaded, FetchFailed, DigestMismatch, CompileFailed,
-    /// InvalidSettings or NoHooks.
+    /// InvalidSettings, InvalidExpression (CEL) or NoHooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The hooks the loaded component exports.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,7 +24,9 @@ use crate::api::{SandboxPolicy, SandboxPolicyStatus};
 use crate::distribution::http::HttpClient;
 use crate::distribution::sha256_hex;
 use crate::policy::limits::{parse_duration, parse_memory};
-use crate::policy::{ActivePolicy, Limits, PolicyEngine, PolicyError, PolicySet};
+use crate::policy::{
+    ActivePolicy, HookMask, Limits, PolicyEngine, PolicyError, PolicySet, Reuse, cel,
+};
 
 /// Reasons of a SandboxPolicy's Ready condition.
 pub mod reason {
@@ -33,6 +36,8 @@ pub mod reason {
     pub const COMPILE_FAILED: &str = "CompileFailed";
     pub const INVALID_SETTINGS: &str = "InvalidSettings";
     pub const NO_HOOKS: &str = "NoHooks";
+    /// A CEL expression does not parse, names something unknown, or returns the wrong shape.
+    pub const INVALID_EXPRESSION: &str = "InvalidExpression";
 }
 
 /// How soon a policy whose source could not be fetched is tried again.
@@ -102,7 +107,8 @@ pub async fn run(
                     .state()
                     .into_iter()
                     .filter(|p| {
-                        p.spec.wasm.config_map.as_ref().is_some_and(|source| {
+                        let source = p.spec.wasm.as_ref().and_then(|w| w.config_map.as_ref());
+                        source.is_some_and(|source| {
                             source.namespace == namespace && source.name == name
                         })
                     })
@@ -228,64 +234,115 @@ async fn write_status(
     Ok(())
 }
 
+/// What a policy's spec turns into before compiling: the component, its digest, the settings
+/// it is given, and how it runs.
+struct Prepared {
+    wasm: Bytes,
+    digest: String,
+    settings: String,
+    reuse: Reuse,
+    mask: HookMask,
+    /// The reason for a `validate-settings` refusal.
+    invalid_reason: &'static str,
+}
+
+async fn prepare(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<Prepared, LoadFailure> {
+    let spec = &policy.spec;
+    match (&spec.wasm, &spec.cel) {
+        (Some(wasm), _) => {
+            let source = wasm.source().ok_or_else(|| LoadFailure {
+                reason: reason::FETCH_FAILED,
+                message: "spec.wasm names no source: give configMap, url or image".into(),
+            })?;
+            let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source)
+                .await
+                .map_err(|message| LoadFailure {
+                    reason: reason::FETCH_FAILED,
+                    message,
+                })?;
+            let digest = sha256_hex(&bytes);
+            if digest != wasm.sha256 {
+                return Err(LoadFailure {
+                    reason: reason::DIGEST_MISMATCH,
+                    message: format!(
+                        "the component's sha256 is {digest}, but the policy pins {}",
+                        wasm.sha256
+                    ),
+                });
+            }
+            Ok(Prepared {
+                wasm: Bytes::from(bytes),
+                digest,
+                settings: wasm
+                    .settings
+                    .clone()
+                    .unwrap_or_else(|| serde_json::json!({}))
+                    .to_string(),
+                reuse: Reuse::Fresh,
+                mask: None,
+                invalid_reason: reason::INVALID_SETTINGS,
+            })
+        }
+        (None, Some(cel)) => Ok(Prepared {
+            wasm: Bytes::from_static(cel::CEL_ENGINE),
+            digest: cel::engine_digest().to_string(),
+            settings: cel::engine_settings(cel),
+            // The engine is sandman's own code and keeps only compiled programs.
+            reuse: Reuse::Instances,
+            mask: Some(cel::hooks(cel)),
+            invalid_reason: reason::INVALID_EXPRESSION,
+        }),
+        (None, None) => Err(LoadFailure {
+            reason: reason::FETCH_FAILED,
+            message: "the policy has neither spec.wasm nor spec.cel".into(),
+        }),
+    }
+}
+
 async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolicy, LoadFailure> {
     let spec = &policy.spec;
-    let source = spec.wasm.source().ok_or_else(|| LoadFailure {
-        reason: reason::FETCH_FAILED,
-        message: "spec.wasm names no source: give configMap, url or image".into(),
-    })?;
-    let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source)
-        .await
-        .map_err(|message| LoadFailure {
-            reason: reason::FETCH_FAILED,
-            message,
-        })?;
-
-    let digest = sha256_hex(&bytes);
-    if digest != spec.wasm.sha256 {
-        return Err(LoadFailure {
-            reason: reason::DIGEST_MISMATCH,
-            message: format!(
-                "the component's sha256 is {digest}, but the policy pins {}",
-                spec.wasm.sha256
-            ),
-        });
-    }
     let invalid = |message: String| LoadFailure {
         reason: reason::INVALID_SETTINGS,
         message,
     };
+    let configured = spec.limits();
     let limits = Limits {
-        timeout: parse_duration(&spec.wasm.limits.timeout)
+        timeout: parse_duration(&configured.timeout)
             .map_err(|e| invalid(format!("limits.timeout: {e}")))?,
-        memory_bytes: parse_memory(&spec.wasm.limits.memory)
+        memory_bytes: parse_memory(&configured.memory)
             .map_err(|e| invalid(format!("limits.memory: {e}")))?,
         ..Limits::default()
     };
-    let settings = spec
-        .wasm
-        .settings
-        .clone()
-        .unwrap_or_else(|| serde_json::json!({}))
-        .to_string();
+    let prepared = prepare(policy, ctx).await?;
+    let invalid_reason = prepared.invalid_reason;
+    let digest = prepared.digest.clone();
 
     // Compiling takes milliseconds to seconds of CPU: off the async runtime.
     let engine = ctx.engine.clone();
     let name = policy.name_any();
-    let loaded = tokio::task::spawn_blocking(move || engine.load(&name, &bytes, &settings, limits))
-        .await
-        .map_err(|e| LoadFailure {
-            reason: reason::COMPILE_FAILED,
-            message: format!("the compiler task failed: {e}"),
-        })?
-        .map_err(|e| LoadFailure {
-            reason: match e {
-                PolicyError::InvalidSettings(_) => reason::INVALID_SETTINGS,
-                PolicyError::NoHooks => reason::NO_HOOKS,
-                _ => reason::COMPILE_FAILED,
-            },
-            message: e.to_string(),
-        })?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        engine.load_with(
+            &name,
+            &prepared.wasm,
+            &prepared.settings,
+            limits,
+            prepared.reuse,
+            prepared.mask,
+        )
+    })
+    .await
+    .map_err(|e| LoadFailure {
+        reason: reason::COMPILE_FAILED,
+        message: format!("the compiler task failed: {e}"),
+    })?
+    .map_err(|e| LoadFailure {
+        reason: match e {
+            PolicyError::InvalidSettings(_) => invalid_reason,
+            PolicyError::NoHooks => reason::NO_HOOKS,
+            _ => reason::COMPILE_FAILED,
+        },
+        message: e.to_string(),
+    })?;
     Ok(ActivePolicy {
         name: policy.name_any(),
         priority: spec.priority,

@@ -173,6 +173,20 @@ impl PolicyEngine {
         settings_json: &str,
         limits: Limits,
     ) -> Result<LoadedPolicy, PolicyError> {
+        self.load_with(name, wasm, settings_json, limits, Reuse::Fresh, None)
+    }
+
+    /// [`load`](Self::load), choosing whether instances are reused and which exported hooks
+    /// the policy uses.
+    pub fn load_with(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        settings_json: &str,
+        limits: Limits,
+        reuse: Reuse,
+        mask: HookMask,
+    ) -> Result<LoadedPolicy, PolicyError> {
         let limits = Limits {
             memory_bytes: limits.memory_bytes.min(MAX_POLICY_MEMORY),
             ..limits
@@ -188,8 +202,10 @@ impl PolicyEngine {
             settings_json: settings_json.to_string(),
             limits,
             compiled,
+            sessions: (reuse == Reuse::Instances).then(Mutex::default),
+            mask,
         };
-        if policy.hooks().is_empty() {
+        if policy.exported_hooks().is_empty() {
             return Err(
                 other_contract_version(&self.engine, &component).unwrap_or(PolicyError::NoHooks)
             );
@@ -288,8 +304,35 @@ fn other_contract_version(engine: &Engine, component: &Component) -> Option<Poli
     )))
 }
 
-/// A policy ready to evaluate: compiled and linked once, instantiated afresh for every call, so
-/// nothing carries over from one evaluation to the next.
+/// A store with an instantiated policy, and how much of its output has been logged.
+struct Session {
+    store: Store<GuestState>,
+    instance: wasmtime::component::Instance,
+    stdout: (MemoryOutputPipe, usize),
+    stderr: (MemoryOutputPipe, usize),
+}
+
+/// How many idle sessions a reusing policy keeps; more run at once, but only these are kept.
+const MAX_IDLE_SESSIONS: usize = 4;
+
+/// Whether evaluations share instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// A fresh instance per evaluation: nothing a guest does carries over. For every
+    /// third-party component.
+    Fresh,
+    /// Instances are kept between evaluations of the same policy (and dropped after any
+    /// failure). Only for sandman's own components, such as the CEL engine, whose state is a
+    /// cache of compiled programs.
+    Instances,
+}
+
+/// Which of a component's hooks a policy uses; the CEL engine exports all three, a CEL policy
+/// uses those it has expressions for.
+pub type HookMask = Option<Vec<Hook>>;
+
+/// A policy ready to evaluate: compiled and linked once, and evaluated in a fresh instance per
+/// call unless it was loaded with [`Reuse::Instances`].
 pub struct LoadedPolicy {
     name: String,
     engine: Engine,
@@ -300,6 +343,8 @@ pub struct LoadedPolicy {
     settings_json: String,
     limits: Limits,
     compiled: Compiled,
+    sessions: Option<Mutex<Vec<Session>>>,
+    mask: HookMask,
 }
 
 impl LoadedPolicy {
@@ -321,8 +366,19 @@ impl LoadedPolicy {
         &self.settings_json
     }
 
-    /// The hooks the component exports.
+    /// The hooks the policy decides: those the component exports, narrowed by its mask.
     pub fn hooks(&self) -> Vec<Hook> {
+        self.exported_hooks()
+            .into_iter()
+            .filter(|hook| self.mask.as_ref().is_none_or(|mask| mask.contains(hook)))
+            .collect()
+    }
+
+    fn uses(&self, hook: Hook) -> bool {
+        self.mask.as_ref().is_none_or(|mask| mask.contains(&hook))
+    }
+
+    fn exported_hooks(&self) -> Vec<Hook> {
         [
             (Hook::Isolation, self.isolation.is_some()),
             (Hook::Resources, self.resources.is_some()),
@@ -340,6 +396,7 @@ impl LoadedPolicy {
         let indices = self
             .isolation
             .as_ref()
+            .filter(|_| self.uses(Hook::Isolation))
             .ok_or(PolicyError::MissingHook("isolation"))?;
         self.decide(isolation_size, |store, instance| {
             indices
@@ -355,6 +412,7 @@ impl LoadedPolicy {
         let indices = self
             .resources
             .as_ref()
+            .filter(|_| self.uses(Hook::Resources))
             .ok_or(PolicyError::MissingHook("resources"))?;
         self.decide(resources_size, |store, instance| {
             indices
@@ -370,6 +428,7 @@ impl LoadedPolicy {
         let indices = self
             .lifecycle
             .as_ref()
+            .filter(|_| self.uses(Hook::Lifecycle))
             .ok_or(PolicyError::MissingHook("lifecycle"))?;
         self.decide(
             |d: &types::LifecycleDecision| d.reason.len(),
@@ -408,13 +467,43 @@ impl LoadedPolicy {
         Ok(())
     }
 
-    /// Instantiates the component in a fresh store with this policy's memory limit and the
-    /// given deadline, and runs `call`.
+    /// Runs `call` in a session (store + instance) under this policy's memory limit and the
+    /// given deadline. The session is fresh, or, for a policy loaded with [`Reuse::Instances`],
+    /// one an earlier call left behind; a session whose call failed is never reused.
     fn run_within<R>(
         &self,
         timeout: Duration,
         call: impl FnOnce(&mut Store<GuestState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
+        let idle = self
+            .sessions
+            .as_ref()
+            .and_then(|pool| pool.lock().ok().and_then(|mut p| p.pop()));
+        let mut session = match idle {
+            Some(session) => session,
+            None => self.new_session()?,
+        };
+        let ticks = timeout.as_millis().div_ceil(TICK.as_millis()).max(1);
+        session
+            .store
+            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let outcome = call(&mut session.store, &session.instance);
+        self.forward_stdio(&mut session);
+        match outcome {
+            Ok(result) => {
+                if let Some(pool) = &self.sessions
+                    && let Ok(mut pool) = pool.lock()
+                    && pool.len() < MAX_IDLE_SESSIONS
+                {
+                    pool.push(session);
+                }
+                Ok(result)
+            }
+            Err(error) => Err(self.classify(&error, session.store.data(), timeout)),
+        }
+    }
+
+    fn new_session(&self) -> Result<Session, PolicyError> {
         let stdout = MemoryOutputPipe::new(STDIO_BYTES);
         let stderr = MemoryOutputPipe::new(STDIO_BYTES);
         let mut store = Store::new(
@@ -430,33 +519,37 @@ impl LoadedPolicy {
             },
         );
         store.limiter(|state| &mut state.limiter);
-        let ticks = self
-            .limits
-            .timeout
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1);
+        let ticks = self.limits.timeout.as_millis().div_ceil(TICK.as_millis()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let outcome = self
+        let instance = self
             .pre
             .instantiate(&mut store)
-            .and_then(|instance| call(&mut store, &instance));
-        self.forward_stdio("stdout", &stdout);
-        self.forward_stdio("stderr", &stderr);
-        outcome.map_err(|error| self.classify(&error, store.data(), timeout))
+            .map_err(|error| self.classify(&error, store.data(), self.limits.timeout))?;
+        Ok(Session {
+            store,
+            instance,
+            stdout: (stdout, 0),
+            stderr: (stderr, 0),
+        })
     }
 
-    /// What the guest printed goes to the operator's log, a line per event, tagged with the
-    /// policy: a panicking policy's message is there to read.
-    fn forward_stdio(&self, stream: &'static str, pipe: &MemoryOutputPipe) {
-        let bytes = pipe.contents();
-        if bytes.is_empty() {
-            return;
-        }
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            if !line.trim().is_empty() {
-                tracing::info!(policy = %self.name, stream, "{line}");
+    /// What the guest printed since the last call goes to the operator's log, a line per event,
+    /// tagged with the policy: a panicking policy's message is there to read.
+    fn forward_stdio(&self, session: &mut Session) {
+        for (stream, (pipe, forwarded)) in [
+            ("stdout", &mut session.stdout),
+            ("stderr", &mut session.stderr),
+        ] {
+            let bytes = pipe.contents();
+            let Some(new) = bytes.get(*forwarded..).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            *forwarded = bytes.len();
+            for line in String::from_utf8_lossy(new).lines() {
+                if !line.trim().is_empty() {
+                    tracing::info!(policy = %self.name, stream, "{line}");
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! ambient authority, bounded CPU time and bounded memory.
 
 mod bindings;
+pub mod cel;
 mod engine;
 mod error;
 pub mod input;
@@ -12,7 +13,7 @@ pub mod set;
 pub mod wire;
 
 pub use bindings::sandman::policy::types;
-pub use engine::{Hook, Limits, LoadedPolicy, PolicyEngine};
+pub use engine::{Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse};
 pub use error::PolicyError;
 pub use inspect::Inspection;
 pub use precompiled::Compiled;

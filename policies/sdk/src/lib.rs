@@ -21,6 +21,7 @@ wit_bindgen::generate!({
 
 pub mod quantity;
 pub mod testing;
+pub mod wire;
 
 pub use exports::sandman::policy::{isolation, lifecycle, resources, settings};
 pub use sandman::policy::host::log;

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use crate::api::{Sandbox, SandboxPolicy, WasmSource};
+use crate::api::{CelPolicy, PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
 use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
 use crate::distribution::sha256_hex;
 use crate::policy::limits::{parse_duration, parse_memory};
-use crate::policy::{Limits, LoadedPolicy, PolicyEngine};
+use crate::policy::{Limits, LoadedPolicy, PolicyEngine, Reuse};
 
 use super::PolicyCliError;
 
@@ -16,22 +16,57 @@ use super::PolicyCliError;
 pub struct PolicyFile {
     pub name: String,
     pub wasm: Vec<u8>,
+    /// The policy's own settings (what a CEL expression sees as `settings`).
     pub settings: serde_json::Value,
     pub limits: Limits,
+    /// For a CEL policy, its expressions; the component is then the CEL engine.
+    pub cel: Option<CelPolicy>,
 }
 
 impl PolicyFile {
     /// Compiles and checks the policy as the operator would.
     pub fn load(&self, engine: &PolicyEngine) -> Result<LoadedPolicy, PolicyCliError> {
-        engine
-            .load(
-                &self.name,
-                &self.wasm,
-                &self.settings.to_string(),
-                self.limits,
-            )
-            .map_err(|e| PolicyCliError::Load(self.name.clone(), e.to_string()))
+        self.load_with_settings(engine, &self.settings)
+            .map_err(|e| PolicyCliError::Load(self.name.clone(), e))
     }
+
+    /// Loads the policy with other settings, as the operator would load it.
+    pub fn load_with_settings(
+        &self,
+        engine: &PolicyEngine,
+        settings: &serde_json::Value,
+    ) -> Result<LoadedPolicy, String> {
+        let loaded = match &self.cel {
+            Some(cel) => {
+                let cel = CelPolicy {
+                    settings: Some(settings.clone()),
+                    ..cel.clone()
+                };
+                engine.load_with(
+                    &self.name,
+                    &self.wasm,
+                    &crate::policy::cel::engine_settings(&cel),
+                    self.limits,
+                    Reuse::Instances,
+                    Some(crate::policy::cel::hooks(&cel)),
+                )
+            }
+            None => engine.load(&self.name, &self.wasm, &settings.to_string(), self.limits),
+        };
+        loaded.map_err(|e| e.to_string())
+    }
+}
+
+fn limits(path: &Path, configured: &PolicyLimits) -> Result<Limits, PolicyCliError> {
+    let invalid =
+        |field: &str, e: String| PolicyCliError::Parse(path.to_path_buf(), format!("{field}: {e}"));
+    Ok(Limits {
+        timeout: parse_duration(&configured.timeout)
+            .map_err(|e| invalid("limits.timeout", e.to_string()))?,
+        memory_bytes: parse_memory(&configured.memory)
+            .map_err(|e| invalid("limits.memory", e.to_string()))?,
+        ..Limits::default()
+    })
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, PolicyCliError> {
@@ -54,6 +89,7 @@ pub async fn policy(
             wasm: read_file(path)?,
             settings: settings.unwrap_or_else(|| serde_json::json!({})),
             limits: Limits::default(),
+            cel: None,
         });
     }
     let text = std::fs::read_to_string(path)
@@ -65,7 +101,23 @@ pub async fn policy(
         .name
         .clone()
         .unwrap_or_else(|| "policy".into());
-    let spec = &manifest.spec.wasm;
+    if let Some(cel) = &manifest.spec.cel {
+        return Ok(PolicyFile {
+            limits: limits(path, &cel.limits)?,
+            settings: settings
+                .or_else(|| cel.settings.clone())
+                .unwrap_or_else(|| serde_json::json!({})),
+            wasm: crate::policy::cel::CEL_ENGINE.to_vec(),
+            cel: Some(cel.clone()),
+            name,
+        });
+    }
+    let spec = manifest.spec.wasm.as_ref().ok_or_else(|| {
+        PolicyCliError::Parse(
+            path.to_path_buf(),
+            "the policy has neither spec.wasm nor spec.cel".into(),
+        )
+    })?;
     let bytes = match wasm {
         Some(file) => {
             let bytes = read_file(file)?;
@@ -93,21 +145,14 @@ pub async fn policy(
             bytes
         }
     };
-    let invalid =
-        |field: &str, e: String| PolicyCliError::Parse(path.to_path_buf(), format!("{field}: {e}"));
     Ok(PolicyFile {
-        limits: Limits {
-            timeout: parse_duration(&spec.limits.timeout)
-                .map_err(|e| invalid("limits.timeout", e.to_string()))?,
-            memory_bytes: parse_memory(&spec.limits.memory)
-                .map_err(|e| invalid("limits.memory", e.to_string()))?,
-            ..Limits::default()
-        },
+        limits: limits(path, &spec.limits)?,
         settings: settings
             .or_else(|| spec.settings.clone())
             .unwrap_or_else(|| serde_json::json!({})),
         wasm: bytes,
         name,
+        cel: None,
     })
 }
 

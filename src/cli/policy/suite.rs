@@ -155,8 +155,8 @@ fn run_case(
 ) -> Result<(), String> {
     let key = settings.to_string();
     if !loaded.contains_key(&key) {
-        let policy = engine
-            .load(&file.name, &file.wasm, &key, file.limits)
+        let policy = file
+            .load_with_settings(engine, settings)
             .map_err(|e| format!("load with settings {key}: {e}"))?;
         loaded.insert(key.clone(), policy);
     }

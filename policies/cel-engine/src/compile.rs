@@ -1,0 +1,240 @@
+//! Compiling a CEL policy once, with the checks that belong at load time: syntax (with the
+//! position), names that are neither inputs nor earlier variables, and functions no library
+//! provides. Every message names the expression, as in `spec.cel.lifecycle`.
+
+use std::collections::BTreeSet;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::{Context, ExecutionError, Program};
+
+use crate::spec::{CelSpec, Hook};
+
+/// The names every expression may use, besides `variables.<name>`.
+pub const INPUTS: [&str; 6] = [
+    "sandbox",
+    "activity",
+    "settings",
+    "namespaceLabels",
+    "now",
+    "variables",
+];
+
+pub struct Compiled {
+    pub variables: Vec<(String, Program)>,
+    pub hooks: [Option<Program>; 3],
+    pub settings: cel::Value,
+}
+
+pub fn compile(spec: &CelSpec, functions: &Context<'_>) -> Result<Compiled, String> {
+    let mut defined: Vec<String> = Vec::new();
+    let mut variables = Vec::new();
+    for (i, variable) in spec.variables.iter().enumerate() {
+        let field = format!("spec.cel.variables[{i}] ({})", variable.name);
+        if !is_identifier(&variable.name) {
+            return Err(format!("{field}: the name must be a CEL identifier"));
+        }
+        if defined.contains(&variable.name) {
+            return Err(format!("{field}: defined twice"));
+        }
+        let program = parse(&field, &variable.expression)?;
+        check(&field, &program, &defined, functions)?;
+        defined.push(variable.name.clone());
+        variables.push((variable.name.clone(), program));
+    }
+    let mut hooks: [Option<Program>; 3] = [None, None, None];
+    for hook in Hook::ALL {
+        if let Some(source) = hook.expression(spec) {
+            let program = parse(hook.field(), source)?;
+            check(hook.field(), &program, &defined, functions)?;
+            hooks[hook.index()] = Some(program);
+        }
+    }
+    let settings = json_to_cel(&spec.settings);
+    Ok(Compiled {
+        variables,
+        hooks,
+        settings,
+    })
+}
+
+/// JSON to CEL, with every integer that fits an `int` as an `int`: settings like
+/// `idleSeconds: 1800` must compare with `activity.idleSeconds` without a `uint()` cast.
+pub fn json_to_cel(value: &serde_json::Value) -> cel::Value {
+    use std::sync::Arc;
+    match value {
+        serde_json::Value::Null => cel::Value::Null,
+        serde_json::Value::Bool(b) => cel::Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => {
+            cel::Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(map) => cel::Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect::<std::collections::HashMap<String, cel::Value>>(),
+        ),
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse(field: &str, source: &str) -> Result<Program, String> {
+    Program::compile(source).map_err(|errors| {
+        errors
+            .errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{field}: syntax error at line {}, column {}: {}",
+                    e.pos.0,
+                    e.pos.1 + 1,
+                    e.msg
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Names the expression uses, minus those its own comprehensions bind.
+#[derive(Default)]
+struct Names {
+    variables: BTreeSet<String>,
+    earlier: BTreeSet<String>,
+    functions: BTreeSet<String>,
+}
+
+fn check(
+    field: &str,
+    program: &Program,
+    defined: &[String],
+    functions: &Context<'_>,
+) -> Result<(), String> {
+    let mut names = Names::default();
+    collect(program.expression(), &mut Vec::new(), &mut names);
+    if let Some(unknown) = names
+        .variables
+        .iter()
+        .find(|v| !INPUTS.contains(&v.as_str()))
+    {
+        return Err(format!(
+            "{field}: unknown name {unknown:?}; expressions see {} and variables.<name>",
+            INPUTS[..5].join(", ")
+        ));
+    }
+    if let Some(unknown) = names.earlier.iter().find(|v| !defined.contains(v)) {
+        return Err(format!(
+            "{field}: variables.{unknown} is not defined before this expression"
+        ));
+    }
+    if let Some(unknown) = names.functions.iter().find(|f| !is_function(f, functions)) {
+        return Err(format!("{field}: unknown function {unknown}()"));
+    }
+    Ok(())
+}
+
+/// Operators and macros are not looked up by name; everything else must be registered.
+fn is_operator(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('@') || name.starts_with('!')
+}
+
+/// The interpreter looks a function up before it evaluates the arguments, so calling it with
+/// none tells whether it exists: an unknown one is an undeclared reference to its own name.
+fn is_function(name: &str, functions: &Context<'_>) -> bool {
+    let Ok(probe) = Program::compile(&format!("{name}()")) else {
+        return false;
+    };
+    let (prefix, last) = name.rsplit_once('.').unwrap_or(("", name));
+    !matches!(
+        probe.execute(functions),
+        Err(ExecutionError::UndeclaredReference(ref r)) if r.as_str() == last || r.as_str() == prefix
+    )
+}
+
+fn collect(expr: &IdedExpr, bound: &mut Vec<String>, names: &mut Names) {
+    match &expr.expr {
+        Expr::Unspecified | Expr::Literal(_) => {}
+        Expr::Ident(name) => {
+            if !name.starts_with('@') && !bound.contains(name) {
+                names.variables.insert(name.clone());
+            }
+        }
+        Expr::Select(select) => {
+            if let Expr::Ident(root) = &select.operand.expr
+                && root == "variables"
+                && !bound.contains(root)
+            {
+                names.earlier.insert(select.field.clone());
+            }
+            collect(&select.operand, bound, names);
+        }
+        Expr::Call(call) => {
+            if !is_operator(&call.func_name) {
+                match call.target.as_deref() {
+                    // `sets.contains(…)`: a namespaced function, not a method on a variable.
+                    Some(IdedExpr {
+                        expr: Expr::Ident(prefix),
+                        ..
+                    }) if !bound.contains(prefix) && !INPUTS.contains(&prefix.as_str()) => {
+                        names.functions.insert(format!("{prefix}.{}", call.func_name));
+                    }
+                    Some(target) => {
+                        names.functions.insert(call.func_name.clone());
+                        collect(target, bound, names);
+                    }
+                    None => {
+                        names.functions.insert(call.func_name.clone());
+                    }
+                }
+            } else if let Some(target) = &call.target {
+                collect(target, bound, names);
+            }
+            for arg in &call.args {
+                collect(arg, bound, names);
+            }
+        }
+        Expr::Comprehension(comprehension) => {
+            collect(&comprehension.iter_range, bound, names);
+            let depth = bound.len();
+            bound.push(comprehension.iter_var.clone());
+            bound.extend(comprehension.iter_var2.clone());
+            bound.push(comprehension.accu_var.clone());
+            collect(&comprehension.accu_init, bound, names);
+            collect(&comprehension.loop_cond, bound, names);
+            collect(&comprehension.loop_step, bound, names);
+            collect(&comprehension.result, bound, names);
+            bound.truncate(depth);
+        }
+        Expr::List(list) => {
+            for element in &list.elements {
+                collect(element, bound, names);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let EntryExpr::MapEntry(entry) = &entry.expr {
+                    collect(&entry.key, bound, names);
+                    collect(&entry.value, bound, names);
+                }
+            }
+        }
+        Expr::Struct(structure) => {
+            for entry in &structure.entries {
+                if let EntryExpr::StructField(field) = &entry.expr {
+                    collect(&field.value, bound, names);
+                }
+            }
+        }
+    }
+}

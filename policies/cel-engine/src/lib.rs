@@ -1,0 +1,157 @@
+//! The CEL engine as a policy component. The host gives it a SandboxPolicy's `spec.cel` as
+//! settings; it compiles the expressions once per instance and evaluates them for each hook. It
+//! runs in the same sandbox as any policy (epoch deadline, memory limit, no capabilities), which
+//! is what bounds a runaway expression: the `cel` crate itself has no cost budget.
+
+mod activation;
+mod compile;
+mod spec;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use cel::{Context, ExecutionError, Value};
+use kube_cel::KubeCelExt;
+use sandman_policy_sdk::testing::InputBuilder;
+use sandman_policy_sdk::types::{Input, IsolationDecision, LifecycleDecision, ResourcesDecision};
+use sandman_policy_sdk::{Policy, export_policy, wire};
+
+use compile::Compiled;
+use spec::{CelSpec, Hook};
+
+struct Cached {
+    settings: String,
+    compiled: Rc<Compiled>,
+}
+
+thread_local! {
+    /// The standard and Kubernetes CEL functions: registering them costs more than most
+    /// evaluations, so it happens once per instance.
+    static FUNCTIONS: Context<'static> = Context::default().with_all();
+    /// The last compiled policy, keyed by its settings text. The host reuses an instance for
+    /// one policy, so this is compiled once.
+    static COMPILED: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+fn compiled(settings: &str) -> Result<Rc<Compiled>, String> {
+    if let Some(hit) = COMPILED.with_borrow(|c| {
+        c.as_ref()
+            .filter(|c| c.settings == settings)
+            .map(|c| c.compiled.clone())
+    }) {
+        return Ok(hit);
+    }
+    let spec: CelSpec =
+        serde_json::from_str(settings).map_err(|e| format!("the CEL policy is malformed: {e}"))?;
+    let compiled = Rc::new(FUNCTIONS.with(|f| compile::compile(&spec, f))?);
+    COMPILED.set(Some(Cached {
+        settings: settings.to_string(),
+        compiled: compiled.clone(),
+    }));
+    Ok(compiled)
+}
+
+/// Evaluates the variables in order, then the hook's expression; `None` when the policy has no
+/// expression for the hook.
+fn evaluate(hook: Hook, input: &Input) -> Result<Option<Value>, String> {
+    let compiled = compiled(&input.settings)?;
+    let Some(program) = &compiled.hooks[hook.index()] else {
+        return Ok(None);
+    };
+    let names = activation::build(input);
+    FUNCTIONS.with(|functions| {
+        let mut scope = functions.new_inner_scope();
+        scope.add_variable_from_value("sandbox", names.sandbox);
+        scope.add_variable_from_value("activity", names.activity);
+        scope.add_variable_from_value("namespaceLabels", names.namespace_labels);
+        scope.add_variable_from_value("now", names.now);
+        scope.add_variable_from_value("settings", compiled.settings.clone());
+        let mut variables = std::collections::HashMap::<String, Value>::new();
+        scope.add_variable_from_value("variables", Value::from(variables.clone()));
+        for (i, (name, program)) in compiled.variables.iter().enumerate() {
+            let value = program
+                .execute(&scope)
+                .map_err(|e| format!("spec.cel.variables[{i}] ({name}): {}", describe(&e)))?;
+            variables.insert(name.clone(), value);
+            scope.add_variable_from_value("variables", Value::from(variables.clone()));
+        }
+        program
+            .execute(&scope)
+            .map(Some)
+            .map_err(|e| format!("{}: {}", hook.field(), describe(&e)))
+    })
+}
+
+fn describe(error: &ExecutionError) -> String {
+    error.to_string()
+}
+
+/// A hook's result in its decision type: `null` abstains, a map must have the decision's shape.
+fn decision<W, D>(hook: Hook, input: &Input) -> Result<Option<D>, String>
+where
+    W: serde::de::DeserializeOwned + Into<D>,
+{
+    let Some(value) = evaluate(hook, input)? else {
+        return Ok(None);
+    };
+    if matches!(value, Value::Null) {
+        return Ok(None);
+    }
+    if !matches!(value, Value::Map(_)) {
+        return Err(format!(
+            "{} returned a {}, not a map or null",
+            hook.field(),
+            value.type_of()
+        ));
+    }
+    let json = value
+        .json()
+        .map_err(|e| format!("{} returned a value JSON cannot hold: {e}", hook.field()))?;
+    let typed: W = serde_json::from_value(json)
+        .map_err(|e| format!("{} returned a map of the wrong shape: {e}", hook.field()))?;
+    Ok(Some(typed.into()))
+}
+
+fn hook_decision(hook: Hook, input: &Input) -> Result<(), String> {
+    match hook {
+        Hook::Isolation => decision::<wire::IsolationDecision, IsolationDecision>(hook, input).map(|_| ()),
+        Hook::Resources => decision::<wire::ResourcesDecision, ResourcesDecision>(hook, input).map(|_| ()),
+        Hook::Lifecycle => decision::<wire::LifecycleDecision, LifecycleDecision>(hook, input).map(|_| ()),
+    }
+}
+
+struct CelEngine;
+
+impl Policy for CelEngine {
+    /// Compiles and checks every expression, then runs each hook once on a sample Sandbox: a
+    /// result of the wrong shape, or a name nothing defines, fails the load. Other evaluation
+    /// errors depend on the input (a missing label, say) and are left to evaluation time.
+    fn validate_settings(settings: &str) -> Result<(), String> {
+        compiled(settings)?;
+        let sample = InputBuilder::new().settings(settings).build();
+        for hook in Hook::ALL {
+            if let Err(message) = hook_decision(hook, &sample) {
+                let input_dependent = !message.contains("returned")
+                    && !message.contains("Undeclared reference");
+                if !input_dependent {
+                    return Err(format!("dry run on a sample Sandbox: {message}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn isolation(input: Input) -> Result<Option<IsolationDecision>, String> {
+        decision::<wire::IsolationDecision, _>(Hook::Isolation, &input)
+    }
+
+    fn resources(input: Input) -> Result<Option<ResourcesDecision>, String> {
+        decision::<wire::ResourcesDecision, _>(Hook::Resources, &input)
+    }
+
+    fn lifecycle(input: Input) -> Result<Option<LifecycleDecision>, String> {
+        decision::<wire::LifecycleDecision, _>(Hook::Lifecycle, &input)
+    }
+}
+
+export_policy!(CelEngine);
