@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::api::{PolicyDecision, PolicyDecisions};
 use crate::policy::MergedResources;
 use crate::policy::limits::quantity_value;
-use crate::policy::types::IsolationDecision;
+use crate::policy::types::{IsolationDecision, LifecycleDecision};
 
 /// The decisions in force for one reconcile.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +23,10 @@ pub struct Decisions {
     pub audits: Vec<(String, IsolationDecision)>,
     /// Resource defaults and caps merged from the resources policies.
     pub resources: Option<MergedResources>,
+    /// The winning lifecycle decision and the policy that made it.
+    pub lifecycle: Option<(String, LifecycleDecision)>,
+    /// Whether any lifecycle policy matches (then the Sandbox is asked about again in time).
+    pub has_lifecycle_policy: bool,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {

@@ -10,6 +10,7 @@ mod hash;
 pub mod lifecycle;
 pub mod policies;
 mod policy_fetch;
+mod policy_lifecycle;
 mod reconcile;
 
 use std::future::Future;

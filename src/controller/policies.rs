@@ -335,13 +335,22 @@ async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolic
         reason: reason::COMPILE_FAILED,
         message: format!("the compiler task failed: {e}"),
     })?
-    .map_err(|e| LoadFailure {
-        reason: match e {
-            PolicyError::InvalidSettings(_) => invalid_reason,
-            PolicyError::NoHooks => reason::NO_HOOKS,
-            _ => reason::COMPILE_FAILED,
+    .map_err(|e| match e {
+        // The CEL engine's message already names the expression.
+        PolicyError::InvalidSettings(message) if invalid_reason == reason::INVALID_EXPRESSION => {
+            LoadFailure {
+                reason: invalid_reason,
+                message,
+            }
+        }
+        e => LoadFailure {
+            reason: match e {
+                PolicyError::InvalidSettings(_) => invalid_reason,
+                PolicyError::NoHooks => reason::NO_HOOKS,
+                _ => reason::COMPILE_FAILED,
+            },
+            message: e.to_string(),
         },
-        message: e.to_string(),
     })?;
     Ok(ActivePolicy {
         name: policy.name_any(),

@@ -18,9 +18,13 @@ use crate::api::{Phase, Sandbox, SandboxStatus};
 use crate::controller::children::{self, unchanged};
 use crate::controller::decisions::Decisions;
 use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
+use crate::controller::policy_lifecycle;
 use crate::controller::{ERROR_REQUEUE, Error};
-use crate::policy::set::{decide_isolation, decide_resources};
+use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{ActivePolicy, Hook, PolicyFailed, PolicySet, input};
+
+/// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
+const LIFECYCLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -125,7 +129,19 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let decisions = decide(&ctx, &sandbox).await?;
-    let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
+    if let Some((policy, decision)) = &decisions.lifecycle
+        && let Some(step) = policy_lifecycle::step(&sandbox, decision)
+    {
+        return policy_lifecycle::carry_out(&ctx, &sandbox, policy, decision, step).await;
+    }
+    let mut plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
+    if decisions.has_lifecycle_policy {
+        let again = policy_lifecycle::requeue_after(
+            decisions.lifecycle.as_ref().map(|(_, d)| d),
+            LIFECYCLE_RESYNC,
+        );
+        plan.requeue_after = Some(plan.requeue_after.map_or(again, |r| r.min(again)));
+    }
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
     match execute(&sandbox, &ctx, &plan, &decisions).await? {
         Outcome::Done(action) => Ok(action),
@@ -172,24 +188,39 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
     let resources = ctx
         .policies
         .matching(Hook::Resources, sandbox.labels(), &namespace_labels);
-    if isolation.is_empty() && resources.is_empty() {
+    let lifecycle = ctx
+        .policies
+        .matching(Hook::Lifecycle, sandbox.labels(), &namespace_labels);
+    if isolation.is_empty() && resources.is_empty() && lifecycle.is_empty() {
         return Ok(Decisions::default());
     }
+    let has_lifecycle_policy = !lifecycle.is_empty();
     let sandbox = sandbox.clone();
     let now = Timestamp::now();
     let decided = tokio::task::spawn_blocking(move || {
         let input_for = |policy: &ActivePolicy| {
             input::build(&sandbox, &namespace_labels, now, policy.loaded.settings())
         };
+        // A lifecycle policy that cannot decide changes nothing: the Sandbox keeps its mode,
+        // whatever the failure policy, and the error is logged.
+        let lifecycle = decide_lifecycle(&lifecycle, input_for).unwrap_or_else(|failed| {
+            tracing::warn!(policy = failed.policy, error = %failed.error, "lifecycle policy failed; nothing changes");
+            Default::default()
+        });
         let isolation = decide_isolation(&isolation, input_for)?;
         let resources = decide_resources(&resources, input_for)?;
-        Ok::<_, PolicyFailed>((isolation, resources))
+        Ok::<_, PolicyFailed>((isolation, resources, lifecycle))
     })
     .await
     .map_err(|e| Error::Policy(format!("policy evaluation task failed: {e}")))?;
     Ok(match decided {
-        Ok((isolation, resources)) => {
-            for (policy, error) in isolation.ignored.iter().chain(&resources.ignored) {
+        Ok((isolation, resources, lifecycle)) => {
+            for (policy, error) in isolation
+                .ignored
+                .iter()
+                .chain(&resources.ignored)
+                .chain(&lifecycle.ignored)
+            {
                 tracing::warn!(policy, %error, "policy failed; failurePolicy Ignore lets it through");
             }
             Decisions {
@@ -197,10 +228,13 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
                 failure: None,
                 audits: isolation.audits,
                 resources: resources.merged,
+                lifecycle: lifecycle.decision,
+                has_lifecycle_policy,
             }
         }
         Err(failed) => Decisions {
             failure: Some((failed.policy, failed.error.to_string())),
+            has_lifecycle_policy,
             ..Decisions::default()
         },
     })
@@ -330,7 +364,7 @@ async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result
     Ok(())
 }
 
-async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
+pub(crate) async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
     let reference = sandbox.object_ref(&());
     for t in transitions {
         let event = Event {

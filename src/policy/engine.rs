@@ -519,7 +519,12 @@ impl LoadedPolicy {
             },
         );
         store.limiter(|state| &mut state.limiter);
-        let ticks = self.limits.timeout.as_millis().div_ceil(TICK.as_millis()).max(1);
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         let instance = self

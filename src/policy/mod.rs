@@ -17,4 +17,7 @@ pub use engine::{Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse};
 pub use error::PolicyError;
 pub use inspect::Inspection;
 pub use precompiled::Compiled;
-pub use set::{ActivePolicy, IsolationOutcome, MergedResources, PolicyFailed, PolicySet};
+pub use set::{
+    ActivePolicy, FirstDecision, IsolationOutcome, LifecycleOutcome, MergedResources, PolicyFailed,
+    PolicySet,
+};

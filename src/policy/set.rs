@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::engine::{Hook, LoadedPolicy};
 use super::error::PolicyError;
-use super::types::{ComputeResources, Input, IsolationDecision};
+use super::types::{ComputeResources, Input, IsolationDecision, LifecycleDecision};
 use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
 
 /// A loaded SandboxPolicy, ready to evaluate.
@@ -88,16 +88,29 @@ pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, Strin
     by_labels && by_expressions
 }
 
-/// The isolation decision for one Sandbox.
-#[derive(Default)]
-pub struct IsolationOutcome {
+/// The decision of a hook where the first Enforce-mode policy that decides wins (isolation,
+/// lifecycle), for one Sandbox.
+pub struct FirstDecision<D> {
     /// The winning Enforce-mode decision and the policy that made it.
-    pub decision: Option<(String, IsolationDecision)>,
+    pub decision: Option<(String, D)>,
     /// What Audit-mode policies would have decided (not applied).
-    pub audits: Vec<(String, IsolationDecision)>,
+    pub audits: Vec<(String, D)>,
     /// Errors that `failurePolicy: Ignore` let through, for Events.
     pub ignored: Vec<(String, PolicyError)>,
 }
+
+impl<D> Default for FirstDecision<D> {
+    fn default() -> Self {
+        Self {
+            decision: None,
+            audits: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+}
+
+pub type IsolationOutcome = FirstDecision<IsolationDecision>;
+pub type LifecycleOutcome = FirstDecision<LifecycleDecision>;
 
 /// A policy with `failurePolicy: Fail` could not decide.
 #[derive(Debug)]
@@ -106,18 +119,19 @@ pub struct PolicyFailed {
     pub error: PolicyError,
 }
 
-/// Runs the matching isolation policies in order: the first Enforce-mode decision that does not
-/// abstain wins; Audit-mode policies run and are recorded; a failing `Fail` policy stops all.
-pub fn decide_isolation(
+/// Runs the matching policies in order: the first Enforce-mode decision that does not abstain
+/// wins; Audit-mode policies run and are recorded; a failing `Fail` policy stops all.
+fn decide_first<D>(
     policies: &[Arc<ActivePolicy>],
     input_for: impl Fn(&ActivePolicy) -> Input,
-) -> Result<IsolationOutcome, PolicyFailed> {
-    let mut outcome = IsolationOutcome::default();
+    hook: impl Fn(&LoadedPolicy, &Input) -> Result<Option<D>, PolicyError>,
+) -> Result<FirstDecision<D>, PolicyFailed> {
+    let mut outcome = FirstDecision::default();
     for policy in policies {
         if policy.mode == PolicyMode::Enforce && outcome.decision.is_some() {
             continue;
         }
-        match policy.loaded.isolation(&input_for(policy)) {
+        match hook(&policy.loaded, &input_for(policy)) {
             Ok(None) => {}
             Ok(Some(decision)) => match policy.mode {
                 PolicyMode::Enforce => outcome.decision = Some((policy.name.clone(), decision)),
@@ -135,6 +149,22 @@ pub fn decide_isolation(
         }
     }
     Ok(outcome)
+}
+
+/// The isolation decision: see [`decide_first`].
+pub fn decide_isolation(
+    policies: &[Arc<ActivePolicy>],
+    input_for: impl Fn(&ActivePolicy) -> Input,
+) -> Result<IsolationOutcome, PolicyFailed> {
+    decide_first(policies, input_for, LoadedPolicy::isolation)
+}
+
+/// The lifecycle decision: see [`decide_first`].
+pub fn decide_lifecycle(
+    policies: &[Arc<ActivePolicy>],
+    input_for: impl Fn(&ActivePolicy) -> Input,
+) -> Result<LifecycleOutcome, PolicyFailed> {
+    decide_first(policies, input_for, LoadedPolicy::lifecycle)
 }
 
 #[cfg(test)]

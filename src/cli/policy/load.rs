@@ -53,7 +53,10 @@ impl PolicyFile {
             }
             None => engine.load(&self.name, &self.wasm, &settings.to_string(), self.limits),
         };
-        loaded.map_err(|e| e.to_string())
+        loaded.map_err(|e| match e {
+            crate::policy::PolicyError::InvalidSettings(message) if self.cel.is_some() => message,
+            e => e.to_string(),
+        })
     }
 }
 
