@@ -209,8 +209,9 @@ async fn failing_policies_follow_their_failure_policy() {
     let ctx = TestContext::new("failing_policies").await;
     let _operator = Operator::start(&ctx);
     let Installed { api, name, .. } = install_loaded(&ctx, "hostile", "hostile", |hostile| {
-        hostile.spec.wasm.settings = Some(serde_json::json!({ "mode": "loop" }));
-        hostile.spec.wasm.limits.timeout = "20ms".into();
+        hostile.spec.wasm.as_mut().expect("wasm").settings =
+            Some(serde_json::json!({ "mode": "loop" }));
+        hostile.spec.wasm.as_mut().expect("wasm").limits.timeout = "20ms".into();
     })
     .await;
 
@@ -314,7 +315,8 @@ async fn resource_defaults_and_caps_reach_the_pod() {
     let _operator = Operator::start(&ctx);
     let Installed { api, name, .. } =
         install_loaded(&ctx, "tenants", "tenant_resource_defaults", |tenants| {
-            tenants.spec.wasm.settings = Some(serde_json::json!({ "tenants": { "default": {
+            tenants.spec.wasm.as_mut().expect("wasm").settings =
+                Some(serde_json::json!({ "tenants": { "default": {
                 "defaults": { "cpu": "250m", "memory": "512Mi" },
                 "caps": { "cpu": "2", "memory": "4Gi" }
             } } }));
@@ -510,7 +512,7 @@ async fn wrong_digest_from_url_and_registry_is_refused() {
 async fn two_sources_are_refused_by_the_api_server() {
     let ctx = TestContext::new("two_sources_refused").await;
     let mut both = policy(&ctx, "both", "untrusted_to_gvisor", &"0".repeat(64));
-    both.spec.wasm.url = Some("http://127.0.0.1:9/p.wasm".into());
+    both.spec.wasm.as_mut().expect("wasm").url = Some("http://127.0.0.1:9/p.wasm".into());
     let error = Api::<SandboxPolicy>::all(ctx.client.clone())
         .create(&PostParams::default(), &both)
         .await
