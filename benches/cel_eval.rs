@@ -24,12 +24,14 @@ fn load(engine: &PolicyEngine, policy: &CelPolicy) -> LoadedPolicy {
         .expect("load")
 }
 
-/// The idle-suspend example: one variable and a lifecycle expression.
-fn idle_suspend() -> CelPolicy {
+/// An example from `policies/cel/`.
+fn example(file: &str) -> CelPolicy {
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/cel/idle-suspend.yaml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("policies/cel")
+            .join(file),
     )
-    .expect("read policies/cel/idle-suspend.yaml");
+    .expect("read the example");
     let policy: sandman::api::SandboxPolicy = serde_yaml::from_str(&text).expect("policy");
     policy.spec.cel.expect("a CEL policy")
 }
@@ -58,7 +60,7 @@ fn ten_expressions() -> CelPolicy {
 fn cel_eval(c: &mut Criterion) {
     let engine = PolicyEngine::new().expect("engine");
     let started = Instant::now();
-    let policy = load(&engine, &idle_suspend());
+    let policy = load(&engine, &example("idle-suspend.yaml"));
     eprintln!(
         "first CEL load (compile the {} KiB engine, link, compile and dry-run the expressions): {:?}",
         cel::CEL_ENGINE.len() / 1024,
@@ -73,6 +75,35 @@ fn cel_eval(c: &mut Criterion) {
                 .expect("evaluate")
                 .expect("decides")
         })
+    });
+    let gvisor = load(&engine, &example("untrusted-to-gvisor.yaml"));
+    let untrusted = sandman::policy::input::sample(
+        &[("sandman.dev/trust", "untrusted")],
+        &[],
+        gvisor.settings(),
+    );
+    c.bench_function(
+        "CEL isolation hook (untrusted-to-gvisor), reused instance",
+        |b| {
+            b.iter(|| {
+                gvisor
+                    .isolation(&untrusted)
+                    .expect("evaluate")
+                    .expect("decides")
+            })
+        },
+    );
+    // The floor: host call, input lowering and the engine's fixed work around an expression.
+    let abstains = load(
+        &engine,
+        &CelPolicy {
+            lifecycle: Some("null".into()),
+            ..CelPolicy::default()
+        },
+    );
+    let input = sandman::policy::input::sample(&[], &[], abstains.settings());
+    c.bench_function("CEL hook `null` (abstains), reused instance", |b| {
+        b.iter(|| abstains.lifecycle(&input).expect("evaluate"))
     });
     let ten = ten_expressions();
     c.bench_function(

@@ -112,6 +112,9 @@ impl PolicyEngine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if std::env::var_os("SANDMAN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(256)

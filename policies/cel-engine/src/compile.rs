@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, ExecutionError, Program};
+use kube_cel::KubeCelExt;
 
 use crate::spec::{CelSpec, Hook};
 
@@ -20,12 +21,102 @@ pub const INPUTS: [&str; 6] = [
 ];
 
 pub struct Compiled {
-    pub variables: Vec<(String, Program)>,
-    pub hooks: [Option<Program>; 3],
-    pub settings: cel::Value,
+    /// Each variable's program, and whether it reads earlier variables.
+    pub variables: Vec<(String, Program, bool)>,
+    /// Each hook's program, and whether it reads variables.
+    pub hooks: [Option<(Program, bool)>; 3],
+    /// The functions, and `settings`, which are the same for every evaluation.
+    pub root: Context<'static>,
+    /// What the expressions read of their inputs: building only that is most of an
+    /// evaluation's saving, since every value added to a CEL context is converted deeply.
+    pub needs: Needs,
 }
 
-pub fn compile(spec: &CelSpec, functions: &Context<'_>) -> Result<Compiled, String> {
+/// The inputs the expressions use: whole (`namespaceLabels[k]`, `size(sandbox.labels)` needs
+/// the map) or by field (`sandbox.name` needs only `name` of `sandbox`). Answered from flags
+/// worked out once, since it is asked for every field of every evaluation.
+#[derive(Debug, Default, Clone)]
+pub struct Needs {
+    whole: BTreeSet<String>,
+    fields: std::collections::BTreeMap<String, BTreeSet<String>>,
+    /// Per root in [`ROOTS`]: used at all, and which of its [`FIELDS`] to build.
+    flags: [(bool, [bool; MAX_FIELDS]); ROOTS.len()],
+}
+
+/// The inputs that are maps of fields, and their fields, in the order the activation builds
+/// them.
+pub const ROOTS: [&str; 6] = [
+    "sandbox",
+    "activity",
+    "namespaceLabels",
+    "now",
+    "settings",
+    "variables",
+];
+const MAX_FIELDS: usize = 11;
+pub const FIELDS: [&[&str]; 2] = [
+    &[
+        "name",
+        "namespace",
+        "uid",
+        "labels",
+        "annotations",
+        "namespaceLabels",
+        "containers",
+        "isolationLevel",
+        "runtimeClassName",
+        "operatingMode",
+        "phase",
+    ],
+    &[
+        "now",
+        "createdAt",
+        "lastActivityAt",
+        "idleSeconds",
+        "openConnections",
+        "runningSeconds",
+        "suspendedSince",
+        "suspendedSeconds",
+    ],
+];
+
+impl Needs {
+    /// Whether the expressions use input `root` (an index into [`ROOTS`]) at all.
+    pub fn uses(&self, root: usize) -> bool {
+        self.flags[root].0
+    }
+
+    /// Whether field `field` (an index into `FIELDS[root]`) of input `root` must be built.
+    pub fn field(&self, root: usize, field: usize) -> bool {
+        self.flags[root].1[field]
+    }
+
+    fn merge(&mut self, names: &Names) {
+        self.whole.extend(names.whole.iter().cloned());
+        for (root, fields) in &names.fields {
+            self.fields
+                .entry(root.clone())
+                .or_default()
+                .extend(fields.iter().cloned());
+        }
+        for (i, root) in ROOTS.iter().enumerate() {
+            let whole = self.whole.contains(*root);
+            let fields = self.fields.get(*root);
+            self.flags[i].0 = whole || fields.is_some();
+            if let Some(names) = FIELDS.get(i) {
+                for (j, field) in names.iter().enumerate() {
+                    self.flags[i].1[j] = whole || fields.is_some_and(|f| f.contains(*field));
+                }
+            }
+        }
+    }
+}
+
+pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
+    let mut root = Context::default().with_all();
+    root.add_variable_from_value("settings", json_to_cel(&spec.settings));
+    let functions = &root;
+    let mut needs = Needs::default();
     let mut defined: Vec<String> = Vec::new();
     let mut variables = Vec::new();
     for (i, variable) in spec.variables.iter().enumerate() {
@@ -37,23 +128,25 @@ pub fn compile(spec: &CelSpec, functions: &Context<'_>) -> Result<Compiled, Stri
             return Err(format!("{field}: defined twice"));
         }
         let program = parse(&field, &variable.expression)?;
-        check(&field, &program, &defined, functions)?;
+        let names = check(&field, &program, &defined, functions)?;
+        needs.merge(&names);
         defined.push(variable.name.clone());
-        variables.push((variable.name.clone(), program));
+        variables.push((variable.name.clone(), program, names.uses_variables()));
     }
-    let mut hooks: [Option<Program>; 3] = [None, None, None];
+    let mut hooks: [Option<(Program, bool)>; 3] = [None, None, None];
     for hook in Hook::ALL {
         if let Some(source) = hook.expression(spec) {
             let program = parse(hook.field(), source)?;
-            check(hook.field(), &program, &defined, functions)?;
-            hooks[hook.index()] = Some(program);
+            let names = check(hook.field(), &program, &defined, functions)?;
+            needs.merge(&names);
+            hooks[hook.index()] = Some((program, names.uses_variables()));
         }
     }
-    let settings = json_to_cel(&spec.settings);
     Ok(Compiled {
         variables,
         hooks,
-        settings,
+        root,
+        needs,
     })
 }
 
@@ -113,6 +206,15 @@ struct Names {
     variables: BTreeSet<String>,
     earlier: BTreeSet<String>,
     functions: BTreeSet<String>,
+    /// Inputs used as a whole, and inputs used only through `root.field`.
+    whole: BTreeSet<String>,
+    fields: std::collections::BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Names {
+    fn uses_variables(&self) -> bool {
+        self.variables.contains("variables")
+    }
 }
 
 fn check(
@@ -120,7 +222,7 @@ fn check(
     program: &Program,
     defined: &[String],
     functions: &Context<'_>,
-) -> Result<(), String> {
+) -> Result<Names, String> {
     let mut names = Names::default();
     collect(program.expression(), &mut Vec::new(), &mut names);
     if let Some(unknown) = names
@@ -141,7 +243,7 @@ fn check(
     if let Some(unknown) = names.functions.iter().find(|f| !is_function(f, functions)) {
         return Err(format!("{field}: unknown function {unknown}()"));
     }
-    Ok(())
+    Ok(names)
 }
 
 /// Operators and macros are not looked up by name; everything else must be registered.
@@ -168,17 +270,23 @@ fn collect(expr: &IdedExpr, bound: &mut Vec<String>, names: &mut Names) {
         Expr::Ident(name) => {
             if !name.starts_with('@') && !bound.contains(name) {
                 names.variables.insert(name.clone());
+                names.whole.insert(name.clone());
             }
         }
-        Expr::Select(select) => {
-            if let Expr::Ident(root) = &select.operand.expr
-                && root == "variables"
-                && !bound.contains(root)
-            {
-                names.earlier.insert(select.field.clone());
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(root) if !bound.contains(root) => {
+                if root == "variables" {
+                    names.earlier.insert(select.field.clone());
+                }
+                names.variables.insert(root.clone());
+                names
+                    .fields
+                    .entry(root.clone())
+                    .or_default()
+                    .insert(select.field.clone());
             }
-            collect(&select.operand, bound, names);
-        }
+            _ => collect(&select.operand, bound, names),
+        },
         Expr::Call(call) => {
             if !is_operator(&call.func_name) {
                 match call.target.as_deref() {
@@ -187,7 +295,9 @@ fn collect(expr: &IdedExpr, bound: &mut Vec<String>, names: &mut Names) {
                         expr: Expr::Ident(prefix),
                         ..
                     }) if !bound.contains(prefix) && !INPUTS.contains(&prefix.as_str()) => {
-                        names.functions.insert(format!("{prefix}.{}", call.func_name));
+                        names
+                            .functions
+                            .insert(format!("{prefix}.{}", call.func_name));
                     }
                     Some(target) => {
                         names.functions.insert(call.func_name.clone());

@@ -10,8 +10,7 @@ mod spec;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use cel::{Context, ExecutionError, Value};
-use kube_cel::KubeCelExt;
+use cel::{ExecutionError, Value};
 use sandman_policy_sdk::testing::InputBuilder;
 use sandman_policy_sdk::types::{Input, IsolationDecision, LifecycleDecision, ResourcesDecision};
 use sandman_policy_sdk::{Policy, export_policy, wire};
@@ -25,11 +24,8 @@ struct Cached {
 }
 
 thread_local! {
-    /// The standard and Kubernetes CEL functions: registering them costs more than most
-    /// evaluations, so it happens once per instance.
-    static FUNCTIONS: Context<'static> = Context::default().with_all();
     /// The last compiled policy, keyed by its settings text. The host reuses an instance for
-    /// one policy, so this is compiled once.
+    /// one policy, so this is compiled once, with its functions and settings registered.
     static COMPILED: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
@@ -43,7 +39,7 @@ fn compiled(settings: &str) -> Result<Rc<Compiled>, String> {
     }
     let spec: CelSpec =
         serde_json::from_str(settings).map_err(|e| format!("the CEL policy is malformed: {e}"))?;
-    let compiled = Rc::new(FUNCTIONS.with(|f| compile::compile(&spec, f))?);
+    let compiled = Rc::new(compile::compile(&spec)?);
     COMPILED.set(Some(Cached {
         settings: settings.to_string(),
         compiled: compiled.clone(),
@@ -55,31 +51,41 @@ fn compiled(settings: &str) -> Result<Rc<Compiled>, String> {
 /// expression for the hook.
 fn evaluate(hook: Hook, input: &Input) -> Result<Option<Value>, String> {
     let compiled = compiled(&input.settings)?;
-    let Some(program) = &compiled.hooks[hook.index()] else {
+    let Some((program, hook_uses_variables)) = &compiled.hooks[hook.index()] else {
         return Ok(None);
     };
-    let names = activation::build(input);
-    FUNCTIONS.with(|functions| {
-        let mut scope = functions.new_inner_scope();
-        scope.add_variable_from_value("sandbox", names.sandbox);
-        scope.add_variable_from_value("activity", names.activity);
-        scope.add_variable_from_value("namespaceLabels", names.namespace_labels);
-        scope.add_variable_from_value("now", names.now);
-        scope.add_variable_from_value("settings", compiled.settings.clone());
-        let mut variables = std::collections::HashMap::<String, Value>::new();
-        scope.add_variable_from_value("variables", Value::from(variables.clone()));
-        for (i, (name, program)) in compiled.variables.iter().enumerate() {
-            let value = program
-                .execute(&scope)
-                .map_err(|e| format!("spec.cel.variables[{i}] ({name}): {}", describe(&e)))?;
-            variables.insert(name.clone(), value);
+    let needs = &compiled.needs;
+    let names = activation::build(input, needs);
+    let mut scope = compiled.root.new_inner_scope();
+    for (name, value) in [
+        ("sandbox", names.sandbox),
+        ("activity", names.activity),
+        ("namespaceLabels", names.namespace_labels),
+        ("now", names.now),
+    ] {
+        if let Some(value) = value {
+            scope.add_variable_from_value(name, value);
+        }
+    }
+    // Each variable sees the ones before it; the map is handed over only to expressions that
+    // read it, since every hand-over converts it whole.
+    let mut variables = std::collections::HashMap::<String, Value>::new();
+    for (i, (name, program, uses_variables)) in compiled.variables.iter().enumerate() {
+        if *uses_variables {
             scope.add_variable_from_value("variables", Value::from(variables.clone()));
         }
-        program
+        let value = program
             .execute(&scope)
-            .map(Some)
-            .map_err(|e| format!("{}: {}", hook.field(), describe(&e)))
-    })
+            .map_err(|e| format!("spec.cel.variables[{i}] ({name}): {}", describe(&e)))?;
+        variables.insert(name.clone(), value);
+    }
+    if *hook_uses_variables {
+        scope.add_variable_from_value("variables", Value::from(variables));
+    }
+    program
+        .execute(&scope)
+        .map(Some)
+        .map_err(|e| format!("{}: {}", hook.field(), describe(&e)))
 }
 
 fn describe(error: &ExecutionError) -> String {
@@ -114,9 +120,15 @@ where
 
 fn hook_decision(hook: Hook, input: &Input) -> Result<(), String> {
     match hook {
-        Hook::Isolation => decision::<wire::IsolationDecision, IsolationDecision>(hook, input).map(|_| ()),
-        Hook::Resources => decision::<wire::ResourcesDecision, ResourcesDecision>(hook, input).map(|_| ()),
-        Hook::Lifecycle => decision::<wire::LifecycleDecision, LifecycleDecision>(hook, input).map(|_| ()),
+        Hook::Isolation => {
+            decision::<wire::IsolationDecision, IsolationDecision>(hook, input).map(|_| ())
+        }
+        Hook::Resources => {
+            decision::<wire::ResourcesDecision, ResourcesDecision>(hook, input).map(|_| ())
+        }
+        Hook::Lifecycle => {
+            decision::<wire::LifecycleDecision, LifecycleDecision>(hook, input).map(|_| ())
+        }
     }
 }
 
@@ -131,8 +143,8 @@ impl Policy for CelEngine {
         let sample = InputBuilder::new().settings(settings).build();
         for hook in Hook::ALL {
             if let Err(message) = hook_decision(hook, &sample) {
-                let input_dependent = !message.contains("returned")
-                    && !message.contains("Undeclared reference");
+                let input_dependent =
+                    !message.contains("returned") && !message.contains("Undeclared reference");
                 if !input_dependent {
                     return Err(format!("dry run on a sample Sandbox: {message}"));
                 }

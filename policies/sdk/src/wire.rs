@@ -74,4 +74,3 @@ impl From<LifecycleDecision> for types::LifecycleDecision {
         }
     }
 }
-
