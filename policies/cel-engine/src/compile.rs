@@ -348,3 +348,61 @@ fn collect(expr: &IdedExpr, bound: &mut Vec<String>, names: &mut Names) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Variable;
+
+    fn spec(lifecycle: &str, variables: &[(&str, &str)]) -> CelSpec {
+        CelSpec {
+            variables: variables
+                .iter()
+                .map(|(name, expression)| Variable {
+                    name: name.to_string(),
+                    expression: expression.to_string(),
+                })
+                .collect(),
+            isolation: None,
+            resources: None,
+            lifecycle: Some(lifecycle.to_string()),
+            settings: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn needs_follow_what_the_expressions_read() {
+        let compiled = compile(&spec(
+            "sandbox.operatingMode == 'Running' && size(namespaceLabels) > 0 ? null : null",
+            &[],
+        ))
+        .expect("compile");
+        let needs = &compiled.needs;
+        assert!(needs.uses(0) && needs.field(0, 9), "sandbox.operatingMode");
+        assert!(!needs.field(0, 0), "sandbox.name is not read");
+        assert!(!needs.uses(1), "activity is not read");
+        assert!(needs.uses(2), "namespaceLabels is read whole");
+    }
+
+    #[test]
+    fn comprehension_variables_are_not_unknown_names() {
+        compile(&spec(
+            "sandbox.labels.exists(k, k.startsWith('team')) && [1, 2].all(x, x > 0) ? null : null",
+            &[],
+        ))
+        .expect("comprehension variables are bound");
+    }
+
+    #[test]
+    fn variables_must_come_before_their_use() {
+        let error = compile(&spec("null", &[("a", "variables.b"), ("b", "1")]))
+            .err()
+            .expect("refused");
+        assert!(error.contains("variables.b is not defined"), "{error}");
+        compile(&spec(
+            "variables.b > 0 ? null : null",
+            &[("a", "1"), ("b", "variables.a + 1")],
+        ))
+        .expect("in order");
+    }
+}
