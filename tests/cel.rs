@@ -44,36 +44,12 @@ async fn install(ctx: &TestContext, policy: &SandboxPolicy) -> (Api<SandboxPolic
     (api, policy.metadata.name.clone().expect("name"))
 }
 
-async fn wait_ready(api: &Api<SandboxPolicy>, name: &str, reason: &str) -> SandboxPolicy {
-    eventually(&format!("policy {name} to report {reason}"), WAIT, || {
-        let api = api.clone();
-        async move {
-            api.get(name).await.ok().filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                    .is_some_and(|c| c.reason == reason)
-            })
-        }
-    })
-    .await
-}
-
-fn ready_message(policy: &SandboxPolicy) -> String {
-    policy
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn cel_policy_selects_gvisor_for_an_untrusted_sandbox() {
     let ctx = TestContext::new("cel_gvisor").await;
     let _operator = Operator::start(&ctx);
     let (api, name) = install(&ctx, &cel_policy(&ctx, "untrusted-to-gvisor.yaml", |_| {})).await;
-    let loaded = wait_ready(&api, &name, "Loaded").await;
+    let loaded = wait_ready_reason(&api, &name, "Loaded").await;
     assert_eq!(
         loaded.status.expect("status").hooks,
         vec!["isolation".to_string()]
@@ -107,7 +83,7 @@ async fn cel_policy_selects_gvisor_for_an_untrusted_sandbox() {
 async fn idle_sandbox_is_suspended(ctx: &TestContext, policy: SandboxPolicy) {
     let _operator = Operator::start(ctx);
     let (api, name) = install(ctx, &policy).await;
-    wait_ready(&api, &name, "Loaded").await;
+    wait_ready_reason(&api, &name, "Loaded").await;
     let idle = sandbox("idle", true);
     create(ctx, &idle).await;
     wait_phase(ctx, "idle", Phase::Running).await;
@@ -195,7 +171,7 @@ async fn invalid_cel_is_reported_with_the_expression_and_position() {
         v["spec"]["cel"]["lifecycle"] = serde_json::json!("activity.idleSeconds >");
     });
     let (api, name) = install(&ctx, &policy).await;
-    let refused = wait_ready(&api, &name, "InvalidExpression").await;
+    let refused = wait_ready_reason(&api, &name, "InvalidExpression").await;
     let message = ready_message(&refused);
     assert!(
         message.contains("spec.cel.lifecycle") && message.contains("line 1, column"),

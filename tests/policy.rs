@@ -106,21 +106,6 @@ async fn install(ctx: &TestContext, policy: &SandboxPolicy) -> Api<SandboxPolicy
     api
 }
 
-async fn wait_ready_reason(api: &Api<SandboxPolicy>, name: &str, reason: &str) -> SandboxPolicy {
-    eventually(&format!("policy {name} to report {reason}"), WAIT, || {
-        let api = api.clone();
-        async move {
-            api.get(name).await.ok().filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                    .is_some_and(|c| c.reason == reason)
-            })
-        }
-    })
-    .await
-}
-
 fn runtime_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
     pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone())
 }
@@ -251,12 +236,7 @@ async fn wrong_digest_is_refused() {
     let wrong = "0".repeat(64);
     let api = install(&ctx, &policy(&ctx, "pinned", "untrusted_to_gvisor", &wrong)).await;
     let name = format!("{}-pinned", ctx.namespace);
-    let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
-    let message = refused
-        .status
-        .and_then(|s| s.conditions.into_iter().next())
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = ready_message(&wait_ready_reason(&api, &name, "DigestMismatch").await);
     assert!(message.contains(&wrong), "{message}");
     api.delete(&name, &Default::default())
         .await
@@ -495,12 +475,7 @@ async fn wrong_digest_from_url_and_registry_is_refused() {
         with_source(&mut wrong, source);
         install(&ctx, &wrong).await;
         let name = format!("{}-{short}", ctx.namespace);
-        let refused = wait_ready_reason(&api, &name, "DigestMismatch").await;
-        let message = refused
-            .status
-            .and_then(|s| s.conditions.into_iter().next())
-            .map(|c| c.message)
-            .unwrap_or_default();
+        let message = ready_message(&wait_ready_reason(&api, &name, "DigestMismatch").await);
         assert!(message.contains(&pinned), "{message}");
         api.delete(&name, &Default::default())
             .await

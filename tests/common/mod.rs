@@ -180,3 +180,33 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Waits until SandboxPolicy `name` reports `reason` in its Ready condition.
+pub async fn wait_ready_reason(
+    api: &Api<sandman::api::SandboxPolicy>,
+    name: &str,
+    reason: &str,
+) -> sandman::api::SandboxPolicy {
+    eventually(&format!("policy {name} to report {reason}"), WAIT, || {
+        let api = api.clone();
+        async move {
+            api.get(name).await.ok().filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.reason == reason)
+            })
+        }
+    })
+    .await
+}
+
+/// The message of a SandboxPolicy's Ready condition.
+pub fn ready_message(policy: &sandman::api::SandboxPolicy) -> String {
+    policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}

@@ -117,6 +117,186 @@ pub fn contains(actual: &serde_json::Value, expected: &serde_json::Value) -> boo
     }
 }
 
+/// Conversions both ways between these types and the WIT decision types that a bindings
+/// generator made in module `$types` (wasmtime's on the host, wit-bindgen's in a guest). The
+/// records have the same fields on both sides; only the generated types differ.
+#[macro_export]
+macro_rules! wit_conversions {
+    ($types:ident) => {
+        impl From<$types::SecurityOverrides> for $crate::SecurityOverrides {
+            fn from(s: $types::SecurityOverrides) -> Self {
+                Self {
+                    run_as_non_root: s.run_as_non_root,
+                    run_as_user: s.run_as_user,
+                    read_only_root_filesystem: s.read_only_root_filesystem,
+                    allow_privilege_escalation: s.allow_privilege_escalation,
+                    host_users: s.host_users,
+                    seccomp_profile: s.seccomp_profile,
+                }
+            }
+        }
+
+        impl From<$crate::SecurityOverrides> for $types::SecurityOverrides {
+            fn from(s: $crate::SecurityOverrides) -> Self {
+                Self {
+                    run_as_non_root: s.run_as_non_root,
+                    run_as_user: s.run_as_user,
+                    read_only_root_filesystem: s.read_only_root_filesystem,
+                    allow_privilege_escalation: s.allow_privilege_escalation,
+                    host_users: s.host_users,
+                    seccomp_profile: s.seccomp_profile,
+                }
+            }
+        }
+
+        impl From<$types::Toleration> for $crate::Toleration {
+            fn from(t: $types::Toleration) -> Self {
+                Self {
+                    key: t.key,
+                    operator: t.operator,
+                    value: t.value,
+                    effect: t.effect,
+                }
+            }
+        }
+
+        impl From<$crate::Toleration> for $types::Toleration {
+            fn from(t: $crate::Toleration) -> Self {
+                Self {
+                    key: t.key,
+                    operator: t.operator,
+                    value: t.value,
+                    effect: t.effect,
+                }
+            }
+        }
+
+        impl From<$types::IsolationDecision> for $crate::IsolationDecision {
+            fn from(d: $types::IsolationDecision) -> Self {
+                Self {
+                    runtime_class_name: d.runtime_class_name,
+                    security: d.security.into(),
+                    node_selector: d.node_selector.into_iter().collect(),
+                    tolerations: d.tolerations.into_iter().map(Into::into).collect(),
+                    reason: d.reason,
+                }
+            }
+        }
+
+        impl From<$crate::IsolationDecision> for $types::IsolationDecision {
+            fn from(d: $crate::IsolationDecision) -> Self {
+                Self {
+                    runtime_class_name: d.runtime_class_name,
+                    security: d.security.into(),
+                    node_selector: d.node_selector.into_iter().collect(),
+                    tolerations: d.tolerations.into_iter().map(Into::into).collect(),
+                    reason: d.reason,
+                }
+            }
+        }
+
+        impl From<$types::ComputeResources> for $crate::ComputeResources {
+            fn from(r: $types::ComputeResources) -> Self {
+                Self {
+                    cpu: r.cpu,
+                    memory: r.memory,
+                    ephemeral_storage: r.ephemeral_storage,
+                }
+            }
+        }
+
+        impl From<$crate::ComputeResources> for $types::ComputeResources {
+            fn from(r: $crate::ComputeResources) -> Self {
+                Self {
+                    cpu: r.cpu,
+                    memory: r.memory,
+                    ephemeral_storage: r.ephemeral_storage,
+                }
+            }
+        }
+
+        impl From<$types::ContainerResources> for $crate::ContainerResources {
+            fn from(c: $types::ContainerResources) -> Self {
+                Self {
+                    container: c.container,
+                    defaults: c.defaults.into(),
+                    caps: c.caps.into(),
+                }
+            }
+        }
+
+        impl From<$crate::ContainerResources> for $types::ContainerResources {
+            fn from(c: $crate::ContainerResources) -> Self {
+                Self {
+                    container: c.container,
+                    defaults: c.defaults.into(),
+                    caps: c.caps.into(),
+                }
+            }
+        }
+
+        impl From<$types::ResourcesDecision> for $crate::ResourcesDecision {
+            fn from(d: $types::ResourcesDecision) -> Self {
+                Self {
+                    containers: d.containers.into_iter().map(Into::into).collect(),
+                    reason: d.reason,
+                }
+            }
+        }
+
+        impl From<$crate::ResourcesDecision> for $types::ResourcesDecision {
+            fn from(d: $crate::ResourcesDecision) -> Self {
+                Self {
+                    containers: d.containers.into_iter().map(Into::into).collect(),
+                    reason: d.reason,
+                }
+            }
+        }
+
+        impl From<$types::LifecycleAction> for $crate::LifecycleAction {
+            fn from(a: $types::LifecycleAction) -> Self {
+                match a {
+                    $types::LifecycleAction::Keep => Self::Keep,
+                    $types::LifecycleAction::Suspend => Self::Suspend,
+                    $types::LifecycleAction::Resume => Self::Resume,
+                    $types::LifecycleAction::Terminate => Self::Terminate,
+                }
+            }
+        }
+
+        impl From<$crate::LifecycleAction> for $types::LifecycleAction {
+            fn from(a: $crate::LifecycleAction) -> Self {
+                match a {
+                    $crate::LifecycleAction::Keep => Self::Keep,
+                    $crate::LifecycleAction::Suspend => Self::Suspend,
+                    $crate::LifecycleAction::Resume => Self::Resume,
+                    $crate::LifecycleAction::Terminate => Self::Terminate,
+                }
+            }
+        }
+
+        impl From<$types::LifecycleDecision> for $crate::LifecycleDecision {
+            fn from(d: $types::LifecycleDecision) -> Self {
+                Self {
+                    action: d.action.into(),
+                    reason: d.reason,
+                    requeue_after_seconds: d.requeue_after_seconds,
+                }
+            }
+        }
+
+        impl From<$crate::LifecycleDecision> for $types::LifecycleDecision {
+            fn from(d: $crate::LifecycleDecision) -> Self {
+                Self {
+                    action: d.action.into(),
+                    reason: d.reason,
+                    requeue_after_seconds: d.requeue_after_seconds,
+                }
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
