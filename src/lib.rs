@@ -3,6 +3,7 @@
 //! The data path reads straight through: Sandbox → desired children → server-side apply →
 //! status. Modules depend downwards only: `cli` → `controller` → `api`.
 
+pub mod activity;
 pub mod api;
 pub mod cli;
 pub mod controller;

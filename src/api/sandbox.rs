@@ -247,6 +247,25 @@ pub struct SandboxStatus {
     /// The policy decisions that shaped this Sandbox, one per hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<PolicyDecisions>,
+    /// What the lifecycle decisions see of the Sandbox's use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ActivityStatus>,
+}
+
+/// Activity, from the `sandman.dev/last-activity` annotation (which agents, SDKs and
+/// `sandman touch` set) and from the Sandbox's own starts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityStatus {
+    /// The last sign of use: the annotation, or the last start, whichever is later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
+    /// Connections open through the gateway; each keeps the Sandbox active while it lasts.
+    #[serde(default)]
+    pub open_connections: u32,
+    /// Since when the Sandbox has been idle: the last activity, while nothing is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<Time>,
 }
 
 fn is_zero(n: &i32) -> bool {

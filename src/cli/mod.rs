@@ -3,6 +3,7 @@
 mod crds;
 mod policy;
 mod run;
+mod touch;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ pub enum Command {
     /// Evaluate, test, inspect and publish policies, without a cluster.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Record activity on a Sandbox now, so that it does not count as idle.
+    Touch(touch::TouchArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Print the version.
@@ -41,12 +44,15 @@ pub enum CliError {
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
     Policy(#[from] policy::PolicyCliError),
+    #[error("touch {0}")]
+    Touch(String),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Policy(command) => Ok(policy::run(command)?),
+        Command::Touch(args) => touch::run(args),
         Command::Crds => crds::print(),
         Command::Version => {
             println!("sandman {}", crate::VERSION);

@@ -18,6 +18,9 @@ pub struct RunArgs {
     /// Keep compiled policies here, so that a restart does not recompile them.
     #[arg(long, env = "SANDMAN_POLICY_CACHE_DIR")]
     policy_cache_dir: Option<std::path::PathBuf>,
+    /// How long a Sandbox runs before a lifecycle decision may suspend it again (seconds).
+    #[arg(long, default_value_t = 60, env = "SANDMAN_MIN_DWELL_SECONDS")]
+    min_dwell_seconds: u64,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -37,6 +40,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             concurrency: args.concurrency,
             policy_selector: args.policy_selector,
             policy_cache_dir: args.policy_cache_dir,
+            min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             ..Options::default()
         };
         controller::run(client, options, shutdown_signal())

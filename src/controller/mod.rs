@@ -45,6 +45,8 @@ pub struct Options {
     pub policy_selector: Option<String>,
     /// Where compiled policies are kept across restarts (none: compile on every start).
     pub policy_cache_dir: Option<std::path::PathBuf>,
+    /// How long a Sandbox runs before a lifecycle decision may suspend it again.
+    pub min_dwell: std::time::Duration,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "sandman".into()),
             policy_selector: None,
             policy_cache_dir: None,
+            min_dwell: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -118,6 +121,7 @@ pub async fn run(
         written: Default::default(),
         policies,
         namespaces: namespaces.store,
+        min_dwell: options.min_dwell,
     });
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)

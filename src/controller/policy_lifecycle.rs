@@ -1,29 +1,119 @@
-//! What a lifecycle policy's decision asks of a Sandbox: suspend it, resume it, or terminate
-//! it, through the same paths a user's change takes (`spec.operatingMode`, deletion), each
-//! announced by an Event that names the policy.
+//! The lifecycle loop: what a lifecycle policy (or, without one, the built-in
+//! `spec.lifecycle.idleTimeout`) asks of a Sandbox, and when to ask again. Suspend, resume and
+//! terminate go through the paths a user's change takes (`spec.operatingMode`, deletion), each
+//! announced by an Event that names who decided.
 
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
 use super::Error;
+use super::decisions::Decisions;
 use super::reconcile::{Context, publish};
+use crate::activity;
 use crate::api::{OperatingMode, Sandbox};
 use crate::controller::lifecycle::Transition;
+use crate::policy::limits::parse_duration;
 use crate::policy::types::{LifecycleAction, LifecycleDecision};
 
-/// A change the lifecycle decision asks for, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who decides when no lifecycle policy does.
+pub const BUILTIN: &str = "builtin";
+
+/// A change the lifecycle decision asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Suspend,
     Resume,
     Terminate,
 }
 
+/// What the lifecycle loop does for one reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Carry out `step`, decided by `by` (a policy, or [`BUILTIN`]) for `reason`.
+    Act {
+        step: Step,
+        by: String,
+        reason: String,
+    },
+    /// Nothing now; ask again after this long.
+    AskAgain(Duration),
+    /// Nothing decides this Sandbox's lifecycle.
+    Nothing,
+}
+
+/// What to do about `sandbox` now. `resync` bounds how long a Sandbox under a lifecycle
+/// policy goes unasked; `min_dwell` is how long a Sandbox runs before it may be suspended
+/// again, so that a policy cannot make it flap.
+pub fn next(
+    sandbox: &Sandbox,
+    decisions: &Decisions,
+    now: Timestamp,
+    resync: Duration,
+    min_dwell: Duration,
+) -> Next {
+    let decided = match &decisions.lifecycle {
+        Some((policy, decision)) => Some((policy.clone(), decision.clone())),
+        None => builtin(sandbox, now),
+    };
+    let Some((by, decision)) = decided else {
+        return if decisions.has_lifecycle_policy {
+            Next::AskAgain(resync)
+        } else {
+            Next::Nothing
+        };
+    };
+    let again = decision
+        .requeue_after_seconds
+        .map_or(resync, |s| Duration::from_secs(s.max(1)).min(resync));
+    let Some(step) = step(sandbox, &decision) else {
+        return Next::AskAgain(again);
+    };
+    if step == Step::Suspend {
+        let ran = activity::running_since(sandbox)
+            .map_or(u64::MAX, |since| activity::seconds_between(since, now));
+        let dwell = min_dwell.as_secs();
+        if ran < dwell {
+            return Next::AskAgain(Duration::from_secs(dwell - ran));
+        }
+    }
+    Next::Act {
+        step,
+        by,
+        reason: decision.reason,
+    }
+}
+
+/// The built-in default: suspend a Running Sandbox after `spec.lifecycle.idleTimeout` without
+/// activity; no timeout means never.
+fn builtin(sandbox: &Sandbox, now: Timestamp) -> Option<(String, LifecycleDecision)> {
+    let timeout = sandbox.spec.lifecycle.as_ref()?.idle_timeout.as_ref()?;
+    let timeout = parse_duration(timeout).ok()?.as_secs().max(1);
+    if sandbox.spec.operating_mode != OperatingMode::Running {
+        return None;
+    }
+    let idle = activity::idle_seconds(sandbox, now);
+    let decision = if idle >= timeout {
+        LifecycleDecision {
+            action: LifecycleAction::Suspend,
+            reason: format!("idle for {idle}s (idleTimeout {timeout}s)"),
+            requeue_after_seconds: None,
+        }
+    } else {
+        LifecycleDecision {
+            action: LifecycleAction::Keep,
+            reason: format!("idle for {idle}s"),
+            requeue_after_seconds: Some(timeout - idle),
+        }
+    };
+    Some((BUILTIN.to_string(), decision))
+}
+
 /// What to do about `decision` for `sandbox` as it is now: nothing when it already is what the
-/// policy wants.
+/// decision wants.
 pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
     let mode = sandbox.spec.operating_mode;
     match decision.action {
@@ -34,57 +124,60 @@ pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
     }
 }
 
-/// When to ask the lifecycle policy again: when it said, else at the resync bound.
-pub fn requeue_after(decision: Option<&LifecycleDecision>, resync: Duration) -> Duration {
-    decision
-        .and_then(|d| d.requeue_after_seconds)
-        .map_or(resync, |s| Duration::from_secs(s.max(1)).min(resync))
-}
-
 /// Carries out a step. The Sandbox's next reconcile (its own watch event) does the rest.
 pub async fn carry_out(
     ctx: &Context,
     sandbox: &Sandbox,
-    policy: &str,
-    decision: &LifecycleDecision,
     step: Step,
+    by: &str,
+    reason: &str,
 ) -> Result<Action, Error> {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
-    let note = format!("policy {policy}: {}", decision.reason);
     let mode = |mode: &str| serde_json::json!({ "spec": { "operatingMode": mode } });
     let params = PatchParams {
         field_manager: Some(crate::FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    let (reason, result) = match step {
+    let (event, note, result) = match step {
         Step::Suspend => (
-            "PolicySuspended",
+            if by == BUILTIN {
+                "IdleSuspended"
+            } else {
+                "PolicySuspended"
+            },
+            if by == BUILTIN {
+                format!("spec.lifecycle.idleTimeout: {reason}")
+            } else {
+                format!("policy {by}: {reason}")
+            },
             api.patch(&name, &params, &Patch::Merge(mode("Suspended")))
                 .await
                 .map(|_| ()),
         ),
         Step::Resume => (
             "PolicyResumed",
+            format!("policy {by}: {reason}"),
             api.patch(&name, &params, &Patch::Merge(mode("Running")))
                 .await
                 .map(|_| ()),
         ),
         Step::Terminate => (
             "PolicyTerminated",
+            format!("policy {by}: {reason}"),
             api.delete(&name, &DeleteParams::default())
                 .await
                 .map(|_| ()),
         ),
     };
     result.map_err(Error::child("lifecycle", "Sandbox", &name))?;
-    tracing::info!(policy, reason, decision = %decision.reason, "lifecycle policy acted");
+    tracing::info!(by, event, reason, "lifecycle step");
     publish(
         ctx,
         sandbox,
         &[Transition {
-            reason,
+            reason: event,
             note,
             warning: false,
         }],
@@ -96,6 +189,14 @@ pub async fn carry_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const RESYNC: Duration = Duration::from_secs(300);
+    const DWELL: Duration = Duration::from_secs(60);
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).expect("time")
+    }
 
     fn decision(action: LifecycleAction, requeue: Option<u64>) -> LifecycleDecision {
         LifecycleDecision {
@@ -108,7 +209,16 @@ mod tests {
     fn sandbox(mode: OperatingMode) -> Sandbox {
         let mut sandbox = Sandbox::new("s", Default::default());
         sandbox.spec.operating_mode = mode;
+        sandbox.metadata.creation_timestamp = Some(Time(at(0)));
         sandbox
+    }
+
+    fn by_policy(d: LifecycleDecision) -> Decisions {
+        Decisions {
+            lifecycle: Some(("p".into(), d)),
+            has_lifecycle_policy: true,
+            ..Decisions::default()
+        }
     }
 
     #[test]
@@ -129,12 +239,65 @@ mod tests {
     }
 
     #[test]
-    fn requeue_follows_the_policy_within_the_resync_bound() {
-        let resync = Duration::from_secs(300);
-        assert_eq!(requeue_after(None, resync), resync);
-        let soon = decision(LifecycleAction::Keep, Some(30));
-        assert_eq!(requeue_after(Some(&soon), resync), Duration::from_secs(30));
-        let late = decision(LifecycleAction::Keep, Some(86_400));
-        assert_eq!(requeue_after(Some(&late), resync), resync);
+    fn the_policy_is_asked_again_when_it_says_within_the_resync_bound() {
+        let running = sandbox(OperatingMode::Running);
+        let keep = |requeue| by_policy(decision(LifecycleAction::Keep, requeue));
+        assert_eq!(
+            next(&running, &keep(Some(30)), at(100), RESYNC, DWELL),
+            Next::AskAgain(Duration::from_secs(30))
+        );
+        assert_eq!(
+            next(&running, &keep(Some(86_400)), at(100), RESYNC, DWELL),
+            Next::AskAgain(RESYNC)
+        );
+        let abstained = Decisions {
+            has_lifecycle_policy: true,
+            ..Decisions::default()
+        };
+        assert_eq!(
+            next(&running, &abstained, at(100), RESYNC, DWELL),
+            Next::AskAgain(RESYNC)
+        );
+        assert_eq!(
+            next(&running, &Decisions::default(), at(100), RESYNC, DWELL),
+            Next::Nothing,
+            "no policy and no idleTimeout: nothing to ask"
+        );
+    }
+
+    #[test]
+    fn a_suspend_waits_out_the_minimum_dwell() {
+        let running = sandbox(OperatingMode::Running);
+        let suspend = by_policy(decision(LifecycleAction::Suspend, None));
+        assert_eq!(
+            next(&running, &suspend, at(20), RESYNC, DWELL),
+            Next::AskAgain(Duration::from_secs(40))
+        );
+        assert!(matches!(
+            next(&running, &suspend, at(60), RESYNC, DWELL),
+            Next::Act {
+                step: Step::Suspend,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn idle_timeout_suspends_without_a_policy() {
+        let mut running = sandbox(OperatingMode::Running);
+        running.spec.lifecycle = Some(crate::api::LifecycleSpec {
+            idle_timeout: Some("2m".into()),
+        });
+        assert_eq!(
+            next(&running, &Decisions::default(), at(100), RESYNC, DWELL),
+            Next::AskAgain(Duration::from_secs(20))
+        );
+        match next(&running, &Decisions::default(), at(130), RESYNC, DWELL) {
+            Next::Act { step, by, reason } => {
+                assert_eq!((step, by.as_str()), (Step::Suspend, BUILTIN));
+                assert!(reason.contains("idle for 130s"), "{reason}");
+            }
+            other => panic!("expected a suspend, got {other:?}"),
+        }
     }
 }

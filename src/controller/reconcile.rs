@@ -14,6 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span, instrument};
 
+use crate::activity;
 use crate::api::{Phase, Sandbox, SandboxStatus};
 use crate::controller::children::{self, unchanged};
 use crate::controller::decisions::Decisions;
@@ -36,6 +37,8 @@ pub struct Context {
     pub written: WrittenStatuses,
     pub policies: PolicySet,
     pub namespaces: Store<Namespace>,
+    /// How long a Sandbox runs before a lifecycle decision may suspend it again.
+    pub min_dwell: std::time::Duration,
 }
 
 /// Status writes the Sandbox cache has not seen yet.
@@ -129,17 +132,21 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let decisions = decide(&ctx, &sandbox).await?;
-    if let Some((policy, decision)) = &decisions.lifecycle
-        && let Some(step) = policy_lifecycle::step(&sandbox, decision)
-    {
-        return policy_lifecycle::carry_out(&ctx, &sandbox, policy, decision, step).await;
-    }
-    let mut plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
-    if decisions.has_lifecycle_policy {
-        let again = policy_lifecycle::requeue_after(
-            decisions.lifecycle.as_ref().map(|(_, d)| d),
-            LIFECYCLE_RESYNC,
-        );
+    let ask_again = match policy_lifecycle::next(
+        &sandbox,
+        &decisions,
+        Timestamp::now(),
+        LIFECYCLE_RESYNC,
+        ctx.min_dwell,
+    ) {
+        policy_lifecycle::Next::Act { step, by, reason } => {
+            return policy_lifecycle::carry_out(&ctx, &sandbox, step, &by, &reason).await;
+        }
+        policy_lifecycle::Next::AskAgain(after) => Some(after),
+        policy_lifecycle::Next::Nothing => None,
+    };
+    let mut plan = planned(&sandbox, pod.as_ref(), &decisions);
+    if let Some(again) = ask_again {
         plan.requeue_after = Some(plan.requeue_after.map_or(again, |r| r.min(again)));
     }
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
@@ -152,13 +159,20 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
                 .get_opt(&name)
                 .await
                 .map_err(Error::child("get", "Pod", &name))?;
-            let plan = lifecycle::plan(&sandbox, pod.as_ref(), Timestamp::now(), &decisions);
+            let plan = planned(&sandbox, pod.as_ref(), &decisions);
             match execute(&sandbox, &ctx, &plan, &decisions).await? {
                 Outcome::Done(action) => Ok(action),
                 Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
             }
         }
     }
+}
+
+/// The phase machine's plan, with the activity facts of the status it will write.
+fn planned(sandbox: &Sandbox, pod: Option<&Pod>, decisions: &Decisions) -> Plan {
+    let mut plan = lifecycle::plan(sandbox, pod, Timestamp::now(), decisions);
+    plan.status.activity = Some(activity::observe(sandbox, Some(&plan.status)));
+    plan
 }
 
 /// How carrying out a plan ended.

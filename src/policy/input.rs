@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use super::types::{
     Activity, ComputeResources, Container, Input, OperatingMode, Sandbox as SandboxInput,
 };
+use crate::activity;
 use crate::api::{self, Sandbox};
 
 fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -44,10 +45,8 @@ pub fn build(
         .as_ref()
         .filter(|_| spec.operating_mode == api::OperatingMode::Suspended)
         .map(|t| seconds(t.0));
-    let running_since = status
-        .resumed_at
-        .as_ref()
-        .map_or(created_at, |t| seconds(t.0));
+    let running_since = activity::running_since(sandbox).map_or(created_at, seconds);
+    let observed = activity::status(sandbox);
     let non_negative = |d: i64| u64::try_from(d).unwrap_or(0);
     let sandbox_input = SandboxInput {
         name: sandbox.name_any(),
@@ -81,11 +80,14 @@ pub fn build(
         activity: Activity {
             now: seconds(now),
             created_at,
-            // Activity tracking arrives with the gateway; until then the Sandbox's age stands in.
-            last_activity_at: None,
-            idle_seconds: non_negative(seconds(now) - running_since),
-            open_connections: 0,
-            running_seconds: non_negative(seconds(now) - running_since),
+            last_activity_at: observed.last_activity_time.as_ref().map(|t| seconds(t.0)),
+            idle_seconds: activity::idle_seconds(sandbox, now),
+            open_connections: observed.open_connections,
+            running_seconds: if spec.operating_mode == api::OperatingMode::Running {
+                non_negative(seconds(now) - running_since)
+            } else {
+                0
+            },
             suspended_since,
         },
         settings: settings.to_string(),

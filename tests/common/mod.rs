@@ -34,6 +34,8 @@ impl Operator {
             // Each test's operator serves its own test's policies only.
             policy_selector: Some(format!("sandman.dev/test-namespace={}", ctx.namespace)),
             policy_cache_dir: None,
+            // Lifecycle tests use idle limits of seconds.
+            min_dwell: Duration::from_secs(1),
         };
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await

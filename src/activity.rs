@@ -1,0 +1,122 @@
+//! Activity: when a Sandbox was last used, from the `sandman.dev/last-activity` annotation
+//! (RFC 3339; agents, SDKs and `sandman touch` set it) and from its own starts, so that a
+//! freshly resumed Sandbox is not idle from the moment it wakes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
+
+/// The annotation that records the last activity.
+pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
+
+/// What the annotation says, if it holds a time.
+pub fn annotated(sandbox: &Sandbox) -> Option<Timestamp> {
+    sandbox
+        .annotations()
+        .get(LAST_ACTIVITY)
+        .and_then(|text| text.parse().ok())
+}
+
+/// When the pod last started for this Sandbox: its last resume, else its creation.
+pub fn running_since(sandbox: &Sandbox) -> Option<Timestamp> {
+    started(sandbox, sandbox.status.as_ref())
+}
+
+fn started(sandbox: &Sandbox, status: Option<&SandboxStatus>) -> Option<Timestamp> {
+    status
+        .and_then(|s| s.resumed_at.as_ref())
+        .or(sandbox.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+}
+
+/// The activity facts of `sandbox` as its status says.
+pub fn status(sandbox: &Sandbox) -> ActivityStatus {
+    observe(sandbox, sandbox.status.as_ref())
+}
+
+/// The activity facts of `sandbox` with `status` (a status about to be written, say).
+pub fn observe(sandbox: &Sandbox, status: Option<&SandboxStatus>) -> ActivityStatus {
+    let last = match (annotated(sandbox), started(sandbox, status)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let open_connections = status
+        .and_then(|s| s.activity.as_ref())
+        .map_or(0, |a| a.open_connections);
+    ActivityStatus {
+        last_activity_time: last.map(Time),
+        open_connections,
+        idle_since: last.filter(|_| open_connections == 0).map(Time),
+    }
+}
+
+/// Seconds idle at `now`: zero while a connection is open or the Sandbox is suspended.
+pub fn idle_seconds(sandbox: &Sandbox, now: Timestamp) -> u64 {
+    if sandbox.spec.operating_mode == OperatingMode::Suspended {
+        return 0;
+    }
+    status(sandbox)
+        .idle_since
+        .map_or(0, |since| seconds_between(since.0, now))
+}
+
+pub fn seconds_between(earlier: Timestamp, later: Timestamp) -> u64 {
+    u64::try_from(later.as_second() - earlier.as_second()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).expect("time")
+    }
+
+    fn sandbox(created: i64, annotation: Option<i64>) -> Sandbox {
+        let mut sandbox = Sandbox::new("s", Default::default());
+        sandbox.metadata.creation_timestamp = Some(Time(at(created)));
+        if let Some(a) = annotation {
+            sandbox
+                .annotations_mut()
+                .insert(LAST_ACTIVITY.into(), at(a).to_string());
+        }
+        sandbox
+    }
+
+    #[test]
+    fn the_later_of_annotation_and_start_counts() {
+        assert_eq!(idle_seconds(&sandbox(0, None), at(100)), 100);
+        assert_eq!(idle_seconds(&sandbox(0, Some(90)), at(100)), 10);
+        assert_eq!(
+            idle_seconds(&sandbox(50, Some(10)), at(100)),
+            50,
+            "an old annotation does not make a new Sandbox idle"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_annotation_is_ignored() {
+        let mut s = sandbox(0, None);
+        s.annotations_mut()
+            .insert(LAST_ACTIVITY.into(), "yesterday".into());
+        assert_eq!(idle_seconds(&s, at(100)), 100);
+    }
+
+    #[test]
+    fn open_connections_and_suspension_are_not_idle() {
+        let mut busy = sandbox(0, None);
+        busy.status = Some(crate::api::SandboxStatus {
+            activity: Some(ActivityStatus {
+                open_connections: 1,
+                ..ActivityStatus::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(idle_seconds(&busy, at(100)), 0);
+        let mut suspended = sandbox(0, None);
+        suspended.spec.operating_mode = OperatingMode::Suspended;
+        assert_eq!(idle_seconds(&suspended, at(100)), 0);
+    }
+}
