@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod distribution;
+pub mod gateway;
 pub mod policy;
 pub mod telemetry;
 

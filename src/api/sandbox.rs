@@ -69,6 +69,9 @@ pub struct SandboxSpec {
     #[serde(default)]
     pub volume_reclaim_policy: VolumeReclaimPolicy,
 
+    /// Whether `sandman gateway` forwards requests to this Sandbox, and to which port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
     /// How a changed `podTemplate` reaches a running pod: `OnResume` (default) at the next
     /// resume, `Recreate` by replacing the pod now.
     #[serde(default)]
@@ -161,6 +164,39 @@ pub struct IsolationSpec {
     /// turns into a runtime. Without policies, the pod's own `runtimeClassName` stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+}
+
+/// How the gateway reaches a Sandbox. A Sandbox without `enabled: true` is never forwarded to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Forward requests to this Sandbox (and wake it for them).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The port to forward to; it must be a `containerPort` of the pod template. Defaults to
+    /// the first one declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+impl GatewaySpec {
+    /// The port to forward to, if the Sandbox opted in and declares it.
+    pub fn target_port(sandbox: &Sandbox) -> Option<u16> {
+        let gateway = sandbox.spec.gateway.as_ref().filter(|g| g.enabled)?;
+        let declared = sandbox
+            .spec
+            .pod_template
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .map(|p| p.container_port);
+        let port = match gateway.port {
+            Some(wanted) => declared.into_iter().find(|p| *p == wanted)?,
+            None => declared.into_iter().next()?,
+        };
+        u16::try_from(port).ok()
+    }
 }
 
 /// Lifecycle settings.

@@ -1,6 +1,7 @@
 //! The `sandman` command line: one module per subcommand.
 
 mod crds;
+mod gateway;
 mod policy;
 mod run;
 mod touch;
@@ -23,6 +24,8 @@ pub enum Command {
     /// Evaluate, test, inspect and publish policies, without a cluster.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the gateway: a reverse proxy that wakes Sandboxes for requests.
+    Gateway(gateway::GatewayArgs),
     /// Record activity on a Sandbox now, so that it does not count as idle.
     Touch(touch::TouchArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
@@ -46,6 +49,8 @@ pub enum CliError {
     Policy(#[from] policy::PolicyCliError),
     #[error("touch {0}")]
     Touch(String),
+    #[error("gateway: {0}")]
+    Gateway(String),
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -53,6 +58,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run::run(args),
         Command::Policy(command) => Ok(policy::run(command)?),
         Command::Touch(args) => touch::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Crds => crds::print(),
         Command::Version => {
             println!("sandman {}", crate::VERSION);

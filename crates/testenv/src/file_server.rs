@@ -10,25 +10,44 @@ use std::sync::{Arc, Mutex};
 pub struct FileServer {
     address: String,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FileServer {
     pub fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// A server on a given loopback address: a test playing a pod's container listens on the
+    /// pod's IP. A file put at `*` answers every path.
+    pub fn start_on(address: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address)?;
         let address = listener.local_addr()?.to_string();
         let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let served = files.clone();
+        let counted = connections.clone();
         std::thread::Builder::new()
             .name("file-server".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let files = served.clone();
                     std::thread::spawn(move || {
                         let _ = answer(stream, &files);
                     });
                 }
             })?;
-        Ok(Self { address, files })
+        Ok(Self {
+            address,
+            files,
+            connections,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves `bytes` at `path` from now on.
@@ -55,7 +74,11 @@ fn answer(stream: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>) -> std::io
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let body = files.lock().ok().and_then(|f| f.get(path).cloned());
+    let path = path.split('?').next().unwrap_or(path);
+    let body = files
+        .lock()
+        .ok()
+        .and_then(|f| f.get(path).or_else(|| f.get("*")).cloned());
     let mut stream = stream;
     match body {
         Some(body) => {

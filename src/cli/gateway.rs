@@ -1,0 +1,70 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::CliError;
+use crate::gateway::{self, Options};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SANDMAN_GATEWAY_LISTEN")]
+    listen: SocketAddr,
+    /// Also route `<sandbox>.<namespace>.<domain>` by host name.
+    #[arg(long, env = "SANDMAN_GATEWAY_DOMAIN")]
+    domain: Option<String>,
+    /// A file holding the bearer token every request must present.
+    #[arg(long, env = "SANDMAN_GATEWAY_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Serve only this namespace's Sandboxes.
+    #[arg(long, env = "SANDMAN_NAMESPACE")]
+    namespace: Option<String>,
+    /// Seconds a request may wait for its Sandbox to wake.
+    #[arg(long, default_value_t = 30)]
+    hold_seconds: u64,
+    /// Requests one Sandbox may have held at once; more get 503.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// At most one activity write per Sandbox per this many seconds.
+    #[arg(long, default_value_t = 10)]
+    activity_interval_seconds: u64,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+pub fn run(args: GatewayArgs) -> Result<(), CliError> {
+    telemetry::init(args.log_format);
+    let token = args
+        .token_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| CliError::Gateway(format!("read {}: {e}", path.display())))
+        })
+        .transpose()?;
+    let options = Options {
+        listen: args.listen,
+        domain: args.domain,
+        token,
+        namespace: args.namespace,
+        hold: Duration::from_secs(args.hold_seconds),
+        queue: args.queue,
+        activity_interval: Duration::from_secs(args.activity_interval_seconds.max(1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Config(e.to_string()))?;
+        gateway::start(client, options)
+            .await
+            .map_err(|e| CliError::Gateway(e.to_string()))?;
+        let _ = tokio::signal::ctrl_c().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,112 @@
+//! Activity the gateway saw, written in batches: at most one write per Sandbox per interval,
+//! however many requests it served. Open connections (a WebSocket, a long stream) count as
+//! activity for as long as they last.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::activity::LAST_ACTIVITY;
+use crate::api::Sandbox;
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+#[derive(Default)]
+pub struct ActivityLog {
+    /// Sandboxes with activity since the last flush.
+    touched: Mutex<HashMap<Key, ()>>,
+    /// Connections open now, per Sandbox.
+    open: Mutex<HashMap<Key, usize>>,
+    writes: AtomicU64,
+}
+
+impl ActivityLog {
+    pub fn touch(&self, key: &Key) {
+        if let Ok(mut touched) = self.touched.lock() {
+            touched.insert(key.clone(), ());
+        }
+    }
+
+    /// A connection opened; it stays active until the returned guard drops.
+    pub fn open(self: &std::sync::Arc<Self>, key: &Key) -> OpenConnection {
+        if let Ok(mut open) = self.open.lock() {
+            *open.entry(key.clone()).or_default() += 1;
+        }
+        self.touch(key);
+        OpenConnection {
+            log: self.clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// API writes made so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Writes the activity of the last interval, one patch per Sandbox.
+    async fn flush(&self, client: &Client) {
+        let mut due: Vec<Key> = self
+            .touched
+            .lock()
+            .map(|mut t| t.drain().map(|(k, _)| k).collect())
+            .unwrap_or_default();
+        if let Ok(open) = self.open.lock() {
+            let still_open: Vec<Key> = open
+                .iter()
+                .filter(|(k, n)| **n > 0 && !due.contains(k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            due.extend(still_open);
+        }
+        let now = Timestamp::now().to_string();
+        let params = PatchParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        for (namespace, name) in due {
+            let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
+            let patch =
+                serde_json::json!({ "metadata": { "annotations": { LAST_ACTIVITY: now } } });
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = api.patch(&name, &params, &Patch::Merge(&patch)).await {
+                tracing::warn!(namespace, name, %error, "could not record activity");
+            }
+        }
+    }
+
+    /// Flushes every `interval` until the task is dropped.
+    pub async fn run(self: std::sync::Arc<Self>, client: Client, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.flush(&client).await;
+        }
+    }
+}
+
+pub struct OpenConnection {
+    log: std::sync::Arc<ActivityLog>,
+    key: Key,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.log.open.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+        self.log.touch(&self.key);
+    }
+}

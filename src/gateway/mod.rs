@@ -1,0 +1,217 @@
+//! `sandman gateway`: a reverse proxy in front of Sandboxes that opted in. It routes by host or
+//! path, wakes a Suspended Sandbox for a request and holds the request until it runs, and records
+//! activity in batches. It never connects anywhere but the pod IP and declared port of an
+//! opted-in Sandbox; every other route is a 404.
+
+pub mod activity;
+mod proxy;
+pub mod route;
+mod wake;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+use crate::api::{GatewaySpec, Sandbox};
+use activity::ActivityLog;
+use proxy::{Body, text};
+use wake::{Wait, Waker};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Route `<sandbox>.<namespace>.<domain>` by host name as well as by path.
+    pub domain: Option<String>,
+    /// Require `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Serve only this namespace's Sandboxes.
+    pub namespace: Option<String>,
+    /// How long a request may wait for its Sandbox to wake.
+    pub hold: Duration,
+    /// How many requests one Sandbox may have held at once.
+    pub queue: usize,
+    /// At most one activity write per Sandbox per this interval.
+    pub activity_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            domain: None,
+            token: None,
+            namespace: None,
+            hold: Duration::from_secs(30),
+            queue: 64,
+            activity_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("the Sandbox cache did not sync: {0}")]
+    Cache(String),
+}
+
+/// A running gateway: where it listens, and its counters.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Gateway {
+    /// Resumes the gateway asked for.
+    pub fn wakes(&self) -> u64 {
+        self.state.waker.wakes()
+    }
+
+    /// Activity writes the gateway made.
+    pub fn activity_writes(&self) -> u64 {
+        self.state.activity.writes()
+    }
+}
+
+struct State {
+    options: Options,
+    waker: Waker,
+    activity: Arc<ActivityLog>,
+    upstream: proxy::Upstream,
+}
+
+/// Starts the gateway: a Sandbox cache, the activity writer, and the listener. Runs until the
+/// returned tasks are dropped with the runtime.
+pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayError> {
+    let api: Api<Sandbox> = match &options.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|e| GatewayError::Cache(e.to_string()))?;
+    let activity = Arc::new(ActivityLog::default());
+    tokio::spawn(
+        activity
+            .clone()
+            .run(client.clone(), options.activity_interval),
+    );
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| GatewayError::Listen(options.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Listen(options.listen, e))?;
+    let state = Arc::new(State {
+        waker: Waker::new(client, store, options.queue, options.hold),
+        activity,
+        upstream: HttpClient::builder(TokioExecutor::new()).build_http(),
+        options,
+    });
+    let serving = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = serving.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    tracing::info!(%addr, "gateway listening");
+    Ok(Gateway { addr, state })
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &state.options.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let Some(route) = route::resolve(host.as_deref(), &path, state.options.domain.as_deref())
+    else {
+        return text(StatusCode::NOT_FOUND, "no such route");
+    };
+    let key = (route.namespace.clone(), route.name.clone());
+    // Unknown, not opted in, or no declared port: the same 404, and no connection attempt.
+    let port = state
+        .waker
+        .sandbox(&key)
+        .and_then(|sandbox| GatewaySpec::target_port(&sandbox));
+    let Some(port) = port else {
+        return text(StatusCode::NOT_FOUND, "no such Sandbox");
+    };
+    state.activity.touch(&key);
+    match state.waker.ready(&key, port).await {
+        Wait::Ready(addr) => {
+            proxy::forward(
+                &state.upstream,
+                &state.activity,
+                &key,
+                request,
+                addr,
+                &route.path,
+            )
+            .await
+        }
+        Wait::Overflow | Wait::TimedOut => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Sandbox is waking up; try again",
+            );
+            let retry = state.options.hold.as_secs().clamp(1, 30).to_string();
+            if let Ok(value) = HeaderValue::from_str(&retry) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Wait::Gone => text(StatusCode::NOT_FOUND, "no such Sandbox"),
+    }
+}

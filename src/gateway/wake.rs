@@ -1,0 +1,165 @@
+//! Waking a Sandbox for a request: one resume however many requests arrive, a bounded queue of
+//! held requests per Sandbox, and a bounded hold time.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::activity::Key;
+use crate::api::{OperatingMode, Phase, Sandbox};
+
+pub enum Wait {
+    Ready(SocketAddr),
+    /// More requests are held for this Sandbox than the queue allows.
+    Overflow,
+    /// The Sandbox did not become ready within the hold time.
+    TimedOut,
+    /// The Sandbox went away, or stopped opting in.
+    Gone,
+}
+
+pub struct Waker {
+    client: Client,
+    store: Store<Sandbox>,
+    queue: usize,
+    hold: Duration,
+    held: Mutex<HashMap<Key, usize>>,
+    wakes: AtomicU64,
+}
+
+/// How often a held request looks at the cache again.
+const POLL: Duration = Duration::from_millis(25);
+
+impl Waker {
+    pub fn new(client: Client, store: Store<Sandbox>, queue: usize, hold: Duration) -> Self {
+        Self {
+            client,
+            store,
+            queue,
+            hold,
+            held: Mutex::default(),
+            wakes: AtomicU64::new(0),
+        }
+    }
+
+    /// Resumes the gateway asked for.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
+    }
+
+    /// The cached Sandbox, if any.
+    pub fn sandbox(&self, key: &Key) -> Option<std::sync::Arc<Sandbox>> {
+        self.lookup(key)
+    }
+
+    fn lookup(&self, key: &Key) -> Option<std::sync::Arc<Sandbox>> {
+        self.store.get(&ObjectRef::new(&key.1).within(&key.0))
+    }
+
+    /// Where to send a request for `key` on `port`: at once when it runs, else once it has
+    /// woken.
+    pub async fn ready(&self, key: &Key, port: u16) -> Wait {
+        if let Some(addr) = self.lookup(key).and_then(|s| running_at(&s, port)) {
+            return Wait::Ready(addr);
+        }
+        {
+            let Ok(mut held) = self.held.lock() else {
+                return Wait::Gone;
+            };
+            let count = held.entry(key.clone()).or_default();
+            if *count >= self.queue {
+                return Wait::Overflow;
+            }
+            *count += 1;
+        }
+        let outcome = self.wait(key, port).await;
+        if let Ok(mut held) = self.held.lock()
+            && let Some(count) = held.get_mut(key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(key);
+            }
+        }
+        outcome
+    }
+
+    async fn wait(&self, key: &Key, port: u16) -> Wait {
+        let deadline = Instant::now() + self.hold;
+        let mut asked = false;
+        loop {
+            let Some(sandbox) = self.lookup(key) else {
+                return Wait::Gone;
+            };
+            // A pod just woken may be Ready a moment before its server accepts: the request
+            // is held until it does, within the same hold time.
+            if let Some(addr) = running_at(&sandbox, port)
+                && tokio::net::TcpStream::connect(addr).await.is_ok()
+            {
+                return Wait::Ready(addr);
+            }
+            if sandbox.spec.operating_mode == OperatingMode::Suspended && !asked {
+                asked = true;
+                self.resume(key).await;
+            }
+            if Instant::now() >= deadline {
+                return Wait::TimedOut;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Asks for a resume once per wake: held requests that find one asked for wait for it.
+    async fn resume(&self, key: &Key) {
+        let first = {
+            let Some(sandbox) = self.lookup(key) else {
+                return;
+            };
+            // The cache shows Suspended until the watch delivers our own patch; a patch that
+            // changes nothing is harmless, but counting it would not be.
+            sandbox.spec.operating_mode == OperatingMode::Suspended
+        };
+        if !first {
+            return;
+        }
+        let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
+        let params = PatchParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": self.lookup(key).and_then(|s| s.metadata.resource_version.clone()) },
+            "spec": { "operatingMode": "Running" },
+        });
+        match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                self.wakes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(namespace = key.0, name = key.1, "gateway woke a Sandbox");
+            }
+            // Another held request (or the user) resumed it first.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(error) => {
+                tracing::warn!(namespace = key.0, name = key.1, %error, "could not resume")
+            }
+        }
+    }
+}
+
+/// The pod address of a Sandbox that is Running with a pod IP.
+fn running_at(sandbox: &Sandbox, port: u16) -> Option<SocketAddr> {
+    if sandbox.spec.operating_mode != OperatingMode::Running {
+        return None;
+    }
+    let status = sandbox.status.as_ref()?;
+    if status.phase != Some(Phase::Running) {
+        return None;
+    }
+    let ip: IpAddr = status.pod_ips.first()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}

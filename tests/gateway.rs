@@ -1,0 +1,272 @@
+//! `sandman gateway` on the local control plane. A test plays a Sandbox's container by serving
+//! HTTP on the pod's IP (testenv hands out 127.1.x.y) once the pod runs.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::ContainerPort;
+use sandman::api::{GatewaySpec, OperatingMode, Phase, Sandbox};
+use sandman::gateway::{self, Gateway, Options};
+use sandman_testenv::file_server::FileServer;
+use sandman_testenv::harness::{TestContext, eventually};
+
+const PORT: i32 = 8080;
+
+fn options(ctx: &TestContext) -> Options {
+    Options {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        namespace: Some(ctx.namespace.clone()),
+        hold: Duration::from_secs(30),
+        ..Options::default()
+    }
+}
+
+/// A Sandbox that opted in to the gateway, declaring port 8080.
+fn reachable(name: &str, mode: OperatingMode) -> Sandbox {
+    let mut sandbox = sandbox(name, false);
+    sandbox.spec.operating_mode = mode;
+    sandbox.spec.pod_template.spec.containers[0].ports = Some(vec![ContainerPort {
+        container_port: PORT,
+        ..Default::default()
+    }]);
+    sandbox.spec.gateway = Some(GatewaySpec {
+        enabled: true,
+        port: None,
+    });
+    sandbox
+}
+
+/// Serves `hello from <name>` on the pod's IP once the Sandbox runs.
+fn play_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<FileServer> {
+    let api = sandboxes(ctx);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let ip = eventually(&format!("{name} to run with a pod IP"), WAIT, || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let sandbox = api.get(&name).await.ok()?;
+                let status = sandbox.status?;
+                (status.phase == Some(Phase::Running))
+                    .then(|| status.pod_ips.first().cloned())
+                    .flatten()
+            }
+        })
+        .await;
+        let server = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen on the pod IP");
+        server.put("*", format!("hello from {name}").into_bytes());
+        server
+    })
+}
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn get(gateway: &Gateway, path: &str, token: Option<&str>) -> (u16, Option<String>, String) {
+    let mut request = http::Request::get(format!("http://{}{path}", gateway.addr));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client()
+        .request(request.body(Empty::new()).expect("request"))
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn request_wakes_suspended_sandbox() {
+    let ctx = TestContext::new("gateway_wakes").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
+    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let _container = play_container(&ctx, "sleeper");
+    let (status, _, body) = get(
+        &gateway,
+        &format!("/sandboxes/{}/sleeper/work", ctx.namespace),
+        None,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
+    assert_eq!(gateway.wakes(), 1);
+    let woken = sandboxes(&ctx).get("sleeper").await.expect("sandbox");
+    assert_eq!(woken.spec.operating_mode, OperatingMode::Running);
+}
+
+#[tokio::test]
+async fn concurrent_requests_during_resume_are_all_served() {
+    let ctx = TestContext::new("gateway_concurrent").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
+    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    let gateway = Arc::new(
+        gateway::start(ctx.client.clone(), options(&ctx))
+            .await
+            .expect("gateway"),
+    );
+    let _container = play_container(&ctx, "sleeper");
+    let path = format!("/sandboxes/{}/sleeper/", ctx.namespace);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let gateway = gateway.clone();
+            let path = path.clone();
+            tokio::spawn(async move { get(&gateway, &path, None).await })
+        })
+        .collect();
+    for request in requests {
+        let (status, _, body) = request.await.expect("request task");
+        assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
+    }
+    assert_eq!(gateway.wakes(), 1, "ten held requests, one resume");
+}
+
+#[tokio::test]
+async fn queue_overflow_answers_503() {
+    let ctx = TestContext::new("gateway_overflow").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
+    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    let gateway = Arc::new(
+        gateway::start(
+            ctx.client.clone(),
+            Options {
+                queue: 2,
+                hold: Duration::from_secs(3),
+                ..options(&ctx)
+            },
+        )
+        .await
+        .expect("gateway"),
+    );
+    // No container ever listens: held requests wait out the hold time.
+    let path = format!("/sandboxes/{}/sleeper/", ctx.namespace);
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let gateway = gateway.clone();
+            let path = path.clone();
+            tokio::spawn(async move { get(&gateway, &path, None).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("request task"));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(status, retry, _)| *status == 503 && retry.is_some()),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn gateway_refuses_non_opted_in_sandbox() {
+    let ctx = TestContext::new("gateway_refuses").await;
+    let _operator = Operator::start(&ctx);
+    let mut closed = reachable("closed", OperatingMode::Running);
+    closed.spec.gateway = None;
+    create(&ctx, &closed).await;
+    let running = wait_phase(&ctx, "closed", Phase::Running).await;
+    let ip = running.status.expect("status").pod_ips[0].clone();
+    let container = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen");
+    container.put("*", b"should never be reached".to_vec());
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            token: Some("s3cret".into()),
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    let path = format!("/sandboxes/{}/closed/", ctx.namespace);
+    assert_eq!(get(&gateway, &path, None).await.0, 401, "no token");
+    assert_eq!(
+        get(&gateway, &path, Some("wrong")).await.0,
+        401,
+        "wrong token"
+    );
+    assert_eq!(
+        get(&gateway, &path, Some("s3cret")).await.0,
+        404,
+        "not opted in"
+    );
+    assert_eq!(
+        get(
+            &gateway,
+            &format!("/sandboxes/{}/absent/", ctx.namespace),
+            Some("s3cret")
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(get(&gateway, "/elsewhere", Some("s3cret")).await.0, 404);
+    assert_eq!(container.connections(), 0, "no connection was attempted");
+}
+
+#[tokio::test]
+async fn activity_writes_are_batched() {
+    let ctx = TestContext::new("gateway_batches").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("busy", OperatingMode::Running)).await;
+    let container = play_container(&ctx, "busy").await.expect("container");
+    let interval = Duration::from_secs(2);
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            activity_interval: interval,
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    let path = format!("/sandboxes/{}/busy/", ctx.namespace);
+    // 30 requests within about one interval.
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        assert_eq!(get(&gateway, &path, None).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(interval * 2).await;
+    let intervals = elapsed.as_secs_f64() / interval.as_secs_f64();
+    let writes = gateway.activity_writes();
+    assert!(
+        writes >= 1 && (writes as f64) <= intervals.ceil() + 1.0,
+        "{writes} activity writes for 30 requests over {elapsed:?} ({interval:?} interval)"
+    );
+    assert!(container.connections() >= 30);
+    let busy = sandboxes(&ctx).get("busy").await.expect("sandbox");
+    assert!(
+        busy.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("sandman.dev/last-activity"),
+        "activity is recorded where lifecycle decisions read it"
+    );
+}
