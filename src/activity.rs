@@ -11,6 +11,9 @@ use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 
+/// The annotation in which the gateway reports the connections open through it.
+pub const OPEN_CONNECTIONS: &str = "sandman.dev/open-connections";
+
 /// What the annotation says, if it holds a time.
 pub fn annotated(sandbox: &Sandbox) -> Option<Timestamp> {
     sandbox
@@ -42,9 +45,11 @@ pub fn observe(sandbox: &Sandbox, status: Option<&SandboxStatus>) -> ActivitySta
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    let open_connections = status
-        .and_then(|s| s.activity.as_ref())
-        .map_or(0, |a| a.open_connections);
+    let open_connections = sandbox
+        .annotations()
+        .get(OPEN_CONNECTIONS)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     ActivityStatus {
         last_activity_time: last.map(Time),
         open_connections,
@@ -107,13 +112,8 @@ mod tests {
     #[test]
     fn open_connections_and_suspension_are_not_idle() {
         let mut busy = sandbox(0, None);
-        busy.status = Some(crate::api::SandboxStatus {
-            activity: Some(ActivityStatus {
-                open_connections: 1,
-                ..ActivityStatus::default()
-            }),
-            ..Default::default()
-        });
+        busy.annotations_mut()
+            .insert(OPEN_CONNECTIONS.into(), "1".into());
         assert_eq!(idle_seconds(&busy, at(100)), 0);
         let mut suspended = sandbox(0, None);
         suspended.spec.operating_mode = OperatingMode::Suspended;

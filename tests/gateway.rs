@@ -270,3 +270,94 @@ async fn activity_writes_are_batched() {
         "activity is recorded where lifecycle decisions read it"
     );
 }
+
+/// Echoes WebSocket messages on the pod's IP once the Sandbox runs; the handle resolves once
+/// it listens.
+fn play_websocket_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<()> {
+    let api = sandboxes(ctx);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let ip = eventually(&format!("{name} to run with a pod IP"), WAIT, || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let status = api.get(&name).await.ok()?.status?;
+                (status.phase == Some(Phase::Running))
+                    .then(|| status.pod_ips.first().cloned())
+                    .flatten()
+            }
+        })
+        .await;
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
+            .await
+            .expect("listen on the pod IP");
+        tokio::spawn(async move { echo(listener).await });
+    })
+}
+
+async fn echo(listener: tokio::net::TcpListener) {
+    {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use futures::{SinkExt, StreamExt};
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() && socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[tokio::test]
+async fn open_websocket_keeps_sandbox_awake() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ctx = TestContext::new("gateway_websocket").await;
+    let _operator = Operator::start(&ctx);
+    let mut chat = reachable("chat", OperatingMode::Running);
+    chat.spec.lifecycle = Some(sandman::api::LifecycleSpec {
+        idle_timeout: Some("3s".into()),
+    });
+    create(&ctx, &chat).await;
+    let listening = play_websocket_container(&ctx, "chat");
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            activity_interval: Duration::from_secs(1),
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    listening.await.expect("the container listens");
+    let url = format!(
+        "ws://{}/sandboxes/{}/chat/socket",
+        gateway.addr, ctx.namespace
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the WebSocket opens through the gateway");
+    socket.send(Message::text("ping")).await.expect("send");
+    let echo = socket.next().await.expect("a reply").expect("a message");
+    assert_eq!(echo.into_text().expect("text").as_str(), "ping");
+    // Silent but open for well past the idle timeout: the Sandbox stays awake.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let chat = sandboxes(&ctx).get("chat").await.expect("sandbox");
+    assert_eq!(chat.spec.operating_mode, OperatingMode::Running);
+    assert_eq!(
+        chat.status
+            .and_then(|s| s.activity)
+            .map(|a| a.open_connections),
+        Some(1)
+    );
+    socket.close(None).await.expect("close");
+    drop(socket);
+    // Closed, it goes idle and is suspended.
+    wait_phase(&ctx, "chat", Phase::Suspended).await;
+}

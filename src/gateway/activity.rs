@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::activity::LAST_ACTIVITY;
+use crate::activity::{LAST_ACTIVITY, OPEN_CONNECTIONS};
 use crate::api::Sandbox;
 
 /// `(namespace, name)`.
@@ -23,6 +23,8 @@ pub struct ActivityLog {
     touched: Mutex<HashMap<Key, ()>>,
     /// Connections open now, per Sandbox.
     open: Mutex<HashMap<Key, usize>>,
+    /// The open-connection count last written, per Sandbox.
+    reported: Mutex<HashMap<Key, usize>>,
     writes: AtomicU64,
 }
 
@@ -70,10 +72,21 @@ impl ActivityLog {
             field_manager: Some(crate::FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        for (namespace, name) in due {
+        let open = self.open.lock().map(|o| o.clone()).unwrap_or_default();
+        for key in due {
+            let count = open.get(&key).copied().unwrap_or(0);
+            let changed = self
+                .reported
+                .lock()
+                .map(|mut r| r.insert(key.clone(), count) != Some(count))
+                .unwrap_or(true);
+            let mut annotations = serde_json::json!({ LAST_ACTIVITY: now });
+            if changed {
+                annotations[OPEN_CONNECTIONS] = serde_json::json!(count.to_string());
+            }
+            let (namespace, name) = key;
             let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
-            let patch =
-                serde_json::json!({ "metadata": { "annotations": { LAST_ACTIVITY: now } } });
+            let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
             self.writes.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = api.patch(&name, &params, &Patch::Merge(&patch)).await {
                 tracing::warn!(namespace, name, %error, "could not record activity");
