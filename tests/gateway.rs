@@ -39,7 +39,7 @@ fn reachable(name: &str, mode: OperatingMode) -> Sandbox {
     }]);
     sandbox.spec.gateway = Some(GatewaySpec {
         enabled: true,
-        port: None,
+        ..GatewaySpec::default()
     });
     sandbox
 }
@@ -360,4 +360,44 @@ async fn open_websocket_keeps_sandbox_awake() {
     drop(socket);
     // Closed, it goes idle and is suspended.
     wait_phase(&ctx, "chat", Phase::Suspended).await;
+}
+
+#[tokio::test]
+async fn http2_and_per_sandbox_tokens_are_served() {
+    let ctx = TestContext::new("gateway_http2_tokens").await;
+    let _operator = Operator::start(&ctx);
+    let mut private = reachable("private", OperatingMode::Running);
+    let token = "only-for-private";
+    if let Some(gateway) = private.spec.gateway.as_mut() {
+        gateway.token_sha256 = Some(sandman::distribution::sha256_hex(token.as_bytes()));
+    }
+    create(&ctx, &private).await;
+    let _container = play_container(&ctx, "private").await.expect("container");
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let path = format!("/sandboxes/{}/private/", ctx.namespace);
+    assert_eq!(get(&gateway, &path, None).await.0, 401);
+    assert_eq!(get(&gateway, &path, Some("guess")).await.0, 401);
+    let (status, _, body) = get(&gateway, &path, Some(token)).await;
+    assert_eq!((status, body.as_str()), (200, "hello from private"));
+
+    // HTTP/2 with prior knowledge, as gRPC clients speak it.
+    let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let request = http::Request::get(format!("http://{}{path}", gateway.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .expect("request");
+    let response = h2.request(request).await.expect("an HTTP/2 answer");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body.as_ref(), b"hello from private");
 }

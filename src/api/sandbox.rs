@@ -177,6 +177,16 @@ pub struct GatewaySpec {
     /// the first one declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+    /// The sha256 (64 hex digits) of a bearer token for this Sandbox alone. A request that
+    /// presents it is let through, as is one with the gateway's own token; with neither
+    /// configured, the Sandbox is open to whoever reaches the gateway.
+    #[serde(
+        default,
+        rename = "tokenSHA256",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = "^[a-f0-9]{64}$"))]
+    pub token_sha256: Option<String>,
 }
 
 impl GatewaySpec {

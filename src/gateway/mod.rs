@@ -28,6 +28,23 @@ use activity::ActivityLog;
 use proxy::{Body, text};
 use wake::{Wait, Waker};
 
+fn unauthorized() -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub listen: SocketAddr,
@@ -139,9 +156,9 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(&state, request).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
+                // HTTP/1.1 (with upgrades, for WebSockets) and HTTP/2, told apart by preface.
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -151,25 +168,31 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
-    if let Some(token) = &state.options.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
-            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let gateway_token_ok = state
+        .options
+        .token
+        .as_ref()
+        .is_some_and(|token| presented.as_deref().is_some_and(|p| same(p, token)));
+    // Without the gateway's token, say nothing about which Sandboxes exist.
+    let not_found = || {
+        if state.options.token.is_some() && !gateway_token_ok {
+            unauthorized()
+        } else {
+            text(StatusCode::NOT_FOUND, "no such Sandbox")
         }
-    }
+    };
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
     let path = request
         .uri()
         .path_and_query()
@@ -177,17 +200,30 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
         .to_string();
     let Some(route) = route::resolve(host.as_deref(), &path, state.options.domain.as_deref())
     else {
-        return text(StatusCode::NOT_FOUND, "no such route");
+        return not_found();
     };
     let key = (route.namespace.clone(), route.name.clone());
-    // Unknown, not opted in, or no declared port: the same 404, and no connection attempt.
-    let port = state
-        .waker
-        .sandbox(&key)
-        .and_then(|sandbox| GatewaySpec::target_port(&sandbox));
-    let Some(port) = port else {
-        return text(StatusCode::NOT_FOUND, "no such Sandbox");
+    // Unknown, not opted in, or no declared port: the same answer, and no connection attempt.
+    let Some(sandbox) = state.waker.sandbox(&key) else {
+        return not_found();
     };
+    let Some(port) = GatewaySpec::target_port(&sandbox) else {
+        return not_found();
+    };
+    let sandbox_token = sandbox
+        .spec
+        .gateway
+        .as_ref()
+        .and_then(|g| g.token_sha256.as_deref());
+    let sandbox_token_ok = sandbox_token.is_some_and(|hash| {
+        presented
+            .as_deref()
+            .is_some_and(|p| same(&crate::distribution::sha256_hex(p.as_bytes()), hash))
+    });
+    let open = state.options.token.is_none() && sandbox_token.is_none();
+    if !(open || gateway_token_ok || sandbox_token_ok) {
+        return unauthorized();
+    }
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
         Wait::Ready(addr) => {

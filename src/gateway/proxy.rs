@@ -80,6 +80,8 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     parts.uri = uri;
+    // Pods are spoken to in HTTP/1.1, whatever the client spoke to the gateway.
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let connection = activity.open(key);
     let response = match upstream.request(Request::from_parts(parts, body)).await {
