@@ -92,7 +92,9 @@ impl Waker {
 
     async fn wait(&self, key: &Key, port: u16) -> Wait {
         let deadline = Instant::now() + self.hold;
-        let mut asked = false;
+        // The resourceVersion a resume was last asked against: a 409 means the cache was
+        // behind, and the resume is asked again once it has caught up.
+        let mut asked_at: Option<String> = None;
         loop {
             let Some(sandbox) = self.lookup(key) else {
                 return Wait::Gone;
@@ -104,9 +106,10 @@ impl Waker {
             {
                 return Wait::Ready(addr);
             }
-            if sandbox.spec.operating_mode == OperatingMode::Suspended && !asked {
-                asked = true;
-                self.resume(key).await;
+            let version = sandbox.metadata.resource_version.clone();
+            if sandbox.spec.operating_mode == OperatingMode::Suspended && asked_at != version {
+                asked_at = version.clone();
+                self.resume(key, version).await;
             }
             if Instant::now() >= deadline {
                 return Wait::TimedOut;
@@ -115,26 +118,16 @@ impl Waker {
         }
     }
 
-    /// Asks for a resume once per wake: held requests that find one asked for wait for it.
-    async fn resume(&self, key: &Key) {
-        let first = {
-            let Some(sandbox) = self.lookup(key) else {
-                return;
-            };
-            // The cache shows Suspended until the watch delivers our own patch; a patch that
-            // changes nothing is harmless, but counting it would not be.
-            sandbox.spec.operating_mode == OperatingMode::Suspended
-        };
-        if !first {
-            return;
-        }
+    /// Asks for a resume, guarded by the resourceVersion the cache shows: of held requests
+    /// that ask at once, one succeeds and the rest see a conflict.
+    async fn resume(&self, key: &Key, version: Option<String>) {
         let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
         let params = PatchParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         let patch = serde_json::json!({
-            "metadata": { "resourceVersion": self.lookup(key).and_then(|s| s.metadata.resource_version.clone()) },
+            "metadata": { "resourceVersion": version },
             "spec": { "operatingMode": "Running" },
         });
         match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
@@ -142,7 +135,8 @@ impl Waker {
                 self.wakes.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(namespace = key.0, name = key.1, "gateway woke a Sandbox");
             }
-            // Another held request (or the user) resumed it first.
+            // Another held request resumed it first, or the cache is behind: either way the
+            // next look at the cache tells.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(error) => {
                 tracing::warn!(namespace = key.0, name = key.1, %error, "could not resume")
