@@ -194,7 +194,15 @@ fn sandbox(name: &str, volume: bool) -> Sandbox {
 
 fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sandman"))
-        .args(["run", "--namespace", namespace, "--concurrency", "64"])
+        .args([
+            "run",
+            "--namespace",
+            namespace,
+            "--concurrency",
+            "64",
+            "--metrics-listen",
+            "off",
+        ])
         .env("KUBECONFIG", plane.kubeconfig())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod distribution;
 pub mod gateway;
+pub mod metrics;
 pub mod policy;
 pub mod telemetry;
 

@@ -494,3 +494,60 @@ async fn two_sources_are_refused_by_the_api_server() {
         .expect_err("two sources");
     assert!(error.to_string().contains("exactly one source"), "{error}");
 }
+
+#[tokio::test]
+async fn metrics_expose_policy_latency_per_policy() {
+    let ctx = TestContext::new("metrics_policy_latency").await;
+    let _operator = Operator::start(&ctx);
+    // The registry is per process: this endpoint shows the test's operator too.
+    let ready = sandman::metrics::Readiness::default();
+    let addr = sandman::metrics::serve("127.0.0.1:0".parse().expect("address"), ready.clone())
+        .await
+        .expect("serve metrics");
+    let Installed { api, name, .. } =
+        install_loaded(&ctx, "metrics", "untrusted_to_gvisor", |_| {}).await;
+    create(&ctx, &untrusted_sandbox("agent")).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+
+    let scrape = |path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        response
+    };
+    let metrics = scrape("/metrics").await;
+    let histogram =
+        format!("sandman_policy_evaluation_seconds_count{{policy=\"{name}\",hook=\"isolation\"}}");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&histogram))
+        .unwrap_or_else(|| panic!("no {histogram} in:\n{metrics}"));
+    let count: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(count >= 1.0, "{line}");
+    assert!(metrics.contains(&format!(
+        "sandman_policy_decisions_total{{policy=\"{name}\",hook=\"isolation\",outcome=\"decided\"}}"
+    )));
+    assert!(metrics.contains("sandman_reconciles_total{controller=\"sandbox\"}"));
+    assert!(scrape("/healthz").await.starts_with("HTTP/1.0 200"));
+    assert!(
+        scrape("/readyz").await.contains(" 503 "),
+        "not ready until told"
+    );
+    ready.set();
+    assert!(scrape("/readyz").await.starts_with("HTTP/1.0 200"));
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}

@@ -30,6 +30,13 @@ pub struct GatewayArgs {
     /// At most one activity write per Sandbox per this many seconds.
     #[arg(long, default_value_t = 10)]
     activity_interval_seconds: u64,
+    /// Where to serve /metrics, /healthz and /readyz; `off` to not serve them.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8082",
+        env = "SANDMAN_GATEWAY_METRICS_LISTEN"
+    )]
+    metrics_listen: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -61,9 +68,22 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| CliError::Config(e.to_string()))?;
+        let ready = crate::metrics::Readiness::default();
+        if args.metrics_listen != "off" {
+            let listen = args
+                .metrics_listen
+                .parse()
+                .map_err(|e| CliError::Config(format!("--metrics-listen: {e}")))?;
+            match crate::metrics::serve(listen, ready.clone()).await {
+                Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
+                Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
+            }
+        }
+        // `start` returns once the Sandbox cache has synced.
         gateway::start(client, options)
             .await
             .map_err(|e| CliError::Gateway(e.to_string()))?;
+        ready.set();
         let _ = tokio::signal::ctrl_c().await;
         Ok(())
     })

@@ -21,6 +21,9 @@ pub struct RunArgs {
     /// How long a Sandbox runs before a lifecycle decision may suspend it again (seconds).
     #[arg(long, default_value_t = 60, env = "SANDMAN_MIN_DWELL_SECONDS")]
     min_dwell_seconds: u64,
+    /// Where to serve /metrics, /healthz and /readyz; `off` to not serve them.
+    #[arg(long, default_value = "0.0.0.0:8081", env = "SANDMAN_METRICS_LISTEN")]
+    metrics_listen: String,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -35,14 +38,21 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| CliError::Config(e.to_string()))?;
-        let options = Options {
-            namespace: args.namespace,
-            concurrency: args.concurrency,
-            policy_selector: args.policy_selector,
-            policy_cache_dir: args.policy_cache_dir,
-            min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
-            ..Options::default()
-        };
+        let options =
+            Options {
+                namespace: args.namespace,
+                concurrency: args.concurrency,
+                policy_selector: args.policy_selector,
+                policy_cache_dir: args.policy_cache_dir,
+                min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
+                metrics_listen: match args.metrics_listen.as_str() {
+                    "off" => None,
+                    listen => Some(listen.parse().map_err(|e| {
+                        CliError::Config(format!("--metrics-listen {listen}: {e}"))
+                    })?),
+                },
+                ..Options::default()
+            };
         controller::run(client, options, shutdown_signal())
             .await
             .map_err(CliError::Operator)

@@ -47,6 +47,8 @@ pub struct Options {
     pub policy_cache_dir: Option<std::path::PathBuf>,
     /// How long a Sandbox runs before a lifecycle decision may suspend it again.
     pub min_dwell: std::time::Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             policy_selector: None,
             policy_cache_dir: None,
             min_dwell: std::time::Duration::from_secs(60),
+            metrics_listen: None,
         }
     }
 }
@@ -102,6 +105,21 @@ pub async fn run(
         namespace: options.namespace.clone(),
     };
     let sandboxes = caches::sandboxes(&client, &scope);
+    if let Some(listen) = options.metrics_listen {
+        let ready = crate::metrics::Readiness::default();
+        // Metrics are worth a loud error, not a stopped operator.
+        match crate::metrics::serve(listen, ready.clone()).await {
+            Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
+            Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
+        }
+        // Ready once the Sandbox cache has synced.
+        let store = sandboxes.store.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                ready.set();
+            }
+        });
+    }
     let pods = caches::pods(&client, &scope);
     let services = caches::services(&client, &scope);
     let claims = caches::claims(&client, &scope);

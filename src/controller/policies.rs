@@ -169,6 +169,13 @@ async fn reconcile(
             )
         }
         Err(failure) => {
+            crate::metrics::METRICS
+                .policy_load_failures
+                .get_or_create(&crate::metrics::PolicyReason {
+                    policy: name.clone(),
+                    reason: failure.reason.into(),
+                })
+                .inc();
             let kept = serving
                 .as_ref()
                 .map(|s| format!("; still serving the last good revision sha256:{}", s.digest))

@@ -96,8 +96,27 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(crate::FIELD_MANAGER)
 }
 
-#[instrument(skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
+/// One reconcile, counted and timed.
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_sandbox(sandbox, ctx).await;
+    let labels = crate::metrics::ControllerLabel {
+        controller: "sandbox".into(),
+    };
+    let metrics = &crate::metrics::METRICS;
+    metrics.reconciles.get_or_create(&labels).inc();
+    metrics
+        .reconcile_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics.reconcile_errors.get_or_create(&labels).inc();
+    }
+    result
+}
+
+#[instrument(skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
+async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
     if sandbox.metadata.deletion_timestamp.is_some() {
         ctx.written.forget(&sandbox);
         // Owner references and PVC protection do the rest: the pod and Service are collected,
@@ -381,6 +400,12 @@ async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result
 pub(crate) async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
     let reference = sandbox.object_ref(&());
     for t in transitions {
+        crate::metrics::METRICS
+            .transitions
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: t.reason.into(),
+            })
+            .inc();
         let event = Event {
             type_: if t.warning {
                 EventType::Warning

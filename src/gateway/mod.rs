@@ -168,6 +168,17 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let response = answer(state, request).await;
+    crate::metrics::METRICS
+        .gateway_requests
+        .get_or_create(&crate::metrics::CodeLabel {
+            code: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}
+
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -78,7 +78,16 @@ impl Waker {
             }
             *count += 1;
         }
+        let metrics = &crate::metrics::METRICS;
+        metrics.gateway_held.inc();
+        let started = Instant::now();
         let outcome = self.wait(key, port).await;
+        metrics.gateway_held.dec();
+        if matches!(outcome, Wait::Ready(_)) {
+            metrics
+                .gateway_wake_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         if let Ok(mut held) = self.held.lock()
             && let Some(count) = held.get_mut(key)
         {

@@ -401,7 +401,7 @@ impl LoadedPolicy {
             .as_ref()
             .filter(|_| self.uses(Hook::Isolation))
             .ok_or(PolicyError::MissingHook("isolation"))?;
-        self.decide(isolation_size, |store, instance| {
+        self.decide(Hook::Isolation, isolation_size, |store, instance| {
             indices
                 .load(&mut *store, instance)?
                 .call_decide(&mut *store, input)
@@ -417,7 +417,7 @@ impl LoadedPolicy {
             .as_ref()
             .filter(|_| self.uses(Hook::Resources))
             .ok_or(PolicyError::MissingHook("resources"))?;
-        self.decide(resources_size, |store, instance| {
+        self.decide(Hook::Resources, resources_size, |store, instance| {
             indices
                 .load(&mut *store, instance)?
                 .call_decide(&mut *store, input)
@@ -434,6 +434,7 @@ impl LoadedPolicy {
             .filter(|_| self.uses(Hook::Lifecycle))
             .ok_or(PolicyError::MissingHook("lifecycle"))?;
         self.decide(
+            Hook::Lifecycle,
             |d: &types::LifecycleDecision| d.reason.len(),
             |store, instance| {
                 indices
@@ -447,17 +448,33 @@ impl LoadedPolicy {
     /// larger than the policy's output limit, is an error like any trap.
     fn decide<D>(
         &self,
+        hook: Hook,
         size: impl Fn(&D) -> usize,
         call: impl FnOnce(
             &mut Store<GuestState>,
             &wasmtime::component::Instance,
         ) -> wasmtime::Result<Result<Option<D>, String>>,
     ) -> Result<Option<D>, PolicyError> {
-        let decision = self
-            .run_within(self.limits.timeout, call)?
-            .map_err(PolicyError::Guest)?;
-        self.check_size(decision.as_ref().map_or(0, size))?;
-        Ok(decision)
+        let started = std::time::Instant::now();
+        let result = self
+            .run_within(self.limits.timeout, call)
+            .and_then(|r| r.map_err(PolicyError::Guest))
+            .and_then(|decision| {
+                self.check_size(decision.as_ref().map_or(0, &size))?;
+                Ok(decision)
+            });
+        let outcome = match &result {
+            Ok(Some(_)) => "decided",
+            Ok(None) => "abstained",
+            Err(error) => error.metric_label(),
+        };
+        crate::metrics::METRICS.policy_evaluated(
+            &self.name,
+            hook.name(),
+            outcome,
+            started.elapsed(),
+        );
+        result
     }
 
     fn check_size(&self, size: usize) -> Result<(), PolicyError> {

@@ -36,6 +36,7 @@ impl Operator {
             policy_cache_dir: None,
             // Lifecycle tests use idle limits of seconds.
             min_dwell: Duration::from_secs(1),
+            metrics_listen: None,
         };
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await

@@ -1,0 +1,226 @@
+//! Prometheus metrics, and the `/metrics`, `/healthz` and `/readyz` endpoints. One registry per
+//! process: every operator or gateway in it reports into the same families, told apart by labels.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyHook {
+    pub policy: String,
+    pub hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyOutcome {
+    pub policy: String,
+    pub hook: String,
+    /// decided, abstained, error, timeout, trap, out_of_memory, …
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyReason {
+    pub policy: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 µs to about 42 s.
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub policy_evaluation_seconds: Family<PolicyHook, Histogram, fn() -> Histogram>,
+    pub policy_decisions: Family<PolicyOutcome, Counter>,
+    pub policy_load_failures: Family<PolicyReason, Counter>,
+    pub reconciles: Family<ControllerLabel, Counter>,
+    pub reconcile_errors: Family<ControllerLabel, Counter>,
+    pub reconcile_seconds: Family<ControllerLabel, Histogram, fn() -> Histogram>,
+    /// Sandbox transitions by Event reason: Suspended, Resuming, PolicySuspended, …
+    pub transitions: Family<ReasonLabel, Counter>,
+    pub gateway_requests: Family<CodeLabel, Counter>,
+    pub gateway_held: Gauge,
+    pub gateway_wake_seconds: Histogram,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix("sandman")),
+            policy_evaluation_seconds: Family::new_with_constructor(seconds_histogram),
+            policy_decisions: Family::default(),
+            policy_load_failures: Family::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_seconds: Family::new_with_constructor(seconds_histogram),
+            transitions: Family::default(),
+            gateway_requests: Family::default(),
+            gateway_held: Gauge::default(),
+            gateway_wake_seconds: seconds_histogram(),
+        };
+        if let Ok(mut registry) = metrics.registry.lock() {
+            registry.register(
+                "policy_evaluation_seconds",
+                "Time of one policy hook evaluation",
+                metrics.policy_evaluation_seconds.clone(),
+            );
+            registry.register(
+                "policy_decisions",
+                "Policy hook evaluations by outcome",
+                metrics.policy_decisions.clone(),
+            );
+            registry.register(
+                "policy_load_failures",
+                "Policy revisions that failed to load, by reason",
+                metrics.policy_load_failures.clone(),
+            );
+            registry.register("reconciles", "Reconciles", metrics.reconciles.clone());
+            registry.register(
+                "reconcile_errors",
+                "Reconciles that failed",
+                metrics.reconcile_errors.clone(),
+            );
+            registry.register(
+                "reconcile_seconds",
+                "Time of one reconcile",
+                metrics.reconcile_seconds.clone(),
+            );
+            registry.register(
+                "sandbox_transitions",
+                "Sandbox transitions by Event reason",
+                metrics.transitions.clone(),
+            );
+            registry.register(
+                "gateway_requests",
+                "Gateway requests by status code",
+                metrics.gateway_requests.clone(),
+            );
+            registry.register(
+                "gateway_held_requests",
+                "Requests held while their Sandbox wakes",
+                metrics.gateway_held.clone(),
+            );
+            registry.register(
+                "gateway_wake_seconds",
+                "From a request to a Suspended Sandbox until it can be forwarded",
+                metrics.gateway_wake_seconds.clone(),
+            );
+        }
+        metrics
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        }
+        text
+    }
+
+    pub fn policy_evaluated(&self, policy: &str, hook: &str, outcome: &str, took: Duration) {
+        let labels = PolicyHook {
+            policy: policy.into(),
+            hook: hook.into(),
+        };
+        self.policy_evaluation_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        self.policy_decisions
+            .get_or_create(&PolicyOutcome {
+                policy: policy.into(),
+                hook: hook.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+/// Whether the process is ready to serve: set once caches have synced (and, for the operator,
+/// policies have been read).
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen`; returns the bound address.
+pub async fn serve(listen: SocketAddr, ready: Readiness) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let ready = ready.clone();
+                    async move { Ok::<_, Infallible>(answer(request.uri().path(), &ready)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn answer(path: &str, ready: &Readiness) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, METRICS.encode()),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if ready.is_ready() => (StatusCode::OK, "ready\n".to_string()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if path == "/metrics" {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+    }
+    response
+}
