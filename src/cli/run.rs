@@ -24,6 +24,21 @@ pub struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz; `off` to not serve them.
     #[arg(long, default_value = "0.0.0.0:8081", env = "SANDMAN_METRICS_LISTEN")]
     metrics_listen: String,
+    /// Reconcile only while holding a coordination Lease, so that of several replicas one
+    /// works at a time.
+    #[arg(long, env = "SANDMAN_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's namespace (default: the pod's, from SANDMAN_POD_NAMESPACE, else `default`).
+    #[arg(long, env = "SANDMAN_POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "sandman")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the host name).
+    #[arg(long, env = "HOSTNAME", default_value = "sandman")]
+    leader_identity: String,
+    /// How long a Lease lasts without renewal; a new leader takes over after about this long.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -38,21 +53,31 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| CliError::Config(e.to_string()))?;
-        let options =
-            Options {
-                namespace: args.namespace,
-                concurrency: args.concurrency,
-                policy_selector: args.policy_selector,
-                policy_cache_dir: args.policy_cache_dir,
-                min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
-                metrics_listen: match args.metrics_listen.as_str() {
-                    "off" => None,
-                    listen => Some(listen.parse().map_err(|e| {
-                        CliError::Config(format!("--metrics-listen {listen}: {e}"))
-                    })?),
-                },
-                ..Options::default()
-            };
+        let options = Options {
+            namespace: args.namespace,
+            concurrency: args.concurrency,
+            policy_selector: args.policy_selector,
+            policy_cache_dir: args.policy_cache_dir,
+            min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
+            leader_election: args.leader_elect.then(|| controller::leader::Election {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: args.leader_identity.clone(),
+                lease_duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
+                retry: std::time::Duration::from_secs(
+                    (args.lease_duration_seconds / 4).clamp(1, 5),
+                ),
+            }),
+            metrics_listen: match args.metrics_listen.as_str() {
+                "off" => None,
+                listen => Some(
+                    listen
+                        .parse()
+                        .map_err(|e| CliError::Config(format!("--metrics-listen {listen}: {e}")))?,
+                ),
+            },
+            ..Options::default()
+        };
         controller::run(client, options, shutdown_signal())
             .await
             .map_err(CliError::Operator)

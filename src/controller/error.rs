@@ -13,6 +13,8 @@ pub enum Error {
     Status(#[source] kube::Error),
     #[error("{0}")]
     Policy(String),
+    #[error("leader election: {0}")]
+    Leadership(#[from] super::leader::LeaderError),
     #[error("serialize {0}: {1}")]
     Serialize(&'static str, #[source] serde_json::Error),
 }
@@ -25,6 +27,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Serialize(..) => "serialize",
             Error::Policy(_) => "policy",
+            Error::Leadership(_) => "leadership",
         }
     }
 

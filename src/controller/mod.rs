@@ -7,6 +7,7 @@ pub mod decisions;
 mod error;
 pub mod hardening;
 mod hash;
+pub mod leader;
 pub mod lifecycle;
 pub mod policies;
 mod policy_fetch;
@@ -49,6 +50,8 @@ pub struct Options {
     pub min_dwell: std::time::Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Reconcile only while holding this Lease (none: always).
+    pub leader_election: Option<leader::Election>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             policy_cache_dir: None,
             min_dwell: std::time::Duration::from_secs(60),
             metrics_listen: None,
+            leader_election: None,
         }
     }
 }
@@ -79,7 +83,25 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let shutdown = shutdown.shared();
+    // Until this replica leads, it only waits; once it does, losing the Lease stops it.
+    let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(election) = options.leader_election.clone() {
+        election.acquire(&client).await?;
+        let client = client.clone();
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            let error = election.keep(&client).await;
+            tracing::error!(%error, "leadership lost; stopping");
+            if let Ok(mut lost) = lost.lock() {
+                *lost = Some(error);
+            }
+            let _ = lost_tx.send(());
+        });
+    }
+    let shutdown = futures::future::select(Box::pin(shutdown), lost_rx)
+        .map(|_| ())
+        .shared();
     let engine = match &options.policy_cache_dir {
         Some(dir) => PolicyEngine::with_cache_dir(dir),
         None => PolicyEngine::new(),
@@ -156,7 +178,10 @@ pub async fn run(
             }
         })
         .await;
-    Ok(())
+    match lost.lock().ok().and_then(|mut l| l.take()) {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
 }
 
 /// The requeue delay after a failed reconcile.

@@ -37,6 +37,7 @@ impl Operator {
             // Lifecycle tests use idle limits of seconds.
             min_dwell: Duration::from_secs(1),
             metrics_listen: None,
+            leader_election: None,
         };
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await

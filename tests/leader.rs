@@ -1,0 +1,112 @@
+//! Leader election on the local control plane: of two operator processes one reconciles; when
+//! it is killed, the other takes over, and no Sandbox is touched twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+use kube::api::Api;
+use sandman::api::Phase;
+use sandman_testenv::harness::{TestContext, eventually};
+
+const LEASE_SECONDS: &str = "4";
+
+fn operator(ctx: &TestContext, identity: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args([
+            "run",
+            "--namespace",
+            &ctx.namespace,
+            "--leader-elect",
+            "--lease-namespace",
+            &ctx.namespace,
+            "--leader-identity",
+            identity,
+            "--lease-duration-seconds",
+            LEASE_SECONDS,
+            "--metrics-listen",
+            "off",
+            "--min-dwell-seconds",
+            "1",
+        ])
+        .env("KUBECONFIG", ctx.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start an operator")
+}
+
+async fn holder(ctx: &TestContext) -> Option<String> {
+    Api::<Lease>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .get_opt("sandman")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+async fn wait_holder(ctx: &TestContext, identity: &str) {
+    eventually(&format!("{identity} to hold the Lease"), WAIT, || async {
+        (holder(ctx).await.as_deref() == Some(identity)).then_some(())
+    })
+    .await;
+}
+
+async fn pod_uids(ctx: &TestContext) -> BTreeMap<String, String> {
+    pods(ctx)
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn leader_failover_keeps_singletons() {
+    let ctx = TestContext::new("leader_failover").await;
+    let mut first = operator(&ctx, "replica-a");
+    wait_holder(&ctx, "replica-a").await;
+    let mut second = operator(&ctx, "replica-b");
+    for i in 0..5 {
+        create(&ctx, &sandbox(&format!("agent-{i}"), false)).await;
+    }
+    for i in 0..5 {
+        wait_phase(&ctx, &format!("agent-{i}"), Phase::Running).await;
+    }
+    assert_eq!(
+        holder(&ctx).await.as_deref(),
+        Some("replica-a"),
+        "one leader throughout"
+    );
+    let before = pod_uids(&ctx).await;
+    assert_eq!(before.len(), 5);
+
+    first.kill().expect("kill the leader");
+    let _ = first.wait();
+    let killed = Instant::now();
+    wait_holder(&ctx, "replica-b").await;
+    eprintln!(
+        "takeover after the leader was killed: {:.2}s (Lease {LEASE_SECONDS}s)",
+        killed.elapsed().as_secs_f64()
+    );
+    // The new leader works: a new Sandbox runs, a suspend goes through.
+    create(&ctx, &sandbox("after", false)).await;
+    wait_phase(&ctx, "after", Phase::Running).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = pod_uids(&ctx).await;
+    for (name, uid) in &before {
+        assert_eq!(after.get(name), Some(uid), "pod {name} was not replaced");
+    }
+    assert_eq!(after.len(), 6, "one pod per Sandbox: {after:?}");
+    second.kill().expect("stop the second replica");
+    let _ = second.wait();
+}
