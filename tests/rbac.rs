@@ -1,0 +1,159 @@
+//! The operator's RBAC (`deploy/rbac/operator.yaml`) is enough for a full Sandbox cycle and
+//! no more: the operator runs as that ServiceAccount (by impersonation), and a write it does not
+//! need is refused.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use sandman::api::Phase;
+use sandman_testenv::harness::{TestContext, repo_root};
+
+/// Applies the RBAC manifests for a ServiceAccount in the test's namespace, and returns a client
+/// that acts as it.
+async fn as_operator(ctx: &TestContext) -> Client {
+    let text = std::fs::read_to_string(repo_root().join("deploy/rbac/operator.yaml"))
+        .expect("read deploy/rbac/operator.yaml")
+        .replace("sandman-system", &ctx.namespace);
+    let suffix = ctx.namespace.clone();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value =
+            serde_json::to_value(serde_yaml::Value::deserialize(document).expect("YAML document"))
+                .expect("JSON");
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        // Cluster-scoped objects get the test's name, so tests never share them.
+        if kind.starts_with("Cluster") {
+            value["metadata"]["name"] = serde_json::json!(format!("sandman-{suffix}"));
+        }
+        if kind == "ClusterRoleBinding" {
+            value["roleRef"]["name"] = serde_json::json!(format!("sandman-{suffix}"));
+        }
+        let params = PatchParams::apply("rbac-test").force();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match kind.as_str() {
+            "ServiceAccount" => {
+                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+                    ctx.client.clone(),
+                    &ctx.namespace,
+                )
+                .patch(&name, &params, &Patch::Apply(&value))
+                .await
+                .expect("apply ServiceAccount");
+            }
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(ctx.client.clone())
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply ClusterRole");
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(ctx.client.clone())
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply ClusterRoleBinding");
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:sandman", ctx.namespace));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{}", ctx.namespace),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).expect("impersonating client")
+}
+
+use serde::Deserialize;
+
+#[tokio::test]
+async fn rbac_is_sufficient_for_full_cycle() {
+    let ctx = TestContext::new("rbac_sufficient").await;
+    let client = as_operator(&ctx).await;
+    let _operator = Operator::start_with(&ctx, client);
+    create(&ctx, &sandbox("agent", true)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    // Events are written with the operator's identity too.
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace);
+    sandman_testenv::harness::eventually("a Ready event from the operator", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Ready"))
+                .then_some(())
+        }
+    })
+    .await;
+    let suspend = serde_json::json!({ "spec": { "operatingMode": "Suspended" } });
+    sandboxes(&ctx)
+        .patch("agent", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .expect("suspend");
+    wait_phase(&ctx, "agent", Phase::Suspended).await;
+    let resume = serde_json::json!({ "spec": { "operatingMode": "Running" } });
+    sandboxes(&ctx)
+        .patch("agent", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .expect("resume");
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    // Expiry makes the operator delete the Sandbox itself, with its own permissions.
+    let expire = serde_json::json!({ "spec": {
+        "shutdownTime": "2020-01-01T00:00:00Z", "shutdownPolicy": "Delete",
+    } });
+    sandboxes(&ctx)
+        .patch("agent", &PatchParams::default(), &Patch::Merge(&expire))
+        .await
+        .expect("expire");
+    wait_gone(&sandboxes(&ctx), "agent").await;
+}
+
+#[tokio::test]
+async fn rbac_refuses_unneeded_write() {
+    let ctx = TestContext::new("rbac_refuses").await;
+    let client = as_operator(&ctx).await;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "stolen" }, "stringData": { "k": "v" },
+    }))
+    .expect("secret");
+    let error = Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect_err("the operator may not write Secrets");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
+    let error = Api::<Namespace>::all(client.clone())
+        .delete(&ctx.namespace, &Default::default())
+        .await
+        .expect_err("nor delete namespaces");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
+    let error = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &ctx.namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" } }))
+                .expect("configmap"),
+        )
+        .await
+        .expect_err("nor write the ConfigMaps it reads policies from");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
+}
