@@ -49,6 +49,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -71,6 +76,18 @@ pub struct Metrics {
     pub gateway_requests: Family<CodeLabel, Counter>,
     pub gateway_held: Gauge,
     pub gateway_wake_seconds: Histogram,
+    /// From a resume (spec back to Running) until the pod is Ready again.
+    pub resume_seconds: Histogram,
+    sandboxes: Family<PhaseLabel, Gauge>,
+    /// The phase each Sandbox is counted under, by uid, so the gauges move one step per change.
+    phases: Mutex<PhaseBook>,
+}
+
+#[derive(Default)]
+struct PhaseBook {
+    by_uid: std::collections::HashMap<String, String>,
+    /// Uids seen since a relist began; the rest went away while the watch was down.
+    relisting: Option<std::collections::HashSet<String>>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -89,6 +106,9 @@ impl Metrics {
             gateway_requests: Family::default(),
             gateway_held: Gauge::default(),
             gateway_wake_seconds: seconds_histogram(),
+            resume_seconds: seconds_histogram(),
+            sandboxes: Family::default(),
+            phases: Mutex::default(),
         };
         if let Ok(mut registry) = metrics.registry.lock() {
             registry.register(
@@ -133,6 +153,16 @@ impl Metrics {
                 metrics.gateway_held.clone(),
             );
             registry.register(
+                "resume_seconds",
+                "From a resume until the pod is Ready again",
+                metrics.resume_seconds.clone(),
+            );
+            registry.register(
+                "sandboxes",
+                "Sandboxes by phase, kept from the watch",
+                metrics.sandboxes.clone(),
+            );
+            registry.register(
                 "gateway_wake_seconds",
                 "From a request to a Suspended Sandbox until it can be forwarded",
                 metrics.gateway_wake_seconds.clone(),
@@ -148,6 +178,56 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
         }
         text
+    }
+
+    /// A Sandbox was seen with `phase`; `None` when it is gone.
+    pub fn sandbox_phase(&self, uid: &str, phase: Option<String>) {
+        let Ok(mut book) = self.phases.lock() else {
+            return;
+        };
+        let previous = match &phase {
+            Some(phase) => book.by_uid.insert(uid.to_string(), phase.clone()),
+            None => book.by_uid.remove(uid),
+        };
+        if let Some(seen) = book.relisting.as_mut() {
+            seen.insert(uid.to_string());
+        }
+        if previous == phase {
+            return;
+        }
+        if let Some(previous) = previous {
+            self.sandboxes
+                .get_or_create(&PhaseLabel { phase: previous })
+                .dec();
+        }
+        if let Some(phase) = phase {
+            self.sandboxes.get_or_create(&PhaseLabel { phase }).inc();
+        }
+    }
+
+    /// A relist begins: Sandboxes not seen again before it ends are gone.
+    pub fn sandboxes_relisting(&self) {
+        if let Ok(mut book) = self.phases.lock() {
+            book.relisting = Some(Default::default());
+        }
+    }
+
+    pub fn sandboxes_relisted(&self) {
+        let gone: Vec<String> = match self.phases.lock() {
+            Ok(mut book) => match book.relisting.take() {
+                Some(seen) => book
+                    .by_uid
+                    .keys()
+                    .filter(|uid| !seen.contains(*uid))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        for uid in gone {
+            self.sandbox_phase(&uid, None);
+        }
     }
 
     pub fn policy_evaluated(&self, policy: &str, hook: &str, outcome: &str, took: Duration) {
@@ -223,4 +303,36 @@ fn answer(path: &str, ready: &Readiness) -> Response<Full<Bytes>> {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(metrics: &Metrics, phase: &str) -> i64 {
+        metrics
+            .sandboxes
+            .get_or_create(&PhaseLabel {
+                phase: phase.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn phase_gauges_move_one_step_per_change_and_relists_prune() {
+        let metrics = Metrics::new();
+        metrics.sandbox_phase("a", Some("Running".into()));
+        metrics.sandbox_phase("b", Some("Running".into()));
+        metrics.sandbox_phase("a", Some("Running".into()));
+        assert_eq!(count(&metrics, "Running"), 2, "an unchanged phase counts once");
+        metrics.sandbox_phase("a", Some("Suspended".into()));
+        assert_eq!((count(&metrics, "Running"), count(&metrics, "Suspended")), (1, 1));
+        metrics.sandbox_phase("a", None);
+        assert_eq!(count(&metrics, "Suspended"), 0);
+        // b went away while the watch was down: the relist does not see it.
+        metrics.sandboxes_relisting();
+        metrics.sandbox_phase("c", Some("Pending".into()));
+        metrics.sandboxes_relisted();
+        assert_eq!((count(&metrics, "Running"), count(&metrics, "Pending")), (0, 1));
+    }
 }

@@ -540,6 +540,12 @@ async fn metrics_expose_policy_latency_per_policy() {
         "sandman_policy_decisions_total{{policy=\"{name}\",hook=\"isolation\",outcome=\"decided\"}}"
     )));
     assert!(metrics.contains("sandman_reconciles_total{controller=\"sandbox\"}"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sandman_sandboxes{phase=\"Running\"}") && !l.ends_with(" 0")),
+        "Sandboxes by phase"
+    );
     assert!(scrape("/healthz").await.starts_with("HTTP/1.0 200"));
     assert!(
         scrape("/readyz").await.contains(" 503 "),

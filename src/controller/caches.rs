@@ -2,7 +2,7 @@
 //! label are watched, and `managedFields` plus the pod spec fields the reconciler never reads are
 //! dropped before they reach the cache, so memory grows with Sandboxes, not with the cluster.
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, PodSpec, Service};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -93,11 +93,38 @@ where
 }
 
 pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
-    cache(
-        scope.api(client),
-        Config::default().any_semantic(),
-        strip_managed_fields,
-    )
+    let (store, writer) = reflector::store();
+    let changes = watcher(scope.api(client), Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(writer)
+        .inspect_ok(count_phases)
+        .touched_objects()
+        .boxed();
+    Cache { store, changes }
+}
+
+/// Keeps the Sandboxes-by-phase gauges from the watch itself: each event moves one Sandbox.
+fn count_phases(event: &watcher::Event<Sandbox>) {
+    let metrics = &crate::metrics::METRICS;
+    let phase = |s: &Sandbox| {
+        Some(format!(
+            "{:?}",
+            s.status
+                .as_ref()
+                .and_then(|st| st.phase)
+                .unwrap_or_default()
+        ))
+    };
+    let uid = |s: &Sandbox| s.metadata.uid.clone().unwrap_or_default();
+    match event {
+        watcher::Event::Init => metrics.sandboxes_relisting(),
+        watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
+            metrics.sandbox_phase(&uid(s), phase(s))
+        }
+        watcher::Event::Delete(s) => metrics.sandbox_phase(&uid(s), None),
+        watcher::Event::InitDone => metrics.sandboxes_relisted(),
+    }
 }
 
 fn children_config() -> Config {

@@ -370,6 +370,16 @@ async fn execute(
             "write status"
         );
         write_status(client, sandbox, plan).await?;
+        let was = sandbox.status.as_ref().and_then(|s| s.phase);
+        if was == Some(Phase::Resuming)
+            && plan.status.phase == Some(Phase::Running)
+            && let Some(resumed) = &plan.status.resumed_at
+        {
+            let took = Timestamp::now().duration_since(resumed.0);
+            crate::metrics::METRICS
+                .resume_seconds
+                .observe(took.as_secs_f64().max(0.0));
+        }
         ctx.written.record(sandbox, &plan.status);
     }
     publish(ctx, sandbox, &plan.transitions).await;
