@@ -324,15 +324,25 @@ mod tests {
         metrics.sandbox_phase("a", Some("Running".into()));
         metrics.sandbox_phase("b", Some("Running".into()));
         metrics.sandbox_phase("a", Some("Running".into()));
-        assert_eq!(count(&metrics, "Running"), 2, "an unchanged phase counts once");
+        assert_eq!(
+            count(&metrics, "Running"),
+            2,
+            "an unchanged phase counts once"
+        );
         metrics.sandbox_phase("a", Some("Suspended".into()));
-        assert_eq!((count(&metrics, "Running"), count(&metrics, "Suspended")), (1, 1));
+        assert_eq!(
+            (count(&metrics, "Running"), count(&metrics, "Suspended")),
+            (1, 1)
+        );
         metrics.sandbox_phase("a", None);
         assert_eq!(count(&metrics, "Suspended"), 0);
         // b went away while the watch was down: the relist does not see it.
         metrics.sandboxes_relisting();
         metrics.sandbox_phase("c", Some("Pending".into()));
         metrics.sandboxes_relisted();
-        assert_eq!((count(&metrics, "Running"), count(&metrics, "Pending")), (0, 1));
+        assert_eq!(
+            (count(&metrics, "Running"), count(&metrics, "Pending")),
+            (0, 1)
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The operator's RBAC (`deploy/rbac/operator.yaml`) is enough for a full Sandbox cycle and
+//! The operator's RBAC, as the chart renders it (`deploy/manifests/sandman.yaml`), is enough for a full Sandbox cycle and
 //! no more: the operator runs as that ServiceAccount (by impersonation), and a write it does not
 //! need is refused.
 
@@ -15,8 +15,8 @@ use sandman_testenv::harness::{TestContext, repo_root};
 /// Applies the RBAC manifests for a ServiceAccount in the test's namespace, and returns a client
 /// that acts as it.
 async fn as_operator(ctx: &TestContext) -> Client {
-    let text = std::fs::read_to_string(repo_root().join("deploy/rbac/operator.yaml"))
-        .expect("read deploy/rbac/operator.yaml")
+    let text = std::fs::read_to_string(repo_root().join("deploy/manifests/sandman.yaml"))
+        .expect("read deploy/manifests/sandman.yaml")
         .replace("sandman-system", &ctx.namespace);
     let suffix = ctx.namespace.clone();
     for document in serde_yaml::Deserializer::from_str(&text) {
@@ -24,6 +24,12 @@ async fn as_operator(ctx: &TestContext) -> Client {
             serde_json::to_value(serde_yaml::Value::deserialize(document).expect("YAML document"))
                 .expect("JSON");
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        if !matches!(
+            kind.as_str(),
+            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            continue;
+        }
         // Cluster-scoped objects get the test's name, so tests never share them.
         if kind.starts_with("Cluster") {
             value["metadata"]["name"] = serde_json::json!(format!("sandman-{suffix}"));

@@ -15,6 +15,7 @@ mod control_plane;
 mod error;
 pub mod file_server;
 pub mod harness;
+pub mod helm;
 mod pki;
 pub mod policies;
 mod ports;

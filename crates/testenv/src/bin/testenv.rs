@@ -37,7 +37,7 @@ enum Command {
     Status,
     /// Print the path of the admin kubeconfig.
     Kubeconfig,
-    /// Build (or find) the binaries and print `<name> <path>` for each.
+    /// Build (or find) the binaries, helm included, and print `<name> <path>` for each.
     Build,
 }
 
@@ -137,6 +137,7 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             ] {
                 println!("{name} {}", path.display());
             }
+            println!("helm {}", sandman_testenv::helm::helm()?.display());
             Ok(ExitCode::SUCCESS)
         }
     }
