@@ -13,9 +13,19 @@ export KUBECONFIG="$("$bin/testenv" kubeconfig)"
 kubectl_bin="$("$bin/testenv" build | awk '$1 == "kubectl" { print $2 }')"
 kubectl() { "$kubectl_bin" "$@"; }
 
-"$bin/sandman" run >/tmp/sandman-demo.log 2>&1 &
+# Install as a platform team would (CRDs, RBAC, Deployment; kwok runs its pods as fakes), then
+# run the operator here with the chart's ServiceAccount identity: the demo proves the RBAC.
+kubectl create namespace sandman-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply --server-side --force-conflicts -f deploy/manifests/sandman.yaml >/dev/null
+operator_kubeconfig="$(mktemp)"
+cp "$KUBECONFIG" "$operator_kubeconfig"
+user="$(kubectl config view -o jsonpath='{.contexts[0].context.user}')"
+KUBECONFIG="$operator_kubeconfig" kubectl config set "users.$user.as" system:serviceaccount:sandman-system:sandman >/dev/null
+echo "the operator runs as system:serviceaccount:sandman-system:sandman (deploy/manifests/sandman.yaml)"
+
+KUBECONFIG="$operator_kubeconfig" "$bin/sandman" run --metrics-listen 127.0.0.1:0 >/tmp/sandman-demo.log 2>&1 &
 operator=$!
-trap 'kill $operator 2>/dev/null || true' EXIT
+trap 'kill $operator 2>/dev/null || true; rm -f "$operator_kubeconfig"' EXIT
 
 show() { echo; echo "\$ kubectl get sbx,pod,svc,pvc"; kubectl get sbx,pod,svc,pvc; }
 wait_phase() {
