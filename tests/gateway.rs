@@ -95,6 +95,26 @@ async fn get(gateway: &Gateway, path: &str, token: Option<&str>) -> (u16, Option
     (status, retry, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `n` requests for `path` sent at once; their answers in order.
+async fn at_once(
+    gateway: &Arc<Gateway>,
+    path: &str,
+    n: usize,
+) -> Vec<(u16, Option<String>, String)> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let gateway = gateway.clone();
+            let path = path.to_string();
+            tokio::spawn(async move { get(&gateway, &path, None).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("request task"));
+    }
+    answers
+}
+
 #[tokio::test]
 async fn request_wakes_suspended_sandbox() {
     let ctx = TestContext::new("gateway_wakes").await;
@@ -130,15 +150,7 @@ async fn concurrent_requests_during_resume_are_all_served() {
     );
     let _container = play_container(&ctx, "sleeper");
     let path = format!("/sandboxes/{}/sleeper/", ctx.namespace);
-    let requests: Vec<_> = (0..10)
-        .map(|_| {
-            let gateway = gateway.clone();
-            let path = path.clone();
-            tokio::spawn(async move { get(&gateway, &path, None).await })
-        })
-        .collect();
-    for request in requests {
-        let (status, _, body) = request.await.expect("request task");
+    for (status, _, body) in at_once(&gateway, &path, 10).await {
         assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
     }
     assert_eq!(gateway.wakes(), 1, "ten held requests, one resume");
@@ -164,17 +176,7 @@ async fn queue_overflow_answers_503() {
     );
     // No container ever listens: held requests wait out the hold time.
     let path = format!("/sandboxes/{}/sleeper/", ctx.namespace);
-    let requests: Vec<_> = (0..6)
-        .map(|_| {
-            let gateway = gateway.clone();
-            let path = path.clone();
-            tokio::spawn(async move { get(&gateway, &path, None).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for request in requests {
-        answers.push(request.await.expect("request task"));
-    }
+    let answers = at_once(&gateway, &path, 6).await;
     assert!(
         answers
             .iter()

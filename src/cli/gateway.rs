@@ -61,13 +61,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         queue: args.queue,
         activity_interval: Duration::from_secs(args.activity_interval_seconds.max(1)),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Config(e.to_string()))?;
+    super::with_client(|client| async move {
         let ready = crate::metrics::Readiness::default();
         if args.metrics_listen != "off" {
             let listen = args

@@ -53,6 +53,23 @@ pub enum CliError {
     Gateway(String),
 }
 
+/// Runs `work` with a client for the current kubeconfig, on a multi-threaded runtime.
+fn with_client<F, Fut>(work: F) -> Result<(), CliError>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Config(e.to_string()))?;
+        work(client).await
+    })
+}
+
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -46,13 +46,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Config(e.to_string()))?;
+    super::with_client(|client| async move {
         let options = Options {
             namespace: args.namespace,
             concurrency: args.concurrency,

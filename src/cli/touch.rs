@@ -14,13 +14,7 @@ pub struct TouchArgs {
 
 /// Records activity now: the Sandbox counts as used, and its idle clock starts over.
 pub fn run(args: TouchArgs) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Config(e.to_string()))?;
+    super::with_client(|client| async move {
         let (namespace, name) = match args.sandbox.split_once('/') {
             Some((namespace, name)) => (namespace.to_string(), name.to_string()),
             None => (client.default_namespace().to_string(), args.sandbox.clone()),
