@@ -122,6 +122,23 @@ fn infinite_loop_is_interrupted() {
 }
 
 #[test]
+fn a_loaded_policy_outlives_its_engine_and_still_times_out() {
+    let engine = PolicyEngine::new().expect("engine");
+    let limits = Limits {
+        timeout: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let settings = r#"{"mode": "loop"}"#;
+    let policy = engine
+        .load("hostile", &policy_wasm("hostile"), settings, limits)
+        .expect("load");
+    // An operator that stops mid-evaluation drops its engine; the evaluation must still end.
+    drop(engine);
+    let result = policy.isolation(&input(&[], &[], settings));
+    assert!(matches!(result, Err(PolicyError::Timeout(_))), "{result:?}");
+}
+
+#[test]
 fn memory_bomb_is_stopped_at_its_limit() {
     let engine = PolicyEngine::new().expect("engine");
     let limits = Limits {

@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
@@ -80,7 +79,6 @@ impl Hook {
 pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<GuestState>,
-    ticking: Arc<AtomicBool>,
     cache: Option<PrecompiledCache>,
     /// Linked components by sha256.
     linked: Mutex<HashMap<String, (Component, InstancePre<GuestState>)>>,
@@ -90,12 +88,6 @@ type Linked = (Component, InstancePre<GuestState>, Compiled);
 
 /// How many linked components the engine keeps in memory.
 const LINKED_ENTRIES: usize = 64;
-
-impl Drop for PolicyEngine {
-    fn drop(&mut self) {
-        self.ticking.store(false, Ordering::Relaxed);
-    }
-}
 
 impl PolicyEngine {
     /// An engine that compiles every policy it loads.
@@ -139,13 +131,15 @@ impl PolicyEngine {
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
 
-        let ticking = Arc::new(AtomicBool::new(true));
+        // The ticker runs while any clone of the engine lives, not just this PolicyEngine: a
+        // loaded policy evaluating on another thread keeps the engine alive, and without ticks
+        // its deadline would never come. (Stopping with the PolicyEngine once hung a test whose
+        // operator was dropped mid-evaluation of an infinite loop.)
         let weak = engine.weak();
-        let running = ticking.clone();
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
-                while running.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -161,7 +155,6 @@ impl PolicyEngine {
         Ok(Self {
             engine,
             linker,
-            ticking,
             cache,
             linked: Mutex::default(),
         })
