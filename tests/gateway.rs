@@ -44,23 +44,23 @@ fn reachable(name: &str, mode: OperatingMode) -> Sandbox {
     sandbox
 }
 
+/// The pod IP of Sandbox `name`, once it runs.
+async fn running_pod_ip(api: &kube::Api<Sandbox>, name: &str) -> String {
+    eventually(&format!("{name} to run with a pod IP"), WAIT, || async {
+        let status = api.get(name).await.ok()?.status?;
+        (status.phase == Some(Phase::Running))
+            .then(|| status.pod_ips.first().cloned())
+            .flatten()
+    })
+    .await
+}
+
 /// Serves `hello from <name>` on the pod's IP once the Sandbox runs.
 fn play_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<FileServer> {
     let api = sandboxes(ctx);
     let name = name.to_string();
     tokio::spawn(async move {
-        let ip = eventually(&format!("{name} to run with a pod IP"), WAIT, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let sandbox = api.get(&name).await.ok()?;
-                let status = sandbox.status?;
-                (status.phase == Some(Phase::Running))
-                    .then(|| status.pod_ips.first().cloned())
-                    .flatten()
-            }
-        })
-        .await;
+        let ip = running_pod_ip(&api, &name).await;
         let server = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen on the pod IP");
         server.put("*", format!("hello from {name}").into_bytes());
         server
@@ -279,17 +279,7 @@ fn play_websocket_container(ctx: &TestContext, name: &str) -> tokio::task::JoinH
     let api = sandboxes(ctx);
     let name = name.to_string();
     tokio::spawn(async move {
-        let ip = eventually(&format!("{name} to run with a pod IP"), WAIT, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let status = api.get(&name).await.ok()?.status?;
-                (status.phase == Some(Phase::Running))
-                    .then(|| status.pod_ips.first().cloned())
-                    .flatten()
-            }
-        })
-        .await;
+        let ip = running_pod_ip(&api, &name).await;
         let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
             .await
             .expect("listen on the pod IP");
