@@ -249,13 +249,17 @@ impl Metrics {
 }
 
 /// Whether the process is ready to serve: set once caches have synced (and, for the operator,
-/// policies have been read).
+/// policies have been read). A standby replica is ready: it does what it should, which is wait.
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
     pub fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 
     pub fn is_ready(&self) -> bool {

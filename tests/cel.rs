@@ -78,6 +78,66 @@ async fn cel_policy_selects_gvisor_for_an_untrusted_sandbox() {
         .expect("clean up");
 }
 
+/// Every runtime class any pod of the namespace had, from a watch started now.
+async fn record_pod_runtimes(
+    ctx: &TestContext,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (synced_tx, synced) = tokio::sync::oneshot::channel();
+    let mut events = Box::pin(watcher(pods(ctx), watcher::Config::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut synced_tx = Some(synced_tx);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                    let runtime = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone());
+                    record
+                        .lock()
+                        .expect("record")
+                        .push((kube::ResourceExt::name_any(&pod), runtime));
+                }
+                _ => {}
+            }
+        }
+    });
+    synced.await.expect("the pod watch synced");
+    seen
+}
+
+#[tokio::test]
+async fn sandboxes_wait_for_policies_at_start() {
+    let ctx = TestContext::new("cel_start_order").await;
+    // The policy and the Sandbox exist before the operator starts. Compiling the CEL engine
+    // takes seconds on first load; a Sandbox reconcile that did not wait would beat it and give
+    // the untrusted Sandbox a runc pod.
+    let (api, name) = install(&ctx, &cel_policy(&ctx, "untrusted-to-gvisor.yaml", |_| {})).await;
+    let mut untrusted = sandbox("untrusted", false);
+    untrusted.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    create(&ctx, &untrusted).await;
+    let seen = record_pod_runtimes(&ctx).await;
+
+    let _operator = Operator::start(&ctx);
+    wait_phase(&ctx, "untrusted", Phase::Running).await;
+    let seen = seen.lock().expect("record").clone();
+    assert!(!seen.is_empty(), "the watch saw the pod");
+    assert!(
+        seen.iter()
+            .all(|(_, runtime)| runtime.as_deref() == Some("gvisor")),
+        "every version of every pod ran gVisor: {seen:?}"
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up");
+}
+
 /// A lifecycle policy suspends a Sandbox idle past its limit: the mode, the phase, and an Event
 /// that names the policy. `file` is the policy; `edit` sets a 2-second limit.
 async fn idle_sandbox_is_suspended(ctx: &TestContext, policy: SandboxPolicy) {

@@ -16,7 +16,39 @@ use sandman_testenv::harness::{TestContext, eventually};
 
 const LEASE_SECONDS: &str = "4";
 
-fn operator(ctx: &TestContext, identity: &str) -> Child {
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The status code of `GET path` on the operator's metrics port, if it answers.
+async fn probe(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+async fn wait_probe(port: u16, path: &str, status: u16) {
+    eventually(
+        &format!("{path} on :{port} to answer {status}"),
+        WAIT,
+        || async { (probe(port, path).await == Some(status)).then_some(()) },
+    )
+    .await;
+}
+
+fn operator(ctx: &TestContext, identity: &str, metrics_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sandman"))
         .args([
             "run",
@@ -30,7 +62,7 @@ fn operator(ctx: &TestContext, identity: &str) -> Child {
             "--lease-duration-seconds",
             LEASE_SECONDS,
             "--metrics-listen",
-            "off",
+            &format!("127.0.0.1:{metrics_port}"),
             "--min-dwell-seconds",
             "1",
         ])
@@ -73,9 +105,15 @@ async fn pod_uids(ctx: &TestContext) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn leader_failover_keeps_singletons() {
     let ctx = TestContext::new("leader_failover").await;
-    let mut first = operator(&ctx, "replica-a");
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut first = operator(&ctx, "replica-a", port_a);
     wait_holder(&ctx, "replica-a").await;
-    let mut second = operator(&ctx, "replica-b");
+    let mut second = operator(&ctx, "replica-b", port_b);
+    // The standby answers its probes (a liveness probe must not restart it while it waits),
+    // and the leader is ready once its caches synced and its policies were tried.
+    wait_probe(port_b, "/healthz", 200).await;
+    wait_probe(port_b, "/readyz", 200).await;
+    wait_probe(port_a, "/readyz", 200).await;
     for i in 0..5 {
         create(&ctx, &sandbox(&format!("agent-{i}"), false)).await;
     }
@@ -98,6 +136,7 @@ async fn leader_failover_keeps_singletons() {
         "takeover after the leader was killed: {:.2}s (Lease {LEASE_SECONDS}s)",
         killed.elapsed().as_secs_f64()
     );
+    wait_probe(port_b, "/readyz", 200).await;
     // The new leader works: a new Sandbox runs, a suspend goes through.
     create(&ctx, &sandbox("after", false)).await;
     wait_phase(&ctx, "after", Phase::Running).await;

@@ -9,7 +9,9 @@ use common::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use sandman::api::{Phase, SandboxPolicy};
+use sandman::api::{Phase, PolicyLimits, SandboxPolicy};
+use sandman::policy::Limits;
+use sandman::policy::limits::PolicyLimitBounds;
 use sandman_testenv::harness::{TestContext, eventually};
 use sandman_testenv::policies::policy_wasm;
 use sha2::{Digest, Sha256};
@@ -196,7 +198,7 @@ async fn failing_policies_follow_their_failure_policy() {
     let Installed { api, name, .. } = install_loaded(&ctx, "hostile", "hostile", |hostile| {
         hostile.spec.wasm.as_mut().expect("wasm").settings =
             Some(serde_json::json!({ "mode": "loop" }));
-        hostile.spec.wasm.as_mut().expect("wasm").limits.timeout = "20ms".into();
+        hostile.spec.wasm.as_mut().expect("wasm").limits.timeout = Some("20ms".into());
     })
     .await;
 
@@ -556,4 +558,60 @@ async fn metrics_expose_policy_latency_per_policy() {
     api.delete(&name, &Default::default())
         .await
         .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn operator_policy_limits_fill_in_and_cap() {
+    let ctx = TestContext::new("operator_policy_limits").await;
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |options| {
+        options.policy_limits = PolicyLimitBounds {
+            default: Limits {
+                timeout: Duration::from_millis(2500),
+                memory_bytes: 48 << 20,
+                ..Limits::default()
+            },
+            max: Limits {
+                timeout: Duration::from_secs(3),
+                memory_bytes: 64 << 20,
+                ..Limits::default()
+            },
+        };
+    });
+    // No limits in the policy: the operator's defaults, reported in status.
+    let Installed {
+        api,
+        name,
+        loaded,
+        digest,
+    } = install_loaded(&ctx, "defaults", "untrusted_to_gvisor", |policy| {
+        if let Some(wasm) = policy.spec.wasm.as_mut() {
+            wasm.limits = Default::default();
+        }
+    })
+    .await;
+    let details = loaded.status.expect("status").details;
+    assert_eq!(details.get("timeout").map(String::as_str), Some("2.5s"));
+    assert_eq!(details.get("memory").map(String::as_str), Some("48Mi"));
+
+    // More than the operator allows: refused, with the field and the ceiling in the message.
+    let mut greedy = policy(&ctx, "greedy", "untrusted_to_gvisor", &digest);
+    if let Some(wasm) = greedy.spec.wasm.as_mut() {
+        wasm.limits = PolicyLimits {
+            memory: Some("1Gi".into()),
+            ..Default::default()
+        };
+    }
+    install(&ctx, &greedy).await;
+    let greedy_name = format!("{}-greedy", ctx.namespace);
+    let refused = wait_ready_reason(&api, &greedy_name, "InvalidLimits").await;
+    let message = ready_message(&refused);
+    assert!(
+        message.contains("limits.memory: 1Gi is more than this operator allows"),
+        "{message}"
+    );
+    for name in [name, greedy_name] {
+        api.delete(&name, &Default::default())
+            .await
+            .expect("clean up the policy");
+    }
 }

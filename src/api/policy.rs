@@ -86,7 +86,8 @@ pub struct CelPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form")]
     pub settings: Option<serde_json::Value>,
-    /// What one evaluation may consume.
+    /// What one evaluation may consume. Unset fields take the operator's defaults; more than
+    /// the operator's maximums is refused (reason InvalidLimits).
     #[serde(default)]
     pub limits: PolicyLimits,
 }
@@ -147,7 +148,8 @@ pub struct WasmPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form")]
     pub settings: Option<serde_json::Value>,
-    /// What one evaluation may consume.
+    /// What one evaluation may consume. Unset fields take the operator's defaults; more than
+    /// the operator's maximums is refused (reason InvalidLimits).
     #[serde(default)]
     pub limits: PolicyLimits,
 }
@@ -202,33 +204,27 @@ pub struct ConfigMapSource {
     pub key: String,
 }
 
-/// Per-evaluation limits.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Per-evaluation limits. Unset fields take the operator's defaults (`100ms` and `32Mi` unless
+/// the platform configured others); the operator refuses values above its maximums.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyLimits {
-    /// Wall-clock time for one evaluation, as a Go duration (default `100ms`).
-    #[serde(default = "default_timeout")]
-    pub timeout: String,
-    /// Memory for one evaluation, as a Kubernetes quantity (default `32Mi`).
-    #[serde(default = "default_memory")]
-    pub memory: String,
+    /// Wall-clock time for one evaluation, as a Go duration (`100ms`, `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Memory for one evaluation, as a Kubernetes quantity (`32Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
-impl Default for PolicyLimits {
-    fn default() -> Self {
-        Self {
-            timeout: default_timeout(),
-            memory: default_memory(),
-        }
+impl PolicyLimits {
+    /// These limits, with the operator's defaults and maximums applied.
+    pub fn resolve(
+        &self,
+        bounds: &crate::policy::limits::PolicyLimitBounds,
+    ) -> Result<crate::policy::Limits, String> {
+        bounds.resolve(self.timeout.as_deref(), self.memory.as_deref())
     }
-}
-
-fn default_timeout() -> String {
-    "100ms".into()
-}
-
-fn default_memory() -> String {
-    "32Mi".into()
 }
 
 /// The observed state of a SandboxPolicy.
@@ -236,7 +232,7 @@ fn default_memory() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SandboxPolicyStatus {
     /// `Ready`, with reason Loaded, FetchFailed, DigestMismatch, CompileFailed,
-    /// InvalidSettings, InvalidExpression (CEL) or NoHooks.
+    /// InvalidSettings, InvalidLimits, InvalidExpression (CEL) or NoHooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The hooks the loaded component exports.

@@ -2,6 +2,8 @@ use clap::Args;
 
 use super::CliError;
 use crate::controller::{self, Options};
+use crate::policy::Limits;
+use crate::policy::limits::{PolicyLimitBounds, parse_duration, parse_memory};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]
@@ -18,6 +20,18 @@ pub struct RunArgs {
     /// Keep compiled policies here, so that a restart does not recompile them.
     #[arg(long, env = "SANDMAN_POLICY_CACHE_DIR")]
     policy_cache_dir: Option<std::path::PathBuf>,
+    /// The time one policy evaluation gets when its SandboxPolicy sets none (a Go duration).
+    #[arg(long, default_value = "100ms", env = "SANDMAN_POLICY_DEFAULT_TIMEOUT")]
+    policy_default_timeout: String,
+    /// The memory one policy evaluation gets when its SandboxPolicy sets none (a quantity).
+    #[arg(long, default_value = "32Mi", env = "SANDMAN_POLICY_DEFAULT_MEMORY")]
+    policy_default_memory: String,
+    /// The most time a SandboxPolicy may ask for; one asking for more is refused.
+    #[arg(long, default_value = "5s", env = "SANDMAN_POLICY_MAX_TIMEOUT")]
+    policy_max_timeout: String,
+    /// The most memory a SandboxPolicy may ask for; one asking for more is refused.
+    #[arg(long, default_value = "256Mi", env = "SANDMAN_POLICY_MAX_MEMORY")]
+    policy_max_memory: String,
     /// How long a Sandbox runs before a lifecycle decision may suspend it again (seconds).
     #[arg(long, default_value_t = 60, env = "SANDMAN_MIN_DWELL_SECONDS")]
     min_dwell_seconds: u64,
@@ -44,8 +58,33 @@ pub struct RunArgs {
     log_format: LogFormat,
 }
 
+/// The policy limits the flags describe.
+fn policy_limits(args: &RunArgs) -> Result<PolicyLimitBounds, CliError> {
+    let duration = |flag: &str, text: &str| {
+        parse_duration(text).map_err(|e| CliError::Config(format!("--{flag} {text}: {e}")))
+    };
+    let memory = |flag: &str, text: &str| {
+        parse_memory(text).map_err(|e| CliError::Config(format!("--{flag} {text}: {e}")))
+    };
+    let bounds = PolicyLimitBounds {
+        default: Limits {
+            timeout: duration("policy-default-timeout", &args.policy_default_timeout)?,
+            memory_bytes: memory("policy-default-memory", &args.policy_default_memory)?,
+            ..Limits::default()
+        },
+        max: Limits {
+            timeout: duration("policy-max-timeout", &args.policy_max_timeout)?,
+            memory_bytes: memory("policy-max-memory", &args.policy_max_memory)?,
+            ..Limits::default()
+        },
+    };
+    bounds.validate().map_err(CliError::Config)?;
+    Ok(bounds)
+}
+
 pub fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
+    let policy_limits = policy_limits(&args)?;
     super::with_client(|client| async move {
         let options = Options {
             namespace: args.namespace,
@@ -53,6 +92,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_selector: args.policy_selector,
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
+            policy_limits,
             leader_election: args.leader_elect.then(|| controller::leader::Election {
                 namespace: args.lease_namespace.clone(),
                 name: args.lease_name.clone(),

@@ -92,6 +92,29 @@ where
     watcher::watcher(api, config)
 }
 
+/// Resolves once `store` has its first full listing; `false` if its writer went away first.
+///
+/// `Store::wait_until_ready` keeps one waker (a futures oneshot underneath), so of several
+/// tasks waiting on one store only the last to poll is woken: a controller waits on its own
+/// store, and another waiter would sleep forever. Asking again now and then sidesteps that.
+pub async fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(ready) => return ready.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
 pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
     let (store, writer) = reflector::store();
     let changes = watcher(scope.api(client), Config::default().any_semantic())

@@ -52,6 +52,8 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Reconcile only while holding this Lease (none: always).
     pub leader_election: Option<leader::Election>,
+    /// Limits for policies that set none, and the most a policy may ask for.
+    pub policy_limits: crate::policy::limits::PolicyLimitBounds,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             min_dwell: std::time::Duration::from_secs(60),
             metrics_listen: None,
             leader_election: None,
+            policy_limits: Default::default(),
         }
     }
 }
@@ -83,11 +86,26 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    let shutdown = Box::pin(shutdown).shared();
+    // Served before the election, so that a standby replica answers its probes.
+    let ready = crate::metrics::Readiness::default();
+    if let Some(listen) = options.metrics_listen {
+        // Metrics are worth a loud error, not a stopped operator.
+        match crate::metrics::serve(listen, ready.clone()).await {
+            Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
+            Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
+        }
+    }
     // Until this replica leads, it only waits; once it does, losing the Lease stops it.
     let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(election) = options.leader_election.clone() {
-        election.acquire(&client).await?;
+        ready.set();
+        tokio::select! {
+            acquired = election.acquire(&client) => acquired?,
+            () = shutdown.clone() => return Ok(()),
+        }
+        ready.clear();
         let client = client.clone();
         let lost = lost.clone();
         tokio::spawn(async move {
@@ -99,7 +117,7 @@ pub async fn run(
             let _ = lost_tx.send(());
         });
     }
-    let shutdown = futures::future::select(Box::pin(shutdown), lost_rx)
+    let shutdown = futures::future::select(shutdown, lost_rx)
         .map(|_| ())
         .shared();
     let engine = match &options.policy_cache_dir {
@@ -109,12 +127,17 @@ pub async fn run(
     let engine = Arc::new(engine.map_err(|e| Error::Policy(e.to_string()))?);
     let policies = PolicySet::default();
     let (changed, policy_changes) = mpsc::unbounded_channel();
+    let (first_pass_tx, mut first_pass) = tokio::sync::watch::channel(false);
     tokio::spawn(policies::run(
         client.clone(),
-        options.policy_selector.clone(),
+        policies::Settings {
+            selector: options.policy_selector.clone(),
+            limits: options.policy_limits.clone(),
+        },
         engine,
         policies.clone(),
         changed,
+        first_pass_tx,
         shutdown.clone(),
     ));
     // Every Sandbox is evaluated again when the set of loaded policies changes.
@@ -127,17 +150,13 @@ pub async fn run(
         namespace: options.namespace.clone(),
     };
     let sandboxes = caches::sandboxes(&client, &scope);
-    if let Some(listen) = options.metrics_listen {
-        let ready = crate::metrics::Readiness::default();
-        // Metrics are worth a loud error, not a stopped operator.
-        match crate::metrics::serve(listen, ready.clone()).await {
-            Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
-            Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
-        }
-        // Ready once the Sandbox cache has synced.
+    {
+        // Ready once the Sandbox cache has synced and every policy has been tried once.
         let store = sandboxes.store.clone();
+        let mut first_pass = first_pass.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
+            if caches::synced(&store).await && first_pass.wait_for(|done| *done).await.is_ok() {
                 ready.set();
             }
         });
@@ -163,6 +182,16 @@ pub async fn run(
         namespaces: namespaces.store,
         min_dwell: options.min_dwell,
     });
+    // A Sandbox reconciled before its policies load would get a pod without them (runc where
+    // a policy says gVisor), so the Sandbox controller starts after the first pass.
+    tokio::select! {
+        passed = first_pass.wait_for(|done| *done) => {
+            if passed.is_err() {
+                return Err(Error::Policy("the SandboxPolicy controller stopped before loading policies".into()));
+            }
+        }
+        () = shutdown.clone() => return Ok(()),
+    }
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)
         .watches_stream(pods.changes, sandbox_of)

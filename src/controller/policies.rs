@@ -2,6 +2,7 @@
 //! away from the Sandbox reconciles, and swaps it into the [`PolicySet`]. A revision that fails
 //! to load never replaces the last good one; the policy's status says what happened.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,20 +14,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::policy_fetch;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
 use crate::distribution::http::HttpClient;
 use crate::distribution::sha256_hex;
-use crate::policy::limits::{parse_duration, parse_memory};
-use crate::policy::{
-    ActivePolicy, HookMask, Limits, PolicyEngine, PolicyError, PolicySet, Reuse, cel,
-};
+use crate::policy::limits::{PolicyLimitBounds, format_memory};
+use crate::policy::{ActivePolicy, HookMask, PolicyEngine, PolicyError, PolicySet, Reuse, cel};
 
 /// Reasons of a SandboxPolicy's Ready condition.
 pub mod reason {
@@ -35,6 +34,8 @@ pub mod reason {
     pub const DIGEST_MISMATCH: &str = "DigestMismatch";
     pub const COMPILE_FAILED: &str = "CompileFailed";
     pub const INVALID_SETTINGS: &str = "InvalidSettings";
+    /// `spec.*.limits` does not parse, or asks for more than the operator allows.
+    pub const INVALID_LIMITS: &str = "InvalidLimits";
     pub const NO_HOOKS: &str = "NoHooks";
     /// A CEL expression does not parse, names something unknown, or returns the wrong shape.
     pub const INVALID_EXPRESSION: &str = "InvalidExpression";
@@ -49,6 +50,17 @@ struct PolicyContext {
     engine: Arc<PolicyEngine>,
     set: PolicySet,
     changed: mpsc::UnboundedSender<()>,
+    limits: PolicyLimitBounds,
+    /// The policies tried at least once since start, loaded or not.
+    tried: watch::Sender<BTreeSet<String>>,
+}
+
+/// How the SandboxPolicy controller is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Load only the SandboxPolicies with these labels.
+    pub selector: Option<String>,
+    pub limits: PolicyLimitBounds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,24 +76,28 @@ struct LoadFailure {
 }
 
 /// Runs the SandboxPolicy controller. Every change to the loaded set is announced on `changed`,
-/// so that the Sandbox controller re-evaluates its Sandboxes.
+/// so that the Sandbox controller re-evaluates its Sandboxes. `first_pass` turns true once
+/// every policy that existed at start has been tried (loaded, or refused with a reason).
 pub async fn run(
     client: Client,
-    selector: Option<String>,
+    settings: Settings,
     engine: Arc<PolicyEngine>,
     set: PolicySet,
     changed: mpsc::UnboundedSender<()>,
+    first_pass: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let policies: Api<SandboxPolicy> = Api::all(client.clone());
     // Metadata-only requests: a ConfigMap's bytes are read when a policy loads, never cached.
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
     let mut config = watcher::Config::default().any_semantic();
-    if let Some(selector) = &selector {
+    if let Some(selector) = &settings.selector {
         config = config.labels(selector);
     }
     let controller = Controller::new(policies, config);
     let store = controller.store();
+    let (tried, tried_rx) = watch::channel(BTreeSet::new());
+    tokio::spawn(announce_first_pass(store.clone(), tried_rx, first_pass));
     let http = match HttpClient::new() {
         Ok(http) => http,
         Err(error) => {
@@ -95,6 +111,8 @@ pub async fn run(
         engine,
         set,
         changed,
+        limits: settings.limits,
+        tried,
     });
     controller
         // A policy whose ConfigMap changes is reloaded at once: hot reload without a restart.
@@ -122,6 +140,41 @@ pub async fn run(
         .await;
 }
 
+/// Waits until every policy in the first listing has been tried, or has gone.
+async fn announce_first_pass(
+    store: Store<SandboxPolicy>,
+    mut tried: watch::Receiver<BTreeSet<String>>,
+    first_pass: watch::Sender<bool>,
+) {
+    if !super::caches::synced(&store).await {
+        return;
+    }
+    let initial: Vec<ObjectRef<SandboxPolicy>> = store
+        .state()
+        .iter()
+        .map(|p| ObjectRef::from_obj(&**p))
+        .collect();
+    tracing::info!(policies = initial.len(), "loading SandboxPolicies");
+    loop {
+        let pending = {
+            let seen = tried.borrow_and_update();
+            initial
+                .iter()
+                .filter(|p| !seen.contains(&p.name) && store.get(p).is_some())
+                .count()
+        };
+        if pending == 0 {
+            break;
+        }
+        // A deletion is not a reconcile, so the store is looked at again now and then.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), tried.changed()).await {
+            return;
+        }
+    }
+    tracing::info!("SandboxPolicies tried once; Sandboxes may be reconciled");
+    first_pass.send_replace(true);
+}
+
 fn error_policy(
     _: Arc<SandboxPolicy>,
     error: &PolicyControllerError,
@@ -141,10 +194,22 @@ async fn reconcile(
         if ctx.set.remove(&name) {
             let _ = ctx.changed.send(());
         }
+        ctx.tried
+            .send_if_modified(|tried| tried.insert(name.clone()));
         return Ok(Action::await_change());
     }
     let serving = ctx.set.get(&name);
     let outcome = load(&policy, &ctx).await;
+    if let Ok(active) = &outcome {
+        // In the set before it counts as tried, so that no Sandbox is reconciled without it.
+        if !unchanged(serving.as_deref(), active) {
+            tracing::info!(digest = %active.digest, "policy loaded");
+            ctx.set.insert(active.clone());
+            let _ = ctx.changed.send(());
+        }
+    }
+    ctx.tried
+        .send_if_modified(|tried| tried.insert(name.clone()));
     let retry_fetch = matches!(&outcome, Err(f) if f.reason == reason::FETCH_FAILED);
     let mut status = policy.status.clone().unwrap_or_default();
     status.observed_generation = policy.meta().generation;
@@ -161,6 +226,14 @@ async fn reconcile(
             status
                 .details
                 .insert("compiled".into(), active.loaded.compiled().as_str().into());
+            // The limits in force, after the operator's defaults.
+            let limits = active.loaded.limits();
+            status
+                .details
+                .insert("timeout".into(), format!("{:?}", limits.timeout));
+            status
+                .details
+                .insert("memory".into(), format_memory(limits.memory_bytes));
             Desired::new(
                 READY,
                 true,
@@ -194,22 +267,6 @@ async fn reconcile(
         policy.meta().generation,
         &now,
     );
-    if let Ok(active) = outcome {
-        let unchanged = serving.as_ref().is_some_and(|s| {
-            s.digest == active.digest
-                && s.priority == active.priority
-                && s.mode == active.mode
-                && s.failure_policy == active.failure_policy
-                && s.matcher == active.matcher
-                && s.loaded.settings() == active.loaded.settings()
-                && s.loaded.limits() == active.loaded.limits()
-        });
-        if !unchanged {
-            tracing::info!(digest = %active.digest, "policy loaded");
-            ctx.set.insert(active);
-            let _ = ctx.changed.send(());
-        }
-    }
     if policy.status.as_ref() != Some(&status) {
         write_status(&ctx.client, &name, &status).await?;
     }
@@ -218,6 +275,19 @@ async fn reconcile(
         return Ok(Action::requeue(FETCH_RETRY));
     }
     Ok(Action::await_change())
+}
+
+/// Whether `active` is what is already served, so that nothing needs re-evaluating.
+fn unchanged(serving: Option<&ActivePolicy>, active: &ActivePolicy) -> bool {
+    serving.is_some_and(|s| {
+        s.digest == active.digest
+            && s.priority == active.priority
+            && s.mode == active.mode
+            && s.failure_policy == active.failure_policy
+            && s.matcher == active.matcher
+            && s.loaded.settings() == active.loaded.settings()
+            && s.loaded.limits() == active.loaded.limits()
+    })
 }
 
 async fn write_status(
@@ -308,18 +378,13 @@ async fn prepare(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<Prepared
 
 async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolicy, LoadFailure> {
     let spec = &policy.spec;
-    let invalid = |message: String| LoadFailure {
-        reason: reason::INVALID_SETTINGS,
-        message,
-    };
-    let configured = spec.limits();
-    let limits = Limits {
-        timeout: parse_duration(&configured.timeout)
-            .map_err(|e| invalid(format!("limits.timeout: {e}")))?,
-        memory_bytes: parse_memory(&configured.memory)
-            .map_err(|e| invalid(format!("limits.memory: {e}")))?,
-        ..Limits::default()
-    };
+    let limits = spec
+        .limits()
+        .resolve(&ctx.limits)
+        .map_err(|message| LoadFailure {
+            reason: reason::INVALID_LIMITS,
+            message,
+        })?;
     let prepared = prepare(policy, ctx).await?;
     let invalid_reason = prepared.invalid_reason;
     let digest = prepared.digest.clone();

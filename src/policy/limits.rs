@@ -2,6 +2,76 @@
 
 use std::time::Duration;
 
+use super::Limits;
+
+/// What the operator gives a policy that sets no limits, and the most one may set: a
+/// platform's ceiling, so that a policy cannot hold a reconcile for minutes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyLimitBounds {
+    pub default: Limits,
+    pub max: Limits,
+}
+
+impl Default for PolicyLimitBounds {
+    fn default() -> Self {
+        Self {
+            default: Limits::default(),
+            max: Limits {
+                timeout: Duration::from_secs(5),
+                memory_bytes: 256 << 20,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+impl PolicyLimitBounds {
+    /// The limits for a policy that writes `timeout` and `memory` (each optional); the error
+    /// names the field.
+    pub fn resolve(&self, timeout: Option<&str>, memory: Option<&str>) -> Result<Limits, String> {
+        let mut limits = self.default;
+        if let Some(text) = timeout {
+            limits.timeout = parse_duration(text).map_err(|e| format!("limits.timeout: {e}"))?;
+            if limits.timeout.is_zero() {
+                return Err("limits.timeout: must be more than zero".into());
+            }
+            if limits.timeout > self.max.timeout {
+                return Err(format!(
+                    "limits.timeout: {text} is more than this operator allows ({:?})",
+                    self.max.timeout
+                ));
+            }
+        }
+        if let Some(text) = memory {
+            limits.memory_bytes = parse_memory(text).map_err(|e| format!("limits.memory: {e}"))?;
+            if limits.memory_bytes > self.max.memory_bytes {
+                return Err(format!(
+                    "limits.memory: {text} is more than this operator allows ({} bytes)",
+                    self.max.memory_bytes
+                ));
+            }
+        }
+        Ok(limits)
+    }
+
+    /// Checks that the defaults fit under the maximums.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.default.timeout > self.max.timeout {
+            return Err(format!(
+                "the default policy timeout {:?} is more than the maximum {:?}",
+                self.default.timeout, self.max.timeout
+            ));
+        }
+        if self.default.memory_bytes > self.max.memory_bytes {
+            return Err(format!(
+                "the default policy memory {} is more than the maximum {}",
+                self.default.memory_bytes, self.max.memory_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A Go-style duration such as `100ms`, `2s`, `1m30s` or `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
@@ -39,6 +109,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// `bytes` as a Kubernetes quantity, in the largest binary unit that divides it.
+pub fn format_memory(bytes: usize) -> String {
+    for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// A Kubernetes memory quantity such as `32Mi`, `1Gi`, `500M` or `1048576`, in bytes.
 pub fn parse_memory(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -69,12 +149,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unset_limits_take_the_operator_defaults() {
+        let bounds = PolicyLimitBounds {
+            default: Limits {
+                timeout: Duration::from_millis(250),
+                memory_bytes: 64 << 20,
+                ..Limits::default()
+            },
+            ..PolicyLimitBounds::default()
+        };
+        let limits = bounds.resolve(None, Some("16Mi")).expect("valid");
+        assert_eq!(limits.timeout, Duration::from_millis(250));
+        assert_eq!(limits.memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn limits_above_the_maximum_are_refused_with_the_field() {
+        let bounds = PolicyLimitBounds::default();
+        let error = bounds
+            .resolve(Some("1m"), None)
+            .expect_err("over the maximum");
+        assert!(
+            error.starts_with("limits.timeout: 1m is more than"),
+            "{error}"
+        );
+        let error = bounds
+            .resolve(None, Some("1Gi"))
+            .expect_err("over the maximum");
+        assert!(
+            error.starts_with("limits.memory: 1Gi is more than"),
+            "{error}"
+        );
+        let error = bounds.resolve(Some("0s"), None).expect_err("zero");
+        assert!(error.contains("more than zero"), "{error}");
+        assert!(bounds.resolve(Some("5s"), Some("256Mi")).is_ok());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn memory_formats_back_to_a_quantity() {
+        assert_eq!(format_memory(32 << 20), "32Mi");
+        assert_eq!(format_memory(1 << 30), "1Gi");
+        assert_eq!(format_memory(1536), "1536");
+        assert_eq!(format_memory(0), "0");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::types::{ComputeResources, Input, IsolationDecision, LifecycleDecision
 use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
 
 /// A loaded SandboxPolicy, ready to evaluate.
+#[derive(Clone)]
 pub struct ActivePolicy {
     pub name: String,
     pub priority: i32,

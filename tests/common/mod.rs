@@ -26,8 +26,17 @@ impl Operator {
     }
 
     pub fn start_with(ctx: &TestContext, client: Client) -> Self {
+        Self::start_configured(ctx, client, |_| {})
+    }
+
+    /// An operator with the test defaults, then `configure`.
+    pub fn start_configured(
+        ctx: &TestContext,
+        client: Client,
+        configure: impl FnOnce(&mut sandman::controller::Options),
+    ) -> Self {
         init_logs();
-        let options = sandman::controller::Options {
+        let mut options = sandman::controller::Options {
             namespace: Some(ctx.namespace.clone()),
             concurrency: 16,
             instance: "test".into(),
@@ -38,7 +47,9 @@ impl Operator {
             min_dwell: Duration::from_secs(1),
             metrics_listen: None,
             leader_election: None,
+            policy_limits: Default::default(),
         };
+        configure(&mut options);
         let task = tokio::spawn(async move {
             if let Err(e) = sandman::controller::run(client, options, std::future::pending()).await
             {

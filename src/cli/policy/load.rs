@@ -7,7 +7,7 @@ use crate::api::{CelPolicy, PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
 use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
 use crate::distribution::sha256_hex;
-use crate::policy::limits::{parse_duration, parse_memory};
+use crate::policy::limits::PolicyLimitBounds;
 use crate::policy::{Limits, LoadedPolicy, PolicyEngine, Reuse};
 
 use super::PolicyCliError;
@@ -60,16 +60,12 @@ impl PolicyFile {
     }
 }
 
+/// The CLI applies the built-in defaults and maximums, as an operator run without
+/// `--policy-default-*` / `--policy-max-*` flags would.
 fn limits(path: &Path, configured: &PolicyLimits) -> Result<Limits, PolicyCliError> {
-    let invalid =
-        |field: &str, e: String| PolicyCliError::Parse(path.to_path_buf(), format!("{field}: {e}"));
-    Ok(Limits {
-        timeout: parse_duration(&configured.timeout)
-            .map_err(|e| invalid("limits.timeout", e.to_string()))?,
-        memory_bytes: parse_memory(&configured.memory)
-            .map_err(|e| invalid("limits.memory", e.to_string()))?,
-        ..Limits::default()
-    })
+    configured
+        .resolve(&PolicyLimitBounds::default())
+        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, PolicyCliError> {
