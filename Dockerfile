@@ -5,7 +5,9 @@ RUN rustup target add wasm32-wasip2 x86_64-unknown-linux-musl \
  && apt-get update && apt-get install -y --no-install-recommends musl-tools
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin sandman
+# `--build-arg FEATURES=otel` for OpenTelemetry traces.
+ARG FEATURES=""
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin sandman --features "$FEATURES"
 
 FROM scratch
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/sandman /sandman

@@ -16,8 +16,8 @@ if ! need umoci || ! need skopeo || ! need musl-gcc; then
 fi
 rustup target add x86_64-unknown-linux-musl wasm32-wasip2 >/dev/null
 
-echo "==> static release build"
-cargo build --release --locked --target x86_64-unknown-linux-musl --bin sandman
+echo "==> static release build (features: ${SANDMAN_FEATURES:-none}; SANDMAN_FEATURES=otel for traces)"
+cargo build --release --locked --target x86_64-unknown-linux-musl --bin sandman --features "${SANDMAN_FEATURES:-}"
 binary="$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/sandman"
 file "$binary" | grep -qE "statically linked|static-pie linked" || { echo "not a static binary: $binary"; exit 1; }
 

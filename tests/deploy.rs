@@ -31,6 +31,40 @@ fn rendered_manifests_match_the_chart() {
 }
 
 #[test]
+fn chart_values_reach_the_flags() {
+    let chart = repo_root().join("deploy/helm/sandman");
+    let rendered = sandman_testenv::helm::render(
+        &chart,
+        &[
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "tracing.otlpEndpoint=http://collector:4318",
+            "--set",
+            "operator.policyLimits.default.timeout=250ms",
+            "--set",
+            "operator.policyLimits.max.memory=128Mi",
+        ],
+    )
+    .expect("helm template");
+    assert_eq!(
+        rendered
+            .matches("- --otlp-endpoint=http://collector:4318")
+            .count(),
+        2,
+        "operator and gateway both export traces:\n{rendered}"
+    );
+    assert!(rendered.contains("- --policy-default-timeout=250ms"));
+    assert!(rendered.contains("- --policy-max-memory=128Mi"));
+    assert!(rendered.contains("- --policy-default-memory=32Mi"));
+    let default = sandman_testenv::helm::render(&chart, &[]).expect("helm template");
+    assert!(
+        !default.contains("--otlp-endpoint"),
+        "no tracing flag unless asked for"
+    );
+}
+
+#[test]
 fn chart_crds_are_the_generated_crds() {
     let chart =
         std::fs::read_to_string(repo_root().join("deploy/helm/sandman/crds/sandman.dev.yaml"))

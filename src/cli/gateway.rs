@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::gateway::{self, Options};
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, TelemetryArgs};
 
 #[derive(Args, Debug)]
 pub struct GatewayArgs {
@@ -37,12 +37,11 @@ pub struct GatewayArgs {
         env = "SANDMAN_GATEWAY_METRICS_LISTEN"
     )]
     metrics_listen: String,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 pub fn run(args: GatewayArgs) -> Result<(), CliError> {
-    telemetry::init(args.log_format);
     let token = args
         .token_file
         .as_ref()
@@ -62,6 +61,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         activity_interval: Duration::from_secs(args.activity_interval_seconds.max(1)),
     };
     super::with_client(|client| async move {
+        let telemetry = telemetry::init(&args.telemetry)?;
         let ready = crate::metrics::Readiness::default();
         if args.metrics_listen != "off" {
             let listen = args
@@ -78,7 +78,8 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Gateway(e.to_string()))?;
         ready.set();
-        let _ = tokio::signal::ctrl_c().await;
+        super::shutdown_signal().await;
+        telemetry.shutdown().await;
         Ok(())
     })
 }

@@ -51,6 +51,8 @@ pub enum CliError {
     Touch(String),
     #[error("gateway: {0}")]
     Gateway(String),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Runs `work` with a client for the current kubeconfig, on a multi-threaded runtime.
@@ -82,4 +84,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Resolves on SIGINT or SIGTERM, so in-flight reconciles finish before exit.
+pub(crate) async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
 }

@@ -4,7 +4,7 @@ use super::CliError;
 use crate::controller::{self, Options};
 use crate::policy::Limits;
 use crate::policy::limits::{PolicyLimitBounds, parse_duration, parse_memory};
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, TelemetryArgs};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -53,9 +53,8 @@ pub struct RunArgs {
     /// How long a Lease lasts without renewal; a new leader takes over after about this long.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SANDMAN_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// The policy limits the flags describe.
@@ -83,9 +82,9 @@ fn policy_limits(args: &RunArgs) -> Result<PolicyLimitBounds, CliError> {
 }
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
-    telemetry::init(args.log_format);
     let policy_limits = policy_limits(&args)?;
     super::with_client(|client| async move {
+        let telemetry = telemetry::init(&args.telemetry)?;
         let options = Options {
             namespace: args.namespace,
             concurrency: args.concurrency,
@@ -112,25 +111,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             },
             ..Options::default()
         };
-        controller::run(client, options, shutdown_signal())
+        let outcome = controller::run(client, options, super::shutdown_signal())
             .await
-            .map_err(CliError::Operator)
+            .map_err(CliError::Operator);
+        telemetry.shutdown().await;
+        outcome
     })
-}
-
-/// Resolves on SIGINT or SIGTERM, so in-flight reconciles finish before exit.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -184,7 +184,7 @@ fn error_policy(
     Action::requeue(Duration::from_secs(5))
 }
 
-#[tracing::instrument(skip_all, fields(policy = %policy.name_any()))]
+#[tracing::instrument(name = "policy.reconcile", skip_all, fields(policy = %policy.name_any()))]
 async fn reconcile(
     policy: Arc<SandboxPolicy>,
     ctx: Arc<PolicyContext>,
@@ -392,7 +392,9 @@ async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolic
     // Compiling takes milliseconds to seconds of CPU: off the async runtime.
     let engine = ctx.engine.clone();
     let name = policy.name_any();
+    let span = tracing::Span::current();
     let loaded = tokio::task::spawn_blocking(move || {
+        let _reconcile = span.enter();
         engine.load_with(
             &name,
             &prepared.wasm,

@@ -115,7 +115,7 @@ pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Actio
     result
 }
 
-#[instrument(skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
+#[instrument(name = "sandbox.reconcile", skip_all, fields(namespace = %sandbox.namespace().unwrap_or_default(), sandbox = %sandbox.name_any()))]
 async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
     if sandbox.metadata.deletion_timestamp.is_some() {
         ctx.written.forget(&sandbox);
@@ -230,7 +230,10 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
     let has_lifecycle_policy = !lifecycle.is_empty();
     let sandbox = sandbox.clone();
     let now = Timestamp::now();
+    // The blocking pool does not inherit the reconcile's span; its lines must still name the Sandbox.
+    let span = tracing::Span::current();
     let decided = tokio::task::spawn_blocking(move || {
+        let _reconcile = span.enter();
         let input_for = |policy: &ActivePolicy| {
             input::build(&sandbox, &namespace_labels, now, policy.loaded.settings())
         };

@@ -448,6 +448,13 @@ impl LoadedPolicy {
             &wasmtime::component::Instance,
         ) -> wasmtime::Result<Result<Option<D>, String>>,
     ) -> Result<Option<D>, PolicyError> {
+        let span = tracing::info_span!(
+            "policy.evaluate",
+            policy = %self.name,
+            hook = hook.name(),
+            outcome = tracing::field::Empty
+        );
+        let _evaluating = span.enter();
         let started = std::time::Instant::now();
         let result = self
             .run_within(self.limits.timeout, call)
@@ -461,6 +468,7 @@ impl LoadedPolicy {
             Ok(None) => "abstained",
             Err(error) => error.metric_label(),
         };
+        span.record("outcome", outcome);
         crate::metrics::METRICS.policy_evaluated(
             &self.name,
             hook.name(),

@@ -71,6 +71,24 @@ impl Drop for Operator {
     }
 }
 
+/// A child process that is killed when dropped, so that a failing test leaves no operator
+/// running (holding the test's output pipe open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Kills it now (SIGKILL, as a crash would) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Operator logs go through the test harness's capture, so they show for failing tests only.
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -51,7 +51,7 @@ pub enum PolicyCliError {
 
 pub fn run(command: PolicyCommand) -> Result<(), PolicyCliError> {
     // A policy's log calls and what it prints go to stderr; decisions go to stdout.
-    crate::telemetry::init(crate::telemetry::LogFormat::Text);
+    crate::telemetry::init_logs(crate::telemetry::LogFormat::Text);
     match command {
         PolicyCommand::Eval(args) => eval::run(args),
         PolicyCommand::Test(args) => suite::run(args),
