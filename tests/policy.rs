@@ -615,3 +615,52 @@ async fn operator_policy_limits_fill_in_and_cap() {
             .expect("clean up the policy");
     }
 }
+
+#[tokio::test]
+async fn unloadable_policy_holds_its_sandboxes_until_it_loads() {
+    let ctx = TestContext::new("unloadable_policy_holds").await;
+    let _operator = Operator::start(&ctx);
+    let digest = publish(&ctx, "untrusted_to_gvisor").await;
+    let wrong = "0".repeat(64);
+    let api = install(&ctx, &policy(&ctx, "pinned", "untrusted_to_gvisor", &wrong)).await;
+    let name = format!("{}-pinned", ctx.namespace);
+    let message = ready_message(&wait_ready_reason(&api, &name, "DigestMismatch").await);
+    assert!(message.contains("held until it loads"), "{message}");
+
+    // failurePolicy Fail (the default): a policy that never loaded must not be skipped, or the
+    // Sandbox would start under runc where the policy asks for gVisor.
+    create(&ctx, &untrusted_sandbox("agent")).await;
+    let held = wait_sandbox(&ctx, "agent", "the Sandbox to be held", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed")
+    })
+    .await;
+    let held_message = held
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        held_message.contains("has not loaded") && held_message.contains("DigestMismatch"),
+        "{held_message}"
+    );
+    assert!(
+        pods(&ctx).get_opt("agent").await.expect("get").is_none(),
+        "no pod while the policy is unavailable"
+    );
+
+    // The right digest: it loads, and the held Sandbox starts under it.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": { "wasm": { "sha256": digest } } })),
+    )
+    .await
+    .expect("pin the right digest");
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    let pod = pods(&ctx).get("agent").await.expect("pod");
+    assert_eq!(runtime_of(&pod).as_deref(), Some("gvisor"));
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+}

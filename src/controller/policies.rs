@@ -20,12 +20,16 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::policy_fetch;
+use crate::api::FailurePolicy;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
 use crate::distribution::http::HttpClient;
 use crate::distribution::sha256_hex;
 use crate::policy::limits::{PolicyLimitBounds, format_memory};
-use crate::policy::{ActivePolicy, HookMask, PolicyEngine, PolicyError, PolicySet, Reuse, cel};
+use crate::policy::set::Unavailable;
+use crate::policy::{
+    ActivePolicy, Hook, HookMask, LoadedPolicy, PolicyEngine, PolicyError, PolicySet, Reuse, cel,
+};
 
 /// Reasons of a SandboxPolicy's Ready condition.
 pub mod reason {
@@ -200,13 +204,25 @@ async fn reconcile(
     }
     let serving = ctx.set.get(&name);
     let outcome = load(&policy, &ctx).await;
-    if let Ok(active) = &outcome {
-        // In the set before it counts as tried, so that no Sandbox is reconciled without it.
-        if !unchanged(serving.as_deref(), active) {
-            tracing::info!(digest = %active.digest, "policy loaded");
-            ctx.set.insert(active.clone());
-            let _ = ctx.changed.send(());
+    // In the set before it counts as tried, so that no Sandbox is reconciled without it.
+    let entry = match &outcome {
+        Ok((active, _)) => Some(active.clone()),
+        // The last good revision keeps serving.
+        Err(_) if serving.as_ref().is_some_and(|s| s.loaded.is_ok()) => None,
+        Err(failure) => Some(unavailable(&policy, failure)),
+    };
+    if let Some(entry) = entry
+        && !unchanged(serving.as_deref(), &entry)
+    {
+        match &entry.loaded {
+            Ok(_) => tracing::info!(digest = %entry.digest, "policy loaded"),
+            Err(_) => tracing::warn!(
+                failure_policy = ?entry.failure_policy,
+                "policy unavailable; its evaluations fail until it loads"
+            ),
         }
+        ctx.set.insert(entry);
+        let _ = ctx.changed.send(());
     }
     ctx.tried
         .send_if_modified(|tried| tried.insert(name.clone()));
@@ -215,9 +231,8 @@ async fn reconcile(
     status.observed_generation = policy.meta().generation;
     let now = Time(Timestamp::now());
     let desired = match &outcome {
-        Ok(active) => {
-            status.hooks = active
-                .loaded
+        Ok((active, loaded)) => {
+            status.hooks = loaded
                 .hooks()
                 .iter()
                 .map(|h| h.name().to_string())
@@ -225,9 +240,9 @@ async fn reconcile(
             status.digest = Some(active.digest.clone());
             status
                 .details
-                .insert("compiled".into(), active.loaded.compiled().as_str().into());
+                .insert("compiled".into(), loaded.compiled().as_str().into());
             // The limits in force, after the operator's defaults.
-            let limits = active.loaded.limits();
+            let limits = loaded.limits();
             status
                 .details
                 .insert("timeout".into(), format!("{:?}", limits.timeout));
@@ -249,10 +264,21 @@ async fn reconcile(
                     reason: failure.reason.into(),
                 })
                 .inc();
-            let kept = serving
-                .as_ref()
-                .map(|s| format!("; still serving the last good revision sha256:{}", s.digest))
-                .unwrap_or_default();
+            let kept = match serving.as_ref().map(|s| &s.loaded) {
+                Some(Ok(_)) => format!(
+                    "; still serving the last good revision sha256:{}",
+                    serving.as_ref().map_or("", |s| s.digest.as_str())
+                ),
+                _ => match policy.spec.failure_policy {
+                    FailurePolicy::Fail => {
+                        "; the Sandboxes it matches are held until it loads (failurePolicy Fail)"
+                            .into()
+                    }
+                    FailurePolicy::Ignore => "; the Sandboxes it matches go ahead without it \
+                                              (failurePolicy Ignore)"
+                        .into(),
+                },
+            };
             Desired::new(
                 READY,
                 false,
@@ -285,9 +311,33 @@ fn unchanged(serving: Option<&ActivePolicy>, active: &ActivePolicy) -> bool {
             && s.mode == active.mode
             && s.failure_policy == active.failure_policy
             && s.matcher == active.matcher
-            && s.loaded.settings() == active.loaded.settings()
-            && s.loaded.limits() == active.loaded.limits()
+            && match (&s.loaded, &active.loaded) {
+                (Ok(a), Ok(b)) => a.settings() == b.settings() && a.limits() == b.limits(),
+                (Err(a), Err(b)) => a == b,
+                _ => false,
+            }
     })
+}
+
+/// The set's entry for a policy that has never loaded.
+fn unavailable(policy: &SandboxPolicy, failure: &LoadFailure) -> ActivePolicy {
+    let spec = &policy.spec;
+    let hooks = match &spec.cel {
+        Some(cel) => cel::hooks(cel),
+        None => vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle],
+    };
+    ActivePolicy {
+        name: policy.name_any(),
+        priority: spec.priority,
+        mode: spec.mode,
+        failure_policy: spec.failure_policy,
+        matcher: spec.match_.clone().unwrap_or_default(),
+        digest: String::new(),
+        loaded: Err(Unavailable {
+            hooks,
+            reason: format!("{}: {}", failure.reason, failure.message),
+        }),
+    }
 }
 
 async fn write_status(
@@ -376,7 +426,10 @@ async fn prepare(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<Prepared
     }
 }
 
-async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolicy, LoadFailure> {
+async fn load(
+    policy: &SandboxPolicy,
+    ctx: &PolicyContext,
+) -> Result<(ActivePolicy, Arc<LoadedPolicy>), LoadFailure> {
     let spec = &policy.spec;
     let limits = spec
         .limits()
@@ -426,13 +479,15 @@ async fn load(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<ActivePolic
             message: e.to_string(),
         },
     })?;
-    Ok(ActivePolicy {
+    let loaded = Arc::new(loaded);
+    let active = ActivePolicy {
         name: policy.name_any(),
         priority: spec.priority,
         mode: spec.mode,
         failure_policy: spec.failure_policy,
         matcher: spec.match_.clone().unwrap_or_default(),
         digest,
-        loaded: Arc::new(loaded),
-    })
+        loaded: Ok(loaded.clone()),
+    };
+    Ok((active, loaded))
 }

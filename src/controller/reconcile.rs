@@ -22,7 +22,7 @@ use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transitio
 use crate::controller::policy_lifecycle;
 use crate::controller::{ERROR_REQUEUE, Error};
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
-use crate::policy::{ActivePolicy, Hook, PolicyFailed, PolicySet, input};
+use crate::policy::{Hook, LoadedPolicy, PolicyFailed, PolicySet, input};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
 const LIFECYCLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
@@ -234,8 +234,8 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
     let span = tracing::Span::current();
     let decided = tokio::task::spawn_blocking(move || {
         let _reconcile = span.enter();
-        let input_for = |policy: &ActivePolicy| {
-            input::build(&sandbox, &namespace_labels, now, policy.loaded.settings())
+        let input_for = |policy: &LoadedPolicy| {
+            input::build(&sandbox, &namespace_labels, now, policy.settings())
         };
         // A lifecycle policy that cannot decide changes nothing: the Sandbox keeps its mode,
         // whatever the failure policy, and the error is logged.

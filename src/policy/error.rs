@@ -25,6 +25,8 @@ pub enum PolicyError {
     MissingHook(&'static str),
     #[error("policy engine: {0}")]
     Engine(String),
+    #[error("the policy has not loaded: {0}")]
+    Unavailable(String),
 }
 
 impl PolicyError {
@@ -42,6 +44,7 @@ impl PolicyError {
             PolicyError::OutputTooLarge { .. } => "output_too_large",
             PolicyError::MissingHook(_) => "missing_hook",
             PolicyError::Engine(_) => "engine",
+            PolicyError::Unavailable(_) => "unavailable",
         }
     }
 }

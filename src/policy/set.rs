@@ -10,7 +10,7 @@ use super::error::PolicyError;
 use super::types::{ComputeResources, Input, IsolationDecision, LifecycleDecision};
 use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
 
-/// A loaded SandboxPolicy, ready to evaluate.
+/// A SandboxPolicy in the set: loaded and ready to evaluate, or one that has never loaded.
 #[derive(Clone)]
 pub struct ActivePolicy {
     pub name: String,
@@ -18,8 +18,41 @@ pub struct ActivePolicy {
     pub mode: PolicyMode,
     pub failure_policy: FailurePolicy,
     pub matcher: PolicyMatch,
+    /// The serving revision's sha256 (empty while unavailable).
     pub digest: String,
-    pub loaded: Arc<LoadedPolicy>,
+    pub loaded: Result<Arc<LoadedPolicy>, Unavailable>,
+}
+
+/// A policy that has never loaded. It still takes part: each evaluation fails with
+/// [`PolicyError::Unavailable`], so that with `failurePolicy: Fail` the Sandboxes it matches are
+/// held rather than started without it, and with `Ignore` they go ahead.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unavailable {
+    /// The hooks it would decide: those its CEL expressions name, or all three for a
+    /// component nobody could read.
+    pub hooks: Vec<Hook>,
+    pub reason: String,
+}
+
+impl ActivePolicy {
+    pub fn hooks(&self) -> Vec<Hook> {
+        match &self.loaded {
+            Ok(loaded) => loaded.hooks(),
+            Err(unavailable) => unavailable.hooks.clone(),
+        }
+    }
+
+    /// Runs `hook` on the loaded policy, with the input `input_for` builds for it.
+    fn evaluate<D>(
+        &self,
+        input_for: &impl Fn(&LoadedPolicy) -> Input,
+        hook: impl FnOnce(&LoadedPolicy, &Input) -> Result<Option<D>, PolicyError>,
+    ) -> Result<Option<D>, PolicyError> {
+        match &self.loaded {
+            Ok(loaded) => hook(loaded, &input_for(loaded)),
+            Err(unavailable) => Err(PolicyError::Unavailable(unavailable.reason.clone())),
+        }
+    }
 }
 
 /// Every loaded policy, by name. Loads swap whole entries, so an evaluation sees either the old
@@ -53,7 +86,7 @@ impl PolicySet {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         let mut found: Vec<Arc<ActivePolicy>> = map
             .values()
-            .filter(|p| p.loaded.hooks().contains(&hook))
+            .filter(|p| p.hooks().contains(&hook))
             .filter(|p| {
                 selects(p.matcher.selector.as_ref(), labels)
                     && selects(p.matcher.namespace_selector.as_ref(), namespace_labels)
@@ -124,7 +157,7 @@ pub struct PolicyFailed {
 /// wins; Audit-mode policies run and are recorded; a failing `Fail` policy stops all.
 fn decide_first<D>(
     policies: &[Arc<ActivePolicy>],
-    input_for: impl Fn(&ActivePolicy) -> Input,
+    input_for: impl Fn(&LoadedPolicy) -> Input,
     hook: impl Fn(&LoadedPolicy, &Input) -> Result<Option<D>, PolicyError>,
 ) -> Result<FirstDecision<D>, PolicyFailed> {
     let mut outcome = FirstDecision::default();
@@ -132,7 +165,7 @@ fn decide_first<D>(
         if policy.mode == PolicyMode::Enforce && outcome.decision.is_some() {
             continue;
         }
-        match hook(&policy.loaded, &input_for(policy)) {
+        match policy.evaluate(&input_for, &hook) {
             Ok(None) => {}
             Ok(Some(decision)) => match policy.mode {
                 PolicyMode::Enforce => outcome.decision = Some((policy.name.clone(), decision)),
@@ -155,7 +188,7 @@ fn decide_first<D>(
 /// The isolation decision: see [`decide_first`].
 pub fn decide_isolation(
     policies: &[Arc<ActivePolicy>],
-    input_for: impl Fn(&ActivePolicy) -> Input,
+    input_for: impl Fn(&LoadedPolicy) -> Input,
 ) -> Result<IsolationOutcome, PolicyFailed> {
     decide_first(policies, input_for, LoadedPolicy::isolation)
 }
@@ -163,7 +196,7 @@ pub fn decide_isolation(
 /// The lifecycle decision: see [`decide_first`].
 pub fn decide_lifecycle(
     policies: &[Arc<ActivePolicy>],
-    input_for: impl Fn(&ActivePolicy) -> Input,
+    input_for: impl Fn(&LoadedPolicy) -> Input,
 ) -> Result<LifecycleOutcome, PolicyFailed> {
     decide_first(policies, input_for, LoadedPolicy::lifecycle)
 }
@@ -246,12 +279,12 @@ pub struct ResourcesOutcome {
 /// Runs the matching resources policies in order and merges their decisions.
 pub fn decide_resources(
     policies: &[Arc<ActivePolicy>],
-    input_for: impl Fn(&ActivePolicy) -> Input,
+    input_for: impl Fn(&LoadedPolicy) -> Input,
 ) -> Result<ResourcesOutcome, PolicyFailed> {
     let mut outcome = ResourcesOutcome::default();
     let mut merged = MergedResources::default();
     for policy in policies.iter().filter(|p| p.mode == PolicyMode::Enforce) {
-        match policy.loaded.resources(&input_for(policy)) {
+        match policy.evaluate(&input_for, LoadedPolicy::resources) {
             Ok(None) => {}
             Ok(Some(decision)) => {
                 for entry in &decision.containers {
