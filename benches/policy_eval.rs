@@ -41,6 +41,16 @@ fn policy_eval(c: &mut Criterion) {
     c.bench_function("isolation hook, fresh instance, abstains", |b| {
         b.iter(|| policy.isolation(&abstains).expect("evaluate"))
     });
+    // As in the operator: a text logger at `info` is installed, so the evaluation's span is live.
+    let logger = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(logger, || {
+        c.bench_function("isolation hook, decides, under an info-level logger", |b| {
+            b.iter(|| policy.isolation(&decides).expect("evaluate"))
+        });
+    });
     // The engine links each component once; `inspect` compiles afresh every time.
     c.bench_function("compile the component (inspect)", |b| {
         b.iter(|| engine.inspect(&wasm).expect("compile"))

@@ -448,7 +448,9 @@ impl LoadedPolicy {
             &wasmtime::component::Instance,
         ) -> wasmtime::Result<Result<Option<D>, String>>,
     ) -> Result<Option<D>, PolicyError> {
-        let span = tracing::info_span!(
+        // Debug level: at info it would cost the text logger about 2 µs per evaluation
+        // (BENCHMARKS.md); the trace exporter asks for it explicitly.
+        let span = tracing::debug_span!(
             "policy.evaluate",
             policy = %self.name,
             hook = hook.name(),

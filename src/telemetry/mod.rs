@@ -75,7 +75,7 @@ pub fn init(args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
         #[cfg(feature = "otel")]
         Some(endpoint) => {
             let (traces, layer) = otlp::Traces::start(endpoint)?;
-            layers.push(layer.with_filter(filter()).boxed());
+            layers.push(layer.with_filter(trace_filter()).boxed());
             Telemetry {
                 traces: Some(traces),
             }
@@ -89,6 +89,16 @@ pub fn init(args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// What is exported as traces: what is logged, plus the per-evaluation policy spans, which are
+/// at debug level so that plain logging does not pay for them.
+#[cfg(feature = "otel")]
+fn trace_filter() -> EnvFilter {
+    match "sandman::policy::engine=debug".parse() {
+        Ok(directive) => filter().add_directive(directive),
+        Err(_) => filter(),
+    }
 }
 
 fn fmt_layer(format: LogFormat) -> BoxedLayer {
