@@ -423,12 +423,86 @@ async fn oci_sourced_policy_loads_and_applies() {
     );
     let http = sandman::distribution::http::HttpClient::new().expect("client");
     let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
-    let pushed = sandman::distribution::oci::push(&http, &reference, wasm.into())
+    let pushed = sandman::distribution::oci::push(&http, &reference, wasm.into(), None)
         .await
         .expect("push");
     let mut from_registry = policy(&ctx, "oci", "untrusted_to_gvisor", &pushed.component_sha256);
     with_source(&mut from_registry, serde_json::json!({ "image": image }));
     gvisor_is_applied_by(&ctx, from_registry).await;
+}
+
+#[tokio::test]
+async fn image_pull_secret_opens_a_private_registry() {
+    use sandman::distribution::auth::Credentials;
+    use sandman_testenv::harness::token_registry;
+    use sandman_testenv::token_server::{PASSWORD, USER};
+
+    let ctx = TestContext::new("image_pull_secret").await;
+    // The operator reads pull secrets from its own namespace: here, the test's.
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |options| {
+        options.pull_secrets.namespace = ctx.namespace.clone();
+    });
+    let image = format!(
+        "{}/private/{}/untrusted-to-gvisor:v1",
+        token_registry().address(),
+        ctx.namespace
+    );
+    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
+    let user = Credentials {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let pushed = sandman::distribution::oci::push(
+        &http,
+        &reference,
+        policy_wasm("untrusted_to_gvisor").into(),
+        Some(&user),
+    )
+    .await
+    .expect("push");
+    let docker_config = serde_json::json!({ "auths": {
+        token_registry().address(): { "username": USER, "password": PASSWORD },
+    }})
+    .to_string();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "registry-login" },
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": { ".dockerconfigjson": docker_config },
+    }))
+    .expect("secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the pull secret");
+
+    // Without the secret the registry refuses, and the status says what is missing.
+    let mut anonymous = policy(
+        &ctx,
+        "anonymous",
+        "untrusted_to_gvisor",
+        &pushed.component_sha256,
+    );
+    with_source(&mut anonymous, serde_json::json!({ "image": image }));
+    let api = install(&ctx, &anonymous).await;
+    let anonymous_name = format!("{}-anonymous", ctx.namespace);
+    let message = ready_message(&wait_ready_reason(&api, &anonymous_name, "FetchFailed").await);
+    assert!(message.contains("wants credentials"), "{message}");
+    api.delete(&anonymous_name, &Default::default())
+        .await
+        .expect("clean up the policy");
+
+    let mut with_secret = policy(
+        &ctx,
+        "private",
+        "untrusted_to_gvisor",
+        &pushed.component_sha256,
+    );
+    with_source(
+        &mut with_secret,
+        serde_json::json!({ "image": image, "imagePullSecret": "registry-login" }),
+    );
+    gvisor_is_applied_by(&ctx, with_secret).await;
 }
 
 #[tokio::test]
@@ -460,9 +534,14 @@ async fn wrong_digest_from_url_and_registry_is_refused() {
     );
     let http = sandman::distribution::http::HttpClient::new().expect("client");
     let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
-    sandman::distribution::oci::push(&http, &reference, policy_wasm("untrusted_to_gvisor").into())
-        .await
-        .expect("push");
+    sandman::distribution::oci::push(
+        &http,
+        &reference,
+        policy_wasm("untrusted_to_gvisor").into(),
+        None,
+    )
+    .await
+    .expect("push");
     // The component pinned is another one: both servers' bytes must be refused.
     let pinned = sha256(&policy_wasm("hostile"));
     let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
@@ -663,4 +742,48 @@ async fn unloadable_policy_holds_its_sandboxes_until_it_loads() {
     api.delete(&name, &Default::default())
         .await
         .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn deleted_policy_stops_applying() {
+    let ctx = TestContext::new("deleted_policy_stops").await;
+    let _operator = Operator::start(&ctx);
+    let Installed { api, name, .. } =
+        install_loaded(&ctx, "gvisor", "untrusted_to_gvisor", |_| {}).await;
+    create(&ctx, &untrusted_sandbox("before")).await;
+    wait_phase(&ctx, "before", Phase::Running).await;
+    assert_eq!(
+        runtime_of(&pods(&ctx).get("before").await.expect("pod")).as_deref(),
+        Some("gvisor")
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("delete the policy");
+    wait_gone(&api, &name).await;
+    // A deletion is no reconcile: the watch's Delete event must take it out of the set.
+    eventually(
+        "a new Sandbox to start without the deleted policy",
+        WAIT,
+        || async {
+            let probe = format!("after-{}", rand_suffix());
+            create(&ctx, &untrusted_sandbox(&probe)).await;
+            let running = wait_phase(&ctx, &probe, Phase::Running).await;
+            let decided = running
+                .status
+                .and_then(|s| s.decisions)
+                .and_then(|d| d.isolation)
+                .is_some();
+            (!decided).then_some(())
+        },
+    )
+    .await;
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    )
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sandman::api::Phase;
@@ -26,7 +26,7 @@ async fn as_operator(ctx: &TestContext) -> Client {
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         if !matches!(
             kind.as_str(),
-            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"
+            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
         ) {
             continue;
         }
@@ -64,6 +64,18 @@ async fn as_operator(ctx: &TestContext) -> Client {
                     .await
                     .expect("apply ClusterRoleBinding");
             }
+            "Role" => {
+                Api::<Role>::namespaced(ctx.client.clone(), &ctx.namespace)
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply Role");
+            }
+            "RoleBinding" => {
+                Api::<RoleBinding>::namespaced(ctx.client.clone(), &ctx.namespace)
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply RoleBinding");
+            }
             other => panic!("unexpected kind {other}"),
         }
     }
@@ -86,7 +98,16 @@ use serde::Deserialize;
 async fn rbac_is_sufficient_for_full_cycle() {
     let ctx = TestContext::new("rbac_sufficient").await;
     let client = as_operator(&ctx).await;
-    let _operator = Operator::start_with(&ctx, client);
+    // With leader election, as the chart runs it: the Lease is in the operator's namespace.
+    let _operator = Operator::start_configured(&ctx, client, |options| {
+        options.leader_election = Some(sandman::controller::leader::Election {
+            namespace: ctx.namespace.clone(),
+            name: "sandman".into(),
+            identity: "rbac-test".into(),
+            lease_duration: std::time::Duration::from_secs(15),
+            retry: std::time::Duration::from_secs(1),
+        });
+    });
     create(&ctx, &sandbox("agent", true)).await;
     wait_phase(&ctx, "agent", Phase::Running).await;
     // Events are written with the operator's identity too.
@@ -142,6 +163,42 @@ async fn rbac_refuses_unneeded_write() {
         matches!(error, kube::Error::Api(ref e) if e.code == 403),
         "{error}"
     );
+    // Pull secrets are read by name in the operator's own namespace, and nowhere else.
+    let pull_secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "pull" }, "stringData": { ".dockerconfigjson": "{}" },
+    }))
+    .expect("secret");
+    for namespace in [ctx.namespace.as_str(), "default"] {
+        let mut secret = pull_secret.clone();
+        secret.metadata.name = Some(format!("pull-{}", ctx.namespace));
+        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("an admin creates the secret");
+    }
+    let name = format!("pull-{}", ctx.namespace);
+    Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+        .get(&name)
+        .await
+        .expect("the operator reads a pull secret in its own namespace");
+    for error in [
+        Api::<Secret>::namespaced(client.clone(), "default")
+            .get(&name)
+            .await
+            .expect_err("but not in another namespace"),
+        Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+            .list(&Default::default())
+            .await
+            .expect_err("nor list Secrets"),
+    ] {
+        assert!(
+            matches!(error, kube::Error::Api(ref e) if e.code == 403),
+            "{error}"
+        );
+    }
+    let _ = Api::<Secret>::namespaced(ctx.client.clone(), "default")
+        .delete(&name, &Default::default())
+        .await;
     let error = Api::<Namespace>::all(client.clone())
         .delete(&ctx.namespace, &Default::default())
         .await

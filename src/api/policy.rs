@@ -129,6 +129,7 @@ pub enum FailurePolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.configMap), has(self.url), has(self.image)].filter(x, x).size() == 1").message("give exactly one source: configMap, url or image"))]
+#[x_kube(validation = Rule::new("!has(self.imagePullSecret) || has(self.image)").message("imagePullSecret goes with an image source"))]
 pub struct WasmPolicy {
     /// The component stored under `key` (binaryData) of a ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +142,11 @@ pub struct WasmPolicy {
     /// `sandman policy push` publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The name of a `kubernetes.io/dockerconfigjson` Secret in the operator's own namespace
+    /// holding credentials for the image's registry. Without one, pulls are anonymous (public
+    /// repositories on Docker Hub and ghcr.io still get their anonymous token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
     /// The component's sha256, as 64 hex digits. A module with another digest is refused.
     #[x_kube(validation = Rule::new("self.matches('^[a-f0-9]{64}$')").message("sha256 must be 64 lowercase hex digits"))]
     pub sha256: String,

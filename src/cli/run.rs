@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// works at a time.
     #[arg(long, env = "SANDMAN_LEADER_ELECT")]
     leader_elect: bool,
+    /// Where SandboxPolicies' `imagePullSecret`s are read (default: the pod's namespace).
+    #[arg(long, env = "SANDMAN_POD_NAMESPACE", default_value = "default")]
+    pull_secret_namespace: String,
     /// The Lease's namespace (default: the pod's, from SANDMAN_POD_NAMESPACE, else `default`).
     #[arg(long, env = "SANDMAN_POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -92,6 +95,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             policy_limits,
+            pull_secrets: controller::policy_fetch::PullSecrets {
+                namespace: args.pull_secret_namespace.clone(),
+            },
             leader_election: args.leader_elect.then(|| controller::leader::Election {
                 namespace: args.lease_namespace.clone(),
                 name: args.lease_name.clone(),

@@ -10,7 +10,7 @@ mod hash;
 pub mod leader;
 pub mod lifecycle;
 pub mod policies;
-mod policy_fetch;
+pub mod policy_fetch;
 mod policy_lifecycle;
 mod reconcile;
 
@@ -54,6 +54,8 @@ pub struct Options {
     pub leader_election: Option<leader::Election>,
     /// Limits for policies that set none, and the most a policy may ask for.
     pub policy_limits: crate::policy::limits::PolicyLimitBounds,
+    /// Where the `imagePullSecret`s of SandboxPolicies are read.
+    pub pull_secrets: policy_fetch::PullSecrets,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             metrics_listen: None,
             leader_election: None,
             policy_limits: Default::default(),
+            pull_secrets: Default::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn run(
         policies::Settings {
             selector: options.policy_selector.clone(),
             limits: options.policy_limits.clone(),
+            pull_secrets: options.pull_secrets.clone(),
         },
         engine,
         policies.clone(),

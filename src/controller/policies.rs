@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use super::policy_fetch;
+use super::policy_fetch::{self, PullSecrets};
 use crate::api::FailurePolicy;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
@@ -55,6 +55,7 @@ struct PolicyContext {
     set: PolicySet,
     changed: mpsc::UnboundedSender<()>,
     limits: PolicyLimitBounds,
+    pull_secrets: PullSecrets,
     /// The policies tried at least once since start, loaded or not.
     tried: watch::Sender<BTreeSet<String>>,
 }
@@ -65,6 +66,7 @@ pub struct Settings {
     /// Load only the SandboxPolicies with these labels.
     pub selector: Option<String>,
     pub limits: PolicyLimitBounds,
+    pub pull_secrets: PullSecrets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +100,17 @@ pub async fn run(
     if let Some(selector) = &settings.selector {
         config = config.labels(selector);
     }
-    let controller = Controller::new(policies, config);
-    let store = controller.store();
+    // Our own reflector rather than `Controller::new`, because a deletion is not a reconcile:
+    // deleted policies must leave the set here, from the watch's events.
+    let (store, writer) = reflector::store();
+    let events = reflector(writer, watcher::watcher(policies, config))
+        .default_backoff()
+        .inspect_ok({
+            let (set, changed, store) = (set.clone(), changed.clone(), store.clone());
+            move |event| forget_deleted(event, &store, &set, &changed)
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(events, store.clone());
     let (tried, tried_rx) = watch::channel(BTreeSet::new());
     tokio::spawn(announce_first_pass(store.clone(), tried_rx, first_pass));
     let http = match HttpClient::new() {
@@ -116,6 +127,7 @@ pub async fn run(
         set,
         changed,
         limits: settings.limits,
+        pull_secrets: settings.pull_secrets,
         tried,
     });
     controller
@@ -142,6 +154,25 @@ pub async fn run(
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
+}
+
+/// Takes deleted policies (or ones that left the selector) out of the set: at a Delete event,
+/// and after a relist, whatever the new listing no longer has.
+fn forget_deleted(
+    event: &watcher::Event<SandboxPolicy>,
+    store: &Store<SandboxPolicy>,
+    set: &PolicySet,
+    changed: &mpsc::UnboundedSender<()>,
+) {
+    let removed = match event {
+        watcher::Event::Delete(policy) => set.remove(&policy.name_any()),
+        watcher::Event::InitDone => set.retain(|name| store.get(&ObjectRef::new(name)).is_some()),
+        _ => false,
+    };
+    if removed {
+        tracing::info!("a SandboxPolicy is gone; its decisions no longer apply");
+        let _ = changed.send(());
+    }
 }
 
 /// Waits until every policy in the first listing has been tried, or has gone.
@@ -381,7 +412,11 @@ async fn prepare(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<Prepared
                 reason: reason::FETCH_FAILED,
                 message: "spec.wasm names no source: give configMap, url or image".into(),
             })?;
-            let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source)
+            let pull_secret = wasm
+                .image_pull_secret
+                .as_deref()
+                .map(|name| (&ctx.pull_secrets, name));
+            let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source, pull_secret)
                 .await
                 .map_err(|message| LoadFailure {
                     reason: reason::FETCH_FAILED,

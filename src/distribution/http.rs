@@ -72,9 +72,11 @@ impl HttpClient {
         let mut uri: Uri = uri
             .parse()
             .map_err(|e| FetchError::InvalidUrl(format!("{uri}: {e}")))?;
+        let origin = uri.authority().cloned();
+        let mut headers = headers.to_vec();
         for _ in 0..=MAX_REDIRECTS {
             let mut request = Request::builder().method(method.clone()).uri(uri.clone());
-            for (name, value) in headers {
+            for (name, value) in &headers {
                 let value = HeaderValue::from_str(value)
                     .map_err(|e| FetchError::InvalidUrl(format!("header {name}: {e}")))?;
                 request = request.header(name, value);
@@ -98,6 +100,11 @@ impl HttpClient {
                     FetchError::Protocol(format!("{uri}: redirect without a Location"))
                 })?;
             uri = resolve(&uri, location)?;
+            // A registry's blob redirect goes to storage elsewhere: its credentials stay home
+            // (and presigned storage URLs refuse requests that carry any).
+            if uri.authority() != origin.as_ref() {
+                headers.retain(|(name, _)| *name != header::AUTHORIZATION);
+            }
         }
         Err(FetchError::Protocol(format!(
             "{uri}: more than {MAX_REDIRECTS} redirects"

@@ -1,6 +1,7 @@
 //! Where policy components come from besides ConfigMaps: plain URLs and OCI registries. Every
 //! source is pinned by the policy's sha256; this layer only fetches (and, for the CLI, pushes).
 
+pub mod auth;
 pub mod http;
 pub mod oci;
 

@@ -1,12 +1,14 @@
 //! Policy components as OCI artifacts, following the CNCF Wasm OCI artifact layout: a manifest
 //! whose config is `application/vnd.wasm.config.v0+json` and whose one layer is the component,
-//! `application/wasm`. Anonymous pull and push over the distribution API (`/v2/`).
+//! `application/wasm`. Pull and push over the distribution API (`/v2/`), answering Basic and
+//! Bearer challenges (`auth.rs`).
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::FetchError;
+use super::auth::{Credentials, Session};
 use super::http::{HttpClient, resolve};
 use super::sha256_hex;
 
@@ -129,10 +131,19 @@ struct Manifest {
 }
 
 /// Downloads the component that `reference` names and checks it against the manifest.
-pub async fn pull(client: &HttpClient, reference: &Reference) -> Result<Bytes, FetchError> {
+pub async fn pull(
+    client: &HttpClient,
+    reference: &Reference,
+    credentials: Option<&Credentials>,
+) -> Result<Bytes, FetchError> {
     let base = reference.base();
+    let mut session = Session::new(
+        client,
+        credentials,
+        format!("repository:{}:pull", reference.repository),
+    );
     let manifest_url = format!("{base}/manifests/{}", reference.manifest_reference());
-    let response = client
+    let response = session
         .get(&manifest_url, &[(header::ACCEPT, MANIFEST_MEDIA_TYPE)])
         .await?;
     if let Some(pinned) = &reference.digest
@@ -156,7 +167,7 @@ pub async fn pull(client: &HttpClient, reference: &Reference) -> Result<Bytes, F
                 ))
             })?,
     };
-    let blob = client
+    let blob = session
         .get(&format!("{base}/blobs/{}", layer.digest), &[])
         .await?
         .body;
@@ -183,7 +194,13 @@ pub async fn push(
     client: &HttpClient,
     reference: &Reference,
     wasm: Bytes,
+    credentials: Option<&Credentials>,
 ) -> Result<Pushed, FetchError> {
+    let mut session = Session::new(
+        client,
+        credentials,
+        format!("repository:{}:pull,push", reference.repository),
+    );
     let tag = reference
         .tag
         .as_deref()
@@ -208,8 +225,8 @@ pub async fn push(
         digest: format!("sha256:{component_sha256}"),
         size: wasm.len() as u64,
     };
-    upload_blob(client, &base, &config_descriptor.digest, config).await?;
-    upload_blob(client, &base, &layer_descriptor.digest, wasm).await?;
+    upload_blob(&mut session, &base, &config_descriptor.digest, config).await?;
+    upload_blob(&mut session, &base, &layer_descriptor.digest, wasm).await?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MANIFEST_MEDIA_TYPE.into()),
@@ -222,7 +239,7 @@ pub async fn push(
     );
     let manifest_digest = format!("sha256:{}", sha256_hex(&body));
     let url = format!("{base}/manifests/{tag}");
-    let response = client
+    let response = session
         .send(
             Method::PUT,
             &url,
@@ -239,13 +256,15 @@ pub async fn push(
 
 /// A monolithic upload: open a session, then PUT the whole blob with its digest.
 async fn upload_blob(
-    client: &HttpClient,
+    session: &mut Session<'_>,
     base: &str,
     digest: &str,
     blob: Bytes,
 ) -> Result<(), FetchError> {
     let start = format!("{base}/blobs/uploads/");
-    let response = client.send(Method::POST, &start, &[], Bytes::new()).await?;
+    let response = session
+        .send(Method::POST, &start, &[], Bytes::new())
+        .await?;
     expect(&start, &response, StatusCode::ACCEPTED)?;
     let location = response
         .headers
@@ -255,10 +274,10 @@ async fn upload_blob(
     let start_uri = start
         .parse()
         .map_err(|e| FetchError::InvalidUrl(format!("{start}: {e}")))?;
-    let session = resolve(&start_uri, location)?.to_string();
-    let separator = if session.contains('?') { '&' } else { '?' };
-    let url = format!("{session}{separator}digest={digest}");
-    let response = client
+    let upload = resolve(&start_uri, location)?.to_string();
+    let separator = if upload.contains('?') { '&' } else { '?' };
+    let url = format!("{upload}{separator}digest={digest}");
+    let response = session
         .send(
             Method::PUT,
             &url,

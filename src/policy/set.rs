@@ -71,6 +71,14 @@ impl PolicySet {
         map.remove(name).is_some()
     }
 
+    /// Keeps the policies whose name `keep` accepts; whether any went.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> bool {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|name, _| keep(name));
+        map.len() != before
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<ActivePolicy>> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(name).cloned()

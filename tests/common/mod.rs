@@ -48,6 +48,7 @@ impl Operator {
             metrics_listen: None,
             leader_election: None,
             policy_limits: Default::default(),
+            pull_secrets: Default::default(),
         };
         configure(&mut options);
         let task = tokio::spawn(async move {

@@ -18,6 +18,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::registry::Registry;
+use crate::token_server::TokenServer;
 use crate::{ControlPlane, Lifetime, Options};
 
 /// How many log lines of each component a failing test prints.
@@ -46,6 +47,25 @@ static REGISTRY: LazyLock<Result<Registry, String>> = LazyLock::new(|| {
     let dir = std::env::temp_dir().join(format!("sandman-testenv-{}", std::process::id()));
     Registry::start(&dir.join("registry"), Lifetime::TiedToParent).map_err(|e| e.to_string())
 });
+
+static TOKEN_REGISTRY: LazyLock<Result<(TokenServer, Registry), String>> = LazyLock::new(|| {
+    let dir = std::env::temp_dir()
+        .join(format!("sandman-testenv-{}", std::process::id()))
+        .join("token-registry");
+    let tokens = TokenServer::start(&dir.join("tokens")).map_err(|e| e.to_string())?;
+    let registry = Registry::start_with_token_auth(&dir, Lifetime::TiedToParent, &tokens)
+        .map_err(|e| e.to_string())?;
+    Ok((tokens, registry))
+});
+
+/// A second registry, which wants Bearer tokens from a token server (see
+/// [`crate::token_server`]): anonymous pulls of `public/…`, everything for the one user.
+pub fn token_registry() -> &'static Registry {
+    match &*TOKEN_REGISTRY {
+        Ok((_, registry)) => registry,
+        Err(e) => panic!("the token-auth OCI registry did not start: {e}"),
+    }
+}
 
 /// The OCI registry shared by every test in this binary, started on first use.
 pub fn registry() -> &'static Registry {

@@ -21,6 +21,7 @@ pub mod policies;
 mod ports;
 mod process;
 pub mod registry;
+pub mod token_server;
 
 pub use binaries::{Binaries, cache_root};
 pub use control_plane::{

@@ -8,6 +8,7 @@ use crate::Lifetime;
 use crate::error::Error;
 use crate::ports::free_loopback_port;
 use crate::process::{self, Spawned};
+use crate::token_server::TokenServer;
 
 /// Where the registry binary is, unless `SANDMAN_REGISTRY_BIN` says otherwise.
 const DEFAULT_BINARY: &str = "/usr/bin/docker-registry";
@@ -22,6 +23,24 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry that stores its blobs under `dir` and listens on a free loopback port.
     pub fn start(dir: &Path, lifetime: Lifetime) -> Result<Self, Error> {
+        Self::start_with(dir, lifetime, None)
+    }
+
+    /// Starts a registry that accepts only tokens from `token_server` (Bearer challenges, as
+    /// Docker Hub and ghcr.io send).
+    pub fn start_with_token_auth(
+        dir: &Path,
+        lifetime: Lifetime,
+        token_server: &TokenServer,
+    ) -> Result<Self, Error> {
+        Self::start_with(dir, lifetime, Some(token_server))
+    }
+
+    fn start_with(
+        dir: &Path,
+        lifetime: Lifetime,
+        token_server: Option<&TokenServer>,
+    ) -> Result<Self, Error> {
         let binary = PathBuf::from(
             std::env::var("SANDMAN_REGISTRY_BIN").unwrap_or_else(|_| DEFAULT_BINARY.into()),
         );
@@ -32,10 +51,19 @@ impl Registry {
             .map_err(Error::io(format!("create {}", dir.display())))?;
         let address = format!("127.0.0.1:{}", free_loopback_port()?);
         let config = dir.join("config.yml");
-        let text = format!(
+        let mut text = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
             dir.join("storage").display()
         );
+        if let Some(tokens) = token_server {
+            text.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                tokens.realm(),
+                crate::token_server::SERVICE,
+                crate::token_server::ISSUER,
+                tokens.certificate().display()
+            ));
+        }
         std::fs::write(&config, text).map_err(Error::io(format!("write {}", config.display())))?;
         let log = dir.join("registry.log");
         let process = process::spawn(
@@ -47,7 +75,7 @@ impl Registry {
         )?;
         let mut registry = Self { process, address };
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !crate::control_plane::http_get_ok_at(&registry.address, "/v2/") {
+        while !answers(&registry.address) {
             if let Some(status) = registry.process.exit_status() {
                 return Err(Error::Exited {
                     component: "docker-registry".into(),
@@ -78,4 +106,22 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.process.stop();
     }
+}
+
+/// Whether the registry answers `/v2/` at all: 200 without auth, 401 with it.
+fn answers(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    ["200", "401"].iter().any(|code| {
+        response.starts_with(&format!("HTTP/1.1 {code}"))
+            || response.starts_with(&format!("HTTP/1.0 {code}"))
+    })
 }

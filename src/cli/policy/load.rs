@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::api::{CelPolicy, PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
+use crate::distribution::auth::docker_login;
 use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
 use crate::distribution::sha256_hex;
@@ -167,7 +168,9 @@ async fn fetch(name: &str, source: Option<WasmSource<'_>>) -> Result<Vec<u8>, Po
             .to_vec()),
         Some(WasmSource::Image(image)) => {
             let reference = Reference::parse(image).map_err(|e| fetch_failed(e.to_string()))?;
-            Ok(oci::pull(&http()?, &reference)
+            // The CLI uses `docker login`'s credentials, not the policy's imagePullSecret.
+            let credentials = docker_login(&reference.registry).map_err(fetch_failed)?;
+            Ok(oci::pull(&http()?, &reference, credentials.as_ref())
                 .await
                 .map_err(|e| fetch_failed(e.to_string()))?
                 .to_vec())

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::PolicyCliError;
+use crate::distribution::auth::docker_login;
 use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
 
@@ -20,7 +21,8 @@ pub async fn run(args: PushArgs) -> Result<(), PolicyCliError> {
     let reference =
         Reference::parse(&args.reference).map_err(|e| PolicyCliError::Push(e.to_string()))?;
     let http = HttpClient::new().map_err(|e| PolicyCliError::Push(e.to_string()))?;
-    let pushed = oci::push(&http, &reference, bytes.into())
+    let credentials = docker_login(&reference.registry).map_err(PolicyCliError::Push)?;
+    let pushed = oci::push(&http, &reference, bytes.into(), credentials.as_ref())
         .await
         .map_err(|e| PolicyCliError::Push(e.to_string()))?;
     println!("pushed {reference}@{}", pushed.manifest_digest);
