@@ -44,6 +44,12 @@ fn chart_values_reach_the_flags() {
             "operator.policyLimits.default.timeout=250ms",
             "--set",
             "operator.policyLimits.max.memory=128Mi",
+            "--set",
+            "image.pullSecrets={registry-login}",
+            "--set",
+            "gateway.nodeSelector.pool=edge",
+            "--set",
+            "operator.priorityClassName=system-cluster-critical",
         ],
     )
     .expect("helm template");
@@ -57,6 +63,17 @@ fn chart_values_reach_the_flags() {
     assert!(rendered.contains("- --policy-default-timeout=250ms"));
     assert!(rendered.contains("- --policy-max-memory=128Mi"));
     assert!(rendered.contains("- --policy-default-memory=32Mi"));
+    assert_eq!(
+        rendered.matches("- name: registry-login").count(),
+        2,
+        "both Deployments pull with the image pull secret"
+    );
+    assert!(rendered.contains("pool: edge"));
+    assert!(rendered.contains("priorityClassName: system-cluster-critical"));
+    assert!(
+        !rendered.lines().any(|l| !l.is_empty() && l.trim().is_empty()),
+        "no whitespace-only lines"
+    );
     let default = sandman_testenv::helm::render(&chart, &[]).expect("helm template");
     assert!(
         !default.contains("--otlp-endpoint"),
