@@ -71,7 +71,9 @@ fn chart_values_reach_the_flags() {
     assert!(rendered.contains("pool: edge"));
     assert!(rendered.contains("priorityClassName: system-cluster-critical"));
     assert!(
-        !rendered.lines().any(|l| !l.is_empty() && l.trim().is_empty()),
+        !rendered
+            .lines()
+            .any(|l| !l.is_empty() && l.trim().is_empty()),
         "no whitespace-only lines"
     );
     let default = sandman_testenv::helm::render(&chart, &[]).expect("helm template");

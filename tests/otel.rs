@@ -110,6 +110,29 @@ fn operator(ctx: &TestContext, endpoint: &str) -> KillOnDrop {
         .expect("start the operator")
 }
 
+fn gateway(ctx: &TestContext, endpoint: &str, listen: &str) -> KillOnDrop {
+    Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args([
+            "gateway",
+            "--namespace",
+            &ctx.namespace,
+            "--listen",
+            listen,
+            "--metrics-listen",
+            "off",
+            "--otlp-endpoint",
+            endpoint,
+        ])
+        .env("KUBECONFIG", ctx.kubeconfig())
+        .env("RUST_LOG", "warn,sandman=info")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start the gateway")
+}
+
 fn gvisor_policy(ctx: &TestContext) -> SandboxPolicy {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
@@ -191,4 +214,53 @@ async fn traces_follow_a_reconcile_into_its_policy() {
         .delete(&policy_name, &Default::default())
         .await
         .expect("clean up the policy");
+}
+
+#[tokio::test]
+async fn gateway_requests_are_traced() {
+    let ctx = TestContext::new("otel_gateway").await;
+    let (addr, received) = receiver().await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let _gateway = gateway(&ctx, &format!("http://{addr}"), &listen.to_string());
+    // No such Sandbox: a 404, traced with the route it asked for.
+    let path = format!("/sandboxes/{}/nobody/", ctx.namespace);
+    eventually("the gateway to answer", WAIT, || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response.starts_with("HTTP/1.1 404").then_some(())
+    })
+    .await;
+    let span = eventually("a gateway.request span", WAIT, || async {
+        received
+            .lock()
+            .expect("spans")
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == "gateway.request")
+            .cloned()
+    })
+    .await;
+    let fields = attributes(&span);
+    assert_eq!(fields.get("sandbox").map(String::as_str), Some("nobody"));
+    assert_eq!(fields.get("namespace"), Some(&ctx.namespace));
+    let code = span
+        .attributes
+        .iter()
+        .find(|a| a.key == "http.response.status_code")
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| match v.value {
+            Some(Value::IntValue(code)) => Some(code),
+            _ => None,
+        });
+    assert_eq!(code, Some(404), "{:?}", span.attributes);
 }

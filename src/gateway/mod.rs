@@ -26,6 +26,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use crate::api::{GatewaySpec, Sandbox};
 use activity::ActivityLog;
 use proxy::{Body, text};
+use tracing::Instrument;
 use wake::{Wait, Waker};
 
 fn unauthorized() -> Response<Body> {
@@ -168,7 +169,19 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
-    let response = answer(state, request).await;
+    // Field names follow OpenTelemetry's HTTP conventions, so that trace backends show them.
+    let span = tracing::info_span!(
+        "gateway.request",
+        http.request.method = %request.method(),
+        namespace = tracing::field::Empty,
+        sandbox = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = answer(state, request).instrument(span.clone()).await;
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
     crate::metrics::METRICS
         .gateway_requests
         .get_or_create(&crate::metrics::CodeLabel {
@@ -214,6 +227,9 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
         return not_found();
     };
     let key = (route.namespace.clone(), route.name.clone());
+    let span = tracing::Span::current();
+    span.record("namespace", route.namespace.as_str());
+    span.record("sandbox", route.name.as_str());
     // Unknown, not opted in, or no declared port: the same answer, and no connection attempt.
     let Some(sandbox) = state.waker.sandbox(&key) else {
         return not_found();
