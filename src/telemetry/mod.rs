@@ -91,14 +91,14 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// What is exported as traces: what is logged, plus the per-evaluation policy spans, which are
-/// at debug level so that plain logging does not pay for them.
+/// What is exported as traces: what is logged, plus the per-evaluation policy spans and the
+/// per-request gateway spans, which are at debug level so that plain logging does not pay for them.
 #[cfg(feature = "otel")]
 fn trace_filter() -> EnvFilter {
-    match "sandman::policy::engine=debug".parse() {
-        Ok(directive) => filter().add_directive(directive),
-        Err(_) => filter(),
-    }
+    ["sandman::policy::engine=debug", "sandman::gateway=debug"]
+        .iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter(), EnvFilter::add_directive)
 }
 
 fn fmt_layer(format: LogFormat) -> BoxedLayer {
