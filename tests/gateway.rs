@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::ContainerPort;
+use kube::ResourceExt;
 use sandman::api::{GatewaySpec, OperatingMode, Phase, Sandbox};
 use sandman::gateway::{self, Gateway, Options};
 use sandman_testenv::file_server::FileServer;
@@ -135,6 +136,62 @@ async fn request_wakes_suspended_sandbox() {
     assert_eq!(gateway.wakes(), 1);
     let woken = sandboxes(&ctx).get("sleeper").await.expect("sandbox");
     assert_eq!(woken.spec.operating_mode, OperatingMode::Running);
+}
+
+#[tokio::test]
+async fn gateway_wakes_as_its_own_least_privileged_account() {
+    let ctx = TestContext::new("gateway_rbac").await;
+    let _operator = Operator::start(&ctx);
+    let chart = sandman_testenv::harness::repo_root().join("deploy/helm/sandman");
+    let rendered = sandman_testenv::helm::render(&chart, &["--set", "gateway.enabled=true"])
+        .expect("helm template");
+    let as_gateway = acting_as(&ctx, &rendered, "sandman-gateway").await;
+    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
+    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    let gateway = gateway::start(
+        as_gateway.clone(),
+        Options {
+            activity_interval: Duration::from_secs(1),
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("the gateway starts as its own account");
+    let _container = play_container(&ctx, "sleeper");
+    let (status, _, body) = get(
+        &gateway,
+        &format!("/sandboxes/{}/sleeper/work", ctx.namespace),
+        None,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
+    // Its activity write goes through too.
+    eventually("the gateway's activity write", WAIT, || async {
+        let sandbox = sandboxes(&ctx).get("sleeper").await.ok()?;
+        sandbox
+            .annotations()
+            .contains_key(sandman::activity::LAST_ACTIVITY)
+            .then_some(())
+    })
+    .await;
+    // And it can do nothing else: no pods, no Secrets.
+    let pods_api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(as_gateway.clone(), &ctx.namespace);
+    let error = pods_api
+        .list(&Default::default())
+        .await
+        .expect_err("the gateway may not read pods");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(as_gateway, &ctx.namespace);
+    let error = secrets.get("anything").await.expect_err("nor Secrets");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
 }
 
 #[tokio::test]

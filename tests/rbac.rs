@@ -6,93 +6,17 @@ mod common;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sandman::api::Phase;
 use sandman_testenv::harness::{TestContext, repo_root};
 
-/// Applies the RBAC manifests for a ServiceAccount in the test's namespace, and returns a client
-/// that acts as it.
+/// The operator's identity, from the checked-in rendering.
 async fn as_operator(ctx: &TestContext) -> Client {
     let text = std::fs::read_to_string(repo_root().join("deploy/manifests/sandman.yaml"))
-        .expect("read deploy/manifests/sandman.yaml")
-        .replace("sandman-system", &ctx.namespace);
-    let suffix = ctx.namespace.clone();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let mut value =
-            serde_json::to_value(serde_yaml::Value::deserialize(document).expect("YAML document"))
-                .expect("JSON");
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        if !matches!(
-            kind.as_str(),
-            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
-        ) {
-            continue;
-        }
-        // Cluster-scoped objects get the test's name, so tests never share them.
-        if kind.starts_with("Cluster") {
-            value["metadata"]["name"] = serde_json::json!(format!("sandman-{suffix}"));
-        }
-        if kind == "ClusterRoleBinding" {
-            value["roleRef"]["name"] = serde_json::json!(format!("sandman-{suffix}"));
-        }
-        let params = PatchParams::apply("rbac-test").force();
-        let name = value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match kind.as_str() {
-            "ServiceAccount" => {
-                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
-                    ctx.client.clone(),
-                    &ctx.namespace,
-                )
-                .patch(&name, &params, &Patch::Apply(&value))
-                .await
-                .expect("apply ServiceAccount");
-            }
-            "ClusterRole" => {
-                Api::<ClusterRole>::all(ctx.client.clone())
-                    .patch(&name, &params, &Patch::Apply(&value))
-                    .await
-                    .expect("apply ClusterRole");
-            }
-            "ClusterRoleBinding" => {
-                Api::<ClusterRoleBinding>::all(ctx.client.clone())
-                    .patch(&name, &params, &Patch::Apply(&value))
-                    .await
-                    .expect("apply ClusterRoleBinding");
-            }
-            "Role" => {
-                Api::<Role>::namespaced(ctx.client.clone(), &ctx.namespace)
-                    .patch(&name, &params, &Patch::Apply(&value))
-                    .await
-                    .expect("apply Role");
-            }
-            "RoleBinding" => {
-                Api::<RoleBinding>::namespaced(ctx.client.clone(), &ctx.namespace)
-                    .patch(&name, &params, &Patch::Apply(&value))
-                    .await
-                    .expect("apply RoleBinding");
-            }
-            other => panic!("unexpected kind {other}"),
-        }
-    }
-    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:sandman", ctx.namespace));
-    config.auth_info.impersonate_groups = Some(vec![
-        "system:serviceaccounts".into(),
-        format!("system:serviceaccounts:{}", ctx.namespace),
-        "system:authenticated".into(),
-    ]);
-    Client::try_from(config).expect("impersonating client")
+        .expect("read deploy/manifests/sandman.yaml");
+    acting_as(ctx, &text, "sandman").await
 }
-
-use serde::Deserialize;
 
 #[tokio::test]
 async fn rbac_is_sufficient_for_full_cycle() {

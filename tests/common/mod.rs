@@ -244,3 +244,93 @@ pub fn ready_message(policy: &sandman::api::SandboxPolicy) -> String {
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
+
+/// Applies the RBAC objects of rendered chart manifests (`text`) for the test's namespace, and
+/// returns a client that acts as the ServiceAccount `account` there (by impersonation).
+pub async fn acting_as(ctx: &TestContext, text: &str, account: &str) -> Client {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{Patch, PatchParams};
+    use serde::Deserialize;
+    let text = text.replace("sandman-system", &ctx.namespace);
+    let suffix = ctx.namespace.clone();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value =
+            serde_json::to_value(serde_yaml::Value::deserialize(document).expect("YAML document"))
+                .expect("JSON");
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        if !matches!(
+            kind.as_str(),
+            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+        ) {
+            continue;
+        }
+        // Cluster-scoped objects get the test's name, so tests never share them.
+        if kind.starts_with("Cluster") {
+            let name = value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            value["metadata"]["name"] = serde_json::json!(format!("{name}-{suffix}"));
+        }
+        if kind == "ClusterRoleBinding" {
+            let role = value["roleRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            value["roleRef"]["name"] = serde_json::json!(format!("{role}-{suffix}"));
+        }
+        let params = PatchParams::apply("rbac-test").force();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match kind.as_str() {
+            "ServiceAccount" => {
+                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+                    ctx.client.clone(),
+                    &ctx.namespace,
+                )
+                .patch(&name, &params, &Patch::Apply(&value))
+                .await
+                .expect("apply ServiceAccount");
+            }
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(ctx.client.clone())
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply ClusterRole");
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(ctx.client.clone())
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply ClusterRoleBinding");
+            }
+            "Role" => {
+                Api::<Role>::namespaced(ctx.client.clone(), &ctx.namespace)
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply Role");
+            }
+            "RoleBinding" => {
+                Api::<RoleBinding>::namespaced(ctx.client.clone(), &ctx.namespace)
+                    .patch(&name, &params, &Patch::Apply(&value))
+                    .await
+                    .expect("apply RoleBinding");
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate =
+        Some(format!("system:serviceaccount:{}:{account}", ctx.namespace));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{}", ctx.namespace),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).expect("impersonating client")
+}
