@@ -194,7 +194,7 @@ pub async fn run(
                 return Err(Error::Policy("the SandboxPolicy controller stopped before loading policies".into()));
             }
         }
-        () = shutdown.clone() => return Ok(()),
+        () = shutdown.clone() => return lost_leadership(&lost),
     }
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)
@@ -211,6 +211,13 @@ pub async fn run(
             }
         })
         .await;
+    lost_leadership(&lost)
+}
+
+/// How the operator ends: with the error that cost it the Lease, if that is why it stopped.
+fn lost_leadership(
+    lost: &std::sync::Mutex<Option<leader::LeaderError>>,
+) -> Result<(), Error> {
     match lost.lock().ok().and_then(|mut l| l.take()) {
         Some(error) => Err(error.into()),
         None => Ok(()),
