@@ -215,9 +215,7 @@ pub async fn run(
 }
 
 /// How the operator ends: with the error that cost it the Lease, if that is why it stopped.
-fn lost_leadership(
-    lost: &std::sync::Mutex<Option<leader::LeaderError>>,
-) -> Result<(), Error> {
+fn lost_leadership(lost: &std::sync::Mutex<Option<leader::LeaderError>>) -> Result<(), Error> {
     match lost.lock().ok().and_then(|mut l| l.take()) {
         Some(error) => Err(error.into()),
         None => Ok(()),
