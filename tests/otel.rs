@@ -86,19 +86,12 @@ fn attributes(span: &Span) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn operator(ctx: &TestContext, endpoint: &str) -> KillOnDrop {
+/// `sandman <args>` for this test's namespace, exporting its spans to `endpoint`.
+fn sandman(ctx: &TestContext, args: &[&str], endpoint: &str) -> KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_sandman"))
-        .args([
-            "run",
-            "--namespace",
-            &ctx.namespace,
-            "--policy-selector",
-            &format!("sandman.dev/test-namespace={}", ctx.namespace),
-            "--metrics-listen",
-            "off",
-            "--otlp-endpoint",
-            endpoint,
-        ])
+        .args(args)
+        .args(["--namespace", &ctx.namespace, "--metrics-listen", "off"])
+        .args(["--otlp-endpoint", endpoint])
         .env("KUBECONFIG", ctx.kubeconfig())
         .env("RUST_LOG", "warn,sandman=info")
         // Send spans within a fraction of a second, not the default five.
@@ -107,30 +100,16 @@ fn operator(ctx: &TestContext, endpoint: &str) -> KillOnDrop {
         .stderr(Stdio::inherit())
         .spawn()
         .map(KillOnDrop)
-        .expect("start the operator")
+        .expect("start sandman")
+}
+
+fn operator(ctx: &TestContext, endpoint: &str) -> KillOnDrop {
+    let selector = format!("sandman.dev/test-namespace={}", ctx.namespace);
+    sandman(ctx, &["run", "--policy-selector", &selector], endpoint)
 }
 
 fn gateway(ctx: &TestContext, endpoint: &str, listen: &str) -> KillOnDrop {
-    Command::new(env!("CARGO_BIN_EXE_sandman"))
-        .args([
-            "gateway",
-            "--namespace",
-            &ctx.namespace,
-            "--listen",
-            listen,
-            "--metrics-listen",
-            "off",
-            "--otlp-endpoint",
-            endpoint,
-        ])
-        .env("KUBECONFIG", ctx.kubeconfig())
-        .env("RUST_LOG", "warn,sandman=info")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("start the gateway")
+    sandman(ctx, &["gateway", "--listen", listen], endpoint)
 }
 
 fn gvisor_policy(ctx: &TestContext) -> SandboxPolicy {

@@ -218,10 +218,7 @@ impl<'a> Session<'a> {
         headers: &[(header::HeaderName, &str)],
     ) -> Result<Response, FetchError> {
         let response = self.send(Method::GET, url, headers, Bytes::new()).await?;
-        if !response.status.is_success() {
-            return Err(FetchError::Status(url.to_string(), response.status));
-        }
-        Ok(response)
+        super::http::successful(url, response)
     }
 
     async fn send_once(

@@ -138,11 +138,16 @@ impl HttpClient {
         headers: &[(header::HeaderName, &str)],
     ) -> Result<Response, FetchError> {
         let response = self.send(Method::GET, uri, headers, Bytes::new()).await?;
-        if !response.status.is_success() {
-            return Err(FetchError::Status(uri.to_string(), response.status));
-        }
-        Ok(response)
+        successful(uri, response)
     }
+}
+
+/// `response` if its status is 2xx, else the error that names the URL and status.
+pub fn successful(url: &str, response: Response) -> Result<Response, FetchError> {
+    if !response.status.is_success() {
+        return Err(FetchError::Status(url.to_string(), response.status));
+    }
+    Ok(response)
 }
 
 /// Resolves a Location header (absolute, or absolute-path) against the URI it came from.

@@ -459,14 +459,15 @@ fn http_get_ok(port: u16, path: &str) -> bool {
 }
 
 pub(crate) fn http_get_ok_at(address: &str, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return false;
-    };
+    http_status_at(address, path) == Some(200)
+}
+
+/// The status of a plain `GET path` on `address`, if anything answers.
+pub(crate) fn http_status_at(address: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(address).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    response.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
 }

@@ -110,18 +110,8 @@ impl Drop for Registry {
 
 /// Whether the registry answers `/v2/` at all: 200 without auth, 401 with it.
 fn answers(address: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(stream, "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    ["200", "401"].iter().any(|code| {
-        response.starts_with(&format!("HTTP/1.1 {code}"))
-            || response.starts_with(&format!("HTTP/1.0 {code}"))
-    })
+    matches!(
+        crate::control_plane::http_status_at(address, "/v2/"),
+        Some(200 | 401)
+    )
 }
