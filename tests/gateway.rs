@@ -116,16 +116,13 @@ async fn at_once(
     answers
 }
 
-#[tokio::test]
-async fn request_wakes_suspended_sandbox() {
-    let ctx = TestContext::new("gateway_wakes").await;
-    let _operator = Operator::start(&ctx);
-    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
-    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
-    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
-        .await
-        .expect("gateway");
-    let _container = play_container(&ctx, "sleeper");
+/// A suspended Sandbox `sleeper`, then a gateway (with `client` and `options`) that a request
+/// wakes it through; returns the gateway once the request was served by the pod.
+async fn wake_sleeper(ctx: &TestContext, client: kube::Client, options: Options) -> Gateway {
+    create(ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
+    wait_phase(ctx, "sleeper", Phase::Suspended).await;
+    let gateway = gateway::start(client, options).await.expect("gateway");
+    let _container = play_container(ctx, "sleeper");
     let (status, _, body) = get(
         &gateway,
         &format!("/sandboxes/{}/sleeper/work", ctx.namespace),
@@ -133,6 +130,14 @@ async fn request_wakes_suspended_sandbox() {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
+    gateway
+}
+
+#[tokio::test]
+async fn request_wakes_suspended_sandbox() {
+    let ctx = TestContext::new("gateway_wakes").await;
+    let _operator = Operator::start(&ctx);
+    let gateway = wake_sleeper(&ctx, ctx.client.clone(), options(&ctx)).await;
     assert_eq!(gateway.wakes(), 1);
     let woken = sandboxes(&ctx).get("sleeper").await.expect("sandbox");
     assert_eq!(woken.spec.operating_mode, OperatingMode::Running);
@@ -146,25 +151,11 @@ async fn gateway_wakes_as_its_own_least_privileged_account() {
     let rendered = sandman_testenv::helm::render(&chart, &["--set", "gateway.enabled=true"])
         .expect("helm template");
     let as_gateway = acting_as(&ctx, &rendered, "sandman-gateway").await;
-    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
-    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
-    let gateway = gateway::start(
-        as_gateway.clone(),
-        Options {
-            activity_interval: Duration::from_secs(1),
-            ..options(&ctx)
-        },
-    )
-    .await
-    .expect("the gateway starts as its own account");
-    let _container = play_container(&ctx, "sleeper");
-    let (status, _, body) = get(
-        &gateway,
-        &format!("/sandboxes/{}/sleeper/work", ctx.namespace),
-        None,
-    )
-    .await;
-    assert_eq!((status, body.as_str()), (200, "hello from sleeper"));
+    let options = Options {
+        activity_interval: Duration::from_secs(1),
+        ..options(&ctx)
+    };
+    let _gateway = wake_sleeper(&ctx, as_gateway.clone(), options).await;
     // Its activity write goes through too.
     eventually("the gateway's activity write", WAIT, || async {
         let sandbox = sandboxes(&ctx).get("sleeper").await.ok()?;
