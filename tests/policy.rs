@@ -787,3 +787,64 @@ fn rand_suffix() -> String {
             .map_or(0, |d| d.subsec_nanos())
     )
 }
+
+#[tokio::test]
+async fn a_hung_policy_source_holds_only_its_sandboxes() {
+    let ctx = TestContext::new("hung_policy_source").await;
+    // A source that accepts connections and never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = hung.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut untrusted_only = policy(&ctx, "hung", "untrusted_to_gvisor", &"0".repeat(64));
+    with_source(
+        &mut untrusted_only,
+        serde_json::json!({ "url": format!("http://{address}/policy.wasm") }),
+    );
+    untrusted_only.spec.match_ = Some(
+        serde_json::from_value(serde_json::json!({
+            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } },
+            "selector": { "matchLabels": { "sandman.dev/trust": "untrusted" } },
+        }))
+        .expect("match"),
+    );
+    let api = install(&ctx, &untrusted_only).await;
+    create(&ctx, &untrusted_sandbox("untrusted")).await;
+    create(&ctx, &sandbox("trusted", false)).await;
+
+    // The policy and both Sandboxes exist before the operator starts; its source hangs.
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |options| {
+        options.policy_load_grace = Duration::from_secs(2);
+    });
+    // The start-up wait is bounded: a Sandbox the policy does not match starts,
+    wait_phase(&ctx, "trusted", Phase::Running).await;
+    // and the one it matches is held (failurePolicy Fail), never started without it.
+    let held = wait_sandbox(&ctx, "untrusted", "the untrusted Sandbox to be held", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed")
+    })
+    .await;
+    let message = held
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("still loading"), "{message}");
+    assert!(
+        pods(&ctx)
+            .get_opt("untrusted")
+            .await
+            .expect("get")
+            .is_none(),
+        "no pod without the policy"
+    );
+    api.delete(&format!("{}-hung", ctx.namespace), &Default::default())
+        .await
+        .expect("clean up the policy");
+}

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// The most memory a SandboxPolicy may ask for; one asking for more is refused.
     #[arg(long, default_value = "256Mi", env = "SANDMAN_POLICY_MAX_MEMORY")]
     policy_max_memory: String,
+    /// How long Sandboxes wait at start for the SandboxPolicies present then to load (seconds);
+    /// one still loading after that holds or passes its Sandboxes by its failurePolicy.
+    #[arg(long, default_value_t = 10)]
+    policy_load_grace_seconds: u64,
     /// How long a Sandbox runs before a lifecycle decision may suspend it again (seconds).
     #[arg(long, default_value_t = 60, env = "SANDMAN_MIN_DWELL_SECONDS")]
     min_dwell_seconds: u64,
@@ -95,6 +99,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             policy_limits,
+            policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),
             pull_secrets: controller::policy_fetch::PullSecrets {
                 namespace: args.pull_secret_namespace.clone(),
             },

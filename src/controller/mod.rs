@@ -56,6 +56,8 @@ pub struct Options {
     pub policy_limits: crate::policy::limits::PolicyLimitBounds,
     /// Where the `imagePullSecret`s of SandboxPolicies are read.
     pub pull_secrets: policy_fetch::PullSecrets,
+    /// How long Sandboxes wait at start for the SandboxPolicies present then to load.
+    pub policy_load_grace: Duration,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             leader_election: None,
             policy_limits: Default::default(),
             pull_secrets: Default::default(),
+            policy_load_grace: Duration::from_secs(10),
         }
     }
 }
@@ -137,6 +140,7 @@ pub async fn run(
             selector: options.policy_selector.clone(),
             limits: options.policy_limits.clone(),
             pull_secrets: options.pull_secrets.clone(),
+            load_grace: options.policy_load_grace,
         },
         engine,
         policies.clone(),

@@ -41,6 +41,8 @@ pub mod reason {
     /// `spec.*.limits` does not parse, or asks for more than the operator allows.
     pub const INVALID_LIMITS: &str = "InvalidLimits";
     pub const NO_HOOKS: &str = "NoHooks";
+    /// Still loading when the start-up grace ran out (a source that does not answer).
+    pub const LOADING: &str = "Loading";
     /// A CEL expression does not parse, names something unknown, or returns the wrong shape.
     pub const INVALID_EXPRESSION: &str = "InvalidExpression";
 }
@@ -61,12 +63,26 @@ struct PolicyContext {
 }
 
 /// How the SandboxPolicy controller is configured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Load only the SandboxPolicies with these labels.
     pub selector: Option<String>,
     pub limits: PolicyLimitBounds,
     pub pull_secrets: PullSecrets,
+    /// How long Sandboxes wait at start for the policies present then; one still loading after
+    /// that counts as unavailable (failing closed or open by its failurePolicy) until it loads.
+    pub load_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            selector: None,
+            limits: PolicyLimitBounds::default(),
+            pull_secrets: PullSecrets::default(),
+            load_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +128,16 @@ pub async fn run(
         .applied_objects();
     let controller = Controller::for_stream(events, store.clone());
     let (tried, tried_rx) = watch::channel(BTreeSet::new());
-    tokio::spawn(announce_first_pass(store.clone(), tried_rx, first_pass));
+    tokio::spawn(announce_first_pass(
+        store.clone(),
+        tried_rx,
+        first_pass,
+        FirstPassGrace {
+            grace: settings.load_grace,
+            set: set.clone(),
+            changed: changed.clone(),
+        },
+    ));
     let http = match HttpClient::new() {
         Ok(http) => http,
         Err(error) => {
@@ -175,11 +200,21 @@ fn forget_deleted(
     }
 }
 
-/// Waits until every policy in the first listing has been tried, or has gone.
+/// What the first pass does when its grace runs out.
+struct FirstPassGrace {
+    grace: Duration,
+    set: PolicySet,
+    changed: mpsc::UnboundedSender<()>,
+}
+
+/// Waits until every policy in the first listing has been tried, or has gone, or the grace has
+/// run out: then the ones still loading enter the set as unavailable, so that the Sandboxes they
+/// match are held (or let through) by their failurePolicy rather than wait on a hung source.
 async fn announce_first_pass(
     store: Store<SandboxPolicy>,
     mut tried: watch::Receiver<BTreeSet<String>>,
     first_pass: watch::Sender<bool>,
+    grace: FirstPassGrace,
 ) {
     if !super::caches::synced(&store).await {
         return;
@@ -190,15 +225,29 @@ async fn announce_first_pass(
         .map(|p| ObjectRef::from_obj(&**p))
         .collect();
     tracing::info!(policies = initial.len(), "loading SandboxPolicies");
+    let deadline = tokio::time::Instant::now() + grace.grace;
     loop {
-        let pending = {
+        let pending: Vec<Arc<SandboxPolicy>> = {
             let seen = tried.borrow_and_update();
             initial
                 .iter()
-                .filter(|p| !seen.contains(&p.name) && store.get(p).is_some())
-                .count()
+                .filter(|p| !seen.contains(&p.name))
+                .filter_map(|p| store.get(p))
+                .collect()
         };
-        if pending == 0 {
+        if pending.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let failure = LoadFailure {
+                reason: reason::LOADING,
+                message: format!("still loading {:?} after start", grace.grace),
+            };
+            for policy in &pending {
+                tracing::warn!(policy = %policy.name_any(), "still loading; unavailable until it loads");
+                grace.set.insert_if_absent(unavailable(policy, &failure));
+            }
+            let _ = grace.changed.send(());
             break;
         }
         // A deletion is not a reconcile, so the store is looked at again now and then.

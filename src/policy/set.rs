@@ -71,6 +71,13 @@ impl PolicySet {
         map.remove(name).is_some()
     }
 
+    /// Inserts `policy` unless one of its name is there already (a load may have just finished).
+    pub fn insert_if_absent(&self, policy: ActivePolicy) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(policy.name.clone())
+            .or_insert_with(|| Arc::new(policy));
+    }
+
     /// Keeps the policies whose name `keep` accepts; whether any went.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> bool {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());

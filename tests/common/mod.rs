@@ -49,6 +49,7 @@ impl Operator {
             leader_election: None,
             policy_limits: Default::default(),
             pull_secrets: Default::default(),
+            policy_load_grace: Duration::from_secs(10),
         };
         configure(&mut options);
         let task = tokio::spawn(async move {
