@@ -709,16 +709,7 @@ async fn unloadable_policy_holds_its_sandboxes_until_it_loads() {
     // failurePolicy Fail (the default): a policy that never loaded must not be skipped, or the
     // Sandbox would start under runc where the policy asks for gVisor.
     create(&ctx, &untrusted_sandbox("agent")).await;
-    let held = wait_sandbox(&ctx, "agent", "the Sandbox to be held", |s| {
-        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed")
-    })
-    .await;
-    let held_message = held
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let held_message = wait_held(&ctx, "agent").await;
     assert!(
         held_message.contains("has not loaded") && held_message.contains("DigestMismatch"),
         "{held_message}"
@@ -825,16 +816,7 @@ async fn a_hung_policy_source_holds_only_its_sandboxes() {
     // The start-up wait is bounded: a Sandbox the policy does not match starts,
     wait_phase(&ctx, "trusted", Phase::Running).await;
     // and the one it matches is held (failurePolicy Fail), never started without it.
-    let held = wait_sandbox(&ctx, "untrusted", "the untrusted Sandbox to be held", |s| {
-        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed")
-    })
-    .await;
-    let message = held
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = wait_held(&ctx, "untrusted").await;
     assert!(message.contains("still loading"), "{message}");
     assert!(
         pods(&ctx)

@@ -209,6 +209,19 @@ pub fn condition(sandbox: &Sandbox, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The Sandbox held by a failing policy (Ready=False, reason PolicyFailed), and its message.
+pub async fn wait_held(ctx: &TestContext, name: &str) -> String {
+    let held = wait_sandbox(ctx, name, "the Sandbox to be held by its policy", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PolicyFailed")
+    })
+    .await;
+    held.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
