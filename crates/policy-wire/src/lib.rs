@@ -123,174 +123,134 @@ pub fn contains(actual: &serde_json::Value, expected: &serde_json::Value) -> boo
 #[macro_export]
 macro_rules! wit_conversions {
     ($types:ident) => {
-        impl From<$types::SecurityOverrides> for $crate::SecurityOverrides {
-            fn from(s: $types::SecurityOverrides) -> Self {
-                Self {
-                    run_as_non_root: s.run_as_non_root,
-                    run_as_user: s.run_as_user,
-                    read_only_root_filesystem: s.read_only_root_filesystem,
-                    allow_privilege_escalation: s.allow_privilege_escalation,
-                    host_users: s.host_users,
-                    seccomp_profile: s.seccomp_profile,
+        $crate::wit_record!(
+            $types::SecurityOverrides,
+            $crate::SecurityOverrides {
+                run_as_non_root: same,
+                run_as_user: same,
+                read_only_root_filesystem: same,
+                allow_privilege_escalation: same,
+                host_users: same,
+                seccomp_profile: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::Toleration,
+            $crate::Toleration {
+                key: same,
+                operator: same,
+                value: same,
+                effect: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::IsolationDecision,
+            $crate::IsolationDecision {
+                runtime_class_name: same,
+                security: into,
+                node_selector: collect,
+                tolerations: each,
+                reason: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::ComputeResources,
+            $crate::ComputeResources {
+                cpu: same,
+                memory: same,
+                ephemeral_storage: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::ContainerResources,
+            $crate::ContainerResources {
+                container: same,
+                defaults: into,
+                caps: into,
+            }
+        );
+        $crate::wit_record!(
+            $types::ResourcesDecision,
+            $crate::ResourcesDecision {
+                containers: each,
+                reason: same,
+            }
+        );
+        $crate::wit_enum!(
+            $types::LifecycleAction,
+            $crate::LifecycleAction {
+                Keep,
+                Suspend,
+                Resume,
+                Terminate,
+            }
+        );
+        $crate::wit_record!(
+            $types::LifecycleDecision,
+            $crate::LifecycleDecision {
+                action: into,
+                reason: same,
+                requeue_after_seconds: same,
+            }
+        );
+    };
+}
+
+/// `From` both ways between two records with the same fields; each field is moved (`same`),
+/// converted (`into`), collected into the other map type (`collect`) or converted item by item
+/// (`each`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! wit_record {
+    ($a:path, $b:path { $($field:ident: $how:ident),* $(,)? }) => {
+        impl From<$a> for $b {
+            fn from(v: $a) -> Self {
+                Self { $($field: $crate::wit_field!($how, v.$field)),* }
+            }
+        }
+        impl From<$b> for $a {
+            fn from(v: $b) -> Self {
+                Self { $($field: $crate::wit_field!($how, v.$field)),* }
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! wit_field {
+    (same, $e:expr) => {
+        $e
+    };
+    (into, $e:expr) => {
+        $e.into()
+    };
+    (collect, $e:expr) => {
+        $e.into_iter().collect()
+    };
+    (each, $e:expr) => {
+        $e.into_iter().map(Into::into).collect()
+    };
+}
+
+/// `From` both ways between two enums with the same unit variants.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! wit_enum {
+    ($a:path, $b:path { $($variant:ident),* $(,)? }) => {
+        impl From<$a> for $b {
+            fn from(v: $a) -> Self {
+                use $a as Source;
+                match v {
+                    $(Source::$variant => Self::$variant),*
                 }
             }
         }
-
-        impl From<$crate::SecurityOverrides> for $types::SecurityOverrides {
-            fn from(s: $crate::SecurityOverrides) -> Self {
-                Self {
-                    run_as_non_root: s.run_as_non_root,
-                    run_as_user: s.run_as_user,
-                    read_only_root_filesystem: s.read_only_root_filesystem,
-                    allow_privilege_escalation: s.allow_privilege_escalation,
-                    host_users: s.host_users,
-                    seccomp_profile: s.seccomp_profile,
-                }
-            }
-        }
-
-        impl From<$types::Toleration> for $crate::Toleration {
-            fn from(t: $types::Toleration) -> Self {
-                Self {
-                    key: t.key,
-                    operator: t.operator,
-                    value: t.value,
-                    effect: t.effect,
-                }
-            }
-        }
-
-        impl From<$crate::Toleration> for $types::Toleration {
-            fn from(t: $crate::Toleration) -> Self {
-                Self {
-                    key: t.key,
-                    operator: t.operator,
-                    value: t.value,
-                    effect: t.effect,
-                }
-            }
-        }
-
-        impl From<$types::IsolationDecision> for $crate::IsolationDecision {
-            fn from(d: $types::IsolationDecision) -> Self {
-                Self {
-                    runtime_class_name: d.runtime_class_name,
-                    security: d.security.into(),
-                    node_selector: d.node_selector.into_iter().collect(),
-                    tolerations: d.tolerations.into_iter().map(Into::into).collect(),
-                    reason: d.reason,
-                }
-            }
-        }
-
-        impl From<$crate::IsolationDecision> for $types::IsolationDecision {
-            fn from(d: $crate::IsolationDecision) -> Self {
-                Self {
-                    runtime_class_name: d.runtime_class_name,
-                    security: d.security.into(),
-                    node_selector: d.node_selector.into_iter().collect(),
-                    tolerations: d.tolerations.into_iter().map(Into::into).collect(),
-                    reason: d.reason,
-                }
-            }
-        }
-
-        impl From<$types::ComputeResources> for $crate::ComputeResources {
-            fn from(r: $types::ComputeResources) -> Self {
-                Self {
-                    cpu: r.cpu,
-                    memory: r.memory,
-                    ephemeral_storage: r.ephemeral_storage,
-                }
-            }
-        }
-
-        impl From<$crate::ComputeResources> for $types::ComputeResources {
-            fn from(r: $crate::ComputeResources) -> Self {
-                Self {
-                    cpu: r.cpu,
-                    memory: r.memory,
-                    ephemeral_storage: r.ephemeral_storage,
-                }
-            }
-        }
-
-        impl From<$types::ContainerResources> for $crate::ContainerResources {
-            fn from(c: $types::ContainerResources) -> Self {
-                Self {
-                    container: c.container,
-                    defaults: c.defaults.into(),
-                    caps: c.caps.into(),
-                }
-            }
-        }
-
-        impl From<$crate::ContainerResources> for $types::ContainerResources {
-            fn from(c: $crate::ContainerResources) -> Self {
-                Self {
-                    container: c.container,
-                    defaults: c.defaults.into(),
-                    caps: c.caps.into(),
-                }
-            }
-        }
-
-        impl From<$types::ResourcesDecision> for $crate::ResourcesDecision {
-            fn from(d: $types::ResourcesDecision) -> Self {
-                Self {
-                    containers: d.containers.into_iter().map(Into::into).collect(),
-                    reason: d.reason,
-                }
-            }
-        }
-
-        impl From<$crate::ResourcesDecision> for $types::ResourcesDecision {
-            fn from(d: $crate::ResourcesDecision) -> Self {
-                Self {
-                    containers: d.containers.into_iter().map(Into::into).collect(),
-                    reason: d.reason,
-                }
-            }
-        }
-
-        impl From<$types::LifecycleAction> for $crate::LifecycleAction {
-            fn from(a: $types::LifecycleAction) -> Self {
-                match a {
-                    $types::LifecycleAction::Keep => Self::Keep,
-                    $types::LifecycleAction::Suspend => Self::Suspend,
-                    $types::LifecycleAction::Resume => Self::Resume,
-                    $types::LifecycleAction::Terminate => Self::Terminate,
-                }
-            }
-        }
-
-        impl From<$crate::LifecycleAction> for $types::LifecycleAction {
-            fn from(a: $crate::LifecycleAction) -> Self {
-                match a {
-                    $crate::LifecycleAction::Keep => Self::Keep,
-                    $crate::LifecycleAction::Suspend => Self::Suspend,
-                    $crate::LifecycleAction::Resume => Self::Resume,
-                    $crate::LifecycleAction::Terminate => Self::Terminate,
-                }
-            }
-        }
-
-        impl From<$types::LifecycleDecision> for $crate::LifecycleDecision {
-            fn from(d: $types::LifecycleDecision) -> Self {
-                Self {
-                    action: d.action.into(),
-                    reason: d.reason,
-                    requeue_after_seconds: d.requeue_after_seconds,
-                }
-            }
-        }
-
-        impl From<$crate::LifecycleDecision> for $types::LifecycleDecision {
-            fn from(d: $crate::LifecycleDecision) -> Self {
-                Self {
-                    action: d.action.into(),
-                    reason: d.reason,
-                    requeue_after_seconds: d.requeue_after_seconds,
+        impl From<$b> for $a {
+            fn from(v: $b) -> Self {
+                use $b as Source;
+                match v {
+                    $(Source::$variant => Self::$variant),*
                 }
             }
         }
