@@ -116,11 +116,16 @@ async fn at_once(
     answers
 }
 
+/// A Sandbox reachable through the gateway, created Suspended.
+async fn asleep(ctx: &TestContext, name: &str) {
+    create(ctx, &reachable(name, OperatingMode::Suspended)).await;
+    wait_phase(ctx, name, Phase::Suspended).await;
+}
+
 /// A suspended Sandbox `sleeper`, then a gateway (with `client` and `options`) that a request
 /// wakes it through; returns the gateway once the request was served by the pod.
 async fn wake_sleeper(ctx: &TestContext, client: kube::Client, options: Options) -> Gateway {
-    create(ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
-    wait_phase(ctx, "sleeper", Phase::Suspended).await;
+    asleep(ctx, "sleeper").await;
     let gateway = gateway::start(client, options).await.expect("gateway");
     let _container = play_container(ctx, "sleeper");
     let (status, _, body) = get(
@@ -189,8 +194,7 @@ async fn gateway_wakes_as_its_own_least_privileged_account() {
 async fn concurrent_requests_during_resume_are_all_served() {
     let ctx = TestContext::new("gateway_concurrent").await;
     let _operator = Operator::start(&ctx);
-    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
-    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    asleep(&ctx, "sleeper").await;
     let gateway = Arc::new(
         gateway::start(ctx.client.clone(), options(&ctx))
             .await
@@ -208,8 +212,7 @@ async fn concurrent_requests_during_resume_are_all_served() {
 async fn queue_overflow_answers_503() {
     let ctx = TestContext::new("gateway_overflow").await;
     let _operator = Operator::start(&ctx);
-    create(&ctx, &reachable("sleeper", OperatingMode::Suspended)).await;
-    wait_phase(&ctx, "sleeper", Phase::Suspended).await;
+    asleep(&ctx, "sleeper").await;
     let gateway = Arc::new(
         gateway::start(
             ctx.client.clone(),

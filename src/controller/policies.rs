@@ -344,20 +344,17 @@ async fn reconcile(
                     reason: failure.reason.into(),
                 })
                 .inc();
-            let kept = match serving.as_ref().map(|s| &s.loaded) {
-                Some(Ok(_)) => format!(
+            let kept = match serving.as_deref().filter(|s| s.loaded.is_ok()) {
+                Some(good) => format!(
                     "; still serving the last good revision sha256:{}",
-                    serving.as_ref().map_or("", |s| s.digest.as_str())
+                    good.digest
                 ),
-                _ => match policy.spec.failure_policy {
-                    FailurePolicy::Fail => {
-                        "; the Sandboxes it matches are held until it loads (failurePolicy Fail)"
-                            .into()
-                    }
-                    FailurePolicy::Ignore => "; the Sandboxes it matches go ahead without it \
-                                              (failurePolicy Ignore)"
-                        .into(),
-                },
+                None if policy.spec.failure_policy == FailurePolicy::Fail => {
+                    "; the Sandboxes it matches are held until it loads (failurePolicy Fail)".into()
+                }
+                None => {
+                    "; the Sandboxes it matches go ahead without it (failurePolicy Ignore)".into()
+                }
             };
             Desired::new(
                 READY,
