@@ -75,16 +75,11 @@ impl Reference {
 
     /// Loopback registries speak plain HTTP, as Docker assumes; every other one TLS.
     fn base(&self) -> String {
-        let host = self
-            .registry
-            .rsplit_once(':')
-            .map_or(self.registry.as_str(), |(host, _)| host);
-        let loopback = host == "localhost"
-            || host == "[::1]"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        let scheme = if loopback { "http" } else { "https" };
+        let scheme = if super::is_loopback(&self.registry) {
+            "http"
+        } else {
+            "https"
+        };
         format!("{scheme}://{}/v2/{}", self.registry, self.repository)
     }
 
