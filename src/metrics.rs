@@ -86,8 +86,6 @@ pub struct Metrics {
 #[derive(Default)]
 struct PhaseBook {
     by_uid: std::collections::HashMap<String, String>,
-    /// Uids seen since a relist began; the rest went away while the watch was down.
-    relisting: Option<std::collections::HashSet<String>>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -189,9 +187,6 @@ impl Metrics {
             Some(phase) => book.by_uid.insert(uid.to_string(), phase.clone()),
             None => book.by_uid.remove(uid),
         };
-        if let Some(seen) = book.relisting.as_mut() {
-            seen.insert(uid.to_string());
-        }
         if previous == phase {
             return;
         }
@@ -202,31 +197,6 @@ impl Metrics {
         }
         if let Some(phase) = phase {
             self.sandboxes.get_or_create(&PhaseLabel { phase }).inc();
-        }
-    }
-
-    /// A relist begins: Sandboxes not seen again before it ends are gone.
-    pub fn sandboxes_relisting(&self) {
-        if let Ok(mut book) = self.phases.lock() {
-            book.relisting = Some(Default::default());
-        }
-    }
-
-    pub fn sandboxes_relisted(&self) {
-        let gone: Vec<String> = match self.phases.lock() {
-            Ok(mut book) => match book.relisting.take() {
-                Some(seen) => book
-                    .by_uid
-                    .keys()
-                    .filter(|uid| !seen.contains(*uid))
-                    .cloned()
-                    .collect(),
-                None => Vec::new(),
-            },
-            Err(_) => Vec::new(),
-        };
-        for uid in gone {
-            self.sandbox_phase(&uid, None);
         }
     }
 
@@ -245,6 +215,45 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+}
+
+/// One watch's share of the phase gauges: the Sandboxes it reported, so that a relist forgets
+/// only those it no longer lists (several watches may feed one registry: a namespaced operator
+/// per tenant, or the tests' in-process operators).
+#[derive(Default)]
+pub struct PhaseWatch {
+    reported: std::collections::HashSet<String>,
+    /// Uids seen since a relist began; the rest went away while the watch was down.
+    relisting: Option<std::collections::HashSet<String>>,
+}
+
+impl PhaseWatch {
+    pub fn phase(&mut self, metrics: &Metrics, uid: &str, phase: Option<String>) {
+        if phase.is_some() {
+            self.reported.insert(uid.to_string());
+            if let Some(seen) = self.relisting.as_mut() {
+                seen.insert(uid.to_string());
+            }
+        } else {
+            self.reported.remove(uid);
+        }
+        metrics.sandbox_phase(uid, phase);
+    }
+
+    /// A relist begins: Sandboxes not seen again before it ends are gone.
+    pub fn relisting(&mut self) {
+        self.relisting = Some(Default::default());
+    }
+
+    pub fn relisted(&mut self, metrics: &Metrics) {
+        let Some(seen) = self.relisting.take() else {
+            return;
+        };
+        let gone: Vec<String> = self.reported.difference(&seen).cloned().collect();
+        for uid in gone {
+            self.phase(metrics, &uid, None);
+        }
     }
 }
 
@@ -325,28 +334,40 @@ mod tests {
     #[test]
     fn phase_gauges_move_one_step_per_change_and_relists_prune() {
         let metrics = Metrics::new();
-        metrics.sandbox_phase("a", Some("Running".into()));
-        metrics.sandbox_phase("b", Some("Running".into()));
-        metrics.sandbox_phase("a", Some("Running".into()));
+        let mut watch = PhaseWatch::default();
+        watch.phase(&metrics, "a", Some("Running".into()));
+        watch.phase(&metrics, "b", Some("Running".into()));
+        watch.phase(&metrics, "a", Some("Running".into()));
         assert_eq!(
             count(&metrics, "Running"),
             2,
             "an unchanged phase counts once"
         );
-        metrics.sandbox_phase("a", Some("Suspended".into()));
+        watch.phase(&metrics, "a", Some("Suspended".into()));
         assert_eq!(
             (count(&metrics, "Running"), count(&metrics, "Suspended")),
             (1, 1)
         );
-        metrics.sandbox_phase("a", None);
+        watch.phase(&metrics, "a", None);
         assert_eq!(count(&metrics, "Suspended"), 0);
         // b went away while the watch was down: the relist does not see it.
-        metrics.sandboxes_relisting();
-        metrics.sandbox_phase("c", Some("Pending".into()));
-        metrics.sandboxes_relisted();
+        watch.relisting();
+        watch.phase(&metrics, "c", Some("Pending".into()));
+        watch.relisted(&metrics);
         assert_eq!(
             (count(&metrics, "Running"), count(&metrics, "Pending")),
             (0, 1)
         );
+    }
+
+    #[test]
+    fn a_relist_forgets_only_its_own_watch_sandboxes() {
+        let metrics = Metrics::new();
+        let (mut tenant_a, mut tenant_b) = (PhaseWatch::default(), PhaseWatch::default());
+        tenant_a.phase(&metrics, "a", Some("Running".into()));
+        tenant_b.relisting();
+        tenant_b.phase(&metrics, "b", Some("Running".into()));
+        tenant_b.relisted(&metrics);
+        assert_eq!(count(&metrics, "Running"), 2);
     }
 }

@@ -121,14 +121,17 @@ pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
         .default_backoff()
         .modify(strip_managed_fields)
         .reflect(writer)
-        .inspect_ok(count_phases)
+        .inspect_ok({
+            let mut phases = crate::metrics::PhaseWatch::default();
+            move |event| count_phases(&mut phases, event)
+        })
         .touched_objects()
         .boxed();
     Cache { store, changes }
 }
 
 /// Keeps the Sandboxes-by-phase gauges from the watch itself: each event moves one Sandbox.
-fn count_phases(event: &watcher::Event<Sandbox>) {
+fn count_phases(phases: &mut crate::metrics::PhaseWatch, event: &watcher::Event<Sandbox>) {
     let metrics = &crate::metrics::METRICS;
     let phase = |s: &Sandbox| {
         Some(format!(
@@ -141,12 +144,12 @@ fn count_phases(event: &watcher::Event<Sandbox>) {
     };
     let uid = |s: &Sandbox| s.metadata.uid.clone().unwrap_or_default();
     match event {
-        watcher::Event::Init => metrics.sandboxes_relisting(),
+        watcher::Event::Init => phases.relisting(),
         watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-            metrics.sandbox_phase(&uid(s), phase(s))
+            phases.phase(metrics, &uid(s), phase(s))
         }
-        watcher::Event::Delete(s) => metrics.sandbox_phase(&uid(s), None),
-        watcher::Event::InitDone => metrics.sandboxes_relisted(),
+        watcher::Event::Delete(s) => phases.phase(metrics, &uid(s), None),
+        watcher::Event::InitDone => phases.relisted(metrics),
     }
 }
 
