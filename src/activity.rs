@@ -14,12 +14,22 @@ pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 /// The annotation in which the gateway reports the connections open through it.
 pub const OPEN_CONNECTIONS: &str = "sandman.dev/open-connections";
 
-/// What the annotation says, if it holds a time.
-pub fn annotated(sandbox: &Sandbox) -> Option<Timestamp> {
+/// How far ahead of the operator's clock an activity time may be and still count: clocks of
+/// the agents that write it drift a little, never by years.
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the annotation says, if it holds a time no later than `now` plus [`CLOCK_SKEW`]. A
+/// time further ahead is ignored, not clamped: a tenant who wrote the year 2099 would
+/// otherwise never be idle.
+pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
+    let latest = now
+        .checked_add(k8s_openapi::jiff::SignedDuration::try_from(CLOCK_SKEW).ok()?)
+        .ok()?;
     sandbox
         .annotations()
         .get(LAST_ACTIVITY)
-        .and_then(|text| text.parse().ok())
+        .and_then(|text| text.parse::<Timestamp>().ok())
+        .filter(|at| *at <= latest)
 }
 
 /// When the pod last started for this Sandbox: its last resume, else its creation.
@@ -35,13 +45,17 @@ fn started(sandbox: &Sandbox, status: Option<&SandboxStatus>) -> Option<Timestam
 }
 
 /// The activity facts of `sandbox` as its status says.
-pub fn status(sandbox: &Sandbox) -> ActivityStatus {
-    observe(sandbox, sandbox.status.as_ref())
+pub fn status(sandbox: &Sandbox, now: Timestamp) -> ActivityStatus {
+    observe(sandbox, sandbox.status.as_ref(), now)
 }
 
 /// The activity facts of `sandbox` with `status` (a status about to be written, say).
-pub fn observe(sandbox: &Sandbox, status: Option<&SandboxStatus>) -> ActivityStatus {
-    let last = match (annotated(sandbox), started(sandbox, status)) {
+pub fn observe(
+    sandbox: &Sandbox,
+    status: Option<&SandboxStatus>,
+    now: Timestamp,
+) -> ActivityStatus {
+    let last = match (annotated_at(sandbox, now), started(sandbox, status)) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
@@ -62,7 +76,7 @@ pub fn idle_seconds(sandbox: &Sandbox, now: Timestamp) -> u64 {
     if sandbox.spec.operating_mode == OperatingMode::Suspended {
         return 0;
     }
-    status(sandbox)
+    status(sandbox, now)
         .idle_since
         .map_or(0, |since| seconds_between(since.0, now))
 }
@@ -118,5 +132,25 @@ mod tests {
         let mut suspended = sandbox(0, None);
         suspended.spec.operating_mode = OperatingMode::Suspended;
         assert_eq!(idle_seconds(&suspended, at(100)), 0);
+    }
+
+    #[test]
+    fn activity_in_the_far_future_is_ignored() {
+        let mut sandbox = Sandbox::new("agent", Default::default());
+        sandbox.metadata.annotations = Some(
+            [(
+                LAST_ACTIVITY.to_string(),
+                "2099-01-01T00:00:00Z".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(annotated_at(&sandbox, at(0)), None);
+        let near = at(30).to_string();
+        sandbox.metadata.annotations = Some([(LAST_ACTIVITY.to_string(), near)].into());
+        assert_eq!(
+            annotated_at(&sandbox, at(0)),
+            Some(at(30)),
+            "within the skew"
+        );
     }
 }

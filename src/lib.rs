@@ -9,9 +9,11 @@ pub mod cli;
 pub mod controller;
 pub mod distribution;
 pub mod gateway;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod telemetry;
+pub mod text;
 
 /// The one field manager sandman uses for every server-side apply.
 pub const FIELD_MANAGER: &str = "sandman";

@@ -276,19 +276,31 @@ impl Readiness {
     }
 }
 
+/// Connections the metrics server serves at once, and how long a request's headers may take.
+const METRICS_CONNECTIONS: usize = 64;
+const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`; returns the bound address.
 pub async fn serve(listen: SocketAddr, ready: Readiness) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // Probes and scrapes need few connections; the bound keeps a flood from taking the
+    // process's file descriptors, and an accept error no longer stops the server.
+    let listener = crate::listener::Bounded::new(listener, METRICS_CONNECTIONS);
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let accepted = listener.accept().await;
+            let (stream, slot) = (accepted.stream, accepted.slot);
             let ready = ready.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let ready = ready.clone();
                     async move { Ok::<_, Infallible>(answer(request.uri().path(), &ready)) }
                 });
+                let _slot = slot;
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(METRICS_HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

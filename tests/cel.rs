@@ -258,3 +258,68 @@ async fn cel_and_wasm_together_are_refused_by_the_api_server() {
         "{error}"
     );
 }
+
+/// Under the gVisor policy a Sandbox once still got hostPath `/` and SYS_ADMIN: the pod
+/// template was copied wholesale. The pod baseline refuses both until the isolation policy
+/// that decides the Sandbox allows them, and status records either outcome.
+#[tokio::test]
+async fn pod_baseline_refuses_host_access_unless_the_isolation_policy_allows_it() {
+    let ctx = TestContext::new("cel_pod_baseline").await;
+    let _operator = Operator::start(&ctx);
+    let (api, name) = install(&ctx, &cel_policy(&ctx, "untrusted-to-gvisor.yaml", |_| {})).await;
+    wait_ready_reason(&api, &name, "Loaded").await;
+
+    let mut greedy = sandbox("greedy", false);
+    greedy.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
+    let mut template = serde_json::to_value(&greedy.spec.pod_template.spec).expect("spec");
+    template["volumes"] = serde_json::json!([{ "name": "root", "hostPath": { "path": "/" } }]);
+    template["containers"][0]["securityContext"] =
+        serde_json::json!({ "capabilities": { "add": ["SYS_ADMIN"] } });
+    greedy.spec.pod_template.spec = serde_json::from_value(template).expect("spec");
+    create(&ctx, &greedy).await;
+
+    let refused = wait_sandbox(&ctx, "greedy", "the pod to be refused", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PodBaselineRefused")
+    })
+    .await;
+    let baseline = refused
+        .status
+        .and_then(|s| s.decisions)
+        .and_then(|d| d.baseline)
+        .expect("the refusal is recorded");
+    assert_eq!(baseline.outcome, "refused");
+    let what = baseline.message.unwrap_or_default();
+    assert!(
+        what.contains("hostPath /") && what.contains("SYS_ADMIN"),
+        "{what}"
+    );
+    assert!(pods(&ctx).get_opt("greedy").await.expect("get").is_none());
+
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "spec": { "podSecurity": {
+            "allow": ["HostPath"], "capabilities": ["SYS_ADMIN"]
+        } } })),
+    )
+    .await
+    .expect("allow host access");
+    let running = wait_phase(&ctx, "greedy", Phase::Running).await;
+    let baseline = running
+        .status
+        .and_then(|s| s.decisions)
+        .and_then(|d| d.baseline)
+        .expect("the exemption is recorded");
+    assert_eq!(
+        (baseline.policy.as_str(), baseline.outcome.as_str()),
+        (name.as_str(), "exempted")
+    );
+    let pod = pods(&ctx).get("greedy").await.expect("pod");
+    assert_eq!(
+        pod.spec.and_then(|s| s.runtime_class_name).as_deref(),
+        Some("gvisor")
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up");
+}

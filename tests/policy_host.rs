@@ -449,3 +449,80 @@ fn idle_suspend_decides_every_lifecycle_action() {
     });
     assert_eq!(asleep.action, LifecycleAction::Terminate);
 }
+
+/// 600,000 empty tolerations passed the old string-bytes check and reached a pod.
+#[test]
+fn a_flood_of_empty_list_items_is_refused() {
+    let engine = PolicyEngine::new().expect("engine");
+    let (result, _) = hostile(&engine, "many-tolerations", patient());
+    assert!(
+        matches!(result, Err(PolicyError::InvalidDecision(ref m)) if m.contains("tolerations has 600000 entries")),
+        "{result:?}"
+    );
+}
+
+/// A 28 MB guest error once made every status write fail with 413.
+#[test]
+fn a_huge_guest_error_is_cut() {
+    let engine = PolicyEngine::new().expect("engine");
+    let (result, _) = hostile(&engine, "huge-error", patient());
+    match result {
+        Err(PolicyError::Guest(message)) => {
+            assert!(
+                message.starts_with("the hostile policy refuses"),
+                "{message:.80}"
+            );
+            assert!(message.len() <= 2048, "{} bytes kept", message.len());
+            assert!(message.ends_with("more bytes cut)"), "{message:.80}");
+        }
+        other => panic!("expected a guest error, got {other:?}"),
+    }
+}
+
+/// One evaluation once wrote 64 MiB of log, with forged ERROR lines.
+#[test]
+fn guest_logging_is_bounded_and_cannot_forge_lines() {
+    let engine = PolicyEngine::new().expect("engine");
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let (result, _) =
+        tracing::subscriber::with_default(subscriber, || hostile(&engine, "log-flood", patient()));
+    assert!(result.is_ok(), "{result:?}");
+    let text = String::from_utf8(log.0.lock().expect("log lock").clone()).expect("utf-8");
+    assert!(
+        text.len() < 64 << 10,
+        "{} bytes of log from one evaluation",
+        text.len()
+    );
+    assert!(text.contains("the rest is dropped"), "{text:.400}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("ERROR sandman::controller") && !l.contains("policy=hostile")),
+        "a forged line stands alone in the log"
+    );
+}
+
+/// A component with hundreds of linear memories once used 539 MB under a 32 Mi limit and could
+/// take every pooled slot. It is refused when it is loaded.
+#[test]
+fn a_component_with_many_memories_is_refused_at_load() {
+    let engine = PolicyEngine::new().expect("engine");
+    let mut wat = String::from("(component (core module $m (memory 1))");
+    for i in 0..40 {
+        wat.push_str(&format!(" (core instance $i{i} (instantiate $m))"));
+    }
+    wat.push(')');
+    let error = engine
+        .load("greedy", wat.as_bytes(), "{}", Limits::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, PolicyError::Compile(ref m) if m.contains("40 Wasm linear memories")),
+        "{error}"
+    );
+}

@@ -738,3 +738,209 @@ async fn service_false_means_no_service() {
     .await;
     assert_eq!(sandbox.status.and_then(|s| s.phase), Some(Phase::Running));
 }
+
+/// The Ready reason and message of a Sandbox.
+fn ready(sandbox: &Sandbox) -> (String, String) {
+    sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+async fn wait_reason(ctx: &TestContext, name: &str, reason: &str) -> Sandbox {
+    wait_sandbox(ctx, name, &format!("{name} to report {reason}"), |s| {
+        ready(s).0 == reason
+    })
+    .await
+}
+
+/// A Sandbox named so that its claim is `postgres-data`, an administrator's PVC, once got
+/// `controller: true` on it, and deleting the Sandbox deleted the PVC. A Sandbox named like an
+/// existing Service replaced its selector.
+#[tokio::test]
+async fn sandbox_never_takes_over_a_claim_or_service_it_did_not_make() {
+    let ctx = TestContext::new("sandbox_no_takeover").await;
+    let _operator = Operator::start(&ctx);
+    let admin_claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "postgres-data", "labels": { "app": "postgres" } },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": { "requests": { "storage": "1Gi" } },
+        },
+    }))
+    .expect("claim");
+    claims(&ctx)
+        .create(&PostParams::default(), &admin_claim)
+        .await
+        .expect("create the administrator's claim");
+    let admin_service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "db" }, "ports": [{ "port": 5432 }] },
+    }))
+    .expect("service");
+    services(&ctx)
+        .create(&PostParams::default(), &admin_service)
+        .await
+        .expect("create the administrator's Service");
+
+    let mut data = sandbox("data", true);
+    data.spec.volume_claim_templates[0].metadata = Some(kube::api::ObjectMeta {
+        name: Some("postgres".into()),
+        ..Default::default()
+    });
+    if let Some(mounts) = data.spec.pod_template.spec.containers[0]
+        .volume_mounts
+        .as_mut()
+    {
+        mounts[0].name = "postgres".into();
+    }
+    create(&ctx, &data).await;
+    create(&ctx, &sandbox("web", false)).await;
+
+    let held = wait_reason(&ctx, "data", "ChildConflict").await;
+    assert!(
+        ready(&held)
+            .1
+            .contains("PersistentVolumeClaim postgres-data exists"),
+        "{}",
+        ready(&held).1
+    );
+    let held = wait_reason(&ctx, "web", "ChildConflict").await;
+    assert!(
+        ready(&held).1.contains("Service web exists"),
+        "{}",
+        ready(&held).1
+    );
+
+    let untouched = |claim: &PersistentVolumeClaim| {
+        claim.owner_references().is_empty()
+            && !claim.labels().keys().any(|k| k.starts_with("sandman.dev/"))
+    };
+    let claim = claims(&ctx).get("postgres-data").await.expect("claim");
+    assert!(untouched(&claim), "{:?}", claim.metadata);
+    let service = services(&ctx).get("web").await.expect("service");
+    assert_eq!(
+        service.spec.and_then(|s| s.selector),
+        Some(BTreeMap::from([("app".to_string(), "db".to_string())]))
+    );
+    assert!(service.metadata.owner_references.is_none());
+    for name in ["data", "web"] {
+        assert!(
+            pods(&ctx).get_opt(name).await.expect("get pod").is_none(),
+            "no pod is made while {name} conflicts: it would mount or answer for a stranger's object"
+        );
+    }
+
+    sandboxes(&ctx)
+        .delete("data", &DeleteParams::default())
+        .await
+        .expect("delete the Sandbox");
+    wait_gone(&sandboxes(&ctx), "data").await;
+    let api = claims(&ctx);
+    sandman_testenv::harness::stays(
+        "the administrator's claim outlives the Sandbox",
+        Duration::from_secs(3),
+        || {
+            let api = api.clone();
+            async move {
+                api.get_opt("postgres-data")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
+            }
+        },
+    )
+    .await;
+}
+
+/// The applied-hash annotation once skipped the apply whenever it matched, so a selector
+/// edited by hand stayed for good.
+#[tokio::test]
+async fn hand_edited_service_selector_is_put_back() {
+    let ctx = TestContext::new("sandbox_service_drift").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &sandbox("agent", false)).await;
+    wait_phase(&ctx, "agent", Phase::Running).await;
+    services(&ctx)
+        .patch(
+            "agent",
+            &PatchParams::apply("someone-by-hand").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "agent" },
+                "spec": { "selector": { "sandman.dev/sandbox": "victim", "app": "db" } },
+            })),
+        )
+        .await
+        .expect("edit the selector");
+    let api = services(&ctx);
+    eventually("the selector to be put back", WAIT, || {
+        let api = api.clone();
+        async move {
+            let selector = api.get("agent").await.ok()?.spec?.selector?;
+            (selector == BTreeMap::from([("sandman.dev/sandbox".to_string(), "agent".to_string())]))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// A pod the API server refuses once left PHASE and READY empty, and a Rust debug dump in an
+/// Event, retried every 5 s.
+#[tokio::test]
+async fn refused_pod_is_reported_in_status() {
+    let ctx = TestContext::new("sandbox_refused_pod").await;
+    let _operator = Operator::start(&ctx);
+    let mut refused = sandbox("refused", false);
+    refused.spec.pod_template.spec.containers[0].name = "Not_A_Valid_Name".into();
+    create(&ctx, &refused).await;
+    let held = wait_reason(&ctx, "refused", "PodRejected").await;
+    let (_, message) = ready(&held);
+    assert!(
+        message.starts_with("the API server refused the pod: ")
+            && message.contains("Not_A_Valid_Name")
+            && !message.contains("Status {"),
+        "{message}"
+    );
+    assert_eq!(
+        held.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Pending)
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let event = eventually("a PodRejected Event", WAIT, || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("PodRejected"))
+        }
+    })
+    .await;
+    assert_eq!(
+        event.note.as_deref(),
+        Some(message.as_str()),
+        "the same words"
+    );
+
+    // Fixing the template lets the pod be made.
+    sandboxes(&ctx)
+        .patch(
+            "refused",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "podTemplate": { "spec": {
+                "containers": [{ "name": "agent", "image": "registry.example/agent:1" }]
+            } } } })),
+        )
+        .await
+        .expect("fix the template");
+    wait_phase(&ctx, "refused", Phase::Running).await;
+}

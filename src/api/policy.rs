@@ -47,6 +47,39 @@ pub struct SandboxPolicySpec {
     /// The policy as CEL expressions, evaluated by the CEL engine sandman carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cel: Option<CelPolicy>,
+    /// What a Sandbox whose isolation this policy decides (Enforce mode) may ask of its pod
+    /// beyond sandman's pod baseline, which otherwise refuses host namespaces, hostPath,
+    /// host ports, privileged containers, added capabilities and ServiceAccount tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityAllowance>,
+}
+
+/// Exemptions from the pod baseline that a platform grants through its isolation policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityAllowance {
+    /// Privileges a pod may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow: Vec<PodPrivilege>,
+    /// Linux capabilities containers may add (`NET_BIND_SERVICE` is always allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub capabilities: Vec<String>,
+}
+
+/// A privilege the pod baseline refuses unless an isolation policy allows it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PodPrivilege {
+    HostNetwork,
+    #[serde(rename = "HostPID")]
+    HostPid,
+    #[serde(rename = "HostIPC")]
+    HostIpc,
+    HostPath,
+    HostPorts,
+    Privileged,
+    ServiceAccountToken,
 }
 
 impl SandboxPolicySpec {

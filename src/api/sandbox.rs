@@ -334,6 +334,10 @@ pub struct PolicyDecisions {
     /// What Audit-mode policies would have decided; recorded, not applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audited: Vec<PolicyDecision>,
+    /// The pod baseline: `refused` (what, in the message) or `exempted` (what an isolation
+    /// policy allowed beyond it). Absent when the pod asks for nothing privileged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<PolicyDecision>,
 }
 
 /// One hook's decision.

@@ -30,6 +30,15 @@ pub struct GatewayArgs {
     /// At most one activity write per Sandbox per this many seconds.
     #[arg(long, default_value_t = 10)]
     activity_interval_seconds: u64,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_seconds: u64,
+    /// Client connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a pod may take to answer a request's headers.
+    #[arg(long, default_value_t = 300)]
+    upstream_timeout_seconds: u64,
     /// Where to serve /metrics, /healthz and /readyz; `off` to not serve them.
     #[arg(
         long,
@@ -46,9 +55,17 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         .token_file
         .as_ref()
         .map(|path| {
-            std::fs::read_to_string(path)
+            let token = std::fs::read_to_string(path)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| CliError::Gateway(format!("read {}: {e}", path.display())))
+                .map_err(|e| CliError::Gateway(format!("read {}: {e}", path.display())))?;
+            // An empty token would let `Authorization: Bearer ` through.
+            if token.is_empty() {
+                return Err(CliError::Gateway(format!(
+                    "the token file {} is empty; refusing to start with an empty token",
+                    path.display()
+                )));
+            }
+            Ok(token)
         })
         .transpose()?;
     let options = Options {
@@ -59,6 +76,9 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         hold: Duration::from_secs(args.hold_seconds),
         queue: args.queue,
         activity_interval: Duration::from_secs(args.activity_interval_seconds.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
+        max_connections: args.max_connections.max(1),
+        upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds.max(1)),
     };
     super::with_client(|client| async move {
         let telemetry = telemetry::init(&args.telemetry)?;

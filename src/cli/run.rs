@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// How long a Sandbox runs before a lifecycle decision may suspend it again (seconds).
     #[arg(long, default_value_t = 60, env = "SANDMAN_MIN_DWELL_SECONDS")]
     min_dwell_seconds: u64,
+    /// `enforce` (default) refuses Sandbox pods that use host namespaces, hostPath, host
+    /// ports, privilege, added capabilities or ServiceAccount tokens unless the isolation
+    /// policy that decides them allows it; `off` leaves that to Pod Security Admission.
+    #[arg(long, default_value = "enforce", value_parser = ["enforce", "off"])]
+    pod_baseline: String,
     /// Where to serve /metrics, /healthz and /readyz; `off` to not serve them.
     #[arg(long, default_value = "0.0.0.0:8081", env = "SANDMAN_METRICS_LISTEN")]
     metrics_listen: String,
@@ -98,6 +103,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_selector: args.policy_selector,
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
+            pod_baseline: args.pod_baseline == "enforce",
             policy_limits,
             policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),
             pull_secrets: controller::policy_fetch::PullSecrets {

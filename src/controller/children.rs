@@ -217,6 +217,57 @@ fn stamp_applied_hash(metadata: &mut ObjectMeta) {
         .insert(APPLIED_HASH_ANNOTATION.into(), hash);
 }
 
+/// True when every label and owner reference `desired` sets is on `current` as desired.
+fn metadata_intact(current: &ObjectMeta, desired: &ObjectMeta) -> bool {
+    let labels = current.labels.clone().unwrap_or_default();
+    let owners = current.owner_references.clone().unwrap_or_default();
+    desired
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && desired
+            .owner_references
+            .iter()
+            .flatten()
+            .all(|o| owners.contains(o))
+}
+
+/// True when a Service needs no write: the applied hash matches, and the fields that decide
+/// what the name reaches (selector, headlessness, labels, owner) are as sandman set them. A
+/// hash alone once let a hand-edited selector stand for good.
+pub fn service_in_place(current: &Service, desired: &Service) -> bool {
+    let spec = |s: &Service| s.spec.clone().unwrap_or_default();
+    let (now, want) = (spec(current), spec(desired));
+    unchanged(current, desired)
+        && metadata_intact(&current.metadata, &desired.metadata)
+        && now.selector == want.selector
+        && now.cluster_ip == want.cluster_ip
+        && now.publish_not_ready_addresses == want.publish_not_ready_addresses
+}
+
+/// Selector keys on `current` that sandman did not set: a server-side apply leaves keys other
+/// managers own, so these are removed by name.
+pub fn foreign_selector_keys(current: &Service, desired: &Service) -> Vec<String> {
+    let selector = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+    };
+    let want = selector(desired);
+    selector(current)
+        .into_keys()
+        .filter(|k| !want.contains_key(k))
+        .collect()
+}
+
+/// True when a PVC needs no write: the applied hash matches and its labels and owner are as
+/// sandman set them. (Its spec is immutable once bound.)
+pub fn claim_in_place(current: &PersistentVolumeClaim, desired: &PersistentVolumeClaim) -> bool {
+    unchanged(current, desired) && metadata_intact(&current.metadata, &desired.metadata)
+}
+
 /// True when `current` carries the same applied hash as `desired`: applying again would be a
 /// no-op write.
 pub fn unchanged<K: Resource>(current: &K, desired: &K) -> bool {
@@ -322,6 +373,27 @@ mod tests {
             deleted[0].metadata.owner_references.as_ref().map(Vec::len),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_hand_edited_service_is_not_in_place() {
+        let desired = desired_service(&sandbox(VolumeReclaimPolicy::Retain));
+        assert!(service_in_place(&desired.clone(), &desired));
+        let mut edited = desired.clone();
+        if let Some(spec) = edited.spec.as_mut() {
+            spec.selector = Some(BTreeMap::from([
+                (SANDBOX_LABEL.to_string(), "agent".to_string()),
+                ("app".to_string(), "db".to_string()),
+            ]));
+        }
+        assert!(!service_in_place(&edited, &desired));
+        assert_eq!(
+            foreign_selector_keys(&edited, &desired),
+            vec!["app".to_string()]
+        );
+        let mut relabelled = desired.clone();
+        relabelled.metadata.labels = None;
+        assert!(!service_in_place(&relabelled, &desired));
     }
 
     #[test]

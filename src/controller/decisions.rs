@@ -27,6 +27,10 @@ pub struct Decisions {
     pub lifecycle: Option<(String, LifecycleDecision)>,
     /// Whether any lifecycle policy matches (then the Sandbox is asked about again in time).
     pub has_lifecycle_policy: bool,
+    /// What the pod baseline refuses in the pod these decisions make; empty when it may run.
+    pub refused: Vec<String>,
+    /// What an isolation policy's allowance let through the baseline: (policy, what).
+    pub exempted: Option<(String, Vec<String>)>,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {
@@ -62,7 +66,14 @@ impl Decisions {
         previous: Option<&PolicyDecisions>,
         now: Timestamp,
     ) -> Option<PolicyDecisions> {
-        if self.isolation.is_none() && self.audits.is_empty() && self.resources.is_none() {
+        let baseline = self
+            .baseline_record(now)
+            .map(|recorded| keep_time(recorded, previous.and_then(|p| p.baseline.as_ref())));
+        if self.isolation.is_none()
+            && self.audits.is_empty()
+            && self.resources.is_none()
+            && baseline.is_none()
+        {
             return None;
         }
         let resources = self.resources.as_ref().map(|merged| {
@@ -92,7 +103,27 @@ impl Decisions {
             isolation,
             resources,
             audited,
+            baseline,
             ..Default::default()
+        })
+    }
+
+    fn baseline_record(&self, now: Timestamp) -> Option<PolicyDecision> {
+        let (policy, outcome, what) = if !self.refused.is_empty() {
+            let policy = self
+                .isolation
+                .as_ref()
+                .map_or_else(|| "baseline".to_string(), |(p, _)| p.clone());
+            (policy, "refused", self.refused.clone())
+        } else {
+            let (policy, what) = self.exempted.clone()?;
+            (policy, "exempted", what)
+        };
+        Some(PolicyDecision {
+            policy,
+            outcome: outcome.into(),
+            message: Some(what.join(", ")),
+            decided_at: Some(Time(now)),
         })
     }
 }
@@ -125,7 +156,8 @@ pub fn apply_resources(spec: &mut PodSpec, merged: &MergedResources) {
             let Some(cap) = cap else { continue };
             let over = |q: &Quantity| match (quantity_value(&q.0), quantity_value(cap)) {
                 (Some(value), Some(max)) => value > max,
-                _ => false,
+                // What cannot be read cannot be shown to be under the cap; the cap wins.
+                _ => true,
             };
             if requests.get(name).is_some_and(over) {
                 requests.insert(name.to_string(), Quantity(cap.clone()));
@@ -343,6 +375,78 @@ mod tests {
             "a request above the cap is capped"
         );
         assert_eq!(get(1, true, "memory").as_deref(), Some("512Mi"));
+    }
+
+    /// A request written with a suffix the host once could not read (`u`, `n`) went past the
+    /// cap: 64 CPUs past a cap of 2.
+    #[test]
+    fn caps_hold_for_every_quantity_suffix_and_for_unreadable_requests() {
+        use crate::policy::types::ComputeResources;
+        let merged = MergedResources {
+            containers: vec![(
+                None,
+                ComputeResources {
+                    cpu: None,
+                    memory: None,
+                    ephemeral_storage: None,
+                },
+                ComputeResources {
+                    cpu: Some("2".into()),
+                    memory: None,
+                    ephemeral_storage: None,
+                },
+            )],
+            policies: vec!["caps".into()],
+            reasons: vec!["caps".into()],
+        };
+        for asked in ["64000000u", "64000000000n", "64", "6.4e1", "not-a-quantity"] {
+            let mut spec = PodSpec {
+                containers: vec![Container {
+                    name: "greedy".into(),
+                    resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                        requests: Some([("cpu".to_string(), Quantity(asked.into()))].into()),
+                        limits: Some([("cpu".to_string(), Quantity(asked.into()))].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            apply_resources(&mut spec, &merged);
+            let resources = spec.containers[0].resources.clone().unwrap_or_default();
+            for list in [resources.requests, resources.limits] {
+                assert_eq!(
+                    list.and_then(|l| l.get("cpu").map(|q| q.0.clone()))
+                        .as_deref(),
+                    Some("2"),
+                    "{asked} is capped"
+                );
+            }
+        }
+        let mut modest = PodSpec {
+            containers: vec![Container {
+                name: "modest".into(),
+                resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                    requests: Some([("cpu".to_string(), Quantity("500000u".into()))].into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        apply_resources(&mut modest, &merged);
+        let requests = modest.containers[0]
+            .resources
+            .clone()
+            .unwrap_or_default()
+            .requests;
+        assert_eq!(
+            requests
+                .and_then(|l| l.get("cpu").map(|q| q.0.clone()))
+                .as_deref(),
+            Some("500000u"),
+            "a request under the cap stays as written"
+        );
     }
 
     #[test]

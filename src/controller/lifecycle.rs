@@ -36,6 +36,8 @@ pub enum PodAction {
 pub enum ChildAction {
     Apply,
     Delete,
+    /// Touch nothing: the object of that name is not this Sandbox's.
+    Leave,
 }
 
 /// A transition worth an Event.
@@ -66,8 +68,93 @@ const RECREATE_PENDING: &[&str] = &[
     POD_TEMPLATE_CHANGED,
 ];
 pub const POD_TEMPLATE_CHANGED: &str = "PodTemplateChanged";
+/// The API server refused to create the pod (a missing ServiceAccount, Pod Security
+/// Admission, a quota): its words are in the Ready message.
+pub const POD_REJECTED: &str = "PodRejected";
+/// A Service or PVC of the name this Sandbox needs exists and was not made by sandman for it.
+pub const CHILD_CONFLICT: &str = "ChildConflict";
+
+/// The shortest and longest wait before trying a refused pod again.
+const MIN_REJECTED_RETRY: Duration = Duration::from_secs(5);
+const MAX_REJECTED_RETRY: Duration = Duration::from_secs(300);
+/// How often a Sandbox held by a conflicting child looks again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(60);
+
+/// The API server refused the pod this plan created: Ready says so in its words, and the
+/// next try waits as long as the refusals have lasted (between 5 s and 5 min), so a pod that
+/// can never be made costs a request every few minutes, not every few seconds.
+pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timestamp) {
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let previous_ready = conditions::find(&previous.conditions, READY);
+    let rejected_since = previous_ready
+        .filter(|c| c.reason == POD_REJECTED)
+        .map(|c| c.last_transition_time.0);
+    if plan.status.phase != Some(Phase::Resuming) {
+        plan.status.phase = Some(Phase::Pending);
+    }
+    let note = format!("the API server refused the pod: {message}");
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        Desired::new(READY, false, POD_REJECTED, note.clone()),
+    );
+    // Pinned to when the refusals began: merge keeps lastTransitionTime only on a flip.
+    if let Some(since) = rejected_since
+        && let Some(ready) = plan.status.conditions.iter_mut().find(|c| c.type_ == READY)
+    {
+        ready.last_transition_time = Time(since);
+    }
+    plan.transitions.retain(|t| t.reason != "Starting");
+    if previous_ready.is_none_or(|c| c.reason != POD_REJECTED || c.message != note) {
+        plan.transitions.push(transition(POD_REJECTED, note, true));
+    }
+    let lasted = rejected_since
+        .map(|since| Duration::try_from(now.duration_since(since)).unwrap_or_default())
+        .unwrap_or_default();
+    plan.requeue_after = Some(lasted.clamp(MIN_REJECTED_RETRY, MAX_REJECTED_RETRY));
+}
+
+/// Objects this Sandbox would apply exist and are someone else's: sandman neither adopts nor
+/// changes them, makes no pod (it would mount a stranger's volume), and says which in Ready.
+pub fn hold_for_conflicts(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    conflicts: &[String],
+    now: Timestamp,
+) {
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let previous_ready = conditions::find(&previous.conditions, READY);
+    plan.apply_claims = false;
+    if plan.service == ChildAction::Apply || plan.service == ChildAction::Delete {
+        plan.service = ChildAction::Leave;
+    }
+    if plan.pod == PodAction::Create {
+        plan.pod = PodAction::Keep;
+        plan.status.phase = Some(Phase::Pending);
+        plan.transitions
+            .retain(|t| t.reason != "Starting" && t.reason != "Resuming");
+    }
+    let note = format!(
+        "{}; sandman neither adopts nor changes objects it did not make for this Sandbox: rename the Sandbox or its claim template, or remove the object",
+        conflicts.join("; ")
+    );
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        Desired::new(READY, false, CHILD_CONFLICT, note.clone()),
+    );
+    if previous_ready.is_none_or(|c| c.reason != CHILD_CONFLICT || c.message != note) {
+        plan.transitions
+            .push(transition(CHILD_CONFLICT, note, true));
+    }
+    plan.requeue_after = min_requeue(plan.requeue_after, CONFLICT_RETRY);
+}
 /// A `failurePolicy: Fail` policy could not decide, so the pod is held.
 pub const POLICY_FAILED: &str = "PolicyFailed";
+/// The pod would use a privilege the pod baseline refuses, and no isolation policy allows it.
+pub const POD_BASELINE_REFUSED: &str = "PodBaselineRefused";
 
 pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &Decisions) -> Plan {
     let name = sandbox.name_any();
@@ -301,6 +388,23 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
                 ));
             }
             plan.requeue_after = min_requeue(plan.requeue_after, Duration::from_secs(30));
+        }
+        (OperatingMode::Running, None) if !decisions.refused.is_empty() => {
+            let note = format!(
+                "the pod baseline refuses {}; a SandboxPolicy that decides this Sandbox's isolation may allow it (spec.podSecurity)",
+                decisions.refused.join(", ")
+            );
+            plan.status.phase = Some(Phase::Pending);
+            set_ready(
+                &mut plan.status,
+                sandbox,
+                now,
+                Desired::new(READY, false, POD_BASELINE_REFUSED, note.clone()),
+            );
+            if previous_ready_reason != POD_BASELINE_REFUSED {
+                plan.transitions
+                    .push(transition(POD_BASELINE_REFUSED, note, true));
+            }
         }
         (OperatingMode::Running, None) => plan_missing_pod(
             &mut plan,

@@ -1,6 +1,7 @@
 //! The Sandbox reconciler: caches → phase machine (`lifecycle`) → children (`children`) →
 //! server-side apply → status.
 
+pub mod baseline;
 pub mod caches;
 pub mod children;
 pub mod decisions;
@@ -9,6 +10,7 @@ pub mod hardening;
 mod hash;
 pub mod leader;
 pub mod lifecycle;
+pub mod ownership;
 pub mod policies;
 pub mod policy_fetch;
 mod policy_lifecycle;
@@ -58,6 +60,9 @@ pub struct Options {
     pub pull_secrets: policy_fetch::PullSecrets,
     /// How long Sandboxes wait at start for the SandboxPolicies present then to load.
     pub policy_load_grace: Duration,
+    /// Refuse pods that use host namespaces, hostPath, privilege, added capabilities or
+    /// ServiceAccount tokens unless their isolation policy allows it (`baseline.rs`).
+    pub pod_baseline: bool,
 }
 
 impl Default for Options {
@@ -74,6 +79,7 @@ impl Default for Options {
             policy_limits: Default::default(),
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
+            pod_baseline: true,
         }
     }
 }
@@ -189,6 +195,7 @@ pub async fn run(
         policies,
         namespaces: namespaces.store,
         min_dwell: options.min_dwell,
+        pod_baseline: options.pod_baseline,
     });
     // A Sandbox reconciled before its policies load would get a pod without them (runc where
     // a policy says gVisor), so the Sandbox controller starts after the first pass.

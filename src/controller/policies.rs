@@ -388,6 +388,7 @@ fn unchanged(serving: Option<&ActivePolicy>, active: &ActivePolicy) -> bool {
             && s.mode == active.mode
             && s.failure_policy == active.failure_policy
             && s.matcher == active.matcher
+            && s.pod_security == active.pod_security
             && match (&s.loaded, &active.loaded) {
                 (Ok(a), Ok(b)) => a.settings() == b.settings() && a.limits() == b.limits(),
                 (Err(a), Err(b)) => a == b,
@@ -409,6 +410,7 @@ fn unavailable(policy: &SandboxPolicy, failure: &LoadFailure) -> ActivePolicy {
         mode: spec.mode,
         failure_policy: spec.failure_policy,
         matcher: spec.match_.clone().unwrap_or_default(),
+        pod_security: spec.pod_security.clone().unwrap_or_default(),
         digest: String::new(),
         loaded: Err(Unavailable {
             hooks,
@@ -567,6 +569,7 @@ async fn load(
         mode: spec.mode,
         failure_policy: spec.failure_policy,
         matcher: spec.match_.clone().unwrap_or_default(),
+        pod_security: spec.pod_security.clone().unwrap_or_default(),
         digest,
         loaded: Ok(loaded.clone()),
     };

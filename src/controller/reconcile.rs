@@ -16,11 +16,12 @@ use tracing::{Instrument, info_span, instrument};
 
 use crate::activity;
 use crate::api::{Phase, Sandbox, SandboxStatus};
-use crate::controller::children::{self, unchanged};
+use crate::controller::children;
 use crate::controller::decisions::Decisions;
 use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
 use crate::controller::policy_lifecycle;
 use crate::controller::{ERROR_REQUEUE, Error};
+use crate::controller::{baseline, ownership};
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{Hook, LoadedPolicy, PolicyFailed, PolicySet, input};
 
@@ -39,6 +40,8 @@ pub struct Context {
     pub namespaces: Store<Namespace>,
     /// How long a Sandbox runs before a lifecycle decision may suspend it again.
     pub min_dwell: std::time::Duration,
+    /// Whether the pod baseline is enforced.
+    pub pod_baseline: bool,
 }
 
 /// Status writes the Sandbox cache has not seen yet.
@@ -90,10 +93,13 @@ impl WrittenStatuses {
     }
 }
 
-fn apply_params() -> PatchParams {
-    // Not forced: if another manager owns a field we set (a foreign Service of the same name,
-    // say), the conflict surfaces as an error instead of a silent takeover.
-    PatchParams::apply(crate::FIELD_MANAGER)
+/// How a child is applied. `existing` says the cache holds it, which by then means it is
+/// proven ours (`foreign_children`), so a field someone edited by hand is taken back. A child
+/// not yet seen is applied unforced: should another manager's object appear in between, the
+/// conflict surfaces as an error rather than a takeover.
+fn apply_params(existing: bool) -> PatchParams {
+    let params = PatchParams::apply(crate::FIELD_MANAGER);
+    if existing { params.force() } else { params }
 }
 
 /// One reconcile, counted and timed.
@@ -150,7 +156,10 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
             .map_err(Error::child("get", "Pod", &name))?;
     }
 
-    let decisions = decide(&ctx, &sandbox).await?;
+    let mut decisions = decide(&ctx, &sandbox).await?;
+    if ctx.pod_baseline {
+        check_baseline(&ctx, &sandbox, &mut decisions);
+    }
     let ask_again = match policy_lifecycle::next(
         &sandbox,
         &decisions,
@@ -164,13 +173,12 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
         policy_lifecycle::Next::AskAgain(after) => Some(after),
         policy_lifecycle::Next::Nothing => None,
     };
-    let mut plan = planned(&sandbox, pod.as_ref(), &decisions);
+    let mut plan = planned(&ctx, &sandbox, pod.as_ref(), &decisions).await?;
     if let Some(again) = ask_again {
         plan.requeue_after = Some(plan.requeue_after.map_or(again, |r| r.min(again)));
     }
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
-    match execute(&sandbox, &ctx, &plan, &decisions).await? {
-        Outcome::Done(action) => Ok(action),
+    let outcome = match execute(&sandbox, &ctx, &plan, &decisions).await? {
         Outcome::PodExists => {
             // The cache missed a pod of this name: maybe ours from a racing reconcile, maybe
             // someone else's. Plan once more from what the API server says.
@@ -178,20 +186,99 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
                 .get_opt(&name)
                 .await
                 .map_err(Error::child("get", "Pod", &name))?;
-            let plan = planned(&sandbox, pod.as_ref(), &decisions);
+            plan = planned(&ctx, &sandbox, pod.as_ref(), &decisions).await?;
             match execute(&sandbox, &ctx, &plan, &decisions).await? {
-                Outcome::Done(action) => Ok(action),
-                Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
+                Outcome::PodExists => {
+                    return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+                }
+                other => other,
             }
+        }
+        other => other,
+    };
+    match outcome {
+        Outcome::Done(action) => Ok(action),
+        Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
+        Outcome::PodRejected(message) => {
+            lifecycle::reject_pod(&mut plan, &sandbox, &message, Timestamp::now());
+            finish(&sandbox, &ctx, &plan).await
         }
     }
 }
 
-/// The phase machine's plan, with the activity facts of the status it will write.
-fn planned(sandbox: &Sandbox, pod: Option<&Pod>, decisions: &Decisions) -> Plan {
-    let mut plan = lifecycle::plan(sandbox, pod, Timestamp::now(), decisions);
-    plan.status.activity = Some(activity::observe(sandbox, Some(&plan.status)));
-    plan
+/// The phase machine's plan, with the activity facts of the status it will write, held when a
+/// child it would apply belongs to someone else.
+async fn planned(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod: Option<&Pod>,
+    decisions: &Decisions,
+) -> Result<Plan, Error> {
+    let now = Timestamp::now();
+    let mut plan = lifecycle::plan(sandbox, pod, now, decisions);
+    let conflicts = foreign_children(ctx, sandbox, &mut plan).await?;
+    if !conflicts.is_empty() {
+        lifecycle::hold_for_conflicts(&mut plan, sandbox, &conflicts, now);
+    }
+    plan.status.activity = Some(activity::observe(sandbox, Some(&plan.status), now));
+    Ok(plan)
+}
+
+/// The children this plan would apply that exist and are not this Sandbox's. The caches hold
+/// only labelled objects, so a name missing from them is asked of the API server: that is one
+/// read per child while it is being created, and none after.
+async fn foreign_children(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    plan: &mut Plan,
+) -> Result<Vec<String>, Error> {
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let mut conflicts = Vec::new();
+    if plan.apply_claims {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        for template in &sandbox.spec.volume_claim_templates {
+            let template_name = children::claim_template_name(template);
+            let claim_name = children::claim_name(&template_name, &name);
+            let existing = match ctx
+                .claims
+                .get(&ObjectRef::new(&claim_name).within(&namespace))
+            {
+                Some(cached) => Some((*cached).clone()),
+                None => api.get_opt(&claim_name).await.map_err(Error::child(
+                    "get",
+                    "PersistentVolumeClaim",
+                    &claim_name,
+                ))?,
+            };
+            if existing.is_some_and(|c| !ownership::claim_is_ours(&c, sandbox, &template_name)) {
+                conflicts.push(ownership::conflict("PersistentVolumeClaim", &claim_name));
+            }
+        }
+    }
+    let cached_service = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
+    match plan.service {
+        ChildAction::Apply => {
+            let existing = match cached_service {
+                Some(cached) => Some((*cached).clone()),
+                None => Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::child("get", "Service", &name))?,
+            };
+            if existing.is_some_and(|s| !ownership::service_is_ours(&s, sandbox)) {
+                conflicts.push(ownership::conflict("Service", &name));
+            }
+        }
+        // A Service that is not ours is not ours to delete either; that is no conflict.
+        ChildAction::Delete => {
+            if cached_service.is_some_and(|s| !ownership::service_is_ours(&s, sandbox)) {
+                plan.service = ChildAction::Leave;
+            }
+        }
+        ChildAction::Leave => {}
+    }
+    Ok(conflicts)
 }
 
 /// How carrying out a plan ended.
@@ -199,6 +286,14 @@ enum Outcome {
     Done(Action),
     /// The plan said create, but a pod of that name exists.
     PodExists,
+    /// The API server refused the pod, in these words.
+    PodRejected(String),
+}
+
+/// True for an API answer that says "this pod will not be made as asked" (forbidden, invalid,
+/// not found, quota), as opposed to a conflict, throttling or a server fault worth a retry.
+fn is_refusal(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 409 | 429)
 }
 
 /// Asks the matching isolation and resources policies, off the async runtime (each evaluation is bounded by
@@ -266,6 +361,7 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
                 resources: resources.merged,
                 lifecycle: lifecycle.decision,
                 has_lifecycle_policy,
+                ..Decisions::default()
             }
         }
         Err(failed) => Decisions {
@@ -274,6 +370,30 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
             ..Decisions::default()
         },
     })
+}
+
+/// What the pod these decisions make asks beyond the pod baseline, given the allowance of the
+/// isolation policy that decided it.
+fn check_baseline(ctx: &Context, sandbox: &Sandbox, decisions: &mut Decisions) {
+    let spec = children::desired_pod_spec(sandbox, decisions);
+    let allowing = decisions.isolation.as_ref().and_then(|(name, _)| {
+        let allowance = ctx.policies.get(name)?.pod_security.clone();
+        Some((name.clone(), allowance))
+    });
+    let unallowed = baseline::refusals(&spec, &Default::default());
+    match allowing {
+        Some((policy, allowance)) => {
+            decisions.refused = baseline::refusals(&spec, &allowance);
+            let exempted: Vec<String> = unallowed
+                .into_iter()
+                .filter(|r| !decisions.refused.contains(r))
+                .collect();
+            if !exempted.is_empty() {
+                decisions.exempted = Some((policy, exempted));
+            }
+        }
+        None => decisions.refused = unallowed,
+    }
 }
 
 async fn execute(
@@ -301,13 +421,20 @@ async fn execute(
             let cached = ctx
                 .claims
                 .get(&ObjectRef::new(&claim_name).within(&namespace));
-            if cached.is_some_and(|c| unchanged(&*c, &claim)) {
+            if cached
+                .as_ref()
+                .is_some_and(|c| children::claim_in_place(c, &claim))
+            {
                 continue;
             }
-            api.patch(&claim_name, &apply_params(), &Patch::Apply(&claim))
-                .instrument(info_span!("apply", kind = "PersistentVolumeClaim"))
-                .await
-                .map_err(Error::child("apply", "PersistentVolumeClaim", &claim_name))?;
+            api.patch(
+                &claim_name,
+                &apply_params(cached.is_some()),
+                &Patch::Apply(&claim),
+            )
+            .instrument(info_span!("apply", kind = "PersistentVolumeClaim"))
+            .await
+            .map_err(Error::child("apply", "PersistentVolumeClaim", &claim_name))?;
         }
     }
 
@@ -316,13 +443,37 @@ async fn execute(
     match plan.service {
         ChildAction::Apply => {
             let service = children::desired_service(sandbox);
-            if !cached_service.is_some_and(|c| unchanged(&*c, &service)) {
+            if !cached_service
+                .as_ref()
+                .is_some_and(|c| children::service_in_place(c, &service))
+            {
+                let stray = cached_service
+                    .as_ref()
+                    .map(|c| children::foreign_selector_keys(c, &service))
+                    .unwrap_or_default();
+                if !stray.is_empty() {
+                    // Keys another manager added to our selector: apply would leave them.
+                    let nulls: serde_json::Map<String, serde_json::Value> = stray
+                        .into_iter()
+                        .map(|k| (k, serde_json::Value::Null))
+                        .collect();
+                    let patch = serde_json::json!({ "spec": { "selector": nulls } });
+                    services
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(Error::child("repair", "Service", &name))?;
+                }
                 services
-                    .patch(&name, &apply_params(), &Patch::Apply(&service))
+                    .patch(
+                        &name,
+                        &apply_params(cached_service.is_some()),
+                        &Patch::Apply(&service),
+                    )
                     .await
                     .map_err(Error::child("apply", "Service", &name))?;
             }
         }
+        ChildAction::Leave => {}
         ChildAction::Delete => {
             if cached_service.is_some() {
                 ignore_not_found(services.delete(&name, &DeleteParams::default()).await)
@@ -346,6 +497,9 @@ async fn execute(
             match pods.create(&params, &pod).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Outcome::PodExists),
+                Err(kube::Error::Api(e)) if is_refusal(e.code) => {
+                    return Ok(Outcome::PodRejected(e.message));
+                }
                 Err(e) => return Err(Error::child("create", "Pod", &name)(e)),
             }
         }
@@ -366,6 +520,12 @@ async fn execute(
         }
     }
 
+    finish(sandbox, ctx, plan).await.map(Outcome::Done)
+}
+
+/// Writes the plan's status if it changed, and publishes its transitions.
+async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action, Error> {
+    let client = &ctx.client;
     if sandbox.status.as_ref() != Some(&plan.status) {
         tracing::debug!(
             from = ?sandbox.status.as_ref().and_then(|s| s.phase),
@@ -386,10 +546,9 @@ async fn execute(
         ctx.written.record(sandbox, &plan.status);
     }
     publish(ctx, sandbox, &plan.transitions).await;
-    Ok(Outcome::Done(
-        plan.requeue_after
-            .map_or_else(Action::await_change, Action::requeue),
-    ))
+    Ok(plan
+        .requeue_after
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
 async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {
@@ -426,7 +585,7 @@ pub(crate) async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Tra
                 EventType::Normal
             },
             reason: t.reason.into(),
-            note: Some(t.note.clone()),
+            note: Some(event_note(&t.note)),
             action: t.reason.into(),
             secondary: None,
         };
@@ -434,6 +593,13 @@ pub(crate) async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Tra
             tracing::warn!(error = %e, reason = t.reason, "could not publish an Event");
         }
     }
+}
+
+/// The API server refuses Event notes over 1 KiB, and the Event is then lost without a word.
+const EVENT_NOTE_BYTES: usize = 1000;
+
+fn event_note(note: &str) -> String {
+    crate::text::clip(note.to_string(), EVENT_NOTE_BYTES - 40)
 }
 
 fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
@@ -453,7 +619,7 @@ pub fn error_policy(sandbox: Arc<Sandbox>, error: &Error, ctx: Arc<Context>) -> 
     );
     let recorder = ctx.recorder.clone();
     let reference = sandbox.object_ref(&());
-    let note = error.to_string();
+    let note = event_note(&error.to_string());
     tokio::spawn(async move {
         let event = Event {
             type_: EventType::Warning,

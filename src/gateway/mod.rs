@@ -17,7 +17,6 @@ use futures::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::Client;
 use kube::api::Api;
@@ -61,6 +60,13 @@ pub struct Options {
     pub queue: usize,
     /// At most one activity write per Sandbox per this interval.
     pub activity_interval: Duration,
+    /// How long a client may take to send a request's headers, and the first bytes of a
+    /// connection; a slow or silent client is cut off after it.
+    pub header_timeout: Duration,
+    /// Client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a pod may take to answer a request's headers (streaming bodies may then go on).
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Options {
@@ -73,6 +79,9 @@ impl Default for Options {
             hold: Duration::from_secs(30),
             queue: 64,
             activity_interval: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            upstream_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -142,24 +151,44 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     let state = Arc::new(State {
         waker: Waker::new(client, store, options.queue, options.hold),
         activity,
-        upstream: HttpClient::builder(TokioExecutor::new()).build_http(),
+        upstream: proxy::upstream(),
         options,
     });
     let serving = state.clone();
+    let listener = crate::listener::Bounded::new(listener, serving.options.max_connections);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+            let accepted = listener.accept().await;
             let state = serving.clone();
             tokio::spawn(async move {
+                let _slot = accepted.slot;
+                let header_timeout = state.options.header_timeout;
+                // A client that connects and says nothing holds a slot; it gets the header
+                // time to start (HTTP/2's preface included), as HTTP/1 gets it per request.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(header_timeout, accepted.stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                let peer = accepted.peer;
                 let service = service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                    async move { Ok::<_, Infallible>(handle(&state, request, peer).await) }
                 });
                 // HTTP/1.1 (with upgrades, for WebSockets) and HTTP/2, told apart by preface.
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                builder
+                    .http2()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive_interval(Some(header_timeout))
+                    .keep_alive_timeout(header_timeout);
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
                     .await;
             });
         }
@@ -168,7 +197,7 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     Ok(Gateway { addr, state })
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Field names follow OpenTelemetry's HTTP conventions, so that trace backends show them.
     // Debug level, like `policy.evaluate`: plain logging does not pay for a span per request.
     let span = tracing::debug_span!(
@@ -178,7 +207,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
         sandbox = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    let response = answer(state, request).instrument(span.clone()).await;
+    let response = answer(state, request, peer).instrument(span.clone()).await;
     span.record(
         "http.response.status_code",
         i64::from(response.status().as_u16()),
@@ -192,7 +221,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
+async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -252,6 +281,24 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
     if !(open || gateway_token_ok || sandbox_token_ok) {
         return unauthorized();
     }
+    // A host-network pod's IP is its node's: proxying there reaches the node's own services
+    // (the operator's /metrics, a kubelet), not the Sandbox.
+    if sandbox.spec.pod_template.spec.host_network == Some(true) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the Sandbox uses the host's network; the gateway does not proxy to it",
+        );
+    }
+    // An expired Sandbox never wakes: say so at once instead of holding the request.
+    if sandbox.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Expired)
+        || sandbox
+            .spec
+            .shutdown_time
+            .as_ref()
+            .is_some_and(|t| t.0 <= k8s_openapi::jiff::Timestamp::now())
+    {
+        return text(StatusCode::GONE, "the Sandbox has expired");
+    }
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
         Wait::Ready(addr) => {
@@ -260,8 +307,12 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Body> {
                 &state.activity,
                 &key,
                 request,
-                addr,
-                &route.path,
+                proxy::Hop {
+                    addr,
+                    path: &route.path,
+                    peer,
+                    timeout: state.options.upstream_timeout,
+                },
             )
             .await
         }

@@ -18,6 +18,26 @@ use super::activity::{ActivityLog, Key};
 pub type Body = BoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, Incoming>;
 
+/// How long connecting to a pod may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The client for pods: plain HTTP/1.1 with a connect timeout.
+pub fn upstream() -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+}
+
+/// Where one request goes, and on whose behalf.
+pub struct Hop<'a> {
+    pub addr: SocketAddr,
+    pub path: &'a str,
+    /// The client's address, for `X-Forwarded-For`.
+    pub peer: SocketAddr,
+    /// How long the pod may take to answer with headers.
+    pub timeout: std::time::Duration,
+}
+
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(
         Full::new(Bytes::from(format!("{message}\n")))
@@ -53,6 +73,18 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = headers.get(header::UPGRADE).cloned();
+    // Headers the sender named in `Connection` are for this hop too (RFC 9110 §7.6.1).
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -64,14 +96,40 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// What the client says about where a request came from is not believed: the gateway's own
+/// `X-Forwarded-*` replace whatever the client sent, so a pod can trust them.
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<HeaderValue>) {
+    for name in [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    ] {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+}
+
 pub async fn forward(
     upstream: &Upstream,
     activity: &Arc<ActivityLog>,
     key: &Key,
     mut request: Request<Incoming>,
-    addr: SocketAddr,
-    path: &str,
+    hop: Hop<'_>,
 ) -> Response<Body> {
+    let Hop {
+        addr,
+        path,
+        peer,
+        timeout,
+    } = hop;
     let upgrade = is_upgrade(request.headers());
     let uri = match format!("http://{addr}{path}").parse() {
         Ok(uri) => uri,
@@ -79,16 +137,32 @@ pub async fn forward(
     };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    // HTTP/2 requests carry the host in the URI, not in a Host header.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     parts.uri = uri;
     // Pods are spoken to in HTTP/1.1, whatever the client spoke to the gateway.
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarded(&mut parts.headers, peer, host);
     let connection = activity.open(key);
-    let response = match upstream.request(Request::from_parts(parts, body)).await {
-        Ok(response) => response,
-        Err(error) => {
+    let sent = upstream.request(Request::from_parts(parts, body));
+    let response = match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
             tracing::debug!(%addr, %error, "upstream failed");
             return text(StatusCode::BAD_GATEWAY, "the Sandbox did not answer");
+        }
+        Err(_) => {
+            tracing::debug!(%addr, ?timeout, "upstream timed out");
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the Sandbox did not answer in time",
+            );
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -118,6 +192,40 @@ pub async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    drop(connection);
-    Response::from_parts(parts, body.boxed())
+    // The connection stays open, and counts as activity, until the body has been sent: a
+    // streamed answer (SSE, tokens) can last minutes after its headers.
+    Response::from_parts(
+        parts,
+        Guarded {
+            body: body.boxed(),
+            _open: connection,
+        }
+        .boxed(),
+    )
+}
+
+/// A response body that holds its Sandbox's open-connection mark until it ends.
+struct Guarded {
+    body: Body,
+    _open: super::activity::OpenConnection,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
@@ -18,6 +18,7 @@ use crate::distribution::sha256_hex;
 use super::bindings::Policy;
 use super::bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
 use super::bindings::sandman::policy::{host, types};
+use super::bounds;
 use super::error::PolicyError;
 use super::precompiled::{Compiled, PrecompiledCache};
 
@@ -32,6 +33,24 @@ const MAX_POLICY_MEMORY: usize = 256 << 20;
 
 /// What one evaluation may print to each of stdout and stderr; writes beyond fail in the guest.
 const STDIO_BYTES: usize = 4 << 10;
+
+/// What one evaluation may write through the host's `log`; past it, one line says the rest was
+/// dropped. One evaluation once wrote 64 MiB of log.
+const LOG_BYTES: usize = 16 << 10;
+
+/// Core instances, linear memories and tables one component may contain. The pooling
+/// allocator refuses a component past these when it is compiled, so a component with hundreds
+/// of memories cannot take the slots every policy shares. Rust and componentize-py components
+/// use one or two memories and a few dozen core instances.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+const MAX_TABLES_PER_COMPONENT: u32 = 32;
+
+/// Pooled slots: every evaluation (and load) holds one store, and a store holds at most one
+/// component's worth of memories and tables, so this many run at once and the pool never runs
+/// dry; the rest wait for a slot instead of failing.
+const TOTAL_MEMORIES: u32 = 256;
+const CONCURRENT_EVALUATIONS: usize = (TOTAL_MEMORIES / MAX_MEMORIES_PER_COMPONENT) as usize;
 
 /// Bytes of each pooled linear memory and table kept resident between evaluations.
 const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
@@ -82,6 +101,8 @@ pub struct PolicyEngine {
     cache: Option<PrecompiledCache>,
     /// Linked components by sha256.
     linked: Mutex<HashMap<String, (Component, InstancePre<GuestState>)>>,
+    /// Stores that may exist at once, shared by every policy of this engine.
+    slots: Arc<Slots>,
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);
@@ -110,9 +131,12 @@ impl PolicyEngine {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(256)
-            .total_core_instances(512)
-            .total_memories(256)
-            .total_tables(256)
+            .total_core_instances(CONCURRENT_EVALUATIONS as u32 * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(TOTAL_MEMORIES)
+            .total_tables(CONCURRENT_EVALUATIONS as u32 * MAX_TABLES_PER_COMPONENT)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size(MAX_POLICY_MEMORY)
             // Resetting a used memory slot with madvise costs page faults and TLB shootdowns
             // on the next use: two thirds of an evaluation. Keeping the low pages resident and
@@ -157,6 +181,7 @@ impl PolicyEngine {
             linker,
             cache,
             linked: Mutex::default(),
+            slots: Arc::new(Slots::new(CONCURRENT_EVALUATIONS)),
         })
     }
 
@@ -195,6 +220,7 @@ impl PolicyEngine {
             resources: resources::GuestIndices::new(&pre).ok(),
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
             pre,
+            slots: self.slots.clone(),
             settings_json: settings_json.to_string(),
             limits,
             compiled,
@@ -333,6 +359,7 @@ pub struct LoadedPolicy {
     name: String,
     engine: Engine,
     pre: InstancePre<GuestState>,
+    slots: Arc<Slots>,
     isolation: Option<isolation::GuestIndices>,
     resources: Option<resources::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
@@ -394,11 +421,15 @@ impl LoadedPolicy {
             .as_ref()
             .filter(|_| self.uses(Hook::Isolation))
             .ok_or(PolicyError::MissingHook("isolation"))?;
-        self.decide(Hook::Isolation, isolation_size, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_decide(&mut *store, input)
-        })
+        self.decide(
+            Hook::Isolation,
+            bounds::check_isolation,
+            |store, instance| {
+                indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input)
+            },
+        )
     }
 
     pub fn resources(
@@ -410,11 +441,15 @@ impl LoadedPolicy {
             .as_ref()
             .filter(|_| self.uses(Hook::Resources))
             .ok_or(PolicyError::MissingHook("resources"))?;
-        self.decide(Hook::Resources, resources_size, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_decide(&mut *store, input)
-        })
+        self.decide(
+            Hook::Resources,
+            bounds::check_resources,
+            |store, instance| {
+                indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input)
+            },
+        )
     }
 
     pub fn lifecycle(
@@ -428,7 +463,7 @@ impl LoadedPolicy {
             .ok_or(PolicyError::MissingHook("lifecycle"))?;
         self.decide(
             Hook::Lifecycle,
-            |d: &types::LifecycleDecision| d.reason.len(),
+            bounds::check_lifecycle,
             |store, instance| {
                 indices
                     .load(&mut *store, instance)?
@@ -437,12 +472,12 @@ impl LoadedPolicy {
         )
     }
 
-    /// Runs one hook and checks what it returned: an `err` from the guest, or a decision
-    /// larger than the policy's output limit, is an error like any trap.
+    /// Runs one hook and checks what it returned: an `err` from the guest (cut to a bounded
+    /// length), or a decision past the bounds of [`bounds`], is an error like any trap.
     fn decide<D>(
         &self,
         hook: Hook,
-        size: impl Fn(&D) -> usize,
+        check: impl Fn(&D, usize) -> Result<(), PolicyError>,
         call: impl FnOnce(
             &mut Store<GuestState>,
             &wasmtime::component::Instance,
@@ -460,9 +495,11 @@ impl LoadedPolicy {
         let started = std::time::Instant::now();
         let result = self
             .run_within(self.limits.timeout, call)
-            .and_then(|r| r.map_err(PolicyError::Guest))
+            .and_then(|r| r.map_err(|e| PolicyError::Guest(bounds::guest_error(e))))
             .and_then(|decision| {
-                self.check_size(decision.as_ref().map_or(0, &size))?;
+                if let Some(decision) = &decision {
+                    check(decision, self.limits.output_bytes)?;
+                }
                 Ok(decision)
             });
         let outcome = match &result {
@@ -480,16 +517,6 @@ impl LoadedPolicy {
         result
     }
 
-    fn check_size(&self, size: usize) -> Result<(), PolicyError> {
-        if size > self.limits.output_bytes {
-            return Err(PolicyError::OutputTooLarge {
-                size,
-                limit: self.limits.output_bytes,
-            });
-        }
-        Ok(())
-    }
-
     /// Runs `call` in a session (store + instance) under this policy's memory limit and the
     /// given deadline. The session is fresh, or, for a policy loaded with [`Reuse::Instances`],
     /// one an earlier call left behind; a session whose call failed is never reused.
@@ -498,6 +525,8 @@ impl LoadedPolicy {
         timeout: Duration,
         call: impl FnOnce(&mut Store<GuestState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
+        // A slot first: past the pool's size, evaluations wait rather than fail to instantiate.
+        let _slot = self.slots.acquire();
         let idle = self
             .sessions
             .as_ref()
@@ -510,6 +539,7 @@ impl LoadedPolicy {
         session
             .store
             .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        session.store.data_mut().log_budget = LOG_BYTES;
         let outcome = call(&mut session.store, &session.instance);
         self.forward_stdio(&mut session);
         match outcome {
@@ -534,11 +564,9 @@ impl LoadedPolicy {
             GuestState {
                 wasi: no_capabilities(stdout.clone(), stderr.clone()),
                 table: ResourceTable::new(),
-                limiter: MemoryLimiter {
-                    max_bytes: self.limits.memory_bytes,
-                    exceeded: false,
-                },
+                limiter: MemoryLimiter::new(self.limits.memory_bytes),
                 policy: self.name.clone(),
+                log_budget: LOG_BYTES,
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -576,6 +604,7 @@ impl LoadedPolicy {
             *forwarded = bytes.len();
             for line in String::from_utf8_lossy(new).lines() {
                 if !line.trim().is_empty() {
+                    let line = crate::text::one_line(line);
                     tracing::info!(policy = %self.name, stream, "{line}");
                 }
             }
@@ -599,52 +628,6 @@ impl LoadedPolicy {
     }
 }
 
-fn isolation_size(decision: &types::IsolationDecision) -> usize {
-    let pairs: usize = decision
-        .node_selector
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    let tolerations: usize = decision
-        .tolerations
-        .iter()
-        .map(|t| {
-            [&t.key, &t.operator, &t.value, &t.effect]
-                .iter()
-                .map(|f| f.as_ref().map_or(0, String::len))
-                .sum::<usize>()
-        })
-        .sum();
-    decision.runtime_class_name.as_ref().map_or(0, String::len)
-        + decision
-            .security
-            .seccomp_profile
-            .as_ref()
-            .map_or(0, String::len)
-        + decision.reason.len()
-        + pairs
-        + tolerations
-}
-
-fn resources_size(decision: &types::ResourcesDecision) -> usize {
-    let quantities = |r: &types::ComputeResources| {
-        [&r.cpu, &r.memory, &r.ephemeral_storage]
-            .iter()
-            .map(|q| q.as_ref().map_or(0, String::len))
-            .sum::<usize>()
-    };
-    decision
-        .containers
-        .iter()
-        .map(|c| {
-            c.container.as_ref().map_or(0, String::len)
-                + quantities(&c.defaults)
-                + quantities(&c.caps)
-        })
-        .sum::<usize>()
-        + decision.reason.len()
-}
-
 /// WASI with nothing in it: no preopened directories, no environment, no arguments, no network,
 /// no name lookups. Stdout and stderr are bounded buffers the host reads after the call.
 fn no_capabilities(stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> WasiCtx {
@@ -663,6 +646,8 @@ struct GuestState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     policy: String,
+    /// Bytes the guest may still log in this evaluation.
+    log_budget: usize,
 }
 
 impl WasiView for GuestState {
@@ -679,6 +664,20 @@ impl types::Host for GuestState {}
 impl host::Host for GuestState {
     fn log(&mut self, level: types::LogLevel, message: String) {
         let policy = self.policy.as_str();
+        if self.log_budget == 0 {
+            return;
+        }
+        if message.len() > self.log_budget {
+            self.log_budget = 0;
+            tracing::warn!(
+                policy,
+                "the policy logged more than {LOG_BYTES} bytes in one evaluation; the rest is dropped"
+            );
+            return;
+        }
+        self.log_budget -= message.len();
+        // A newline in the message must not start a forged line of the operator's own.
+        let message = crate::text::one_line(&message);
         match level {
             types::LogLevel::Debug => tracing::debug!(policy, "{message}"),
             types::LogLevel::Info => tracing::info!(policy, "{message}"),
@@ -688,24 +687,47 @@ impl host::Host for GuestState {
     }
 }
 
-/// Refuses memory growth past the policy's limit, and remembers that it did, so the trap that
-/// follows is reported as out-of-memory rather than as a bug in the policy.
+/// Refuses memory growth that would take the store past the policy's limit, counted over all
+/// of its linear memories together (a component with many memories once used 539 MB under a
+/// 32 Mi limit), and remembers that it did, so the trap that follows is reported as
+/// out-of-memory rather than as a bug in the policy.
 struct MemoryLimiter {
     max_bytes: usize,
+    /// Bytes of every linear memory of the store, as last granted.
+    total_bytes: usize,
     exceeded: bool,
 }
 
+impl MemoryLimiter {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            total_bytes: 0,
+            exceeded: false,
+        }
+    }
+}
+
+/// Table elements one store may hold in all.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 impl ResourceLimiter for MemoryLimiter {
+    /// Also called with `current` 0 when a memory is created, so instantiation counts too.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        let total = self
+            .total_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_bytes {
             self.exceeded = true;
             return Ok(false);
         }
+        self.total_bytes = total;
         Ok(true)
     }
 
@@ -715,6 +737,108 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_COMPONENT as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_COMPONENT as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_COMPONENT as usize
+    }
+}
+
+/// A counting semaphore for the blocking threads policies run on.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    released: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(count),
+            released: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.released.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_limited_across_all_memories_of_a_store() {
+        let mut limiter = MemoryLimiter::new(32 << 20);
+        // Three memories of 12 MiB each are created: the third takes the store past 32 MiB.
+        assert!(matches!(
+            limiter.memory_growing(0, 12 << 20, None),
+            Ok(true)
+        ));
+        assert!(matches!(
+            limiter.memory_growing(0, 12 << 20, None),
+            Ok(true)
+        ));
+        assert!(matches!(
+            limiter.memory_growing(0, 12 << 20, None),
+            Ok(false)
+        ));
+        assert!(limiter.exceeded);
+        // Growing one memory counts only the growth.
+        let mut limiter = MemoryLimiter::new(32 << 20);
+        assert!(matches!(
+            limiter.memory_growing(0, 16 << 20, None),
+            Ok(true)
+        ));
+        assert!(matches!(
+            limiter.memory_growing(16 << 20, 32 << 20, None),
+            Ok(true)
+        ));
+        assert!(matches!(
+            limiter.memory_growing(32 << 20, 33 << 20, None),
+            Ok(false)
+        ));
+    }
+
+    #[test]
+    fn slots_bound_concurrent_evaluations() {
+        let slots = Arc::new(Slots::new(2));
+        let a = slots.acquire();
+        let _b = slots.acquire();
+        let (sent, received) = std::sync::mpsc::channel();
+        let waiting = slots.clone();
+        let third = std::thread::spawn(move || {
+            let _c = waiting.acquire();
+            let _ = sent.send(());
+        });
+        // The third waits while two are held (a bounded window), and runs once one goes.
+        assert!(received.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(a);
+        assert!(received.recv_timeout(Duration::from_secs(30)).is_ok());
+        let _ = third.join();
     }
 }

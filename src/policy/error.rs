@@ -21,6 +21,8 @@ pub enum PolicyError {
     Guest(String),
     #[error("the policy's output is {size} bytes, more than the {limit} allowed")]
     OutputTooLarge { size: usize, limit: usize },
+    #[error("the policy's decision is refused: {0}")]
+    InvalidDecision(String),
     #[error("the policy does not implement the {0} hook")]
     MissingHook(&'static str),
     #[error("policy engine: {0}")]
@@ -42,6 +44,7 @@ impl PolicyError {
             PolicyError::Trap(_) => "trap",
             PolicyError::Guest(_) => "error",
             PolicyError::OutputTooLarge { .. } => "output_too_large",
+            PolicyError::InvalidDecision(_) => "invalid_decision",
             PolicyError::MissingHook(_) => "missing_hook",
             PolicyError::Engine(_) => "engine",
             PolicyError::Unavailable(_) => "unavailable",

@@ -46,7 +46,7 @@ pub fn build(
         .filter(|_| spec.operating_mode == api::OperatingMode::Suspended)
         .map(|t| seconds(t.0));
     let running_since = activity::running_since(sandbox).map_or(created_at, seconds);
-    let observed = activity::status(sandbox);
+    let observed = activity::status(sandbox, now);
     let non_negative = |d: i64| u64::try_from(d).unwrap_or(0);
     let sandbox_input = SandboxInput {
         name: sandbox.name_any(),

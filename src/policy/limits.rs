@@ -211,47 +211,9 @@ mod tests {
     }
 }
 
-/// The numeric value of a Kubernetes quantity (`500m`, `2`, `512Mi`, `1G`, `1e3`), for
-/// comparing a request against a cap. `None` when it is not a quantity.
+/// The numeric value of a Kubernetes quantity (`500m`, `2`, `64000000u`, `512Mi`, `1e3`), for
+/// comparing a request against a cap. `None` when it is not a quantity. The parser is the one the
+/// guest SDK uses (`sandman_policy_wire::quantity`).
 pub fn quantity_value(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0_f64.powi(2),
-        "Gi" => 1024.0_f64.powi(3),
-        "Ti" => 1024.0_f64.powi(4),
-        "Pi" => 1024.0_f64.powi(5),
-        "Ei" => 1024.0_f64.powi(6),
-        exponent if exponent.starts_with(['e', 'E']) => 10f64.powi(exponent[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * factor)
-}
-
-#[cfg(test)]
-mod quantity_tests {
-    use super::quantity_value;
-
-    #[test]
-    fn quantities_compare_across_suffixes() {
-        assert_eq!(quantity_value("500m"), Some(0.5));
-        assert_eq!(quantity_value("2"), Some(2.0));
-        assert_eq!(quantity_value("1Gi"), Some(1073741824.0));
-        assert!(quantity_value("1Gi") > quantity_value("1G"));
-        assert_eq!(quantity_value("1e3"), Some(1000.0));
-        assert_eq!(quantity_value("lots"), None);
-    }
+    sandman_policy_wire::quantity::value(text).ok()
 }

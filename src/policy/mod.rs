@@ -2,6 +2,7 @@
 //! ambient authority, bounded CPU time and bounded memory.
 
 mod bindings;
+pub mod bounds;
 pub mod cel;
 mod engine;
 mod error;

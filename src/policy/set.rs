@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use super::engine::{Hook, LoadedPolicy};
 use super::error::PolicyError;
 use super::types::{ComputeResources, Input, IsolationDecision, LifecycleDecision};
-use crate::api::{FailurePolicy, PolicyMatch, PolicyMode};
+use crate::api::{FailurePolicy, PodSecurityAllowance, PolicyMatch, PolicyMode};
 
 /// A SandboxPolicy in the set: loaded and ready to evaluate, or one that has never loaded.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub struct ActivePolicy {
     pub mode: PolicyMode,
     pub failure_policy: FailurePolicy,
     pub matcher: PolicyMatch,
+    /// Exemptions from the pod baseline for Sandboxes whose isolation this policy decides.
+    pub pod_security: PodSecurityAllowance,
     /// The serving revision's sha256 (empty while unavailable).
     pub digest: String,
     pub loaded: Result<Arc<LoadedPolicy>, Unavailable>,

@@ -50,6 +50,7 @@ impl Operator {
             policy_limits: Default::default(),
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
+            pod_baseline: true,
         };
         configure(&mut options);
         let task = tokio::spawn(async move {

@@ -2,6 +2,8 @@
 //! `sandman policy eval` prints, what a `sandman policy test` suite expects, and the shape a CEL
 //! hook returns. The host and the guest SDK each convert it to and from their WIT types.
 
+pub mod quantity;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -200,3 +200,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Checks that `check` holds now and keeps holding for `window`: a negative ("nothing
+/// happens") proven over a bounded time, never by one look after a fixed sleep.
+pub async fn stays<F, Fut>(what: &str, window: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + window;
+    loop {
+        assert!(check().await, "{what} stopped holding");
+        if Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,8 +1,9 @@
 //! A deliberately hostile policy for the host's limit tests. Its settings say how to misbehave:
-//! `{"mode": "loop" | "memory" | "trap" | "huge-output" | "error" | "abstain"}`.
+//! `{"mode": "loop" | "memory" | "trap" | "huge-output" | "many-tolerations" | "huge-error" |
+//! "log-flood" | "error" | "abstain"}`.
 
-use sandman_policy_sdk::types::{Input, IsolationDecision};
-use sandman_policy_sdk::{Policy, export_policy, no_security_overrides, parse_settings};
+use sandman_policy_sdk::types::{Input, IsolationDecision, LogLevel, Toleration};
+use sandman_policy_sdk::{Policy, export_policy, log, no_security_overrides, parse_settings};
 
 #[derive(serde::Deserialize)]
 struct Settings {
@@ -36,6 +37,29 @@ impl Policy for Hostile {
                 tolerations: Vec::new(),
                 reason: "huge".into(),
             })),
+            // Empty items cost almost nothing in string bytes: 600,000 of them once reached a pod.
+            "many-tolerations" => Ok(Some(IsolationDecision {
+                runtime_class_name: None,
+                security: no_security_overrides(),
+                node_selector: Vec::new(),
+                tolerations: (0..600_000)
+                    .map(|_| Toleration {
+                        key: None,
+                        operator: None,
+                        value: None,
+                        effect: None,
+                    })
+                    .collect(),
+                reason: "flood".into(),
+            })),
+            "huge-error" => Err(format!("the hostile policy refuses {}", "x".repeat(4 << 20))),
+            "log-flood" => {
+                let forged = "\n2026-01-01T00:00:00.000000Z ERROR sandman::controller: forged by a policy";
+                for _ in 0..65_536 {
+                    log(LogLevel::Info, &format!("{}{forged}", "y".repeat(1 << 10)));
+                }
+                Ok(None)
+            }
             "error" => Err("the hostile policy refuses".into()),
             _ => Ok(None),
         }
