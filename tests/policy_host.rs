@@ -456,7 +456,7 @@ fn a_flood_of_empty_list_items_is_refused() {
     let engine = PolicyEngine::new().expect("engine");
     let (result, _) = hostile(&engine, "many-tolerations", patient());
     assert!(
-        matches!(result, Err(PolicyError::InvalidDecision(ref m)) if m.contains("tolerations has 600000 entries")),
+        matches!(result, Err(PolicyError::InvalidDecision(ref m)) if m.contains("tolerations has 100000 entries")),
         "{result:?}"
     );
 }

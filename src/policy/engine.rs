@@ -679,10 +679,10 @@ impl host::Host for GuestState {
         // A newline in the message must not start a forged line of the operator's own.
         let message = crate::text::one_line(&message);
         match level {
-            types::LogLevel::Debug => tracing::debug!(policy, "{message}"),
-            types::LogLevel::Info => tracing::info!(policy, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(policy, "{message}"),
-            types::LogLevel::Error => tracing::error!(policy, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(policy = %policy, "{message}"),
+            types::LogLevel::Info => tracing::info!(policy = %policy, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(policy = %policy, "{message}"),
+            types::LogLevel::Error => tracing::error!(policy = %policy, "{message}"),
         }
     }
 }
