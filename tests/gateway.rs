@@ -444,3 +444,259 @@ async fn http2_and_per_sandbox_tokens_are_served() {
         .to_bytes();
     assert_eq!(body.as_ref(), b"hello from private");
 }
+
+/// Plays a container on the pod's IP that answers each request with the request's own head, so
+/// a test sees the headers the pod received.
+fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = sandboxes(ctx);
+    let name = name.to_string();
+    let (listening, ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let ip = running_pod_ip(&api, &name).await;
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
+            .await
+            .expect("listen on the pod IP");
+        let _ = listening.send(());
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.write_all(&head).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let _ = ready.await;
+    })
+}
+
+/// Client `X-Forwarded-For`/`Forwarded` once passed through unchanged and none was added, and
+/// headers a client named in `Connection:` were forwarded.
+#[tokio::test]
+async fn gateway_sets_its_own_forwarding_headers() {
+    let ctx = TestContext::new("gateway_forwarding").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("echo", OperatingMode::Running)).await;
+    play_echo_container(&ctx, "echo")
+        .await
+        .expect("the container listens");
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let request = http::Request::get(format!(
+        "http://{}/sandboxes/{}/echo/",
+        gateway.addr, ctx.namespace
+    ))
+    .header("x-forwarded-for", "10.9.8.7")
+    .header("forwarded", "for=10.9.8.7")
+    .header("connection", "x-secret-hop")
+    .header("x-secret-hop", "not for the pod")
+    .body(Empty::<Bytes>::new())
+    .expect("request");
+    let response = client().request(request).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let head = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
+    assert!(!head.contains("10.9.8.7"), "{head}");
+    assert!(!head.contains("x-secret-hop"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+}
+
+/// A Sandbox on the host's network has its node's IP as pod IP: the gateway once proxied to
+/// services on the node (the operator's own /metrics). An expired Sandbox once held every
+/// request for the whole hold time and then said "waking up".
+#[tokio::test]
+async fn gateway_refuses_host_network_and_answers_expired_at_once() {
+    let ctx = TestContext::new("gateway_host_network").await;
+    // Host networking is refused by the pod baseline; this operator leaves it to the gateway.
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |o| {
+        o.pod_baseline = false;
+    });
+    let mut host = reachable("host", OperatingMode::Running);
+    host.spec.pod_template.spec.host_network = Some(true);
+    create(&ctx, &host).await;
+    let ip = running_pod_ip(&sandboxes(&ctx), "host").await;
+    let node_service = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen");
+    node_service.put("*", b"the node's own metrics".to_vec());
+
+    let mut expired = reachable("expired", OperatingMode::Running);
+    expired.spec.shutdown_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60),
+    ));
+    create(&ctx, &expired).await;
+    wait_phase(&ctx, "expired", Phase::Expired).await;
+
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            hold: Duration::from_secs(600),
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    let (status, _, _) = get(
+        &gateway,
+        &format!("/sandboxes/{}/host/", ctx.namespace),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(node_service.connections(), 0, "no connection to the node");
+    let (status, _, body) = get(
+        &gateway,
+        &format!("/sandboxes/{}/expired/", ctx.namespace),
+        None,
+    )
+    .await;
+    assert_eq!((status, body.trim()), (410, "the Sandbox has expired"));
+}
+
+/// 300 slowloris connections were once held for 60 s: no header timeout, no connection bound.
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ctx = TestContext::new("gateway_slowloris").await;
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 4,
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+            .await
+            .expect("connect");
+        // Half a request (or, for some, nothing at all), and then silence.
+        if i % 2 == 0 {
+            stream
+                .write_all(b"GET /sandboxes/x/y/ HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+                .await
+                .expect("write");
+        }
+        slow.push(stream);
+    }
+    for (i, stream) in slow.iter_mut().enumerate() {
+        // Every slow connection is closed by the gateway (EOF or reset), none is held.
+        let mut buffer = [0u8; 256];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "slow connection {i} is cut off");
+    }
+    // The slots are free again for a well-behaved client.
+    let (status, _, _) = get(&gateway, "/elsewhere", None).await;
+    assert_eq!(status, 404);
+}
+
+/// The open-connection mark once dropped when response headers arrived, so a streamed answer
+/// (SSE, tokens) did not count and a Sandbox was suspended mid-stream.
+#[tokio::test]
+async fn streaming_response_counts_as_an_open_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ctx = TestContext::new("gateway_streaming").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("stream", OperatingMode::Running)).await;
+    let ip = running_pod_ip(&sandboxes(&ctx), "stream").await;
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
+        .await
+        .expect("listen on the pod IP");
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ntoken \r\n")
+            .await;
+        let _ = finished.await;
+        let _ = stream.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
+    });
+    let gateway = gateway::start(
+        ctx.client.clone(),
+        Options {
+            activity_interval: Duration::from_secs(1),
+            ..options(&ctx)
+        },
+    )
+    .await
+    .expect("gateway");
+    let request = http::Request::get(format!(
+        "http://{}/sandboxes/{}/stream/",
+        gateway.addr, ctx.namespace
+    ))
+    .body(Empty::<Bytes>::new())
+    .expect("request");
+    let response = client().request(request).await.expect("headers");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(first.into_data().ok().as_deref(), Some(&b"token "[..]));
+    let open = |n: u32| {
+        let ctx = &ctx;
+        move || async move {
+            let sandbox = sandboxes(ctx).get("stream").await.ok()?;
+            (sandbox.status?.activity?.open_connections == n).then_some(())
+        }
+    };
+    eventually("the stream to count as open", WAIT, open(1)).await;
+    let _ = finish.send(());
+    let rest = body.collect().await.expect("the rest").to_bytes();
+    assert_eq!(&rest[..], b"done");
+    eventually("the stream to be closed", WAIT, open(0)).await;
+}
+
+/// An empty `--token-file` once gave an empty token, which accepted `Authorization: Bearer `.
+#[test]
+fn gateway_refuses_to_start_with_an_empty_token() {
+    let dir = std::env::temp_dir().join(format!("sandman-empty-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("token");
+    std::fs::write(&file, "  \n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args(["gateway", "--metrics-listen", "off", "--token-file"])
+        .arg(&file)
+        .env("KUBECONFIG", dir.join("absent-kubeconfig"))
+        .output()
+        .expect("run sandman gateway");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is empty"), "{stderr}");
+}
