@@ -817,7 +817,7 @@ async fn a_hung_policy_source_holds_only_its_sandboxes() {
     wait_phase(&ctx, "trusted", Phase::Running).await;
     // and the one it matches is held (failurePolicy Fail), never started without it.
     let message = wait_held(&ctx, "untrusted").await;
-    assert!(message.contains("still loading"), "{message}");
+    assert!(message.contains("Loading"), "{message}");
     assert!(
         pods(&ctx)
             .get_opt("untrusted")
@@ -829,4 +829,54 @@ async fn a_hung_policy_source_holds_only_its_sandboxes() {
     api.delete(&format!("{}-hung", ctx.namespace), &Default::default())
         .await
         .expect("clean up the policy");
+}
+
+/// A SandboxPolicy still fetching or compiling was once not in the set, so a Sandbox created
+/// meanwhile started without it, even with `failurePolicy: Fail`, and kept that pod.
+#[tokio::test]
+async fn a_policy_still_loading_holds_the_sandboxes_it_matches() {
+    let ctx = TestContext::new("loading_policy_holds").await;
+    let _operator = Operator::start(&ctx);
+    // The operator is up before the policy exists: this is not the start-up gate.
+    create(&ctx, &sandbox("before", false)).await;
+    wait_phase(&ctx, "before", Phase::Running).await;
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = hung.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut slow = policy(&ctx, "slow", "untrusted_to_gvisor", &"0".repeat(64));
+    with_source(
+        &mut slow,
+        serde_json::json!({ "url": format!("http://{address}/policy.wasm") }),
+    );
+    let api = install(&ctx, &slow).await;
+    let name = format!("{}-slow", ctx.namespace);
+    let loading = wait_ready_reason(&api, &name, "Loading").await;
+    assert!(
+        ready_message(&loading).contains("held until it loads"),
+        "{}",
+        ready_message(&loading)
+    );
+    create(&ctx, &untrusted_sandbox("untrusted")).await;
+    let message = wait_held(&ctx, "untrusted").await;
+    assert!(message.contains("fetching and compiling"), "{message}");
+    assert!(
+        pods(&ctx)
+            .get_opt("untrusted")
+            .await
+            .expect("get")
+            .is_none(),
+        "no pod without the policy"
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up the policy");
+    // Once the policy is gone, nothing holds the Sandbox.
+    wait_phase(&ctx, "untrusted", Phase::Running).await;
 }

@@ -283,6 +283,9 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     let serving = ctx.set.get(&name);
+    if serving.is_none() {
+        hold_while_loading(&policy, &ctx).await?;
+    }
     let outcome = load(&policy, &ctx).await;
     // In the set before it counts as tried, so that no Sandbox is reconciled without it.
     let entry = match &outcome {
@@ -417,6 +420,42 @@ fn unavailable(policy: &SandboxPolicy, failure: &LoadFailure) -> ActivePolicy {
             reason: format!("{}: {}", failure.reason, failure.message),
         }),
     }
+}
+
+/// A policy new to this operator enters the set as unavailable before it is fetched and
+/// compiled, which can take seconds: a Sandbox it matches that is created meanwhile is held
+/// (failurePolicy Fail) rather than started without it and kept so until its next resume. The
+/// status says so for a revision not yet reported on (not after a mere operator restart).
+async fn hold_while_loading(
+    policy: &SandboxPolicy,
+    ctx: &PolicyContext,
+) -> Result<(), PolicyControllerError> {
+    let loading = LoadFailure {
+        reason: reason::LOADING,
+        message: "fetching and compiling".into(),
+    };
+    ctx.set.insert_if_absent(unavailable(policy, &loading));
+    let mut status = policy.status.clone().unwrap_or_default();
+    if status.observed_generation == policy.meta().generation {
+        return Ok(());
+    }
+    let held = match policy.spec.failure_policy {
+        FailurePolicy::Fail => "the Sandboxes it matches are held until it loads",
+        FailurePolicy::Ignore => "the Sandboxes it matches go ahead without it",
+    };
+    status.observed_generation = policy.meta().generation;
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &[Desired::new(
+            READY,
+            false,
+            reason::LOADING,
+            format!("fetching and compiling; {held}"),
+        )],
+        policy.meta().generation,
+        &Time(Timestamp::now()),
+    );
+    write_status(&ctx.client, &policy.name_any(), &status).await
 }
 
 async fn write_status(
