@@ -567,6 +567,21 @@ async fn invalid_sandbox_is_rejected() {
         "{message}"
     );
 
+    // Names a Service or pod hostname cannot take were once accepted and retried forever.
+    for name in [&"a".repeat(64), "dotted.name"] {
+        let message = rejected(
+            api.create(&PostParams::default(), &sandbox(name, false))
+                .await,
+        );
+        assert!(message.contains("pod's hostname"), "{name}: {message}");
+    }
+    // So was a claim template that can never become a PVC.
+    let mut empty_claim = serde_json::to_value(sandbox("empty-claim", true)).expect("json");
+    empty_claim["spec"]["volumeClaimTemplates"][0]["spec"] = serde_json::json!({});
+    let object: DynamicObject = serde_json::from_value(empty_claim).expect("dynamic object");
+    let message = rejected(dynamic.create(&PostParams::default(), &object).await);
+    assert!(message.contains("spec.accessModes"), "{message}");
+
     let mut bad_timeout = sandbox("bad-timeout", false);
     bad_timeout.spec.lifecycle = Some(sandman::api::LifecycleSpec {
         idle_timeout: Some("soon".into()),

@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtimeClassName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    doc = "A Sandbox is one isolated, stateful workspace for an AI agent: a single pod, a stable network identity (headless Service) and persistent volumes. It can be suspended (the pod goes, identity and volumes stay) and resumed."
+    doc = "A Sandbox is one isolated, stateful workspace for an AI agent: a single pod, a stable network identity (headless Service) and persistent volumes. It can be suspended (the pod goes, identity and volumes stay) and resumed.",
+    // The name becomes the Service's name and the pod's hostname: a DNS label (RFC 1035),
+    // which the API server would otherwise only refuse later, at every retry.
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a Sandbox name is its Service's name and its pod's hostname: at most 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'")
 )]
 #[serde(rename_all = "camelCase")]
 // Immutability is checked per field (cheap to cost-estimate) plus presence at the spec level,
@@ -42,6 +45,8 @@ pub struct SandboxSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("volumeClaimTemplates is immutable after the Sandbox is created"))]
+    #[x_kube(validation = Rule::new("self.all(t, has(t.metadata) && has(t.metadata.name) && size(t.metadata.name) > 0)").message("every volume claim template needs metadata.name: it names the pod volume and the claim <name>-<sandbox>"))]
+    #[x_kube(validation = Rule::new("self.all(t, has(t.spec.accessModes) && size(t.spec.accessModes) > 0 && has(t.spec.resources) && has(t.spec.resources.requests) && 'storage' in t.spec.resources.requests)").message("every volume claim template needs spec.accessModes and spec.resources.requests.storage, or its PVC can never be made"))]
     pub volume_claim_templates: Vec<PersistentVolumeClaimTemplate>,
 
     /// Whether to keep a headless Service named after the Sandbox, which gives the stable DNS
