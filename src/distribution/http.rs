@@ -72,7 +72,7 @@ impl HttpClient {
         let mut uri: Uri = uri
             .parse()
             .map_err(|e| FetchError::InvalidUrl(format!("{uri}: {e}")))?;
-        let origin = uri.authority().cloned();
+        let origin = uri.clone();
         let mut headers = headers.to_vec();
         for _ in 0..=MAX_REDIRECTS {
             let mut request = Request::builder().method(method.clone()).uri(uri.clone());
@@ -100,9 +100,7 @@ impl HttpClient {
                     FetchError::Protocol(format!("{uri}: redirect without a Location"))
                 })?;
             uri = resolve(&uri, location)?;
-            // A registry's blob redirect goes to storage elsewhere: its credentials stay home
-            // (and presigned storage URLs refuse requests that carry any).
-            if uri.authority() != origin.as_ref() {
+            if !keeps_credentials(&origin, &uri) {
                 headers.retain(|(name, _)| *name != header::AUTHORIZATION);
             }
         }
@@ -173,9 +171,39 @@ pub fn resolve(base: &Uri, location: &str) -> Result<Uri, FetchError> {
         .map_err(|e| FetchError::Protocol(format!("bad Location {location}: {e}")))
 }
 
+/// Whether a redirect from `origin` to `to` may carry the origin's credentials: only to the
+/// same scheme and authority. A registry's blob redirect goes to storage elsewhere (and
+/// presigned storage URLs refuse requests that carry any), and a redirect from https:// to
+/// http:// on the same host would send them in clear text.
+fn keeps_credentials(origin: &Uri, to: &Uri) -> bool {
+    origin.scheme() == to.scheme() && origin.authority() == to.authority()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_stay_with_their_scheme_and_host() {
+        let uri = |s: &str| s.parse::<Uri>().expect("uri");
+        let origin = uri("https://registry.example/v2/p/manifests/v1");
+        assert!(keeps_credentials(
+            &origin,
+            &uri("https://registry.example/v2/p/blobs/x")
+        ));
+        assert!(!keeps_credentials(
+            &origin,
+            &uri("http://registry.example/v2/p/blobs/x")
+        ));
+        assert!(!keeps_credentials(
+            &origin,
+            &uri("https://cdn.example/blob")
+        ));
+        assert!(!keeps_credentials(
+            &origin,
+            &uri("https://registry.example:8443/v2/")
+        ));
+    }
 
     #[test]
     fn relative_locations_resolve_against_the_request() {
