@@ -11,6 +11,10 @@ use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 
+/// The annotation in which the gateway asks for a Suspended Sandbox to be resumed (RFC 3339,
+/// when it asked). The gateway writes only annotations; the operator resumes.
+pub const WAKE_REQUESTED: &str = "sandman.dev/wake-requested-at";
+
 /// The annotation in which the gateway reports the connections open through it.
 pub const OPEN_CONNECTIONS: &str = "sandman.dev/open-connections";
 
@@ -22,12 +26,30 @@ pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 /// time further ahead is ignored, not clamped: a tenant who wrote the year 2099 would
 /// otherwise never be idle.
 pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
+    time_annotation(sandbox, LAST_ACTIVITY, now)
+}
+
+/// True when the gateway asked for this Sandbox to wake after it was last suspended (and not
+/// from the future, beyond [`CLOCK_SKEW`]): an old request never undoes a later suspend.
+pub fn wake_requested(sandbox: &Sandbox, now: Timestamp) -> bool {
+    let Some(asked) = time_annotation(sandbox, WAKE_REQUESTED, now) else {
+        return false;
+    };
+    let suspended = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.suspended_at.as_ref())
+        .map(|t| t.0);
+    suspended.is_none_or(|since| asked > since)
+}
+
+fn time_annotation(sandbox: &Sandbox, key: &str, now: Timestamp) -> Option<Timestamp> {
     let latest = now
         .checked_add(k8s_openapi::jiff::SignedDuration::try_from(CLOCK_SKEW).ok()?)
         .ok()?;
     sandbox
         .annotations()
-        .get(LAST_ACTIVITY)
+        .get(key)
         .and_then(|text| text.parse::<Timestamp>().ok())
         .filter(|at| *at <= latest)
 }
@@ -152,5 +174,24 @@ mod tests {
             Some(at(30)),
             "within the skew"
         );
+    }
+
+    #[test]
+    fn a_wake_request_counts_only_after_the_last_suspend() {
+        let mut sandbox = sandbox(0, None);
+        assert!(!wake_requested(&sandbox, at(100)));
+        sandbox
+            .annotations_mut()
+            .insert(WAKE_REQUESTED.into(), at(50).to_string());
+        sandbox.status = Some(SandboxStatus {
+            suspended_at: Some(Time(at(40))),
+            ..Default::default()
+        });
+        assert!(wake_requested(&sandbox, at(100)));
+        sandbox.status = Some(SandboxStatus {
+            suspended_at: Some(Time(at(60))),
+            ..Default::default()
+        });
+        assert!(!wake_requested(&sandbox, at(100)), "suspended again since");
     }
 }

@@ -170,6 +170,60 @@ async fn gateway_wakes_as_its_own_least_privileged_account() {
             .then_some(())
     })
     .await;
+    // Its patches may touch only the wake and activity annotations: RBAC cannot say so, its
+    // admission policy does. (Dry runs: the policy may take a moment to be in force.)
+    let as_gateway_sandboxes: kube::Api<Sandbox> =
+        kube::Api::namespaced(as_gateway.clone(), &ctx.namespace);
+    let dry_run = kube::api::PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for (what, patch) in [
+        (
+            "the pod template",
+            serde_json::json!({ "spec": { "podTemplate": { "spec": { "hostNetwork": true } } } }),
+        ),
+        (
+            "the operating mode",
+            serde_json::json!({ "spec": { "operatingMode": "Suspended" } }),
+        ),
+        (
+            "a label",
+            serde_json::json!({ "metadata": { "labels": { "sandman.dev/trust": "trusted" } } }),
+        ),
+        (
+            "another annotation",
+            serde_json::json!({ "metadata": { "annotations": { "example.com/x": "y" } } }),
+        ),
+    ] {
+        let api = as_gateway_sandboxes.clone();
+        let dry_run = dry_run.clone();
+        eventually(&format!("the gateway to be refused {what}"), WAIT, || {
+            let api = api.clone();
+            let dry_run = dry_run.clone();
+            let patch = patch.clone();
+            async move {
+                match api
+                    .patch("sleeper", &dry_run, &kube::api::Patch::Merge(patch))
+                    .await
+                {
+                    Err(kube::Error::Api(e)) if e.code == 403 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+    as_gateway_sandboxes
+        .patch(
+            "sleeper",
+            &dry_run,
+            &kube::api::Patch::Merge(serde_json::json!({ "metadata": { "annotations": {
+                sandman::activity::LAST_ACTIVITY: "2026-01-01T00:00:00Z"
+            } } })),
+        )
+        .await
+        .expect("an activity write is allowed");
     // And it can do nothing else: no pods, no Secrets.
     let pods_api: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(as_gateway.clone(), &ctx.namespace);

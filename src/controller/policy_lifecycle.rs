@@ -22,6 +22,9 @@ use crate::policy::types::{LifecycleAction, LifecycleDecision};
 /// Who decides when no lifecycle policy does.
 pub const BUILTIN: &str = "builtin";
 
+/// Who asked when a request through `sandman gateway` wakes a Sandbox.
+pub const GATEWAY: &str = "gateway";
+
 /// A change the lifecycle decision asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -55,6 +58,16 @@ pub fn next(
     resync: Duration,
     min_dwell: Duration,
 ) -> Next {
+    // A request is waiting in the gateway: that comes before any idle reckoning.
+    if sandbox.spec.operating_mode == OperatingMode::Suspended
+        && activity::wake_requested(sandbox, now)
+    {
+        return Next::Act {
+            step: Step::Resume,
+            by: GATEWAY.into(),
+            reason: "a request arrived through the gateway".into(),
+        };
+    }
     let decided = match &decisions.lifecycle {
         Some((policy, decision)) => Some((policy.clone(), decision.clone())),
         None => builtin(sandbox, now),
@@ -157,8 +170,16 @@ pub async fn carry_out(
                 .map(|_| ()),
         ),
         Step::Resume => (
-            "PolicyResumed",
-            format!("policy {by}: {reason}"),
+            if by == GATEWAY {
+                "GatewayResumed"
+            } else {
+                "PolicyResumed"
+            },
+            if by == GATEWAY {
+                reason.to_string()
+            } else {
+                format!("policy {by}: {reason}")
+            },
             api.patch(&name, &params, &Patch::Merge(mode("Running")))
                 .await
                 .map(|_| ()),

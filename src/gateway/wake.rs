@@ -116,7 +116,13 @@ impl Waker {
                 return Wait::Ready(addr);
             }
             let version = sandbox.metadata.resource_version.clone();
-            if sandbox.spec.operating_mode == OperatingMode::Suspended && asked_at != version {
+            // A wake request the operator has not acted on yet is not asked again.
+            let pending =
+                crate::activity::wake_requested(&sandbox, k8s_openapi::jiff::Timestamp::now());
+            if sandbox.spec.operating_mode == OperatingMode::Suspended
+                && !pending
+                && asked_at != version
+            {
                 asked_at = version.clone();
                 self.resume(key, version).await;
             }
@@ -128,7 +134,9 @@ impl Waker {
     }
 
     /// Asks for a resume, guarded by the resourceVersion the cache shows: of held requests
-    /// that ask at once, one succeeds and the rest see a conflict.
+    /// that ask at once, one succeeds and the rest see a conflict. The gateway writes only the
+    /// `sandman.dev/wake-requested-at` annotation (its admission policy allows no more); the
+    /// operator resumes the Sandbox.
     async fn resume(&self, key: &Key, version: Option<String>) {
         let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
         let params = PatchParams {
@@ -136,8 +144,12 @@ impl Waker {
             ..PatchParams::default()
         };
         let patch = serde_json::json!({
-            "metadata": { "resourceVersion": version },
-            "spec": { "operatingMode": "Running" },
+            "metadata": {
+                "resourceVersion": version,
+                "annotations": {
+                    crate::activity::WAKE_REQUESTED: k8s_openapi::jiff::Timestamp::now().to_string(),
+                },
+            },
         });
         match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {

@@ -275,17 +275,30 @@ pub async fn acting_as(ctx: &TestContext, text: &str, account: &str) -> Client {
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         if !matches!(
             kind.as_str(),
-            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+            "ServiceAccount"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "Role"
+                | "RoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
         ) {
             continue;
         }
         // Cluster-scoped objects get the test's name, so tests never share them.
-        if kind.starts_with("Cluster") {
+        if kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmissionPolicy") {
             let name = value["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
             value["metadata"]["name"] = serde_json::json!(format!("{name}-{suffix}"));
+        }
+        if kind == "ValidatingAdmissionPolicyBinding" {
+            let policy = value["spec"]["policyName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            value["spec"]["policyName"] = serde_json::json!(format!("{policy}-{suffix}"));
         }
         if kind == "ClusterRoleBinding" {
             let role = value["roleRef"]["name"]
@@ -332,6 +345,22 @@ pub async fn acting_as(ctx: &TestContext, text: &str, account: &str) -> Client {
                     .patch(&name, &params, &Patch::Apply(&value))
                     .await
                     .expect("apply RoleBinding");
+            }
+            "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding" => {
+                use k8s_openapi::api::admissionregistration::v1::{
+                    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+                };
+                if kind == "ValidatingAdmissionPolicy" {
+                    Api::<ValidatingAdmissionPolicy>::all(ctx.client.clone())
+                        .patch(&name, &params, &Patch::Apply(&value))
+                        .await
+                        .expect("apply ValidatingAdmissionPolicy");
+                } else {
+                    Api::<ValidatingAdmissionPolicyBinding>::all(ctx.client.clone())
+                        .patch(&name, &params, &Patch::Apply(&value))
+                        .await
+                        .expect("apply ValidatingAdmissionPolicyBinding");
+                }
             }
             other => panic!("unexpected kind {other}"),
         }
