@@ -87,6 +87,19 @@ async fn rbac_refuses_unneeded_write() {
         matches!(error, kube::Error::Api(ref e) if e.code == 403),
         "{error}"
     );
+    // sandman never deletes a PVC itself (the garbage collector does, through an owner
+    // reference), so its account cannot: a bug can never delete someone's volume.
+    let error = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        client.clone(),
+        &ctx.namespace,
+    )
+    .delete("anything", &Default::default())
+    .await
+    .expect_err("the operator may not delete PVCs");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
     // Pull secrets are read by name in the operator's own namespace, and nowhere else.
     let pull_secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "pull" }, "stringData": { ".dockerconfigjson": "{}" },
