@@ -144,6 +144,13 @@ pub fn parse_memory(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("memory quantity {text:?} is too large"))
 }
 
+/// The numeric value of a Kubernetes quantity (`500m`, `2`, `64000000u`, `512Mi`, `1e3`), for
+/// comparing a request against a cap. `None` when it is not a quantity. The parser is the one the
+/// guest SDK uses (`sandman_policy_wire::quantity`).
+pub fn quantity_value(text: &str) -> Option<f64> {
+    sandman_policy_wire::quantity::value(text).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,11 +216,4 @@ mod tests {
         assert_eq!(parse_memory("4096"), Ok(4096));
         assert!(parse_memory("lots").is_err());
     }
-}
-
-/// The numeric value of a Kubernetes quantity (`500m`, `2`, `64000000u`, `512Mi`, `1e3`), for
-/// comparing a request against a cap. `None` when it is not a quantity. The parser is the one the
-/// guest SDK uses (`sandman_policy_wire::quantity`).
-pub fn quantity_value(text: &str) -> Option<f64> {
-    sandman_policy_wire::quantity::value(text).ok()
 }
