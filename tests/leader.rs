@@ -49,6 +49,15 @@ async fn wait_probe(port: u16, path: &str, status: u16) {
 }
 
 fn operator(ctx: &TestContext, identity: &str, metrics_port: u16) -> KillOnDrop {
+    operator_with_lease(ctx, identity, metrics_port, LEASE_SECONDS)
+}
+
+fn operator_with_lease(
+    ctx: &TestContext,
+    identity: &str,
+    metrics_port: u16,
+    lease_seconds: &str,
+) -> KillOnDrop {
     Command::new(env!("CARGO_BIN_EXE_sandman"))
         .args([
             "run",
@@ -60,7 +69,7 @@ fn operator(ctx: &TestContext, identity: &str, metrics_port: u16) -> KillOnDrop 
             "--leader-identity",
             identity,
             "--lease-duration-seconds",
-            LEASE_SECONDS,
+            lease_seconds,
             "--metrics-listen",
             &format!("127.0.0.1:{metrics_port}"),
             "--min-dwell-seconds",
@@ -147,4 +156,32 @@ async fn leader_failover_keeps_singletons() {
     }
     assert_eq!(after.len(), 6, "one pod per Sandbox: {after:?}");
     second.kill();
+}
+
+/// A leader stopped with SIGTERM (a rolling update) once kept its Lease until it expired, so
+/// reconciling paused for a whole Lease. The Lease here lasts 600 s: only a release lets the
+/// standby take over within the wait.
+#[tokio::test]
+async fn lease_is_released_on_shutdown() {
+    let ctx = TestContext::new("lease_released").await;
+    let mut first = operator_with_lease(&ctx, "first", free_port(), "600");
+    wait_holder(&ctx, "first").await;
+    let second_port = free_port();
+    let _second = operator_with_lease(&ctx, "second", second_port, "600");
+    wait_probe(second_port, "/healthz", 200).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let stopped = Instant::now();
+    let exit = first.0.wait().expect("the leader exits");
+    assert!(exit.success(), "a clean shutdown: {exit:?}");
+    wait_holder(&ctx, "second").await;
+    eprintln!(
+        "handover after SIGTERM: {:.2}s (Lease 600s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    create(&ctx, &sandbox("after-handover", false)).await;
+    wait_phase(&ctx, "after-handover", Phase::Running).await;
 }

@@ -123,6 +123,35 @@ impl Election {
         }
     }
 
+    /// Gives the Lease up on a clean shutdown, as client-go's `ReleaseOnCancel` does: no
+    /// holder, and a one-second duration, so that a standby takes over at its next try instead
+    /// of waiting out the whole Lease (a rolling update would otherwise pause reconciling for
+    /// that long). A Lease someone else holds by now is left alone.
+    pub async fn release(&self, client: &Client) -> Result<(), LeaderError> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let api_error = |e| LeaderError::Api(self.name.clone(), e);
+        let Some(mut lease) = api.get_opt(&self.name).await.map_err(api_error)? else {
+            return Ok(());
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        lease.spec = Some(spec);
+        match api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Changed meanwhile: whoever changed it holds it now.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
     /// Creates, renews or takes over the Lease, with optimistic concurrency: of two replicas
     /// that try at once, one gets a conflict.
     async fn try_hold(

@@ -110,6 +110,7 @@ pub async fn run(
     }
     // Until this replica leads, it only waits; once it does, losing the Lease stops it.
     let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(election) = options.leader_election.clone() {
         ready.set();
@@ -120,14 +121,14 @@ pub async fn run(
         ready.clear();
         let client = client.clone();
         let lost = lost.clone();
-        tokio::spawn(async move {
+        keeping = Some(tokio::spawn(async move {
             let error = election.keep(&client).await;
             tracing::error!(%error, "leadership lost; stopping");
             if let Ok(mut lost) = lost.lock() {
                 *lost = Some(error);
             }
             let _ = lost_tx.send(());
-        });
+        }));
     }
     let shutdown = futures::future::select(shutdown, lost_rx)
         .map(|_| ())
@@ -199,13 +200,21 @@ pub async fn run(
     });
     // A Sandbox reconciled before its policies load would get a pod without them (runc where
     // a policy says gVisor), so the Sandbox controller starts after the first pass.
-    tokio::select! {
-        passed = first_pass.wait_for(|done| *done) => {
-            if passed.is_err() {
-                return Err(Error::Policy("the SandboxPolicy controller stopped before loading policies".into()));
-            }
+    let passed = tokio::select! {
+        passed = first_pass.wait_for(|done| *done) => Some(passed.is_ok()),
+        () = shutdown.clone() => None,
+    };
+    match passed {
+        Some(true) => {}
+        Some(false) => {
+            return Err(Error::Policy(
+                "the SandboxPolicy controller stopped before loading policies".into(),
+            ));
         }
-        () = shutdown.clone() => return lost_leadership(&lost),
+        None => {
+            release(&options, &client, keeping).await;
+            return lost_leadership(&lost);
+        }
     }
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)
@@ -222,7 +231,24 @@ pub async fn run(
             }
         })
         .await;
+    release(&options, &client, keeping).await;
     lost_leadership(&lost)
+}
+
+/// After a clean shutdown of a leader: stop renewing, then give the Lease up. A leader that
+/// lost the Lease has nothing to give.
+async fn release(options: &Options, client: &Client, keeping: Option<tokio::task::JoinHandle<()>>) {
+    let (Some(election), Some(keeping)) = (&options.leader_election, keeping) else {
+        return;
+    };
+    if keeping.is_finished() {
+        return;
+    }
+    keeping.abort();
+    match election.release(client).await {
+        Ok(()) => tracing::info!(lease = %election.name, "released the Lease"),
+        Err(error) => tracing::warn!(%error, "could not release the Lease; it expires instead"),
+    }
 }
 
 /// How the operator ends: with the error that cost it the Lease, if that is why it stopped.
