@@ -211,11 +211,16 @@ async fn failing_policies_follow_their_failure_policy() {
     )
     .await;
     assert_eq!(held.status.and_then(|s| s.phase), Some(Phase::Pending));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        pods(&ctx).get_opt("held").await.expect("get").is_none(),
-        "no pod while the policy fails"
-    );
+    let pods_api = pods(&ctx);
+    sandman_testenv::harness::stays(
+        "no pod while the policy fails",
+        Duration::from_secs(2),
+        || {
+            let pods_api = pods_api.clone();
+            async move { matches!(pods_api.get_opt("held").await, Ok(None)) }
+        },
+    )
+    .await;
 
     api.patch(
         &name,

@@ -296,12 +296,18 @@ async fn never_two_pods() {
     for name in &names {
         wait_phase(&ctx, name, Phase::Running).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let all_pods = pods(&ctx)
-        .list(&Default::default())
-        .await
-        .expect("list pods");
-    assert_eq!(all_pods.items.len(), names.len() + 1, "one pod per Sandbox");
+    let pods_api = pods(&ctx);
+    let expected = names.len() + 1;
+    sandman_testenv::harness::stays("one pod per Sandbox", Duration::from_secs(2), || {
+        let pods_api = pods_api.clone();
+        async move {
+            pods_api
+                .list(&Default::default())
+                .await
+                .is_ok_and(|l| l.items.len() == expected)
+        }
+    })
+    .await;
     let seen = seen.lock().expect("seen").clone();
     for (name, uids) in &seen {
         assert_eq!(

@@ -22,8 +22,13 @@ use super::bounds;
 use super::error::PolicyError;
 use super::precompiled::{Compiled, PrecompiledCache};
 
-/// The epoch ticks this often, so a timeout is honoured to within about a millisecond.
+/// The epoch ticks this often while an evaluation runs, so a timeout is honoured to within
+/// about a millisecond. With nothing running the ticker sleeps: a 1 ms ticker that never stops
+/// cost an idle operator a thousand wake-ups a second (BENCHMARKS.md, idle CPU).
 const TICK: Duration = Duration::from_millis(1);
+
+/// How often a sleeping ticker checks that its engine still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The least time `validate-settings` gets at load time.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,6 +108,8 @@ pub struct PolicyEngine {
     linked: Mutex<HashMap<String, (Component, InstancePre<GuestState>)>>,
     /// Stores that may exist at once, shared by every policy of this engine.
     slots: Arc<Slots>,
+    /// Evaluations running now, for the ticker.
+    running: Arc<Running>,
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);
@@ -158,12 +165,16 @@ impl PolicyEngine {
         // The ticker runs while any clone of the engine lives, not just this PolicyEngine: a
         // loaded policy evaluating on another thread keeps the engine alive, and without ticks
         // its deadline would never come. (Stopping with the PolicyEngine once hung a test whose
-        // operator was dropped mid-evaluation of an infinite loop.)
+        // operator was dropped mid-evaluation of an infinite loop.) It ticks only while an
+        // evaluation runs: deadlines are counted in ticks from when they are set, so ticks
+        // nobody waits for are not needed.
         let weak = engine.weak();
+        let running = Arc::new(Running::default());
+        let ticker = running.clone();
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
-                loop {
+                while ticker.wait_for_work(IDLE_CHECK, || weak.upgrade().is_some()) {
                     std::thread::sleep(TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -182,6 +193,7 @@ impl PolicyEngine {
             cache,
             linked: Mutex::default(),
             slots: Arc::new(Slots::new(CONCURRENT_EVALUATIONS)),
+            running,
         })
     }
 
@@ -221,6 +233,7 @@ impl PolicyEngine {
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
             pre,
             slots: self.slots.clone(),
+            running: self.running.clone(),
             settings_json: settings_json.to_string(),
             limits,
             compiled,
@@ -360,6 +373,7 @@ pub struct LoadedPolicy {
     engine: Engine,
     pre: InstancePre<GuestState>,
     slots: Arc<Slots>,
+    running: Arc<Running>,
     isolation: Option<isolation::GuestIndices>,
     resources: Option<resources::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
@@ -527,6 +541,8 @@ impl LoadedPolicy {
     ) -> Result<R, PolicyError> {
         // A slot first: past the pool's size, evaluations wait rather than fail to instantiate.
         let _slot = self.slots.acquire();
+        // The ticker runs from here until the store is gone.
+        let _ticking = self.running.start();
         let idle = self
             .sessions
             .as_ref()
@@ -750,6 +766,47 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn tables(&self) -> usize {
         MAX_TABLES_PER_COMPONENT as usize
+    }
+}
+
+/// How many evaluations run, so that the epoch ticker sleeps when none does.
+#[derive(Default)]
+struct Running {
+    count: std::sync::Mutex<usize>,
+    started: std::sync::Condvar,
+}
+
+impl Running {
+    fn start(&self) -> RunningGuard<'_> {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count += 1;
+        self.started.notify_all();
+        RunningGuard(self)
+    }
+
+    /// Blocks while nothing runs, checking `alive` every `check`; false once it is not.
+    fn wait_for_work(&self, check: Duration, alive: impl Fn() -> bool) -> bool {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count == 0 {
+            if !alive() {
+                return false;
+            }
+            count = self
+                .started
+                .wait_timeout(count, check)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+}
+
+struct RunningGuard<'a>(&'a Running);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(1);
     }
 }
 
