@@ -499,10 +499,24 @@ async fn http2_and_per_sandbox_tokens_are_served() {
     assert_eq!(body.as_ref(), b"hello from private");
 }
 
+/// A request's head (request line and headers), read byte by byte up to the blank line.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// Plays a container on the pod's IP that answers each request with the request's own head, so
 /// a test sees the headers the pod received.
 fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let api = sandboxes(ctx);
     let name = name.to_string();
     let (listening, ready) = tokio::sync::oneshot::channel();
@@ -514,14 +528,9 @@ fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle
         let _ = listening.send(());
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     head.len()
@@ -676,7 +685,7 @@ async fn slow_clients_are_cut_off() {
 /// (SSE, tokens) did not count and a Sandbox was suspended mid-stream.
 #[tokio::test]
 async fn streaming_response_counts_as_an_open_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let ctx = TestContext::new("gateway_streaming").await;
     let _operator = Operator::start(&ctx);
     create(&ctx, &reachable("stream", OperatingMode::Running)).await;
@@ -689,14 +698,9 @@ async fn streaming_response_counts_as_an_open_connection() {
         let Ok((mut stream, _)) = listener.accept().await else {
             return;
         };
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(byte[0]);
-        }
+        let Some(_) = read_head(&mut stream).await else {
+            return;
+        };
         let _ = stream
             .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ntoken \r\n")
             .await;

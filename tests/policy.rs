@@ -784,10 +784,8 @@ fn rand_suffix() -> String {
     )
 }
 
-#[tokio::test]
-async fn a_hung_policy_source_holds_only_its_sandboxes() {
-    let ctx = TestContext::new("hung_policy_source").await;
-    // A source that accepts connections and never answers.
+/// A policy whose URL source accepts connections and never answers: it stays loading.
+async fn hung_policy(ctx: &TestContext, name: &str) -> SandboxPolicy {
     let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -798,11 +796,18 @@ async fn a_hung_policy_source_holds_only_its_sandboxes() {
             held.push(stream);
         }
     });
-    let mut untrusted_only = policy(&ctx, "hung", "untrusted_to_gvisor", &"0".repeat(64));
+    let mut policy = policy(ctx, name, "untrusted_to_gvisor", &"0".repeat(64));
     with_source(
-        &mut untrusted_only,
+        &mut policy,
         serde_json::json!({ "url": format!("http://{address}/policy.wasm") }),
     );
+    policy
+}
+
+#[tokio::test]
+async fn a_hung_policy_source_holds_only_its_sandboxes() {
+    let ctx = TestContext::new("hung_policy_source").await;
+    let mut untrusted_only = hung_policy(&ctx, "hung").await;
     untrusted_only.spec.match_ = Some(
         serde_json::from_value(serde_json::json!({
             "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } },
@@ -845,21 +850,7 @@ async fn a_policy_still_loading_holds_the_sandboxes_it_matches() {
     // The operator is up before the policy exists: this is not the start-up gate.
     create(&ctx, &sandbox("before", false)).await;
     wait_phase(&ctx, "before", Phase::Running).await;
-    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = hung.local_addr().expect("address");
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hung.accept().await {
-            held.push(stream);
-        }
-    });
-    let mut slow = policy(&ctx, "slow", "untrusted_to_gvisor", &"0".repeat(64));
-    with_source(
-        &mut slow,
-        serde_json::json!({ "url": format!("http://{address}/policy.wasm") }),
-    );
+    let slow = hung_policy(&ctx, "slow").await;
     let api = install(&ctx, &slow).await;
     let name = format!("{}-slow", ctx.namespace);
     let loading = wait_ready_reason(&api, &name, "Loading").await;

@@ -527,3 +527,52 @@ fn a_component_with_many_memories_is_refused_at_load() {
         "{error}"
     );
 }
+
+/// Under CPU starvation (load 10 to 14 on 2 cores) an evaluation needing about 13 µs of CPU
+/// once hit its 100 ms wall-clock timeout and held a Sandbox with `PolicyFailed`. Timeouts are
+/// now CPU time: here a few dozen spinning threads starve the evaluating one, and a thousand
+/// evaluations with a 5 ms timeout all decide, while an infinite loop is still stopped.
+#[test]
+fn starved_cpu_does_not_hold_sandboxes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let engine = PolicyEngine::new().expect("engine");
+    let tight = Limits {
+        timeout: Duration::from_millis(5),
+        ..Limits::default()
+    };
+    let tight_policy = engine
+        .load(
+            "gvisor-tight",
+            &policy_wasm("untrusted_to_gvisor"),
+            "{}",
+            tight,
+        )
+        .expect("load");
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..24)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let input = input(&[("sandman.dev/trust", "untrusted")], &[], "{}");
+    let timeouts = (0..1000)
+        .filter(|_| matches!(tight_policy.isolation(&input), Err(PolicyError::Timeout(_))))
+        .count();
+    let (looping, _) = hostile(&engine, "loop", tight);
+    stop.store(true, Ordering::Relaxed);
+    for burner in burners {
+        let _ = burner.join();
+    }
+    assert_eq!(timeouts, 0, "evaluations timed out only for want of CPU");
+    assert!(
+        matches!(looping, Err(PolicyError::Timeout(_))),
+        "a real runaway is still stopped: {looping:?}"
+    );
+}
