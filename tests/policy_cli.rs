@@ -217,3 +217,37 @@ fn pushed_policy_evaluates_from_its_image_and_a_wrong_pin_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("pins 1111"), "{stderr}");
 }
+
+/// The pooling allocator reserves about 1 TB of address space; under `ulimit -v` the engine
+/// once failed to start at all. It falls back to allocating per evaluation, and says so.
+#[test]
+fn policy_engine_falls_back_where_address_space_is_limited() {
+    let dir = scratch("ulimit");
+    let sandbox = dir.join("sandbox.yaml");
+    std::fs::write(
+        &sandbox,
+        "metadata:\n  name: agent\n  labels: { sandman.dev/trust: untrusted }\n",
+    )
+    .expect("write sandbox");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 16777216 && exec "$0" policy eval --policy "$1" --sandbox "$2""#)
+        .arg(env!("CARGO_BIN_EXE_sandman"))
+        .arg(&wasm)
+        .arg(&sandbox)
+        .current_dir(repo_root())
+        .output()
+        .expect("run sandman under ulimit -v");
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
+    assert_eq!(
+        report["decisions"]["isolation"]["runtimeClassName"],
+        "gvisor"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot reserve the policy pool"),
+        "{}",
+        describe(&output)
+    );
+}

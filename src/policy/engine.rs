@@ -137,31 +137,20 @@ impl PolicyEngine {
     }
 
     fn build(cache_dir: Option<&Path>) -> Result<Self, PolicyError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        if std::env::var_os("SANDMAN_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(256)
-            .total_core_instances(CONCURRENT_EVALUATIONS as u32 * MAX_CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(TOTAL_MEMORIES)
-            .total_tables(CONCURRENT_EVALUATIONS as u32 * MAX_TABLES_PER_COMPONENT)
-            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
-            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
-            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-            .max_memory_size(MAX_POLICY_MEMORY)
-            // Resetting a used memory slot with madvise costs page faults and TLB shootdowns
-            // on the next use: two thirds of an evaluation. Keeping the low pages resident and
-            // resetting only the dirty ones (PAGEMAP_SCAN, Linux 6.7+) took a hook from 36 µs to
-            // 12.6 µs (BENCHMARKS.md). Older kernels fall back to memset of the kept region.
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-            .table_keep_resident(KEEP_RESIDENT_TABLE);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        // The pool reserves its address space up front (about 1 TB of VIRT: 4 GiB per memory
+        // slot). Where that is refused (`ulimit -v`, strict overcommit) the engine falls back to
+        // allocating on demand with dynamically sized memories, and says so.
+        let engine = match Engine::new(&engine_config(Allocation::Pooled)) {
+            Ok(engine) => engine,
+            Err(error) => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "cannot reserve the policy pool's address space (ulimit -v or strict overcommit?); allocating per evaluation instead, which is slower"
+                );
+                Engine::new(&engine_config(Allocation::OnDemand))
+                    .map_err(|e| PolicyError::Engine(format!("{e:#}")))?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         // Guests built with std import WASI; they get it with no capabilities (see `store`).
@@ -325,6 +314,58 @@ impl PolicyEngine {
         }
         Ok((component, pre, compiled))
     }
+}
+
+/// How the engine allocates instances.
+#[derive(Clone, Copy)]
+enum Allocation {
+    /// Slots reserved once and reused: fastest, but needs the address space up front.
+    Pooled,
+    /// Allocated per evaluation, with memories that grow in place of a 4 GiB reservation.
+    OnDemand,
+}
+
+fn engine_config(allocation: Allocation) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if std::env::var_os("SANDMAN_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    match allocation {
+        Allocation::Pooled => {
+            let mut pooling = PoolingAllocationConfig::default();
+            pooling
+                .total_component_instances(256)
+                .total_core_instances(
+                    CONCURRENT_EVALUATIONS as u32 * MAX_CORE_INSTANCES_PER_COMPONENT,
+                )
+                .total_memories(TOTAL_MEMORIES)
+                .total_tables(CONCURRENT_EVALUATIONS as u32 * MAX_TABLES_PER_COMPONENT)
+                .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+                .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+                .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+                .max_memory_size(MAX_POLICY_MEMORY)
+                // Resetting a used memory slot with madvise costs page faults and TLB
+                // shootdowns on the next use: two thirds of an evaluation. Keeping the low pages
+                // resident and resetting only the dirty ones (PAGEMAP_SCAN, Linux 6.7+) took a
+                // hook from 36 µs to 12.6 µs (BENCHMARKS.md). Older kernels fall back to memset
+                // of the kept region.
+                .pagemap_scan(wasmtime::Enabled::Auto)
+                .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+                .table_keep_resident(KEEP_RESIDENT_TABLE);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        }
+        Allocation::OnDemand => {
+            // No per-memory reservation: bounds are checked explicitly, and the limiter (total
+            // bytes, and memories, tables and instances per store) still bounds each store.
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            config.memory_reservation(0);
+            config.memory_guard_size(0);
+            config.memory_reservation_for_growth(1 << 20);
+        }
+    }
+    config
 }
 
 /// The contract this host speaks.
