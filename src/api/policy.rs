@@ -248,22 +248,14 @@ pub struct ConfigMapSource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyLimits {
-    /// Wall-clock time for one evaluation, as a Go duration (`100ms`, `1s`).
+    /// Time for one evaluation, as a Go duration (`100ms`, `1s`): CPU time of the evaluating
+    /// thread, so a busy node does not cut a policy short, within 20 times that (at least 5 s)
+    /// of wall-clock time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Memory for one evaluation, as a Kubernetes quantity (`32Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-}
-
-impl PolicyLimits {
-    /// These limits, with the operator's defaults and maximums applied.
-    pub fn resolve(
-        &self,
-        bounds: &crate::policy::limits::PolicyLimitBounds,
-    ) -> Result<crate::policy::Limits, String> {
-        bounds.resolve(self.timeout.as_deref(), self.memory.as_deref())
-    }
 }
 
 /// The observed state of a SandboxPolicy.

@@ -553,9 +553,9 @@ async fn load(
     ctx: &PolicyContext,
 ) -> Result<(ActivePolicy, Arc<LoadedPolicy>), LoadFailure> {
     let spec = &policy.spec;
-    let limits = spec
-        .limits()
-        .resolve(&ctx.limits)
+    let limits = ctx
+        .limits
+        .apply(&spec.limits())
         .map_err(|message| LoadFailure {
             reason: reason::INVALID_LIMITS,
             message,

@@ -26,6 +26,11 @@ impl Default for PolicyLimitBounds {
 }
 
 impl PolicyLimitBounds {
+    /// The limits a SandboxPolicy's `limits` ask for, with these defaults and maximums applied.
+    pub fn apply(&self, asked: &crate::api::PolicyLimits) -> Result<Limits, String> {
+        self.resolve(asked.timeout.as_deref(), asked.memory.as_deref())
+    }
+
     /// The limits for a policy that writes `timeout` and `memory` (each optional); the error
     /// names the field.
     pub fn resolve(&self, timeout: Option<&str>, memory: Option<&str>) -> Result<Limits, String> {

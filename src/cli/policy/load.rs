@@ -64,8 +64,8 @@ impl PolicyFile {
 /// The CLI applies the built-in defaults and maximums, as an operator run without
 /// `--policy-default-*` / `--policy-max-*` flags would.
 fn limits(path: &Path, configured: &PolicyLimits) -> Result<Limits, PolicyCliError> {
-    configured
-        .resolve(&PolicyLimitBounds::default())
+    PolicyLimitBounds::default()
+        .apply(configured)
         .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e))
 }
 
