@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod distribution;
 pub mod gateway;
+pub mod http_client;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

@@ -2,9 +2,9 @@
 //! artifacts, and a plain HTTP server for URLs.
 
 use bytes::Bytes;
-use sandman::distribution::http::HttpClient;
 use sandman::distribution::oci::{self, Reference};
 use sandman::distribution::{FetchError, sha256_hex};
+use sandman::http_client::HttpClient;
 use sandman_testenv::file_server::FileServer;
 use sandman_testenv::harness::registry;
 use sandman_testenv::policies::policy_wasm;

@@ -426,7 +426,7 @@ async fn oci_sourced_policy_loads_and_applies() {
         sandman_testenv::harness::registry().address(),
         ctx.namespace
     );
-    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let http = sandman::http_client::HttpClient::new().expect("client");
     let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
     let pushed = sandman::distribution::oci::push(&http, &reference, wasm.into(), None)
         .await
@@ -452,7 +452,7 @@ async fn image_pull_secret_opens_a_private_registry() {
         token_registry().address(),
         ctx.namespace
     );
-    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let http = sandman::http_client::HttpClient::new().expect("client");
     let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
     let user = Credentials {
         username: USER.into(),
@@ -537,7 +537,7 @@ async fn wrong_digest_from_url_and_registry_is_refused() {
         sandman_testenv::harness::registry().address(),
         ctx.namespace
     );
-    let http = sandman::distribution::http::HttpClient::new().expect("client");
+    let http = sandman::http_client::HttpClient::new().expect("client");
     let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
     sandman::distribution::oci::push(
         &http,

@@ -23,8 +23,8 @@ use super::policy_fetch::{self, PullSecrets};
 use crate::api::FailurePolicy;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
-use crate::distribution::http::HttpClient;
 use crate::distribution::sha256_hex;
+use crate::http_client::HttpClient;
 use crate::policy::limits::{PolicyLimitBounds, format_memory};
 use crate::policy::set::Unavailable;
 use crate::policy::{

@@ -7,8 +7,8 @@ use kube::api::Api;
 
 use crate::api::WasmSource;
 use crate::distribution::auth::Credentials;
-use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
+use crate::http_client::HttpClient;
 
 /// Where image pull secrets are read: the operator's own namespace, so that its RBAC needs no
 /// Secret access anywhere else.

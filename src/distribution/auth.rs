@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 
 use super::FetchError;
-use super::http::{HttpClient, Response};
+use crate::http_client::{HttpClient, Response};
 
 /// A user name and password (or token) for one registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -218,7 +218,7 @@ impl<'a> Session<'a> {
         headers: &[(header::HeaderName, &str)],
     ) -> Result<Response, FetchError> {
         let response = self.send(Method::GET, url, headers, Bytes::new()).await?;
-        super::http::successful(url, response)
+        crate::http_client::successful(url, response)
     }
 
     async fn send_once(

@@ -2,38 +2,12 @@
 //! source is pinned by the policy's sha256; this layer only fetches (and, for the CLI, pushes).
 
 pub mod auth;
-pub mod http;
 pub mod oci;
-
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("invalid URL {0}")]
-    InvalidUrl(String),
-    #[error("invalid OCI reference {0}")]
-    InvalidReference(String),
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    #[error("connect to {0}: {1}")]
-    Connect(String, String),
-    #[error("{0}: no answer within {1:?}")]
-    Timeout(String, Duration),
-    #[error("read {0}: {1}")]
-    Body(String, String),
-    #[error("GET {0}: HTTP {1}")]
-    Status(String, ::http::StatusCode),
-    #[error("{url}: HTTP {status}: {body}")]
-    Rejected {
-        url: String,
-        status: ::http::StatusCode,
-        body: String,
-    },
-    #[error("{0}")]
-    Protocol(String),
-}
+/// What can go wrong fetching or pushing: the HTTP client's errors.
+pub use crate::http_client::FetchError;
 
 /// Whether `authority` (`host[:port]`) names this machine: such registries speak plain HTTP, and
 /// only they (or TLS) may be sent credentials.

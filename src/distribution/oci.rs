@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::FetchError;
 use super::auth::{Credentials, Session};
-use super::http::{HttpClient, resolve};
 use super::sha256_hex;
+use crate::http_client::{HttpClient, resolve};
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -27,7 +27,8 @@ pub struct Reference {
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Self, FetchError> {
-        let invalid = |why: &str| FetchError::InvalidReference(format!("{text:?}: {why}"));
+        let invalid =
+            |why: &str| FetchError::Protocol(format!("invalid OCI reference {text:?}: {why}"));
         let (rest, digest) = match text.split_once('@') {
             Some((rest, digest)) => {
                 let hex = digest
@@ -196,10 +197,11 @@ pub async fn push(
         credentials,
         format!("repository:{}:pull,push", reference.repository),
     );
-    let tag = reference
-        .tag
-        .as_deref()
-        .ok_or_else(|| FetchError::InvalidReference(format!("{reference}: a push needs a tag")))?;
+    let tag = reference.tag.as_deref().ok_or_else(|| {
+        FetchError::Protocol(format!(
+            "invalid OCI reference {reference}: a push needs a tag"
+        ))
+    })?;
     let base = reference.base();
     let component_sha256 = sha256_hex(&wasm);
     let config = Bytes::from(
@@ -285,7 +287,7 @@ async fn upload_blob(
 
 fn expect(
     url: &str,
-    response: &super::http::Response,
+    response: &crate::http_client::Response,
     status: StatusCode,
 ) -> Result<(), FetchError> {
     if response.status == status {

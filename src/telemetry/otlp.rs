@@ -11,7 +11,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Registry;
 
 use super::TelemetryError;
-use crate::distribution::http::HttpClient;
+use crate::http_client::HttpClient;
 
 /// The running exporter.
 pub struct Traces {

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use crate::api::{CelPolicy, PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
 use crate::distribution::auth::docker_login;
-use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
 use crate::distribution::sha256_hex;
+use crate::http_client::HttpClient;
 use crate::policy::limits::PolicyLimitBounds;
 use crate::policy::{Limits, LoadedPolicy, PolicyEngine, Reuse};
 

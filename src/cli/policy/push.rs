@@ -4,8 +4,8 @@ use clap::Args;
 
 use super::PolicyCliError;
 use crate::distribution::auth::docker_login;
-use crate::distribution::http::HttpClient;
 use crate::distribution::oci::{self, Reference};
+use crate::http_client::HttpClient;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {

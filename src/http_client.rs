@@ -1,5 +1,5 @@
-//! A small HTTP(S) client for fetching policy components: bounded body size, bounded time, a
-//! few redirects, and the system's root certificates.
+//! A small HTTP(S) client shared by policy distribution and trace export: bounded body size,
+//! bounded time, a few redirects, and the system's root certificates.
 
 use std::time::Duration;
 
@@ -11,7 +11,30 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::FetchError;
+/// Why a request did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid URL {0}")]
+    InvalidUrl(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("read {0}: {1}")]
+    Body(String, String),
+    #[error("GET {0}: HTTP {1}")]
+    Status(String, http::StatusCode),
+    #[error("{url}: HTTP {status}: {body}")]
+    Rejected {
+        url: String,
+        status: http::StatusCode,
+        body: String,
+    },
+    #[error("{0}")]
+    Protocol(String),
+}
 
 /// The largest body the client reads: a policy component, or a manifest.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
