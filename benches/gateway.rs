@@ -2,8 +2,10 @@
 //!
 //! - wake latency: from a request to a Suspended Sandbox until the first byte of its response,
 //!   over 50 wakes;
-//! - overhead for a Running Sandbox: the same load straight to the pod and through the gateway,
-//!   side by side (alternating, 3 rounds each), with a load generator on loopback.
+//! - overhead for a Running Sandbox: the same load straight to the pod, through the gateway and,
+//!   where Debian's `nginx` is installed, through nginx as a reverse proxy to the same pod (the
+//!   reference proxy), side by side (alternating, 3 rounds each), with a load generator on
+//!   loopback.
 //!
 //! ```sh
 //! cargo bench --bench gateway
@@ -162,9 +164,15 @@ async fn run(plane: &ControlPlane, wakes: usize) {
     );
 
     // Overhead, side by side.
+    let nginx = Nginx::start(&pod_ip, port);
+    let mut paths = vec![("direct", direct.clone()), ("gateway", through.clone())];
+    if let Some(nginx) = &nginx {
+        paths.push(("nginx", nginx.url.clone()));
+    }
     let mut rows = Vec::new();
     for round in 0..3 {
-        for (label, url) in [("direct", &direct), ("gateway", &through)] {
+        for (label, url) in &paths {
+            let label = *label;
             let load = load(url, 16, Duration::from_secs(3)).await;
             eprintln!(
                 "round {round} {label}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
@@ -201,6 +209,77 @@ async fn run(plane: &ControlPlane, wakes: usize) {
         gateway_rps / direct_rps,
         gateway_p50 - direct_p50
     );
+    if nginx.is_some() {
+        let (nginx_rps, nginx_p50) = (
+            median("nginx", |l| l.per_second),
+            median("nginx", |l| l.p50_ms),
+        );
+        println!("| through nginx (reference proxy) | {nginx_rps:.0} | {nginx_p50:.3} ms |");
+        println!(
+            "throughput ratio gateway/nginx: {:.2}; p50 gateway - nginx: {:.3} ms",
+            gateway_rps / nginx_rps,
+            gateway_p50 - nginx_p50
+        );
+    } else {
+        println!("(nginx not installed: no reference proxy row)");
+    }
+}
+
+/// Debian's nginx as a reverse proxy to the pod, with upstream keep-alive, as the reference
+/// the gateway is held to. Stopped when dropped.
+struct Nginx {
+    url: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(pod_ip: &str, port: u16) -> Option<Self> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("sandman-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let conf = format!(
+            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+               upstream pod {{ server {pod_ip}:{port}; keepalive 64; }}\n\
+               server {{ listen 127.0.0.1:{listen};\n\
+                 location / {{ proxy_pass http://pod; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+            dir = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).ok()?;
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .spawn()
+            .ok()?;
+        let url = format!("http://127.0.0.1:{listen}/");
+        // Ready once it accepts.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+                return Some(Self { url, child, dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 struct Load {
