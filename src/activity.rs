@@ -11,8 +11,11 @@ use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 
-/// The annotation in which the gateway asks for a Suspended Sandbox to be resumed (RFC 3339,
-/// when it asked). The gateway writes only annotations; the operator resumes.
+/// The annotation in which the gateway asks for a Suspended Sandbox to be resumed. Its value
+/// names the suspension it ends (the Sandbox's `status.suspendedAt`), so a request never
+/// outlives it: a later suspend, by a user or a policy, is not undone by an old request, and no
+/// clock of the gateway's is compared with the operator's. The gateway writes only annotations;
+/// the operator resumes.
 pub const WAKE_REQUESTED: &str = "sandman.dev/wake-requested-at";
 
 /// The annotation in which the gateway reports the connections open through it.
@@ -29,18 +32,18 @@ pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
     time_annotation(sandbox, LAST_ACTIVITY, now)
 }
 
-/// True when the gateway asked for this Sandbox to wake after it was last suspended (and not
-/// from the future, beyond [`CLOCK_SKEW`]): an old request never undoes a later suspend.
-pub fn wake_requested(sandbox: &Sandbox, now: Timestamp) -> bool {
-    let Some(asked) = time_annotation(sandbox, WAKE_REQUESTED, now) else {
-        return false;
-    };
+/// True when the gateway asked to end this Sandbox's current suspension.
+pub fn wake_requested(sandbox: &Sandbox) -> bool {
+    let asked = sandbox
+        .annotations()
+        .get(WAKE_REQUESTED)
+        .and_then(|text| text.parse::<Timestamp>().ok());
     let suspended = sandbox
         .status
         .as_ref()
         .and_then(|s| s.suspended_at.as_ref())
         .map(|t| t.0);
-    suspended.is_none_or(|since| asked > since)
+    asked.is_some() && asked == suspended
 }
 
 fn time_annotation(sandbox: &Sandbox, key: &str, now: Timestamp) -> Option<Timestamp> {
@@ -177,21 +180,21 @@ mod tests {
     }
 
     #[test]
-    fn a_wake_request_counts_only_after_the_last_suspend() {
+    fn a_wake_request_ends_only_the_suspension_it_names() {
         let mut sandbox = sandbox(0, None);
-        assert!(!wake_requested(&sandbox, at(100)));
+        assert!(!wake_requested(&sandbox));
         sandbox
             .annotations_mut()
-            .insert(WAKE_REQUESTED.into(), at(50).to_string());
+            .insert(WAKE_REQUESTED.into(), at(40).to_string());
         sandbox.status = Some(SandboxStatus {
             suspended_at: Some(Time(at(40))),
             ..Default::default()
         });
-        assert!(wake_requested(&sandbox, at(100)));
+        assert!(wake_requested(&sandbox));
         sandbox.status = Some(SandboxStatus {
             suspended_at: Some(Time(at(60))),
             ..Default::default()
         });
-        assert!(!wake_requested(&sandbox, at(100)), "suspended again since");
+        assert!(!wake_requested(&sandbox), "suspended again since");
     }
 }

@@ -59,8 +59,7 @@ pub fn next(
     min_dwell: Duration,
 ) -> Next {
     // A request is waiting in the gateway: that comes before any idle reckoning.
-    if sandbox.spec.operating_mode == OperatingMode::Suspended
-        && activity::wake_requested(sandbox, now)
+    if sandbox.spec.operating_mode == OperatingMode::Suspended && activity::wake_requested(sandbox)
     {
         return Next::Act {
             step: Step::Resume,

@@ -116,15 +116,20 @@ impl Waker {
                 return Wait::Ready(addr);
             }
             let version = sandbox.metadata.resource_version.clone();
-            // A wake request the operator has not acted on yet is not asked again.
-            let pending =
-                crate::activity::wake_requested(&sandbox, k8s_openapi::jiff::Timestamp::now());
+            // A wake request the operator has not acted on yet is not asked again. It names the
+            // suspension it ends, so it waits until the status says when that began.
+            let suspended_at = sandbox
+                .status
+                .as_ref()
+                .and_then(|s| s.suspended_at.as_ref())
+                .map(|t| t.0.to_string());
             if sandbox.spec.operating_mode == OperatingMode::Suspended
-                && !pending
+                && !crate::activity::wake_requested(&sandbox)
                 && asked_at != version
+                && let Some(suspended_at) = suspended_at
             {
                 asked_at = version.clone();
-                self.resume(key, version).await;
+                self.resume(key, version, suspended_at).await;
             }
             if Instant::now() >= deadline {
                 return Wait::TimedOut;
@@ -137,7 +142,7 @@ impl Waker {
     /// that ask at once, one succeeds and the rest see a conflict. The gateway writes only the
     /// `sandman.dev/wake-requested-at` annotation (its admission policy allows no more); the
     /// operator resumes the Sandbox.
-    async fn resume(&self, key: &Key, version: Option<String>) {
+    async fn resume(&self, key: &Key, version: Option<String>, suspended_at: String) {
         let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
         let params = PatchParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
@@ -146,9 +151,7 @@ impl Waker {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": version,
-                "annotations": {
-                    crate::activity::WAKE_REQUESTED: k8s_openapi::jiff::Timestamp::now().to_string(),
-                },
+                "annotations": { crate::activity::WAKE_REQUESTED: suspended_at },
             },
         });
         match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
