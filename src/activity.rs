@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
+use crate::api::{ActivityStatus, OperatingMode, Phase, Sandbox, SandboxStatus};
 
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
@@ -32,18 +32,23 @@ pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
     time_annotation(sandbox, LAST_ACTIVITY, now)
 }
 
+/// When the suspension the status records began, while the status says the Sandbox is in it
+/// (Suspending or Suspended). A suspend the operator has not yet recorded is none of these, so
+/// nothing can be matched against it before it is.
+pub fn current_suspension(sandbox: &Sandbox) -> Option<Timestamp> {
+    let status = sandbox.status.as_ref()?;
+    matches!(status.phase, Some(Phase::Suspending | Phase::Suspended))
+        .then(|| status.suspended_at.as_ref().map(|t| t.0))
+        .flatten()
+}
+
 /// True when the gateway asked to end this Sandbox's current suspension.
 pub fn wake_requested(sandbox: &Sandbox) -> bool {
     let asked = sandbox
         .annotations()
         .get(WAKE_REQUESTED)
         .and_then(|text| text.parse::<Timestamp>().ok());
-    let suspended = sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.suspended_at.as_ref())
-        .map(|t| t.0);
-    asked.is_some() && asked == suspended
+    asked.is_some() && asked == current_suspension(sandbox)
 }
 
 fn time_annotation(sandbox: &Sandbox, key: &str, now: Timestamp) -> Option<Timestamp> {
@@ -186,15 +191,19 @@ mod tests {
         sandbox
             .annotations_mut()
             .insert(WAKE_REQUESTED.into(), at(40).to_string());
-        sandbox.status = Some(SandboxStatus {
-            suspended_at: Some(Time(at(40))),
+        let status = |phase: Phase, at_: i64| SandboxStatus {
+            phase: Some(phase),
+            suspended_at: Some(Time(at(at_))),
             ..Default::default()
-        });
+        };
+        sandbox.status = Some(status(Phase::Suspended, 40));
         assert!(wake_requested(&sandbox));
-        sandbox.status = Some(SandboxStatus {
-            suspended_at: Some(Time(at(60))),
-            ..Default::default()
-        });
+        sandbox.status = Some(status(Phase::Running, 40));
+        assert!(
+            !wake_requested(&sandbox),
+            "resumed: a new suspend not yet recorded is not the one asked about"
+        );
+        sandbox.status = Some(status(Phase::Suspending, 60));
         assert!(!wake_requested(&sandbox), "suspended again since");
     }
 }

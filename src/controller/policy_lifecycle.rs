@@ -320,4 +320,31 @@ mod tests {
             other => panic!("expected a suspend, got {other:?}"),
         }
     }
+
+    /// A wake request ends the suspension it names, and no later one: a user's suspend of the
+    /// resumed Sandbox once was undone at once by the old request.
+    #[test]
+    fn a_wake_request_resumes_only_the_suspension_it_names() {
+        use crate::api::{Phase, SandboxStatus};
+        let mut sandbox = sandbox(OperatingMode::Suspended);
+        sandbox.metadata.annotations =
+            Some([(activity::WAKE_REQUESTED.to_string(), at(10).to_string())].into());
+        let status = |phase: Phase| SandboxStatus {
+            phase: Some(phase),
+            suspended_at: Some(Time(at(10))),
+            ..Default::default()
+        };
+        sandbox.status = Some(status(Phase::Suspended));
+        let woken = next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL);
+        assert!(
+            matches!(woken, Next::Act { step: Step::Resume, ref by, .. } if by == GATEWAY),
+            "{woken:?}"
+        );
+        // Resumed since; now the user suspends again, before the operator records it.
+        sandbox.status = Some(status(Phase::Running));
+        assert_eq!(
+            next(&sandbox, &Decisions::default(), at(30), RESYNC, DWELL),
+            Next::Nothing
+        );
+    }
 }

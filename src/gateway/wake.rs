@@ -118,11 +118,7 @@ impl Waker {
             let version = sandbox.metadata.resource_version.clone();
             // A wake request the operator has not acted on yet is not asked again. It names the
             // suspension it ends, so it waits until the status says when that began.
-            let suspended_at = sandbox
-                .status
-                .as_ref()
-                .and_then(|s| s.suspended_at.as_ref())
-                .map(|t| t.0.to_string());
+            let suspended_at = crate::activity::current_suspension(&sandbox).map(|t| t.to_string());
             if sandbox.spec.operating_mode == OperatingMode::Suspended
                 && !crate::activity::wake_requested(&sandbox)
                 && asked_at != version
