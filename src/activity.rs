@@ -6,16 +6,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{ActivityStatus, OperatingMode, Phase, Sandbox, SandboxStatus};
+use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
 
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 
 /// The annotation in which the gateway asks for a Suspended Sandbox to be resumed. Its value
-/// names the suspension it ends (the Sandbox's `status.suspendedAt`), so a request never
-/// outlives it: a later suspend, by a user or a policy, is not undone by an old request, and no
-/// clock of the gateway's is compared with the operator's. The gateway writes only annotations;
-/// the operator resumes.
+/// names the suspension it ends (the `metadata.generation` of the Suspended spec), so a request
+/// never outlives it: a later suspend, by a user or a policy, is not undone by an old request,
+/// and no clock is compared. The gateway writes only annotations; the operator resumes.
 pub const WAKE_REQUESTED: &str = "sandman.dev/wake-requested-at";
 
 /// The annotation in which the gateway reports the connections open through it.
@@ -29,37 +28,28 @@ pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 /// time further ahead is ignored, not clamped: a tenant who wrote the year 2099 would
 /// otherwise never be idle.
 pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
-    time_annotation(sandbox, LAST_ACTIVITY, now)
-}
-
-/// When the suspension the status records began, while the status says the Sandbox is in it
-/// (Suspending or Suspended). A suspend the operator has not yet recorded is none of these, so
-/// nothing can be matched against it before it is.
-pub fn current_suspension(sandbox: &Sandbox) -> Option<Timestamp> {
-    let status = sandbox.status.as_ref()?;
-    matches!(status.phase, Some(Phase::Suspending | Phase::Suspended))
-        .then(|| status.suspended_at.as_ref().map(|t| t.0))
-        .flatten()
-}
-
-/// True when the gateway asked to end this Sandbox's current suspension.
-pub fn wake_requested(sandbox: &Sandbox) -> bool {
-    let asked = sandbox
-        .annotations()
-        .get(WAKE_REQUESTED)
-        .and_then(|text| text.parse::<Timestamp>().ok());
-    asked.is_some() && asked == current_suspension(sandbox)
-}
-
-fn time_annotation(sandbox: &Sandbox, key: &str, now: Timestamp) -> Option<Timestamp> {
     let latest = now
         .checked_add(k8s_openapi::jiff::SignedDuration::try_from(CLOCK_SKEW).ok()?)
         .ok()?;
     sandbox
         .annotations()
-        .get(key)
+        .get(LAST_ACTIVITY)
         .and_then(|text| text.parse::<Timestamp>().ok())
         .filter(|at| *at <= latest)
+}
+
+/// True when the gateway asked to end this Sandbox's current suspension: the request names the
+/// generation of the Suspended spec it saw. Resuming changes the spec, and so the generation,
+/// so an old request never undoes a later suspend (timestamps were tried first: two suspends
+/// within one second looked alike).
+pub fn wake_requested(sandbox: &Sandbox) -> bool {
+    sandbox.spec.operating_mode == OperatingMode::Suspended
+        && sandbox.metadata.generation.is_some()
+        && sandbox
+            .annotations()
+            .get(WAKE_REQUESTED)
+            .and_then(|text| text.parse::<i64>().ok())
+            == sandbox.metadata.generation
 }
 
 /// When the pod last started for this Sandbox: its last resume, else its creation.
@@ -187,23 +177,18 @@ mod tests {
     #[test]
     fn a_wake_request_ends_only_the_suspension_it_names() {
         let mut sandbox = sandbox(0, None);
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        sandbox.metadata.generation = Some(4);
         assert!(!wake_requested(&sandbox));
         sandbox
             .annotations_mut()
-            .insert(WAKE_REQUESTED.into(), at(40).to_string());
-        let status = |phase: Phase, at_: i64| SandboxStatus {
-            phase: Some(phase),
-            suspended_at: Some(Time(at(at_))),
-            ..Default::default()
-        };
-        sandbox.status = Some(status(Phase::Suspended, 40));
+            .insert(WAKE_REQUESTED.into(), "4".into());
         assert!(wake_requested(&sandbox));
-        sandbox.status = Some(status(Phase::Running, 40));
-        assert!(
-            !wake_requested(&sandbox),
-            "resumed: a new suspend not yet recorded is not the one asked about"
-        );
-        sandbox.status = Some(status(Phase::Suspending, 60));
+        // Resumed (generation 5), then suspended again (6), within the same second.
+        sandbox.metadata.generation = Some(6);
         assert!(!wake_requested(&sandbox), "suspended again since");
+        sandbox.spec.operating_mode = OperatingMode::Running;
+        sandbox.metadata.generation = Some(4);
+        assert!(!wake_requested(&sandbox), "nothing to wake");
     }
 }

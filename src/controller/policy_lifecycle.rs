@@ -325,25 +325,19 @@ mod tests {
     /// resumed Sandbox once was undone at once by the old request.
     #[test]
     fn a_wake_request_resumes_only_the_suspension_it_names() {
-        use crate::api::{Phase, SandboxStatus};
         let mut sandbox = sandbox(OperatingMode::Suspended);
+        sandbox.metadata.generation = Some(2);
         sandbox.metadata.annotations =
-            Some([(activity::WAKE_REQUESTED.to_string(), at(10).to_string())].into());
-        let status = |phase: Phase| SandboxStatus {
-            phase: Some(phase),
-            suspended_at: Some(Time(at(10))),
-            ..Default::default()
-        };
-        sandbox.status = Some(status(Phase::Suspended));
+            Some([(activity::WAKE_REQUESTED.to_string(), "2".to_string())].into());
         let woken = next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL);
         assert!(
             matches!(woken, Next::Act { step: Step::Resume, ref by, .. } if by == GATEWAY),
             "{woken:?}"
         );
-        // Resumed since; now the user suspends again, before the operator records it.
-        sandbox.status = Some(status(Phase::Running));
+        // Resumed (generation 3), and suspended again by the user (4) in the same second.
+        sandbox.metadata.generation = Some(4);
         assert_eq!(
-            next(&sandbox, &Decisions::default(), at(30), RESYNC, DWELL),
+            next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL),
             Next::Nothing
         );
     }

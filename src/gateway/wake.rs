@@ -117,15 +117,14 @@ impl Waker {
             }
             let version = sandbox.metadata.resource_version.clone();
             // A wake request the operator has not acted on yet is not asked again. It names the
-            // suspension it ends, so it waits until the status says when that began.
-            let suspended_at = crate::activity::current_suspension(&sandbox).map(|t| t.to_string());
+            // generation of the Suspended spec it ends.
             if sandbox.spec.operating_mode == OperatingMode::Suspended
                 && !crate::activity::wake_requested(&sandbox)
                 && asked_at != version
-                && let Some(suspended_at) = suspended_at
+                && let Some(generation) = sandbox.metadata.generation
             {
                 asked_at = version.clone();
-                self.resume(key, version, suspended_at).await;
+                self.resume(key, version, generation.to_string()).await;
             }
             if Instant::now() >= deadline {
                 return Wait::TimedOut;
@@ -138,7 +137,7 @@ impl Waker {
     /// that ask at once, one succeeds and the rest see a conflict. The gateway writes only the
     /// `sandman.dev/wake-requested-at` annotation (its admission policy allows no more); the
     /// operator resumes the Sandbox.
-    async fn resume(&self, key: &Key, version: Option<String>, suspended_at: String) {
+    async fn resume(&self, key: &Key, version: Option<String>, generation: String) {
         let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
         let params = PatchParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
@@ -147,7 +146,7 @@ impl Waker {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": version,
-                "annotations": { crate::activity::WAKE_REQUESTED: suspended_at },
+                "annotations": { crate::activity::WAKE_REQUESTED: generation },
             },
         });
         match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
