@@ -378,21 +378,20 @@ fn check_baseline(ctx: &Context, sandbox: &Sandbox, decisions: &mut Decisions) {
     let spec = children::desired_pod_spec(sandbox, decisions);
     let allowing = decisions.isolation.as_ref().and_then(|(name, _)| {
         let allowance = ctx.policies.get(name)?.pod_security.clone();
-        Some((name.clone(), allowance))
+        (allowance != Default::default()).then(|| (name.clone(), allowance))
     });
-    let unallowed = baseline::refusals(&spec, &Default::default());
-    match allowing {
-        Some((policy, allowance)) => {
-            decisions.refused = baseline::refusals(&spec, &allowance);
-            let exempted: Vec<String> = unallowed
-                .into_iter()
-                .filter(|r| !decisions.refused.contains(r))
-                .collect();
-            if !exempted.is_empty() {
-                decisions.exempted = Some((policy, exempted));
-            }
-        }
-        None => decisions.refused = unallowed,
+    let Some((policy, allowance)) = allowing else {
+        decisions.refused = baseline::refusals(&spec, &Default::default());
+        return;
+    };
+    decisions.refused = baseline::refusals(&spec, &allowance);
+    // What the allowance let through, for status: only worked out when there is one.
+    let exempted: Vec<String> = baseline::refusals(&spec, &Default::default())
+        .into_iter()
+        .filter(|r| !decisions.refused.contains(r))
+        .collect();
+    if !exempted.is_empty() {
+        decisions.exempted = Some((policy, exempted));
     }
 }
 

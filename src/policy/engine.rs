@@ -114,10 +114,9 @@ pub struct PolicyEngine {
     cache: Option<PrecompiledCache>,
     /// Linked components by sha256.
     linked: Mutex<HashMap<String, (Component, InstancePre<GuestState>)>>,
-    /// Stores that may exist at once, shared by every policy of this engine.
+    /// Stores that may exist at once, shared by every policy of this engine; a slot taken is
+    /// an evaluation running, which is when the ticker ticks.
     slots: Arc<Slots>,
-    /// Evaluations running now, for the ticker.
-    running: Arc<Running>,
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);
@@ -166,8 +165,8 @@ impl PolicyEngine {
         // evaluation runs: deadlines are counted in ticks from when they are set, so ticks
         // nobody waits for are not needed.
         let weak = engine.weak();
-        let running = Arc::new(Running::default());
-        let ticker = running.clone();
+        let slots = Arc::new(Slots::new(CONCURRENT_EVALUATIONS));
+        let ticker = slots.clone();
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
@@ -189,8 +188,7 @@ impl PolicyEngine {
             linker,
             cache,
             linked: Mutex::default(),
-            slots: Arc::new(Slots::new(CONCURRENT_EVALUATIONS)),
-            running,
+            slots,
         })
     }
 
@@ -230,7 +228,6 @@ impl PolicyEngine {
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
             pre,
             slots: self.slots.clone(),
-            running: self.running.clone(),
             settings_json: settings_json.to_string(),
             limits,
             compiled,
@@ -422,7 +419,6 @@ pub struct LoadedPolicy {
     engine: Engine,
     pre: InstancePre<GuestState>,
     slots: Arc<Slots>,
-    running: Arc<Running>,
     isolation: Option<isolation::GuestIndices>,
     resources: Option<resources::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
@@ -589,9 +585,8 @@ impl LoadedPolicy {
         call: impl FnOnce(&mut Store<GuestState>, &wasmtime::component::Instance) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         // A slot first: past the pool's size, evaluations wait rather than fail to instantiate.
+        // The ticker runs while any slot is taken, so from here until the store is gone.
         let _slot = self.slots.acquire();
-        // The ticker runs from here until the store is gone.
-        let _ticking = self.running.start();
         let idle = self
             .sessions
             .as_ref()
@@ -875,59 +870,39 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// How many evaluations run, so that the epoch ticker sleeps when none does.
-#[derive(Default)]
-struct Running {
-    count: std::sync::Mutex<usize>,
-    started: std::sync::Condvar,
-}
-
-impl Running {
-    fn start(&self) -> RunningGuard<'_> {
-        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        *count += 1;
-        self.started.notify_all();
-        RunningGuard(self)
-    }
-
-    /// Blocks while nothing runs, checking `alive` every `check`; false once it is not.
-    fn wait_for_work(&self, check: Duration, alive: impl Fn() -> bool) -> bool {
-        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        while *count == 0 {
-            if !alive() {
-                return false;
-            }
-            count = self
-                .started
-                .wait_timeout(count, check)
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        true
-    }
-}
-
-struct RunningGuard<'a>(&'a Running);
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
-        *count = count.saturating_sub(1);
-    }
-}
-
-/// A counting semaphore for the blocking threads policies run on.
+/// A counting semaphore for the blocking threads policies run on. Slots taken are evaluations
+/// running, so the epoch ticker waits on it too, and sleeps while every slot is free.
 struct Slots {
+    total: usize,
     free: std::sync::Mutex<usize>,
     released: std::sync::Condvar,
+    taken: std::sync::Condvar,
 }
 
 impl Slots {
     fn new(count: usize) -> Self {
         Self {
+            total: count,
             free: std::sync::Mutex::new(count),
             released: std::sync::Condvar::new(),
+            taken: std::sync::Condvar::new(),
         }
+    }
+
+    /// Blocks while no slot is taken, checking `alive` every `check`; false once it is not.
+    fn wait_for_work(&self, check: Duration, alive: impl Fn() -> bool) -> bool {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == self.total {
+            if !alive() {
+                return false;
+            }
+            free = self
+                .taken
+                .wait_timeout(free, check)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
     }
 
     fn acquire(&self) -> SlotGuard<'_> {
@@ -936,6 +911,7 @@ impl Slots {
             free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
         }
         *free -= 1;
+        self.taken.notify_one();
         SlotGuard(self)
     }
 }
