@@ -6,15 +6,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{ActivityStatus, OperatingMode, Sandbox, SandboxStatus};
+use crate::api::{ActivityStatus, OperatingMode, Phase, Sandbox, SandboxStatus};
 
 /// The annotation that records the last activity.
 pub const LAST_ACTIVITY: &str = "sandman.dev/last-activity";
 
-/// The annotation in which the gateway asks for a Suspended Sandbox to be resumed. Its value
-/// names the suspension it ends (the `metadata.generation` of the Suspended spec), so a request
-/// never outlives it: a later suspend, by a user or a policy, is not undone by an old request,
-/// and no clock is compared. The gateway writes only annotations; the operator resumes.
+/// The annotation in which the gateway (or `sandman touch --wake`) asks for a suspended
+/// Sandbox to be resumed. Its value names the suspension it ends ([`wake_token`]), so a
+/// request never outlives it: a later suspend, by a user or a policy, is not undone by an old
+/// request, and no clock is compared. The gateway writes only annotations; the operator
+/// resumes.
 pub const WAKE_REQUESTED: &str = "sandman.dev/wake-requested-at";
 
 /// The annotation in which the gateway reports the connections open through it.
@@ -38,18 +39,31 @@ pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
         .filter(|at| *at <= latest)
 }
 
-/// True when the gateway asked to end this Sandbox's current suspension: the request names the
-/// generation of the Suspended spec it saw. Resuming changes the spec, and so the generation,
-/// so an old request never undoes a later suspend (timestamps were tried first: two suspends
-/// within one second looked alike).
+/// The number of the suspension the Sandbox is in, or is entering: the status counts a
+/// suspension once the operator has seen it, so a suspend the status does not show yet is the
+/// next one.
+pub fn suspension_number(sandbox: &Sandbox) -> u64 {
+    let status = sandbox.status.as_ref();
+    let counted = status.map_or(0, |s| s.suspensions);
+    let shown = status
+        .and_then(|s| s.phase)
+        .is_some_and(|p| matches!(p, Phase::Suspending | Phase::Suspended));
+    if shown { counted } else { counted + 1 }
+}
+
+/// The value of [`WAKE_REQUESTED`] that ends the suspension `sandbox` is in.
+pub fn wake_token(sandbox: &Sandbox) -> String {
+    format!("suspension-{}", suspension_number(sandbox))
+}
+
+/// True when someone asked to end this Sandbox's current suspension. Numbers, not times:
+/// two suspends within one second once looked alike.
 pub fn wake_requested(sandbox: &Sandbox) -> bool {
-    sandbox.spec.operating_mode == OperatingMode::Suspended
-        && sandbox.metadata.generation.is_some()
+    sandbox.effective_mode() == OperatingMode::Suspended
         && sandbox
             .annotations()
             .get(WAKE_REQUESTED)
-            .and_then(|text| text.parse::<i64>().ok())
-            == sandbox.metadata.generation
+            .is_some_and(|token| *token == wake_token(sandbox))
 }
 
 /// When the pod last started for this Sandbox: its last resume, else its creation.
@@ -93,7 +107,7 @@ pub fn observe(
 
 /// Seconds idle at `now`: zero while a connection is open or the Sandbox is suspended.
 pub fn idle_seconds(sandbox: &Sandbox, now: Timestamp) -> u64 {
-    if sandbox.spec.operating_mode == OperatingMode::Suspended {
+    if sandbox.effective_mode() == OperatingMode::Suspended {
         return 0;
     }
     status(sandbox, now)
@@ -178,17 +192,56 @@ mod tests {
     fn a_wake_request_ends_only_the_suspension_it_names() {
         let mut sandbox = sandbox(0, None);
         sandbox.spec.operating_mode = OperatingMode::Suspended;
-        sandbox.metadata.generation = Some(4);
+        assert_eq!(
+            wake_token(&sandbox),
+            "suspension-1",
+            "a suspend the status does not show yet is the next one"
+        );
+        sandbox.status = Some(SandboxStatus {
+            phase: Some(Phase::Suspended),
+            suspensions: 1,
+            ..Default::default()
+        });
         assert!(!wake_requested(&sandbox));
         sandbox
             .annotations_mut()
-            .insert(WAKE_REQUESTED.into(), "4".into());
+            .insert(WAKE_REQUESTED.into(), "suspension-1".into());
         assert!(wake_requested(&sandbox));
-        // Resumed (generation 5), then suspended again (6), within the same second.
-        sandbox.metadata.generation = Some(6);
+        // Resumed, then suspended again within the same second: the old request stays unmet.
+        sandbox.status = Some(SandboxStatus {
+            phase: Some(Phase::Running),
+            suspensions: 1,
+            ..Default::default()
+        });
         assert!(!wake_requested(&sandbox), "suspended again since");
         sandbox.spec.operating_mode = OperatingMode::Running;
-        sandbox.metadata.generation = Some(4);
         assert!(!wake_requested(&sandbox), "nothing to wake");
+    }
+
+    #[test]
+    fn an_automatic_suspension_is_woken_like_a_spec_one() {
+        let mut sandbox = sandbox(0, None);
+        sandbox.status = Some(SandboxStatus {
+            phase: Some(Phase::Suspended),
+            suspensions: 3,
+            mode_override: Some(crate::api::ModeOverride {
+                mode: OperatingMode::Suspended,
+                spec_mode: OperatingMode::Running,
+                by: "builtin".into(),
+                reason: String::new(),
+                since: Time(at(0)),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(sandbox.effective_mode(), OperatingMode::Suspended);
+        assert_eq!(idle_seconds(&sandbox, at(100)), 0);
+        sandbox
+            .annotations_mut()
+            .insert(WAKE_REQUESTED.into(), "suspension-3".into());
+        assert!(wake_requested(&sandbox));
+        // The user's own change of the spec ends the override.
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        sandbox.status.as_mut().expect("status").mode_override = None;
+        assert_eq!(sandbox.effective_mode(), OperatingMode::Suspended);
     }
 }

@@ -1,10 +1,11 @@
 //! Prometheus metrics, and the `/metrics`, `/healthz` and `/readyz` endpoints. One registry per
-//! process: every operator or gateway in it reports into the same families, told apart by labels.
+//! operator or gateway, handed down to what counts into it: two operators in one process (the
+//! tests') do not overwrite each other's counts.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,10 +89,27 @@ struct PhaseBook {
     by_uid: std::collections::HashMap<String, String>,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::policy::EvaluationObserver for Metrics {
+    fn evaluated(&self, policy: &str, hook: crate::policy::Hook, outcome: &str, took: Duration) {
+        self.policy_evaluated(policy, hook.name(), outcome, took);
+    }
+}
 
 impl Metrics {
-    fn new() -> Self {
+    /// A registry of its own: each operator or gateway counts into the one it is given.
+    pub fn new() -> Self {
         let metrics = Self {
             registry: Mutex::new(Registry::with_prefix("sandman")),
             policy_evaluation_seconds: Family::new_with_constructor(seconds_histogram),
@@ -281,7 +299,11 @@ const METRICS_CONNECTIONS: usize = 64;
 const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`; returns the bound address.
-pub async fn serve(listen: SocketAddr, ready: Readiness) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    listen: SocketAddr,
+    ready: Readiness,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // Probes and scrapes need few connections; the bound keeps a flood from taking the
@@ -292,10 +314,12 @@ pub async fn serve(listen: SocketAddr, ready: Readiness) -> std::io::Result<Sock
             let accepted = listener.accept().await;
             let (stream, slot) = (accepted.stream, accepted.slot);
             let ready = ready.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let ready = ready.clone();
-                    async move { Ok::<_, Infallible>(answer(request.uri().path(), &ready)) }
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(answer(request.uri().path(), &ready, &metrics)) }
                 });
                 let _slot = slot;
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -309,9 +333,9 @@ pub async fn serve(listen: SocketAddr, ready: Readiness) -> std::io::Result<Sock
     Ok(addr)
 }
 
-fn answer(path: &str, ready: &Readiness) -> Response<Full<Bytes>> {
+fn answer(path: &str, ready: &Readiness, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, body) = match path {
-        "/metrics" => (StatusCode::OK, METRICS.encode()),
+        "/metrics" => (StatusCode::OK, metrics.encode()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" if ready.is_ready() => (StatusCode::OK, "ready\n".to_string()),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),

@@ -148,7 +148,12 @@ async fn idle_sandbox_is_suspended(ctx: &TestContext, policy: SandboxPolicy) {
     create(ctx, &idle).await;
     wait_phase(ctx, "idle", Phase::Running).await;
     let suspended = wait_phase(ctx, "idle", Phase::Suspended).await;
-    assert_eq!(suspended.spec.operating_mode, OperatingMode::Suspended);
+    assert_eq!(
+        suspended.spec.operating_mode,
+        OperatingMode::Running,
+        "the suspend is in status; the spec stays the user's"
+    );
+    assert_eq!(suspended.effective_mode(), OperatingMode::Suspended);
     let events =
         Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace);
     let note = eventually("a PolicySuspended event", WAIT, || {

@@ -584,12 +584,20 @@ async fn two_sources_are_refused_by_the_api_server() {
 #[tokio::test]
 async fn metrics_expose_policy_latency_per_policy() {
     let ctx = TestContext::new("metrics_policy_latency").await;
-    let _operator = Operator::start(&ctx);
-    // The registry is per process: this endpoint shows the test's operator too.
+    // The registry is the operator's own: other tests' operators in this process count
+    // elsewhere.
+    let metrics = std::sync::Arc::new(sandman::metrics::Metrics::new());
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |options| {
+        options.metrics = metrics.clone();
+    });
     let ready = sandman::metrics::Readiness::default();
-    let addr = sandman::metrics::serve("127.0.0.1:0".parse().expect("address"), ready.clone())
-        .await
-        .expect("serve metrics");
+    let addr = sandman::metrics::serve(
+        "127.0.0.1:0".parse().expect("address"),
+        ready.clone(),
+        metrics.clone(),
+    )
+    .await
+    .expect("serve metrics");
     let Installed { api, name, .. } =
         install_loaded(&ctx, "metrics", "untrusted_to_gvisor", |_| {}).await;
     create(&ctx, &untrusted_sandbox("agent")).await;

@@ -91,6 +91,16 @@ pub struct SandboxSpec {
     pub lifecycle: Option<LifecycleSpec>,
 }
 
+impl Sandbox {
+    /// The mode the Sandbox is in: an automatic override while it holds, else the spec's.
+    pub fn effective_mode(&self) -> OperatingMode {
+        match self.status.as_ref().and_then(|s| s.mode_override.as_ref()) {
+            Some(o) if o.spec_mode == self.spec.operating_mode => o.mode,
+            _ => self.spec.operating_mode,
+        }
+    }
+}
+
 impl SandboxSpec {
     /// Whether the headless Service is wanted (the default).
     pub fn wants_service(&self) -> bool {
@@ -285,6 +295,17 @@ pub struct SandboxStatus {
     /// When the Sandbox was last suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_at: Option<Time>,
+    /// How many suspensions have begun. A wake request names the suspension it ends by this
+    /// number, so an old request never ends a later one.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub suspensions: u64,
+    /// An automatic suspend or resume (by a lifecycle policy, `spec.lifecycle.idleTimeout` or
+    /// the gateway) in force over `spec.operatingMode`. sandman never writes the spec, so a
+    /// GitOps tool that re-applies the user's manifest does not undo it; the override ends
+    /// when the user changes `spec.operatingMode`, or when an automatic step returns the
+    /// Sandbox to the mode its spec says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_override: Option<ModeOverride>,
     /// When the Sandbox was last resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<Time>,
@@ -321,6 +342,28 @@ pub struct ActivityStatus {
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A mode set by automation rather than by the user's spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModeOverride {
+    /// The mode in force.
+    pub mode: OperatingMode,
+    /// The `spec.operatingMode` it overrides; once the spec says otherwise, the user has
+    /// spoken since and the override is void.
+    pub spec_mode: OperatingMode,
+    /// Who decided: a SandboxPolicy's name, `builtin` (idleTimeout) or `gateway`.
+    pub by: String,
+    /// Why, in the decider's words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// When the override began.
+    pub since: Time,
 }
 
 /// The latest decision of each policy hook.

@@ -79,6 +79,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         header_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
         max_connections: args.max_connections.max(1),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds.max(1)),
+        metrics: Default::default(),
     };
     super::with_client(|client| async move {
         let telemetry = telemetry::init(&args.telemetry)?;
@@ -88,7 +89,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
                 .metrics_listen
                 .parse()
                 .map_err(|e| CliError::Config(format!("--metrics-listen: {e}")))?;
-            match crate::metrics::serve(listen, ready.clone()).await {
+            match crate::metrics::serve(listen, ready.clone(), options.metrics.clone()).await {
                 Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
                 Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
             }

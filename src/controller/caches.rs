@@ -115,7 +115,11 @@ where
     }
 }
 
-pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
+pub fn sandboxes(
+    client: &Client,
+    scope: &Scope,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Cache<Sandbox> {
     let (store, writer) = reflector::store();
     let changes = watcher(scope.api(client), Config::default().any_semantic())
         .default_backoff()
@@ -123,7 +127,7 @@ pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
         .reflect(writer)
         .inspect_ok({
             let mut phases = crate::metrics::PhaseWatch::default();
-            move |event| count_phases(&mut phases, event)
+            move |event| count_phases(&metrics, &mut phases, event)
         })
         .touched_objects()
         .boxed();
@@ -131,8 +135,11 @@ pub fn sandboxes(client: &Client, scope: &Scope) -> Cache<Sandbox> {
 }
 
 /// Keeps the Sandboxes-by-phase gauges from the watch itself: each event moves one Sandbox.
-fn count_phases(phases: &mut crate::metrics::PhaseWatch, event: &watcher::Event<Sandbox>) {
-    let metrics = &crate::metrics::METRICS;
+fn count_phases(
+    metrics: &crate::metrics::Metrics,
+    phases: &mut crate::metrics::PhaseWatch,
+    event: &watcher::Event<Sandbox>,
+) {
     let phase = |s: &Sandbox| {
         Some(format!(
             "{:?}",

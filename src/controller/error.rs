@@ -11,26 +11,19 @@ pub enum Error {
     },
     #[error("write status: {0}")]
     Status(#[source] kube::Error),
-    #[error("{0}")]
-    Policy(String),
+    /// The policy engine could not start (no address space, no epoch thread).
+    #[error("start the policy engine: {0}")]
+    Engine(#[source] crate::policy::PolicyError),
+    /// The blocking task that evaluates policies panicked or was cancelled.
+    #[error("policy evaluation task failed: {0}")]
+    Evaluation(#[source] tokio::task::JoinError),
+    #[error("the SandboxPolicy controller stopped before loading policies")]
+    PolicyControllerStopped,
     #[error("leader election: {0}")]
     Leadership(#[from] super::leader::LeaderError),
-    #[error("serialize {0}: {1}")]
-    Serialize(&'static str, #[source] serde_json::Error),
 }
 
 impl Error {
-    /// A short label for metrics and Event reasons.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Child { .. } => "child",
-            Error::Status(_) => "status",
-            Error::Serialize(..) => "serialize",
-            Error::Policy(_) => "policy",
-            Error::Leadership(_) => "leadership",
-        }
-    }
-
     pub(crate) fn child(
         action: &'static str,
         kind: &'static str,

@@ -1,20 +1,28 @@
-//! The Sandbox reconciler: caches → phase machine (`lifecycle`) → children (`children`) →
-//! server-side apply → status.
+//! The Sandbox reconciler: caches → automation (automatic suspend and resume) → phase machine
+//! (`phase`) → children (`children`) → server-side apply → status (`status`) and Events
+//! (`events`).
+//!
+//! Within the controller, modules depend downwards: `reconcile` uses `automation`, `phase`,
+//! `context` and `events`; `automation` uses `context` and `events`; `phase` and `status` are
+//! pure.
 
+mod automation;
 pub mod baseline;
 pub mod caches;
 pub mod children;
+mod context;
 pub mod decisions;
 mod error;
+mod events;
 pub mod hardening;
 mod hash;
 pub mod leader;
-pub mod lifecycle;
 pub mod ownership;
+pub mod phase;
 pub mod policies;
 pub mod policy_fetch;
-mod policy_lifecycle;
 mod reconcile;
+pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +35,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
+pub use context::Context;
 pub use error::Error;
-pub use reconcile::Context;
 
 use crate::api::{SANDBOX_LABEL, Sandbox};
 use crate::policy::{PolicyEngine, PolicySet};
@@ -63,6 +71,8 @@ pub struct Options {
     /// Refuse pods that use host namespaces, hostPath, privilege, added capabilities or
     /// ServiceAccount tokens unless their isolation policy allows it (`baseline.rs`).
     pub pod_baseline: bool,
+    /// Where this operator's counts go, and what `/metrics` serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for Options {
@@ -80,6 +90,7 @@ impl Default for Options {
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
+            metrics: Arc::default(),
         }
     }
 }
@@ -103,7 +114,7 @@ pub async fn run(
     let ready = crate::metrics::Readiness::default();
     if let Some(listen) = options.metrics_listen {
         // Metrics are worth a loud error, not a stopped operator.
-        match crate::metrics::serve(listen, ready.clone()).await {
+        match crate::metrics::serve(listen, ready.clone(), options.metrics.clone()).await {
             Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
             Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
         }
@@ -137,7 +148,11 @@ pub async fn run(
         Some(dir) => PolicyEngine::with_cache_dir(dir),
         None => PolicyEngine::new(),
     };
-    let engine = Arc::new(engine.map_err(|e| Error::Policy(e.to_string()))?);
+    let engine = Arc::new(
+        engine
+            .map_err(Error::Engine)?
+            .observed_by(options.metrics.clone()),
+    );
     let policies = PolicySet::default();
     let (changed, policy_changes) = mpsc::unbounded_channel();
     let (first_pass_tx, mut first_pass) = tokio::sync::watch::channel(false);
@@ -148,6 +163,7 @@ pub async fn run(
             limits: options.policy_limits.clone(),
             pull_secrets: options.pull_secrets.clone(),
             load_grace: options.policy_load_grace,
+            metrics: options.metrics.clone(),
         },
         engine,
         policies.clone(),
@@ -164,7 +180,7 @@ pub async fn run(
     let scope = Scope {
         namespace: options.namespace.clone(),
     };
-    let sandboxes = caches::sandboxes(&client, &scope);
+    let sandboxes = caches::sandboxes(&client, &scope, options.metrics.clone());
     {
         // Ready once the Sandbox cache has synced and every policy has been tried once.
         let store = sandboxes.store.clone();
@@ -197,6 +213,7 @@ pub async fn run(
         namespaces: namespaces.store,
         min_dwell: options.min_dwell,
         pod_baseline: options.pod_baseline,
+        metrics: options.metrics.clone(),
     });
     // A Sandbox reconciled before its policies load would get a pod without them (runc where
     // a policy says gVisor), so the Sandbox controller starts after the first pass.
@@ -207,9 +224,7 @@ pub async fn run(
     match passed {
         Some(true) => {}
         Some(false) => {
-            return Err(Error::Policy(
-                "the SandboxPolicy controller stopped before loading policies".into(),
-            ));
+            return Err(Error::PolicyControllerStopped);
         }
         None => {
             release(&options, &client, keeping).await;

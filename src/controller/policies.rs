@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,17 +18,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use super::policy_fetch::{self, PullSecrets};
+use super::policy_fetch::{ClusterFetcher, PullSecrets};
 use crate::api::FailurePolicy;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
-use crate::distribution::sha256_hex;
 use crate::http_client::HttpClient;
 use crate::policy::limits::{PolicyLimitBounds, format_memory};
+use crate::policy::loader::{self, Component, LoadError};
 use crate::policy::set::Unavailable;
-use crate::policy::{
-    ActivePolicy, Hook, HookMask, LoadedPolicy, PolicyEngine, PolicyError, PolicySet, Reuse, cel,
-};
+use crate::policy::{ActivePolicy, Hook, LoadedPolicy, PolicyEngine, PolicyError, PolicySet, cel};
 
 /// Reasons of a SandboxPolicy's Ready condition.
 pub mod reason {
@@ -60,6 +57,7 @@ struct PolicyContext {
     pull_secrets: PullSecrets,
     /// The policies tried at least once since start, loaded or not.
     tried: watch::Sender<BTreeSet<String>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How the SandboxPolicy controller is configured.
@@ -72,6 +70,8 @@ pub struct Settings {
     /// How long Sandboxes wait at start for the policies present then; one still loading after
     /// that counts as unavailable (failing closed or open by its failurePolicy) until it loads.
     pub load_grace: Duration,
+    /// Where load failures are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for Settings {
@@ -81,6 +81,7 @@ impl Default for Settings {
             limits: PolicyLimitBounds::default(),
             pull_secrets: PullSecrets::default(),
             load_grace: Duration::from_secs(10),
+            metrics: Arc::default(),
         }
     }
 }
@@ -89,6 +90,22 @@ impl Default for Settings {
 pub enum PolicyControllerError {
     #[error("write SandboxPolicy status: {0}")]
     Status(#[source] kube::Error),
+}
+
+/// The status reason and message for a load that failed.
+fn failure(error: LoadError) -> LoadFailure {
+    let reason = match &error {
+        LoadError::NoSource | LoadError::NoWasmSource | LoadError::Fetch(_) => reason::FETCH_FAILED,
+        LoadError::DigestMismatch { .. } => reason::DIGEST_MISMATCH,
+        LoadError::InvalidExpression(_) => reason::INVALID_EXPRESSION,
+        LoadError::Policy(PolicyError::InvalidSettings(_)) => reason::INVALID_SETTINGS,
+        LoadError::Policy(PolicyError::NoHooks) => reason::NO_HOOKS,
+        LoadError::Policy(_) => reason::COMPILE_FAILED,
+    };
+    LoadFailure {
+        reason,
+        message: error.to_string(),
+    }
 }
 
 /// Why a revision did not load: the condition reason and a message.
@@ -154,6 +171,7 @@ pub async fn run(
         limits: settings.limits,
         pull_secrets: settings.pull_secrets,
         tried,
+        metrics: settings.metrics,
     });
     controller
         // A policy whose ConfigMap changes is reloaded at once: hot reload without a restart.
@@ -340,7 +358,7 @@ async fn reconcile(
             )
         }
         Err(failure) => {
-            crate::metrics::METRICS
+            ctx.metrics
                 .policy_load_failures
                 .get_or_create(&crate::metrics::PolicyReason {
                     policy: name.clone(),
@@ -479,75 +497,6 @@ async fn write_status(
     Ok(())
 }
 
-/// What a policy's spec turns into before compiling: the component, its digest, the settings
-/// it is given, and how it runs.
-struct Prepared {
-    wasm: Bytes,
-    digest: String,
-    settings: String,
-    reuse: Reuse,
-    mask: HookMask,
-    /// The reason for a `validate-settings` refusal.
-    invalid_reason: &'static str,
-}
-
-async fn prepare(policy: &SandboxPolicy, ctx: &PolicyContext) -> Result<Prepared, LoadFailure> {
-    let spec = &policy.spec;
-    match (&spec.wasm, &spec.cel) {
-        (Some(wasm), _) => {
-            let source = wasm.source().ok_or_else(|| LoadFailure {
-                reason: reason::FETCH_FAILED,
-                message: "spec.wasm names no source: give configMap, url or image".into(),
-            })?;
-            let pull_secret = wasm
-                .image_pull_secret
-                .as_deref()
-                .map(|name| (&ctx.pull_secrets, name));
-            let bytes = policy_fetch::fetch(&ctx.client, &ctx.http, &source, pull_secret)
-                .await
-                .map_err(|message| LoadFailure {
-                    reason: reason::FETCH_FAILED,
-                    message,
-                })?;
-            let digest = sha256_hex(&bytes);
-            if digest != wasm.sha256 {
-                return Err(LoadFailure {
-                    reason: reason::DIGEST_MISMATCH,
-                    message: format!(
-                        "the component's sha256 is {digest}, but the policy pins {}",
-                        wasm.sha256
-                    ),
-                });
-            }
-            Ok(Prepared {
-                wasm: Bytes::from(bytes),
-                digest,
-                settings: wasm
-                    .settings
-                    .clone()
-                    .unwrap_or_else(|| serde_json::json!({}))
-                    .to_string(),
-                reuse: Reuse::Fresh,
-                mask: None,
-                invalid_reason: reason::INVALID_SETTINGS,
-            })
-        }
-        (None, Some(cel)) => Ok(Prepared {
-            wasm: Bytes::from_static(cel::CEL_ENGINE),
-            digest: cel::engine_digest().to_string(),
-            settings: cel::engine_settings(cel),
-            // The engine is sandman's own code and keeps only compiled programs.
-            reuse: Reuse::Instances,
-            mask: Some(cel::hooks(cel)),
-            invalid_reason: reason::INVALID_EXPRESSION,
-        }),
-        (None, None) => Err(LoadFailure {
-            reason: reason::FETCH_FAILED,
-            message: "the policy has neither spec.wasm nor spec.cel".into(),
-        }),
-    }
-}
-
 async fn load(
     policy: &SandboxPolicy,
     ctx: &PolicyContext,
@@ -560,8 +509,14 @@ async fn load(
             reason: reason::INVALID_LIMITS,
             message,
         })?;
-    let prepared = prepare(policy, ctx).await?;
-    let invalid_reason = prepared.invalid_reason;
+    let fetcher = ClusterFetcher {
+        client: &ctx.client,
+        http: &ctx.http,
+        pull_secrets: &ctx.pull_secrets,
+    };
+    let prepared = loader::prepare(spec, &fetcher, Component::FromSource)
+        .await
+        .map_err(failure)?;
     let digest = prepared.digest.clone();
 
     // Compiling takes milliseconds to seconds of CPU: off the async runtime.
@@ -570,37 +525,14 @@ async fn load(
     let span = tracing::Span::current();
     let loaded = tokio::task::spawn_blocking(move || {
         let _reconcile = span.enter();
-        engine.load_with(
-            &name,
-            &prepared.wasm,
-            &prepared.settings,
-            limits,
-            prepared.reuse,
-            prepared.mask,
-        )
+        prepared.compile(&engine, &name, &prepared.settings, limits)
     })
     .await
     .map_err(|e| LoadFailure {
         reason: reason::COMPILE_FAILED,
         message: format!("the compiler task failed: {e}"),
     })?
-    .map_err(|e| match e {
-        // The CEL engine's message already names the expression.
-        PolicyError::InvalidSettings(message) if invalid_reason == reason::INVALID_EXPRESSION => {
-            LoadFailure {
-                reason: invalid_reason,
-                message,
-            }
-        }
-        e => LoadFailure {
-            reason: match e {
-                PolicyError::InvalidSettings(_) => invalid_reason,
-                PolicyError::NoHooks => reason::NO_HOOKS,
-                _ => reason::COMPILE_FAILED,
-            },
-            message: e.to_string(),
-        },
-    })?;
+    .map_err(failure)?;
     let loaded = Arc::new(loaded);
     let active = ActivePolicy {
         name: policy.name_any(),

@@ -1,5 +1,6 @@
-//! Reads a policy's component from its source: a ConfigMap's binaryData, a URL, or an OCI
-//! artifact. Bytes only; the digest check and the compile happen in the caller.
+//! The operator's [`Fetcher`]: a policy's component from a ConfigMap's binaryData, a URL, or an
+//! OCI artifact with an imagePullSecret from the operator's namespace. Bytes only; the digest
+//! check and the compile are `policy::loader`'s, shared with the CLI.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
@@ -9,6 +10,7 @@ use crate::api::WasmSource;
 use crate::distribution::auth::Credentials;
 use crate::distribution::oci::{self, Reference};
 use crate::http_client::HttpClient;
+use crate::policy::loader::{Fetcher, SourceError};
 
 /// Where image pull secrets are read: the operator's own namespace, so that its RBAC needs no
 /// Secret access anywhere else.
@@ -25,50 +27,59 @@ impl Default for PullSecrets {
     }
 }
 
-pub async fn fetch(
-    client: &Client,
-    http: &HttpClient,
-    source: &WasmSource<'_>,
-    pull_secret: Option<(&PullSecrets, &str)>,
-) -> Result<Vec<u8>, String> {
-    match source {
-        WasmSource::ConfigMap(source) => {
-            let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &source.namespace);
-            let config_map = config_maps
-                .get_opt(&source.name)
+/// Reads components as the operator may: through its client and its HTTP client.
+pub struct ClusterFetcher<'a> {
+    pub client: &'a Client,
+    pub http: &'a HttpClient,
+    pub pull_secrets: &'a PullSecrets,
+}
+
+impl Fetcher for ClusterFetcher<'_> {
+    async fn fetch(
+        &self,
+        source: &WasmSource<'_>,
+        pull_secret: Option<&str>,
+    ) -> Result<Vec<u8>, SourceError> {
+        match source {
+            WasmSource::ConfigMap(source) => {
+                let at = format!("ConfigMap {}/{}", source.namespace, source.name);
+                let config_maps: Api<ConfigMap> =
+                    Api::namespaced(self.client.clone(), &source.namespace);
+                let config_map = config_maps
+                    .get_opt(&source.name)
+                    .await
+                    .map_err(|e| SourceError::Transfer(format!("read {at}: {e}")))?
+                    .ok_or_else(|| SourceError::Missing(format!("{at} not found")))?;
+                config_map
+                    .binary_data
+                    .and_then(|mut data| data.remove(&source.key))
+                    .map(|bytes| bytes.0)
+                    .ok_or_else(|| {
+                        SourceError::Missing(format!("{at} has no binaryData key {:?}", source.key))
+                    })
+            }
+            WasmSource::Url(url) => self
+                .http
+                .get(url, &[])
                 .await
-                .map_err(|e| format!("read ConfigMap {}/{}: {e}", source.namespace, source.name))?
-                .ok_or_else(|| {
-                    format!("ConfigMap {}/{} not found", source.namespace, source.name)
-                })?;
-            config_map
-                .binary_data
-                .and_then(|mut data| data.remove(&source.key))
-                .map(|bytes| bytes.0)
-                .ok_or_else(|| {
-                    format!(
-                        "ConfigMap {}/{} has no binaryData key {:?}",
-                        source.namespace, source.name, source.key
-                    )
-                })
-        }
-        WasmSource::Url(url) => http
-            .get(url, &[])
-            .await
-            .map(|response| response.body.to_vec())
-            .map_err(|e| e.to_string()),
-        WasmSource::Image(image) => {
-            let reference = Reference::parse(image).map_err(|e| e.to_string())?;
-            let credentials = match pull_secret {
-                Some((secrets, name)) => {
-                    Some(credentials(client, secrets, name, &reference.registry).await?)
-                }
-                None => None,
-            };
-            oci::pull(http, &reference, credentials.as_ref())
-                .await
-                .map(|bytes| bytes.to_vec())
-                .map_err(|e| e.to_string())
+                .map(|response| response.body.to_vec())
+                .map_err(|e| SourceError::Transfer(e.to_string())),
+            WasmSource::Image(image) => {
+                let reference =
+                    Reference::parse(image).map_err(|e| SourceError::Missing(e.to_string()))?;
+                let credentials = match pull_secret {
+                    Some(name) => Some(
+                        credentials(self.client, self.pull_secrets, name, &reference.registry)
+                            .await
+                            .map_err(SourceError::Missing)?,
+                    ),
+                    None => None,
+                };
+                oci::pull(self.http, &reference, credentials.as_ref())
+                    .await
+                    .map(|bytes| bytes.to_vec())
+                    .map_err(|e| SourceError::Transfer(e.to_string()))
+            }
         }
     }
 }

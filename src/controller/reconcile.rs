@@ -1,97 +1,33 @@
 //! One reconcile: read the caches, ask the phase machine for a plan, carry it out with as few
 //! writes as possible.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info_span, instrument};
 
 use crate::activity;
-use crate::api::{Phase, Sandbox, SandboxStatus};
+use crate::api::{OperatingMode, Phase, Sandbox};
+use crate::controller::automation::{self, Next, Step};
 use crate::controller::children;
+use crate::controller::context::Context;
 use crate::controller::decisions::Decisions;
-use crate::controller::lifecycle::{self, ChildAction, Plan, PodAction, Transition};
-use crate::controller::policy_lifecycle;
+use crate::controller::events::{Transition, event_note};
+use crate::controller::phase::{self, ChildAction, Plan, PodAction};
 use crate::controller::{ERROR_REQUEUE, Error};
 use crate::controller::{baseline, ownership};
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
-use crate::policy::{Hook, LoadedPolicy, PolicyFailed, PolicySet, input};
+use crate::policy::{Hook, LoadedPolicy, PolicyFailed, input};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
 const LIFECYCLE_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub pods: Store<Pod>,
-    pub services: Store<Service>,
-    pub claims: Store<PersistentVolumeClaim>,
-    pub recorder: Recorder,
-    pub written: WrittenStatuses,
-    pub policies: PolicySet,
-    pub namespaces: Store<Namespace>,
-    /// How long a Sandbox runs before a lifecycle decision may suspend it again.
-    pub min_dwell: std::time::Duration,
-    /// Whether the pod baseline is enforced.
-    pub pod_baseline: bool,
-}
-
-/// Status writes the Sandbox cache has not seen yet.
-///
-/// A reconcile triggered by a child's event can run before the watch delivers our own status
-/// write, and would then plan from the old status and write the same new status again. Each
-/// entry remembers the resourceVersion the write was planned against: while the cache still
-/// shows that version, it is stale and the written status stands in for it; once the cache has
-/// moved on (watch events arrive in order, so it has seen our write or something later), the
-/// entry goes.
-#[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<String, (String, SandboxStatus)>>);
-
-impl WrittenStatuses {
-    /// The status to plan from: the cache's, unless the cache is behind our last write.
-    fn current(&self, sandbox: &Sandbox) -> Option<SandboxStatus> {
-        let uid = sandbox.uid().unwrap_or_default();
-        let version = sandbox.resource_version().unwrap_or_default();
-        let mut written = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match written.get(&uid) {
-            Some((planned_against, status)) if *planned_against == version => Some(status.clone()),
-            Some(_) => {
-                written.remove(&uid);
-                sandbox.status.clone()
-            }
-            None => sandbox.status.clone(),
-        }
-    }
-
-    fn record(&self, sandbox: &Sandbox, status: &SandboxStatus) {
-        let uid = sandbox.uid().unwrap_or_default();
-        let version = sandbox.resource_version().unwrap_or_default();
-        let mut written = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        written.insert(uid, (version, status.clone()));
-    }
-
-    fn forget(&self, sandbox: &Sandbox) {
-        let mut written = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        written.remove(&sandbox.uid().unwrap_or_default());
-    }
-}
 
 /// How a child is applied. `existing` says the cache holds it, which by then means it is
 /// proven ours (`foreign_children`), so a field someone edited by hand is taken back. A child
@@ -105,11 +41,11 @@ fn apply_params(existing: bool) -> PatchParams {
 /// One reconcile, counted and timed.
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_sandbox(sandbox, ctx).await;
+    let result = reconcile_sandbox(sandbox, ctx.clone()).await;
     let labels = crate::metrics::ControllerLabel {
         controller: "sandbox".into(),
     };
-    let metrics = &crate::metrics::METRICS;
+    let metrics = &ctx.metrics;
     metrics.reconciles.get_or_create(&labels).inc();
     metrics
         .reconcile_seconds
@@ -160,22 +96,46 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
     if ctx.pod_baseline {
         check_baseline(&ctx, &sandbox, &mut decisions);
     }
-    let ask_again = match policy_lifecycle::next(
-        &sandbox,
-        &decisions,
-        Timestamp::now(),
-        LIFECYCLE_RESYNC,
-        ctx.min_dwell,
-    ) {
-        policy_lifecycle::Next::Act { step, by, reason } => {
-            return policy_lifecycle::carry_out(&ctx, &sandbox, step, &by, &reason).await;
-        }
-        policy_lifecycle::Next::AskAgain(after) => Some(after),
-        policy_lifecycle::Next::Nothing => None,
-    };
+    let now = Timestamp::now();
+    // The Sandbox as observed: an automatic step below changes the copy the plan reads, and
+    // the status write compares with this.
+    let observed = sandbox.clone();
+    let mut automatic: Option<Transition> = None;
+    let ask_again =
+        match automation::next(&sandbox, &decisions, now, LIFECYCLE_RESYNC, ctx.min_dwell) {
+            Next::Act {
+                step: Step::Terminate,
+                by,
+                reason,
+            } => {
+                automation::terminate(&ctx, &sandbox, &by, &reason).await?;
+                return Ok(Action::await_change());
+            }
+            Next::Act { step, by, reason } => {
+                let mode = if step == Step::Suspend {
+                    OperatingMode::Suspended
+                } else {
+                    OperatingMode::Running
+                };
+                // The plan below carries the step out in this same reconcile, from the status.
+                automatic = Some(automation::override_mode(
+                    Arc::make_mut(&mut sandbox),
+                    mode,
+                    &by,
+                    &reason,
+                    now,
+                ));
+                None
+            }
+            Next::AskAgain(after) => Some(after),
+            Next::Nothing => None,
+        };
     let mut plan = planned(&ctx, &sandbox, pod.as_ref(), &decisions).await?;
     if let Some(again) = ask_again {
         plan.requeue_after = Some(plan.requeue_after.map_or(again, |r| r.min(again)));
+    }
+    if let Some(step) = &automatic {
+        plan.transitions.insert(0, step.clone());
     }
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
     let outcome = match execute(&sandbox, &ctx, &plan, &decisions).await? {
@@ -187,6 +147,9 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
                 .await
                 .map_err(Error::child("get", "Pod", &name))?;
             plan = planned(&ctx, &sandbox, pod.as_ref(), &decisions).await?;
+            if let Some(step) = &automatic {
+                plan.transitions.insert(0, step.clone());
+            }
             match execute(&sandbox, &ctx, &plan, &decisions).await? {
                 Outcome::PodExists => {
                     return Ok(Action::requeue(std::time::Duration::from_secs(1)));
@@ -198,10 +161,11 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
     };
     match outcome {
         Outcome::Done(action) => Ok(action),
+        Outcome::Applied => finish(&observed, &ctx, &plan).await,
         Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
         Outcome::PodRejected(message) => {
-            lifecycle::reject_pod(&mut plan, &sandbox, &message, Timestamp::now());
-            finish(&sandbox, &ctx, &plan).await
+            phase::reject_pod(&mut plan, &sandbox, &message, Timestamp::now());
+            finish(&observed, &ctx, &plan).await
         }
     }
 }
@@ -215,10 +179,10 @@ async fn planned(
     decisions: &Decisions,
 ) -> Result<Plan, Error> {
     let now = Timestamp::now();
-    let mut plan = lifecycle::plan(sandbox, pod, now, decisions);
+    let mut plan = phase::plan(sandbox, pod, now, decisions);
     let conflicts = foreign_children(ctx, sandbox, &mut plan).await?;
     if !conflicts.is_empty() {
-        lifecycle::hold_for_conflicts(&mut plan, sandbox, &conflicts, now);
+        phase::hold_for_conflicts(&mut plan, sandbox, &conflicts, now);
     }
     plan.status.activity = Some(activity::observe(sandbox, Some(&plan.status), now));
     Ok(plan)
@@ -284,6 +248,8 @@ async fn foreign_children(
 /// How carrying out a plan ended.
 enum Outcome {
     Done(Action),
+    /// The children are as planned; the status is next.
+    Applied,
     /// The plan said create, but a pod of that name exists.
     PodExists,
     /// The API server refused the pod, in these words.
@@ -343,7 +309,7 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
         Ok::<_, PolicyFailed>((isolation, resources, lifecycle))
     })
     .await
-    .map_err(|e| Error::Policy(format!("policy evaluation task failed: {e}")))?;
+    .map_err(Error::Evaluation)?;
     Ok(match decided {
         Ok((isolation, resources, lifecycle)) => {
             for (policy, error) in isolation
@@ -407,7 +373,7 @@ async fn execute(
 
     if plan.delete_sandbox {
         let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
-        publish(ctx, sandbox, &plan.transitions).await;
+        ctx.publish(sandbox, &plan.transitions).await;
         ignore_not_found(sandboxes.delete(&name, &DeleteParams::default()).await)
             .map_err(Error::child("delete", "Sandbox", &name))?;
         return Ok(Outcome::Done(Action::await_change()));
@@ -519,10 +485,11 @@ async fn execute(
         }
     }
 
-    finish(sandbox, ctx, plan).await.map(Outcome::Done)
+    Ok(Outcome::Applied)
 }
 
-/// Writes the plan's status if it changed, and publishes its transitions.
+/// Writes the plan's status if it differs from what `sandbox` (as observed) shows, and
+/// publishes the plan's transitions.
 async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action, Error> {
     let client = &ctx.client;
     if sandbox.status.as_ref() != Some(&plan.status) {
@@ -538,13 +505,13 @@ async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action,
             && let Some(resumed) = &plan.status.resumed_at
         {
             let took = Timestamp::now().duration_since(resumed.0);
-            crate::metrics::METRICS
+            ctx.metrics
                 .resume_seconds
                 .observe(took.as_secs_f64().max(0.0));
         }
         ctx.written.record(sandbox, &plan.status);
     }
-    publish(ctx, sandbox, &plan.transitions).await;
+    ctx.publish(sandbox, &plan.transitions).await;
     Ok(plan
         .requeue_after
         .map_or_else(Action::await_change, Action::requeue))
@@ -566,39 +533,6 @@ async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result
     .await
     .map_err(Error::Status)?;
     Ok(())
-}
-
-pub(crate) async fn publish(ctx: &Context, sandbox: &Sandbox, transitions: &[Transition]) {
-    let reference = sandbox.object_ref(&());
-    for t in transitions {
-        crate::metrics::METRICS
-            .transitions
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: t.reason.into(),
-            })
-            .inc();
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.into(),
-            note: Some(event_note(&t.note)),
-            action: t.reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, reason = t.reason, "could not publish an Event");
-        }
-    }
-}
-
-/// The API server refuses Event notes over 1 KiB, and the Event is then lost without a word.
-const EVENT_NOTE_BYTES: usize = 1000;
-
-fn event_note(note: &str) -> String {
-    crate::text::clip(note.to_string(), EVENT_NOTE_BYTES - 40)
 }
 
 fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

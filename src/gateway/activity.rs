@@ -26,6 +26,8 @@ pub struct ActivityLog {
     /// The open-connection count last written, per Sandbox.
     reported: Mutex<HashMap<Key, usize>>,
     writes: AtomicU64,
+    /// Flushes that had something to write.
+    flushes: AtomicU64,
 }
 
 impl ActivityLog {
@@ -47,6 +49,11 @@ impl ActivityLog {
         }
     }
 
+    /// Flushes so far that wrote anything: each writes a Sandbox at most once.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
     /// API writes made so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
@@ -66,6 +73,9 @@ impl ActivityLog {
                 .map(|(k, _)| k.clone())
                 .collect();
             due.extend(still_open);
+        }
+        if !due.is_empty() {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
         }
         let now = Timestamp::now().to_string();
         let params = PatchParams {

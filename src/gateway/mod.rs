@@ -23,6 +23,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 use crate::api::{GatewaySpec, Sandbox};
+use crate::metrics::Metrics;
 use activity::ActivityLog;
 use proxy::{Body, text};
 use tracing::Instrument;
@@ -67,6 +68,8 @@ pub struct Options {
     pub max_connections: usize,
     /// How long a pod may take to answer a request's headers (streaming bodies may then go on).
     pub upstream_timeout: Duration,
+    /// Where this gateway's counts go.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             upstream_timeout: Duration::from_secs(300),
+            metrics: Arc::default(),
         }
     }
 }
@@ -110,6 +114,11 @@ impl Gateway {
     pub fn activity_writes(&self) -> u64 {
         self.state.activity.writes()
     }
+
+    /// Activity flushes that wrote anything; a Sandbox is written at most once in each.
+    pub fn activity_flushes(&self) -> u64 {
+        self.state.activity.flushes()
+    }
 }
 
 struct State {
@@ -127,11 +136,17 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
+    let (changed, changes) = tokio::sync::watch::channel(());
+    // The reflector has updated the store by the time an event comes out of the stream, so
+    // a held request woken by it reads the new state.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
-        .applied_objects();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+        .touched_objects();
+    tokio::spawn(stream.for_each(move |_| {
+        changed.send_replace(());
+        futures::future::ready(())
+    }));
     store
         .wait_until_ready()
         .await
@@ -149,7 +164,14 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         .local_addr()
         .map_err(|e| GatewayError::Listen(options.listen, e))?;
     let state = Arc::new(State {
-        waker: Waker::new(client, store, options.queue, options.hold),
+        waker: Waker::new(
+            client,
+            store,
+            options.queue,
+            options.hold,
+            options.metrics.clone(),
+            changes,
+        ),
         activity,
         upstream: proxy::upstream(),
         options,
@@ -212,7 +234,9 @@ async fn handle(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
         "http.response.status_code",
         i64::from(response.status().as_u16()),
     );
-    crate::metrics::METRICS
+    state
+        .options
+        .metrics
         .gateway_requests
         .get_or_create(&crate::metrics::CodeLabel {
             code: response.status().as_u16().to_string(),

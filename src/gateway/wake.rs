@@ -3,16 +3,18 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::watch;
 
 use super::activity::Key;
 use crate::api::{OperatingMode, Phase, Sandbox};
+use crate::metrics::Metrics;
 
 pub enum Wait {
     Ready(SocketAddr),
@@ -31,14 +33,28 @@ pub struct Waker {
     hold: Duration,
     held: Mutex<HashMap<Key, usize>>,
     wakes: AtomicU64,
+    metrics: Arc<Metrics>,
+    /// Ticks whenever the watch changes the cache: held requests look again then, not on a
+    /// timer.
+    changes: watch::Receiver<()>,
 }
 
-/// How often a held request looks at the cache again.
-const POLL: Duration = Duration::from_millis(25);
+/// How soon a held request tries again to connect to a pod that is Ready in the cache but
+/// not accepting yet: no watch event says when its server starts listening.
+const CONNECT_RETRY: Duration = Duration::from_millis(25);
 
 impl Waker {
-    pub fn new(client: Client, store: Store<Sandbox>, queue: usize, hold: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        store: Store<Sandbox>,
+        queue: usize,
+        hold: Duration,
+        metrics: Arc<Metrics>,
+        changes: watch::Receiver<()>,
+    ) -> Self {
         Self {
+            metrics,
+            changes,
             client,
             store,
             queue,
@@ -78,7 +94,7 @@ impl Waker {
             }
             *count += 1;
         }
-        let metrics = &crate::metrics::METRICS;
+        let metrics = &self.metrics;
         metrics.gateway_held.inc();
         let started = Instant::now();
         let outcome = self.wait(key, port).await;
@@ -100,36 +116,51 @@ impl Waker {
     }
 
     async fn wait(&self, key: &Key, port: u16) -> Wait {
-        let deadline = Instant::now() + self.hold;
+        let deadline = tokio::time::Instant::now() + self.hold;
+        let mut changes = self.changes.clone();
+        let mut watching = true;
         // The resourceVersion a resume was last asked against: a 409 means the cache was
         // behind, and the resume is asked again once it has caught up.
         let mut asked_at: Option<String> = None;
         loop {
+            // Marked seen before the cache is read, so a change in between is not missed.
+            changes.borrow_and_update();
             let Some(sandbox) = self.lookup(key) else {
                 return Wait::Gone;
             };
             // A pod just woken may be Ready a moment before its server accepts: the request
             // is held until it does, within the same hold time.
-            if let Some(addr) = running_at(&sandbox, port)
-                && tokio::net::TcpStream::connect(addr).await.is_ok()
-            {
-                return Wait::Ready(addr);
+            let mut refused = false;
+            if let Some(addr) = running_at(&sandbox, port) {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return Wait::Ready(addr);
+                }
+                refused = true;
             }
             let version = sandbox.metadata.resource_version.clone();
             // A wake request the operator has not acted on yet is not asked again. It names the
-            // generation of the Suspended spec it ends.
-            if sandbox.spec.operating_mode == OperatingMode::Suspended
+            // suspension it ends.
+            if sandbox.effective_mode() == OperatingMode::Suspended
                 && !crate::activity::wake_requested(&sandbox)
                 && asked_at != version
-                && let Some(generation) = sandbox.metadata.generation
             {
                 asked_at = version.clone();
-                self.resume(key, version, generation.to_string()).await;
+                self.resume(key, version, crate::activity::wake_token(&sandbox))
+                    .await;
             }
-            if Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Wait::TimedOut;
             }
-            tokio::time::sleep(POLL).await;
+            let until = if refused {
+                deadline.min(now + CONNECT_RETRY)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                changed = changes.changed(), if watching => watching = changed.is_ok(),
+                () = tokio::time::sleep_until(until) => {}
+            }
         }
     }
 
@@ -137,7 +168,7 @@ impl Waker {
     /// that ask at once, one succeeds and the rest see a conflict. The gateway writes only the
     /// `sandman.dev/wake-requested-at` annotation (its admission policy allows no more); the
     /// operator resumes the Sandbox.
-    async fn resume(&self, key: &Key, version: Option<String>, generation: String) {
+    async fn resume(&self, key: &Key, version: Option<String>, token: String) {
         let api: Api<Sandbox> = Api::namespaced(self.client.clone(), &key.0);
         let params = PatchParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
@@ -146,7 +177,7 @@ impl Waker {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": version,
-                "annotations": { crate::activity::WAKE_REQUESTED: generation },
+                "annotations": { crate::activity::WAKE_REQUESTED: token },
             },
         });
         match api.patch(&key.1, &params, &Patch::Merge(&patch)).await {
@@ -166,7 +197,7 @@ impl Waker {
 
 /// The pod address of a Sandbox that is Running with a pod IP.
 fn running_at(sandbox: &Sandbox, port: u16) -> Option<SocketAddr> {
-    if sandbox.spec.operating_mode != OperatingMode::Running {
+    if sandbox.effective_mode() != OperatingMode::Running {
         return None;
     }
     let status = sandbox.status.as_ref()?;

@@ -117,6 +117,22 @@ pub struct PolicyEngine {
     /// Stores that may exist at once, shared by every policy of this engine; a slot taken is
     /// an evaluation running, which is when the ticker ticks.
     slots: Arc<Slots>,
+    /// Told of every evaluation (the operator's metrics); none by default.
+    observer: Arc<dyn EvaluationObserver>,
+}
+
+/// Hears of each evaluation: which policy and hook, how it ended (`decided`, `abstained`,
+/// `timeout`, …), and how long it took. The engine knows nothing of where this goes, so two
+/// operators in one process each count their own.
+pub trait EvaluationObserver: Send + Sync {
+    fn evaluated(&self, policy: &str, hook: Hook, outcome: &str, took: Duration);
+}
+
+/// The observer of an engine nobody watches.
+struct Unobserved;
+
+impl EvaluationObserver for Unobserved {
+    fn evaluated(&self, _: &str, _: Hook, _: &str, _: Duration) {}
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);
@@ -189,7 +205,15 @@ impl PolicyEngine {
             cache,
             linked: Mutex::default(),
             slots,
+            observer: Arc::new(Unobserved),
         })
+    }
+
+    /// The same engine, telling `observer` of every evaluation of the policies it loads from
+    /// now on.
+    pub fn observed_by(mut self, observer: Arc<dyn EvaluationObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Compiles, links and checks a policy: it must export at least one hook, and accept its
@@ -228,6 +252,7 @@ impl PolicyEngine {
             lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
             pre,
             slots: self.slots.clone(),
+            observer: self.observer.clone(),
             settings_json: settings_json.to_string(),
             limits,
             compiled,
@@ -419,6 +444,7 @@ pub struct LoadedPolicy {
     engine: Engine,
     pre: InstancePre<GuestState>,
     slots: Arc<Slots>,
+    observer: Arc<dyn EvaluationObserver>,
     isolation: Option<isolation::GuestIndices>,
     resources: Option<resources::GuestIndices>,
     lifecycle: Option<lifecycle::GuestIndices>,
@@ -567,12 +593,8 @@ impl LoadedPolicy {
             Err(error) => error.metric_label(),
         };
         span.record("outcome", outcome);
-        crate::metrics::METRICS.policy_evaluated(
-            &self.name,
-            hook.name(),
-            outcome,
-            started.elapsed(),
-        );
+        self.observer
+            .evaluated(&self.name, hook, outcome, started.elapsed());
         result
     }
 

@@ -33,6 +33,8 @@ pub fn build(
     settings: &str,
 ) -> Input {
     let spec = &sandbox.spec;
+    // What the Sandbox is, not only what its spec asks: an automatic suspend counts.
+    let mode = sandbox.effective_mode();
     let status = sandbox.status.clone().unwrap_or_default();
     let seconds = |t: Timestamp| t.as_second();
     let created_at = sandbox
@@ -43,7 +45,7 @@ pub fn build(
     let suspended_since = status
         .suspended_at
         .as_ref()
-        .filter(|_| spec.operating_mode == api::OperatingMode::Suspended)
+        .filter(|_| mode == api::OperatingMode::Suspended)
         .map(|t| seconds(t.0));
     let running_since = activity::running_since(sandbox).map_or(created_at, seconds);
     let observed = activity::status(sandbox, now);
@@ -69,7 +71,7 @@ pub fn build(
             .collect(),
         isolation_level: spec.isolation.as_ref().and_then(|i| i.level.clone()),
         runtime_class_name: spec.pod_template.spec.runtime_class_name.clone(),
-        operating_mode: match spec.operating_mode {
+        operating_mode: match mode {
             api::OperatingMode::Running => OperatingMode::Running,
             api::OperatingMode::Suspended => OperatingMode::Suspended,
         },
@@ -83,7 +85,7 @@ pub fn build(
             last_activity_at: observed.last_activity_time.as_ref().map(|t| seconds(t.0)),
             idle_seconds: activity::idle_seconds(sandbox, now),
             open_connections: observed.open_connections,
-            running_seconds: if spec.operating_mode == api::OperatingMode::Running {
+            running_seconds: if mode == api::OperatingMode::Running {
                 non_negative(seconds(now) - running_since)
             } else {
                 0

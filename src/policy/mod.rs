@@ -9,12 +9,13 @@ mod error;
 pub mod input;
 mod inspect;
 pub mod limits;
+pub mod loader;
 mod precompiled;
 pub mod set;
 pub mod wire;
 
 pub use bindings::sandman::policy::types;
-pub use engine::{Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse};
+pub use engine::{EvaluationObserver, Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse};
 pub use error::PolicyError;
 pub use inspect::Inspection;
 pub use precompiled::Compiled;

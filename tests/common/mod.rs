@@ -51,6 +51,7 @@ impl Operator {
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
+            metrics: Default::default(),
         };
         configure(&mut options);
         let task = tokio::spawn(async move {

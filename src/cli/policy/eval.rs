@@ -67,7 +67,7 @@ pub fn run(args: EvalArgs) -> Result<(), PolicyCliError> {
     activity.apply(&mut input);
     let report = Report {
         policy: file.name.clone(),
-        sha256: crate::distribution::sha256_hex(&file.wasm),
+        sha256: file.prepared.digest.clone(),
         decisions: policy
             .hooks()
             .into_iter()

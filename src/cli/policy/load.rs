@@ -3,25 +3,26 @@
 
 use std::path::Path;
 
-use crate::api::{CelPolicy, PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
+use crate::api::{PolicyLimits, Sandbox, SandboxPolicy, WasmSource};
 use crate::distribution::auth::docker_login;
 use crate::distribution::oci::{self, Reference};
 use crate::distribution::sha256_hex;
 use crate::http_client::HttpClient;
 use crate::policy::limits::PolicyLimitBounds;
-use crate::policy::{Limits, LoadedPolicy, PolicyEngine, Reuse};
+use crate::policy::loader::{self, Component, Fetcher, LoadError, Prepared, SourceError};
+use crate::policy::{Limits, LoadedPolicy, PolicyEngine};
 
 use super::PolicyCliError;
 
 /// A policy as the CLI found it, before loading.
 pub struct PolicyFile {
     pub name: String,
-    pub wasm: Vec<u8>,
-    /// The policy's own settings (what a CEL expression sees as `settings`).
+    /// The component (or the CEL engine and expressions), read and checked as the operator
+    /// does it: `policy::loader`.
+    pub prepared: Prepared,
+    /// The settings to load it with: the policy's own, or the command line's.
     pub settings: serde_json::Value,
     pub limits: Limits,
-    /// For a CEL policy, its expressions; the component is then the CEL engine.
-    pub cel: Option<CelPolicy>,
 }
 
 impl PolicyFile {
@@ -37,27 +38,46 @@ impl PolicyFile {
         engine: &PolicyEngine,
         settings: &serde_json::Value,
     ) -> Result<LoadedPolicy, String> {
-        let loaded = match &self.cel {
-            Some(cel) => {
-                let cel = CelPolicy {
-                    settings: Some(settings.clone()),
-                    ..cel.clone()
-                };
-                engine.load_with(
-                    &self.name,
-                    &self.wasm,
-                    &crate::policy::cel::engine_settings(&cel),
-                    self.limits,
-                    Reuse::Instances,
-                    Some(crate::policy::cel::hooks(&cel)),
-                )
+        self.prepared
+            .compile(engine, &self.name, settings, self.limits)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Reads components as a user's machine can: URLs, and images with `docker login`'s
+/// credentials (not the policy's imagePullSecret). ConfigMaps are in the cluster, which the
+/// CLI does not read.
+struct LocalFetcher;
+
+impl Fetcher for LocalFetcher {
+    async fn fetch(
+        &self,
+        source: &WasmSource<'_>,
+        _pull_secret: Option<&str>,
+    ) -> Result<Vec<u8>, SourceError> {
+        let transfer = SourceError::Transfer;
+        let http = || HttpClient::new().map_err(|e| transfer(e.to_string()));
+        match source {
+            WasmSource::Url(url) => Ok(http()?
+                .get(url, &[])
+                .await
+                .map_err(|e| transfer(e.to_string()))?
+                .body
+                .to_vec()),
+            WasmSource::Image(image) => {
+                let reference =
+                    Reference::parse(image).map_err(|e| SourceError::Missing(e.to_string()))?;
+                let credentials = docker_login(&reference.registry).map_err(transfer)?;
+                Ok(oci::pull(&http()?, &reference, credentials.as_ref())
+                    .await
+                    .map_err(|e| transfer(e.to_string()))?
+                    .to_vec())
             }
-            None => engine.load(&self.name, &self.wasm, &settings.to_string(), self.limits),
-        };
-        loaded.map_err(|e| match e {
-            crate::policy::PolicyError::InvalidSettings(message) if self.cel.is_some() => message,
-            e => e.to_string(),
-        })
+            WasmSource::ConfigMap(source) => Err(SourceError::Unsupported(format!(
+                "the component is in ConfigMap {}/{}; the CLI does not read the cluster, so pass --wasm FILE",
+                source.namespace, source.name
+            ))),
+        }
     }
 }
 
@@ -82,14 +102,19 @@ pub async fn policy(
     settings: Option<serde_json::Value>,
 ) -> Result<PolicyFile, PolicyCliError> {
     if path.extension().is_some_and(|e| e == "wasm") {
+        let bytes = read_file(path)?;
         return Ok(PolicyFile {
             name: path
                 .file_stem()
                 .map_or_else(|| "policy".into(), |s| s.to_string_lossy().into_owned()),
-            wasm: read_file(path)?,
+            prepared: Prepared {
+                digest: sha256_hex(&bytes),
+                wasm: bytes,
+                cel: None,
+                settings: serde_json::json!({}),
+            },
             settings: settings.unwrap_or_else(|| serde_json::json!({})),
             limits: Limits::default(),
-            cel: None,
         });
     }
     let text = std::fs::read_to_string(path)
@@ -101,86 +126,40 @@ pub async fn policy(
         .name
         .clone()
         .unwrap_or_else(|| "policy".into());
-    if let Some(cel) = &manifest.spec.cel {
-        return Ok(PolicyFile {
-            limits: limits(path, &cel.limits)?,
-            settings: settings
-                .or_else(|| cel.settings.clone())
-                .unwrap_or_else(|| serde_json::json!({})),
-            wasm: crate::policy::cel::CEL_ENGINE.to_vec(),
-            cel: Some(cel.clone()),
-            name,
-        });
-    }
-    let spec = manifest.spec.wasm.as_ref().ok_or_else(|| {
-        PolicyCliError::Parse(
-            path.to_path_buf(),
-            "the policy has neither spec.wasm nor spec.cel".into(),
-        )
-    })?;
-    let bytes = match wasm {
-        Some(file) => {
+    let spec = &manifest.spec;
+    let component = match (wasm, &spec.wasm) {
+        (Some(file), Some(pinned)) => {
             let bytes = read_file(file)?;
             let digest = sha256_hex(&bytes);
-            if digest != spec.sha256 {
+            if digest != pinned.sha256 {
                 eprintln!(
                     "note: {} has sha256 {digest}; {} pins {} (not checked with --wasm)",
                     file.display(),
                     path.display(),
-                    spec.sha256
+                    pinned.sha256
                 );
             }
-            bytes
+            Component::Given(bytes)
         }
-        None => {
-            let bytes = fetch(&name, spec.source()).await?;
-            let digest = sha256_hex(&bytes);
-            if digest != spec.sha256 {
-                return Err(PolicyCliError::DigestMismatch {
-                    policy: name,
-                    actual: digest,
-                    pinned: spec.sha256.clone(),
-                });
-            }
-            bytes
-        }
+        _ => Component::FromSource,
     };
+    let prepared = loader::prepare(spec, &LocalFetcher, component)
+        .await
+        .map_err(|e| match e {
+            LoadError::DigestMismatch { actual, pinned } => PolicyCliError::DigestMismatch {
+                policy: name.clone(),
+                actual,
+                pinned,
+            },
+            LoadError::Fetch(e) => PolicyCliError::Fetch(name.clone(), e.to_string()),
+            e => PolicyCliError::Parse(path.to_path_buf(), e.to_string()),
+        })?;
     Ok(PolicyFile {
-        limits: limits(path, &spec.limits)?,
-        settings: settings
-            .or_else(|| spec.settings.clone())
-            .unwrap_or_else(|| serde_json::json!({})),
-        wasm: bytes,
+        limits: limits(path, &spec.limits())?,
+        settings: settings.unwrap_or_else(|| prepared.settings.clone()),
+        prepared,
         name,
-        cel: None,
     })
-}
-
-async fn fetch(name: &str, source: Option<WasmSource<'_>>) -> Result<Vec<u8>, PolicyCliError> {
-    let fetch_failed = |e: String| PolicyCliError::Fetch(name.to_string(), e);
-    let http = || HttpClient::new().map_err(|e| fetch_failed(e.to_string()));
-    match source {
-        Some(WasmSource::Url(url)) => Ok(http()?
-            .get(url, &[])
-            .await
-            .map_err(|e| fetch_failed(e.to_string()))?
-            .body
-            .to_vec()),
-        Some(WasmSource::Image(image)) => {
-            let reference = Reference::parse(image).map_err(|e| fetch_failed(e.to_string()))?;
-            // The CLI uses `docker login`'s credentials, not the policy's imagePullSecret.
-            let credentials = docker_login(&reference.registry).map_err(fetch_failed)?;
-            Ok(oci::pull(&http()?, &reference, credentials.as_ref())
-                .await
-                .map_err(|e| fetch_failed(e.to_string()))?
-                .to_vec())
-        }
-        Some(WasmSource::ConfigMap(source)) => Err(fetch_failed(format!(
-            "the component is in ConfigMap {}/{}; the CLI does not read the cluster, so pass --wasm FILE",
-            source.namespace, source.name
-        ))),
-        None => Err(fetch_failed("spec.wasm names no source".into())),
-    }
 }
 
 /// A Sandbox from YAML or JSON, where everything but what the policy looks at may be left out:

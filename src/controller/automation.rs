@@ -1,21 +1,25 @@
-//! The lifecycle loop: what a lifecycle policy (or, without one, the built-in
-//! `spec.lifecycle.idleTimeout`) asks of a Sandbox, and when to ask again. Suspend, resume and
-//! terminate go through the paths a user's change takes (`spec.operatingMode`, deletion), each
-//! announced by an Event that names who decided.
+//! Automation: the suspends, resumes and terminations that nobody typed. A lifecycle policy,
+//! the built-in `spec.lifecycle.idleTimeout`, or a wake request from the gateway decides; this
+//! module says what to do now and when to ask again.
+//!
+//! Suspend and resume never write the user's spec: they set `status.modeOverride`, which holds
+//! while `spec.operatingMode` stays as it was, so a GitOps tool that re-applies the manifest
+//! does not fight them. Terminate deletes the Sandbox. Each step is announced by an Event that
+//! names who decided.
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::api::{Api, DeleteParams};
 
 use super::Error;
+use super::context::Context;
 use super::decisions::Decisions;
-use super::reconcile::{Context, publish};
+use super::events::Transition;
 use crate::activity;
-use crate::api::{OperatingMode, Sandbox};
-use crate::controller::lifecycle::Transition;
+use crate::api::{ModeOverride, OperatingMode, Sandbox};
 use crate::policy::limits::parse_duration;
 use crate::policy::types::{LifecycleAction, LifecycleDecision};
 
@@ -59,8 +63,7 @@ pub fn next(
     min_dwell: Duration,
 ) -> Next {
     // A request is waiting in the gateway: that comes before any idle reckoning.
-    if sandbox.spec.operating_mode == OperatingMode::Suspended && activity::wake_requested(sandbox)
-    {
+    if activity::wake_requested(sandbox) {
         return Next::Act {
             step: Step::Resume,
             by: GATEWAY.into(),
@@ -104,7 +107,7 @@ pub fn next(
 fn builtin(sandbox: &Sandbox, now: Timestamp) -> Option<(String, LifecycleDecision)> {
     let timeout = sandbox.spec.lifecycle.as_ref()?.idle_timeout.as_ref()?;
     let timeout = parse_duration(timeout).ok()?.as_secs().max(1);
-    if sandbox.spec.operating_mode != OperatingMode::Running {
+    if sandbox.effective_mode() != OperatingMode::Running {
         return None;
     }
     let idle = activity::idle_seconds(sandbox, now);
@@ -127,7 +130,7 @@ fn builtin(sandbox: &Sandbox, now: Timestamp) -> Option<(String, LifecycleDecisi
 /// What to do about `decision` for `sandbox` as it is now: nothing when it already is what the
 /// decision wants.
 pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
-    let mode = sandbox.spec.operating_mode;
+    let mode = sandbox.effective_mode();
     match decision.action {
         LifecycleAction::Keep => None,
         LifecycleAction::Suspend => (mode == OperatingMode::Running).then_some(Step::Suspend),
@@ -136,24 +139,17 @@ pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
     }
 }
 
-/// Carries out a step. The Sandbox's next reconcile (its own watch event) does the rest.
-pub async fn carry_out(
-    ctx: &Context,
-    sandbox: &Sandbox,
-    step: Step,
+/// Suspends or resumes `sandbox` by an override of its spec's mode, in its status, and says
+/// so in the Transition to publish. The plan that follows sees the new mode at once.
+pub fn override_mode(
+    sandbox: &mut Sandbox,
+    mode: OperatingMode,
     by: &str,
     reason: &str,
-) -> Result<Action, Error> {
-    let name = sandbox.name_any();
-    let namespace = sandbox.namespace().unwrap_or_default();
-    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mode = |mode: &str| serde_json::json!({ "spec": { "operatingMode": mode } });
-    let params = PatchParams {
-        field_manager: Some(crate::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let (event, note, result) = match step {
-        Step::Suspend => (
+    now: Timestamp,
+) -> Transition {
+    let (event, note) = match mode {
+        OperatingMode::Suspended => (
             if by == BUILTIN {
                 "IdleSuspended"
             } else {
@@ -164,11 +160,8 @@ pub async fn carry_out(
             } else {
                 format!("policy {by}: {reason}")
             },
-            api.patch(&name, &params, &Patch::Merge(mode("Suspended")))
-                .await
-                .map(|_| ()),
         ),
-        Step::Resume => (
+        OperatingMode::Running => (
             if by == GATEWAY {
                 "GatewayResumed"
             } else {
@@ -179,31 +172,48 @@ pub async fn carry_out(
             } else {
                 format!("policy {by}: {reason}")
             },
-            api.patch(&name, &params, &Patch::Merge(mode("Running")))
-                .await
-                .map(|_| ()),
-        ),
-        Step::Terminate => (
-            "PolicyTerminated",
-            format!("policy {by}: {reason}"),
-            api.delete(&name, &DeleteParams::default())
-                .await
-                .map(|_| ()),
         ),
     };
-    result.map_err(Error::child("lifecycle", "Sandbox", &name))?;
-    tracing::info!(by, event, reason, "lifecycle step");
-    publish(
-        ctx,
+    let spec_mode = sandbox.spec.operating_mode;
+    let status = sandbox.status.get_or_insert_default();
+    // Back to what the spec says: nothing overrides it any more.
+    status.mode_override = (mode != spec_mode).then(|| ModeOverride {
+        mode,
+        spec_mode,
+        by: by.to_string(),
+        reason: crate::text::clip(reason.to_string(), 1024),
+        since: Time(now),
+    });
+    tracing::info!(by, event, reason, "automatic step");
+    Transition::new(event, note, false)
+}
+
+/// Deletes the Sandbox a policy terminated; volumes follow `volumeReclaimPolicy`.
+pub async fn terminate(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    by: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    let name = sandbox.name_any();
+    let api: Api<Sandbox> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(Error::child("terminate", "Sandbox", &name)(e)),
+    }
+    tracing::info!(by, reason, "policy terminated the Sandbox");
+    ctx.publish(
         sandbox,
-        &[Transition {
-            reason: event,
-            note,
-            warning: false,
-        }],
+        &[Transition::new(
+            "PolicyTerminated",
+            format!("policy {by}: {reason}"),
+            false,
+        )],
     )
     .await;
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -326,19 +336,96 @@ mod tests {
     #[test]
     fn a_wake_request_resumes_only_the_suspension_it_names() {
         let mut sandbox = sandbox(OperatingMode::Suspended);
-        sandbox.metadata.generation = Some(2);
-        sandbox.metadata.annotations =
-            Some([(activity::WAKE_REQUESTED.to_string(), "2".to_string())].into());
+        sandbox.status = Some(crate::api::SandboxStatus {
+            phase: Some(crate::api::Phase::Suspended),
+            suspensions: 2,
+            ..Default::default()
+        });
+        sandbox.metadata.annotations = Some(
+            [(
+                activity::WAKE_REQUESTED.to_string(),
+                "suspension-2".to_string(),
+            )]
+            .into(),
+        );
         let woken = next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL);
         assert!(
             matches!(woken, Next::Act { step: Step::Resume, ref by, .. } if by == GATEWAY),
             "{woken:?}"
         );
-        // Resumed (generation 3), and suspended again by the user (4) in the same second.
-        sandbox.metadata.generation = Some(4);
+        // Resumed, and suspended again by the user in the same second: the status has not
+        // counted the new suspension yet, and the old request must not end it.
+        sandbox.status = Some(crate::api::SandboxStatus {
+            phase: Some(crate::api::Phase::Running),
+            suspensions: 2,
+            ..Default::default()
+        });
         assert_eq!(
             next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL),
             Next::Nothing
+        );
+    }
+
+    /// An automatic step writes the status, never the spec: the user's manifest stays the
+    /// user's, and their next change of `operatingMode` wins.
+    #[test]
+    fn automatic_steps_override_the_spec_in_status_only() {
+        let mut sandbox = sandbox(OperatingMode::Running);
+        let step = override_mode(&mut sandbox, OperatingMode::Suspended, "p", "idle", at(5));
+        assert_eq!(step.reason, "PolicySuspended");
+        assert_eq!(sandbox.spec.operating_mode, OperatingMode::Running);
+        assert_eq!(sandbox.effective_mode(), OperatingMode::Suspended);
+        let held = sandbox
+            .status
+            .as_ref()
+            .and_then(|s| s.mode_override.clone())
+            .expect("an override");
+        assert_eq!(
+            (held.by.as_str(), held.spec_mode),
+            ("p", OperatingMode::Running)
+        );
+        // Resuming back to what the spec says leaves nothing to override.
+        let step = override_mode(
+            &mut sandbox,
+            OperatingMode::Running,
+            GATEWAY,
+            "a request",
+            at(9),
+        );
+        assert_eq!(step.reason, "GatewayResumed");
+        assert_eq!(
+            sandbox
+                .status
+                .as_ref()
+                .and_then(|s| s.mode_override.clone()),
+            None
+        );
+        // A policy may resume what the user suspended; the user's next change ends that.
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        override_mode(
+            &mut sandbox,
+            OperatingMode::Running,
+            "p",
+            "work queued",
+            at(12),
+        );
+        assert_eq!(sandbox.effective_mode(), OperatingMode::Running);
+        // A policy suspends; the user then resumes by their own spec change.
+        sandbox.spec.operating_mode = OperatingMode::Running;
+        sandbox.status.get_or_insert_default().mode_override = None;
+        override_mode(&mut sandbox, OperatingMode::Suspended, "p", "idle", at(20));
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        sandbox.spec.operating_mode = OperatingMode::Running;
+        assert_eq!(
+            sandbox.effective_mode(),
+            OperatingMode::Suspended,
+            "same spec: still held"
+        );
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        assert_eq!(
+            sandbox.effective_mode(),
+            OperatingMode::Suspended,
+            "the spec changed: the override is void and the spec rules"
         );
     }
 }

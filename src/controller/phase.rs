@@ -1,0 +1,951 @@
+//! The phase machine: from a Sandbox, its observed pod and the time, decide what to do to the
+//! children and what the status says. Pure, so every transition is unit-tested; the reconciler
+//! only carries the plan out.
+//!
+//! [`plan`] reads like a table: each situation (expired, someone else's pod, suspended, held,
+//! no pod, a pod) has a function of its own, and the first that applies decides. Status and
+//! conditions are composed in `status`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{
+    OperatingMode, Phase, Sandbox, SandboxStatus, ShutdownPolicy, TEMPLATE_HASH_ANNOTATION,
+    UpdateStrategy,
+};
+use crate::controller::children;
+use crate::controller::decisions::Decisions;
+use crate::controller::events::Transition;
+use crate::controller::status::{self, ReadyReason, set_ready};
+
+/// The longest wait between restarts of a crashing pod.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+/// The shortest and longest wait before trying a refused pod again.
+const MIN_REJECTED_RETRY: Duration = Duration::from_secs(5);
+const MAX_REJECTED_RETRY: Duration = Duration::from_secs(300);
+/// How often a Sandbox held by a conflicting child looks again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(60);
+/// How often a Sandbox held by a failed policy asks again.
+const POLICY_FAILED_RETRY: Duration = Duration::from_secs(30);
+
+/// What to do with the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodAction {
+    Keep,
+    Create,
+    /// Delete the pod with this UID (a precondition, so a newer pod is never hit).
+    Delete {
+        uid: String,
+    },
+}
+
+/// What to do with a child that is applied or removed as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildAction {
+    Apply,
+    Delete,
+    /// Touch nothing: the object of that name is not this Sandbox's.
+    Leave,
+}
+
+/// Everything one reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub pod: PodAction,
+    pub service: ChildAction,
+    pub apply_claims: bool,
+    pub delete_sandbox: bool,
+    pub status: SandboxStatus,
+    pub requeue_after: Option<Duration>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Plan {
+    fn transition(&mut self, reason: &'static str, note: impl Into<String>, warning: bool) {
+        self.transitions
+            .push(Transition::new(reason, note, warning));
+    }
+
+    fn requeue_within(&mut self, candidate: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(candidate, |c| c.min(candidate)));
+    }
+}
+
+/// What the status said before this reconcile.
+struct Previous {
+    phase: Phase,
+    ready: Option<ReadyReason>,
+}
+
+impl Previous {
+    fn of(sandbox: &Sandbox) -> Self {
+        let status = sandbox.status.clone().unwrap_or_default();
+        Self {
+            phase: status.phase.unwrap_or_default(),
+            ready: status::ready_reason(&status),
+        }
+    }
+
+    fn suspended(&self) -> bool {
+        matches!(self.phase, Phase::Suspending | Phase::Suspended)
+    }
+}
+
+pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &Decisions) -> Plan {
+    let previous = Previous::of(sandbox);
+    let mut plan = starting_point(sandbox, now, decisions);
+    if let Some(shutdown) = &sandbox.spec.shutdown_time {
+        let remaining = shutdown.0.duration_since(now);
+        // Expiry comes first: an expired Sandbox never gets a pod again.
+        if remaining.is_zero() || remaining.is_negative() {
+            expire(&mut plan, sandbox, pod, now, &previous);
+            return plan;
+        }
+        // A hair past the deadline, so the next reconcile finds it expired.
+        let remaining = Duration::try_from(remaining).unwrap_or_default();
+        plan.requeue_after = Some(remaining.saturating_add(Duration::from_millis(100)));
+    }
+    if pod.is_some_and(|p| !owned_by(p, sandbox)) {
+        foreign_pod(&mut plan, sandbox, now, &previous);
+        return plan;
+    }
+    match (sandbox.effective_mode(), pod) {
+        (OperatingMode::Suspended, Some(pod)) => {
+            suspending(&mut plan, sandbox, pod, now, &previous)
+        }
+        (OperatingMode::Suspended, None) => suspended(&mut plan, sandbox, now, &previous),
+        (OperatingMode::Running, None) => {
+            if !held(&mut plan, sandbox, now, decisions, &previous) {
+                missing_pod(&mut plan, sandbox, now, &previous);
+            }
+        }
+        (OperatingMode::Running, Some(pod)) => {
+            existing_pod(&mut plan, sandbox, pod, now, decisions, &previous)
+        }
+    }
+    plan
+}
+
+/// The plan before any situation applies: keep the pod, apply the Service and claims, and
+/// the status facts every situation shares.
+fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> Plan {
+    let name = sandbox.name_any();
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = sandbox.metadata.generation;
+    status.selector = Some(children::selector(sandbox));
+    status.decisions = decisions.record(previous.decisions.as_ref(), now);
+    // An override the user has spoken over since, or that no longer differs from the spec,
+    // is void.
+    if status
+        .mode_override
+        .as_ref()
+        .is_some_and(|o| o.spec_mode != sandbox.spec.operating_mode || o.mode == o.spec_mode)
+    {
+        status.mode_override = None;
+    }
+    let wants_service = sandbox.spec.wants_service();
+    if wants_service {
+        status.service = Some(name.clone());
+        status.service_fqdn = Some(format!("{name}.{namespace}.svc.cluster.local"));
+    } else {
+        status.service = None;
+        status.service_fqdn = None;
+    }
+    let transitions = audit_news(previous.decisions.as_ref(), status.decisions.as_ref())
+        .into_iter()
+        .map(|note| Transition::new("PolicyAudit", note, false))
+        .collect();
+    Plan {
+        pod: PodAction::Keep,
+        service: if wants_service {
+            ChildAction::Apply
+        } else {
+            ChildAction::Delete
+        },
+        apply_claims: true,
+        delete_sandbox: false,
+        status,
+        requeue_after: None,
+        transitions,
+    }
+}
+
+/// Audit-mode decisions that are new since the last status, in words for an Event.
+fn audit_news(
+    before: Option<&crate::api::PolicyDecisions>,
+    after: Option<&crate::api::PolicyDecisions>,
+) -> Vec<String> {
+    let audited =
+        |d: Option<&crate::api::PolicyDecisions>| d.map(|d| d.audited.clone()).unwrap_or_default();
+    let known = audited(before);
+    audited(after)
+        .into_iter()
+        .filter(|a| !known.contains(a))
+        .map(|a| {
+            format!(
+                "policy {} would decide {} ({}); Audit mode, not applied",
+                a.policy,
+                a.outcome,
+                a.message.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// `shutdownTime` has passed: pod and Service go, and the Sandbox too under `Delete`.
+fn expire(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: Option<&Pod>,
+    now: Timestamp,
+    previous: &Previous,
+) {
+    if sandbox.spec.shutdown_policy == ShutdownPolicy::Delete {
+        plan.delete_sandbox = true;
+    }
+    if let Some(p) = pod.filter(|p| p.metadata.deletion_timestamp.is_none() && owned_by(p, sandbox))
+    {
+        plan.pod = PodAction::Delete {
+            uid: p.uid().unwrap_or_default(),
+        };
+    }
+    plan.service = ChildAction::Delete;
+    plan.apply_claims = false;
+    plan.status.phase = Some(Phase::Expired);
+    plan.status.service = None;
+    plan.status.service_fqdn = None;
+    status::clear_pod_facts(&mut plan.status);
+    status::set_expired(&mut plan.status, sandbox, now);
+    if previous.phase != Phase::Expired {
+        plan.transition(
+            "Expired",
+            "shutdownTime has passed; pod and Service removed",
+            false,
+        );
+    }
+}
+
+/// A pod of the Sandbox's name belongs to someone else: sandman neither adopts nor deletes it.
+fn foreign_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+    let name = sandbox.name_any();
+    plan.status.phase = Some(Phase::Failed);
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::PodNameConflict,
+        false,
+        format!(
+            "a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"
+        ),
+    );
+    if previous.ready != Some(ReadyReason::PodNameConflict) {
+        plan.transition(
+            ReadyReason::PodNameConflict.as_str(),
+            format!("pod {name} belongs to someone else"),
+            true,
+        );
+    }
+}
+
+/// Suspended with a pod still there: delete it, keep the rest.
+fn suspending(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp, previous: &Previous) {
+    if pod.metadata.deletion_timestamp.is_none() {
+        plan.pod = PodAction::Delete {
+            uid: pod.uid().unwrap_or_default(),
+        };
+    }
+    if !previous.suspended() {
+        begin_suspension(&mut plan.status, now);
+        plan.transition(
+            "Suspending",
+            format!("deleting pod {}", pod.name_any()),
+            false,
+        );
+    }
+    plan.status.phase = Some(Phase::Suspending);
+    status::set_suspended(&mut plan.status, sandbox, now, false, "");
+}
+
+/// Suspended and the pod is gone.
+fn suspended(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+    if !previous.suspended() {
+        begin_suspension(&mut plan.status, now);
+    } else if plan.status.suspended_at.is_none() {
+        plan.status.suspended_at = Some(Time(now));
+    }
+    if previous.phase != Phase::Suspended {
+        plan.transition(
+            "Suspended",
+            "the pod is gone; Service and volumes are kept",
+            false,
+        );
+    }
+    plan.status.phase = Some(Phase::Suspended);
+    status::clear_pod_facts(&mut plan.status);
+    status::set_suspended(
+        &mut plan.status,
+        sandbox,
+        now,
+        true,
+        "the pod is gone; Service and volumes are kept",
+    );
+}
+
+/// A suspension begins: it gets the next number, which a wake request names.
+fn begin_suspension(status: &mut SandboxStatus, now: Timestamp) {
+    status.suspended_at = Some(Time(now));
+    status.suspensions = status.suspensions.saturating_add(1);
+}
+
+/// No pod is made while a `failurePolicy: Fail` policy could not decide, or while the pod
+/// would break the baseline. True when the Sandbox is held.
+fn held(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    now: Timestamp,
+    decisions: &Decisions,
+    previous: &Previous,
+) -> bool {
+    let (reason, message, note, retry) = if let Some((policy, message)) = &decisions.failure {
+        (
+            ReadyReason::PolicyFailed,
+            format!(
+                "policy {policy} failed, and its failurePolicy is Fail: {message}; the pod is held"
+            ),
+            format!("policy {policy}: {message}"),
+            Some(POLICY_FAILED_RETRY),
+        )
+    } else if !decisions.refused.is_empty() {
+        let note = format!(
+            "the pod baseline refuses {}; a SandboxPolicy that decides this Sandbox's isolation may allow it (spec.podSecurity)",
+            decisions.refused.join(", ")
+        );
+        (ReadyReason::PodBaselineRefused, note.clone(), note, None)
+    } else {
+        return false;
+    };
+    plan.status.phase = Some(Phase::Pending);
+    set_ready(&mut plan.status, sandbox, now, reason, false, message);
+    if previous.ready != Some(reason) {
+        plan.transition(reason.as_str(), note, true);
+    }
+    if let Some(retry) = retry {
+        plan.requeue_within(retry);
+    }
+    true
+}
+
+/// Running, and no pod: make one. A pod someone else deleted is a restart, with backoff; a
+/// pod gone for a suspend is a resume.
+fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+    let resuming = matches!(
+        previous.phase,
+        Phase::Suspended | Phase::Suspending | Phase::Resuming
+    );
+    let had_pod = matches!(previous.phase, Phase::Running | Phase::Starting);
+    let pending = previous.ready.filter(|r| r.recreate_pending());
+    if had_pod && pending.is_none() {
+        restart_deleted_pod(plan, sandbox, now);
+        return;
+    }
+    plan.pod = PodAction::Create;
+    status::clear_pod_facts(&mut plan.status);
+    if resuming {
+        if previous.phase != Phase::Resuming {
+            plan.status.resumed_at = Some(Time(now));
+            plan.transition(
+                "Resuming",
+                "creating the pod again with the same volumes and identity",
+                false,
+            );
+        }
+        plan.status.phase = Some(Phase::Resuming);
+    } else {
+        if previous.phase == Phase::Pending {
+            plan.transition("Starting", "created the pod", false);
+        }
+        plan.status.phase = Some(Phase::Starting);
+    }
+    let (reason, message) = match pending {
+        Some(reason) => (reason, "recreating the pod"),
+        None => (ReadyReason::DependenciesNotReady, "the pod is starting"),
+    };
+    set_ready(&mut plan.status, sandbox, now, reason, false, message);
+}
+
+/// Someone else deleted the pod: recreate it once the backoff allows.
+fn restart_deleted_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp) {
+    plan.status.phase = Some(Phase::Starting);
+    let wait = restart_wait(&plan.status, now);
+    if !wait.is_zero() {
+        set_ready(
+            &mut plan.status,
+            sandbox,
+            now,
+            ReadyReason::RestartBackoff,
+            false,
+            format!(
+                "the pod was deleted; recreating in {}s",
+                wait.as_secs().max(1)
+            ),
+        );
+        plan.requeue_within(wait);
+        return;
+    }
+    count_restart(&mut plan.status, now);
+    plan.pod = PodAction::Create;
+    let note = "the pod was deleted by someone else; recreated it";
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::PodDeleted,
+        false,
+        note,
+    );
+    plan.transition("PodRestarted", note, true);
+}
+
+/// Running, with a pod of ours.
+fn existing_pod(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    now: Timestamp,
+    decisions: &Decisions,
+    previous: &Previous,
+) {
+    let pod_phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    if pod.metadata.deletion_timestamp.is_some() {
+        terminating_pod(plan, sandbox, now, previous);
+        return;
+    }
+    if pod_phase == "Failed" || pod_phase == "Succeeded" {
+        finished_pod(plan, sandbox, pod, &pod_phase, now);
+        return;
+    }
+    let current_hash = pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
+    let template_changed =
+        current_hash.as_deref() != Some(children::template_hash(sandbox, decisions).as_str());
+    if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
+        replace_pod(plan, sandbox, pod, now);
+        return;
+    }
+    live_pod(plan, sandbox, pod, now, template_changed, previous);
+}
+
+/// The old pod is still terminating: wait for it, with a phase that already says a pod is
+/// coming (a resume asked while the suspend finishes is Resuming).
+fn terminating_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+    plan.status.phase = Some(match previous.phase {
+        Phase::Suspending | Phase::Suspended | Phase::Resuming => Phase::Resuming,
+        Phase::Running => Phase::Running,
+        _ => Phase::Starting,
+    });
+    let reason = status::ready_reason(&plan.status)
+        .filter(|r| r.recreate_pending())
+        .unwrap_or(ReadyReason::DependenciesNotReady);
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        reason,
+        false,
+        "waiting for the old pod to terminate",
+    );
+}
+
+/// The pod failed or completed: recreate it once the backoff allows.
+fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, now: Timestamp) {
+    let ended = pod_phase.to_lowercase();
+    let ended_reason = if pod_phase == "Failed" {
+        ReadyReason::PodFailed
+    } else {
+        ReadyReason::PodSucceeded
+    };
+    plan.status.phase = Some(Phase::Starting);
+    let wait = restart_wait(&plan.status, now);
+    if !wait.is_zero() {
+        set_ready(
+            &mut plan.status,
+            sandbox,
+            now,
+            ReadyReason::RestartBackoff,
+            false,
+            format!("the pod {ended}; recreating in {}s", wait.as_secs().max(1)),
+        );
+        plan.requeue_within(wait);
+        return;
+    }
+    count_restart(&mut plan.status, now);
+    plan.pod = PodAction::Delete {
+        uid: pod.uid().unwrap_or_default(),
+    };
+    // Ready says PodFailed either way: it is what marks the recreate as pending.
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::PodFailed,
+        false,
+        format!("the pod {ended} ({}); recreating it", ended_reason.as_str()),
+    );
+    plan.transition(
+        "PodRestarted",
+        format!("the pod {ended}; recreating it"),
+        true,
+    );
+}
+
+/// `updateStrategy: Recreate` and the template changed: replace the pod now.
+fn replace_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
+    plan.pod = PodAction::Delete {
+        uid: pod.uid().unwrap_or_default(),
+    };
+    plan.status.phase = Some(Phase::Starting);
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::PodTemplateChanged,
+        false,
+        "the pod template changed; replacing the pod",
+    );
+    plan.transition(
+        ReadyReason::PodTemplateChanged.as_str(),
+        "the pod template changed; replacing the pod (updateStrategy Recreate)",
+        false,
+    );
+}
+
+/// A live pod: Running once it is Ready, else still starting (or resuming).
+fn live_pod(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    now: Timestamp,
+    template_changed: bool,
+    previous: &Previous,
+) {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        plan.status.phase = Some(if previous.phase == Phase::Resuming {
+            Phase::Resuming
+        } else {
+            Phase::Starting
+        });
+        set_ready(
+            &mut plan.status,
+            sandbox,
+            now,
+            ReadyReason::DependenciesNotReady,
+            false,
+            "the pod is starting",
+        );
+        return;
+    }
+    status::record_pod_facts(&mut plan.status, pod);
+    if previous.phase != Phase::Running {
+        let note = if previous.phase == Phase::Resuming {
+            "resumed; the pod is ready"
+        } else {
+            "the pod is ready"
+        };
+        plan.transition("Ready", note, false);
+    }
+    plan.status.phase = Some(Phase::Running);
+    let message = if template_changed {
+        "the pod is ready; a changed pod template takes effect at the next resume"
+    } else {
+        "the pod is ready"
+    };
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::DependenciesReady,
+        true,
+        message,
+    );
+}
+
+/// The API server refused the pod this plan created: Ready says so in its words, and the
+/// next try waits as long as the refusals have lasted (between 5 s and 5 min), so a pod that
+/// can never be made costs a request every few minutes, not every few seconds.
+pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timestamp) {
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let previous_ready =
+        crate::api::conditions::find(&previous.conditions, crate::api::conditions::READY);
+    let rejected = ReadyReason::PodRejected;
+    let rejected_since = previous_ready
+        .filter(|c| c.reason == rejected.as_str())
+        .map(|c| c.last_transition_time.0);
+    if plan.status.phase != Some(Phase::Resuming) {
+        plan.status.phase = Some(Phase::Pending);
+    }
+    let note = format!("the API server refused the pod: {message}");
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        rejected,
+        false,
+        note.clone(),
+    );
+    if let Some(since) = rejected_since {
+        status::pin_ready_since(&mut plan.status, since);
+    }
+    plan.transitions.retain(|t| t.reason != "Starting");
+    if previous_ready.is_none_or(|c| c.reason != rejected.as_str() || c.message != note) {
+        plan.transition(rejected.as_str(), note, true);
+    }
+    let lasted = rejected_since
+        .map(|since| Duration::try_from(now.duration_since(since)).unwrap_or_default())
+        .unwrap_or_default();
+    plan.requeue_after = Some(lasted.clamp(MIN_REJECTED_RETRY, MAX_REJECTED_RETRY));
+}
+
+/// Objects this Sandbox would apply exist and are someone else's: sandman neither adopts nor
+/// changes them, makes no pod (it would mount a stranger's volume), and says which in Ready.
+pub fn hold_for_conflicts(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    conflicts: &[String],
+    now: Timestamp,
+) {
+    let previous = sandbox.status.clone().unwrap_or_default();
+    let previous_ready = status::ready_of(&previous);
+    plan.apply_claims = false;
+    if plan.service == ChildAction::Apply || plan.service == ChildAction::Delete {
+        plan.service = ChildAction::Leave;
+    }
+    if plan.pod == PodAction::Create {
+        plan.pod = PodAction::Keep;
+        plan.status.phase = Some(Phase::Pending);
+        plan.transitions
+            .retain(|t| t.reason != "Starting" && t.reason != "Resuming");
+    }
+    let note = format!(
+        "{}; sandman neither adopts nor changes objects it did not make for this Sandbox: rename the Sandbox or its claim template, or remove the object",
+        conflicts.join("; ")
+    );
+    let conflict = ReadyReason::ChildConflict;
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        conflict,
+        false,
+        note.clone(),
+    );
+    if previous_ready.is_none_or(|(reason, message)| reason != Some(conflict) || message != note) {
+        plan.transition(conflict.as_str(), note, true);
+    }
+    plan.requeue_within(CONFLICT_RETRY);
+}
+
+/// True when `pod` is controlled by this very Sandbox (same UID, not just the same name).
+pub fn owned_by(pod: &Pod, sandbox: &Sandbox) -> bool {
+    let Some(uid) = sandbox.uid() else {
+        return false;
+    };
+    pod.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// How long to wait before the next restart: nothing for the first, then 1s, 2s, 4s ... up to
+/// five minutes, measured from the previous restart.
+pub fn restart_wait(status: &SandboxStatus, now: Timestamp) -> Duration {
+    let Some(last) = &status.last_restart_time else {
+        return Duration::ZERO;
+    };
+    let exponent = u32::try_from(status.restarts.clamp(1, 16) - 1).unwrap_or(0);
+    let backoff = Duration::from_secs(1u64 << exponent).min(MAX_RESTART_BACKOFF);
+    let elapsed = now.duration_since(last.0);
+    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+    backoff.saturating_sub(elapsed)
+}
+
+fn count_restart(status: &mut SandboxStatus, now: Timestamp) {
+    status.restarts = status.restarts.saturating_add(1);
+    status.last_restart_time = Some(Time(now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PodTemplate, SandboxSpec};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::jiff::SignedDuration;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("time")
+    }
+
+    fn sandbox(phase: Option<Phase>) -> Sandbox {
+        let mut sandbox = Sandbox::new(
+            "agent",
+            SandboxSpec {
+                pod_template: PodTemplate::default(),
+                ..Default::default()
+            },
+        );
+        sandbox.metadata.namespace = Some("team".into());
+        sandbox.metadata.uid = Some("sandbox-uid".into());
+        sandbox.metadata.generation = Some(1);
+        sandbox.status = Some(SandboxStatus {
+            phase,
+            ..Default::default()
+        });
+        sandbox
+    }
+
+    fn pod(sandbox: &Sandbox, phase: &str, ready: bool) -> Pod {
+        let mut pod = children::desired_pod(sandbox, &Decisions::default());
+        pod.metadata.uid = Some("pod-uid".into());
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "sandman.dev/v1alpha1".into(),
+            kind: "Sandbox".into(),
+            name: "agent".into(),
+            uid: "sandbox-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn new_sandbox_creates_its_pod() {
+        let plan = plan(&sandbox(None), None, at(0), &Decisions::default());
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.phase, Some(Phase::Starting));
+        assert_eq!(plan.service, ChildAction::Apply);
+    }
+
+    #[test]
+    fn ready_pod_means_running() {
+        let sandbox = sandbox(Some(Phase::Starting));
+        let plan = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
+        assert_eq!(plan.pod, PodAction::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Running));
+        assert!(plan.transitions.iter().any(|t| t.reason == "Ready"));
+    }
+
+    #[test]
+    fn suspend_deletes_the_pod_and_keeps_the_rest() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        let plan = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
+        assert_eq!(
+            plan.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+        assert_eq!(plan.service, ChildAction::Apply);
+        assert!(plan.apply_claims);
+        assert_eq!(plan.status.phase, Some(Phase::Suspending));
+        assert_eq!(plan.status.suspended_at, Some(Time(at(0))));
+    }
+
+    #[test]
+    fn resume_after_suspend_is_resuming_not_a_restart() {
+        let sandbox = sandbox(Some(Phase::Suspended));
+        let plan = plan(&sandbox, None, at(5), &Decisions::default());
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.phase, Some(Phase::Resuming));
+        assert_eq!(plan.status.resumed_at, Some(Time(at(5))));
+        assert_eq!(plan.status.restarts, 0);
+    }
+
+    #[test]
+    fn vanished_pod_counts_a_restart() {
+        let sandbox = sandbox(Some(Phase::Running));
+        let plan = plan(&sandbox, None, at(0), &Decisions::default());
+        assert_eq!(plan.pod, PodAction::Create);
+        assert_eq!(plan.status.restarts, 1);
+    }
+
+    #[test]
+    fn failed_pods_back_off_exponentially() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        let failed = pod(&sandbox, "Failed", false);
+        let first = plan(&sandbox, Some(&failed), at(0), &Decisions::default());
+        assert_eq!(
+            first.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            },
+            "the first restart is immediate"
+        );
+        assert_eq!(first.status.restarts, 1);
+
+        sandbox.status = Some(first.status.clone());
+        let too_soon = plan(&sandbox, Some(&failed), at(0), &Decisions::default());
+        assert_eq!(too_soon.pod, PodAction::Keep);
+        assert_eq!(too_soon.requeue_after, Some(Duration::from_secs(1)));
+        let later = plan(&sandbox, Some(&failed), at(1), &Decisions::default());
+        assert_eq!(later.status.restarts, 2);
+
+        let mut status = later.status.clone();
+        status.restarts = 30;
+        assert_eq!(restart_wait(&status, at(1)), MAX_RESTART_BACKOFF, "capped");
+    }
+
+    #[test]
+    fn expiry_removes_pod_and_service_and_requeues_precisely() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        sandbox.spec.shutdown_time = Some(Time(at(60)));
+        let before = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
+        assert_eq!(before.pod, PodAction::Keep);
+        let requeue = before.requeue_after.expect("requeue for expiry");
+        assert!(requeue >= Duration::from_secs(60) && requeue < Duration::from_secs(61));
+
+        let after = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(60) + SignedDuration::from_millis(1),
+            &Decisions::default(),
+        );
+        assert_eq!(
+            after.pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+        assert_eq!(after.service, ChildAction::Delete);
+        assert_eq!(after.status.phase, Some(Phase::Expired));
+        assert!(!after.delete_sandbox);
+        sandbox.spec.shutdown_policy = ShutdownPolicy::Delete;
+        assert!(plan(&sandbox, None, at(61), &Decisions::default()).delete_sandbox);
+    }
+
+    #[test]
+    fn someone_elses_pod_is_never_touched() {
+        let sandbox = sandbox(Some(Phase::Pending));
+        let mut foreign = pod(&sandbox, "Running", true);
+        foreign.metadata.owner_references = None;
+        let plan = plan(&sandbox, Some(&foreign), at(0), &Decisions::default());
+        assert_eq!(plan.pod, PodAction::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn template_change_waits_for_resume_unless_recreate() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        let running = pod(&sandbox, "Running", true);
+        sandbox.spec.pod_template.spec.hostname = Some("changed".into());
+        assert_eq!(
+            plan(&sandbox, Some(&running), at(0), &Decisions::default()).pod,
+            PodAction::Keep
+        );
+        sandbox.spec.update_strategy = UpdateStrategy::Recreate;
+        assert_eq!(
+            plan(&sandbox, Some(&running), at(0), &Decisions::default()).pod,
+            PodAction::Delete {
+                uid: "pod-uid".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unchanged_world_plans_an_unchanged_status() {
+        let sandbox = sandbox(Some(Phase::Starting));
+        let first = plan(
+            &sandbox,
+            Some(&pod(&sandbox, "Running", true)),
+            at(0),
+            &Decisions::default(),
+        );
+        let mut settled = sandbox.clone();
+        settled.status = Some(first.status.clone());
+        let second = plan(
+            &settled,
+            Some(&pod(&sandbox, "Running", true)),
+            at(10),
+            &Decisions::default(),
+        );
+        assert_eq!(second.status, first.status, "no write when nothing changed");
+        assert!(second.transitions.is_empty());
+    }
+
+    #[test]
+    fn each_suspension_is_counted_once() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        let running = pod(&sandbox, "Running", true);
+        let suspending = plan(&sandbox, Some(&running), at(0), &Decisions::default());
+        assert_eq!(suspending.status.suspensions, 1);
+        sandbox.status = Some(suspending.status.clone());
+        let suspended = plan(&sandbox, None, at(1), &Decisions::default());
+        assert_eq!(suspended.status.phase, Some(Phase::Suspended));
+        assert_eq!(suspended.status.suspensions, 1, "the same suspension");
+    }
+
+    /// An automatic suspend is a status override of a Running spec: the plan follows it, and
+    /// drops it once the user's spec says otherwise.
+    #[test]
+    fn the_plan_follows_an_override_until_the_spec_changes() {
+        let mut sandbox = sandbox(Some(Phase::Running));
+        if let Some(status) = sandbox.status.as_mut() {
+            status.mode_override = Some(crate::api::ModeOverride {
+                mode: OperatingMode::Suspended,
+                spec_mode: OperatingMode::Running,
+                by: "builtin".into(),
+                reason: String::new(),
+                since: Time(at(0)),
+            });
+        }
+        let running = pod(&sandbox, "Running", true);
+        let suspending = plan(&sandbox, Some(&running), at(0), &Decisions::default());
+        assert!(matches!(suspending.pod, PodAction::Delete { .. }));
+        assert!(suspending.status.mode_override.is_some());
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        let user_suspended = plan(&sandbox, Some(&running), at(1), &Decisions::default());
+        assert_eq!(
+            user_suspended.status.mode_override, None,
+            "the user spoke since"
+        );
+    }
+}
