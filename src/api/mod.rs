@@ -1,18 +1,30 @@
 //! The CRD types: the ground floor every other module stands on.
 
+pub mod claim;
 pub mod conditions;
 pub mod policy;
+pub mod pool;
 pub mod sandbox;
+pub mod template;
 
+pub use claim::*;
 pub use policy::*;
+pub use pool::*;
 pub use sandbox::*;
+pub use template::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Every CRD sandman serves, in the order `crds/` lists them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Sandbox::crd(), SandboxPolicy::crd()]
+    vec![
+        Sandbox::crd(),
+        SandboxPolicy::crd(),
+        SandboxTemplate::crd(),
+        SandboxWarmPool::crd(),
+        SandboxClaim::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as `crds/` holds them.

@@ -59,6 +59,10 @@ pub struct RunArgs {
     lease_namespace: String,
     #[arg(long, default_value = "sandman")]
     lease_name: String,
+    /// Where `sandman gateway` runs (default: the operator's namespace): SandboxTemplates'
+    /// NetworkPolicies let the gateway's pods there reach their Sandboxes.
+    #[arg(long, env = "SANDMAN_POD_NAMESPACE", default_value = "default")]
+    gateway_namespace: String,
     /// This replica's identity in the Lease (default: the host name).
     #[arg(long, env = "HOSTNAME", default_value = "sandman")]
     leader_identity: String,
@@ -104,6 +108,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             pod_baseline: args.pod_baseline == "enforce",
+            gateway_namespace: args.gateway_namespace.clone(),
             policy_limits,
             policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),
             pull_secrets: controller::policy_fetch::PullSecrets {

@@ -114,6 +114,13 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
     let spec = desired_pod_spec(sandbox, decisions);
     let mut labels = strip_reserved(&template_meta.labels);
     labels.extend(sandbox_labels(sandbox));
+    // A Sandbox made from a template: its pod is selected by the template's NetworkPolicy.
+    if let Some(template) = sandbox.labels().get(super::blueprint::TEMPLATE_LABEL) {
+        labels.insert(
+            super::blueprint::TEMPLATE_LABEL.to_string(),
+            template.clone(),
+        );
+    }
     let mut annotations = strip_reserved(&template_meta.annotations);
     annotations.insert(
         TEMPLATE_HASH_ANNOTATION.into(),

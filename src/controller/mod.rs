@@ -8,8 +8,10 @@
 
 mod automation;
 pub mod baseline;
+pub mod blueprint;
 pub mod caches;
 pub mod children;
+pub mod claims;
 mod context;
 pub mod decisions;
 mod error;
@@ -21,8 +23,10 @@ pub mod ownership;
 pub mod phase;
 pub mod policies;
 pub mod policy_fetch;
+pub mod pools;
 mod reconcile;
 pub mod status;
+pub mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,6 +77,8 @@ pub struct Options {
     pub pod_baseline: bool,
     /// Where this operator's counts go, and what `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where `sandman gateway` runs: template NetworkPolicies let its pods in.
+    pub gateway_namespace: String,
 }
 
 impl Default for Options {
@@ -91,6 +97,7 @@ impl Default for Options {
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
             metrics: Arc::default(),
+            gateway_namespace: "default".into(),
         }
     }
 }
@@ -231,6 +238,25 @@ pub async fn run(
             return lost_leadership(&lost);
         }
     }
+    // Templates, warm pools and claims: each its own controller, writing Sandboxes that the
+    // Sandbox controller then runs like any other.
+    tokio::spawn(templates::run(
+        client.clone(),
+        options.namespace.clone(),
+        options.gateway_namespace.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(pools::run(
+        client.clone(),
+        options.namespace.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(claims::run(
+        client.clone(),
+        options.namespace.clone(),
+        context.recorder.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
     Controller::for_stream(sandboxes.changes, sandboxes.store)
         .watches_stream(pods.changes, sandbox_of)

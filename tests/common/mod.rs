@@ -52,6 +52,7 @@ impl Operator {
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
             metrics: Default::default(),
+            gateway_namespace: "sandman-system".into(),
         };
         configure(&mut options);
         let task = tokio::spawn(async move {

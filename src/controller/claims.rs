@@ -1,0 +1,507 @@
+//! The SandboxClaim controller: binds each claim to one Sandbox (a ready warm-pool member when
+//! there is one, else a new Sandbox), mirrors the Sandbox into the claim's status, and on
+//! deletion follows the template's `claimDeletionPolicy`.
+//!
+//! Binding without races: a member is taken by a patch guarded by its resourceVersion that
+//! moves it from the pool (label and owner) to the claim. Of two claims racing for one member,
+//! one wins and the other gets a conflict and looks again; a member not yet Ready, being
+//! deleted, or already claimed is never taken (`blueprint::is_takeable`). The bound Sandbox is
+//! found by the claim's UID label, read from the API server rather than a cache, so a claim
+//! whose own status write lagged never takes a second member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::instrument;
+
+use crate::api::conditions::{self, Desired, READY};
+use crate::api::{
+    ClaimDeletionPolicy, ClaimShutdownPolicy, ClaimedSandbox, Sandbox, SandboxClaim,
+    SandboxClaimStatus, SandboxTemplate, SandboxWarmPool,
+};
+use crate::controller::blueprint::{
+    self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
+};
+
+const FINALIZER: &str = "sandman.dev/claim";
+/// How often a claim waiting for a template or pool that does not exist looks again.
+const MISSING_RETRY: Duration = Duration::from_secs(30);
+/// How many members a claim tries before it makes a Sandbox of its own.
+const TAKE_ATTEMPTS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("{action} {what}: {source}")]
+    Api {
+        action: &'static str,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("claim finalizer: {0}")]
+    Finalizer(String),
+}
+
+fn api_error(
+    action: &'static str,
+    what: impl Into<String>,
+) -> impl FnOnce(kube::Error) -> ClaimError {
+    let what = what.into();
+    move |source| ClaimError::Api {
+        action,
+        what,
+        source,
+    }
+}
+
+pub struct ClaimContext {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+/// Runs the SandboxClaim controller until `shutdown`.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    recorder: Recorder,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let claims: Api<SandboxClaim> = scoped(&client, namespace.as_deref());
+    let sandboxes: Api<Sandbox> = scoped(&client, namespace.as_deref());
+    let config = watcher::Config::default().any_semantic();
+    let ctx = Arc::new(ClaimContext { client, recorder });
+    Controller::new(claims, config.clone())
+        // A claimed Sandbox carries its claim's name: its changes reach the claim's status.
+        .watches(
+            sandboxes,
+            config.labels(CLAIM_NAME_LABEL),
+            |sandbox: Sandbox| {
+                let name = sandbox.labels().get(CLAIM_NAME_LABEL)?.clone();
+                Some(ObjectRef::new(&name).within(sandbox.namespace().as_deref()?))
+            },
+        )
+        .with_config(Config::default().concurrency(8))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy(claim: Arc<SandboxClaim>, error: &ClaimError, _: Arc<ClaimContext>) -> Action {
+    tracing::warn!(claim = %claim.name_any(), %error, "claim reconcile failed");
+    Action::requeue(crate::controller::ERROR_REQUEUE)
+}
+
+#[instrument(name = "claim.reconcile", skip_all, fields(namespace = %claim.namespace().unwrap_or_default(), claim = %claim.name_any()))]
+async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<ClaimContext>) -> Result<Action, ClaimError> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, claim, |event| async {
+        match event {
+            finalizer::Event::Apply(claim) => bind(&claim, &ctx).await,
+            finalizer::Event::Cleanup(claim) => release(&claim, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => ClaimError::Finalizer(other.to_string()),
+    })
+}
+
+/// What the claim asks for, resolved: its template, and the pool it may take from.
+struct Wanted {
+    template: SandboxTemplate,
+    pool: Option<SandboxWarmPool>,
+}
+
+/// Resolves the template (from the claim, else the pool's). `Err` carries the Ready message.
+async fn wanted(
+    claim: &SandboxClaim,
+    client: &Client,
+) -> Result<Result<Wanted, String>, ClaimError> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let pool = match &claim.spec.warm_pool_ref {
+        Some(reference) => {
+            let pools: Api<SandboxWarmPool> = Api::namespaced(client.clone(), &namespace);
+            match pools.get_opt(&reference.name).await.map_err(api_error(
+                "get",
+                format!("SandboxWarmPool {}", reference.name),
+            ))? {
+                Some(pool) => Some(pool),
+                None => {
+                    return Ok(Err(format!("SandboxWarmPool {} not found", reference.name)));
+                }
+            }
+        }
+        None => None,
+    };
+    let template_name = match (&claim.spec.sandbox_template_ref, &pool) {
+        (Some(reference), _) => reference.name.clone(),
+        (None, Some(pool)) => pool.spec.sandbox_template_ref.name.clone(),
+        (None, None) => return Ok(Err("the claim names no template and no pool".into())),
+    };
+    if let (Some(pool), Some(reference)) = (&pool, &claim.spec.sandbox_template_ref)
+        && pool.spec.sandbox_template_ref.name != reference.name
+    {
+        return Ok(Err(format!(
+            "SandboxWarmPool {} keeps template {}, not {}",
+            pool.name_any(),
+            pool.spec.sandbox_template_ref.name,
+            reference.name
+        )));
+    }
+    let templates: Api<SandboxTemplate> = Api::namespaced(client.clone(), &namespace);
+    match templates
+        .get_opt(&template_name)
+        .await
+        .map_err(api_error("get", format!("SandboxTemplate {template_name}")))?
+    {
+        Some(template) => Ok(Ok(Wanted { template, pool })),
+        None => Ok(Err(format!("SandboxTemplate {template_name} not found"))),
+    }
+}
+
+/// The Sandbox bound to this claim, asked of the API server by the claim's UID.
+async fn bound(
+    claim: &SandboxClaim,
+    sandboxes: &Api<Sandbox>,
+) -> Result<Option<Sandbox>, ClaimError> {
+    let uid = claim.uid().unwrap_or_default();
+    let list = sandboxes
+        .list(&ListParams::default().labels(&format!("{CLAIM_LABEL}={uid}")))
+        .await
+        .map_err(api_error("list", "claimed Sandboxes"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|s| s.metadata.deletion_timestamp.is_none()))
+}
+
+async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimError> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = Timestamp::now();
+    let mut sandbox = bound(claim, &sandboxes).await?;
+
+    // Expiry: the Sandbox goes; the claim too under `Delete`.
+    let lifecycle = claim.spec.lifecycle.clone().unwrap_or_default();
+    if let Some(shutdown) = &lifecycle.shutdown_time {
+        let remaining = shutdown.0.duration_since(now);
+        if remaining.is_zero() || remaining.is_negative() {
+            if let Some(s) = &sandbox {
+                delete_sandbox(&sandboxes, &s.name_any()).await?;
+            }
+            if lifecycle.shutdown_policy == ClaimShutdownPolicy::Delete {
+                let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+                ignore_not_found(
+                    claims
+                        .delete(&claim.name_any(), &DeleteParams::default())
+                        .await,
+                )
+                .map_err(api_error("delete", "the expired claim"))?;
+                return Ok(Action::await_change());
+            }
+            write_status(
+                ctx,
+                claim,
+                None,
+                (
+                    false,
+                    "Expired",
+                    "shutdownTime has passed; the Sandbox was deleted".into(),
+                ),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    }
+    let requeue = lifecycle.shutdown_time.as_ref().map(|t| {
+        Duration::try_from(t.0.duration_since(now)).unwrap_or_default() + Duration::from_millis(100)
+    });
+
+    if sandbox.is_none() {
+        let wanted = match wanted(claim, &ctx.client).await? {
+            Ok(wanted) => wanted,
+            Err(message) => {
+                write_status(ctx, claim, None, (false, "NotFound", message)).await?;
+                return Ok(Action::requeue(MISSING_RETRY));
+            }
+        };
+        // Env and pod metadata are baked into a pod when it is made: a claim that sets them
+        // gets a Sandbox of its own.
+        let warm_allowed =
+            claim.spec.env.is_empty() && claim.spec.additional_pod_metadata.is_none();
+        if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
+            sandbox = take_member(claim, pool, &wanted.template, &sandboxes, ctx).await?;
+        }
+        if sandbox.is_none() {
+            match make_sandbox(claim, &wanted.template, &sandboxes, ctx).await? {
+                Ok(made) => sandbox = Some(made),
+                Err(message) => {
+                    write_status(ctx, claim, None, (false, "Refused", message)).await?;
+                    return Ok(Action::await_change());
+                }
+            }
+        }
+    }
+    let Some(sandbox) = sandbox else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let ready = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .is_some_and(|c| c.status == "True");
+    let message = if ready {
+        format!("Sandbox {} is ready", sandbox.name_any())
+    } else {
+        format!("waiting for Sandbox {}", sandbox.name_any())
+    };
+    let reason = if ready {
+        "SandboxReady"
+    } else {
+        "SandboxNotReady"
+    };
+    write_status(ctx, claim, Some(&sandbox), (ready, reason, message)).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Takes a ready member of `pool`, or none when there is none to take.
+async fn take_member(
+    claim: &SandboxClaim,
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    sandboxes: &Api<Sandbox>,
+    ctx: &ClaimContext,
+) -> Result<Option<Sandbox>, ClaimError> {
+    let current = blueprint::blueprint_hash(&template.spec);
+    let pool_name = pool.name_any();
+    let Some(owner) = claim.controller_owner_ref(&()) else {
+        return Ok(None);
+    };
+    for _ in 0..TAKE_ATTEMPTS {
+        let members = sandboxes
+            .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool_name}")))
+            .await
+            .map_err(api_error("list", format!("members of {pool_name}")))?;
+        let Some(member) = blueprint::choose_member(&members.items, &current) else {
+            return Ok(None);
+        };
+        let name = member.name_any();
+        // Guarded by the resourceVersion the member was chosen at: a member another claim
+        // took, or that changed since (no longer Ready, say), is a conflict, not a takeover.
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": member.resource_version(),
+                "labels": {
+                    POOL_LABEL: null,
+                    FROM_POOL_LABEL: pool_name,
+                    CLAIM_LABEL: claim.uid(),
+                    CLAIM_NAME_LABEL: claim.name_any(),
+                },
+                "ownerReferences": [owner],
+            }
+        });
+        let params = PatchParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(taken) => {
+                publish(
+                    ctx,
+                    claim,
+                    "Bound",
+                    format!("took warm Sandbox {name} from pool {pool_name}"),
+                )
+                .await;
+                return Ok(Some(taken));
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
+            Err(e) => return Err(api_error("take", format!("Sandbox {name}"))(e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Makes a Sandbox for the claim (a cold start). `Err` carries why the claim cannot have one.
+async fn make_sandbox(
+    claim: &SandboxClaim,
+    template: &SandboxTemplate,
+    sandboxes: &Api<Sandbox>,
+    ctx: &ClaimContext,
+) -> Result<Result<Sandbox, String>, ClaimError> {
+    let desired = match blueprint::claimed_sandbox(claim, template) {
+        Ok(desired) => desired,
+        Err(refusal) => return Ok(Err(refusal.to_string())),
+    };
+    let params = PostParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match sandboxes.create(&params, &desired).await {
+        Ok(made) => {
+            publish(
+                ctx,
+                claim,
+                "Bound",
+                format!(
+                    "made Sandbox {} from template {}",
+                    made.name_any(),
+                    template.name_any()
+                ),
+            )
+            .await;
+            Ok(Ok(made))
+        }
+        // A Sandbox of the claim's name exists: ours would carry the claim's UID, and `bound`
+        // would have found it, so it is someone else's.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Err(format!(
+            "a Sandbox named {} exists and is not this claim's",
+            claim.name_any()
+        ))),
+        Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => Ok(Err(
+            format!("the API server refused the Sandbox: {}", e.message),
+        )),
+        Err(e) => Err(api_error("create", "Sandbox")(e)),
+    }
+}
+
+/// The claim is being deleted: its Sandbox follows the template's policy. `Delete` leaves it
+/// to the garbage collector (the claim owns it); `Retain` suspends it and lets it go.
+async fn release(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimError> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(sandbox) = bound(claim, &sandboxes).await? else {
+        return Ok(Action::await_change());
+    };
+    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
+    let template_name = sandbox
+        .labels()
+        .get(blueprint::TEMPLATE_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let policy = templates
+        .get_opt(&template_name)
+        .await
+        .map_err(api_error("get", format!("SandboxTemplate {template_name}")))?
+        .map(|t| t.spec.claim_deletion_policy)
+        .unwrap_or_default();
+    let name = sandbox.name_any();
+    match policy {
+        ClaimDeletionPolicy::Delete => delete_sandbox(&sandboxes, &name).await?,
+        ClaimDeletionPolicy::Retain => {
+            // The Sandbox is sandman's own (made from a template), so its mode is written in
+            // its spec: no user's manifest owns it.
+            let patch = serde_json::json!({
+                "metadata": {
+                    "ownerReferences": null,
+                    "labels": { CLAIM_LABEL: null, CLAIM_NAME_LABEL: null },
+                },
+                "spec": { "operatingMode": "Suspended" },
+            });
+            let params = PatchParams {
+                field_manager: Some(crate::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            ignore_not_found(sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await)
+                .map_err(api_error("retain", format!("Sandbox {name}")))?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), ClaimError> {
+    ignore_not_found(sandboxes.delete(name, &DeleteParams::default()).await)
+        .map_err(api_error("delete", format!("Sandbox {name}")))
+}
+
+/// Writes the claim's status if it changed.
+async fn write_status(
+    ctx: &ClaimContext,
+    claim: &SandboxClaim,
+    sandbox: Option<&Sandbox>,
+    (ready, reason, message): (bool, &'static str, String),
+) -> Result<(), ClaimError> {
+    let previous = claim.status.clone().unwrap_or_default();
+    let status = SandboxClaimStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[Desired::new(READY, ready, reason, message)],
+            claim.metadata.generation,
+            &Time(Timestamp::now()),
+        ),
+        sandbox: sandbox.map(|s| {
+            let status = s.status.clone().unwrap_or_default();
+            ClaimedSandbox {
+                name: s.name_any(),
+                from_pool: s.labels().get(FROM_POOL_LABEL).cloned(),
+                service_fqdn: status.service_fqdn,
+                pod_ips: status.pod_ips,
+            }
+        }),
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let api: Api<SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": SandboxClaim::api_version(&()),
+        "kind": SandboxClaim::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &claim.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(api_error(
+        "write status of",
+        format!("SandboxClaim {}", claim.name_any()),
+    ))?;
+    Ok(())
+}
+
+async fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &str, note: String) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(crate::controller::events::event_note(&note)),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish an Event");
+    }
+}
+
+fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

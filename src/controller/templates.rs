@@ -1,0 +1,241 @@
+//! The SandboxTemplate controller: one NetworkPolicy per template, selecting the pods of the
+//! Sandboxes made from it. Ingress is denied except from the gateway and what the template
+//! allows; egress is denied except DNS and the template's allow-list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::instrument;
+
+use crate::api::{GatewaySpec, NetworkPolicyManagement, Sandbox, SandboxTemplate};
+use crate::controller::blueprint::TEMPLATE_LABEL;
+
+/// The labels of `sandman gateway`'s pods, as the chart sets them.
+pub const GATEWAY_POD_LABELS: [(&str, &str); 2] = [
+    ("app.kubernetes.io/name", "sandman"),
+    ("app.kubernetes.io/component", "gateway"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{action} NetworkPolicy {name}: {source}")]
+    Api {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub struct TemplateContext {
+    pub client: Client,
+    /// Where the gateway runs: its pods there may reach every template's Sandboxes.
+    pub gateway_namespace: String,
+}
+
+/// The NetworkPolicy of a template's Sandboxes.
+pub fn network_policy_name(template: &str) -> String {
+    format!("sandman-template-{template}")
+}
+
+/// The NetworkPolicy a template asks for, or none when its network is managed elsewhere.
+pub fn network_policy(
+    template: &SandboxTemplate,
+    gateway_namespace: &str,
+) -> Option<NetworkPolicy> {
+    if template.spec.network_policy_management == NetworkPolicyManagement::Unmanaged {
+        return None;
+    }
+    let extra = template.spec.network_policy.clone().unwrap_or_default();
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // The port the gateway forwards to, worked out as for any Sandbox of the template.
+    let member = Sandbox::new(
+        "member",
+        crate::controller::blueprint::sandbox_spec(&template.spec),
+    );
+    let gateway_port = GatewaySpec::target_port(&member).map(|port| NetworkPolicyPort {
+        port: Some(IntOrString::Int(i32::from(port))),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    });
+    let from_gateway = NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(labels(&[(
+                    "kubernetes.io/metadata.name",
+                    gateway_namespace,
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(&GATEWAY_POD_LABELS)),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: gateway_port.map(|p| vec![p]),
+    };
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(&[("k8s-app", "kube-dns")])),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(
+            ["UDP", "TCP"]
+                .into_iter()
+                .map(|protocol| NetworkPolicyPort {
+                    port: Some(IntOrString::Int(53)),
+                    protocol: Some(protocol.into()),
+                    end_port: None,
+                })
+                .collect(),
+        ),
+    };
+    let name = template.name_any();
+    let mut ingress = vec![from_gateway];
+    ingress.extend(extra.ingress);
+    let mut egress = vec![dns];
+    egress.extend(extra.egress);
+    Some(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(network_policy_name(&name)),
+            namespace: template.namespace(),
+            labels: Some(labels(&[(TEMPLATE_LABEL, &name)])),
+            owner_references: template.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(&[(TEMPLATE_LABEL, &name)])),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
+        }),
+    })
+}
+
+/// Runs the SandboxTemplate controller until `shutdown`.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    gateway_namespace: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (templates, policies) = match &namespace {
+        Some(ns) => (
+            Api::<SandboxTemplate>::namespaced(client.clone(), ns),
+            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let config = watcher::Config::default().any_semantic();
+    Controller::new(templates, config.clone())
+        // A NetworkPolicy edited or deleted by hand is put back.
+        .owns(policies, config.labels(TEMPLATE_LABEL))
+        .with_config(Config::default().concurrency(4))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(TemplateContext {
+                client,
+                gateway_namespace,
+            }),
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(
+    template: Arc<SandboxTemplate>,
+    error: &TemplateError,
+    _: Arc<TemplateContext>,
+) -> Action {
+    tracing::warn!(template = %template.name_any(), %error, "template reconcile failed");
+    Action::requeue(crate::controller::ERROR_REQUEUE)
+}
+
+#[instrument(name = "template.reconcile", skip_all, fields(namespace = %template.namespace().unwrap_or_default(), template = %template.name_any()))]
+async fn reconcile(
+    template: Arc<SandboxTemplate>,
+    ctx: Arc<TemplateContext>,
+) -> Result<Action, TemplateError> {
+    if template.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = template.namespace().unwrap_or_default();
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = network_policy_name(&template.name_any());
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| TemplateError::Api {
+            action: "get",
+            name: name.clone(),
+            source,
+        })?;
+    // A NetworkPolicy of that name that this template does not own is left alone, as any
+    // object sandman did not make (SECURITY.md).
+    let ours = |policy: &NetworkPolicy| {
+        template.uid().is_some_and(|uid| {
+            policy
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+    };
+    if existing.as_ref().is_some_and(|p| !ours(p)) {
+        tracing::warn!(networkpolicy = %name, "a NetworkPolicy of this name is not the template's; left alone");
+        return Ok(Action::requeue(std::time::Duration::from_secs(60)));
+    }
+    match network_policy(&template, &ctx.gateway_namespace) {
+        Some(policy) => {
+            api.patch(
+                &name,
+                &PatchParams::apply(crate::FIELD_MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
+            .await
+            .map_err(|source| TemplateError::Api {
+                action: "apply",
+                name: name.clone(),
+                source,
+            })?;
+        }
+        None if existing.is_some() => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(TemplateError::Api {
+                    action: "delete",
+                    name,
+                    source,
+                });
+            }
+        },
+        None => {}
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,499 @@
+//! Templates, warm pools and claims on the local control plane: a claim gets a ready warm
+//! member at once or a Sandbox of its own, pools replenish and roll by their strategy, two
+//! claims never share a member, and each template keeps a default-deny NetworkPolicy that lets
+//! the gateway in.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use sandman::api::{OperatingMode, Phase, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
+use sandman::controller::blueprint::{CLAIM_LABEL, FROM_POOL_LABEL, POOL_LABEL, TEMPLATE_LABEL};
+use sandman_testenv::harness::{TestContext, eventually, stays};
+
+fn template(name: &str, extra: serde_json::Value) -> SandboxTemplate {
+    let base = sandbox("unused", false);
+    let mut value = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxTemplate",
+        "metadata": { "name": name },
+        "spec": {
+            "podTemplate": serde_json::to_value(&base.spec.pod_template).expect("pod template"),
+            "gateway": { "enabled": true, "port": 8080 },
+        },
+    });
+    if let (Some(spec), serde_json::Value::Object(extra)) = (value["spec"].as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    serde_json::from_value(value).expect("template fixture")
+}
+
+fn pool(name: &str, template: &str, replicas: i32, strategy: &str) -> SandboxWarmPool {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxWarmPool",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "sandboxTemplateRef": { "name": template },
+            "updateStrategy": { "type": strategy },
+        },
+    }))
+    .expect("pool fixture")
+}
+
+fn claim(name: &str, spec: serde_json::Value) -> SandboxClaim {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxClaim",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("claim fixture")
+}
+
+fn api<K>(ctx: &TestContext) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ctx.client.clone(), &ctx.namespace)
+}
+
+async fn make<K>(ctx: &TestContext, object: &K) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    api::<K>(ctx)
+        .create(&PostParams::default(), object)
+        .await
+        .expect("create")
+}
+
+/// The pool's unclaimed members.
+async fn members(ctx: &TestContext, pool: &str) -> Vec<Sandbox> {
+    sandboxes(ctx)
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
+        .await
+        .expect("list members")
+        .items
+}
+
+/// Waits until the pool has `n` ready members, and returns their names.
+async fn ready_members(ctx: &TestContext, pool: &str, n: i32) -> BTreeSet<String> {
+    eventually(&format!("{n} ready members in {pool}"), WAIT, || async {
+        let status = api::<SandboxWarmPool>(ctx).get(pool).await.ok()?.status?;
+        if status.ready_replicas != n || status.replicas != n {
+            return None;
+        }
+        let names: BTreeSet<String> = members(ctx, pool)
+            .await
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .map(|s| s.name_any())
+            .collect();
+        (names.len() == usize::try_from(n).unwrap_or(0)).then_some(names)
+    })
+    .await
+}
+
+/// Waits until the claim is bound and Ready, and returns its Sandbox's name.
+async fn bound(ctx: &TestContext, claim: &str) -> (String, Option<String>) {
+    eventually(&format!("claim {claim} to be Ready"), WAIT, || async {
+        let status = api::<SandboxClaim>(ctx).get(claim).await.ok()?.status?;
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let sandbox = status.sandbox?;
+        ready.then_some((sandbox.name, sandbox.from_pool))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn claim_binds_a_warm_member_at_once() {
+    let ctx = TestContext::new("claim_warm").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 2, "OnReplenish")).await;
+    let before = ready_members(&ctx, "warm", 2).await;
+
+    make(
+        &ctx,
+        &claim(
+            "job",
+            serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
+        ),
+    )
+    .await;
+    let (name, from_pool) = bound(&ctx, "job").await;
+    assert!(
+        before.contains(&name),
+        "{name} was one of the ready members {before:?}"
+    );
+    assert_eq!(from_pool.as_deref(), Some("warm"));
+    let taken = sandboxes(&ctx).get(&name).await.expect("sandbox");
+    assert!(
+        !taken.labels().contains_key(POOL_LABEL),
+        "no longer a member"
+    );
+    assert_eq!(
+        taken.labels().get(FROM_POOL_LABEL).map(String::as_str),
+        Some("warm")
+    );
+    let owner = taken.owner_references().first().cloned().expect("owner");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("SandboxClaim", "job")
+    );
+    // The pod it had when it was a member is the pod it has now: nothing restarted.
+    assert_eq!(taken.status.map(|s| s.restarts), Some(0));
+}
+
+#[tokio::test]
+async fn claim_without_pool_creates_a_sandbox() {
+    let ctx = TestContext::new("claim_cold").await;
+    let _operator = Operator::start(&ctx);
+    make(
+        &ctx,
+        &template(
+            "python",
+            serde_json::json!({ "envVarsInjectionPolicy": "Allowed" }),
+        ),
+    )
+    .await;
+    make(
+        &ctx,
+        &claim(
+            "job",
+            serde_json::json!({
+                "sandboxTemplateRef": { "name": "python" },
+                "env": [{ "name": "TASK", "value": "42" }],
+            }),
+        ),
+    )
+    .await;
+    let (name, from_pool) = bound(&ctx, "job").await;
+    assert_eq!((name.as_str(), from_pool), ("job", None));
+    let pod = pods(&ctx).get("job").await.expect("pod");
+    let env = pod.spec.expect("spec").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        env.iter()
+            .any(|v| v.name == "TASK" && v.value.as_deref() == Some("42")),
+        "{env:?}"
+    );
+    assert_eq!(
+        pod.metadata
+            .labels
+            .unwrap_or_default()
+            .get(TEMPLATE_LABEL)
+            .map(String::as_str),
+        Some("python"),
+        "the template's NetworkPolicy selects the pod"
+    );
+
+    // A template that forbids env refuses the claim in its status, and makes nothing.
+    make(&ctx, &template("locked", serde_json::json!({}))).await;
+    make(
+        &ctx,
+        &claim(
+            "greedy",
+            serde_json::json!({
+                "sandboxTemplateRef": { "name": "locked" },
+                "env": [{ "name": "TASK", "value": "1" }],
+            }),
+        ),
+    )
+    .await;
+    let message = eventually("the refusal in the claim's status", WAIT, || async {
+        let status = api::<SandboxClaim>(&ctx).get("greedy").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "Refused")
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(message.contains("envVarsInjectionPolicy"), "{message}");
+    assert!(
+        sandboxes(&ctx)
+            .get_opt("greedy")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn pool_replenishes_after_claims() {
+    let ctx = TestContext::new("pool_replenish").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 2, "OnReplenish")).await;
+    let first = ready_members(&ctx, "warm", 2).await;
+    for job in ["a", "b"] {
+        make(
+            &ctx,
+            &claim(
+                job,
+                serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
+            ),
+        )
+        .await;
+        bound(&ctx, job).await;
+    }
+    let second = ready_members(&ctx, "warm", 2).await;
+    assert!(
+        first.is_disjoint(&second),
+        "the taken members were replaced by new ones: {first:?} then {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_member() {
+    let ctx = TestContext::new("claims_race").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 3, "OnReplenish")).await;
+    ready_members(&ctx, "warm", 3).await;
+    let names: Vec<String> = (0..6).map(|i| format!("job-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| {
+        let ctx = &ctx;
+        async move {
+            make(
+                ctx,
+                &claim(n, serde_json::json!({ "warmPoolRef": { "name": "warm" } })),
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut bound_to = BTreeSet::new();
+    for name in &names {
+        let (sandbox, _) = bound(&ctx, name).await;
+        assert!(
+            bound_to.insert(sandbox.clone()),
+            "{sandbox} was given to two claims"
+        );
+    }
+    // Each Sandbox carries exactly one claim's UID.
+    let claimed = sandboxes(&ctx)
+        .list(&ListParams::default().labels(CLAIM_LABEL))
+        .await
+        .expect("list")
+        .items;
+    let uids: BTreeSet<String> = claimed
+        .iter()
+        .filter_map(|s| s.labels().get(CLAIM_LABEL).cloned())
+        .collect();
+    assert_eq!(uids.len(), claimed.len());
+    assert_eq!(claimed.len(), names.len());
+}
+
+#[tokio::test]
+async fn template_change_rolls_pool_by_strategy() {
+    let ctx = TestContext::new("pool_rollout").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &template("node", serde_json::json!({}))).await;
+    make(&ctx, &pool("lazy", "python", 2, "OnReplenish")).await;
+    make(&ctx, &pool("eager", "node", 2, "Recreate")).await;
+    let lazy = ready_members(&ctx, "lazy", 2).await;
+    let eager = ready_members(&ctx, "eager", 2).await;
+    let image = serde_json::json!({ "spec": { "podTemplate": { "spec": { "containers": [{
+        "name": "agent", "image": "registry.example/agent:2",
+    }] } } } });
+    for name in ["python", "node"] {
+        api::<SandboxTemplate>(&ctx)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&image))
+            .await
+            .expect("change the template");
+    }
+    // Recreate: the old members go and new ones of the new template come.
+    let rolled = eventually("the eager pool to roll", WAIT, || async {
+        let now = ready_members(&ctx, "eager", 2).await;
+        now.is_disjoint(&eager).then_some(now)
+    })
+    .await;
+    for name in &rolled {
+        let sandbox = sandboxes(&ctx).get(name).await.expect("member");
+        assert_eq!(
+            sandbox.spec.pod_template.spec.containers[0]
+                .image
+                .as_deref(),
+            Some("registry.example/agent:2")
+        );
+    }
+    // OnReplenish: the old members stay until claimed.
+    stays(
+        "the lazy pool keeps its members",
+        Duration::from_secs(3),
+        || async {
+            let now: BTreeSet<String> = members(&ctx, "lazy")
+                .await
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            now == lazy
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn claim_deletion_follows_policy() {
+    let ctx = TestContext::new("claim_deletion").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("scratch", serde_json::json!({}))).await;
+    make(
+        &ctx,
+        &template(
+            "keep",
+            serde_json::json!({ "claimDeletionPolicy": "Retain" }),
+        ),
+    )
+    .await;
+    for (job, tpl) in [("scratch-job", "scratch"), ("keep-job", "keep")] {
+        make(
+            &ctx,
+            &claim(
+                job,
+                serde_json::json!({ "sandboxTemplateRef": { "name": tpl } }),
+            ),
+        )
+        .await;
+        bound(&ctx, job).await;
+        api::<SandboxClaim>(&ctx)
+            .delete(job, &Default::default())
+            .await
+            .expect("delete claim");
+        wait_gone(&api::<SandboxClaim>(&ctx), job).await;
+    }
+    // Delete: the Sandbox goes with the claim.
+    wait_gone(&sandboxes(&ctx), "scratch-job").await;
+    // Retain: it is suspended, kept, and no longer claimed.
+    let kept = wait_phase(&ctx, "keep-job", Phase::Suspended).await;
+    assert_eq!(kept.spec.operating_mode, OperatingMode::Suspended);
+    assert!(kept.owner_references().is_empty());
+    assert!(!kept.labels().contains_key(CLAIM_LABEL));
+}
+
+#[tokio::test]
+async fn network_profile_creates_network_policy() {
+    let ctx = TestContext::new("network_profile").await;
+    let _operator = Operator::start(&ctx);
+    make(
+        &ctx,
+        &template(
+            "python",
+            serde_json::json!({ "networkPolicy": { "egress": [{
+                "to": [{ "ipBlock": { "cidr": "203.0.113.0/24" } }],
+                "ports": [{ "protocol": "TCP", "port": 443 }],
+            }] } }),
+        ),
+    )
+    .await;
+    let policies: Api<NetworkPolicy> = api(&ctx);
+    let policy = eventually("the template's NetworkPolicy", WAIT, || async {
+        policies
+            .get_opt("sandman-template-python")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let spec = policy.spec.expect("spec");
+    assert_eq!(
+        spec.pod_selector
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get(TEMPLATE_LABEL).cloned())
+            .as_deref(),
+        Some("python")
+    );
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".into(), "Egress".into()])
+    );
+    // Ingress: only the gateway's pods, in the gateway's namespace, on the gateway port.
+    let ingress = spec.ingress.unwrap_or_default();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    let from = ingress[0].from.clone().unwrap_or_default();
+    let peer = &from[0];
+    let gateway_labels = peer
+        .pod_selector
+        .clone()
+        .and_then(|s| s.match_labels)
+        .unwrap_or_default();
+    assert_eq!(
+        gateway_labels
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("gateway")
+    );
+    assert_eq!(
+        peer.namespace_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("kubernetes.io/metadata.name").cloned())
+            .as_deref(),
+        Some("sandman-system")
+    );
+    let ports = ingress[0].ports.clone().unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+    );
+    // Egress: DNS, then the template's allow-list.
+    let egress = spec.egress.unwrap_or_default();
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    assert_eq!(
+        egress[1].to.clone().unwrap_or_default()[0]
+            .ip_block
+            .clone()
+            .map(|b| b.cidr),
+        Some("203.0.113.0/24".into())
+    );
+
+    // Edited by hand, it is put back.
+    let open = serde_json::json!({ "spec": { "ingress": [{}] } });
+    policies
+        .patch(
+            "sandman-template-python",
+            &PatchParams::default(),
+            &Patch::Merge(&open),
+        )
+        .await
+        .expect("tamper");
+    eventually("the NetworkPolicy to be repaired", WAIT, || async {
+        let policy = policies.get("sandman-template-python").await.ok()?;
+        let ingress = policy.spec?.ingress?;
+        (ingress.len() == 1 && ingress[0].from.is_some()).then_some(())
+    })
+    .await;
+
+    // Unmanaged: sandman removes its own.
+    api::<SandboxTemplate>(&ctx)
+        .patch(
+            "python",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({ "spec": { "networkPolicyManagement": "Unmanaged" } }),
+            ),
+        )
+        .await
+        .expect("unmanage");
+    wait_gone(&policies, "sandman-template-python").await;
+}
