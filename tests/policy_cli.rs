@@ -251,3 +251,106 @@ fn policy_engine_falls_back_where_address_space_is_limited() {
         describe(&output)
     );
 }
+
+/// A suite can assert that settings are refused at load time, and says so when they are not.
+#[test]
+fn suite_asserts_settings_refusal() {
+    let dir = scratch("settings-refusal");
+    let suite = dir.join("suite.yaml");
+    let wasm = policy_wasm_path("idle_suspend");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: zero is refused\n    settings: {{ idleSeconds: 0 }}\n    expect: {{ settings: {{ error: must be positive }} }}\n  - name: a good setting is not refused\n    settings: {{ idleSeconds: 60 }}\n    expect: {{ settings: {{ error: must be positive }} }}\n",
+            wasm.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    let out = stdout(&output);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        out.contains("PASS") && out.contains("zero is refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL")
+            && out.contains("a good setting is not refused")
+            && out.contains("loaded"),
+        "{out}"
+    );
+}
+
+/// Cases are strict (unknown keys and empty expectations are errors, not silent passes), can
+/// be selected by name, name the differing field and the case's line, and report as JSON or
+/// JUnit.
+#[test]
+fn suite_cases_are_strict_selectable_and_reported() {
+    let dir = scratch("strict");
+    let suite = dir.join("suite.yaml");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}
+cases:
+  - name: misspelled sandbox field
+    sandbox: {{ metadata: {{ lables: {{ sandman.dev/trust: untrusted }} }} }}
+    expect: {{ isolation: null }}
+  - name: checks nothing
+    expect: {{}}
+  - name: misspelled hook
+    expect: {{ isolaton: null }}
+  - name: wrong runtime
+    sandbox: {{ metadata: {{ labels: {{ sandman.dev/trust: untrusted }} }} }}
+    expect: {{ isolation: {{ runtimeClassName: kata }} }}
+",
+            wasm.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    let out = stdout(&output);
+    assert!(
+        out.contains("sandbox.metadata.lables is not a field"),
+        "{out}"
+    );
+    assert!(out.contains("expect is empty"), "{out}");
+    assert!(out.contains("unknown key \"isolaton\""), "{out}");
+    assert!(
+        out.contains("isolation.runtimeClassName: expected \"kata\", got \"gvisor\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("suite.yaml:10 "),
+        "the failing case's line: {out}"
+    );
+    assert!(out.contains("0 passed, 4 failed"), "{out}");
+
+    let only = sandman(&[
+        "policy",
+        "test",
+        path_str(&suite),
+        "--case",
+        "wrong runtime",
+        "--output",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&only.stdout).expect("JSON report");
+    assert_eq!(report["failed"], 1, "{report}");
+    assert_eq!(report["cases"][0]["case"], "wrong runtime");
+    assert_eq!(report["cases"][0]["line"], 10);
+
+    let junit = stdout(&sandman(&[
+        "policy",
+        "test",
+        path_str(&suite),
+        "--output",
+        "junit",
+    ]));
+    assert!(
+        junit.starts_with("<?xml") && junit.matches("<testcase").count() == 4,
+        "{junit}"
+    );
+    assert_eq!(junit.matches("<failure").count(), 4, "{junit}");
+}

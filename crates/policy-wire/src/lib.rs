@@ -107,15 +107,39 @@ pub enum LifecycleAction {
 /// Whether `actual` contains everything `expected` says: objects by key (extra keys in
 /// `actual` are fine), everything else by equality. Test suites state only what they care about.
 pub fn contains(actual: &serde_json::Value, expected: &serde_json::Value) -> bool {
+    difference(actual, expected).is_none()
+}
+
+/// Where `actual` first fails to contain `expected` (see [`contains`]): the path of the field,
+/// what was expected there and what was found (`None` for a missing field).
+pub fn difference(
+    actual: &serde_json::Value,
+    expected: &serde_json::Value,
+) -> Option<(String, serde_json::Value, Option<serde_json::Value>)> {
     match (actual, expected) {
         (serde_json::Value::Object(actual), serde_json::Value::Object(expected)) => expected
             .iter()
-            .all(|(key, want)| actual.get(key).is_some_and(|have| contains(have, want))),
-        (serde_json::Value::Array(actual), serde_json::Value::Array(expected)) => {
-            actual.len() == expected.len()
-                && actual.iter().zip(expected).all(|(a, e)| contains(a, e))
+            .find_map(|(key, want)| match actual.get(key) {
+                None => Some((key.clone(), want.clone(), None)),
+                Some(have) => difference(have, want).map(|(path, w, h)| (join(key, &path), w, h)),
+            }),
+        (serde_json::Value::Array(have), serde_json::Value::Array(want))
+            if have.len() == want.len() =>
+        {
+            have.iter().zip(want).enumerate().find_map(|(i, (a, e))| {
+                difference(a, e).map(|(path, w, h)| (join(&format!("[{i}]"), &path), w, h))
+            })
         }
-        (actual, expected) => actual == expected,
+        (actual, expected) if actual == expected => None,
+        (actual, expected) => Some((String::new(), expected.clone(), Some(actual.clone()))),
+    }
+}
+
+fn join(head: &str, tail: &str) -> String {
+    match (head, tail) {
+        (head, "") => head.to_string(),
+        (head, tail) if tail.starts_with('[') => format!("{head}{tail}"),
+        (head, tail) => format!("{head}.{tail}"),
     }
 }
 
@@ -268,6 +292,24 @@ mod tests {
     fn unknown_fields_and_actions_are_refused() {
         assert!(serde_json::from_value::<IsolationDecision>(json!({ "runtime": "x" })).is_err());
         assert!(serde_json::from_value::<LifecycleDecision>(json!({ "action": "sleep" })).is_err());
+    }
+
+    #[test]
+    fn a_difference_names_the_field() {
+        let actual = json!({ "action": "keep", "reason": "active", "list": [{ "a": 1 }] });
+        assert_eq!(
+            difference(&actual, &json!({ "reason": "idle" })),
+            Some(("reason".into(), json!("idle"), Some(json!("active"))))
+        );
+        assert_eq!(
+            difference(&actual, &json!({ "list": [{ "a": 2 }] })),
+            Some(("list[0].a".into(), json!(2), Some(json!(1))))
+        );
+        assert_eq!(
+            difference(&actual, &json!({ "requeueAfterSeconds": 5 })),
+            Some(("requeueAfterSeconds".into(), json!(5), None))
+        );
+        assert_eq!(difference(&actual, &json!({ "action": "keep" })), None);
     }
 
     #[test]

@@ -63,6 +63,34 @@ pub fn matches(outcome: &Outcome, expected: &serde_json::Value) -> bool {
     }
 }
 
+/// Why `outcome` does not match `expected`, naming the first differing field; `None` when it
+/// matches.
+pub fn mismatch(outcome: &Outcome, expected: &serde_json::Value) -> Option<String> {
+    if matches(outcome, expected) {
+        return None;
+    }
+    let want = if expected.is_null() {
+        "abstain".to_string()
+    } else {
+        expected.to_string()
+    };
+    if let (Outcome::Decision(decision), false) = (outcome, expected.is_null())
+        && expected.get("error").is_none()
+        && let Some((path, wanted, found)) = wire::difference(decision, expected)
+    {
+        let found = found.map_or_else(|| "nothing".to_string(), |v| v.to_string());
+        let at = if path.is_empty() {
+            "the decision".to_string()
+        } else {
+            path
+        };
+        return Some(format!(
+            "{at}: expected {wanted}, got {found} (expected {want}, got {outcome})"
+        ));
+    }
+    Some(format!("expected {want}, got {outcome}"))
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

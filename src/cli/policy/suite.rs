@@ -13,7 +13,13 @@
 //! ```
 //!
 //! `{error: "text"}` expects an error containing the text. A hook the policy does not export
-//! abstains.
+//! abstains. `expect: { settings: { error: "text" } }` expects the case's settings to be refused
+//! at load time with that text.
+//!
+//! Cases are strict: unknown keys are refused everywhere (in the case, `sandbox`, `activity`
+//! and `expect`), and an empty `expect` is an error, since it would check nothing. Every case
+//! runs at `2026-01-01T00:00:00Z` unless `activity.now` (RFC 3339) says otherwise; the activity
+//! keys are `now`, `idleSeconds`, `openConnections`, `runningSeconds` and `suspendedSeconds`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -39,6 +45,25 @@ pub struct TestArgs {
     /// Use this component instead of the manifests' sources (no digest check).
     #[arg(long)]
     wasm: Option<PathBuf>,
+    /// Run only the cases whose name contains this text.
+    #[arg(long = "case")]
+    case: Option<String>,
+    /// `text` (default), `json` (one report) or `junit` (XML for CI systems).
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "junit"])]
+    output: String,
+}
+
+/// One case's result, for every output form.
+#[derive(serde::Serialize, Debug)]
+struct CaseReport {
+    suite: String,
+    policy: String,
+    case: String,
+    /// The case's line in the suite file.
+    line: usize,
+    passed: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -71,18 +96,41 @@ struct Case {
     expect: BTreeMap<String, serde_json::Value>,
 }
 
+/// What `expect` may name.
+const EXPECT_KEYS: [&str; 4] = ["isolation", "resources", "lifecycle", "settings"];
+
 /// Suites run at a fixed instant, so that they mean the same thing every day.
 const SUITE_NOW: &str = "2026-01-01T00:00:00Z";
 
 pub fn run(args: TestArgs) -> Result<(), PolicyCliError> {
     let engine = engine()?;
-    let (mut passed, mut failed) = (0, 0);
+    let mut reports = Vec::new();
     for path in &args.suites {
-        let (p, f) = run_suite(&engine, path, &args)?;
-        passed += p;
-        failed += f;
+        reports.extend(run_suite(&engine, path, &args)?);
     }
-    println!("{passed} passed, {failed} failed");
+    let failed = reports.iter().filter(|r| !r.passed).count();
+    let passed = reports.len() - failed;
+    match args.output.as_str() {
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "passed": passed, "failed": failed, "cases": reports,
+            }))
+            .map_err(|e| PolicyCliError::Input(e.to_string()))?
+        ),
+        "junit" => print!("{}", junit(&reports)),
+        _ => {
+            for r in &reports {
+                let label = format!("{}:{} · {} · {}", r.suite, r.line, r.policy, r.case);
+                if r.passed {
+                    println!("PASS  {label}");
+                } else {
+                    println!("FAIL  {label}\n      {}", r.problems.join("\n      "));
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+        }
+    }
     if failed > 0 {
         return Err(PolicyCliError::TestsFailed {
             failed,
@@ -92,11 +140,136 @@ pub fn run(args: TestArgs) -> Result<(), PolicyCliError> {
     Ok(())
 }
 
+/// The reports as JUnit XML: one testsuite per suite file and policy.
+fn junit(reports: &[CaseReport]) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut groups: BTreeMap<(String, String), Vec<&CaseReport>> = BTreeMap::new();
+    for r in reports {
+        groups
+            .entry((r.suite.clone(), r.policy.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    for ((suite, policy), cases) in groups {
+        let failures = cases.iter().filter(|c| !c.passed).count();
+        xml.push_str(&format!(
+            "  <testsuite name=\"{} · {}\" tests=\"{}\" failures=\"{failures}\">\n",
+            escape(&suite),
+            escape(&policy),
+            cases.len()
+        ));
+        for case in cases {
+            xml.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\" line=\"{}\"",
+                escape(&policy),
+                escape(&case.case),
+                escape(&suite),
+                case.line
+            ));
+            if case.passed {
+                xml.push_str("/>\n");
+            } else {
+                xml.push_str(&format!(
+                    ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                    escape(&case.problems.join("; "))
+                ));
+            }
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
+}
+
+/// The line of the case named `name` in the suite's text (1-based; 0 when not found).
+fn case_line(text: &str, name: &str) -> usize {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches("- ").trim_start();
+            line.strip_prefix("name:")
+                .map(|rest| rest.trim().trim_matches(|c| c == '"' || c == '\''))
+                .is_some_and(|found| found == name)
+        })
+        .map_or(0, |i| i + 1)
+}
+
+/// The case's own mistakes, before anything runs: unknown `expect` keys, an empty `expect`,
+/// `settings` mixed with hooks, and `sandbox` keys a Sandbox does not have.
+fn check_case(case: &Case) -> Vec<String> {
+    let mut problems = Vec::new();
+    if case.expect.is_empty() {
+        problems.push("expect is empty, so the case would check nothing".to_string());
+    }
+    for key in case.expect.keys() {
+        if !EXPECT_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "unknown key {key:?} in expect (known: {})",
+                EXPECT_KEYS.join(", ")
+            ));
+        }
+    }
+    if case.expect.contains_key("settings") && case.expect.len() > 1 {
+        problems.push(
+            "expect.settings checks that the settings are refused, so no hook can run: give it a case of its own".into(),
+        );
+    }
+    if let Some(refusal) = case.expect.get("settings")
+        && refusal.get("error").and_then(|e| e.as_str()).is_none()
+    {
+        problems.push("expect.settings must be {error: \"part of the message\"}".into());
+    }
+    if !case.sandbox.is_null() {
+        match load::sandbox(case.sandbox.clone(), "sandbox") {
+            Ok(sandbox) => {
+                let known = serde_json::to_value(&sandbox).unwrap_or_default();
+                for path in unknown_keys(&case.sandbox, &known, "sandbox") {
+                    problems.push(format!("{path} is not a field of a Sandbox"));
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    problems
+}
+
+/// Keys of `given` that a round trip through the typed Sandbox dropped: fields it does not
+/// have. A key whose value is empty or zero may have been dropped as a default, so it is not
+/// reported.
+fn unknown_keys(given: &serde_json::Value, known: &serde_json::Value, at: &str) -> Vec<String> {
+    let (Some(given), Some(known)) = (given.as_object(), known.as_object()) else {
+        return Vec::new();
+    };
+    let empty = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Bool(b) => !b,
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.is_empty(),
+    };
+    let mut unknown = Vec::new();
+    for (key, value) in given {
+        let path = format!("{at}.{key}");
+        match known.get(key) {
+            Some(inner) => unknown.extend(unknown_keys(value, inner, &path)),
+            None if !empty(value) => unknown.push(path),
+            None => {}
+        }
+    }
+    unknown
+}
+
 fn run_suite(
     engine: &PolicyEngine,
     path: &Path,
     args: &TestArgs,
-) -> Result<(usize, usize), PolicyCliError> {
+) -> Result<Vec<CaseReport>, PolicyCliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
     let suite: Suite = serde_yaml::from_str(&text)
@@ -119,31 +292,42 @@ fn run_suite(
         ));
     }
     let wasm = args.wasm.clone().or(suite.wasm.map(|w| dir.join(w)));
-    let (mut passed, mut failed) = (0, 0);
+    let cases: Vec<&Case> = suite
+        .cases
+        .iter()
+        .filter(|c| {
+            args.case
+                .as_ref()
+                .is_none_or(|part| c.name.contains(part.as_str()))
+        })
+        .collect();
+    let mut reports = Vec::new();
     for policy_path in &policies {
         let file = block_on(load::policy(policy_path, wasm.as_deref(), None))?;
         let mut loaded: HashMap<String, LoadedPolicy> = HashMap::new();
-        for case in &suite.cases {
+        for case in &cases {
             let settings = case
                 .settings
                 .clone()
                 .or_else(|| suite.settings.clone())
                 .unwrap_or_else(|| file.settings.clone());
-            let result = run_case(engine, &file, &mut loaded, &settings, case);
-            let label = format!("{} · {} · {}", path.display(), file.name, case.name);
-            match result {
-                Ok(()) => {
-                    passed += 1;
-                    println!("PASS  {label}");
-                }
-                Err(why) => {
-                    failed += 1;
-                    println!("FAIL  {label}\n      {why}");
-                }
+            let mut problems = check_case(case);
+            if problems.is_empty()
+                && let Err(why) = run_case(engine, &file, &mut loaded, &settings, case)
+            {
+                problems.push(why);
             }
+            reports.push(CaseReport {
+                suite: path.display().to_string(),
+                policy: file.name.clone(),
+                case: case.name.clone(),
+                line: case_line(&text, &case.name),
+                passed: problems.is_empty(),
+                problems,
+            });
         }
     }
-    Ok((passed, failed))
+    Ok(reports)
 }
 
 fn run_case(
@@ -154,6 +338,21 @@ fn run_case(
     case: &Case,
 ) -> Result<(), String> {
     let key = settings.to_string();
+    if let Some(refusal) = case.expect.get("settings") {
+        let part = refusal
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or_default();
+        return match file.load_with_settings(engine, settings) {
+            Ok(_) => Err(format!(
+                "settings: expected a refusal containing {part:?}, but {key} loaded"
+            )),
+            Err(message) if message.contains(part) => Ok(()),
+            Err(message) => Err(format!(
+                "settings: expected a refusal containing {part:?}, got {message:?}"
+            )),
+        };
+    }
     if !loaded.contains_key(&key) {
         let policy = file
             .load_with_settings(engine, settings)
@@ -176,23 +375,22 @@ fn run_case(
             "isolation" => Hook::Isolation,
             "resources" => Hook::Resources,
             "lifecycle" => Hook::Lifecycle,
-            other => {
-                problems.push(format!("unknown hook {other:?} in expect"));
-                continue;
-            }
+            // Checked by `check_case`.
+            _ => continue,
         };
         let outcome = if policy.hooks().contains(&hook) {
             outcome::evaluate(policy, hook, &input)
         } else {
             Outcome::Abstain
         };
-        if !outcome::matches(&outcome, expected) {
-            let want = if expected.is_null() {
-                "abstain".to_string()
+        if let Some(why) = outcome::mismatch(&outcome, expected) {
+            // A field's path continues the hook's name; a whole-outcome mismatch follows it.
+            let separator = if why.starts_with("expected") {
+                ": "
             } else {
-                expected.to_string()
+                "."
             };
-            problems.push(format!("{hook_name}: expected {want}, got {outcome}"));
+            problems.push(format!("{hook_name}{separator}{why}"));
         }
     }
     if problems.is_empty() {
