@@ -125,13 +125,17 @@ async fn run(plane: &ControlPlane, wakes: usize) {
         HttpClient::builder(TokioExecutor::new()).build_http();
     let mut latencies = Vec::new();
     for i in 0..wakes {
-        api.patch(
-            "bench",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": "Suspended" } })),
-        )
-        .await
-        .expect("suspend");
+        // A wake resumes by an override in status and leaves the spec as it was, so the user
+        // suspends again by saying Running, then Suspended.
+        for mode in ["Running", "Suspended"] {
+            api.patch(
+                "bench",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": mode } })),
+            )
+            .await
+            .expect("suspend");
+        }
         wait_phase(&api, Phase::Suspended).await;
         let started = Instant::now();
         let response = http

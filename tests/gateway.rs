@@ -777,3 +777,42 @@ fn gateway_refuses_to_start_with_an_empty_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is empty"), "{stderr}");
 }
+
+/// A Running Sandbox suspended by its spec wakes for a request, and again after the user
+/// suspends it once more (spec back to Running, then Suspended: the user's new word).
+#[tokio::test]
+async fn repeated_suspends_and_wakes_each_serve_the_request() {
+    let ctx = TestContext::new("gateway_rewake").await;
+    let _operator = Operator::start(&ctx);
+    // The gateway starts first: it learns of the Sandbox from its watch, not its first list.
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    create(&ctx, &reachable("again", OperatingMode::Running)).await;
+    let ip = running_pod_ip(&sandboxes(&ctx), "again").await;
+    let server = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen");
+    server.put("*", b"hello again".to_vec());
+    let path = format!("/sandboxes/{}/again/", ctx.namespace);
+    for round in 0..2 {
+        for mode in ["Running", "Suspended"] {
+            sandboxes(&ctx)
+                .patch(
+                    "again",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(
+                        serde_json::json!({ "spec": { "operatingMode": mode } }),
+                    ),
+                )
+                .await
+                .expect("set the mode");
+        }
+        wait_phase(&ctx, "again", Phase::Suspended).await;
+        let (status, _, body) = get(&gateway, &path, None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "hello again"),
+            "round {round}"
+        );
+    }
+    assert_eq!(gateway.wakes(), 2);
+}

@@ -354,3 +354,70 @@ cases:
     );
     assert_eq!(junit.matches("<failure").count(), 4, "{junit}");
 }
+
+/// `policy bench` reports per-hook figures, saves them as a baseline, and fails on a
+/// regression past the threshold. The baselines here are made up at both extremes, so the
+/// verdicts do not depend on the machine's speed.
+#[test]
+fn bench_reports_and_detects_regression() {
+    let dir = scratch("bench");
+    let wasm = policy_wasm_path("idle_suspend");
+    let saved = dir.join("saved.json");
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "bench",
+            "policies/tests/idle-suspend.yaml",
+            "--policy",
+            "policies/idle-suspend/policy.yaml",
+            "--wasm",
+            path_str(&wasm),
+            "--iterations",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        sandman(&args)
+    };
+    let output = bench(&["--save", path_str(&saved)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("idle-suspend/lifecycle"),
+        "{}",
+        describe(&output)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).expect("baseline")).expect("JSON");
+    let lifecycle = &figures["idle-suspend/lifecycle"];
+    assert!(
+        lifecycle["p50_us"].as_f64().is_some_and(|p| p > 0.0),
+        "{figures}"
+    );
+    assert!(
+        lifecycle["p99_us"].as_f64() >= lifecycle["p50_us"].as_f64(),
+        "{figures}"
+    );
+    assert!(
+        lifecycle["peak_memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "{figures}"
+    );
+
+    let with_baseline = |p50: f64, memory: u64| {
+        let path = dir.join(format!("baseline-{p50}.json"));
+        let baseline = serde_json::json!({ "idle-suspend/lifecycle": {
+            "p50_us": p50, "p99_us": p50, "peak_memory_bytes": memory, "evaluations": 1,
+        }});
+        std::fs::write(&path, baseline.to_string()).expect("write baseline");
+        bench(&["--baseline", path_str(&path), "--threshold", "25"])
+    };
+    let generous = with_baseline(1e12, u64::MAX / 2);
+    assert!(generous.status.success(), "{}", describe(&generous));
+    let impossible = with_baseline(1e-9, 1);
+    assert!(!impossible.status.success(), "{}", describe(&impossible));
+    let out = stdout(&impossible);
+    assert!(
+        out.contains("REGRESSION  idle-suspend/lifecycle: p50") && out.contains("peak memory"),
+        "{out}"
+    );
+}

@@ -498,7 +498,7 @@ async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action,
             to = ?plan.status.phase,
             "write status"
         );
-        write_status(client, sandbox, plan).await?;
+        let produced = write_status(client, sandbox, plan).await?;
         let was = sandbox.status.as_ref().and_then(|s| s.phase);
         if was == Some(Phase::Resuming)
             && plan.status.phase == Some(Phase::Running)
@@ -509,7 +509,7 @@ async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action,
                 .resume_seconds
                 .observe(took.as_secs_f64().max(0.0));
         }
-        ctx.written.record(sandbox, &plan.status);
+        ctx.written.record(sandbox, &plan.status, produced);
     }
     ctx.publish(sandbox, &plan.transitions).await;
     Ok(plan
@@ -517,7 +517,12 @@ async fn finish(sandbox: &Sandbox, ctx: &Context, plan: &Plan) -> Result<Action,
         .map_or_else(Action::await_change, Action::requeue))
 }
 
-async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {
+/// Applies the plan's status; returns the resourceVersion the write produced.
+async fn write_status(
+    client: &Client,
+    sandbox: &Sandbox,
+    plan: &Plan,
+) -> Result<Option<String>, Error> {
     let api: Api<Sandbox> =
         Api::namespaced(client.clone(), &sandbox.namespace().unwrap_or_default());
     let patch = serde_json::json!({
@@ -525,14 +530,15 @@ async fn write_status(client: &Client, sandbox: &Sandbox, plan: &Plan) -> Result
         "kind": Sandbox::kind(&()),
         "status": plan.status,
     });
-    api.patch_status(
-        &sandbox.name_any(),
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &sandbox.name_any(),
+            &PatchParams::apply(crate::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
+    Ok(written.resource_version())
 }
 
 fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

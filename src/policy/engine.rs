@@ -258,6 +258,7 @@ impl PolicyEngine {
             compiled,
             sessions: (reuse == Reuse::Instances).then(Mutex::default),
             mask,
+            peak_memory: std::sync::atomic::AtomicUsize::new(0),
         };
         if policy.exported_hooks().is_empty() {
             return Err(
@@ -453,9 +454,17 @@ pub struct LoadedPolicy {
     compiled: Compiled,
     sessions: Option<Mutex<Vec<Session>>>,
     mask: HookMask,
+    /// The most linear memory any one evaluation's store held (memories only grow, so a
+    /// store's total after a call is its peak).
+    peak_memory: std::sync::atomic::AtomicUsize,
 }
 
 impl LoadedPolicy {
+    /// The most linear memory one evaluation (or the load's validation) has held so far.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.peak_memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether this load compiled the component or read it from the on-disk cache.
     pub fn compiled(&self) -> Compiled {
         self.compiled
@@ -624,6 +633,10 @@ impl LoadedPolicy {
         session.store.data_mut().log_budget = LOG_BYTES;
         session.store.data_mut().budget = Budget::start(timeout);
         let outcome = call(&mut session.store, &session.instance);
+        self.peak_memory.fetch_max(
+            session.store.data().limiter.total_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.forward_stdio(&mut session);
         match outcome {
             Ok(result) => {

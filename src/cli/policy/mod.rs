@@ -1,5 +1,6 @@
 //! `sandman policy`: evaluate, test, inspect and publish policies without a cluster.
 
+mod bench;
 mod eval;
 mod inspect;
 mod load;
@@ -21,6 +22,8 @@ pub enum PolicyCommand {
     Inspect(inspect::InspectArgs),
     /// Publish a component to an OCI registry as a Wasm artifact.
     Push(push::PushArgs),
+    /// Per-hook p50/p99 latency and peak memory over a suite's inputs, against a baseline.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub enum PolicyCliError {
     Input(String),
     #[error("push: {0}")]
     Push(String),
+    #[error("{0} regression(s) past the baseline")]
+    Regressed(usize),
     #[error("{failed} of {total} cases failed")]
     TestsFailed { failed: usize, total: usize },
     #[error("start the async runtime: {0}")]
@@ -55,6 +60,7 @@ pub fn run(command: PolicyCommand) -> Result<(), PolicyCliError> {
     match command {
         PolicyCommand::Eval(args) => eval::run(args),
         PolicyCommand::Test(args) => suite::run(args),
+        PolicyCommand::Bench(args) => bench::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args),
         PolicyCommand::Push(args) => block_on(push::run(args)),
     }

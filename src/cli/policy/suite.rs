@@ -265,17 +265,25 @@ fn unknown_keys(given: &serde_json::Value, known: &serde_json::Value, at: &str) 
     unknown
 }
 
-fn run_suite(
-    engine: &PolicyEngine,
+/// A suite file read, with the policies it tests and the component to use for them.
+struct Resolved {
+    text: String,
+    suite: Suite,
+    policies: Vec<PathBuf>,
+    wasm: Option<PathBuf>,
+}
+
+fn resolve(
     path: &Path,
-    args: &TestArgs,
-) -> Result<Vec<CaseReport>, PolicyCliError> {
+    policy: &[PathBuf],
+    wasm: Option<&Path>,
+) -> Result<Resolved, PolicyCliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
     let suite: Suite = serde_yaml::from_str(&text)
         .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let policies: Vec<PathBuf> = if args.policy.is_empty() {
+    let policies: Vec<PathBuf> = if policy.is_empty() {
         suite
             .policy
             .iter()
@@ -283,7 +291,7 @@ fn run_suite(
             .map(|p| dir.join(p))
             .collect()
     } else {
-        args.policy.clone()
+        policy.to_vec()
     };
     if policies.is_empty() {
         return Err(PolicyCliError::Parse(
@@ -291,7 +299,76 @@ fn run_suite(
             "name the policy under test (policy: or policies:, or --policy)".into(),
         ));
     }
-    let wasm = args.wasm.clone().or(suite.wasm.map(|w| dir.join(w)));
+    let wasm = wasm
+        .map(Path::to_path_buf)
+        .or(suite.wasm.as_ref().map(|w| dir.join(w)));
+    Ok(Resolved {
+        text,
+        suite,
+        policies,
+        wasm,
+    })
+}
+
+/// A policy of a suite, loaded with the suite's settings, and the input of every case that
+/// runs a hook: what `sandman policy bench` measures.
+pub(super) struct Workload {
+    pub policy: LoadedPolicy,
+    pub inputs: Vec<crate::policy::types::Input>,
+}
+
+pub(super) fn workloads(
+    engine: &PolicyEngine,
+    path: &Path,
+    policy: &[PathBuf],
+    wasm: Option<&Path>,
+) -> Result<Vec<Workload>, PolicyCliError> {
+    let resolved = resolve(path, policy, wasm)?;
+    let mut workloads = Vec::new();
+    for policy_path in &resolved.policies {
+        let file = block_on(load::policy(policy_path, resolved.wasm.as_deref(), None))?;
+        let settings = resolved
+            .suite
+            .settings
+            .clone()
+            .unwrap_or_else(|| file.settings.clone());
+        let policy = file
+            .load_with_settings(engine, &settings)
+            .map_err(|e| PolicyCliError::Load(file.name.clone(), e))?;
+        let default_now: Timestamp = SUITE_NOW
+            .parse()
+            .map_err(|e| PolicyCliError::Input(format!("the suite's fixed time: {e}")))?;
+        let mut inputs = Vec::new();
+        for case in &resolved.suite.cases {
+            // Cases of other settings, or of a refusal, measure something else.
+            if case.settings.is_some() || case.expect.contains_key("settings") {
+                continue;
+            }
+            let sandbox = load::sandbox(case.sandbox.clone(), "sandbox")?;
+            let now = case
+                .activity
+                .now_or(default_now)
+                .map_err(PolicyCliError::Input)?;
+            let mut input = input::build(&sandbox, &case.namespace_labels, now, policy.settings());
+            case.activity.apply(&mut input);
+            inputs.push(input);
+        }
+        workloads.push(Workload { policy, inputs });
+    }
+    Ok(workloads)
+}
+
+fn run_suite(
+    engine: &PolicyEngine,
+    path: &Path,
+    args: &TestArgs,
+) -> Result<Vec<CaseReport>, PolicyCliError> {
+    let Resolved {
+        text,
+        suite,
+        policies,
+        wasm,
+    } = resolve(path, &args.policy, args.wasm.as_deref())?;
     let cases: Vec<&Case> = suite
         .cases
         .iter()
