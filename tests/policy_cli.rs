@@ -421,3 +421,41 @@ fn bench_reports_and_detects_regression() {
         "{out}"
     );
 }
+
+/// A CEL variable is evaluated only for the hooks that read it: one that fails on this input
+/// fails the hook that reads it, and no other.
+#[test]
+fn cel_broken_variable_breaks_only_its_hooks() {
+    let dir = scratch("cel-variables");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: sandman.dev/v1alpha1
+kind: SandboxPolicy
+metadata: { name: split }
+spec:
+  cel:
+    variables:
+      - name: team
+        expression: sandbox.labels['team']
+      - name: idle
+        expression: activity.idleSeconds
+    isolation: |
+      variables.team == 'red' ? {"runtimeClassName": "gvisor", "reason": "red team"} : null
+    lifecycle: |
+      variables.idle > 60 ? {"action": "suspend", "reason": "idle"} : null
+"#,
+    )
+    .expect("write policy");
+    let suite = dir.join("suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: no team label\n    activity: {{ idleSeconds: 600 }}\n    expect:\n      isolation: {{ error: team }}\n      lifecycle: {{ action: suspend }}\n",
+            policy.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(output.status.success(), "{}", describe(&output));
+}

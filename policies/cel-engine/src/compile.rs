@@ -25,6 +25,10 @@ pub struct Compiled {
     pub variables: Vec<(String, Program, bool)>,
     /// Each hook's program, and whether it reads variables.
     pub hooks: [Option<(Program, bool)>; 3],
+    /// Per hook, which variables it needs, by position: those it reads and those they read.
+    /// The others are never evaluated for it, so one hook's broken variable cannot break
+    /// another hook.
+    pub wanted: [Vec<bool>; 3],
     /// The functions, and `settings`, which are the same for every evaluation.
     pub root: Context<'static>,
     /// What the expressions read of their inputs: building only that is most of an
@@ -119,6 +123,8 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
     let mut needs = Needs::default();
     let mut defined: Vec<String> = Vec::new();
     let mut variables = Vec::new();
+    // What each variable reads of the ones before it.
+    let mut reads: Vec<BTreeSet<String>> = Vec::new();
     for (i, variable) in spec.variables.iter().enumerate() {
         let field = format!("spec.cel.variables[{i}] ({})", variable.name);
         if !is_identifier(&variable.name) {
@@ -131,20 +137,24 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
         let names = check(&field, &program, &defined, functions)?;
         needs.merge(&names);
         defined.push(variable.name.clone());
+        reads.push(names.earlier.clone());
         variables.push((variable.name.clone(), program, names.uses_variables()));
     }
     let mut hooks: [Option<(Program, bool)>; 3] = [None, None, None];
+    let mut wanted: [Vec<bool>; 3] = Default::default();
     for hook in Hook::ALL {
         if let Some(source) = hook.expression(spec) {
             let program = parse(hook.field(), source)?;
             let names = check(hook.field(), &program, &defined, functions)?;
             needs.merge(&names);
+            wanted[hook.index()] = closure(&defined, &reads, &names.earlier);
             hooks[hook.index()] = Some((program, names.uses_variables()));
         }
     }
     Ok(Compiled {
         variables,
         hooks,
+        wanted,
         root,
         needs,
     })
@@ -198,6 +208,20 @@ fn parse(field: &str, source: &str) -> Result<Program, String> {
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// Which variables (by position) an expression that reads `direct` needs: those, and what they
+/// read, back to the first. Variables only read earlier ones, so one pass from the end does it.
+fn closure(defined: &[String], reads: &[BTreeSet<String>], direct: &BTreeSet<String>) -> Vec<bool> {
+    let mut needed: BTreeSet<String> = direct.clone();
+    let mut wanted = vec![false; defined.len()];
+    for (i, name) in defined.iter().enumerate().rev() {
+        if needed.contains(name) {
+            wanted[i] = true;
+            needed.extend(reads[i].iter().cloned());
+        }
+    }
+    wanted
 }
 
 /// Names the expression uses, minus those its own comprehensions bind.
@@ -404,5 +428,19 @@ mod tests {
             &[("a", "1"), ("b", "variables.a + 1")],
         ))
         .expect("in order");
+    }
+
+    #[test]
+    fn a_hook_needs_only_the_variables_it_reads() {
+        let compiled = compile(&spec(
+            "variables.c > 0 ? null : null",
+            &[("a", "1"), ("b", "2"), ("c", "variables.a + 1")],
+        ))
+        .expect("compile");
+        assert_eq!(
+            compiled.wanted[Hook::Lifecycle.index()],
+            vec![true, false, true],
+            "c, and a through c; never b"
+        );
     }
 }

@@ -70,7 +70,12 @@ fn evaluate(hook: Hook, input: &Input) -> Result<Option<Value>, String> {
     // Each variable sees the ones before it; the map is handed over only to expressions that
     // read it, since every hand-over converts it whole.
     let mut variables = std::collections::HashMap::<String, Value>::new();
+    let wanted = &compiled.wanted[hook.index()];
     for (i, (name, program, uses_variables)) in compiled.variables.iter().enumerate() {
+        // Only what this hook reads, directly or through other variables.
+        if !wanted.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         if *uses_variables {
             scope.add_variable_from_value("variables", Value::from(variables.clone()));
         }

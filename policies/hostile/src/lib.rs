@@ -53,9 +53,13 @@ impl Policy for Hostile {
                     .collect(),
                 reason: "flood".into(),
             })),
-            "huge-error" => Err(format!("the hostile policy refuses {}", "x".repeat(4 << 20))),
+            "huge-error" => Err(format!(
+                "the hostile policy refuses {}",
+                "x".repeat(4 << 20)
+            )),
             "log-flood" => {
-                let forged = "\n2026-01-01T00:00:00.000000Z ERROR sandman::controller: forged by a policy";
+                let forged =
+                    "\n2026-01-01T00:00:00.000000Z ERROR sandman::controller: forged by a policy";
                 for _ in 0..65_536 {
                     log(LogLevel::Info, &format!("{}{forged}", "y".repeat(1 << 10)));
                 }

@@ -33,7 +33,11 @@ mod tests {
         assert_eq!(cpu_millis("2"), Ok(2000));
         assert_eq!(cpu_millis("1.5"), Ok(1500));
         assert_eq!(cpu_millis("64000000u"), Ok(64000));
-        assert_eq!(cpu_millis("100n"), Ok(1), "a sliver of a millicore still counts");
+        assert_eq!(
+            cpu_millis("100n"),
+            Ok(1),
+            "a sliver of a millicore still counts"
+        );
         assert_eq!(bytes("512Mi"), Ok(512 << 20));
         assert_eq!(bytes("1G"), Ok(1_000_000_000));
         assert_eq!(bytes("1e3"), Ok(1000));
