@@ -141,9 +141,10 @@ fn a_wrong_result_type_is_a_load_error_naming_the_expression() {
     for (expression, expected) in [
         ("42", "returned a int, not a map or null"),
         ("{'action': 'sleep'}", "unknown variant `sleep`"),
+        // Found before any evaluation, with its place in the expression.
         (
             "{'action': 'keep', 'colour': 'blue'}",
-            "unknown field `colour`",
+            "line 1 column 20: \"colour\" is not a key of a lifecycle decision",
         ),
     ] {
         let error = load(&engine, &policy(expression, &[]), Limits::default())

@@ -459,3 +459,55 @@ spec:
     let output = sandman(&["policy", "test", path_str(&suite)]);
     assert!(output.status.success(), "{}", describe(&output));
 }
+
+/// A misspelled input field, or a wrong key in any branch's result, fails the load with the
+/// manifest's file, line and column; a misspelled hook key fails the manifest.
+#[test]
+fn cel_unknown_field_is_a_load_error_with_position() {
+    let dir = scratch("cel-checked");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let sandbox = write("sandbox.yaml", "metadata: { name: agent }\n");
+    let eval = |policy: &Path| {
+        sandman(&[
+            "policy",
+            "eval",
+            "--policy",
+            path_str(policy),
+            "--sandbox",
+            path_str(&sandbox),
+        ])
+    };
+    let unknown_field = write(
+        "field.yaml",
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    lifecycle: |\n      activity.openConnections > 0 ? null :\n        activity.idleSecs > 60 ? {\"action\": \"suspend\", \"reason\": \"idle\"} : null\n",
+    );
+    let output = eval(&unknown_field);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("field.yaml:8:17") && err.contains("activity.idleSecs is not a field"),
+        "{err}"
+    );
+
+    // The wrong key is on the branch no sample input reaches: still found.
+    let wrong_key = write(
+        "key.yaml",
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    lifecycle: |\n      activity.idleSeconds > 999999\n        ? {\"actoin\": \"suspend\"}\n        : null\n",
+    );
+    let err = String::from_utf8_lossy(&eval(&wrong_key).stderr).into_owned();
+    assert!(
+        err.contains("key.yaml:8:12") && err.contains("\"actoin\""),
+        "{err}"
+    );
+
+    let misspelled_hook = write(
+        "hook.yaml",
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    lifecyle: \"null\"\n",
+    );
+    let err = String::from_utf8_lossy(&eval(&misspelled_hook).stderr).into_owned();
+    assert!(err.contains("unknown field(s) spec.cel.lifecyle"), "{err}");
+}

@@ -135,6 +135,7 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
         }
         let program = parse(&field, &variable.expression)?;
         let names = check(&field, &program, &defined, functions)?;
+        crate::shape::check_fields(&field, &variable.expression, &names.fields)?;
         needs.merge(&names);
         defined.push(variable.name.clone());
         reads.push(names.earlier.clone());
@@ -146,6 +147,8 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
         if let Some(source) = hook.expression(spec) {
             let program = parse(hook.field(), source)?;
             let names = check(hook.field(), &program, &defined, functions)?;
+            crate::shape::check_fields(hook.field(), source, &names.fields)?;
+            crate::shape::check_result(hook.field(), source, hook, program.expression())?;
             needs.merge(&names);
             wanted[hook.index()] = closure(&defined, &reads, &names.earlier);
             hooks[hook.index()] = Some((program, names.uses_variables()));

@@ -5,6 +5,7 @@
 
 mod activation;
 mod compile;
+mod shape;
 mod spec;
 
 use std::cell::RefCell;

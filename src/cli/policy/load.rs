@@ -23,6 +23,8 @@ pub struct PolicyFile {
     /// The settings to load it with: the policy's own, or the command line's.
     pub settings: serde_json::Value,
     pub limits: Limits,
+    /// The manifest it came from (path and text), to point CEL errors into it.
+    pub manifest: Option<(std::path::PathBuf, String)>,
 }
 
 impl PolicyFile {
@@ -40,7 +42,12 @@ impl PolicyFile {
     ) -> Result<LoadedPolicy, String> {
         self.prepared
             .compile(engine, &self.name, settings, self.limits)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match (&e, &self.manifest) {
+                (LoadError::InvalidExpression(message), Some((path, text))) => {
+                    super::manifest::locate_cel_error(message, text, &path.display().to_string())
+                }
+                _ => e.to_string(),
+            })
     }
 }
 
@@ -115,12 +122,29 @@ pub async fn policy(
             },
             settings: settings.unwrap_or_else(|| serde_json::json!({})),
             limits: Limits::default(),
+            manifest: None,
         });
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
     let manifest: SandboxPolicy = serde_yaml::from_str(&text)
         .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
+    // The CRD refuses keys it does not know; so does the CLI, instead of ignoring them.
+    let given: serde_json::Value = serde_yaml::from_str(&text)
+        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
+    let known = serde_json::to_value(&manifest)
+        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
+    let unknown = super::manifest::unknown_keys(
+        given.get("spec").unwrap_or(&serde_json::Value::Null),
+        known.get("spec").unwrap_or(&serde_json::Value::Null),
+        "spec",
+    );
+    if !unknown.is_empty() {
+        return Err(PolicyCliError::Parse(
+            path.to_path_buf(),
+            format!("unknown field(s) {}", unknown.join(", ")),
+        ));
+    }
     let name = manifest
         .metadata
         .name
@@ -159,6 +183,7 @@ pub async fn policy(
         settings: settings.unwrap_or_else(|| prepared.settings.clone()),
         prepared,
         name,
+        manifest: Some((path.to_path_buf(), text)),
     })
 }
 

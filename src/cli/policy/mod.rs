@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod inspect;
 mod load;
+mod manifest;
 mod outcome;
 mod push;
 mod suite;

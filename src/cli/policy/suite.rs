@@ -228,7 +228,7 @@ fn check_case(case: &Case) -> Vec<String> {
         match load::sandbox(case.sandbox.clone(), "sandbox") {
             Ok(sandbox) => {
                 let known = serde_json::to_value(&sandbox).unwrap_or_default();
-                for path in unknown_keys(&case.sandbox, &known, "sandbox") {
+                for path in super::manifest::unknown_keys(&case.sandbox, &known, "sandbox") {
                     problems.push(format!("{path} is not a field of a Sandbox"));
                 }
             }
@@ -236,33 +236,6 @@ fn check_case(case: &Case) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Keys of `given` that a round trip through the typed Sandbox dropped: fields it does not
-/// have. A key whose value is empty or zero may have been dropped as a default, so it is not
-/// reported.
-fn unknown_keys(given: &serde_json::Value, known: &serde_json::Value, at: &str) -> Vec<String> {
-    let (Some(given), Some(known)) = (given.as_object(), known.as_object()) else {
-        return Vec::new();
-    };
-    let empty = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => true,
-        serde_json::Value::Bool(b) => !b,
-        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
-        serde_json::Value::String(s) => s.is_empty(),
-        serde_json::Value::Array(a) => a.is_empty(),
-        serde_json::Value::Object(o) => o.is_empty(),
-    };
-    let mut unknown = Vec::new();
-    for (key, value) in given {
-        let path = format!("{at}.{key}");
-        match known.get(key) {
-            Some(inner) => unknown.extend(unknown_keys(value, inner, &path)),
-            None if !empty(value) => unknown.push(path),
-            None => {}
-        }
-    }
-    unknown
 }
 
 /// A suite file read, with the policies it tests and the component to use for them.
