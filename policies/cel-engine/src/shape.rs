@@ -20,8 +20,9 @@ pub fn position(source: &str, needle: &str) -> Option<(usize, usize)> {
         let end = start + needle.len();
         let before = source[..start].chars().next_back();
         let after = source[end..].chars().next();
-        let whole = !(needle.starts_with(is_ident) && before.is_some_and(is_ident))
-            && !(needle.ends_with(is_ident) && after.is_some_and(is_ident));
+        let glued_before = needle.starts_with(is_ident) && before.is_some_and(is_ident);
+        let glued_after = needle.ends_with(is_ident) && after.is_some_and(is_ident);
+        let whole = !glued_before && !glued_after;
         if whole {
             let line = source[..start].matches('\n').count() + 1;
             let column = start - source[..start].rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -121,13 +122,16 @@ fn literal_entries(expr: &IdedExpr) -> Option<Vec<(String, &IdedExpr)>> {
     )
 }
 
+/// The map a key's value must be (what it is called, its keys, whether a list of them).
+type Nested = Option<(&'static str, &'static [&'static str], bool)>;
+
 fn check_map(
     field: &str,
     source: &str,
     what: &str,
     expr: &IdedExpr,
     allowed: &[&str],
-    nested: &dyn Fn(&str) -> Option<(&'static str, &'static [&'static str], bool)>,
+    nested: &dyn Fn(&str) -> Nested,
 ) -> Result<(), String> {
     let Some(entries) = literal_entries(expr) else {
         return Ok(());
