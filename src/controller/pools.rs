@@ -110,8 +110,8 @@ fn error_policy(pool: Arc<SandboxWarmPool>, error: &PoolError, _: Arc<PoolContex
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PoolPlan {
     pub create: usize,
-    /// Members to delete, by name and UID.
-    pub delete: Vec<(String, String)>,
+    /// Members to delete: name, UID and the resourceVersion they were judged at.
+    pub delete: Vec<(String, String, String)>,
 }
 
 pub fn plan(
@@ -150,7 +150,13 @@ pub fn plan(
         create: desired.saturating_sub(keep.len()),
         delete: delete
             .into_iter()
-            .map(|s| (s.name_any(), s.uid().unwrap_or_default()))
+            .map(|s| {
+                (
+                    s.name_any(),
+                    s.uid().unwrap_or_default(),
+                    s.resource_version().unwrap_or_default(),
+                )
+            })
             .collect(),
     }
 }
@@ -182,11 +188,13 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     let desired = usize::try_from(pool.spec.replicas()).unwrap_or(0);
     let current = blueprint::blueprint_hash(&template.spec);
     let todo = plan(&members, desired, &current, pool.spec.strategy());
-    for (member, uid) in &todo.delete {
+    for (member, uid, version) in &todo.delete {
+        // Guarded by the version it was judged at: a member a claim took since (its labels
+        // and owner changed) is not the pool's to delete any more, and the delete conflicts.
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(uid.clone()),
-                resource_version: None,
+                resource_version: Some(version.clone()),
             }),
             ..DeleteParams::default()
         };
@@ -208,7 +216,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     }
     let kept: Vec<&Sandbox> = members
         .iter()
-        .filter(|s| !todo.delete.iter().any(|(n, _)| *n == s.name_any()))
+        .filter(|s| !todo.delete.iter().any(|(n, _, _)| *n == s.name_any()))
         .filter(|s| s.metadata.deletion_timestamp.is_none())
         .collect();
     let status = SandboxWarmPoolStatus {
@@ -285,7 +293,7 @@ mod tests {
             recreate,
             PoolPlan {
                 create: 1,
-                delete: vec![("old".into(), "old-uid".into())]
+                delete: vec![("old".into(), "old-uid".into(), String::new())]
             }
         );
     }
@@ -295,7 +303,7 @@ mod tests {
         let members = vec![member("elder", 30, "h"), member("young", 1, "h")];
         assert_eq!(
             plan(&members, 1, "h", WarmPoolUpdateStrategyType::OnReplenish).delete,
-            vec![("young".into(), "young-uid".into())]
+            vec![("young".into(), "young-uid".into(), String::new())]
         );
     }
 }
