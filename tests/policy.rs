@@ -884,3 +884,111 @@ async fn a_policy_still_loading_holds_the_sandboxes_it_matches() {
     // Once the policy is gone, nothing holds the Sandbox.
     wait_phase(&ctx, "untrusted", Phase::Running).await;
 }
+
+/// Pushes the untrusted-to-gvisor component to `<registry>/<namespace>/<name>:v1`, signed with
+/// `key` when given; returns the pinned image and the component's digest.
+async fn push_signed(ctx: &TestContext, name: &str, key: Option<&str>) -> (String, String) {
+    let image = format!(
+        "{}/{}/{name}:v1",
+        sandman_testenv::harness::registry().address(),
+        ctx.namespace
+    );
+    let http = sandman::http_client::HttpClient::new().expect("client");
+    let reference = sandman::distribution::oci::Reference::parse(&image).expect("reference");
+    let wasm = policy_wasm("untrusted_to_gvisor");
+    let pushed = sandman::distribution::oci::push(&http, &reference, wasm.clone().into(), None)
+        .await
+        .expect("push");
+    let pinned = sandman::distribution::oci::Reference {
+        tag: None,
+        digest: Some(pushed.manifest_digest.clone()),
+        ..reference
+    };
+    if let Some(key) = key {
+        sandman::distribution::signature::push_signature(&http, &pinned, key, None)
+            .await
+            .expect("sign");
+    }
+    (pinned.to_string(), sha256(&wasm))
+}
+
+/// The key pair of a test: the public half in a ConfigMap of the test's namespace.
+async fn signing_key(ctx: &TestContext) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let config_map: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "cosign" },
+            "data": { "cosign.pub": key.public_key_pem() },
+        }))
+        .expect("configmap");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("create the key's ConfigMap");
+    key.serialize_pem()
+}
+
+fn verified(ctx: &TestContext, short: &str, image: &str, digest: &str) -> SandboxPolicy {
+    let mut wanted = policy(ctx, short, "untrusted_to_gvisor", digest);
+    with_source(&mut wanted, serde_json::json!({ "image": image }));
+    wanted.spec.wasm.as_mut().expect("wasm").verify = Some(
+        serde_json::from_value(serde_json::json!({
+            "configMap": { "namespace": ctx.namespace, "name": "cosign", "key": "cosign.pub" },
+        }))
+        .expect("verify"),
+    );
+    wanted
+}
+
+#[tokio::test]
+async fn signed_policy_loads() {
+    let ctx = TestContext::new("signed_policy").await;
+    let _operator = Operator::start(&ctx);
+    let key = signing_key(&ctx).await;
+    let (image, digest) = push_signed(&ctx, "signed", Some(&key)).await;
+    let api = install(&ctx, &verified(&ctx, "signed", &image, &digest)).await;
+    wait_ready_reason(&api, &format!("{}-signed", ctx.namespace), "Loaded").await;
+    create(&ctx, &untrusted_sandbox("agent")).await;
+    let running = wait_phase(&ctx, "agent", Phase::Running).await;
+    assert_eq!(
+        running.status.and_then(|s| s.runtime_class_name).as_deref(),
+        Some("gvisor")
+    );
+}
+
+#[tokio::test]
+async fn unsigned_policy_is_refused_when_verification_is_required() {
+    let ctx = TestContext::new("unsigned_policy").await;
+    let _operator = Operator::start(&ctx);
+    let key = signing_key(&ctx).await;
+    let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
+    // Not signed at all.
+    let (unsigned, digest) = push_signed(&ctx, "unsigned", None).await;
+    install(&ctx, &verified(&ctx, "unsigned", &unsigned, &digest)).await;
+    let message = ready_message(
+        &wait_ready_reason(
+            &api,
+            &format!("{}-unsigned", ctx.namespace),
+            "SignatureInvalid",
+        )
+        .await,
+    );
+    assert!(message.contains("no signature"), "{message}");
+    // Signed, but by another key.
+    let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let (forged, digest) = push_signed(&ctx, "forged", Some(&stranger.serialize_pem())).await;
+    install(&ctx, &verified(&ctx, "forged", &forged, &digest)).await;
+    let message = ready_message(
+        &wait_ready_reason(
+            &api,
+            &format!("{}-forged", ctx.namespace),
+            "SignatureInvalid",
+        )
+        .await,
+    );
+    assert!(message.contains("verifies with the key"), "{message}");
+    // A Sandbox the failing policies match is held (failurePolicy Fail, the default).
+    let _ = key;
+    create(&ctx, &untrusted_sandbox("agent")).await;
+    wait_held(&ctx, "agent").await;
+}

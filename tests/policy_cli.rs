@@ -511,3 +511,78 @@ fn cel_unknown_field_is_a_load_error_with_position() {
     let err = String::from_utf8_lossy(&eval(&misspelled_hook).stderr).into_owned();
     assert!(err.contains("unknown field(s) spec.cel.lifecyle"), "{err}");
 }
+
+/// `policy push --sign` and `policy sign` leave cosign-format signatures beside the artifact
+/// that verify under the public key, and under no other.
+#[test]
+fn pushed_and_signed_policies_verify_under_their_key() {
+    let dir = scratch("sign");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let private = dir.join("key.pem");
+    std::fs::write(&private, key.serialize_pem()).expect("write key");
+    let wasm = policy_wasm_path("idle_suspend");
+    let reference = format!("{}/cli/signed:v1", registry().address());
+    let output = sandman(&[
+        "policy",
+        "push",
+        path_str(&wasm),
+        &reference,
+        "--sign",
+        path_str(&private),
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stdout(&output).contains("signed "), "{}", describe(&output));
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let http = sandman::http_client::HttpClient::new().expect("client");
+    let parsed = sandman::distribution::oci::Reference::parse(&reference).expect("reference");
+    runtime
+        .block_on(sandman::distribution::signature::verify(
+            &http,
+            &parsed,
+            &key.public_key_pem(),
+            None,
+        ))
+        .expect("the pushed artifact verifies");
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    assert!(
+        runtime
+            .block_on(sandman::distribution::signature::verify(
+                &http,
+                &parsed,
+                &other.public_key_pem(),
+                None
+            ))
+            .is_err(),
+        "another key does not verify it"
+    );
+
+    // `policy sign` of an artifact pushed unsigned.
+    let unsigned = format!("{}/cli/later:v1", registry().address());
+    assert!(
+        sandman(&["policy", "push", path_str(&wasm), &unsigned])
+            .status
+            .success()
+    );
+    let later = sandman::distribution::oci::Reference::parse(&unsigned).expect("reference");
+    assert!(
+        runtime
+            .block_on(sandman::distribution::signature::verify(
+                &http,
+                &later,
+                &key.public_key_pem(),
+                None
+            ))
+            .is_err()
+    );
+    let output = sandman(&["policy", "sign", "--key", path_str(&private), &unsigned]);
+    assert!(output.status.success(), "{}", describe(&output));
+    runtime
+        .block_on(sandman::distribution::signature::verify(
+            &http,
+            &later,
+            &key.public_key_pem(),
+            None,
+        ))
+        .expect("signed afterwards");
+}

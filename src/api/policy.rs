@@ -163,6 +163,7 @@ pub enum FailurePolicy {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.configMap), has(self.url), has(self.image)].filter(x, x).size() == 1").message("give exactly one source: configMap, url or image"))]
 #[x_kube(validation = Rule::new("!has(self.imagePullSecret) || has(self.image)").message("imagePullSecret goes with an image source"))]
+#[x_kube(validation = Rule::new("!has(self.verify) || has(self.image)").message("verify goes with an image source: signatures are kept beside OCI artifacts"))]
 pub struct WasmPolicy {
     /// The component stored under `key` (binaryData) of a ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +181,11 @@ pub struct WasmPolicy {
     /// repositories on Docker Hub and ghcr.io still get their anonymous token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secret: Option<String>,
+    /// Require a cosign-format signature of the image, made with the private half of this
+    /// public key. A missing or bad signature fails the load (reason SignatureInvalid) and the
+    /// last good revision keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
     /// The component's sha256, as 64 hex digits. A module with another digest is refused.
     #[x_kube(validation = Rule::new("self.matches('^[a-f0-9]{64}$')").message("sha256 must be 64 lowercase hex digits"))]
     pub sha256: String,
@@ -198,6 +204,26 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
     })
+}
+
+/// The public key (PEM, PKIX `PUBLIC KEY`, as `cosign.pub`) that signatures must verify under.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.secret)").message("give the key in exactly one of configMap or secret"))]
+pub struct VerifySpec {
+    /// Under `key` of a ConfigMap's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSource>,
+    /// Under `key` of a Secret in the operator's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretKey>,
+}
+
+/// A key of a Secret in the operator's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretKey {
+    pub name: String,
+    pub key: String,
 }
 
 /// Where a policy's component comes from.

@@ -42,6 +42,8 @@ pub mod reason {
     pub const LOADING: &str = "Loading";
     /// A CEL expression does not parse, names something unknown, or returns the wrong shape.
     pub const INVALID_EXPRESSION: &str = "InvalidExpression";
+    /// `spec.wasm.verify` asks for a signature, and none verifies under its key.
+    pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
 }
 
 /// How soon a policy whose source could not be fetched is tried again.
@@ -97,6 +99,7 @@ fn failure(error: LoadError) -> LoadFailure {
     let reason = match &error {
         LoadError::NoSource | LoadError::NoWasmSource | LoadError::Fetch(_) => reason::FETCH_FAILED,
         LoadError::DigestMismatch { .. } => reason::DIGEST_MISMATCH,
+        LoadError::SignatureInvalid(_) => reason::SIGNATURE_INVALID,
         LoadError::InvalidExpression(_) => reason::INVALID_EXPRESSION,
         LoadError::Policy(PolicyError::InvalidSettings(_)) => reason::INVALID_SETTINGS,
         LoadError::Policy(PolicyError::NoHooks) => reason::NO_HOOKS,

@@ -6,9 +6,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::Api;
 
-use crate::api::WasmSource;
+use crate::api::{VerifySpec, WasmSource};
 use crate::distribution::auth::Credentials;
 use crate::distribution::oci::{self, Reference};
+use crate::distribution::signature;
 use crate::http_client::HttpClient;
 use crate::policy::loader::{Fetcher, SourceError};
 
@@ -81,6 +82,59 @@ impl Fetcher for ClusterFetcher<'_> {
                     .map_err(|e| SourceError::Transfer(e.to_string()))
             }
         }
+    }
+
+    async fn verify(
+        &self,
+        image: &str,
+        pull_secret: Option<&str>,
+        verify: &VerifySpec,
+    ) -> Result<(), String> {
+        let key = self.public_key(verify).await?;
+        let reference = Reference::parse(image).map_err(|e| e.to_string())?;
+        let credentials = match pull_secret {
+            Some(name) => {
+                Some(credentials(self.client, self.pull_secrets, name, &reference.registry).await?)
+            }
+            None => None,
+        };
+        signature::verify(self.http, &reference, &key, credentials.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl ClusterFetcher<'_> {
+    /// The public key PEM that `verify` names.
+    async fn public_key(&self, verify: &VerifySpec) -> Result<String, String> {
+        if let Some(source) = &verify.config_map {
+            let at = format!("ConfigMap {}/{}", source.namespace, source.name);
+            let config_map = Api::<ConfigMap>::namespaced(self.client.clone(), &source.namespace)
+                .get_opt(&source.name)
+                .await
+                .map_err(|e| format!("read {at}: {e}"))?
+                .ok_or_else(|| format!("{at} not found"))?;
+            return config_map
+                .data
+                .and_then(|mut d| d.remove(&source.key))
+                .ok_or_else(|| format!("{at} has no data key {:?}", source.key));
+        }
+        if let Some(secret) = &verify.secret {
+            let at = format!("Secret {}/{}", self.pull_secrets.namespace, secret.name);
+            let found =
+                Api::<Secret>::namespaced(self.client.clone(), &self.pull_secrets.namespace)
+                    .get_opt(&secret.name)
+                    .await
+                    .map_err(|e| format!("read {at}: {e}"))?
+                    .ok_or_else(|| format!("{at} not found"))?;
+            let bytes = found
+                .data
+                .and_then(|mut d| d.remove(&secret.key))
+                .ok_or_else(|| format!("{at} has no key {:?}", secret.key))?;
+            return String::from_utf8(bytes.0)
+                .map_err(|_| format!("{at}: the key is not PEM text"));
+        }
+        Err("verify names no key".into())
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod oci;
+pub mod signature;
 
 use sha2::{Digest, Sha256};
 

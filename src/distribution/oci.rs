@@ -75,7 +75,7 @@ impl Reference {
     }
 
     /// Loopback registries speak plain HTTP, as Docker assumes; every other one TLS.
-    fn base(&self) -> String {
+    pub(super) fn base(&self) -> String {
         let scheme = if super::is_loopback(&self.registry) {
             "http"
         } else {
@@ -252,7 +252,7 @@ pub async fn push(
 }
 
 /// A monolithic upload: open a session, then PUT the whole blob with its digest.
-async fn upload_blob(
+pub(super) async fn upload_blob(
     session: &mut Session<'_>,
     base: &str,
     digest: &str,
@@ -285,7 +285,7 @@ async fn upload_blob(
     expect(&url, &response, StatusCode::CREATED)
 }
 
-fn expect(
+pub(super) fn expect(
     url: &str,
     response: &crate::http_client::Response,
     status: StatusCode,

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::api::{CelPolicy, SandboxPolicySpec, WasmSource};
+use crate::api::{CelPolicy, SandboxPolicySpec, VerifySpec, WasmSource};
 use crate::distribution::sha256_hex;
 use crate::policy::{HookMask, Limits, LoadedPolicy, PolicyEngine, PolicyError, Reuse, cel};
 
@@ -18,6 +18,15 @@ pub trait Fetcher {
         source: &WasmSource<'_>,
         pull_secret: Option<&str>,
     ) -> impl Future<Output = Result<Vec<u8>, SourceError>> + Send;
+
+    /// Checks that `image` carries a signature under the key `verify` names; the error says
+    /// why not.
+    fn verify(
+        &self,
+        image: &str,
+        pull_secret: Option<&str>,
+        verify: &VerifySpec,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Why a component could not be read.
@@ -45,6 +54,9 @@ pub enum LoadError {
     Fetch(#[from] SourceError),
     #[error("the component's sha256 is {actual}, but the policy pins {pinned}")]
     DigestMismatch { actual: String, pinned: String },
+    /// `spec.wasm.verify` asks for a signature, and none verifies.
+    #[error("signature: {0}")]
+    SignatureInvalid(String),
     /// A CEL expression does not parse, names something unknown, or has the wrong shape; the
     /// CEL engine's message names the expression.
     #[error("{0}")]
@@ -94,6 +106,17 @@ pub async fn prepare(
                             actual,
                             pinned: wasm.sha256.clone(),
                         });
+                    }
+                    if let Some(verify) = &wasm.verify {
+                        let WasmSource::Image(image) = source else {
+                            return Err(LoadError::SignatureInvalid(
+                                "verify goes with an image source".into(),
+                            ));
+                        };
+                        fetcher
+                            .verify(image, wasm.image_pull_secret.as_deref(), verify)
+                            .await
+                            .map_err(LoadError::SignatureInvalid)?;
                     }
                     bytes
                 }
@@ -166,6 +189,10 @@ mod tests {
     impl Fetcher for Serves {
         async fn fetch(&self, _: &WasmSource<'_>, _: Option<&str>) -> Result<Vec<u8>, SourceError> {
             Ok(self.0.clone())
+        }
+
+        async fn verify(&self, _: &str, _: Option<&str>, _: &VerifySpec) -> Result<(), String> {
+            Err("no signature here".into())
         }
     }
 

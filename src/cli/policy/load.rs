@@ -86,6 +86,15 @@ impl Fetcher for LocalFetcher {
             ))),
         }
     }
+
+    async fn verify(
+        &self,
+        _image: &str,
+        _pull_secret: Option<&str>,
+        _verify: &crate::api::VerifySpec,
+    ) -> Result<(), String> {
+        Err("the policy requires a signature, whose key is in the cluster, which the CLI does not read; pass --wasm FILE to test the component itself".into())
+    }
 }
 
 /// The CLI applies the built-in defaults and maximums, as an operator run without

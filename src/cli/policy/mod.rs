@@ -7,6 +7,7 @@ mod load;
 mod manifest;
 mod outcome;
 mod push;
+mod sign;
 mod suite;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub enum PolicyCommand {
     Push(push::PushArgs),
     /// Per-hook p50/p99 latency and peak memory over a suite's inputs, against a baseline.
     Bench(bench::BenchArgs),
+    /// Sign a pushed component (cosign format, key-based) and push the signature beside it.
+    Sign(sign::SignArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,7 @@ pub fn run(command: PolicyCommand) -> Result<(), PolicyCliError> {
         PolicyCommand::Eval(args) => eval::run(args),
         PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::Bench(args) => bench::run(args),
+        PolicyCommand::Sign(args) => block_on(sign::run(args)),
         PolicyCommand::Inspect(args) => inspect::run(args),
         PolicyCommand::Push(args) => block_on(push::run(args)),
     }

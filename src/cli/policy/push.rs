@@ -13,6 +13,9 @@ pub struct PushArgs {
     wasm: PathBuf,
     /// Where to publish it: `registry/repository:tag`.
     reference: String,
+    /// Also sign it with this private key (PEM, PKCS#8, ECDSA P-256), as `policy sign` does.
+    #[arg(long = "sign")]
+    sign_key: Option<PathBuf>,
 }
 
 pub async fn run(args: PushArgs) -> Result<(), PolicyCliError> {
@@ -26,6 +29,17 @@ pub async fn run(args: PushArgs) -> Result<(), PolicyCliError> {
         .await
         .map_err(|e| PolicyCliError::Push(e.to_string()))?;
     println!("pushed {reference}@{}", pushed.manifest_digest);
+    if let Some(key) = &args.sign_key {
+        let pinned = Reference {
+            digest: Some(pushed.manifest_digest.clone()),
+            ..reference.clone()
+        };
+        super::sign::sign(&pinned, key).await?;
+        println!(
+            "signed {}/{}@{}",
+            reference.registry, reference.repository, pushed.manifest_digest
+        );
+    }
     println!("# in the SandboxPolicy:");
     println!("wasm:");
     println!(
