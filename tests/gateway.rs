@@ -7,94 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::gateway::*;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::ContainerPort;
 use kube::ResourceExt;
-use sandman::api::{GatewaySpec, OperatingMode, Phase, Sandbox};
+use sandman::api::{OperatingMode, Phase, Sandbox};
 use sandman::gateway::{self, Gateway, Options};
 use sandman_testenv::file_server::FileServer;
 use sandman_testenv::harness::{TestContext, eventually, stays};
-
-const PORT: i32 = 8080;
-
-fn options(ctx: &TestContext) -> Options {
-    Options {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        namespace: Some(ctx.namespace.clone()),
-        hold: Duration::from_secs(30),
-        ..Options::default()
-    }
-}
-
-/// A Sandbox that opted in to the gateway, declaring port 8080.
-fn reachable(name: &str, mode: OperatingMode) -> Sandbox {
-    let mut sandbox = sandbox(name, false);
-    sandbox.spec.operating_mode = mode;
-    sandbox.spec.pod_template.spec.containers[0].ports = Some(vec![ContainerPort {
-        container_port: PORT,
-        ..Default::default()
-    }]);
-    sandbox.spec.gateway = Some(GatewaySpec {
-        enabled: true,
-        ..GatewaySpec::default()
-    });
-    sandbox
-}
-
-/// The pod IP of Sandbox `name`, once it runs.
-async fn running_pod_ip(api: &kube::Api<Sandbox>, name: &str) -> String {
-    eventually(&format!("{name} to run with a pod IP"), WAIT, || async {
-        let status = api.get(name).await.ok()?.status?;
-        (status.phase == Some(Phase::Running))
-            .then(|| status.pod_ips.first().cloned())
-            .flatten()
-    })
-    .await
-}
-
-/// Serves `hello from <name>` on the pod's IP once the Sandbox runs.
-fn play_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<FileServer> {
-    let api = sandboxes(ctx);
-    let name = name.to_string();
-    tokio::spawn(async move {
-        let ip = running_pod_ip(&api, &name).await;
-        let server = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen on the pod IP");
-        server.put("*", format!("hello from {name}").into_bytes());
-        server
-    })
-}
-
-fn client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn get(gateway: &Gateway, path: &str, token: Option<&str>) -> (u16, Option<String>, String) {
-    let mut request = http::Request::get(format!("http://{}{path}", gateway.addr));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = client()
-        .request(request.body(Empty::new()).expect("request"))
-        .await
-        .expect("the gateway answers");
-    let status = response.status().as_u16();
-    let retry = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, retry, String::from_utf8_lossy(&body).into_owned())
-}
 
 /// `n` requests for `path` sent at once; their answers in order.
 async fn at_once(
@@ -776,43 +699,4 @@ fn gateway_refuses_to_start_with_an_empty_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is empty"), "{stderr}");
-}
-
-/// A Running Sandbox suspended by its spec wakes for a request, and again after the user
-/// suspends it once more (spec back to Running, then Suspended: the user's new word).
-#[tokio::test]
-async fn repeated_suspends_and_wakes_each_serve_the_request() {
-    let ctx = TestContext::new("gateway_rewake").await;
-    let _operator = Operator::start(&ctx);
-    // The gateway starts first: it learns of the Sandbox from its watch, not its first list.
-    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
-        .await
-        .expect("gateway");
-    create(&ctx, &reachable("again", OperatingMode::Running)).await;
-    let ip = running_pod_ip(&sandboxes(&ctx), "again").await;
-    let server = FileServer::start_on(&format!("{ip}:{PORT}")).expect("listen");
-    server.put("*", b"hello again".to_vec());
-    let path = format!("/sandboxes/{}/again/", ctx.namespace);
-    for round in 0..2 {
-        for mode in ["Running", "Suspended"] {
-            sandboxes(&ctx)
-                .patch(
-                    "again",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(
-                        serde_json::json!({ "spec": { "operatingMode": mode } }),
-                    ),
-                )
-                .await
-                .expect("set the mode");
-        }
-        wait_phase(&ctx, "again", Phase::Suspended).await;
-        let (status, _, body) = get(&gateway, &path, None).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (200, "hello again"),
-            "round {round}"
-        );
-    }
-    assert_eq!(gateway.wakes(), 2);
 }

@@ -29,6 +29,7 @@ use crate::api::{
     ClaimDeletionPolicy, ClaimShutdownPolicy, ClaimedSandbox, Sandbox, SandboxClaim,
     SandboxClaimStatus, SandboxTemplate, SandboxWarmPool,
 };
+use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::{
     self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
 };
@@ -41,27 +42,10 @@ const TAKE_ATTEMPTS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    #[error("{action} {what}: {source}")]
-    Api {
-        action: &'static str,
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiCallFailed),
     #[error("claim finalizer: {0}")]
     Finalizer(String),
-}
-
-fn api_error(
-    action: &'static str,
-    what: impl Into<String>,
-) -> impl FnOnce(kube::Error) -> ClaimError {
-    let what = what.into();
-    move |source| ClaimError::Api {
-        action,
-        what,
-        source,
-    }
 }
 
 pub struct ClaimContext {
@@ -144,10 +128,11 @@ async fn wanted(
     let pool = match &claim.spec.warm_pool_ref {
         Some(reference) => {
             let pools: Api<SandboxWarmPool> = Api::namespaced(client.clone(), &namespace);
-            match pools.get_opt(&reference.name).await.map_err(api_error(
-                "get",
-                format!("SandboxWarmPool {}", reference.name),
-            ))? {
+            match pools
+                .get_opt(&reference.name)
+                .await
+                .map_err(failed("get", format!("SandboxWarmPool {}", reference.name)))?
+            {
                 Some(pool) => Some(pool),
                 None => {
                     return Ok(Err(format!("SandboxWarmPool {} not found", reference.name)));
@@ -175,7 +160,7 @@ async fn wanted(
     match templates
         .get_opt(&template_name)
         .await
-        .map_err(api_error("get", format!("SandboxTemplate {template_name}")))?
+        .map_err(failed("get", format!("SandboxTemplate {template_name}")))?
     {
         Some(template) => Ok(Ok(Wanted { template, pool })),
         None => Ok(Err(format!("SandboxTemplate {template_name} not found"))),
@@ -191,7 +176,7 @@ async fn bound(
     let list = sandboxes
         .list(&ListParams::default().labels(&format!("{CLAIM_LABEL}={uid}")))
         .await
-        .map_err(api_error("list", "claimed Sandboxes"))?;
+        .map_err(failed("list", "claimed Sandboxes"))?;
     Ok(list
         .items
         .into_iter()
@@ -219,7 +204,7 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
                         .delete(&claim.name_any(), &DeleteParams::default())
                         .await,
                 )
-                .map_err(api_error("delete", "the expired claim"))?;
+                .map_err(failed("delete", "the expired claim"))?;
                 return Ok(Action::await_change());
             }
             write_status(
@@ -304,7 +289,7 @@ async fn take_member(
         let members = sandboxes
             .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool_name}")))
             .await
-            .map_err(api_error("list", format!("members of {pool_name}")))?;
+            .map_err(failed("list", format!("members of {pool_name}")))?;
         let Some(member) = blueprint::choose_member(&members.items, &current) else {
             return Ok(None);
         };
@@ -339,7 +324,7 @@ async fn take_member(
                 return Ok(Some(taken));
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
-            Err(e) => return Err(api_error("take", format!("Sandbox {name}"))(e)),
+            Err(e) => return Err(failed("take", format!("Sandbox {name}"))(e).into()),
         }
     }
     Ok(None)
@@ -384,7 +369,7 @@ async fn make_sandbox(
         Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => Ok(Err(
             format!("the API server refused the Sandbox: {}", e.message),
         )),
-        Err(e) => Err(api_error("create", "Sandbox")(e)),
+        Err(e) => Err(failed("create", "Sandbox")(e).into()),
     }
 }
 
@@ -405,7 +390,7 @@ async fn release(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, Cla
     let policy = templates
         .get_opt(&template_name)
         .await
-        .map_err(api_error("get", format!("SandboxTemplate {template_name}")))?
+        .map_err(failed("get", format!("SandboxTemplate {template_name}")))?
         .map(|t| t.spec.claim_deletion_policy)
         .unwrap_or_default();
     let name = sandbox.name_any();
@@ -426,7 +411,7 @@ async fn release(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, Cla
                 ..PatchParams::default()
             };
             ignore_not_found(sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await)
-                .map_err(api_error("retain", format!("Sandbox {name}")))?;
+                .map_err(failed("retain", format!("Sandbox {name}")))?;
         }
     }
     Ok(Action::await_change())
@@ -434,7 +419,8 @@ async fn release(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, Cla
 
 async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), ClaimError> {
     ignore_not_found(sandboxes.delete(name, &DeleteParams::default()).await)
-        .map_err(api_error("delete", format!("Sandbox {name}")))
+        .map_err(failed("delete", format!("Sandbox {name}")))?;
+    Ok(())
 }
 
 /// Writes the claim's status if it changed.
@@ -478,7 +464,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(api_error(
+    .map_err(failed(
         "write status of",
         format!("SandboxClaim {}", claim.name_any()),
     ))?;

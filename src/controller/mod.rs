@@ -6,6 +6,7 @@
 //! `context` and `events`; `automation` uses `context` and `events`; `phase` and `status` are
 //! pure.
 
+pub mod api_call;
 mod automation;
 pub mod baseline;
 pub mod blueprint;

@@ -382,21 +382,7 @@ fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
 
 /// Someone else deleted the pod: recreate it once the backoff allows.
 fn restart_deleted_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp) {
-    plan.status.phase = Some(Phase::Starting);
-    let wait = restart_wait(&plan.status, now);
-    if !wait.is_zero() {
-        set_ready(
-            &mut plan.status,
-            sandbox,
-            now,
-            ReadyReason::RestartBackoff,
-            false,
-            format!(
-                "the pod was deleted; recreating in {}s",
-                wait.as_secs().max(1)
-            ),
-        );
-        plan.requeue_within(wait);
+    if backing_off(plan, sandbox, now, "was deleted") {
         return;
     }
     count_restart(&mut plan.status, now);
@@ -474,18 +460,7 @@ fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, 
     } else {
         ReadyReason::PodSucceeded
     };
-    plan.status.phase = Some(Phase::Starting);
-    let wait = restart_wait(&plan.status, now);
-    if !wait.is_zero() {
-        set_ready(
-            &mut plan.status,
-            sandbox,
-            now,
-            ReadyReason::RestartBackoff,
-            false,
-            format!("the pod {ended}; recreating in {}s", wait.as_secs().max(1)),
-        );
-        plan.requeue_within(wait);
+    if backing_off(plan, sandbox, now, &ended) {
         return;
     }
     count_restart(&mut plan.status, now);
@@ -506,6 +481,27 @@ fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, 
         format!("the pod {ended}; recreating it"),
         true,
     );
+}
+
+/// The pod is to be made again (it `what`: was deleted, failed, …): Starting, and while the
+/// restart backoff lasts, Ready says how long and the plan looks again then. True while it
+/// lasts.
+fn backing_off(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, what: &str) -> bool {
+    plan.status.phase = Some(Phase::Starting);
+    let wait = restart_wait(&plan.status, now);
+    if wait.is_zero() {
+        return false;
+    }
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::RestartBackoff,
+        false,
+        format!("the pod {what}; recreating in {}s", wait.as_secs().max(1)),
+    );
+    plan.requeue_within(wait);
+    true
 }
 
 /// `updateStrategy: Recreate` and the template changed: replace the pod now.

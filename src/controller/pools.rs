@@ -18,33 +18,14 @@ use tracing::instrument;
 use crate::api::{
     Sandbox, SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus, WarmPoolUpdateStrategyType,
 };
+use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::{self, FROM_POOL_LABEL, POOL_LABEL};
 
 /// How often a pool whose template is missing looks again.
 const MISSING_RETRY: Duration = Duration::from_secs(30);
 
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("{action} {what}: {source}")]
-    Api {
-        action: &'static str,
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
-}
-
-fn api_error(
-    action: &'static str,
-    what: impl Into<String>,
-) -> impl FnOnce(kube::Error) -> PoolError {
-    let what = what.into();
-    move |source| PoolError::Api {
-        action,
-        what,
-        source,
-    }
-}
+/// Why a pool reconcile failed.
+pub type PoolError = ApiCallFailed;
 
 pub struct PoolContext {
     pub client: Client,
@@ -174,7 +155,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     let Some(template) = templates
         .get_opt(template_name)
         .await
-        .map_err(api_error("get", format!("SandboxTemplate {template_name}")))?
+        .map_err(failed("get", format!("SandboxTemplate {template_name}")))?
     else {
         tracing::info!(template = %template_name, "the pool's template does not exist");
         return Ok(Action::requeue(MISSING_RETRY));
@@ -183,7 +164,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     let members = sandboxes
         .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
         .await
-        .map_err(api_error("list", format!("members of {name}")))?
+        .map_err(failed("list", format!("members of {name}")))?
         .items;
     let desired = usize::try_from(pool.spec.replicas()).unwrap_or(0);
     let current = blueprint::blueprint_hash(&template.spec);
@@ -201,7 +182,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         match sandboxes.delete(member, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(api_error("delete", format!("member {member}"))(e)),
+            Err(e) => return Err(failed("delete", format!("member {member}"))(e)),
         }
     }
     let params = PostParams {
@@ -212,7 +193,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         sandboxes
             .create(&params, &blueprint::pool_member(&pool, &template))
             .await
-            .map_err(api_error("create", format!("a member of {name}")))?;
+            .map_err(failed("create", format!("a member of {name}")))?;
     }
     let kept: Vec<&Sandbox> = members
         .iter()
@@ -240,10 +221,7 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(api_error(
-            "write status of",
-            format!("SandboxWarmPool {name}"),
-        ))?;
+        .map_err(failed("write status of", format!("SandboxWarmPool {name}")))?;
     }
     Ok(Action::await_change())
 }

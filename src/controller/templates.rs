@@ -19,6 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
 use crate::api::{GatewaySpec, NetworkPolicyManagement, Sandbox, SandboxTemplate};
+use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::TEMPLATE_LABEL;
 
 /// The labels of `sandman gateway`'s pods, as the chart sets them.
@@ -27,16 +28,8 @@ pub const GATEWAY_POD_LABELS: [(&str, &str); 2] = [
     ("app.kubernetes.io/component", "gateway"),
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum TemplateError {
-    #[error("{action} NetworkPolicy {name}: {source}")]
-    Api {
-        action: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-}
+/// Why a template reconcile failed.
+pub type TemplateError = ApiCallFailed;
 
 pub struct TemplateContext {
     pub client: Client,
@@ -191,11 +184,7 @@ async fn reconcile(
     let existing = api
         .get_opt(&name)
         .await
-        .map_err(|source| TemplateError::Api {
-            action: "get",
-            name: name.clone(),
-            source,
-        })?;
+        .map_err(failed("get", format!("NetworkPolicy {name}")))?;
     // A NetworkPolicy of that name that this template does not own is left alone, as any
     // object sandman did not make (SECURITY.md).
     let ours = |policy: &NetworkPolicy| {
@@ -218,21 +207,13 @@ async fn reconcile(
                 &Patch::Apply(&policy),
             )
             .await
-            .map_err(|source| TemplateError::Api {
-                action: "apply",
-                name: name.clone(),
-                source,
-            })?;
+            .map_err(failed("apply", format!("NetworkPolicy {name}")))?;
         }
         None if existing.is_some() => match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
-                return Err(TemplateError::Api {
-                    action: "delete",
-                    name,
-                    source,
-                });
+                return Err(failed("delete", format!("NetworkPolicy {name}"))(source));
             }
         },
         None => {}

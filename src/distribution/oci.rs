@@ -108,22 +108,24 @@ impl std::fmt::Display for Reference {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
+pub(super) struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Manifest {
-    schema_version: u32,
+pub(super) struct Manifest {
+    pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
+    pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    artifact_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+    pub artifact_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
 }
 
 /// Downloads the component that `reference` names and checks it against the manifest.
@@ -216,11 +218,13 @@ pub async fn push(
         media_type: CONFIG_MEDIA_TYPE.into(),
         digest: format!("sha256:{}", sha256_hex(&config)),
         size: config.len() as u64,
+        annotations: Default::default(),
     };
     let layer_descriptor = Descriptor {
         media_type: WASM_MEDIA_TYPE.into(),
         digest: format!("sha256:{component_sha256}"),
         size: wasm.len() as u64,
+        annotations: Default::default(),
     };
     upload_blob(&mut session, &base, &config_descriptor.digest, config).await?;
     upload_blob(&mut session, &base, &layer_descriptor.digest, wasm).await?;

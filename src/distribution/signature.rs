@@ -17,10 +17,9 @@ use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
 };
-use serde::{Deserialize, Serialize};
 
 use super::auth::{Credentials, Session};
-use super::oci::{MANIFEST_MEDIA_TYPE, Reference};
+use super::oci::{Descriptor, MANIFEST_MEDIA_TYPE, Manifest, Reference};
 use super::sha256_hex;
 use crate::http_client::HttpClient;
 
@@ -110,26 +109,6 @@ pub fn signature_tag(digest: &str) -> String {
     digest.replacen(':', "-", 1) + ".sig"
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SignatureManifest {
-    schema_version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
 /// The manifest digest `reference` names: its own digest, or the one its tag resolves to.
 pub async fn manifest_digest(
     client: &HttpClient,
@@ -184,9 +163,10 @@ pub async fn push_signature(
     };
     super::oci::upload_blob(&mut session, &base, &config_descriptor.digest, config).await?;
     super::oci::upload_blob(&mut session, &base, &layer.digest, payload).await?;
-    let manifest = SignatureManifest {
+    let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: None,
         config: config_descriptor,
         layers: vec![layer],
     };
@@ -232,7 +212,7 @@ pub async fn verify(
         }
         Err(e) => return Err(e.into()),
     };
-    let manifest: SignatureManifest = serde_json::from_slice(&response.body).map_err(|e| {
+    let manifest: Manifest = serde_json::from_slice(&response.body).map_err(|e| {
         super::FetchError::Protocol(format!("{url}: not a signature manifest: {e}"))
     })?;
     let mut tried = 0;

@@ -2,6 +2,8 @@
 //! shared local control plane, build Sandboxes, and wait for conditions.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

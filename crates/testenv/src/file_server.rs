@@ -11,6 +11,10 @@ pub struct FileServer {
     address: String,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set on drop; the accept loop then ends and closes the listener, so that the address
+    /// (a pod IP that kwok hands out again) is free for the next pod.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FileServer {
@@ -27,10 +31,15 @@ impl FileServer {
         let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let served = files.clone();
         let counted = connections.clone();
-        std::thread::Builder::new()
+        let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let stopping = stop.clone();
+        let accepting = std::thread::Builder::new()
             .name("file-server".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
+                    if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let files = served.clone();
                     std::thread::spawn(move || {
@@ -42,6 +51,8 @@ impl FileServer {
             address,
             files,
             connections,
+            stop,
+            accepting: Some(accepting),
         })
     }
 
@@ -95,4 +106,15 @@ fn answer(stream: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>) -> std::io
         )?,
     }
     stream.flush()
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop, which sees the flag and closes the listener.
+        let _ = TcpStream::connect(&self.address);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
 }

@@ -16,15 +16,9 @@ use super::{PolicyCliError, engine};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Suite files (YAML) whose cases are the inputs.
-    #[arg(required = true)]
-    suites: Vec<PathBuf>,
-    /// Bench this policy instead of the suite's own.
-    #[arg(long)]
-    policy: Vec<PathBuf>,
-    /// Use this component instead of the manifests' sources (no digest check).
-    #[arg(long)]
-    wasm: Option<PathBuf>,
+    /// The suites whose cases are the inputs.
+    #[command(flatten)]
+    sources: suite::Sources,
     /// Evaluations per input and hook.
     #[arg(long, default_value_t = 200)]
     iterations: usize,
@@ -51,8 +45,9 @@ pub struct Figures {
 pub fn run(args: BenchArgs) -> Result<(), PolicyCliError> {
     let engine = engine()?;
     let mut results: BTreeMap<String, Figures> = BTreeMap::new();
-    for path in &args.suites {
-        for workload in suite::workloads(&engine, path, &args.policy, args.wasm.as_deref())? {
+    let sources = &args.sources;
+    for path in &sources.suites {
+        for workload in suite::workloads(&engine, path, &sources.policy, sources.wasm.as_deref())? {
             results.extend(measure(&workload, args.iterations));
         }
     }

@@ -34,17 +34,24 @@ use super::{PolicyCliError, block_on, engine};
 use crate::policy::input::{self, ActivityFacts};
 use crate::policy::{Hook, LoadedPolicy, PolicyEngine};
 
+/// The suites a command runs, and what to run them against.
 #[derive(Args, Debug)]
-pub struct TestArgs {
+pub struct Sources {
     /// Suite files (YAML).
     #[arg(required = true)]
-    suites: Vec<PathBuf>,
-    /// Test this policy instead of the suite's own (`.wasm` or SandboxPolicy YAML).
+    pub suites: Vec<PathBuf>,
+    /// Use this policy instead of the suite's own (`.wasm` or SandboxPolicy YAML).
     #[arg(long)]
-    policy: Vec<PathBuf>,
+    pub policy: Vec<PathBuf>,
     /// Use this component instead of the manifests' sources (no digest check).
     #[arg(long)]
-    wasm: Option<PathBuf>,
+    pub wasm: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    #[command(flatten)]
+    sources: Sources,
     /// Run only the cases whose name contains this text.
     #[arg(long = "case")]
     case: Option<String>,
@@ -105,7 +112,7 @@ const SUITE_NOW: &str = "2026-01-01T00:00:00Z";
 pub fn run(args: TestArgs) -> Result<(), PolicyCliError> {
     let engine = engine()?;
     let mut reports = Vec::new();
-    for path in &args.suites {
+    for path in &args.sources.suites {
         reports.extend(run_suite(&engine, path, &args)?);
     }
     let failed = reports.iter().filter(|r| !r.passed).count();
@@ -341,7 +348,7 @@ fn run_suite(
         suite,
         policies,
         wasm,
-    } = resolve(path, &args.policy, args.wasm.as_deref())?;
+    } = resolve(path, &args.sources.policy, args.sources.wasm.as_deref())?;
     let cases: Vec<&Case> = suite
         .cases
         .iter()
