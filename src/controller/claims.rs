@@ -173,14 +173,30 @@ async fn bound(
     sandboxes: &Api<Sandbox>,
 ) -> Result<Option<Sandbox>, ClaimError> {
     let uid = claim.uid().unwrap_or_default();
+    let ours = |s: &Sandbox| {
+        s.metadata.deletion_timestamp.is_none()
+            && s.labels().get(CLAIM_LABEL).map(String::as_str) == Some(uid.as_str())
+    };
+    // Bound before: one read by the name the status records (every change of the Sandbox
+    // reconciles its claim), still checked against the claim's UID.
+    if let Some(name) = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_ref())
+        .map(|s| &s.name)
+        && let Some(sandbox) = sandboxes
+            .get_opt(name)
+            .await
+            .map_err(failed("get", format!("Sandbox {name}")))?
+            .filter(|s| ours(s))
+    {
+        return Ok(Some(sandbox));
+    }
     let list = sandboxes
         .list(&ListParams::default().labels(&format!("{CLAIM_LABEL}={uid}")))
         .await
         .map_err(failed("list", "claimed Sandboxes"))?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(|s| s.metadata.deletion_timestamp.is_none()))
+    Ok(list.items.into_iter().find(|s| ours(s)))
 }
 
 async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimError> {

@@ -83,10 +83,10 @@ struct Previous {
 
 impl Previous {
     fn of(sandbox: &Sandbox) -> Self {
-        let status = sandbox.status.clone().unwrap_or_default();
+        let status = sandbox.status.as_ref();
         Self {
-            phase: status.phase.unwrap_or_default(),
-            ready: status::ready_reason(&status),
+            phase: status.and_then(|s| s.phase).unwrap_or_default(),
+            ready: status.and_then(status::ready_reason),
         }
     }
 

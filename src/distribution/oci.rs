@@ -204,7 +204,6 @@ pub async fn push(
             "invalid OCI reference {reference}: a push needs a tag"
         ))
     })?;
-    let base = reference.base();
     let component_sha256 = sha256_hex(&wasm);
     let config = Bytes::from(
         serde_json::json!({
@@ -214,26 +213,58 @@ pub async fn push(
         })
         .to_string(),
     );
-    let config_descriptor = Descriptor {
-        media_type: CONFIG_MEDIA_TYPE.into(),
-        digest: format!("sha256:{}", sha256_hex(&config)),
-        size: config.len() as u64,
-        annotations: Default::default(),
-    };
-    let layer_descriptor = Descriptor {
-        media_type: WASM_MEDIA_TYPE.into(),
-        digest: format!("sha256:{component_sha256}"),
-        size: wasm.len() as u64,
-        annotations: Default::default(),
-    };
-    upload_blob(&mut session, &base, &config_descriptor.digest, config).await?;
-    upload_blob(&mut session, &base, &layer_descriptor.digest, wasm).await?;
+    let manifest_digest = publish(
+        &mut session,
+        &reference.base(),
+        tag,
+        (CONFIG_MEDIA_TYPE, config),
+        Descriptor::of(WASM_MEDIA_TYPE, &wasm, Default::default()),
+        wasm,
+        Some(WASM_MEDIA_TYPE),
+    )
+    .await?;
+    Ok(Pushed {
+        manifest_digest,
+        component_sha256,
+    })
+}
+
+impl Descriptor {
+    /// The descriptor of `blob`, of `media_type`.
+    pub(super) fn of(
+        media_type: &str,
+        blob: &[u8],
+        annotations: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            media_type: media_type.into(),
+            digest: format!("sha256:{}", sha256_hex(blob)),
+            size: blob.len() as u64,
+            annotations,
+        }
+    }
+}
+
+/// Uploads a config and one layer, then puts a manifest of them under `tag`; returns the
+/// manifest's digest. Both the Wasm artifact and its signature are this shape.
+pub(super) async fn publish(
+    session: &mut Session<'_>,
+    base: &str,
+    tag: &str,
+    (config_media_type, config): (&str, Bytes),
+    layer: Descriptor,
+    layer_blob: Bytes,
+    artifact_type: Option<&str>,
+) -> Result<String, FetchError> {
+    let config_descriptor = Descriptor::of(config_media_type, &config, Default::default());
+    upload_blob(session, base, &config_descriptor.digest, config).await?;
+    upload_blob(session, base, &layer.digest, layer_blob).await?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: Some(WASM_MEDIA_TYPE.into()),
+        artifact_type: artifact_type.map(str::to_string),
         config: config_descriptor,
-        layers: vec![layer_descriptor],
+        layers: vec![layer],
     };
     let body = Bytes::from(
         serde_json::to_vec(&manifest).map_err(|e| FetchError::Protocol(e.to_string()))?,
@@ -249,14 +280,11 @@ pub async fn push(
         )
         .await?;
     expect(&url, &response, StatusCode::CREATED)?;
-    Ok(Pushed {
-        manifest_digest,
-        component_sha256,
-    })
+    Ok(manifest_digest)
 }
 
 /// A monolithic upload: open a session, then PUT the whole blob with its digest.
-pub(super) async fn upload_blob(
+async fn upload_blob(
     session: &mut Session<'_>,
     base: &str,
     digest: &str,
@@ -289,7 +317,7 @@ pub(super) async fn upload_blob(
     expect(&url, &response, StatusCode::CREATED)
 }
 
-pub(super) fn expect(
+fn expect(
     url: &str,
     response: &crate::http_client::Response,
     status: StatusCode,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::{Method, StatusCode, header};
+use http::{StatusCode, header};
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
@@ -147,42 +147,21 @@ pub async fn push_signature(
         credentials,
         format!("repository:{}:pull,push", reference.repository),
     );
-    let base = reference.base();
-    let config = Bytes::from_static(b"{}");
-    let config_descriptor = Descriptor {
-        media_type: CONFIG_MEDIA_TYPE.into(),
-        digest: format!("sha256:{}", sha256_hex(&config)),
-        size: config.len() as u64,
-        annotations: BTreeMap::new(),
-    };
-    let layer = Descriptor {
-        media_type: PAYLOAD_MEDIA_TYPE.into(),
-        digest: format!("sha256:{}", sha256_hex(&payload)),
-        size: payload.len() as u64,
-        annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), signature)]),
-    };
-    super::oci::upload_blob(&mut session, &base, &config_descriptor.digest, config).await?;
-    super::oci::upload_blob(&mut session, &base, &layer.digest, payload).await?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: config_descriptor,
-        layers: vec![layer],
-    };
-    let body = Bytes::from(
-        serde_json::to_vec(&manifest).map_err(|e| super::FetchError::Protocol(e.to_string()))?,
+    let layer = Descriptor::of(
+        PAYLOAD_MEDIA_TYPE,
+        &payload,
+        BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), signature)]),
     );
-    let url = format!("{base}/manifests/{}", signature_tag(&digest));
-    let response = session
-        .send(
-            Method::PUT,
-            &url,
-            &[(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)],
-            body,
-        )
-        .await?;
-    super::oci::expect(&url, &response, StatusCode::CREATED)?;
+    super::oci::publish(
+        &mut session,
+        &reference.base(),
+        &signature_tag(&digest),
+        (CONFIG_MEDIA_TYPE, Bytes::from_static(b"{}")),
+        layer,
+        payload,
+        None,
+    )
+    .await?;
     Ok(digest)
 }
 
