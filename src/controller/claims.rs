@@ -254,7 +254,13 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
         let warm_allowed =
             claim.spec.env.is_empty() && claim.spec.additional_pod_metadata.is_none();
         if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
-            sandbox = take_member(claim, pool, &wanted.template, &sandboxes, ctx).await?;
+            match take_member(claim, pool, &wanted.template, &sandboxes, ctx).await? {
+                Taken::Member(member) => sandbox = Some(*member),
+                Taken::NoneReady => {}
+                // Ready members exist, and other claims keep winning them: look again soon
+                // rather than cold-start while a warm one is there.
+                Taken::Contended => return Ok(Action::requeue(Duration::from_secs(1))),
+            }
         }
         if sandbox.is_none() {
             match make_sandbox(claim, &wanted.template, &sandboxes, ctx).await? {
@@ -289,17 +295,26 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
 }
 
 /// Takes a ready member of `pool`, or none when there is none to take.
+/// What a claim got from its pool.
+enum Taken {
+    Member(Box<Sandbox>),
+    /// No member is ready to take.
+    NoneReady,
+    /// Every try lost the member to a concurrent change.
+    Contended,
+}
+
 async fn take_member(
     claim: &SandboxClaim,
     pool: &SandboxWarmPool,
     template: &SandboxTemplate,
     sandboxes: &Api<Sandbox>,
     ctx: &ClaimContext,
-) -> Result<Option<Sandbox>, ClaimError> {
+) -> Result<Taken, ClaimError> {
     let current = blueprint::blueprint_hash(&template.spec);
     let pool_name = pool.name_any();
     let Some(owner) = claim.controller_owner_ref(&()) else {
-        return Ok(None);
+        return Ok(Taken::NoneReady);
     };
     for _ in 0..TAKE_ATTEMPTS {
         let members = sandboxes
@@ -307,7 +322,7 @@ async fn take_member(
             .await
             .map_err(failed("list", format!("members of {pool_name}")))?;
         let Some(member) = blueprint::choose_member(&members.items, &current) else {
-            return Ok(None);
+            return Ok(Taken::NoneReady);
         };
         let name = member.name_any();
         // Guarded by the resourceVersion the member was chosen at: a member another claim
@@ -337,13 +352,13 @@ async fn take_member(
                     format!("took warm Sandbox {name} from pool {pool_name}"),
                 )
                 .await;
-                return Ok(Some(taken));
+                return Ok(Taken::Member(Box::new(taken)));
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
             Err(e) => return Err(failed("take", format!("Sandbox {name}"))(e).into()),
         }
     }
-    Ok(None)
+    Ok(Taken::Contended)
 }
 
 /// Makes a Sandbox for the claim (a cold start). `Err` carries why the claim cannot have one.
