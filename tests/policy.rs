@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::policy::*;
 use common::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -14,98 +15,12 @@ use sandman::policy::Limits;
 use sandman::policy::limits::PolicyLimitBounds;
 use sandman_testenv::harness::{TestContext, eventually};
 use sandman_testenv::policies::policy_wasm;
-use sha2::{Digest, Sha256};
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Stores `crate_name`'s component in a ConfigMap of the test's namespace and returns its digest.
-async fn publish(ctx: &TestContext, crate_name: &str) -> String {
-    let wasm = policy_wasm(crate_name);
-    let digest = sha256(&wasm);
-    let config_map = ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(crate_name.replace('_', "-")),
-            ..Default::default()
-        },
-        binary_data: Some([("policy.wasm".to_string(), ByteString(wasm))].into()),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
-        .create(&PostParams::default(), &config_map)
-        .await
-        .expect("create the policy ConfigMap");
-    digest
-}
-
-/// A SandboxPolicy for the test's namespace only (cluster-scoped, so named after it).
-fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> SandboxPolicy {
-    let value = serde_json::json!({
-        "apiVersion": "sandman.dev/v1alpha1",
-        "kind": "SandboxPolicy",
-        "metadata": {
-            "name": format!("{}-{name}", ctx.namespace),
-            "labels": { "sandman.dev/test-namespace": ctx.namespace },
-        },
-        "spec": {
-            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
-            "wasm": {
-                "configMap": { "namespace": ctx.namespace, "name": crate_name.replace('_', "-"), "key": "policy.wasm" },
-                "sha256": digest,
-                // A loaded CI machine must not turn a slow evaluation into a policy failure.
-                "limits": { "timeout": "5s" },
-            },
-        },
-    });
-    serde_json::from_value(value).expect("policy")
-}
-
-/// A policy installed from `crate_name`'s component and reported Loaded.
-struct Installed {
-    api: Api<SandboxPolicy>,
-    name: String,
-    digest: String,
-    loaded: SandboxPolicy,
-}
-
-/// Publishes `crate_name`, installs a policy for it (after `configure`), waits until it loads.
-async fn install_loaded(
-    ctx: &TestContext,
-    short_name: &str,
-    crate_name: &str,
-    configure: impl FnOnce(&mut SandboxPolicy),
-) -> Installed {
-    let digest = publish(ctx, crate_name).await;
-    let mut wanted = policy(ctx, short_name, crate_name, &digest);
-    configure(&mut wanted);
-    let api = install(ctx, &wanted).await;
-    let name = format!("{}-{short_name}", ctx.namespace);
-    let loaded = wait_ready_reason(&api, &name, "Loaded").await;
-    Installed {
-        api,
-        name,
-        digest,
-        loaded,
-    }
-}
 
 /// A Sandbox labelled untrusted, which the untrusted-to-gvisor policy moves to gVisor.
 fn untrusted_sandbox(name: &str) -> sandman::api::Sandbox {
     let mut untrusted = sandbox(name, false);
     untrusted.metadata.labels = Some(labels(&[("sandman.dev/trust", "untrusted")]));
     untrusted
-}
-
-async fn install(ctx: &TestContext, policy: &SandboxPolicy) -> Api<SandboxPolicy> {
-    let api: Api<SandboxPolicy> = Api::all(ctx.client.clone());
-    api.create(&PostParams::default(), policy)
-        .await
-        .expect("create SandboxPolicy");
-    api
 }
 
 fn runtime_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {

@@ -576,3 +576,97 @@ fn starved_cpu_does_not_hold_sandboxes() {
         "a real runaway is still stopped: {looping:?}"
     );
 }
+
+#[test]
+fn components_built_against_0_1_keep_working() {
+    let engine = PolicyEngine::new().expect("engine");
+    let frozen = engine
+        .load("frozen", &policy_wasm("contract_0_1"), "{}", patient())
+        .expect("a 0.1.0 component loads");
+    assert_eq!(frozen.contract_version(), "0.1.0");
+    assert_eq!(
+        frozen.hooks(),
+        vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle],
+        "0.1.0 has no pool hook"
+    );
+
+    // The 0.2.0 input, with the fields 0.1.0 does not know set, is handed down without them.
+    let mut untrusted = input(&[("trust", "untrusted")], &[], "{}");
+    untrusted.sandbox.template = Some("python".into());
+    untrusted.sandbox.claim = Some("job".into());
+    let decision = frozen
+        .isolation(&untrusted)
+        .expect("evaluate")
+        .expect("decides for an untrusted Sandbox");
+    assert_eq!(decision.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(decision.security.allow_privilege_escalation, Some(false));
+    assert!(decision.reason.contains("0.1.0"), "{}", decision.reason);
+
+    let mut idle = input(&[], &[], "{}");
+    idle.activity.idle_seconds = 120;
+    let decision = frozen
+        .lifecycle(&idle)
+        .expect("evaluate")
+        .expect("suspends an idle Sandbox");
+    assert_eq!(
+        decision.action,
+        sandman::policy::types::LifecycleAction::Suspend
+    );
+    assert!(matches!(
+        frozen.pool(&sandman::policy::input::sample_pool(&[], "{}")),
+        Err(PolicyError::MissingHook("pool"))
+    ));
+
+    // A component of the current contract sees the new fields and exports the pool hook.
+    let current = engine
+        .load(
+            "pool-by-claim-rate",
+            &policy_wasm("pool_by_claim_rate"),
+            r#"{"min": 1, "max": 4}"#,
+            patient(),
+        )
+        .expect("load");
+    assert_eq!(current.contract_version(), "0.2.0");
+    assert!(current.hooks().contains(&Hook::Pool));
+}
+
+#[test]
+fn pool_policy_sizes_by_recent_claims() {
+    let engine = PolicyEngine::new().expect("engine");
+    let settings = r#"{"min": 1, "max": 4, "perClaim": 1, "windowSeconds": 600}"#;
+    let policy = engine
+        .load(
+            "pool-by-claim-rate",
+            &policy_wasm("pool_by_claim_rate"),
+            settings,
+            patient(),
+        )
+        .expect("load");
+    let mut quiet = sandman::policy::input::sample_pool(&[], settings);
+    let decision = policy.pool(&quiet).expect("evaluate").expect("decides");
+    assert_eq!(decision.replicas, 1, "{}", decision.reason);
+    assert_eq!(decision.requeue_after_seconds, None);
+
+    let now = quiet.activity.now;
+    // Two claims in the window, one older than it.
+    quiet.activity.claims = vec![now - 900, now - 300, now - 10];
+    let busy = policy.pool(&quiet).expect("evaluate").expect("decides");
+    assert_eq!(busy.replicas, 3, "{}", busy.reason);
+    assert_eq!(
+        busy.requeue_after_seconds,
+        Some(300),
+        "asks again when the older claim leaves the window"
+    );
+
+    quiet.activity.claims = (0..10).map(|i| now - i).collect();
+    let capped = policy.pool(&quiet).expect("evaluate").expect("decides");
+    assert_eq!(capped.replicas, 4, "never past max");
+
+    let refused = engine.load(
+        "pool-by-claim-rate",
+        &policy_wasm("pool_by_claim_rate"),
+        r#"{"min": 5, "max": 4}"#,
+        patient(),
+    );
+    assert!(matches!(refused, Err(PolicyError::InvalidSettings(m)) if m.contains("min")));
+}

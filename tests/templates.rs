@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::policy::{install, install_loaded};
 use common::*;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -503,4 +504,389 @@ async fn network_profile_creates_network_policy() {
         .await
         .expect("unmanage");
     wait_gone(&policies, "sandman-template-python").await;
+}
+
+#[tokio::test]
+async fn policy_sizes_the_pool() {
+    let ctx = TestContext::new("pool_policy").await;
+    let _operator = Operator::start(&ctx);
+    // One member, plus one per claim of the last hour, up to 10; the pool's own bound is 2.
+    let installed = install_loaded(&ctx, "pool-size", "pool_by_claim_rate", |policy| {
+        policy.spec.wasm.as_mut().expect("wasm").settings = Some(serde_json::json!({
+            "min": 1, "max": 10, "perClaim": 1, "windowSeconds": 3600,
+        }));
+    })
+    .await;
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    let mut sized = pool("sized", "python", 5, "OnReplenish");
+    sized.spec.max_replicas = Some(2);
+    make(&ctx, &sized).await;
+
+    // The policy, not `replicas: 5`, sizes the pool.
+    let status = eventually("the policy to size the pool to 1", WAIT, || async {
+        let status = api::<SandboxWarmPool>(&ctx)
+            .get("sized")
+            .await
+            .ok()?
+            .status?;
+        (status.desired_replicas == 1 && status.sized_by.is_some()).then_some(status)
+    })
+    .await;
+    let sizing = status.sized_by.expect("sized by a policy");
+    assert_eq!(sizing.policy, installed.name);
+    assert!(sizing.reason.contains("0 claims"), "{}", sizing.reason);
+    ready_members(&ctx, "sized", 1).await;
+    stays(
+        "the pool to keep one member",
+        Duration::from_secs(3),
+        || async { members(&ctx, "sized").await.len() <= 1 },
+    )
+    .await;
+
+    // Two claims: the policy asks for 3 (one per claim on top of one), and the pool's
+    // maxReplicas keeps it at 2.
+    for name in ["first", "second"] {
+        make(
+            &ctx,
+            &claim(
+                name,
+                serde_json::json!({ "warmPoolRef": { "name": "sized" } }),
+            ),
+        )
+        .await;
+        bound(&ctx, name).await;
+    }
+    let status = eventually("the pool to grow with the claims", WAIT, || async {
+        let status = api::<SandboxWarmPool>(&ctx)
+            .get("sized")
+            .await
+            .ok()?
+            .status?;
+        let sizing = status.sized_by.clone()?;
+        (sizing.replicas == 3 && status.desired_replicas == 2).then_some(status)
+    })
+    .await;
+    assert!(
+        status.sized_by.expect("sized").reason.contains("2 claims"),
+        "the reason says why"
+    );
+    ready_members(&ctx, "sized", 2).await;
+}
+
+#[tokio::test]
+async fn policies_see_template_pool_and_claim() {
+    let ctx = TestContext::new("pool_input").await;
+    let _operator = Operator::start(&ctx);
+    // An Audit-mode isolation policy records what it saw, and changes nothing.
+    let policy: sandman::api::SandboxPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxPolicy",
+        "metadata": {
+            "name": format!("{}-origin", ctx.namespace),
+            "labels": { "sandman.dev/test-namespace": ctx.namespace },
+        },
+        "spec": {
+            "mode": "Audit",
+            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
+            "cel": {
+                "limits": { "timeout": "5s" },
+                "variables": [
+                    { "name": "template", "expression": "sandbox.template == null ? '-' : sandbox.template" },
+                    { "name": "pool", "expression": "sandbox.pool == null ? '-' : sandbox.pool" },
+                    { "name": "claim", "expression": "sandbox.claim == null ? '-' : sandbox.claim" },
+                ],
+                "isolation": "{'reason': 'template=' + variables.template + ' pool=' + variables.pool + ' claim=' + variables.claim}",
+            },
+        },
+    }))
+    .expect("policy");
+    let policies = install(&ctx, &policy).await;
+    wait_ready_reason(&policies, &format!("{}-origin", ctx.namespace), "Loaded").await;
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 1, "OnReplenish")).await;
+
+    let audited = |sandbox: &Sandbox| {
+        sandbox
+            .status
+            .as_ref()
+            .and_then(|s| s.decisions.as_ref())
+            .and_then(|d| d.audited.first())
+            .and_then(|d| d.message.clone())
+    };
+    let member = ready_members(&ctx, "warm", 1).await;
+    let member = member.first().expect("a member").clone();
+    eventually("the policy to see a warm member", WAIT, || async {
+        let sandbox = sandboxes(&ctx).get(&member).await.ok()?;
+        (audited(&sandbox)? == "template=python pool=warm claim=-").then_some(())
+    })
+    .await;
+
+    make(
+        &ctx,
+        &claim(
+            "job",
+            serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
+        ),
+    )
+    .await;
+    let (bound_to, _) = bound(&ctx, "job").await;
+    assert_eq!(bound_to, member, "the claim took the warm member");
+    eventually("the policy to see the claim", WAIT, || async {
+        let sandbox = sandboxes(&ctx).get(&member).await.ok()?;
+        (audited(&sandbox)? == "template=python pool=- claim=job").then_some(())
+    })
+    .await;
+}
+
+/// agent-sandbox's example SandboxTemplates, SandboxWarmPools and SandboxClaims (v0.5.6), with
+/// only the apiVersion changed, and the placeholders the examples leave to their reader filled
+/// in (`${VAR}` for `envsubst`, one image).
+fn upstream_manifests(namespace: &str) -> Vec<(String, serde_json::Value)> {
+    let path = sandman_testenv::harness::repo_root()
+        .join("tests/fixtures/agent-sandbox-v0.5.6/extensions.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the upstream manifests");
+    let mut manifests = Vec::new();
+    for (document, source) in text.split("\n---\n").skip(1).zip(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# source: "))
+            .map(str::to_string),
+    ) {
+        let filled = fill_placeholders(document);
+        let mut value: serde_json::Value = serde_yaml::from_str(&filled).expect("YAML");
+        assert!(
+            value["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("extensions.agents.x-k8s.io/")),
+            "{source}"
+        );
+        value["apiVersion"] = "sandman.dev/v1alpha1".into();
+        value["metadata"]["namespace"] = namespace.into();
+        // ray-autopilot-setup.yaml leaves its image for the reader (`image: # REPLACE_WITH_YOUR_IMAGE`).
+        if let Some(containers) = value
+            .pointer_mut("/spec/podTemplate/spec/containers")
+            .and_then(|c| c.as_array_mut())
+        {
+            for container in containers.iter_mut().filter(|c| c["image"].is_null()) {
+                container["image"] = "registry.example/your-image:1".into();
+            }
+        }
+        manifests.push((source, value));
+    }
+    manifests
+}
+
+/// `${SANDBOX_NAMESPACE}` becomes `sandbox-namespace`, as `envsubst` would fill it in.
+fn fill_placeholders(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        out.push_str(
+            &rest[start + 2..start + end]
+                .to_lowercase()
+                .replace('_', "-"),
+        );
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Server-side applies `manifest` (as a dry run when asked), refusing unknown fields.
+async fn apply_upstream(
+    ctx: &TestContext,
+    manifest: &serde_json::Value,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+    let mut params = PatchParams::apply("upstream-port").validation_strict();
+    params.dry_run = dry_run;
+    let patch = Patch::Apply(manifest);
+    match manifest["kind"].as_str() {
+        Some("SandboxTemplate") => api::<SandboxTemplate>(ctx)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        Some("SandboxWarmPool") => api::<SandboxWarmPool>(ctx)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        Some("SandboxClaim") => api::<SandboxClaim>(ctx)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        other => panic!("unexpected kind {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn upstream_extension_manifests_port() {
+    let ctx = TestContext::new("upstream_port").await;
+    let manifests = upstream_manifests(&ctx.namespace);
+    assert_eq!(manifests.len(), 43, "every example in the fixture");
+    // Every one is accepted as written, with unknown fields refused rather than dropped.
+    let mut refused = Vec::new();
+    for (source, manifest) in &manifests {
+        if let Err(error) = apply_upstream(&ctx, manifest, true).await {
+            refused.push(format!("{source} ({}): {error}", manifest["kind"]));
+        }
+    }
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+
+    // And they work: aider's template, pool and claim, and the hermes claims.
+    let _operator = Operator::start(&ctx);
+    let by_source = |file: &str| {
+        manifests
+            .iter()
+            .filter(|(source, _)| source.ends_with(file))
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>()
+    };
+    for file in [
+        "aider-sandbox/template.yaml",
+        "aider-sandbox/warmpool.yaml",
+        "aider-sandbox/claim.yaml",
+        "hermes-agents-as-a-service/10-sandboxtemplate.yaml",
+        "hermes-agents-as-a-service/20-sandboxwarmpool.yaml",
+        "hermes-agents-as-a-service/30-claim-alice.yaml",
+        "hermes-agents-as-a-service/40-claim-rejected.yaml",
+    ] {
+        for manifest in by_source(file) {
+            apply_upstream(&ctx, manifest, false)
+                .await
+                .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+        }
+    }
+
+    // The aider template's own rules, on top of the default-deny profile.
+    let policy = eventually("aider's NetworkPolicy", WAIT, || async {
+        api::<NetworkPolicy>(&ctx)
+            .get_opt("sandman-template-aider-browser-template")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let spec = policy.spec.expect("spec");
+    let ports = |rules: Vec<Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>>| {
+        rules
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|p| {
+                let port = match p.port {
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                        n.to_string()
+                    }
+                    other => format!("{other:?}"),
+                };
+                format!("{}/{port}", p.protocol.unwrap_or_default())
+            })
+            .collect::<BTreeSet<String>>()
+    };
+    let ingress = ports(
+        spec.ingress
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.ports)
+            .collect(),
+    );
+    assert!(ingress.contains("TCP/8501"), "{ingress:?}");
+    let egress = ports(
+        spec.egress
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.ports)
+            .collect(),
+    );
+    for port in ["UDP/53", "TCP/53", "TCP/443"] {
+        assert!(egress.contains(port), "{port} in {egress:?}");
+    }
+    // The hermes template is Unmanaged: no NetworkPolicy.
+    stays(
+        "no NetworkPolicy for hermes",
+        Duration::from_secs(2),
+        || async {
+            api::<NetworkPolicy>(&ctx)
+                .get_opt("sandman-template-hermes-agent")
+                .await
+                .is_ok_and(|p| p.is_none())
+        },
+    )
+    .await;
+
+    // The pool keeps a member with the template's volume; the claim gets a Sandbox (its own:
+    // on fake nodes the member's volume never binds, so it never becomes ready to take).
+    let member = eventually("aider's pool member", WAIT, || async {
+        members(&ctx, "aider-warmpool").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        member.labels().get(TEMPLATE_LABEL).map(String::as_str),
+        Some("aider-browser-template")
+    );
+    let volumes: Vec<String> = member
+        .spec
+        .volume_claim_templates
+        .iter()
+        .filter_map(|t| t.metadata.as_ref()?.name.clone())
+        .collect();
+    assert_eq!(volumes, vec!["workspace-volume".to_string()]);
+    let claimed = |name: &'static str| {
+        let ctx = &ctx;
+        async move {
+            eventually(
+                &format!("claim {name} to name its Sandbox"),
+                WAIT,
+                || async {
+                    api::<SandboxClaim>(ctx)
+                        .get(name)
+                        .await
+                        .ok()?
+                        .status?
+                        .sandbox
+                },
+            )
+            .await
+        }
+    };
+    claimed("user-session-aider").await;
+
+    // hermes: alice's pod metadata reaches her Sandbox's pod template; mallory's env is
+    // refused, because the template's envVarsInjectionPolicy is Disallowed.
+    let alice = claimed("hermes-alice").await;
+    let sandbox = sandboxes(&ctx)
+        .get(&alice.name)
+        .await
+        .expect("alice's Sandbox");
+    let labels = sandbox
+        .spec
+        .pod_template
+        .metadata
+        .clone()
+        .unwrap_or_default()
+        .labels;
+    assert_eq!(
+        labels
+            .get("sandbox.users.io/hermes-user")
+            .map(String::as_str),
+        Some("alice")
+    );
+    let refusal = eventually("mallory's claim to be refused", WAIT, || async {
+        let status = api::<SandboxClaim>(&ctx)
+            .get("hermes-mallory")
+            .await
+            .ok()?
+            .status?;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "Refused")
+            .map(|c| c.message.clone())
+    })
+    .await;
+    assert!(refusal.contains("envVarsInjectionPolicy"), "{refusal}");
 }

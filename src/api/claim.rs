@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaimTemplate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -46,6 +47,11 @@ pub struct SandboxClaimSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub env: Vec<EnvVar>,
+    /// Volume claim templates for the Sandbox, as far as the template's
+    /// `volumeClaimTemplatesPolicy` allows. Bringing any means a new Sandbox, never a warm one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub volume_claim_templates: Vec<PersistentVolumeClaimTemplate>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -59,8 +65,14 @@ pub struct ClaimLifecycle {
     /// When the claim expires: its Sandbox is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_time: Option<Time>,
-    /// At `shutdownTime`: `Delete` deletes the claim too, `Retain` (default) keeps it, showing
-    /// Expired.
+    /// How long an expired claim kept by `Retain` stays, counted from `shutdownTime`; then it
+    /// is deleted. Unset: it stays until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// At `shutdownTime`: `Delete` deletes the claim too, `DeleteForeground` deletes it with
+    /// foreground propagation (it stays, being deleted, until its Sandbox is gone), `Retain`
+    /// (default) keeps it, showing Expired.
     #[serde(default)]
     pub shutdown_policy: ClaimShutdownPolicy,
 }
@@ -68,6 +80,7 @@ pub struct ClaimLifecycle {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ClaimShutdownPolicy {
     Delete,
+    DeleteForeground,
     #[default]
     Retain,
 }

@@ -49,3 +49,17 @@ pub const CLAIM_TEMPLATE_LABEL: &str = "sandman.dev/claim-template";
 
 /// On the pod: a hash of the pod template it was built from.
 pub const TEMPLATE_HASH_ANNOTATION: &str = "sandman.dev/template-hash";
+
+/// On a Sandbox made from a template, and on its pod: the template's name. The template's
+/// NetworkPolicy selects pods by it.
+pub const TEMPLATE_LABEL: &str = "sandman.dev/template";
+/// On a Sandbox made from a template: the hash of what it was made from.
+pub const BLUEPRINT_HASH_LABEL: &str = "sandman.dev/blueprint-hash";
+/// On an unclaimed pool member: the pool's name. Removed when a claim takes it.
+pub const POOL_LABEL: &str = "sandman.dev/pool";
+/// On a claimed Sandbox: the claim's UID (names are reused, UIDs are not).
+pub const CLAIM_LABEL: &str = "sandman.dev/claim-uid";
+/// On a claimed Sandbox: the claim's name, so that its changes reach the claim.
+pub const CLAIM_NAME_LABEL: &str = "sandman.dev/claim";
+/// On a Sandbox a claim took from a pool: the pool, so that the pool hears it was taken.
+pub const FROM_POOL_LABEL: &str = "sandman.dev/from-pool";

@@ -33,11 +33,20 @@ pub struct SandboxWarmPoolSpec {
     /// What happens to unclaimed members when the template changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<WarmPoolUpdateStrategy>,
+    /// The most members a pool policy may ask for (default 100). A SandboxPolicy with a
+    /// `pool` hook that selects the pool decides its size in place of `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_replicas: Option<i32>,
 }
 
 impl SandboxWarmPoolSpec {
     pub fn replicas(&self) -> i32 {
         self.replicas.unwrap_or(1).max(0)
+    }
+
+    pub fn max_replicas(&self) -> i32 {
+        self.max_replicas.unwrap_or(100).max(0)
     }
 
     pub fn strategy(&self) -> WarmPoolUpdateStrategyType {
@@ -72,12 +81,26 @@ pub struct SandboxWarmPoolStatus {
     /// Unclaimed members that are Running and Ready: what a claim can take now.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// How many members the pool keeps now.
+    /// How many members the pool keeps now: `spec.replicas`, or what a pool policy decided.
     #[serde(default)]
     pub desired_replicas: i32,
+    /// The pool policy that decided `desiredReplicas`, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sized_by: Option<PoolSizing>,
     /// A label selector for the members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A pool policy's decision, as applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSizing {
+    pub policy: String,
+    /// What the policy asked for (the pool keeps at most `spec.maxReplicas`).
+    pub replicas: i32,
+    #[serde(default)]
+    pub reason: String,
 }

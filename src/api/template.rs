@@ -69,6 +69,11 @@ pub struct SandboxTemplateSpec {
     /// a running pod's environment cannot change.
     #[serde(default)]
     pub env_vars_injection_policy: EnvVarsInjectionPolicy,
+    /// Whether a claim may bring volume claim templates: `Disallowed` (default), `Allowed`
+    /// (new names only) or `Overrides` (may replace the template's of the same name). A claim
+    /// that brings any gets a new Sandbox, never a warm one.
+    #[serde(default)]
+    pub volume_claim_templates_policy: VolumeClaimTemplatesPolicy,
     /// What deleting a claim does to its Sandbox: `Delete` (default) deletes it, `Retain`
     /// suspends it and keeps it (with its volumes), no longer claimed.
     #[serde(default)]
@@ -96,6 +101,14 @@ pub enum NetworkPolicyManagement {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum EnvVarsInjectionPolicy {
+    #[default]
+    Disallowed,
+    Allowed,
+    Overrides,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeClaimTemplatesPolicy {
     #[default]
     Disallowed,
     Allowed,

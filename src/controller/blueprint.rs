@@ -3,30 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::EnvVar as PodEnvVar;
+use k8s_openapi::api::core::v1::{EnvVar as PodEnvVar, PersistentVolumeClaimTemplate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
     EnvVar, EnvVarsInjectionPolicy, OperatingMode, Phase, RESERVED_PREFIX, Sandbox, SandboxClaim,
-    SandboxSpec, SandboxTemplate, SandboxTemplateSpec, SandboxWarmPool,
+    SandboxSpec, SandboxTemplate, SandboxTemplateSpec, SandboxWarmPool, VolumeClaimTemplatesPolicy,
 };
 use crate::controller::hash::content_hash;
 
-/// On a Sandbox made from a template, and on its pod: the template's name. The template's
-/// NetworkPolicy selects pods by it.
-pub const TEMPLATE_LABEL: &str = "sandman.dev/template";
-/// On a Sandbox made from a template: the hash of what it was made from.
-pub const BLUEPRINT_HASH_LABEL: &str = "sandman.dev/blueprint-hash";
-/// On an unclaimed pool member: the pool's name. Removed when a claim takes it.
-pub const POOL_LABEL: &str = "sandman.dev/pool";
-/// On a claimed Sandbox: the claim's UID (names are reused, UIDs are not).
-pub const CLAIM_LABEL: &str = "sandman.dev/claim-uid";
-/// On a claimed Sandbox: the claim's name, so that its changes reach the claim.
-pub const CLAIM_NAME_LABEL: &str = "sandman.dev/claim";
-/// On a Sandbox a claim took from a pool: the pool, so that the pool hears it was taken.
-pub const FROM_POOL_LABEL: &str = "sandman.dev/from-pool";
+pub use crate::api::{
+    BLUEPRINT_HASH_LABEL, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
+    TEMPLATE_LABEL,
+};
 
 /// The hash of what a template's Sandboxes are made from. Metadata, the network profile and
 /// the claim policies are not in it: changing them makes no member stale.
@@ -104,6 +95,14 @@ pub enum ClaimRefusal {
     NoSuchContainer(String),
     #[error("pod metadata keys under sandman.dev/ are reserved: {0}")]
     ReservedKey(String),
+    #[error(
+        "the template does not allow claims to bring volume claim templates (volumeClaimTemplatesPolicy: Disallowed)"
+    )]
+    VolumesDisallowed,
+    #[error(
+        "the template already has volume claim template {0}, and its volumeClaimTemplatesPolicy is Allowed, not Overrides"
+    )]
+    VolumeOverride(String),
 }
 
 /// A Sandbox made for `claim` from `template` (a cold start): named after the claim, owned by
@@ -119,6 +118,11 @@ pub fn claimed_sandbox(
         template.spec.env_vars_injection_policy,
     )?;
     apply_pod_metadata(&mut spec, claim)?;
+    apply_volume_claim_templates(
+        &mut spec,
+        &claim.spec.volume_claim_templates,
+        template.spec.volume_claim_templates_policy,
+    )?;
     let labels = BTreeMap::from([
         (TEMPLATE_LABEL.to_string(), template.name_any()),
         (
@@ -203,6 +207,41 @@ pub fn apply_env(
                 value: Some(var.value.clone()),
                 value_from: None,
             }),
+        }
+    }
+    Ok(())
+}
+
+/// The claim's volume claim templates, as far as `policy` allows.
+pub fn apply_volume_claim_templates(
+    spec: &mut SandboxSpec,
+    wanted: &[PersistentVolumeClaimTemplate],
+    policy: VolumeClaimTemplatesPolicy,
+) -> Result<(), ClaimRefusal> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    if policy == VolumeClaimTemplatesPolicy::Disallowed {
+        return Err(ClaimRefusal::VolumesDisallowed);
+    }
+    for claim_template in wanted {
+        let name_of = |t: &PersistentVolumeClaimTemplate| {
+            t.metadata
+                .as_ref()
+                .and_then(|m| m.name.clone())
+                .unwrap_or_default()
+        };
+        let name = name_of(claim_template);
+        let existing = spec
+            .volume_claim_templates
+            .iter_mut()
+            .find(|t| name_of(t) == name);
+        match existing {
+            Some(_) if policy == VolumeClaimTemplatesPolicy::Allowed => {
+                return Err(ClaimRefusal::VolumeOverride(name));
+            }
+            Some(existing) => *existing = claim_template.clone(),
+            None => spec.volume_claim_templates.push(claim_template.clone()),
         }
     }
     Ok(())
@@ -318,6 +357,50 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(env.len(), 2);
         assert_eq!(env[0].value.as_deref(), Some("dev"));
+    }
+
+    fn volume(name: &str, storage: &str) -> PersistentVolumeClaimTemplate {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "spec": { "resources": { "requests": { "storage": storage } } },
+        }))
+        .expect("volume claim template")
+    }
+
+    #[test]
+    fn claim_volumes_follow_the_template_policy() {
+        let mut spec = sandbox_spec(&template(EnvVarsInjectionPolicy::Disallowed).spec);
+        spec.volume_claim_templates = vec![volume("data", "1Gi")];
+        assert_eq!(
+            apply_volume_claim_templates(
+                &mut spec,
+                &[volume("scratch", "1Gi")],
+                VolumeClaimTemplatesPolicy::Disallowed
+            ),
+            Err(ClaimRefusal::VolumesDisallowed)
+        );
+        assert_eq!(
+            apply_volume_claim_templates(
+                &mut spec,
+                &[volume("data", "5Gi")],
+                VolumeClaimTemplatesPolicy::Allowed
+            ),
+            Err(ClaimRefusal::VolumeOverride("data".into()))
+        );
+        apply_volume_claim_templates(
+            &mut spec,
+            &[volume("scratch", "1Gi")],
+            VolumeClaimTemplatesPolicy::Allowed,
+        )
+        .expect("a new name is allowed");
+        apply_volume_claim_templates(
+            &mut spec,
+            &[volume("data", "5Gi")],
+            VolumeClaimTemplatesPolicy::Overrides,
+        )
+        .expect("overrides");
+        assert_eq!(spec.volume_claim_templates.len(), 2);
+        assert_eq!(spec.volume_claim_templates[0], volume("data", "5Gi"));
     }
 
     fn member(name: &str, age: i64, ready: bool, hash: &str) -> Sandbox {

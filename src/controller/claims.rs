@@ -213,14 +213,25 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
             if let Some(s) = &sandbox {
                 delete_sandbox(&sandboxes, &s.name_any()).await?;
             }
-            if lifecycle.shutdown_policy == ClaimShutdownPolicy::Delete {
+            // A retained claim whose time-to-live after expiry has passed goes too.
+            let kept_for = lifecycle
+                .ttl_seconds_after_finished
+                .map(|ttl| Duration::from_secs(u64::try_from(ttl).unwrap_or(0)));
+            let ttl_left = kept_for.map(|ttl| {
+                ttl.saturating_sub(Duration::try_from(remaining.abs()).unwrap_or_default())
+            });
+            let params = match lifecycle.shutdown_policy {
+                ClaimShutdownPolicy::Delete => Some(DeleteParams::default()),
+                ClaimShutdownPolicy::DeleteForeground => Some(DeleteParams::foreground()),
+                ClaimShutdownPolicy::Retain if ttl_left.is_some_and(|t| t.is_zero()) => {
+                    Some(DeleteParams::default())
+                }
+                ClaimShutdownPolicy::Retain => None,
+            };
+            if let Some(params) = params {
                 let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-                ignore_not_found(
-                    claims
-                        .delete(&claim.name_any(), &DeleteParams::default())
-                        .await,
-                )
-                .map_err(failed("delete", "the expired claim"))?;
+                ignore_not_found(claims.delete(&claim.name_any(), &params).await)
+                    .map_err(failed("delete", "the expired claim"))?;
                 return Ok(Action::await_change());
             }
             write_status(
@@ -234,7 +245,9 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
                 ),
             )
             .await?;
-            return Ok(Action::await_change());
+            return Ok(ttl_left.map_or_else(Action::await_change, |left| {
+                Action::requeue(left + Duration::from_millis(100))
+            }));
         }
     }
     let requeue = lifecycle.shutdown_time.as_ref().map(|t| {
@@ -249,10 +262,11 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
                 return Ok(Action::requeue(MISSING_RETRY));
             }
         };
-        // Env and pod metadata are baked into a pod when it is made: a claim that sets them
-        // gets a Sandbox of its own.
-        let warm_allowed =
-            claim.spec.env.is_empty() && claim.spec.additional_pod_metadata.is_none();
+        // Env, pod metadata and volumes are baked into a pod when it is made: a claim that
+        // sets them gets a Sandbox of its own.
+        let warm_allowed = claim.spec.env.is_empty()
+            && claim.spec.additional_pod_metadata.is_none()
+            && claim.spec.volume_claim_templates.is_empty();
         if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
             match take_member(claim, pool, &wanted.template, &sandboxes, ctx).await? {
                 Taken::Member(member) => sandbox = Some(*member),

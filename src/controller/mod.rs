@@ -24,6 +24,7 @@ pub mod ownership;
 pub mod phase;
 pub mod policies;
 pub mod policy_fetch;
+pub mod pool_sizing;
 pub mod pools;
 mod reconcile;
 pub mod status;
@@ -179,10 +180,25 @@ pub async fn run(
         first_pass_tx,
         shutdown.clone(),
     ));
-    // Every Sandbox is evaluated again when the set of loaded policies changes.
-    let reevaluate = futures::stream::unfold(policy_changes, |mut rx| async move {
-        rx.recv().await.map(|()| ((), rx))
+    // Every Sandbox and every warm pool is evaluated again when the set of loaded policies
+    // changes.
+    let (sandboxes_changed, for_sandboxes) = mpsc::unbounded_channel();
+    let (pools_changed, for_pools) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut policy_changes = policy_changes;
+        while policy_changes.recv().await.is_some() {
+            let _ = sandboxes_changed.send(());
+            let _ = pools_changed.send(());
+        }
     });
+    let changes = |rx: mpsc::UnboundedReceiver<()>| {
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+        )
+    };
+    let reevaluate = changes(for_sandboxes);
+    let pool_policies = (policies.clone(), changes(for_pools));
     let namespaces = caches::namespaces(&client);
     tokio::spawn(namespaces.changes.for_each(|_| futures::future::ready(())));
     let scope = Scope {
@@ -250,6 +266,7 @@ pub async fn run(
     tokio::spawn(pools::run(
         client.clone(),
         options.namespace.clone(),
+        pool_policies,
         shutdown.clone(),
     ));
     tokio::spawn(claims::run(

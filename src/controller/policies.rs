@@ -426,7 +426,7 @@ fn unavailable(policy: &SandboxPolicy, failure: &LoadFailure) -> ActivePolicy {
     let spec = &policy.spec;
     let hooks = match &spec.cel {
         Some(cel) => cel::hooks(cel),
-        None => vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle],
+        None => Hook::ALL.to_vec(),
     };
     ActivePolicy {
         name: policy.name_any(),

@@ -16,10 +16,13 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
 use crate::api::{
-    Sandbox, SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus, WarmPoolUpdateStrategyType,
+    Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus,
+    WarmPoolUpdateStrategyType,
 };
 use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::{self, FROM_POOL_LABEL, POOL_LABEL};
+use crate::controller::pool_sizing::{self, Members};
+use crate::policy::PolicySet;
 
 /// How often a pool whose template is missing looks again.
 const MISSING_RETRY: Duration = Duration::from_secs(30);
@@ -29,12 +32,15 @@ pub type PoolError = ApiCallFailed;
 
 pub struct PoolContext {
     pub client: Client,
+    /// Pool policies decide a pool's size when one selects it.
+    pub policies: PolicySet,
 }
 
 /// Runs the SandboxWarmPool controller until `shutdown`.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    (policies, policy_changes): (PolicySet, impl futures::Stream<Item = ()> + Send + 'static),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let scoped = |client: &Client| match &namespace {
@@ -42,17 +48,20 @@ pub async fn run(
             Api::<SandboxWarmPool>::namespaced(client.clone(), ns),
             Api::<Sandbox>::namespaced(client.clone(), ns),
             Api::<SandboxTemplate>::namespaced(client.clone(), ns),
+            Api::<SandboxClaim>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
+            Api::all(client.clone()),
         ),
     };
-    let (pools, sandboxes, templates) = scoped(&client);
+    let (pools, sandboxes, templates, claims) = scoped(&client);
     let config = watcher::Config::default().any_semantic();
     let controller = Controller::new(pools, config.clone());
     let store = controller.store();
+    let pools_of_claims = controller.store();
     controller
         // Members, and Sandboxes just taken from a pool (they no longer carry its label).
         .watches(sandboxes, config.clone(), |sandbox: Sandbox| {
@@ -61,6 +70,17 @@ pub async fn run(
                 .get(POOL_LABEL)
                 .or_else(|| labels.get(FROM_POOL_LABEL))?;
             Some(ObjectRef::new(pool).within(sandbox.namespace().as_deref()?))
+        })
+        // A new claim may change the size a pool policy decides, even one served cold.
+        .watches(claims, config.clone(), move |claim: SandboxClaim| {
+            pools_of_claims
+                .state()
+                .into_iter()
+                .filter(|pool| {
+                    pool.namespace() == claim.namespace() && pool_sizing::for_pool(&claim, pool)
+                })
+                .map(|pool| ObjectRef::from_obj(&*pool))
+                .collect::<Vec<_>>()
         })
         // A template change reaches every pool of that template.
         .watches(templates, config, move |template: SandboxTemplate| {
@@ -75,9 +95,14 @@ pub async fn run(
                 .map(|pool| ObjectRef::from_obj(&*pool))
                 .collect::<Vec<_>>()
         })
+        .reconcile_all_on(policy_changes)
         .with_config(Config::default().concurrency(4))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(PoolContext { client }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(PoolContext { client, policies }),
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -166,7 +191,27 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         .await
         .map_err(failed("list", format!("members of {name}")))?
         .items;
-    let desired = usize::try_from(pool.spec.replicas()).unwrap_or(0);
+    let unclaimed: Vec<&Sandbox> = members
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .collect();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let size = pool_sizing::size(
+        &ctx.client,
+        &ctx.policies,
+        &pool,
+        Members {
+            unclaimed: count(unclaimed.len()),
+            ready: count(
+                unclaimed
+                    .iter()
+                    .filter(|s| blueprint::is_takeable(s))
+                    .count(),
+            ),
+        },
+    )
+    .await?;
+    let desired = usize::try_from(size.replicas).unwrap_or(0);
     let current = blueprint::blueprint_hash(&template.spec);
     let todo = plan(&members, desired, &current, pool.spec.strategy());
     for (member, uid, version) in &todo.delete {
@@ -204,7 +249,8 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         replicas: i32::try_from(kept.len() + todo.create).unwrap_or(i32::MAX),
         ready_replicas: i32::try_from(kept.iter().filter(|s| blueprint::is_takeable(s)).count())
             .unwrap_or(i32::MAX),
-        desired_replicas: pool.spec.replicas(),
+        desired_replicas: size.replicas,
+        sized_by: size.sized_by.clone(),
         selector: Some(format!("{POOL_LABEL}={name}")),
         observed_generation: pool.metadata.generation,
     };
@@ -223,7 +269,10 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         .await
         .map_err(failed("write status of", format!("SandboxWarmPool {name}")))?;
     }
-    Ok(Action::await_change())
+    // A policy that sized the pool by time or by claims is asked again when it says.
+    Ok(size
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
 #[cfg(test)]

@@ -7,3 +7,12 @@ wasmtime::component::bindgen!({
     // Decisions go into the pod-template hash and into status comparisons.
     additional_derives: [PartialEq, serde::Serialize],
 });
+
+/// The 0.1.0 contract, frozen in `wit/versions/0.1.0`: components built against it keep
+/// loading, and the host translates inputs down and decisions up (`contract_v0_1`).
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "wit/versions/0.1.0",
+        world: "policy",
+    });
+}

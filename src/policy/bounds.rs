@@ -5,7 +5,9 @@
 //! and the quantities a pod receives must parse.
 
 use super::error::PolicyError;
-use super::types::{ComputeResources, IsolationDecision, LifecycleDecision, ResourcesDecision};
+use super::types::{
+    ComputeResources, IsolationDecision, LifecycleDecision, PoolDecision, ResourcesDecision,
+};
 
 /// Node-selector pairs, tolerations and per-container entries a decision may carry. Far above
 /// what a real platform needs (a handful), far below what hurts an API server.
@@ -112,6 +114,13 @@ pub fn check_resources(decision: &ResourcesDecision, limit: usize) -> Result<(),
 
 /// Checks a lifecycle decision: its reason goes into Events.
 pub fn check_lifecycle(decision: &LifecycleDecision, limit: usize) -> Result<(), PolicyError> {
+    check_reason(&decision.reason)?;
+    check_budget(decision.reason.len(), limit)
+}
+
+/// A pool's size is bounded by the pool's own `maxReplicas` where it is applied; here only
+/// its reason is.
+pub fn check_pool(decision: &PoolDecision, limit: usize) -> Result<(), PolicyError> {
     check_reason(&decision.reason)?;
     check_budget(decision.reason.len(), limit)
 }

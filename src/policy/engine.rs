@@ -16,9 +16,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::distribution::sha256_hex;
 
 use super::bindings::Policy;
-use super::bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
+use super::bindings::exports::sandman::policy::{isolation, lifecycle, pool, resources, settings};
 use super::bindings::sandman::policy::{host, types};
+use super::bindings::v0_1;
 use super::bounds;
+use super::contract_v0_1;
 use super::error::PolicyError;
 use super::precompiled::{Compiled, PrecompiledCache};
 
@@ -88,21 +90,34 @@ impl Default for Limits {
     }
 }
 
-/// The three decisions a policy may make.
+/// The decisions a policy may make: three for a Sandbox, and the size of a warm pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Isolation,
     Resources,
     Lifecycle,
+    Pool,
 }
 
 impl Hook {
+    pub const ALL: [Hook; 4] = [
+        Hook::Isolation,
+        Hook::Resources,
+        Hook::Lifecycle,
+        Hook::Pool,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::Isolation => "isolation",
             Hook::Resources => "resources",
             Hook::Lifecycle => "lifecycle",
+            Hook::Pool => "pool",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|hook| hook.name() == name)
     }
 }
 
@@ -172,6 +187,8 @@ impl PolicyEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        v0_1::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
 
         // The ticker runs while any clone of the engine lives, not just this PolicyEngine: a
@@ -247,9 +264,7 @@ impl PolicyEngine {
         let policy = LoadedPolicy {
             name: name.to_string(),
             engine: self.engine.clone(),
-            isolation: isolation::GuestIndices::new(&pre).ok(),
-            resources: resources::GuestIndices::new(&pre).ok(),
-            lifecycle: lifecycle::GuestIndices::new(&pre).ok(),
+            exports: Exports::of(&pre),
             pre,
             slots: self.slots.clone(),
             observer: self.observer.clone(),
@@ -265,19 +280,33 @@ impl PolicyEngine {
                 other_contract_version(&self.engine, &component).unwrap_or(PolicyError::NoHooks)
             );
         }
-        let settings = settings::GuestIndices::new(&policy.pre).map_err(|e| {
+        let missing = |e: wasmtime::Error| {
             PolicyError::Link(format!(
                 "the component does not export sandman:policy/settings: {e:#}"
             ))
-        })?;
+        };
         // Validation runs once, off the hot path: it gets at least five seconds even when the
         // policy's evaluations get 100 ms.
-        policy
-            .run_within(LOAD_TIMEOUT.max(limits.timeout), |store, instance| {
-                let guest = settings.load(&mut *store, instance)?;
-                guest.call_validate_settings(&mut *store, settings_json)
-            })?
-            .map_err(PolicyError::InvalidSettings)?;
+        let validation = LOAD_TIMEOUT.max(limits.timeout);
+        match &policy.exports {
+            Exports::Current { .. } => {
+                let settings = settings::GuestIndices::new(&policy.pre).map_err(missing)?;
+                policy.run_within(validation, |store, instance| {
+                    let guest = settings.load(&mut *store, instance)?;
+                    guest.call_validate_settings(&mut *store, settings_json)
+                })?
+            }
+            Exports::V0_1 { .. } => {
+                let settings =
+                    v0_1::exports::sandman::policy::settings::GuestIndices::new(&policy.pre)
+                        .map_err(missing)?;
+                policy.run_within(validation, |store, instance| {
+                    let guest = settings.load(&mut *store, instance)?;
+                    guest.call_validate_settings(&mut *store, settings_json)
+                })?
+            }
+        }
+        .map_err(PolicyError::InvalidSettings)?;
         Ok(policy)
     }
 }
@@ -393,7 +422,9 @@ fn engine_config(allocation: Allocation) -> Config {
 
 /// The contract this host speaks.
 const CONTRACT: &str = "sandman:policy/";
-pub(super) const CONTRACT_VERSION: &str = "0.1.0";
+pub(super) const CONTRACT_VERSION: &str = "0.2.0";
+/// Every version the host loads, newest first.
+pub(super) const CONTRACT_VERSIONS: [&str; 2] = [CONTRACT_VERSION, "0.1.0"];
 
 /// A clear error for a component built against another version of the contract, whose exports
 /// the host therefore does not see.
@@ -403,12 +434,80 @@ fn other_contract_version(engine: &Engine, component: &Component) -> Option<Poli
         .exports(engine)
         .filter_map(|(name, _)| name.strip_prefix(CONTRACT).map(str::to_string))
         .filter_map(|rest| rest.split_once('@').map(|(_, version)| version.to_string()))
-        .filter(|version| version != CONTRACT_VERSION)
+        .filter(|version| !CONTRACT_VERSIONS.contains(&version.as_str()))
         .collect();
     let version = versions.first()?;
     Some(PolicyError::Link(format!(
-        "the component implements sandman:policy@{version}, but this host speaks sandman:policy@{CONTRACT_VERSION}; rebuild it against wit/ of this release"
+        "the component implements sandman:policy@{version}, but this host speaks sandman:policy@{}; rebuild it against wit/ of this release",
+        CONTRACT_VERSIONS.join(" and @")
     )))
+}
+
+/// The hooks a component exports, by the contract version it was built against. A component
+/// speaks one version: its exports are all of the same package version.
+enum Exports {
+    Current {
+        isolation: Option<isolation::GuestIndices>,
+        resources: Option<resources::GuestIndices>,
+        lifecycle: Option<lifecycle::GuestIndices>,
+        pool: Option<pool::GuestIndices>,
+    },
+    V0_1 {
+        isolation: Option<v0_1::exports::sandman::policy::isolation::GuestIndices>,
+        resources: Option<v0_1::exports::sandman::policy::resources::GuestIndices>,
+        lifecycle: Option<v0_1::exports::sandman::policy::lifecycle::GuestIndices>,
+    },
+}
+
+impl Exports {
+    fn of(pre: &InstancePre<GuestState>) -> Self {
+        let current = Exports::Current {
+            isolation: isolation::GuestIndices::new(pre).ok(),
+            resources: resources::GuestIndices::new(pre).ok(),
+            lifecycle: lifecycle::GuestIndices::new(pre).ok(),
+            pool: pool::GuestIndices::new(pre).ok(),
+        };
+        if !current.hooks().is_empty() {
+            return current;
+        }
+        let old = Exports::V0_1 {
+            isolation: v0_1::exports::sandman::policy::isolation::GuestIndices::new(pre).ok(),
+            resources: v0_1::exports::sandman::policy::resources::GuestIndices::new(pre).ok(),
+            lifecycle: v0_1::exports::sandman::policy::lifecycle::GuestIndices::new(pre).ok(),
+        };
+        if old.hooks().is_empty() { current } else { old }
+    }
+
+    fn hooks(&self) -> Vec<Hook> {
+        let present = match self {
+            Exports::Current {
+                isolation,
+                resources,
+                lifecycle,
+                pool,
+            } => [
+                isolation.is_some(),
+                resources.is_some(),
+                lifecycle.is_some(),
+                pool.is_some(),
+            ],
+            Exports::V0_1 {
+                isolation,
+                resources,
+                lifecycle,
+            } => [
+                isolation.is_some(),
+                resources.is_some(),
+                lifecycle.is_some(),
+                false,
+            ],
+        };
+        Hook::ALL
+            .into_iter()
+            .zip(present)
+            .filter_map(|(hook, present)| present.then_some(hook))
+            .collect()
+    }
 }
 
 /// A store with an instantiated policy, and how much of its output has been logged.
@@ -446,9 +545,7 @@ pub struct LoadedPolicy {
     pre: InstancePre<GuestState>,
     slots: Arc<Slots>,
     observer: Arc<dyn EvaluationObserver>,
-    isolation: Option<isolation::GuestIndices>,
-    resources: Option<resources::GuestIndices>,
-    lifecycle: Option<lifecycle::GuestIndices>,
+    exports: Exports,
     settings_json: String,
     limits: Limits,
     compiled: Compiled,
@@ -496,32 +593,48 @@ impl LoadedPolicy {
     }
 
     fn exported_hooks(&self) -> Vec<Hook> {
-        [
-            (Hook::Isolation, self.isolation.is_some()),
-            (Hook::Resources, self.resources.is_some()),
-            (Hook::Lifecycle, self.lifecycle.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(hook, present)| present.then_some(hook))
-        .collect()
+        self.exports.hooks()
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract_version(&self) -> &'static str {
+        match self.exports {
+            Exports::Current { .. } => CONTRACT_VERSION,
+            Exports::V0_1 { .. } => "0.1.0",
+        }
+    }
+
+    fn check_uses(&self, hook: Hook) -> Result<(), PolicyError> {
+        if self.uses(hook) && self.exported_hooks().contains(&hook) {
+            Ok(())
+        } else {
+            Err(PolicyError::MissingHook(hook.name()))
+        }
     }
 
     pub fn isolation(
         &self,
         input: &types::Input,
     ) -> Result<Option<types::IsolationDecision>, PolicyError> {
-        let indices = self
-            .isolation
-            .as_ref()
-            .filter(|_| self.uses(Hook::Isolation))
-            .ok_or(PolicyError::MissingHook("isolation"))?;
+        self.check_uses(Hook::Isolation)?;
         self.decide(
             Hook::Isolation,
             bounds::check_isolation,
-            |store, instance| {
-                indices
+            |store, instance| match &self.exports {
+                Exports::Current {
+                    isolation: Some(indices),
+                    ..
+                } => indices
                     .load(&mut *store, instance)?
-                    .call_decide(&mut *store, input)
+                    .call_decide(&mut *store, input),
+                Exports::V0_1 {
+                    isolation: Some(indices),
+                    ..
+                } => Ok(indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, &contract_v0_1::input(input))?
+                    .map(|decision| decision.map(Into::into))),
+                _ => Err(wasmtime::format_err!("no isolation export")),
             },
         )
     }
@@ -530,18 +643,25 @@ impl LoadedPolicy {
         &self,
         input: &types::Input,
     ) -> Result<Option<types::ResourcesDecision>, PolicyError> {
-        let indices = self
-            .resources
-            .as_ref()
-            .filter(|_| self.uses(Hook::Resources))
-            .ok_or(PolicyError::MissingHook("resources"))?;
+        self.check_uses(Hook::Resources)?;
         self.decide(
             Hook::Resources,
             bounds::check_resources,
-            |store, instance| {
-                indices
+            |store, instance| match &self.exports {
+                Exports::Current {
+                    resources: Some(indices),
+                    ..
+                } => indices
                     .load(&mut *store, instance)?
-                    .call_decide(&mut *store, input)
+                    .call_decide(&mut *store, input),
+                Exports::V0_1 {
+                    resources: Some(indices),
+                    ..
+                } => Ok(indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, &contract_v0_1::input(input))?
+                    .map(|decision| decision.map(Into::into))),
+                _ => Err(wasmtime::format_err!("no resources export")),
             },
         )
     }
@@ -550,18 +670,46 @@ impl LoadedPolicy {
         &self,
         input: &types::Input,
     ) -> Result<Option<types::LifecycleDecision>, PolicyError> {
-        let indices = self
-            .lifecycle
-            .as_ref()
-            .filter(|_| self.uses(Hook::Lifecycle))
-            .ok_or(PolicyError::MissingHook("lifecycle"))?;
+        self.check_uses(Hook::Lifecycle)?;
         self.decide(
             Hook::Lifecycle,
             bounds::check_lifecycle,
-            |store, instance| {
-                indices
+            |store, instance| match &self.exports {
+                Exports::Current {
+                    lifecycle: Some(indices),
+                    ..
+                } => indices
                     .load(&mut *store, instance)?
-                    .call_decide(&mut *store, input)
+                    .call_decide(&mut *store, input),
+                Exports::V0_1 {
+                    lifecycle: Some(indices),
+                    ..
+                } => Ok(indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, &contract_v0_1::input(input))?
+                    .map(|decision| decision.map(Into::into))),
+                _ => Err(wasmtime::format_err!("no lifecycle export")),
+            },
+        )
+    }
+
+    /// The size of a warm pool (contract 0.2.0 and later).
+    pub fn pool(
+        &self,
+        input: &types::PoolInput,
+    ) -> Result<Option<types::PoolDecision>, PolicyError> {
+        self.check_uses(Hook::Pool)?;
+        self.decide(
+            Hook::Pool,
+            bounds::check_pool,
+            |store, instance| match &self.exports {
+                Exports::Current {
+                    pool: Some(indices),
+                    ..
+                } => indices
+                    .load(&mut *store, instance)?
+                    .call_decide(&mut *store, input),
+                _ => Err(wasmtime::format_err!("no pool export")),
             },
         )
     }
@@ -812,6 +960,13 @@ impl WasiView for GuestState {
 }
 
 impl types::Host for GuestState {}
+impl v0_1::sandman::policy::types::Host for GuestState {}
+
+impl v0_1::sandman::policy::host::Host for GuestState {
+    fn log(&mut self, level: v0_1::sandman::policy::types::LogLevel, message: String) {
+        host::Host::log(self, level.into(), message);
+    }
+}
 
 impl host::Host for GuestState {
     fn log(&mut self, level: types::LogLevel, message: String) {

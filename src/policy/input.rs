@@ -7,7 +7,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::types::{
-    Activity, ComputeResources, Container, Input, OperatingMode, Sandbox as SandboxInput,
+    Activity, ComputeResources, Container, Input, OperatingMode, Pool, PoolActivity, PoolInput,
+    Sandbox as SandboxInput,
 };
 use crate::activity;
 use crate::api::{self, Sandbox};
@@ -50,6 +51,8 @@ pub fn build(
     let running_since = activity::running_since(sandbox).map_or(created_at, seconds);
     let observed = activity::status(sandbox, now);
     let non_negative = |d: i64| u64::try_from(d).unwrap_or(0);
+    // What made the Sandbox, from the labels the template, pool and claim controllers set.
+    let label = |key: &str| sandbox.labels().get(key).cloned();
     let sandbox_input = SandboxInput {
         name: sandbox.name_any(),
         namespace: sandbox.namespace().unwrap_or_default(),
@@ -76,6 +79,9 @@ pub fn build(
             api::OperatingMode::Suspended => OperatingMode::Suspended,
         },
         phase: format!("{:?}", status.phase.unwrap_or_default()),
+        template: label(api::TEMPLATE_LABEL),
+        pool: label(api::POOL_LABEL),
+        claim: label(api::CLAIM_NAME_LABEL),
     };
     Input {
         sandbox: sandbox_input,
@@ -128,6 +134,9 @@ pub fn sample(labels: &[(&str, &str)], namespace_labels: &[(&str, &str)], settin
             runtime_class_name: None,
             operating_mode: OperatingMode::Running,
             phase: "Pending".into(),
+            template: None,
+            pool: None,
+            claim: None,
         },
         activity: Activity {
             now,
@@ -188,5 +197,30 @@ impl ActivityFacts {
         if let Some(suspended) = self.suspended_seconds {
             activity.suspended_since = Some(ago(suspended));
         }
+    }
+}
+
+/// A typical pool input for tests and benchmarks: pool `team/warm` of template `python`, asking
+/// for one member, with one ready member and no claims.
+pub fn sample_pool(labels: &[(&str, &str)], settings: &str) -> PoolInput {
+    PoolInput {
+        pool: Pool {
+            name: "warm".into(),
+            namespace: "team".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            namespace_labels: Vec::new(),
+            template: "python".into(),
+            replicas: 1,
+        },
+        activity: PoolActivity {
+            now: 1_800_000_000,
+            members: 1,
+            ready_members: 1,
+            claims: Vec::new(),
+        },
+        settings: settings.to_string(),
     }
 }

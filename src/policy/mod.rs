@@ -4,6 +4,7 @@
 mod bindings;
 pub mod bounds;
 pub mod cel;
+mod contract_v0_1;
 mod engine;
 mod error;
 pub mod input;
@@ -21,5 +22,5 @@ pub use inspect::Inspection;
 pub use precompiled::Compiled;
 pub use set::{
     ActivePolicy, FirstDecision, IsolationOutcome, LifecycleOutcome, MergedResources, PolicyFailed,
-    PolicySet,
+    PolicySet, PoolOutcome,
 };

@@ -8,7 +8,9 @@ use kube::core::{Selector, SelectorExt};
 
 use super::engine::{Hook, LoadedPolicy};
 use super::error::PolicyError;
-use super::types::{ComputeResources, Input, IsolationDecision, LifecycleDecision};
+use super::types::{
+    ComputeResources, Input, IsolationDecision, LifecycleDecision, PoolDecision, PoolInput,
+};
 use crate::api::{FailurePolicy, PodSecurityAllowance, PolicyMatch, PolicyMode};
 
 /// A SandboxPolicy in the set: loaded and ready to evaluate, or one that has never loaded.
@@ -46,10 +48,10 @@ impl ActivePolicy {
     }
 
     /// Runs `hook` on the loaded policy, with the input `input_for` builds for it.
-    fn evaluate<D>(
+    fn evaluate<I, D>(
         &self,
-        input_for: &impl Fn(&LoadedPolicy) -> Input,
-        hook: impl FnOnce(&LoadedPolicy, &Input) -> Result<Option<D>, PolicyError>,
+        input_for: &impl Fn(&LoadedPolicy) -> I,
+        hook: impl FnOnce(&LoadedPolicy, &I) -> Result<Option<D>, PolicyError>,
     ) -> Result<Option<D>, PolicyError> {
         match &self.loaded {
             Ok(loaded) => hook(loaded, &input_for(loaded)),
@@ -92,6 +94,12 @@ impl PolicySet {
     pub fn get(&self, name: &str) -> Option<Arc<ActivePolicy>> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(name).cloned()
+    }
+
+    /// Whether any policy in the set decides `hook`.
+    pub fn has(&self, hook: Hook) -> bool {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.values().any(|p| p.hooks().contains(&hook))
     }
 
     /// The policies with `hook` that match a Sandbox, in evaluation order (priority, then name).
@@ -148,6 +156,7 @@ impl<D> Default for FirstDecision<D> {
 
 pub type IsolationOutcome = FirstDecision<IsolationDecision>;
 pub type LifecycleOutcome = FirstDecision<LifecycleDecision>;
+pub type PoolOutcome = FirstDecision<PoolDecision>;
 
 /// A policy with `failurePolicy: Fail` could not decide.
 #[derive(Debug)]
@@ -158,10 +167,10 @@ pub struct PolicyFailed {
 
 /// Runs the matching policies in order: the first Enforce-mode decision that does not abstain
 /// wins; Audit-mode policies run and are recorded; a failing `Fail` policy stops all.
-fn decide_first<D>(
+fn decide_first<I, D>(
     policies: &[Arc<ActivePolicy>],
-    input_for: impl Fn(&LoadedPolicy) -> Input,
-    hook: impl Fn(&LoadedPolicy, &Input) -> Result<Option<D>, PolicyError>,
+    input_for: impl Fn(&LoadedPolicy) -> I,
+    hook: impl Fn(&LoadedPolicy, &I) -> Result<Option<D>, PolicyError>,
 ) -> Result<FirstDecision<D>, PolicyFailed> {
     let mut outcome = FirstDecision::default();
     for policy in policies {
@@ -202,6 +211,14 @@ pub fn decide_lifecycle(
     input_for: impl Fn(&LoadedPolicy) -> Input,
 ) -> Result<LifecycleOutcome, PolicyFailed> {
     decide_first(policies, input_for, LoadedPolicy::lifecycle)
+}
+
+/// The size of a warm pool: see [`decide_first`].
+pub fn decide_pool(
+    policies: &[Arc<ActivePolicy>],
+    input_for: impl Fn(&LoadedPolicy) -> PoolInput,
+) -> Result<PoolOutcome, PolicyFailed> {
+    decide_first(policies, input_for, LoadedPolicy::pool)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

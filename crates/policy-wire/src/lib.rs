@@ -95,6 +95,17 @@ pub struct LifecycleDecision {
     pub requeue_after_seconds: Option<u64>,
 }
 
+/// How many unclaimed members a warm pool keeps.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolDecision {
+    pub replicas: u32,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_after_seconds: Option<u64>,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LifecycleAction {
@@ -215,6 +226,14 @@ macro_rules! wit_conversions {
             $types::LifecycleDecision,
             $crate::LifecycleDecision {
                 action: into,
+                reason: same,
+                requeue_after_seconds: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::PoolDecision,
+            $crate::PoolDecision {
+                replicas: same,
                 reason: same,
                 requeue_after_seconds: same,
             }

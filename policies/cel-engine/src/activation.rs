@@ -122,6 +122,9 @@ pub fn build(input: &Input, needs: &Needs) -> Activation {
                     })
                 }),
                 ("phase", &|| string(&s.phase)),
+                ("template", &|| optional(&s.template)),
+                ("pool", &|| optional(&s.pool)),
+                ("claim", &|| optional(&s.claim)),
             ],
         )
     });

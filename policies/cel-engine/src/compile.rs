@@ -57,7 +57,7 @@ pub const ROOTS: [&str; 6] = [
     "settings",
     "variables",
 ];
-const MAX_FIELDS: usize = 11;
+const MAX_FIELDS: usize = 14;
 pub const FIELDS: [&[&str]; 2] = [
     &[
         "name",
@@ -71,6 +71,9 @@ pub const FIELDS: [&[&str]; 2] = [
         "runtimeClassName",
         "operatingMode",
         "phase",
+        "template",
+        "pool",
+        "claim",
     ],
     &[
         "now",

@@ -23,11 +23,14 @@ pub mod quantity;
 pub mod testing;
 pub mod wire;
 
-pub use exports::sandman::policy::{isolation, lifecycle, resources, settings};
+pub use exports::sandman::policy::{isolation, lifecycle, pool, resources, settings};
 pub use sandman::policy::host::log;
 pub use sandman::policy::types;
 
-use types::{Input, IsolationDecision, LifecycleDecision, ResourcesDecision, SecurityOverrides};
+use types::{
+    Input, IsolationDecision, LifecycleDecision, PoolDecision, PoolInput, ResourcesDecision,
+    SecurityOverrides,
+};
 
 /// A policy: every hook abstains unless the policy says otherwise.
 pub trait Policy {
@@ -42,6 +45,10 @@ pub trait Policy {
         Ok(None)
     }
     fn lifecycle(_input: Input) -> Result<Option<LifecycleDecision>, String> {
+        Ok(None)
+    }
+    /// The size of a warm pool of Sandboxes.
+    fn pool(_input: PoolInput) -> Result<Option<PoolDecision>, String> {
         Ok(None)
     }
 }
@@ -76,6 +83,13 @@ macro_rules! export_policy {
                     input: $crate::types::Input,
                 ) -> Result<Option<$crate::types::LifecycleDecision>, String> {
                     <$policy as $crate::Policy>::lifecycle(input)
+                }
+            }
+            impl $crate::pool::Guest for Exported {
+                fn decide(
+                    input: $crate::types::PoolInput,
+                ) -> Result<Option<$crate::types::PoolDecision>, String> {
+                    <$policy as $crate::Policy>::pool(input)
                 }
             }
     $crate::export!(Exported with_types_in $crate);

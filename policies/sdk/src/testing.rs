@@ -50,6 +50,9 @@ impl InputBuilder {
                     runtime_class_name: None,
                     operating_mode: OperatingMode::Running,
                     phase: "Running".into(),
+                    template: None,
+                    pool: None,
+                    claim: None,
                 },
                 activity: Activity {
                     now: DEFAULT_NOW,

@@ -38,6 +38,11 @@ pub fn evaluate(policy: &LoadedPolicy, hook: Hook, input: &Input) -> Outcome {
         Hook::Lifecycle => policy
             .lifecycle(input)
             .map(|d| d.map(|d| serde_json::to_value(wire::LifecycleDecision::from(d)))),
+        Hook::Pool => {
+            return Outcome::Error(
+                "the pool hook decides a warm pool's size from a pool, not from a Sandbox".into(),
+            );
+        }
     };
     match decided {
         Ok(None) => Outcome::Abstain,

@@ -1,0 +1,151 @@
+//! Components built against `sandman:policy@0.1.0` keep working: the host gives them the
+//! 0.1.0 input (the current one without the fields 0.2.0 added) and reads their decisions as
+//! current ones.
+
+use super::bindings::v0_1::sandman::policy::types as old;
+use super::types as new;
+
+sandman_policy_wire::wit_record!(
+    old::SecurityOverrides,
+    new::SecurityOverrides {
+        run_as_non_root: same,
+        run_as_user: same,
+        read_only_root_filesystem: same,
+        allow_privilege_escalation: same,
+        host_users: same,
+        seccomp_profile: same,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::Toleration,
+    new::Toleration {
+        key: same,
+        operator: same,
+        value: same,
+        effect: same,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::IsolationDecision,
+    new::IsolationDecision {
+        runtime_class_name: same,
+        security: into,
+        node_selector: same,
+        tolerations: each,
+        reason: same,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::ComputeResources,
+    new::ComputeResources {
+        cpu: same,
+        memory: same,
+        ephemeral_storage: same,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::ContainerResources,
+    new::ContainerResources {
+        container: same,
+        defaults: into,
+        caps: into,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::ResourcesDecision,
+    new::ResourcesDecision {
+        containers: each,
+        reason: same,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::Container,
+    new::Container {
+        name: same,
+        image: same,
+        requests: into,
+        limits: into,
+    }
+);
+sandman_policy_wire::wit_record!(
+    old::Activity,
+    new::Activity {
+        now: same,
+        created_at: same,
+        last_activity_at: same,
+        idle_seconds: same,
+        open_connections: same,
+        running_seconds: same,
+        suspended_since: same,
+    }
+);
+sandman_policy_wire::wit_enum!(
+    old::OperatingMode,
+    new::OperatingMode { Running, Suspended }
+);
+sandman_policy_wire::wit_enum!(
+    old::LifecycleAction,
+    new::LifecycleAction {
+        Keep,
+        Suspend,
+        Resume,
+        Terminate,
+    }
+);
+sandman_policy_wire::wit_enum!(
+    old::LogLevel,
+    new::LogLevel {
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
+);
+
+/// The 0.1.0 input: the current one less what 0.2.0 added (template, pool, claim).
+pub fn input(input: &new::Input) -> old::Input {
+    let sandbox = &input.sandbox;
+    old::Input {
+        sandbox: old::Sandbox {
+            name: sandbox.name.clone(),
+            namespace: sandbox.namespace.clone(),
+            uid: sandbox.uid.clone(),
+            labels: sandbox.labels.clone(),
+            annotations: sandbox.annotations.clone(),
+            namespace_labels: sandbox.namespace_labels.clone(),
+            containers: sandbox.containers.iter().cloned().map(Into::into).collect(),
+            isolation_level: sandbox.isolation_level.clone(),
+            runtime_class_name: sandbox.runtime_class_name.clone(),
+            operating_mode: sandbox.operating_mode.into(),
+            phase: sandbox.phase.clone(),
+        },
+        activity: input.activity.into(),
+        settings: input.settings.clone(),
+    }
+}
+
+sandman_policy_wire::wit_record!(
+    old::LifecycleDecision,
+    new::LifecycleDecision {
+        action: into,
+        reason: same,
+        requeue_after_seconds: same,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_input_keeps_every_field_it_had() {
+        let mut current = crate::policy::input::sample(&[("team", "a")], &[], "{}");
+        current.sandbox.template = Some("python".into());
+        current.sandbox.claim = Some("job-1".into());
+        let old = input(&current);
+        assert_eq!(old.sandbox.name, current.sandbox.name);
+        assert_eq!(old.sandbox.labels, current.sandbox.labels);
+        assert_eq!(old.activity.now, current.activity.now);
+        assert_eq!(old.settings, current.settings);
+    }
+}
