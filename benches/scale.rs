@@ -10,7 +10,6 @@
 //! Writes are counted from the API server's own `apiserver_request_total`, as the difference
 //! before and after a round. Not a test: nothing here asserts a timing.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,9 +19,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use sandman::api::{Phase, Sandbox};
+use sandman_testenv::apiserver::{self, Counts};
 use sandman_testenv::{ControlPlane, Options};
 
-type Counts = BTreeMap<(String, String, String), f64>;
 
 fn main() {
     let n: usize = env_number("SANDMAN_SCALE_N", 500);
@@ -82,7 +81,7 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
 
     let mut operator = start_operator(plane, &namespace);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = write_counts(&client).await;
+    let before = apiserver::write_counts(&client).await;
     let started = Instant::now();
     let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
     futures::stream::iter(0..n)
@@ -119,7 +118,7 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
     let seconds = started.elapsed().as_secs_f64();
     // Let in-flight status writes and Events land before counting.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = write_counts(&client).await;
+    let after = apiserver::write_counts(&client).await;
     let peak_rss_kib = peak_rss_kib(operator.id());
     let _ = operator.kill();
     let _ = operator.wait();
@@ -221,41 +220,6 @@ async fn wait_for_default_service_account(client: &Client, namespace: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no default ServiceAccount in {namespace}");
-}
-
-/// `apiserver_request_total` for write verbs, by (verb, resource, subresource).
-async fn write_counts(client: &Client) -> Counts {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("request");
-    let text = client.request_text(request).await.expect("metrics");
-    let mut counts = Counts::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |name: &str| -> String {
-            let key = format!("{name}=\"");
-            labels
-                .split(&key)
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let verb = label("verb");
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
-            continue;
-        }
-        let value: f64 = value.parse().unwrap_or(0.0);
-        *counts
-            .entry((verb, label("resource"), label("subresource")))
-            .or_default() += value;
-    }
-    counts
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

@@ -18,7 +18,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -44,7 +43,7 @@ const TAKE_ATTEMPTS: usize = 4;
 pub enum ClaimError {
     #[error(transparent)]
     Api(#[from] ApiCallFailed),
-    #[error("claim finalizer: {0}")]
+    #[error("claim finalizer patch: {0}")]
     Finalizer(String),
 }
 
@@ -100,17 +99,52 @@ fn error_policy(claim: Arc<SandboxClaim>, error: &ClaimError, _: Arc<ClaimContex
 async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<ClaimContext>) -> Result<Action, ClaimError> {
     let namespace = claim.namespace().unwrap_or_default();
     let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, claim, |event| async {
-        match event {
-            finalizer::Event::Apply(claim) => bind(&claim, &ctx).await,
-            finalizer::Event::Cleanup(claim) => release(&claim, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => ClaimError::Finalizer(other.to_string()),
-    })
+    let finalizers = claim.finalizers();
+    let ours = finalizers.iter().position(|f| f == FINALIZER);
+    if claim.metadata.deletion_timestamp.is_some() {
+        let Some(index) = ours else {
+            return Ok(Action::await_change());
+        };
+        let action = release(&claim, &ctx).await?;
+        // Guarded: the finalizer is removed only where it still is.
+        let patch = json_patch(serde_json::json!([
+            { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER },
+            { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+        ]))?;
+        ignore_not_found(
+            api.patch(&claim.name_any(), &PatchParams::default(), &patch)
+                .await,
+        )
+        .map_err(failed("remove the finalizer of", "the claim"))?;
+        return Ok(action);
+    }
+    if ours.is_some() {
+        return bind(&claim, &ctx).await;
+    }
+    // The finalizer first, so that a claim deleted from now on is released; then bind in the
+    // same pass rather than a watch round trip later (a warm claim's latency).
+    let patch = if claim.metadata.finalizers.is_none() {
+        json_patch(serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ]))?
+    } else {
+        json_patch(serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ]))?
+    };
+    let claim = api
+        .patch(&claim.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map_err(failed("add the finalizer to", "the claim"))?;
+    bind(&claim, &ctx).await
+}
+
+fn json_patch(operations: serde_json::Value) -> Result<Patch<()>, ClaimError> {
+    serde_json::from_value(operations)
+        .map(Patch::Json)
+        .map_err(|e| ClaimError::Finalizer(e.to_string()))
 }
 
 /// What the claim asks for, resolved: its template, and the pool it may take from.
@@ -203,7 +237,11 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
     let namespace = claim.namespace().unwrap_or_default();
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = Timestamp::now();
-    let mut sandbox = bound(claim, &sandboxes).await?;
+    // Both reads at once: a new claim needs both, and they do not depend on each other.
+    let (bound, wanted) = tokio::try_join!(bound(claim, &sandboxes), async {
+        Ok(wanted(claim, &ctx.client).await)
+    })?;
+    let mut sandbox = bound;
 
     // Expiry: the Sandbox goes; the claim too under `Delete`.
     let lifecycle = claim.spec.lifecycle.clone().unwrap_or_default();
@@ -255,7 +293,7 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
     });
 
     if sandbox.is_none() {
-        let wanted = match wanted(claim, &ctx.client).await? {
+        let wanted = match wanted? {
             Ok(wanted) => wanted,
             Err(message) => {
                 write_status(ctx, claim, None, (false, "NotFound", message)).await?;
@@ -364,8 +402,7 @@ async fn take_member(
                     claim,
                     "Bound",
                     format!("took warm Sandbox {name} from pool {pool_name}"),
-                )
-                .await;
+                );
                 return Ok(Taken::Member(Box::new(taken)));
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
@@ -401,8 +438,7 @@ async fn make_sandbox(
                     made.name_any(),
                     template.name_any()
                 ),
-            )
-            .await;
+            );
             Ok(Ok(made))
         }
         // A Sandbox of the claim's name exists: ours would carry the claim's UID, and `bound`
@@ -516,7 +552,8 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &str, note: String) {
+/// Publishes an Event in the background: the claim's binding does not wait for it.
+fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &'static str, note: String) {
     let event = Event {
         type_: EventType::Normal,
         reason: reason.into(),
@@ -524,9 +561,13 @@ async fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &str, note: S
         action: reason.into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &claim.object_ref(&())).await {
-        tracing::warn!(%error, reason, "could not publish an Event");
-    }
+    let recorder = ctx.recorder.clone();
+    let object = claim.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &object).await {
+            tracing::warn!(%error, reason, "could not publish an Event");
+        }
+    });
 }
 
 fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

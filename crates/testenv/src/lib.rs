@@ -9,6 +9,7 @@
 //! - [`harness`] gives every integration-test binary one shared control plane and every test a
 //!   fresh namespace.
 
+pub mod apiserver;
 mod binaries;
 mod bootstrap;
 mod control_plane;
