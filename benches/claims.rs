@@ -125,7 +125,10 @@ async fn run(plane: &ControlPlane, claims: usize) {
     cold.sort();
     println!("\n## Claim to Ready ({claims} claims of each kind, one at a time)\n");
     println!("| claim | p50 | p99 |\n|---|---|---|");
-    for (label, v) in [("warm (a ready pool member)", &warm), ("cold (a new Sandbox)", &cold)] {
+    for (label, v) in [
+        ("warm (a ready pool member)", &warm),
+        ("cold (a new Sandbox)", &cold),
+    ] {
         println!(
             "| {label} | {:.1} ms | {:.1} ms |",
             rank(v, 0.5),

@@ -22,7 +22,6 @@ use sandman::api::{Phase, Sandbox};
 use sandman_testenv::apiserver::{self, Counts};
 use sandman_testenv::{ControlPlane, Options};
 
-
 fn main() {
     let n: usize = env_number("SANDMAN_SCALE_N", 500);
     let rounds: usize = env_number("SANDMAN_SCALE_ROUNDS", 3);

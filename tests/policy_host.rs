@@ -321,7 +321,8 @@ fn component_importing_what_the_host_does_not_give_fails_to_load() {
         .err()
         .expect("refused");
     assert!(
-        matches!(error, PolicyError::Link(ref m) if m.contains("example:secrets/vault")),
+        matches!(error, PolicyError::Link(_))
+            && error.to_string().contains("example:secrets/vault"),
         "{error}"
     );
 }
@@ -337,7 +338,8 @@ fn component_for_another_contract_version_fails_to_load() {
         .err()
         .expect("refused");
     assert!(
-        matches!(error, PolicyError::Link(ref m) if m.contains("sandman:policy@1.0.0")),
+        matches!(error, PolicyError::OtherContractVersion { ref found, .. } if found == "1.0.0")
+            && error.to_string().contains("sandman:policy@1.0.0"),
         "{error}"
     );
 }
@@ -523,7 +525,8 @@ fn a_component_with_many_memories_is_refused_at_load() {
         .err()
         .expect("refused");
     assert!(
-        matches!(error, PolicyError::Compile(ref m) if m.contains("40 Wasm linear memories")),
+        matches!(error, PolicyError::Compile(_))
+            && error.to_string().contains("40 Wasm linear memories"),
         "{error}"
     );
 }

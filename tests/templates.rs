@@ -890,3 +890,114 @@ async fn upstream_extension_manifests_port() {
     .await;
     assert!(refusal.contains("envVarsInjectionPolicy"), "{refusal}");
 }
+
+#[tokio::test]
+async fn claim_pod_metadata_reaches_a_warm_member_in_place() {
+    let ctx = TestContext::new("claim_metadata").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 1, "OnReplenish")).await;
+    let member = ready_members(&ctx, "warm", 1).await;
+    let member = member.first().expect("a member").clone();
+    let before = pods(&ctx).get(&member).await.expect("the member's pod");
+
+    make(
+        &ctx,
+        &claim(
+            "alice",
+            serde_json::json!({
+                "warmPoolRef": { "name": "warm" },
+                "additionalPodMetadata": {
+                    "labels": { "example.com/user": "alice" },
+                    "annotations": { "example.com/note": "first" },
+                },
+            }),
+        ),
+    )
+    .await;
+    let (name, from_pool) = bound(&ctx, "alice").await;
+    assert_eq!(
+        name, member,
+        "pod metadata alone does not force a cold start"
+    );
+    assert_eq!(from_pool.as_deref(), Some("warm"));
+    // The running pod got them in place: the same pod, not a new one.
+    let labelled = eventually("the claim's labels on the running pod", WAIT, || async {
+        let pod = pods(&ctx).get(&member).await.ok()?;
+        (pod.labels().get("example.com/user").map(String::as_str) == Some("alice")).then_some(pod)
+    })
+    .await;
+    assert_eq!(
+        labelled.uid(),
+        before.uid(),
+        "the warm pod was not replaced"
+    );
+    assert_eq!(
+        labelled
+            .annotations()
+            .get("example.com/note")
+            .map(String::as_str),
+        Some("first")
+    );
+    stays("the warm pod to stay", Duration::from_secs(3), || async {
+        pods(&ctx)
+            .get(&member)
+            .await
+            .is_ok_and(|p| p.uid() == before.uid())
+    })
+    .await;
+
+    // A pod made later (after a suspend and resume) carries them too.
+    sandboxes(&ctx)
+        .patch(
+            &member,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": "Suspended" } })),
+        )
+        .await
+        .expect("suspend");
+    wait_phase(&ctx, &member, Phase::Suspended).await;
+    sandboxes(&ctx)
+        .patch(
+            &member,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": "Running" } })),
+        )
+        .await
+        .expect("resume");
+    let resumed = eventually("a new pod with the claim's labels", WAIT, || async {
+        let pod = pods(&ctx).get(&member).await.ok()?;
+        (pod.uid() != before.uid()).then_some(pod)
+    })
+    .await;
+    assert_eq!(
+        resumed.labels().get("example.com/user").map(String::as_str),
+        Some("alice")
+    );
+
+    // Reserved keys are refused, warm or not.
+    make(
+        &ctx,
+        &claim(
+            "mallory",
+            serde_json::json!({
+                "warmPoolRef": { "name": "warm" },
+                "additionalPodMetadata": { "labels": { "sandman.dev/sandbox": "alice" } },
+            }),
+        ),
+    )
+    .await;
+    eventually("the reserved key to be refused", WAIT, || async {
+        let status = api::<SandboxClaim>(&ctx)
+            .get("mallory")
+            .await
+            .ok()?
+            .status?;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.reason == "Refused" && c.message.contains("sandman.dev/"))
+            .map(|_| ())
+    })
+    .await;
+}

@@ -50,6 +50,11 @@ pub const CLAIM_TEMPLATE_LABEL: &str = "sandman.dev/claim-template";
 /// On the pod: a hash of the pod template it was built from.
 pub const TEMPLATE_HASH_ANNOTATION: &str = "sandman.dev/template-hash";
 
+/// On a Sandbox a claim took from a warm pool: the claim's `additionalPodMetadata` (JSON). Its
+/// pod carries these labels and annotations, the live pod at once and every later pod too,
+/// without counting as a change of the pod template (which would replace the warm pod).
+pub const CLAIM_POD_METADATA_ANNOTATION: &str = "sandman.dev/claim-pod-metadata";
+
 /// On a Sandbox made from a template, and on its pod: the template's name. The template's
 /// NetworkPolicy selects pods by it.
 pub const TEMPLATE_LABEL: &str = "sandman.dev/template";

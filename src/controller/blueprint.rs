@@ -9,8 +9,9 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    EnvVar, EnvVarsInjectionPolicy, OperatingMode, Phase, RESERVED_PREFIX, Sandbox, SandboxClaim,
-    SandboxSpec, SandboxTemplate, SandboxTemplateSpec, SandboxWarmPool, VolumeClaimTemplatesPolicy,
+    EnvVar, EnvVarsInjectionPolicy, OperatingMode, Phase, PodMetadata, RESERVED_PREFIX, Sandbox,
+    SandboxClaim, SandboxSpec, SandboxTemplate, SandboxTemplateSpec, SandboxWarmPool,
+    VolumeClaimTemplatesPolicy,
 };
 use crate::controller::hash::content_hash;
 
@@ -150,8 +151,19 @@ pub fn apply_pod_metadata(
     spec: &mut SandboxSpec,
     claim: &SandboxClaim,
 ) -> Result<(), ClaimRefusal> {
-    let Some(extra) = &claim.spec.additional_pod_metadata else {
+    let Some(extra) = checked_pod_metadata(claim)? else {
         return Ok(());
+    };
+    let metadata = spec.pod_template.metadata.get_or_insert_default();
+    metadata.labels.extend(extra.labels.clone());
+    metadata.annotations.extend(extra.annotations.clone());
+    Ok(())
+}
+
+/// The claim's pod labels and annotations, if any; refused under `sandman.dev/`.
+pub fn checked_pod_metadata(claim: &SandboxClaim) -> Result<Option<&PodMetadata>, ClaimRefusal> {
+    let Some(extra) = &claim.spec.additional_pod_metadata else {
+        return Ok(None);
     };
     if let Some(key) = extra
         .labels
@@ -161,10 +173,7 @@ pub fn apply_pod_metadata(
     {
         return Err(ClaimRefusal::ReservedKey(key.clone()));
     }
-    let metadata = spec.pod_template.metadata.get_or_insert_default();
-    metadata.labels.extend(extra.labels.clone());
-    metadata.annotations.extend(extra.annotations.clone());
-    Ok(())
+    Ok(Some(extra))
 }
 
 /// The claim's environment, as far as `policy` allows.

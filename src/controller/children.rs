@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    CLAIM_TEMPLATE_LABEL, RESERVED_PREFIX, SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION,
-    VolumeReclaimPolicy,
+    CLAIM_POD_METADATA_ANNOTATION, CLAIM_TEMPLATE_LABEL, PodMetadata, RESERVED_PREFIX,
+    SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION, VolumeReclaimPolicy,
 };
 use crate::controller::decisions::{Decisions, apply_isolation, apply_resources};
 use crate::controller::hardening::harden;
@@ -112,7 +112,9 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
         .clone()
         .unwrap_or_default();
     let spec = desired_pod_spec(sandbox, decisions);
+    let claimed = claim_pod_metadata(sandbox);
     let mut labels = strip_reserved(&template_meta.labels);
+    labels.extend(strip_reserved(&claimed.labels));
     labels.extend(sandbox_labels(sandbox));
     // A Sandbox made from a template: its pod is selected by the template's NetworkPolicy.
     if let Some(template) = sandbox.labels().get(super::blueprint::TEMPLATE_LABEL) {
@@ -122,6 +124,7 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
         );
     }
     let mut annotations = strip_reserved(&template_meta.annotations);
+    annotations.extend(strip_reserved(&claimed.annotations));
     annotations.insert(
         TEMPLATE_HASH_ANNOTATION.into(),
         template_hash(sandbox, decisions),
@@ -138,6 +141,16 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// The pod metadata a claim that took this Sandbox from a warm pool asked for (none when the
+/// annotation is absent or unreadable: it is sandman's own, written with the take).
+pub fn claim_pod_metadata(sandbox: &Sandbox) -> PodMetadata {
+    sandbox
+        .annotations()
+        .get(CLAIM_POD_METADATA_ANNOTATION)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 /// A hash of everything the pod is built from, policy decisions included; a pod with another

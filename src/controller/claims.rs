@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -25,8 +26,8 @@ use tracing::instrument;
 
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{
-    ClaimDeletionPolicy, ClaimShutdownPolicy, ClaimedSandbox, Sandbox, SandboxClaim,
-    SandboxClaimStatus, SandboxTemplate, SandboxWarmPool,
+    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimShutdownPolicy, ClaimedSandbox,
+    PodMetadata, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate, SandboxWarmPool,
 };
 use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::{
@@ -300,13 +301,20 @@ async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimE
                 return Ok(Action::requeue(MISSING_RETRY));
             }
         };
-        // Env, pod metadata and volumes are baked into a pod when it is made: a claim that
-        // sets them gets a Sandbox of its own.
-        let warm_allowed = claim.spec.env.is_empty()
-            && claim.spec.additional_pod_metadata.is_none()
-            && claim.spec.volume_claim_templates.is_empty();
+        // Env and volumes are baked into a pod when it is made: a claim that sets them gets a
+        // Sandbox of its own. Pod labels and annotations can change on a running pod, so a
+        // claim with only those still takes a warm member.
+        let warm_allowed =
+            claim.spec.env.is_empty() && claim.spec.volume_claim_templates.is_empty();
+        let pod_metadata = match blueprint::checked_pod_metadata(claim) {
+            Ok(metadata) => metadata,
+            Err(refusal) => {
+                write_status(ctx, claim, None, (false, "Refused", refusal.to_string())).await?;
+                return Ok(Action::await_change());
+            }
+        };
         if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
-            match take_member(claim, pool, &wanted.template, &sandboxes, ctx).await? {
+            match take_member(claim, pool, &wanted.template, pod_metadata, &sandboxes, ctx).await? {
                 Taken::Member(member) => sandbox = Some(*member),
                 Taken::NoneReady => {}
                 // Ready members exist, and other claims keep winning them: look again soon
@@ -360,9 +368,14 @@ async fn take_member(
     claim: &SandboxClaim,
     pool: &SandboxWarmPool,
     template: &SandboxTemplate,
+    pod_metadata: Option<&PodMetadata>,
     sandboxes: &Api<Sandbox>,
     ctx: &ClaimContext,
 ) -> Result<Taken, ClaimError> {
+    let pod_metadata_json = pod_metadata
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ClaimError::Finalizer(e.to_string()))?;
     let current = blueprint::blueprint_hash(&template.spec);
     let pool_name = pool.name_any();
     let Some(owner) = claim.controller_owner_ref(&()) else {
@@ -388,6 +401,8 @@ async fn take_member(
                     CLAIM_LABEL: claim.uid(),
                     CLAIM_NAME_LABEL: claim.name_any(),
                 },
+                // Every later pod of the Sandbox carries the claim's pod metadata too.
+                "annotations": { CLAIM_POD_METADATA_ANNOTATION: pod_metadata_json },
                 "ownerReferences": [owner],
             }
         });
@@ -397,6 +412,9 @@ async fn take_member(
         };
         match sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await {
             Ok(taken) => {
+                if let Some(metadata) = pod_metadata {
+                    label_live_pod(ctx, &taken, metadata).await?;
+                }
                 publish(
                     ctx,
                     claim,
@@ -410,6 +428,33 @@ async fn take_member(
         }
     }
     Ok(Taken::Contended)
+}
+
+/// The claim's labels and annotations on the warm member's running pod, in place: a change of
+/// pod metadata restarts nothing. A pod already gone is fine: the next one is made with them.
+async fn label_live_pod(
+    ctx: &ClaimContext,
+    sandbox: &Sandbox,
+    metadata: &PodMetadata,
+) -> Result<(), ClaimError> {
+    let pods: Api<Pod> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": { "labels": metadata.labels, "annotations": metadata.annotations },
+    });
+    let params = PatchParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    ignore_not_found(
+        pods.patch(&sandbox.name_any(), &params, &Patch::Merge(&patch))
+            .await,
+    )
+    .map_err(failed(
+        "label the pod of",
+        format!("Sandbox {}", sandbox.name_any()),
+    ))?;
+    Ok(())
 }
 
 /// Makes a Sandbox for the claim (a cold start). `Err` carries why the claim cannot have one.

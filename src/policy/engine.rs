@@ -27,7 +27,9 @@ use super::precompiled::{Compiled, PrecompiledCache};
 /// The epoch ticks this often while an evaluation runs, so a timeout is honoured to within
 /// about a millisecond. With nothing running the ticker sleeps: a 1 ms ticker that never stops
 /// cost an idle operator a thousand wake-ups a second (BENCHMARKS.md, idle CPU).
-const TICK: Duration = Duration::from_millis(1);
+/// Ticks of 10 ms cost no less per evaluation (BENCHMARKS.md, "Epoch tick") and would make
+/// a 100 ms timeout 10% coarse.
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// How often a sleeping ticker checks that its engine still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -134,6 +136,8 @@ pub struct PolicyEngine {
     slots: Arc<Slots>,
     /// Told of every evaluation (the operator's metrics); none by default.
     observer: Arc<dyn EvaluationObserver>,
+    /// How often the epoch ticks while an evaluation runs.
+    tick: Duration,
 }
 
 /// Hears of each evaluation: which policy and hook, how it ended (`decided`, `abstained`,
@@ -158,15 +162,21 @@ const LINKED_ENTRIES: usize = 64;
 impl PolicyEngine {
     /// An engine that compiles every policy it loads.
     pub fn new() -> Result<Self, PolicyError> {
-        Self::build(None)
+        Self::build(None, TICK)
     }
 
     /// An engine that keeps compiled policies in `dir`, so a restart does not recompile them.
     pub fn with_cache_dir(dir: &Path) -> Result<Self, PolicyError> {
-        Self::build(Some(dir))
+        Self::build(Some(dir), TICK)
     }
 
-    fn build(cache_dir: Option<&Path>) -> Result<Self, PolicyError> {
+    /// An engine whose epoch ticks every `tick` while an evaluation runs: timeouts are
+    /// honoured to within a tick. For measuring the choice of [`TICK`].
+    pub fn with_epoch_tick(tick: Duration) -> Result<Self, PolicyError> {
+        Self::build(None, tick.max(Duration::from_micros(100)))
+    }
+
+    fn build(cache_dir: Option<&Path>, tick: Duration) -> Result<Self, PolicyError> {
         // The pool reserves its address space up front (about 1 TB of VIRT: 4 GiB per memory
         // slot). Where that is refused (`ulimit -v`, strict overcommit) the engine falls back to
         // allocating on demand with dynamically sized memories, and says so.
@@ -177,19 +187,17 @@ impl PolicyEngine {
                     error = %format!("{error:#}"),
                     "cannot reserve the policy pool's address space (ulimit -v or strict overcommit?); allocating per evaluation instead, which is slower"
                 );
-                Engine::new(&engine_config(Allocation::OnDemand))
-                    .map_err(|e| PolicyError::Engine(format!("{e:#}")))?
+                Engine::new(&engine_config(Allocation::OnDemand)).map_err(PolicyError::Engine)?
             }
         };
 
         let mut linker = Linker::new(&engine);
         // Guests built with std import WASI; they get it with no capabilities (see `store`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PolicyError::Engine)?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+            .map_err(PolicyError::Engine)?;
         v0_1::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+            .map_err(PolicyError::Engine)?;
 
         // The ticker runs while any clone of the engine lives, not just this PolicyEngine: a
         // loaded policy evaluating on another thread keeps the engine alive, and without ticks
@@ -204,18 +212,18 @@ impl PolicyEngine {
             .name("policy-epoch".into())
             .spawn(move || {
                 while ticker.wait_for_work(IDLE_CHECK, || weak.upgrade().is_some()) {
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(tick);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
                 }
             })
-            .map_err(|e| PolicyError::Engine(format!("start the epoch ticker: {e}")))?;
+            .map_err(PolicyError::Ticker)?;
         let cache = cache_dir
             .map(|dir| PrecompiledCache::open(dir, &engine))
             .transpose()
-            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+            .map_err(PolicyError::Cache)?;
         Ok(Self {
             engine,
             linker,
@@ -223,6 +231,7 @@ impl PolicyEngine {
             linked: Mutex::default(),
             slots,
             observer: Arc::new(Unobserved),
+            tick,
         })
     }
 
@@ -267,6 +276,7 @@ impl PolicyEngine {
             exports: Exports::of(&pre),
             pre,
             slots: self.slots.clone(),
+            tick: self.tick,
             observer: self.observer.clone(),
             settings_json: settings_json.to_string(),
             limits,
@@ -280,11 +290,7 @@ impl PolicyEngine {
                 other_contract_version(&self.engine, &component).unwrap_or(PolicyError::NoHooks)
             );
         }
-        let missing = |e: wasmtime::Error| {
-            PolicyError::Link(format!(
-                "the component does not export sandman:policy/settings: {e:#}"
-            ))
-        };
+        let missing = PolicyError::NoSettings;
         // Validation runs once, off the hot path: it gets at least five seconds even when the
         // policy's evaluations get 100 ms.
         let validation = LOAD_TIMEOUT.max(limits.timeout);
@@ -324,8 +330,7 @@ impl PolicyEngine {
         {
             return Ok((component, Compiled::FromCache));
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, wasm).map_err(PolicyError::Compile)?;
         if let Some(cache) = &self.cache {
             cache.put(digest, &component);
         }
@@ -356,7 +361,7 @@ impl PolicyEngine {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| PolicyError::Link(format!("{e:#}")))?;
+            .map_err(PolicyError::Link)?;
         if let Ok(mut linked) = self.linked.lock() {
             // Old revisions are not tracked one by one: past the bound, start over.
             if linked.len() >= LINKED_ENTRIES {
@@ -437,10 +442,10 @@ fn other_contract_version(engine: &Engine, component: &Component) -> Option<Poli
         .filter(|version| !CONTRACT_VERSIONS.contains(&version.as_str()))
         .collect();
     let version = versions.first()?;
-    Some(PolicyError::Link(format!(
-        "the component implements sandman:policy@{version}, but this host speaks sandman:policy@{}; rebuild it against wit/ of this release",
-        CONTRACT_VERSIONS.join(" and @")
-    )))
+    Some(PolicyError::OtherContractVersion {
+        found: version.clone(),
+        supported: CONTRACT_VERSIONS.to_vec(),
+    })
 }
 
 /// The hooks a component exports, by the contract version it was built against. A component
@@ -544,6 +549,7 @@ pub struct LoadedPolicy {
     engine: Engine,
     pre: InstancePre<GuestState>,
     slots: Arc<Slots>,
+    tick: Duration,
     observer: Arc<dyn EvaluationObserver>,
     exports: Exports,
     settings_json: String,
@@ -774,12 +780,10 @@ impl LoadedPolicy {
             Some(session) => session,
             None => self.new_session()?,
         };
-        let ticks = timeout.as_millis().div_ceil(TICK.as_millis()).max(1);
-        session
-            .store
-            .set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let ticks = ticks_in(timeout, self.tick);
+        session.store.set_epoch_deadline(ticks);
         session.store.data_mut().log_budget = LOG_BYTES;
-        session.store.data_mut().budget = Budget::start(timeout);
+        session.store.data_mut().budget = Budget::start(timeout, self.tick);
         let outcome = call(&mut session.store, &session.instance);
         self.peak_memory.fetch_max(
             session.store.data().limiter.total_bytes,
@@ -796,7 +800,7 @@ impl LoadedPolicy {
                 }
                 Ok(result)
             }
-            Err(error) => Err(self.classify(&error, session.store.data(), timeout)),
+            Err(error) => Err(self.classify(error, session.store.data(), timeout)),
         }
     }
 
@@ -809,25 +813,19 @@ impl LoadedPolicy {
                 wasi: no_capabilities(stdout.clone(), stderr.clone()),
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter::new(self.limits.memory_bytes),
-                budget: Budget::start(self.limits.timeout),
+                budget: Budget::start(self.limits.timeout, self.tick),
                 policy: self.name.clone(),
                 log_budget: LOG_BYTES,
             },
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|store| Ok(store.data().budget.on_deadline()));
-        let ticks = self
-            .limits
-            .timeout
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.data_mut().budget = Budget::start(self.limits.timeout);
+        store.set_epoch_deadline(ticks_in(self.limits.timeout, self.tick));
+        store.data_mut().budget = Budget::start(self.limits.timeout, self.tick);
         let instance = self
             .pre
             .instantiate(&mut store)
-            .map_err(|error| self.classify(&error, store.data(), self.limits.timeout))?;
+            .map_err(|error| self.classify(error, store.data(), self.limits.timeout))?;
         Ok(Session {
             store,
             instance,
@@ -859,7 +857,7 @@ impl LoadedPolicy {
 
     fn classify(
         &self,
-        error: &wasmtime::Error,
+        error: wasmtime::Error,
         state: &GuestState,
         timeout: Duration,
     ) -> PolicyError {
@@ -868,8 +866,8 @@ impl LoadedPolicy {
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PolicyError::Timeout(timeout),
-            Some(trap) => PolicyError::Trap(trap.to_string()),
-            None => PolicyError::Trap(format!("{error:#}")),
+            Some(trap) => PolicyError::Trap(*trap),
+            None => PolicyError::Failed(error),
         }
     }
 }
@@ -902,8 +900,15 @@ struct GuestState {
 /// [`STARVED_WALL_FACTOR`] times that (at least [`STARVED_WALL_MIN`]) of wall-clock time.
 struct Budget {
     timeout: Duration,
+    tick: Duration,
     started: std::time::Instant,
     cpu_at_start: Option<Duration>,
+}
+
+/// How many ticks of `tick` cover `span` (at least one).
+fn ticks_in(span: Duration, tick: Duration) -> u64 {
+    let ticks = span.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 /// CPU time this thread has used. Evaluations are synchronous, so it is the guest's.
@@ -916,9 +921,10 @@ fn thread_cpu() -> Option<Duration> {
 }
 
 impl Budget {
-    fn start(timeout: Duration) -> Self {
+    fn start(timeout: Duration, tick: Duration) -> Self {
         Self {
             timeout,
+            tick,
             started: std::time::Instant::now(),
             cpu_at_start: thread_cpu(),
         }
@@ -942,8 +948,7 @@ impl Budget {
                             .max(STARVED_WALL_MIN) =>
             {
                 let left = self.timeout - used;
-                let ticks = left.as_millis().div_ceil(TICK.as_millis()).max(1);
-                wasmtime::UpdateDeadline::Continue(u64::try_from(ticks).unwrap_or(u64::MAX))
+                wasmtime::UpdateDeadline::Continue(ticks_in(left, self.tick))
             }
             _ => wasmtime::UpdateDeadline::Interrupt,
         }

@@ -28,8 +28,7 @@ pub struct Inspection {
 impl PolicyEngine {
     /// Compiles `wasm` and reads its interface.
     pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, PolicyError> {
-        let component = Component::new(self.wasmtime(), wasm)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(self.wasmtime(), wasm).map_err(PolicyError::Compile)?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(self.wasmtime())

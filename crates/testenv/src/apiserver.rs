@@ -41,4 +41,3 @@ pub async fn write_counts(client: &Client) -> Counts {
     }
     counts
 }
-
