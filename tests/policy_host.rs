@@ -375,7 +375,7 @@ fn tenant_resource_defaults_follow_the_namespace() {
         .expect("load");
     assert_eq!(
         policy.hooks(),
-        vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle]
+        vec![Hook::Isolation, Hook::Resources, Hook::Lifecycle, Hook::Pool]
     );
     let gold = policy
         .resources(&input(&[], &[("tenant", "gold")], policy.settings()))

@@ -120,7 +120,7 @@ async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<ClaimContext>) -> Result<A
         return Ok(action);
     }
     if ours.is_some() {
-        return bind(&claim, &ctx).await;
+        return bind(&claim, &ctx, Binding::Again).await;
     }
     // The finalizer first, so that a claim deleted from now on is released; then bind in the
     // same pass rather than a watch round trip later (a warm claim's latency).
@@ -139,7 +139,17 @@ async fn reconcile(claim: Arc<SandboxClaim>, ctx: Arc<ClaimContext>) -> Result<A
         .patch(&claim.name_any(), &PatchParams::default(), &patch)
         .await
         .map_err(failed("add the finalizer to", "the claim"))?;
-    bind(&claim, &ctx).await
+    bind(&claim, &ctx, Binding::First).await
+}
+
+/// Whether a claim may already be bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// The finalizer was only now added: nothing was ever bound to the claim, since binding
+    /// comes after the finalizer. No need to look for a bound Sandbox.
+    First,
+    /// Any later pass: an earlier one may have bound a Sandbox and not recorded it yet.
+    Again,
 }
 
 fn json_patch(operations: serde_json::Value) -> Result<Patch<()>, ClaimError> {
@@ -234,14 +244,24 @@ async fn bound(
     Ok(list.items.into_iter().find(|s| ours(s)))
 }
 
-async fn bind(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, ClaimError> {
+async fn bind(
+    claim: &SandboxClaim,
+    ctx: &ClaimContext,
+    binding: Binding,
+) -> Result<Action, ClaimError> {
     let namespace = claim.namespace().unwrap_or_default();
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = Timestamp::now();
     // Both reads at once: a new claim needs both, and they do not depend on each other.
-    let (bound, wanted) = tokio::try_join!(bound(claim, &sandboxes), async {
-        Ok(wanted(claim, &ctx.client).await)
-    })?;
+    let (bound, wanted) = tokio::try_join!(
+        async {
+            match binding {
+                Binding::First => Ok(None),
+                Binding::Again => bound(claim, &sandboxes).await,
+            }
+        },
+        async { Ok(wanted(claim, &ctx.client).await) }
+    )?;
     let mut sandbox = bound;
 
     // Expiry: the Sandbox goes; the claim too under `Delete`.
@@ -381,11 +401,28 @@ async fn take_member(
     let Some(owner) = claim.controller_owner_ref(&()) else {
         return Ok(Taken::NoneReady);
     };
-    for _ in 0..TAKE_ATTEMPTS {
-        let members = sandboxes
-            .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool_name}")))
-            .await
-            .map_err(failed("list", format!("members of {pool_name}")))?;
+    let selector = format!("{POOL_LABEL}={pool_name}");
+    for attempt in 0..TAKE_ATTEMPTS {
+        // First from the API server's watch cache (a consistent list waits for the cache to
+        // catch up with etcd: tens of milliseconds of a warm claim's latency). Stale is safe:
+        // the take is guarded by the member's resourceVersion, and a cache that shows no
+        // ready member is asked again consistently before the claim goes cold.
+        let pool_name = &pool_name;
+        let list = |params: ListParams| async move {
+            sandboxes
+                .list(&params)
+                .await
+                .map_err(failed("list", format!("members of {pool_name}")))
+        };
+        let consistent = ListParams::default().labels(&selector);
+        let mut members = if attempt == 0 {
+            list(consistent.clone().match_any()).await?
+        } else {
+            list(consistent.clone()).await?
+        };
+        if attempt == 0 && blueprint::choose_member(&members.items, &current).is_none() {
+            members = list(consistent).await?;
+        }
         let Some(member) = blueprint::choose_member(&members.items, &current) else {
             return Ok(Taken::NoneReady);
         };
