@@ -427,7 +427,7 @@ fn engine_config(allocation: Allocation) -> Config {
 
 /// The contract this host speaks.
 const CONTRACT: &str = "sandman:policy/";
-pub(super) const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 /// Every version the host loads, newest first.
 pub(super) const CONTRACT_VERSIONS: [&str; 2] = [CONTRACT_VERSION, "0.1.0"];
 

@@ -4,12 +4,11 @@
 use serde::Serialize;
 use wasmtime::component::Component;
 
-use super::PolicyEngine;
 use super::error::PolicyError;
+use super::{Hook, PolicyEngine};
 use crate::distribution::sha256_hex;
 
 const CONTRACT: &str = "sandman:policy/";
-const HOOKS: [&str; 3] = ["isolation", "resources", "lifecycle"];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -18,7 +17,8 @@ pub struct Inspection {
     pub sha256: String,
     /// `sandman:policy@x.y.z`, from the component's exports.
     pub contract: Option<String>,
-    /// Whether this host speaks that contract.
+    /// Whether this host speaks that contract (the current version or an earlier one it still
+    /// loads).
     pub compatible: bool,
     pub hooks: Vec<String>,
     pub exports: Vec<String>,
@@ -43,21 +43,25 @@ impl PolicyEngine {
             .filter_map(|e| e.strip_prefix(CONTRACT))
             .find_map(|rest| rest.split_once('@'))
             .map(|(_, version)| format!("sandman:policy@{version}"));
-        let hooks = exports
+        // In the order of `Hook`, whatever order the component lists its exports in.
+        let exported: Vec<&str> = exports
             .iter()
             .filter_map(|e| e.strip_prefix(CONTRACT))
             .filter_map(|rest| rest.split('@').next())
-            .filter(|interface| HOOKS.contains(interface))
-            .map(str::to_string)
+            .collect();
+        let hooks = Hook::ALL
+            .into_iter()
+            .filter(|hook| exported.contains(&hook.name()))
+            .map(|hook| hook.name().to_string())
             .collect();
         Ok(Inspection {
             size_bytes: wasm.len(),
             sha256: sha256_hex(wasm),
-            compatible: contract.as_deref()
-                == Some(&format!(
-                    "sandman:policy@{}",
-                    super::engine::CONTRACT_VERSION
-                )),
+            compatible: contract.as_deref().is_some_and(|c| {
+                super::engine::CONTRACT_VERSIONS
+                    .iter()
+                    .any(|version| c == format!("sandman:policy@{version}"))
+            }),
             contract,
             hooks,
             exports,

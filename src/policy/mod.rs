@@ -16,7 +16,9 @@ pub mod set;
 pub mod wire;
 
 pub use bindings::sandman::policy::types;
-pub use engine::{EvaluationObserver, Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse};
+pub use engine::{
+    CONTRACT_VERSION, EvaluationObserver, Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse,
+};
 pub use error::PolicyError;
 pub use inspect::Inspection;
 pub use precompiled::Compiled;

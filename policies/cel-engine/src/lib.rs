@@ -172,4 +172,4 @@ impl Policy for CelEngine {
     }
 }
 
-export_policy!(CelEngine);
+export_policy!(CelEngine, [isolation, resources, lifecycle]);

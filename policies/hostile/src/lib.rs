@@ -71,4 +71,4 @@ impl Policy for Hostile {
     }
 }
 
-export_policy!(Hostile);
+export_policy!(Hostile, [isolation]);

@@ -83,7 +83,7 @@ impl Policy for IdleSuspend {
     }
 }
 
-export_policy!(IdleSuspend);
+export_policy!(IdleSuspend, [lifecycle]);
 
 #[cfg(test)]
 mod tests {

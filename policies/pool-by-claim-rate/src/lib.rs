@@ -77,4 +77,4 @@ impl Policy for PoolByClaimRate {
     }
 }
 
-export_policy!(PoolByClaimRate);
+export_policy!(PoolByClaimRate, [pool]);

@@ -1,7 +1,7 @@
 //! The SDK for sandman policy authors.
 //!
 //! A policy crate is a `cdylib` built for `wasm32-wasip2`. It implements the hooks it wants
-//! and exports them with [`export_policy!`]:
+//! and exports them, and only them, with [`export_policy!`]:
 //!
 //! ```ignore
 //! use sandman_policy_sdk::{export_policy, Policy, types::*};
@@ -9,21 +9,74 @@
 //! impl Policy for MyPolicy {
 //!     fn isolation(input: Input) -> Result<Option<IsolationDecision>, String> { Ok(None) }
 //! }
-//! export_policy!(MyPolicy);
+//! export_policy!(MyPolicy, [isolation]);
 //! ```
+//!
+//! The host calls only the hooks a component exports, and `sandman policy inspect` lists them.
 
+// `base`: the host's `log` and the `settings` export every policy has. Each hook comes from a
+// world of its own, sharing `base`'s types, so a policy exports exactly the hooks it names.
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "policy",
+    world: "base",
     pub_export_macro: true,
+    export_macro_name: "export_base",
     default_bindings_module: "sandman_policy_sdk",
 });
+
+/// Bindings of one hook's world each; see [`export_policy!`].
+pub mod hooks {
+    pub mod isolation {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "isolation-hook",
+            pub_export_macro: true,
+            export_macro_name: "export_isolation",
+            default_bindings_module: "sandman_policy_sdk::hooks::isolation",
+            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+        });
+    }
+    pub mod resources {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "resources-hook",
+            pub_export_macro: true,
+            export_macro_name: "export_resources",
+            default_bindings_module: "sandman_policy_sdk::hooks::resources",
+            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+        });
+    }
+    pub mod lifecycle {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "lifecycle-hook",
+            pub_export_macro: true,
+            export_macro_name: "export_lifecycle",
+            default_bindings_module: "sandman_policy_sdk::hooks::lifecycle",
+            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+        });
+    }
+    pub mod pool {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "pool-hook",
+            pub_export_macro: true,
+            export_macro_name: "export_pool",
+            default_bindings_module: "sandman_policy_sdk::hooks::pool",
+            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+        });
+    }
+}
 
 pub mod quantity;
 pub mod testing;
 pub mod wire;
 
-pub use exports::sandman::policy::{isolation, lifecycle, pool, resources, settings};
+pub use exports::sandman::policy::settings;
+pub use hooks::isolation::exports::sandman::policy::isolation;
+pub use hooks::lifecycle::exports::sandman::policy::lifecycle;
+pub use hooks::pool::exports::sandman::policy::pool;
+pub use hooks::resources::exports::sandman::policy::resources;
 pub use sandman::policy::host::log;
 pub use sandman::policy::types;
 
@@ -53,10 +106,11 @@ pub trait Policy {
     }
 }
 
-/// Exports a [`Policy`] as the component's hooks.
+/// Exports a [`Policy`]: `settings`, and the hooks listed, of `isolation`, `resources`,
+/// `lifecycle` and `pool`. A hook not listed is not exported, so the host never calls it.
 #[macro_export]
 macro_rules! export_policy {
-    ($policy:ty) => {
+    ($policy:ty, [$($hook:ident),+ $(,)?]) => {
         const _: () = {
             struct Exported;
             impl $crate::settings::Guest for Exported {
@@ -64,36 +118,66 @@ macro_rules! export_policy {
                     <$policy as $crate::Policy>::validate_settings(&settings)
                 }
             }
-            impl $crate::isolation::Guest for Exported {
-                fn decide(
-                    input: $crate::types::Input,
-                ) -> Result<Option<$crate::types::IsolationDecision>, String> {
-                    <$policy as $crate::Policy>::isolation(input)
-                }
-            }
-            impl $crate::resources::Guest for Exported {
-                fn decide(
-                    input: $crate::types::Input,
-                ) -> Result<Option<$crate::types::ResourcesDecision>, String> {
-                    <$policy as $crate::Policy>::resources(input)
-                }
-            }
-            impl $crate::lifecycle::Guest for Exported {
-                fn decide(
-                    input: $crate::types::Input,
-                ) -> Result<Option<$crate::types::LifecycleDecision>, String> {
-                    <$policy as $crate::Policy>::lifecycle(input)
-                }
-            }
-            impl $crate::pool::Guest for Exported {
-                fn decide(
-                    input: $crate::types::PoolInput,
-                ) -> Result<Option<$crate::types::PoolDecision>, String> {
-                    <$policy as $crate::Policy>::pool(input)
-                }
-            }
-    $crate::export!(Exported with_types_in $crate);
+            $crate::export_base!(Exported with_types_in $crate);
+            $( $crate::__export_hook!($hook, $policy, Exported); )+
         };
+    };
+    ($policy:ty) => {
+        compile_error!(
+            "name the hooks the policy implements: export_policy!(MyPolicy, [isolation, lifecycle])"
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    (isolation, $policy:ty, $exported:ident) => {
+        impl $crate::isolation::Guest for $exported {
+            fn decide(
+                input: $crate::types::Input,
+            ) -> Result<Option<$crate::types::IsolationDecision>, String> {
+                <$policy as $crate::Policy>::isolation(input)
+            }
+        }
+        $crate::hooks::isolation::export_isolation!($exported with_types_in $crate::hooks::isolation);
+    };
+    (resources, $policy:ty, $exported:ident) => {
+        impl $crate::resources::Guest for $exported {
+            fn decide(
+                input: $crate::types::Input,
+            ) -> Result<Option<$crate::types::ResourcesDecision>, String> {
+                <$policy as $crate::Policy>::resources(input)
+            }
+        }
+        $crate::hooks::resources::export_resources!($exported with_types_in $crate::hooks::resources);
+    };
+    (lifecycle, $policy:ty, $exported:ident) => {
+        impl $crate::lifecycle::Guest for $exported {
+            fn decide(
+                input: $crate::types::Input,
+            ) -> Result<Option<$crate::types::LifecycleDecision>, String> {
+                <$policy as $crate::Policy>::lifecycle(input)
+            }
+        }
+        $crate::hooks::lifecycle::export_lifecycle!($exported with_types_in $crate::hooks::lifecycle);
+    };
+    (pool, $policy:ty, $exported:ident) => {
+        impl $crate::pool::Guest for $exported {
+            fn decide(
+                input: $crate::types::PoolInput,
+            ) -> Result<Option<$crate::types::PoolDecision>, String> {
+                <$policy as $crate::Policy>::pool(input)
+            }
+        }
+        $crate::hooks::pool::export_pool!($exported with_types_in $crate::hooks::pool);
+    };
+    ($other:ident, $policy:ty, $exported:ident) => {
+        compile_error!(concat!(
+            "unknown hook `",
+            stringify!($other),
+            "`: the hooks are isolation, resources, lifecycle and pool"
+        ));
     };
 }
 

@@ -86,4 +86,4 @@ impl Policy for TenantResourceDefaults {
     }
 }
 
-export_policy!(TenantResourceDefaults);
+export_policy!(TenantResourceDefaults, [resources]);

@@ -72,7 +72,7 @@ impl Policy for UntrustedToGvisor {
     }
 }
 
-export_policy!(UntrustedToGvisor);
+export_policy!(UntrustedToGvisor, [isolation]);
 
 #[cfg(test)]
 mod tests {

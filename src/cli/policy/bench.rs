@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::outcome;
 use super::suite::{self, Workload};
 use super::{PolicyCliError, engine};
+use crate::policy::Hook;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -97,7 +98,8 @@ pub fn run(args: BenchArgs) -> Result<(), PolicyCliError> {
 fn measure(workload: &Workload, iterations: usize) -> Vec<(String, Figures)> {
     let policy = &workload.policy;
     let mut figures = Vec::new();
-    for hook in policy.hooks() {
+    // Suites hold Sandboxes: the Sandbox hooks.
+    for hook in policy.hooks().into_iter().filter(|h| *h != Hook::Pool) {
         if workload.inputs.is_empty() {
             continue;
         }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::outcome::{self, Outcome};
 use super::{PolicyCliError, block_on, engine, load, parse_settings};
+use crate::policy::Hook;
 use crate::policy::input::{self, ActivityFacts};
 
 #[derive(Args, Debug)]
@@ -68,9 +69,11 @@ pub fn run(args: EvalArgs) -> Result<(), PolicyCliError> {
     let report = Report {
         policy: file.name.clone(),
         sha256: file.prepared.digest.clone(),
+        // The Sandbox hooks the component exports; `pool` decides from a pool, not a Sandbox.
         decisions: policy
             .hooks()
             .into_iter()
+            .filter(|hook| *hook != Hook::Pool)
             .map(|hook| (hook.name(), outcome::evaluate(&policy, hook, &input)))
             .collect(),
     };

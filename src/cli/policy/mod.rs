@@ -7,6 +7,7 @@ mod load;
 mod manifest;
 mod outcome;
 mod push;
+mod scaffold;
 mod sign;
 mod suite;
 
@@ -28,6 +29,9 @@ pub enum PolicyCommand {
     Bench(bench::BenchArgs),
     /// Sign a pushed component (cosign format, key-based) and push the signature beside it.
     Sign(sign::SignArgs),
+    /// Write a new policy project (Rust, Python or JavaScript) that builds with one command
+    /// and passes its own example suite.
+    New(scaffold::NewArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,7 @@ pub fn run(command: PolicyCommand) -> Result<(), PolicyCliError> {
         PolicyCommand::Sign(args) => block_on(sign::run(args)),
         PolicyCommand::Inspect(args) => inspect::run(args),
         PolicyCommand::Push(args) => block_on(push::run(args)),
+        PolicyCommand::New(args) => scaffold::run(args),
     }
 }
 
