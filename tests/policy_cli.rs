@@ -112,8 +112,13 @@ fn inspect_shows_hooks_contract_and_digest() {
     let output = sandman(&["policy", "inspect", path_str(&wasm)]);
     assert!(output.status.success(), "{}", describe(&output));
     let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
-    assert_eq!(report["contract"], "sandman:policy@0.1.0");
+    assert_eq!(report["contract"], "sandman:policy@0.2.0");
     assert_eq!(report["compatible"], true);
+    assert_eq!(
+        report["hooks"],
+        serde_json::json!(["lifecycle"]),
+        "the SDK exports only the hooks a policy names"
+    );
     assert_eq!(
         report["sha256"],
         sandman::distribution::sha256_hex(&std::fs::read(&wasm).expect("wasm"))
@@ -123,7 +128,7 @@ fn inspect_shows_hooks_contract_and_digest() {
             .as_array()
             .expect("imports")
             .iter()
-            .any(|i| i == "sandman:policy/types@0.1.0"),
+            .any(|i| i == "sandman:policy/types@0.2.0"),
         "{report}"
     );
 }

@@ -131,3 +131,67 @@ fn scaffolded_js_policy_builds_and_passes() {
         ],
     );
 }
+
+/// Where this test binary keeps what the Python and JavaScript builds download (a venv with
+/// componentize-py), outside the repository like cargo's target directory.
+fn polyglot_cache() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| sandman_testenv::harness::repo_root().join("target"))
+        .join("polyglot")
+}
+
+#[test]
+fn python_and_js_examples_pass_the_shared_suites() {
+    let root = sandman_testenv::harness::repo_root();
+    let out = polyglot_cache().join("wasm");
+    let python = Command::new("bash")
+        .arg(root.join("policies/python/build.sh"))
+        .arg(&out)
+        .env("VENV", polyglot_cache().join("venv"))
+        .output()
+        .expect("run policies/python/build.sh");
+    assert!(python.status.success(), "{}", describe(&python));
+    let js = root.join("policies/js");
+    for step in [
+        &["npm", "install", "--no-audit", "--no-fund", "--quiet"][..],
+        &["node", "build.mjs", path_str(&out)][..],
+    ] {
+        let output = Command::new(step[0])
+            .args(&step[1..])
+            .current_dir(&js)
+            .output()
+            .unwrap_or_else(|e| panic!("run {step:?}: {e}"));
+        assert!(output.status.success(), "{step:?}: {}", describe(&output));
+    }
+    // Each against the suite its Rust and CEL twins pass, installed with its own manifest
+    // (the limits an interpreter needs).
+    for (suite, manifest, component) in [
+        (
+            "policies/tests/untrusted-to-gvisor.yaml",
+            "policies/python/untrusted-to-gvisor/policy.yaml",
+            "untrusted_to_gvisor.wasm",
+        ),
+        (
+            "policies/tests/idle-suspend.yaml",
+            "policies/js/idle-suspend/policy.yaml",
+            "idle_suspend.wasm",
+        ),
+    ] {
+        let output = sandman(&[
+            "policy",
+            "test",
+            suite,
+            "--policy",
+            manifest,
+            "--wasm",
+            path_str(&out.join(component)),
+        ]);
+        assert!(output.status.success(), "{suite}: {}", describe(&output));
+        assert!(
+            stdout(&output).contains(" 0 failed"),
+            "{}",
+            describe(&output)
+        );
+    }
+}

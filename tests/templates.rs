@@ -1001,3 +1001,143 @@ async fn claim_pod_metadata_reaches_a_warm_member_in_place() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
+    let ctx = TestContext::new("sandbox_network").await;
+    let _operator = Operator::start(&ctx);
+    // Sandboxes labelled `locked` get a network profile: port 9000 open, egress to 10/8 only.
+    let policy: sandman::api::SandboxPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1",
+        "kind": "SandboxPolicy",
+        "metadata": {
+            "name": format!("{}-locked", ctx.namespace),
+            "labels": { "sandman.dev/test-namespace": ctx.namespace },
+        },
+        "spec": {
+            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
+            "cel": {
+                "limits": { "timeout": "5s" },
+                "isolation": "'locked' in sandbox.labels ? {'network': {'ingressPorts': [9000], 'egressCidrs': ['10.0.0.0/8']}, 'reason': 'locked down'} : null",
+            },
+        },
+    }))
+    .expect("policy");
+    let policies = install(&ctx, &policy).await;
+    wait_ready_reason(&policies, &format!("{}-locked", ctx.namespace), "Loaded").await;
+
+    let mut locked: Sandbox = serde_json::from_value({
+        let mut value = serde_json::to_value(sandbox("agent", false)).expect("fixture");
+        value["metadata"]["labels"] = serde_json::json!({ "locked": "yes" });
+        value["spec"]["gateway"] = serde_json::json!({ "enabled": true, "port": 8080 });
+        value
+    })
+    .expect("Sandbox");
+    locked.metadata.namespace = Some(ctx.namespace.clone());
+    create(&ctx, &locked).await;
+    let running = wait_phase(&ctx, "agent", Phase::Running).await;
+    let pod_uid = pods(&ctx).get("agent").await.expect("pod").uid();
+
+    let policies_api: Api<NetworkPolicy> = api(&ctx);
+    let network = eventually("the Sandbox's NetworkPolicy", WAIT, || async {
+        policies_api
+            .get_opt("sandman-sandbox-agent")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        network.owner_references()[0].uid,
+        running.uid().expect("uid"),
+        "owned by the Sandbox, so it goes with it"
+    );
+    let spec = network.spec.expect("spec");
+    assert_eq!(
+        spec.pod_selector
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("sandman.dev/sandbox").cloned())
+            .as_deref(),
+        Some("agent"),
+        "this Sandbox's pod only"
+    );
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".into(), "Egress".into()])
+    );
+    let port = |n: i32| Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n));
+    let ingress = spec.ingress.unwrap_or_default();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    // The gateway's own traffic stays allowed: its pods, in its namespace, on the gateway port.
+    let gateway = &ingress[0];
+    let peer = &gateway.from.clone().unwrap_or_default()[0];
+    assert_eq!(
+        peer.pod_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+            .as_deref(),
+        Some("gateway")
+    );
+    assert_eq!(
+        gateway.ports.clone().unwrap_or_default()[0].port,
+        port(8080)
+    );
+    assert_eq!(ingress[1].from, None, "the profile's port, from anywhere");
+    assert_eq!(
+        ingress[1].ports.clone().unwrap_or_default()[0].port,
+        port(9000)
+    );
+    let egress = spec.egress.unwrap_or_default();
+    assert_eq!(egress.len(), 2, "DNS, then the profile's CIDRs: {egress:?}");
+    assert_eq!(
+        egress[0].ports.clone().unwrap_or_default()[0].port,
+        port(53)
+    );
+    assert_eq!(
+        egress[1].to.clone().unwrap_or_default()[0]
+            .ip_block
+            .clone()
+            .map(|b| b.cidr),
+        Some("10.0.0.0/8".into())
+    );
+
+    // Edited by hand, it is put back.
+    policies_api
+        .patch(
+            "sandman-sandbox-agent",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "egress": [{}] } })),
+        )
+        .await
+        .expect("tamper");
+    eventually("the NetworkPolicy to be repaired", WAIT, || async {
+        let spec = policies_api.get("sandman-sandbox-agent").await.ok()?.spec?;
+        (spec.egress?.len() == 2).then_some(())
+    })
+    .await;
+
+    // The policy no longer chooses a profile: the NetworkPolicy goes, the pod stays.
+    sandboxes(&ctx)
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "metadata": { "labels": { "locked": null } } })),
+        )
+        .await
+        .expect("unlabel");
+    eventually("the NetworkPolicy to go", WAIT, || async {
+        policies_api
+            .get_opt("sandman-sandbox-agent")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        pods(&ctx).get("agent").await.expect("pod").uid(),
+        pod_uid,
+        "a network profile is not part of the pod: the pod was not replaced"
+    );
+}

@@ -4,6 +4,7 @@
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, PodSpec, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -169,6 +170,11 @@ pub fn pods(client: &Client, scope: &Scope) -> Cache<Pod> {
 }
 
 pub fn services(client: &Client, scope: &Scope) -> Cache<Service> {
+    cache(scope.api(client), children_config(), strip_managed_fields)
+}
+
+/// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.
+pub fn network_policies(client: &Client, scope: &Scope) -> Cache<NetworkPolicy> {
     cache(scope.api(client), children_config(), strip_managed_fields)
 }
 

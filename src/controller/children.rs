@@ -17,6 +17,7 @@ use crate::api::{
 use crate::controller::decisions::{Decisions, apply_isolation, apply_resources};
 use crate::controller::hardening::harden;
 use crate::controller::hash::content_hash;
+use crate::policy::types::IsolationDecision;
 
 /// On Services and PVCs: the hash of what sandman last applied, so an unchanged child costs no
 /// write.
@@ -153,14 +154,40 @@ pub fn claim_pod_metadata(sandbox: &Sandbox) -> PodMetadata {
         .unwrap_or_default()
 }
 
+/// Whether an isolation decision changes the pod at all (and not only its network).
+fn shapes_the_pod(decision: &IsolationDecision) -> bool {
+    let security = &decision.security;
+    decision.runtime_class_name.is_some()
+        || !decision.node_selector.is_empty()
+        || !decision.tolerations.is_empty()
+        || security.run_as_non_root.is_some()
+        || security.run_as_user.is_some()
+        || security.read_only_root_filesystem.is_some()
+        || security.allow_privilege_escalation.is_some()
+        || security.host_users.is_some()
+        || security.seccomp_profile.is_some()
+}
+
 /// A hash of everything the pod is built from, policy decisions included; a pod with another
 /// hash is out of date.
 pub fn template_hash(sandbox: &Sandbox, decisions: &Decisions) -> String {
+    // The network profile goes into the Sandbox's NetworkPolicy, not its pod: a new profile
+    // must not replace a running pod, and neither must a decision that only chooses one.
+    let isolation = decisions
+        .isolation
+        .as_ref()
+        .map(|(_, d)| d)
+        .filter(|d| shapes_the_pod(d))
+        .map(|d| {
+            let mut d = d.clone();
+            d.network = None;
+            d
+        });
     content_hash(&(
         &sandbox.spec.pod_template,
         &sandbox.spec.volume_claim_templates,
         sandbox.spec.wants_service(),
-        decisions.isolation.as_ref().map(|(_, d)| d),
+        isolation.as_ref(),
         decisions.resources.as_ref().map(|r| &r.containers),
     ))
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -20,6 +21,10 @@ pub struct Context {
     pub pods: Store<Pod>,
     pub services: Store<Service>,
     pub claims: Store<PersistentVolumeClaim>,
+    /// NetworkPolicies of Sandboxes whose isolation policy chose a network profile.
+    pub network_policies: Store<NetworkPolicy>,
+    /// Where the gateway runs: a Sandbox's NetworkPolicy lets its pods in.
+    pub gateway_namespace: String,
     pub recorder: Recorder,
     pub written: WrittenStatuses,
     pub policies: PolicySet,

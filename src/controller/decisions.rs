@@ -267,6 +267,7 @@ mod tests {
                 value: None,
                 effect: Some("NoSchedule".into()),
             }],
+            network: None,
             reason: "untrusted".into(),
         }
     }

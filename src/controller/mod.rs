@@ -20,6 +20,7 @@ mod events;
 pub mod hardening;
 mod hash;
 pub mod leader;
+pub mod network;
 pub mod ownership;
 pub mod phase;
 pub mod policies;
@@ -219,6 +220,7 @@ pub async fn run(
     let pods = caches::pods(&client, &scope);
     let services = caches::services(&client, &scope);
     let claims = caches::claims(&client, &scope);
+    let network_policies = caches::network_policies(&client, &scope);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -231,6 +233,8 @@ pub async fn run(
         pods: pods.store,
         services: services.store,
         claims: claims.store,
+        network_policies: network_policies.store,
+        gateway_namespace: options.gateway_namespace.clone(),
         recorder,
         written: Default::default(),
         policies,
@@ -280,6 +284,7 @@ pub async fn run(
         .watches_stream(pods.changes, sandbox_of)
         .watches_stream(services.changes, sandbox_of)
         .watches_stream(claims.changes, sandbox_of)
+        .watches_stream(network_policies.changes, sandbox_of)
         .reconcile_all_on(reevaluate)
         .with_config(Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(shutdown)

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -22,7 +23,7 @@ use crate::controller::decisions::Decisions;
 use crate::controller::events::{Transition, event_note};
 use crate::controller::phase::{self, ChildAction, Plan, PodAction};
 use crate::controller::{ERROR_REQUEUE, Error};
-use crate::controller::{baseline, ownership};
+use crate::controller::{baseline, network, ownership};
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{Hook, LoadedPolicy, PolicyFailed, input};
 
@@ -447,6 +448,9 @@ async fn execute(
         }
     }
 
+    // Before the pod: a pod never runs without the network its policy chose.
+    keep_network_policy(sandbox, ctx, decisions).await?;
+
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     match &plan.pod {
         PodAction::Keep => {}
@@ -486,6 +490,54 @@ async fn execute(
     }
 
     Ok(Outcome::Applied)
+}
+
+/// The Sandbox's NetworkPolicy, as its isolation decision's network profile asks: applied
+/// when it differs, deleted when the profile is gone. One that is not the Sandbox's own is
+/// never touched.
+async fn keep_network_policy(
+    sandbox: &Sandbox,
+    ctx: &Context,
+    decisions: &Decisions,
+) -> Result<(), Error> {
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let name = network::sandbox_policy_name(&sandbox.name_any());
+    let cached = ctx
+        .network_policies
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let profile = decisions
+        .isolation
+        .as_ref()
+        .and_then(|(_, decision)| decision.network.as_ref());
+    match (profile, cached) {
+        (Some(profile), cached) => {
+            let desired = network::sandbox_policy(sandbox, profile, &ctx.gateway_namespace);
+            if let Some(existing) = &cached {
+                if !network::owned_by(existing, sandbox) {
+                    tracing::warn!(networkpolicy = %name, "a NetworkPolicy of this name is not the Sandbox's; leaving it");
+                    return Ok(());
+                }
+                if network::in_place(existing, &desired) {
+                    return Ok(());
+                }
+            }
+            api.patch(
+                &name,
+                &apply_params(cached.is_some()),
+                &Patch::Apply(&desired),
+            )
+            .instrument(info_span!("apply", kind = "NetworkPolicy"))
+            .await
+            .map_err(Error::child("apply", "NetworkPolicy", &name))?;
+        }
+        (None, Some(existing)) if network::owned_by(&existing, sandbox) => {
+            ignore_not_found(api.delete(&name, &DeleteParams::default()).await)
+                .map_err(Error::child("delete", "NetworkPolicy", &name))?;
+        }
+        (None, _) => {}
+    }
+    Ok(())
 }
 
 /// Writes the plan's status if it differs from what `sandbox` (as observed) shows, and

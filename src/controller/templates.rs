@@ -6,12 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::watcher;
@@ -21,12 +16,9 @@ use tracing::instrument;
 use crate::api::{GatewaySpec, NetworkPolicyManagement, Sandbox, SandboxTemplate};
 use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::controller::blueprint::TEMPLATE_LABEL;
+use crate::controller::network;
 
-/// The labels of `sandman gateway`'s pods, as the chart sets them.
-pub const GATEWAY_POD_LABELS: [(&str, &str); 2] = [
-    ("app.kubernetes.io/name", "sandman"),
-    ("app.kubernetes.io/component", "gateway"),
-];
+pub use crate::controller::network::GATEWAY_POD_LABELS;
 
 /// Why a template reconcile failed.
 pub type TemplateError = ApiCallFailed;
@@ -51,82 +43,22 @@ pub fn network_policy(
         return None;
     }
     let extra = template.spec.network_policy.clone().unwrap_or_default();
-    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
     // The port the gateway forwards to, worked out as for any Sandbox of the template.
     let member = Sandbox::new(
         "member",
         crate::controller::blueprint::sandbox_spec(&template.spec),
     );
-    let gateway_port = GatewaySpec::target_port(&member).map(|port| NetworkPolicyPort {
-        port: Some(IntOrString::Int(i32::from(port))),
-        protocol: Some("TCP".into()),
-        end_port: None,
-    });
-    let from_gateway = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[(
-                    "kubernetes.io/metadata.name",
-                    gateway_namespace,
-                )])),
-                match_expressions: None,
-            }),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&GATEWAY_POD_LABELS)),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
-        ports: gateway_port.map(|p| vec![p]),
-    };
-    let dns = NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector::default()),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[("k8s-app", "kube-dns")])),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
-        ports: Some(
-            ["UDP", "TCP"]
-                .into_iter()
-                .map(|protocol| NetworkPolicyPort {
-                    port: Some(IntOrString::Int(53)),
-                    protocol: Some(protocol.into()),
-                    end_port: None,
-                })
-                .collect(),
-        ),
-    };
     let name = template.name_any();
-    let mut ingress = vec![from_gateway];
-    ingress.extend(extra.ingress);
-    let mut egress = vec![dns];
-    egress.extend(extra.egress);
-    Some(NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(network_policy_name(&name)),
-            namespace: template.namespace(),
-            labels: Some(labels(&[(TEMPLATE_LABEL, &name)])),
-            owner_references: template.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[(TEMPLATE_LABEL, &name)])),
-                match_expressions: None,
-            }),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(ingress),
-            egress: Some(egress),
-        }),
-    })
+    Some(network::default_deny(network::DefaultDeny {
+        name: network_policy_name(&name),
+        namespace: template.namespace(),
+        selector: BTreeMap::from([(TEMPLATE_LABEL.to_string(), name.clone())]),
+        owner: template.controller_owner_ref(&()),
+        gateway_port: GatewaySpec::target_port(&member),
+        gateway_namespace,
+        ingress: extra.ingress,
+        egress: extra.egress,
+    }))
 }
 
 /// Runs the SandboxTemplate controller until `shutdown`.

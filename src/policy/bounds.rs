@@ -58,6 +58,34 @@ pub fn check_isolation(decision: &IsolationDecision, limit: usize) -> Result<(),
     check_list("nodeSelector", decision.node_selector.len())?;
     check_list("tolerations", decision.tolerations.len())?;
     check_reason(&decision.reason)?;
+    let network = match &decision.network {
+        Some(profile) => {
+            check_list("network.ingressPorts", profile.ingress_ports.len())?;
+            check_list("network.egressCidrs", profile.egress_cidrs.len())?;
+            if profile.ingress_ports.contains(&0) {
+                return Err(PolicyError::InvalidDecision(
+                    "network.ingressPorts: 0 is not a port".into(),
+                ));
+            }
+            // The host writes these into a NetworkPolicy: refuse what the API server would.
+            if let Some(bad) = profile
+                .egress_cidrs
+                .iter()
+                .find(|c| c.parse::<ipnet::IpNet>().is_err())
+            {
+                return Err(PolicyError::InvalidDecision(format!(
+                    "network.egressCidrs: {bad:?} is not a CIDR"
+                )));
+            }
+            profile
+                .egress_cidrs
+                .iter()
+                .map(|c| ITEM_BYTES + c.len())
+                .sum::<usize>()
+                + profile.ingress_ports.len() * ITEM_BYTES
+        }
+        None => 0,
+    };
     let pairs: usize = decision
         .node_selector
         .iter()
@@ -72,7 +100,8 @@ pub fn check_isolation(decision: &IsolationDecision, limit: usize) -> Result<(),
         + opt(&decision.security.seccomp_profile)
         + decision.reason.len()
         + pairs
-        + tolerations;
+        + tolerations
+        + network;
     check_budget(size, limit)
 }
 
@@ -156,6 +185,7 @@ mod tests {
                     effect: None,
                 })
                 .collect(),
+            network: None,
             reason: "r".into(),
         }
     }

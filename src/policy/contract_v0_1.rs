@@ -25,16 +25,19 @@ sandman_policy_wire::wit_record!(
         effect: same,
     }
 );
-sandman_policy_wire::wit_record!(
-    old::IsolationDecision,
-    new::IsolationDecision {
-        runtime_class_name: same,
-        security: into,
-        node_selector: same,
-        tolerations: each,
-        reason: same,
+/// A 0.1.0 isolation decision: it has no network profile.
+impl From<old::IsolationDecision> for new::IsolationDecision {
+    fn from(decision: old::IsolationDecision) -> Self {
+        Self {
+            runtime_class_name: decision.runtime_class_name,
+            security: decision.security.into(),
+            node_selector: decision.node_selector,
+            tolerations: decision.tolerations.into_iter().map(Into::into).collect(),
+            network: None,
+            reason: decision.reason,
+        }
     }
-);
+}
 sandman_policy_wire::wit_record!(
     old::ComputeResources,
     new::ComputeResources {

@@ -19,8 +19,21 @@ pub struct IsolationDecision {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkProfile>,
     #[serde(default)]
     pub reason: String,
+}
+
+/// The network a Sandbox's pod may use: ingress from the gateway and on these ports, egress to
+/// DNS and these CIDRs.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkProfile {
+    #[serde(default)]
+    pub ingress_ports: Vec<u16>,
+    #[serde(default)]
+    pub egress_cidrs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -187,7 +200,15 @@ macro_rules! wit_conversions {
                 security: into,
                 node_selector: collect,
                 tolerations: each,
+                network: optional,
                 reason: same,
+            }
+        );
+        $crate::wit_record!(
+            $types::NetworkProfile,
+            $crate::NetworkProfile {
+                ingress_ports: same,
+                egress_cidrs: same,
             }
         );
         $crate::wit_record!(
@@ -275,6 +296,9 @@ macro_rules! wit_field {
     };
     (each, $e:expr) => {
         $e.into_iter().map(Into::into).collect()
+    };
+    (optional, $e:expr) => {
+        $e.map(Into::into)
     };
 }
 

@@ -71,6 +71,7 @@ fn decision_keys(hook: Hook) -> &'static [&'static str] {
             "security",
             "nodeSelector",
             "tolerations",
+            "network",
             "reason",
         ],
         Hook::Resources => &["containers", "reason"],

@@ -35,6 +35,7 @@ impl Policy for Hostile {
                 security: no_security_overrides(),
                 node_selector: Vec::new(),
                 tolerations: Vec::new(),
+                network: None,
                 reason: "huge".into(),
             })),
             // Empty items cost almost nothing in string bytes: 600,000 of them once reached a pod
@@ -51,6 +52,7 @@ impl Policy for Hostile {
                         effect: None,
                     })
                     .collect(),
+                network: None,
                 reason: "flood".into(),
             })),
             "huge-error" => Err(format!(

@@ -67,6 +67,7 @@ impl Policy for UntrustedToGvisor {
             },
             node_selector: Vec::new(),
             tolerations: Vec::new(),
+            network: None,
             reason: format!("{why}: {}", settings.runtime_class_name),
         }))
     }

@@ -90,6 +90,7 @@ class Isolation(exports.Isolation):
             ),
             node_selector=[],
             tolerations=[],
+            network=None,
             reason=f"untrusted: {runtime}",
         )
 "#,

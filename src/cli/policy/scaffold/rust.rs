@@ -102,6 +102,7 @@ fn lib_rs(plan: &Plan) -> String {
             },
             node_selector: Vec::new(),
             tolerations: Vec::new(),
+            network: None,
             reason: format!("untrusted: {runtime}"),
         }))
     }
