@@ -393,11 +393,11 @@ fn tenant_resource_defaults_follow_the_namespace() {
         Some("512Mi")
     );
     assert!(
-        policy
-            .isolation(&input(&[], &[], policy.settings()))
-            .expect("evaluate")
-            .is_none(),
-        "other hooks abstain"
+        matches!(
+            policy.isolation(&input(&[], &[], policy.settings())),
+            Err(PolicyError::MissingHook("isolation"))
+        ),
+        "a hook the policy does not export is never called"
     );
     let error = engine
         .load(
