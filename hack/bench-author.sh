@@ -34,7 +34,7 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/key.p
 for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
 # Runs "$@" and prints its wall-clock seconds.
-timed() { local start end; start=$(date +%s.%N); "$@" >"$work/step.log" 2>&1 || { cat "$work/step.log"; exit 1; }; end=$(date +%s.%N); python3 -c "print(f'{$end - $start:.1f}')"; }
+timed() { local start end; start=$(date +%s.%N); "$@" >"$work/step.log" 2>&1 || { cat "$work/step.log" >&2; exit 1; }; end=$(date +%s.%N); python3 -c "print(f'{$end - $start:.1f}')"; }
 
 build() {
   case "$1" in

@@ -6,6 +6,9 @@ use crate::policy::Hook;
 
 /// The componentize-js release the scaffold is tested with.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
+/// The WASI shim componentize-js imports without depending on it (an optional peer of one of
+/// its dependencies): named here, or a second `npm install` removes it and the build fails.
+pub const PREVIEW2_SHIM: &str = "0.25.0";
 
 pub fn add(project: &mut Project, plan: &Plan) {
     project.add("wit/policy.wit", CONTRACT);
@@ -18,7 +21,10 @@ pub fn add(project: &mut Project, plan: &Plan) {
   "private": true,
   "type": "module",
   "scripts": {{ "build": "node build.mjs" }},
-  "devDependencies": {{ "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}" }}
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
+  }}
 }}
 "#,
             name = plan.name
