@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::policy::{install, install_loaded};
+use common::policy::{install_loaded, install_loaded_cel};
 use common::*;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -578,30 +578,20 @@ async fn policies_see_template_pool_and_claim() {
     let ctx = TestContext::new("pool_input").await;
     let _operator = Operator::start(&ctx);
     // An Audit-mode isolation policy records what it saw, and changes nothing.
-    let policy: sandman::api::SandboxPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "sandman.dev/v1alpha1",
-        "kind": "SandboxPolicy",
-        "metadata": {
-            "name": format!("{}-origin", ctx.namespace),
-            "labels": { "sandman.dev/test-namespace": ctx.namespace },
-        },
-        "spec": {
-            "mode": "Audit",
-            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
-            "cel": {
-                "limits": { "timeout": "5s" },
-                "variables": [
-                    { "name": "template", "expression": "sandbox.template == null ? '-' : sandbox.template" },
-                    { "name": "pool", "expression": "sandbox.pool == null ? '-' : sandbox.pool" },
-                    { "name": "claim", "expression": "sandbox.claim == null ? '-' : sandbox.claim" },
-                ],
-                "isolation": "{'reason': 'template=' + variables.template + ' pool=' + variables.pool + ' claim=' + variables.claim}",
-            },
-        },
-    }))
-    .expect("policy");
-    let policies = install(&ctx, &policy).await;
-    wait_ready_reason(&policies, &format!("{}-origin", ctx.namespace), "Loaded").await;
+    install_loaded_cel(
+        &ctx,
+        "origin",
+        "Audit",
+        serde_json::json!({
+            "variables": [
+                { "name": "template", "expression": "sandbox.template == null ? '-' : sandbox.template" },
+                { "name": "pool", "expression": "sandbox.pool == null ? '-' : sandbox.pool" },
+                { "name": "claim", "expression": "sandbox.claim == null ? '-' : sandbox.claim" },
+            ],
+            "isolation": "{'reason': 'template=' + variables.template + ' pool=' + variables.pool + ' claim=' + variables.claim}",
+        }),
+    )
+    .await;
     make(&ctx, &template("python", serde_json::json!({}))).await;
     make(&ctx, &pool("warm", "python", 1, "OnReplenish")).await;
 
@@ -1007,24 +997,15 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
     let ctx = TestContext::new("sandbox_network").await;
     let _operator = Operator::start(&ctx);
     // Sandboxes labelled `locked` get a network profile: port 9000 open, egress to 10/8 only.
-    let policy: sandman::api::SandboxPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "sandman.dev/v1alpha1",
-        "kind": "SandboxPolicy",
-        "metadata": {
-            "name": format!("{}-locked", ctx.namespace),
-            "labels": { "sandman.dev/test-namespace": ctx.namespace },
-        },
-        "spec": {
-            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
-            "cel": {
-                "limits": { "timeout": "5s" },
-                "isolation": "'locked' in sandbox.labels ? {'network': {'ingressPorts': [9000], 'egressCidrs': ['10.0.0.0/8']}, 'reason': 'locked down'} : null",
-            },
-        },
-    }))
-    .expect("policy");
-    let policies = install(&ctx, &policy).await;
-    wait_ready_reason(&policies, &format!("{}-locked", ctx.namespace), "Loaded").await;
+    install_loaded_cel(
+        &ctx,
+        "locked",
+        "Enforce",
+        serde_json::json!({
+            "isolation": "'locked' in sandbox.labels ? {'network': {'ingressPorts': [9000], 'egressCidrs': ['10.0.0.0/8']}, 'reason': 'locked down'} : null",
+        }),
+    )
+    .await;
 
     let mut locked: Sandbox = serde_json::from_value({
         let mut value = serde_json::to_value(sandbox("agent", false)).expect("fixture");

@@ -37,8 +37,12 @@ pub async fn publish(ctx: &TestContext, crate_name: &str) -> String {
     digest
 }
 
-/// A SandboxPolicy for the test's namespace only (cluster-scoped, so named after it).
-pub fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> SandboxPolicy {
+/// A SandboxPolicy for the test's namespace only (cluster-scoped, so named after it), from
+/// `spec` without its `match`.
+pub fn namespaced(ctx: &TestContext, name: &str, mut spec: serde_json::Value) -> SandboxPolicy {
+    spec["match"] = serde_json::json!({
+        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } },
+    });
     let value = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "SandboxPolicy",
@@ -46,17 +50,39 @@ pub fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> 
             "name": format!("{}-{name}", ctx.namespace),
             "labels": { "sandman.dev/test-namespace": ctx.namespace },
         },
-        "spec": {
-            "match": { "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ctx.namespace } } },
+        "spec": spec,
+    });
+    serde_json::from_value(value).expect("policy")
+}
+
+/// A policy of `crate_name`'s component, published in the test's namespace.
+pub fn policy(ctx: &TestContext, name: &str, crate_name: &str, digest: &str) -> SandboxPolicy {
+    namespaced(
+        ctx,
+        name,
+        serde_json::json!({
             "wasm": {
                 "configMap": { "namespace": ctx.namespace, "name": crate_name.replace('_', "-"), "key": "policy.wasm" },
                 "sha256": digest,
                 // A loaded CI machine must not turn a slow evaluation into a policy failure.
                 "limits": { "timeout": "5s" },
             },
-        },
-    });
-    serde_json::from_value(value).expect("policy")
+        }),
+    )
+}
+
+/// A CEL policy (`spec.cel`, a 5 s limit added) for the test's namespace, installed and
+/// reported Loaded.
+pub async fn install_loaded_cel(
+    ctx: &TestContext,
+    name: &str,
+    mode: &str,
+    mut cel: serde_json::Value,
+) -> SandboxPolicy {
+    cel["limits"] = serde_json::json!({ "timeout": "5s" });
+    let policy = namespaced(ctx, name, serde_json::json!({ "mode": mode, "cel": cel }));
+    let api = install(ctx, &policy).await;
+    wait_ready_reason(&api, &format!("{}-{name}", ctx.namespace), "Loaded").await
 }
 
 /// A policy installed from `crate_name`'s component and reported Loaded.
