@@ -79,6 +79,15 @@ where
         .expect("create")
 }
 
+/// Claims a member of `pool`.
+async fn claim_pool(ctx: &TestContext, name: &str, pool: &str) {
+    make(
+        ctx,
+        &claim(name, serde_json::json!({ "warmPoolRef": { "name": pool } })),
+    )
+    .await;
+}
+
 /// The pool's unclaimed members.
 async fn members(ctx: &TestContext, pool: &str) -> Vec<Sandbox> {
     sandboxes(ctx)
@@ -128,14 +137,7 @@ async fn claim_binds_a_warm_member_at_once() {
     make(&ctx, &pool("warm", "python", 2, "OnReplenish")).await;
     let before = ready_members(&ctx, "warm", 2).await;
 
-    make(
-        &ctx,
-        &claim(
-            "job",
-            serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
-        ),
-    )
-    .await;
+    claim_pool(&ctx, "job", "warm").await;
     let (name, from_pool) = bound(&ctx, "job").await;
     assert!(
         before.contains(&name),
@@ -248,14 +250,7 @@ async fn pool_replenishes_after_claims() {
     // is that each member a claim took left the pool and was replaced.
     let mut taken = std::collections::BTreeSet::new();
     for job in ["a", "b"] {
-        make(
-            &ctx,
-            &claim(
-                job,
-                serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
-            ),
-        )
-        .await;
+        claim_pool(&ctx, job, "warm").await;
         if let (name, Some(_)) = bound(&ctx, job).await {
             taken.insert(name);
         }
@@ -546,14 +541,7 @@ async fn policy_sizes_the_pool() {
     // Two claims: the policy asks for 3 (one per claim on top of one), and the pool's
     // maxReplicas keeps it at 2.
     for name in ["first", "second"] {
-        make(
-            &ctx,
-            &claim(
-                name,
-                serde_json::json!({ "warmPoolRef": { "name": "sized" } }),
-            ),
-        )
-        .await;
+        claim_pool(&ctx, name, "sized").await;
         bound(&ctx, name).await;
     }
     let status = eventually("the pool to grow with the claims", WAIT, || async {
@@ -611,14 +599,7 @@ async fn policies_see_template_pool_and_claim() {
     })
     .await;
 
-    make(
-        &ctx,
-        &claim(
-            "job",
-            serde_json::json!({ "warmPoolRef": { "name": "warm" } }),
-        ),
-    )
-    .await;
+    claim_pool(&ctx, "job", "warm").await;
     let (bound_to, _) = bound(&ctx, "job").await;
     assert_eq!(bound_to, member, "the claim took the warm member");
     eventually("the policy to see the claim", WAIT, || async {
