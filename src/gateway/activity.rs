@@ -54,7 +54,7 @@ impl ActivityLog {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    /// API writes made so far.
+    /// API writes made so far (counted when the API server accepted them).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
@@ -97,9 +97,14 @@ impl ActivityLog {
             let (namespace, name) = key;
             let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
             let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = api.patch(&name, &params, &Patch::Merge(&patch)).await {
-                tracing::warn!(namespace, name, %error, "could not record activity");
+            // Counted once the API server has it: a reader of the count may read the Sandbox.
+            match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::warn!(namespace, name, %error, "could not record activity");
+                }
             }
         }
     }
