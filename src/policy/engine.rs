@@ -483,34 +483,24 @@ impl Exports {
         if old.hooks().is_empty() { current } else { old }
     }
 
+    /// Whether the component exports `hook`: asked on every evaluation, so no allocation.
+    fn has(&self, hook: Hook) -> bool {
+        match (self, hook) {
+            (Exports::Current { isolation, .. }, Hook::Isolation) => isolation.is_some(),
+            (Exports::Current { resources, .. }, Hook::Resources) => resources.is_some(),
+            (Exports::Current { lifecycle, .. }, Hook::Lifecycle) => lifecycle.is_some(),
+            (Exports::Current { pool, .. }, Hook::Pool) => pool.is_some(),
+            (Exports::V0_1 { isolation, .. }, Hook::Isolation) => isolation.is_some(),
+            (Exports::V0_1 { resources, .. }, Hook::Resources) => resources.is_some(),
+            (Exports::V0_1 { lifecycle, .. }, Hook::Lifecycle) => lifecycle.is_some(),
+            (Exports::V0_1 { .. }, Hook::Pool) => false,
+        }
+    }
+
     fn hooks(&self) -> Vec<Hook> {
-        let present = match self {
-            Exports::Current {
-                isolation,
-                resources,
-                lifecycle,
-                pool,
-            } => [
-                isolation.is_some(),
-                resources.is_some(),
-                lifecycle.is_some(),
-                pool.is_some(),
-            ],
-            Exports::V0_1 {
-                isolation,
-                resources,
-                lifecycle,
-            } => [
-                isolation.is_some(),
-                resources.is_some(),
-                lifecycle.is_some(),
-                false,
-            ],
-        };
         Hook::ALL
             .into_iter()
-            .zip(present)
-            .filter_map(|(hook, present)| present.then_some(hook))
+            .filter(|hook| self.has(*hook))
             .collect()
     }
 }
@@ -610,8 +600,13 @@ impl LoadedPolicy {
         }
     }
 
+    /// Whether the policy decides `hook` (exported, and not masked out).
+    pub fn decides(&self, hook: Hook) -> bool {
+        self.uses(hook) && self.exports.has(hook)
+    }
+
     fn check_uses(&self, hook: Hook) -> Result<(), PolicyError> {
-        if self.uses(hook) && self.exported_hooks().contains(&hook) {
+        if self.decides(hook) {
             Ok(())
         } else {
             Err(PolicyError::MissingHook(hook.name()))

@@ -47,6 +47,14 @@ impl ActivePolicy {
         }
     }
 
+    /// Whether the policy takes part in `hook` (asked for every policy on every reconcile).
+    pub fn decides(&self, hook: Hook) -> bool {
+        match &self.loaded {
+            Ok(loaded) => loaded.decides(hook),
+            Err(unavailable) => unavailable.hooks.contains(&hook),
+        }
+    }
+
     /// Runs `hook` on the loaded policy, with the input `input_for` builds for it.
     fn evaluate<I, D>(
         &self,
@@ -99,7 +107,7 @@ impl PolicySet {
     /// Whether any policy in the set decides `hook`.
     pub fn has(&self, hook: Hook) -> bool {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        map.values().any(|p| p.hooks().contains(&hook))
+        map.values().any(|p| p.decides(hook))
     }
 
     /// The policies with `hook` that match a Sandbox, in evaluation order (priority, then name).
@@ -112,7 +120,7 @@ impl PolicySet {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         let mut found: Vec<Arc<ActivePolicy>> = map
             .values()
-            .filter(|p| p.hooks().contains(&hook))
+            .filter(|p| p.decides(hook))
             .filter(|p| {
                 selects(p.matcher.selector.as_ref(), labels)
                     && selects(p.matcher.namespace_selector.as_ref(), namespace_labels)
