@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod api;
+pub mod checkpoint;
 pub mod cli;
 pub mod controller;
 pub mod distribution;

@@ -4,6 +4,7 @@ mod crds;
 mod gateway;
 mod policy;
 mod run;
+mod supervise;
 mod touch;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,9 @@ pub enum Command {
     Gateway(gateway::GatewayArgs),
     /// Record activity on a Sandbox now, so that it does not count as idle.
     Touch(touch::TouchArgs),
+    /// Run an agent under gVisor inside a Sandbox's pod, checkpointing it to the Sandbox's
+    /// volume on suspend and restoring it on resume.
+    Supervise(supervise::SuperviseArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Print the version.
@@ -51,6 +55,8 @@ pub enum CliError {
     Touch(String),
     #[error("gateway: {0}")]
     Gateway(String),
+    #[error("supervise: {0}")]
+    Supervise(String),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::TelemetryError),
 }
@@ -78,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Policy(command) => Ok(policy::run(command)?),
         Command::Touch(args) => touch::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Supervise(args) => supervise::run(args),
         Command::Crds => crds::print(),
         Command::Version => {
             println!("sandman {}", crate::VERSION);

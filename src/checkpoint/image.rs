@@ -1,0 +1,282 @@
+//! Checkpoint images on the Sandbox's volume: one directory per image, named so that names
+//! sort by age, each with the files `runsc checkpoint` wrote and a `meta.json` that says whose
+//! image it is. Nothing is restored that does not match the sha256 the operator recorded.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{CheckpointError, CheckpointRecord};
+
+/// The file beside an image's own files that records what it is; not part of the digest.
+pub const META_FILE: &str = "meta.json";
+
+/// Why an image is not restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("missing from the volume")]
+    Missing,
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error("foreign: {0}")]
+    Foreign(String),
+}
+
+/// The images under one directory (on the Sandbox's volume).
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new, empty directory for an image of `suspension`, named to sort after every image
+    /// before it.
+    pub fn create(&self, suspension: u64) -> Result<(String, PathBuf), CheckpointError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(CheckpointError::io(format!("create {}", self.dir.display())))?;
+        let millis = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        let name = format!("{millis:015}-s{suspension}");
+        let path = self.dir.join(&name);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .map_err(CheckpointError::io(format!("clear {}", path.display())))?;
+        }
+        std::fs::create_dir(&path)
+            .map_err(CheckpointError::io(format!("create {}", path.display())))?;
+        Ok((name, path))
+    }
+
+    /// Records what the image is, once its files are complete.
+    pub fn seal(&self, record: &CheckpointRecord) -> Result<(), CheckpointError> {
+        let path = self.dir.join(&record.image).join(META_FILE);
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| CheckpointError::Invalid(format!("encode {}: {e}", path.display())))?;
+        // Written whole and renamed, so a crash never leaves half a record that reads as valid.
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, json)
+            .map_err(CheckpointError::io(format!("write {}", partial.display())))?;
+        std::fs::rename(&partial, &path)
+            .map_err(CheckpointError::io(format!("write {}", path.display())))
+    }
+
+    /// The record of image `name`, if it has one.
+    pub fn record(&self, name: &str) -> Option<CheckpointRecord> {
+        let bytes = std::fs::read(self.dir.join(name).join(META_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Image names, oldest first. Only directories count; the rest of the volume is the
+    /// agent's and never touched.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| is_image_name(n))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Removes all but the newest `keep` images (at least one is kept). Returns the names
+    /// removed.
+    pub fn prune(&self, keep: u32) -> Result<Vec<String>, CheckpointError> {
+        let names = self.names();
+        let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
+        let excess = names.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for name in names.into_iter().take(excess) {
+            let path = self.dir.join(&name);
+            std::fs::remove_dir_all(&path)
+                .map_err(CheckpointError::io(format!("remove {}", path.display())))?;
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+
+    /// Removes one image (a checkpoint that failed half-way).
+    pub fn discard(&self, name: &str) {
+        if is_image_name(name) {
+            let _ = std::fs::remove_dir_all(self.dir.join(name));
+        }
+    }
+
+    /// The directory of image `name` if it is there, whole, this Sandbox's, and its files hash
+    /// to `sha256`.
+    pub fn verify(&self, name: &str, sha256: &str, sandbox_uid: &str) -> Result<PathBuf, Refusal> {
+        if !is_image_name(name) {
+            return Err(Refusal::Foreign(format!("{name:?} is not an image name")));
+        }
+        let path = self.dir.join(name);
+        if !path.is_dir() {
+            return Err(Refusal::Missing);
+        }
+        let record = self
+            .record(name)
+            .ok_or_else(|| Refusal::Corrupt(format!("no readable {META_FILE}")))?;
+        if record.sandbox_uid != sandbox_uid {
+            return Err(Refusal::Foreign(format!(
+                "taken for Sandbox {}, not {sandbox_uid}",
+                record.sandbox_uid
+            )));
+        }
+        let (actual, _) =
+            digest(&path).map_err(|e| Refusal::Corrupt(format!("cannot read it: {e}")))?;
+        if actual != sha256 {
+            return Err(Refusal::Corrupt(format!(
+                "sha256 is {actual}, the Sandbox recorded {sha256}"
+            )));
+        }
+        Ok(path)
+    }
+}
+
+/// An image directory's name: digits, `-s`, digits. Anything else (a path, `..`) is not one.
+fn is_image_name(name: &str) -> bool {
+    name.split_once("-s").is_some_and(|(millis, suspension)| {
+        !millis.is_empty()
+            && !suspension.is_empty()
+            && millis.bytes().all(|b| b.is_ascii_digit())
+            && suspension.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// sha256 over an image's files, and their total size: every regular file but `meta.json`,
+/// in name order, each as its name, a NUL, its length (8 bytes, little-endian) and its bytes.
+/// The names are part of it, so a file renamed or swapped for another changes the digest.
+pub fn digest(dir: &Path) -> std::io::Result<(String, u64)> {
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter(|(name, _)| name != META_FILE && !name.ends_with(".partial"))
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    for (name, path) in files {
+        let mut file = std::fs::File::open(&path)?;
+        let length = file.metadata()?.len();
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(length.to_le_bytes());
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        total = total.saturating_add(length);
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(store: &Store, name: &str, uid: &str) -> CheckpointRecord {
+        let (sha256, size_bytes) = digest(&store.dir.join(name)).expect("digest");
+        CheckpointRecord {
+            image: name.into(),
+            sha256,
+            size_bytes,
+            taken_at: k8s_openapi::jiff::Timestamp::now(),
+            sandbox_uid: uid.into(),
+            pod: "p".into(),
+            suspension: 1,
+            took_ms: 1,
+        }
+    }
+
+    fn image(store: &Store, suspension: u64, content: &[u8]) -> CheckpointRecord {
+        let (name, path) = store.create(suspension).expect("create");
+        std::fs::write(path.join("checkpoint.img"), content).expect("write");
+        let record = record(store, &name, "uid-1");
+        store.seal(&record).expect("seal");
+        // Names are by the millisecond; two images in one millisecond would share one.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        record
+    }
+
+    #[test]
+    fn a_sealed_image_verifies_and_any_change_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        let taken = image(&store, 1, b"memory");
+        assert!(
+            store
+                .verify(&taken.image, &taken.sha256, "uid-1")
+                .is_ok()
+        );
+        assert!(matches!(
+            store.verify(&taken.image, &taken.sha256, "uid-2"),
+            Err(Refusal::Foreign(_))
+        ));
+        assert!(matches!(
+            store.verify("../etc", &taken.sha256, "uid-1"),
+            Err(Refusal::Foreign(_))
+        ));
+        assert_eq!(
+            store.verify("000000000000001-s9", &taken.sha256, "uid-1"),
+            Err(Refusal::Missing)
+        );
+        std::fs::write(dir.path().join(&taken.image).join("checkpoint.img"), b"memorx")
+            .expect("corrupt");
+        assert!(matches!(
+            store.verify(&taken.image, &taken.sha256, "uid-1"),
+            Err(Refusal::Corrupt(_))
+        ));
+        std::fs::remove_file(dir.path().join(&taken.image).join(META_FILE)).expect("rm");
+        assert!(matches!(
+            store.verify(&taken.image, &taken.sha256, "uid-1"),
+            Err(Refusal::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_never_the_agents_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        let taken: Vec<_> = (1..=4).map(|s| image(&store, s, b"m")).collect();
+        std::fs::create_dir(dir.path().join("notes")).expect("agent dir");
+        let removed = store.prune(2).expect("prune");
+        assert_eq!(removed, vec![taken[0].image.clone(), taken[1].image.clone()]);
+        assert_eq!(store.names(), vec![taken[2].image.clone(), taken[3].image.clone()]);
+        assert!(dir.path().join("notes").is_dir());
+        // Zero still keeps the newest: the one a resume would restore.
+        store.prune(0).expect("prune");
+        assert_eq!(store.names(), vec![taken[3].image.clone()]);
+    }
+
+    #[test]
+    fn the_digest_covers_names_and_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a"), b"xy").expect("write");
+        let (first, size) = digest(dir.path()).expect("digest");
+        assert_eq!(size, 2);
+        std::fs::write(dir.path().join(META_FILE), b"{}").expect("write");
+        assert_eq!(digest(dir.path()).expect("digest").0, first, "meta.json is not hashed");
+        std::fs::rename(dir.path().join("a"), dir.path().join("b")).expect("rename");
+        assert_ne!(digest(dir.path()).expect("digest").0, first);
+    }
+}

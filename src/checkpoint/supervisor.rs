@@ -1,0 +1,382 @@
+//! The in-pod supervisor (`sandman supervise`): runs the agent under `runsc`, restored from
+//! the image the operator named when there is a valid one and started afresh otherwise, and
+//! checkpoints it to the Sandbox's volume when the operator asks before deleting the pod.
+//!
+//! It serves the operator on [`super::SUPERVISOR_PORT`] (`GET /status`, `POST /checkpoint`)
+//! and forwards each of the agent's ports from the pod into the sandbox: the agent listens on
+//! gVisor's own loopback (which a checkpoint keeps, listening sockets included), and each
+//! connection is bridged by a command run inside the sandbox (`nc` by default).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::jiff::Timestamp;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::image::Store;
+use super::runsc::{Mount, Runsc};
+use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartKind, StartReport};
+
+/// The largest request body the control port reads.
+const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// How long one bridged connection may stay open.
+const BRIDGE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What to restore, as the operator put it in the pod's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub image: String,
+    pub sha256: String,
+}
+
+/// A port of the pod forwarded to a port of the agent inside the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub listen: SocketAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub runsc: Runsc,
+    /// The agent's root file system.
+    pub rootfs: PathBuf,
+    /// The agent's command.
+    pub args: Vec<String>,
+    /// `NAME=value` pairs for the agent.
+    pub env: Vec<String>,
+    /// The Sandbox's volumes, bound into the agent's container.
+    pub mounts: Vec<Mount>,
+    /// Where images go: a directory on the Sandbox's volume.
+    pub images: PathBuf,
+    /// The control port's address.
+    pub control: SocketAddr,
+    pub forwards: Vec<Forward>,
+    /// The command, run inside the sandbox, that connects to a port there: `{port}` is
+    /// replaced. Its stdin and stdout carry the connection.
+    pub bridge: Vec<String>,
+    pub restore: Option<Restore>,
+    pub sandbox_uid: String,
+    pub checkpoint_timeout: Duration,
+    pub restore_timeout: Duration,
+}
+
+/// The default bridge: busybox or netcat inside the agent's image.
+pub fn default_bridge() -> Vec<String> {
+    vec!["nc".into(), "127.0.0.1".into(), "{port}".into()]
+}
+
+struct State {
+    runsc: Runsc,
+    store: Store,
+    id: String,
+    start: StartReport,
+    bridge: Vec<String>,
+    checkpoint_timeout: Duration,
+    /// One checkpoint at a time; the last one taken, so that asking again for the same
+    /// suspension returns it.
+    last: Mutex<Option<CheckpointRecord>>,
+}
+
+/// A running supervisor. Dropping it removes the agent's container.
+pub struct Supervisor {
+    state: Arc<State>,
+    pub control: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Starts the agent (restored, or afresh) and the control and forwarded ports.
+    pub async fn start(options: Options) -> Result<Self, CheckpointError> {
+        let runsc = options.runsc.clone();
+        std::fs::create_dir_all(&runsc.root)
+            .map_err(CheckpointError::io(format!("create {}", runsc.root.display())))?;
+        let bundle = runsc.root.join("bundle");
+        super::runsc::write_bundle(
+            &bundle,
+            &options.rootfs,
+            &options.args,
+            &options.env,
+            &options.mounts,
+        )?;
+        let log = runsc.root.join("agent.log");
+        let store = Store::new(&options.images);
+        let control = TcpListener::bind(options.control)
+            .await
+            .map_err(CheckpointError::io(format!("listen on {}", options.control)))?;
+        let mut forwards = Vec::new();
+        for forward in &options.forwards {
+            let listener = TcpListener::bind(forward.listen)
+                .await
+                .map_err(CheckpointError::io(format!("listen on {}", forward.listen)))?;
+            forwards.push((listener, forward.port));
+        }
+
+        let began = Instant::now();
+        let fresh_id = |n: u32| format!("agent-{}-{}-{n}", std::process::id(), Timestamp::now().as_millisecond());
+        let mut id = fresh_id(0);
+        let mut refused: Option<(String, String)> = None;
+        let mut restored = None;
+        if let Some(restore) = &options.restore {
+            match store.verify(&restore.image, &restore.sha256, &options.sandbox_uid) {
+                Ok(path) => match runsc
+                    .restore(&bundle, &id, &path, &log, options.restore_timeout)
+                    .await
+                {
+                    Ok(()) => restored = Some(restore.image.clone()),
+                    Err(e) => {
+                        runsc.remove(&id);
+                        id = fresh_id(1);
+                        refused = Some((restore.image.clone(), format!("restore failed: {e}")));
+                    }
+                },
+                Err(refusal) => {
+                    refused = Some((restore.image.clone(), refusal.to_string()));
+                }
+            }
+        }
+        let start = match restored {
+            Some(image) => StartReport {
+                start: StartKind::Restored,
+                image: Some(image),
+                reason: None,
+                at: Timestamp::now(),
+                took_ms: millis(began.elapsed()),
+            },
+            None => {
+                runsc.run(&bundle, &id, &log).await?;
+                let (image, reason) = refused.unzip();
+                StartReport {
+                    start: StartKind::ColdStart,
+                    image,
+                    reason,
+                    at: Timestamp::now(),
+                    took_ms: millis(began.elapsed()),
+                }
+            }
+        };
+        tracing::info!(start = ?start.start, image = ?start.image, reason = ?start.reason, took_ms = start.took_ms, "agent started");
+        let state = Arc::new(State {
+            runsc,
+            store,
+            id,
+            start,
+            bridge: options.bridge.clone(),
+            checkpoint_timeout: options.checkpoint_timeout,
+            last: Mutex::new(None),
+        });
+        let control_addr = control
+            .local_addr()
+            .map_err(CheckpointError::io("control address"))?;
+        let mut tasks = vec![tokio::spawn(serve_control(control, state.clone()))];
+        for (listener, port) in forwards {
+            tasks.push(tokio::spawn(forward(listener, port, state.clone())));
+        }
+        Ok(Self {
+            state,
+            control: control_addr,
+            tasks,
+        })
+    }
+
+    pub fn start_report(&self) -> &StartReport {
+        &self.state.start
+    }
+
+    /// Whether the agent stopped without being checkpointed: then the pod should end too.
+    pub async fn agent_exited(&self) -> bool {
+        if self.state.last.lock().await.is_some() {
+            return false;
+        }
+        matches!(self.state.runsc.status(&self.state.id).await.as_deref(), Ok("stopped"))
+    }
+
+    /// The agent container's id (for tests that stop it behind the supervisor's back).
+    pub fn container_id(&self) -> &str {
+        &self.state.id
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.state.runsc.remove(&self.state.id);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn serve_control(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(control(request, &state).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+async fn control(request: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/status") => json(StatusCode::OK, &state.start),
+        (&Method::POST, "/checkpoint") => {
+            let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("read body: {e}")),
+            };
+            let asked: CheckpointRequest = match serde_json::from_slice(&body) {
+                Ok(asked) => asked,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("request: {e}")),
+            };
+            match checkpoint(state, &asked).await {
+                Ok(record) => json(StatusCode::OK, &record),
+                Err(e @ CheckpointError::NotRunning(_)) => {
+                    error(StatusCode::CONFLICT, e.to_string())
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such route".into()),
+    }
+}
+
+async fn checkpoint(
+    state: &State,
+    asked: &CheckpointRequest,
+) -> Result<CheckpointRecord, CheckpointError> {
+    let mut last = state.last.lock().await;
+    if let Some(record) = last.as_ref() {
+        if record.suspension == asked.suspension && record.sandbox_uid == asked.sandbox_uid {
+            return Ok(record.clone());
+        }
+        return Err(CheckpointError::NotRunning(format!(
+            "was checkpointed already, as {}",
+            record.image
+        )));
+    }
+    let status = state.runsc.status(&state.id).await?;
+    if status != "running" {
+        return Err(CheckpointError::NotRunning(status));
+    }
+    let (name, path) = state.store.create(asked.suspension)?;
+    let began = Instant::now();
+    if let Err(e) = state
+        .runsc
+        .checkpoint(&state.id, &path, state.checkpoint_timeout)
+        .await
+    {
+        state.store.discard(&name);
+        return Err(e);
+    }
+    let took_ms = millis(began.elapsed());
+    let digest = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || super::image::digest(&path))
+            .await
+            .map_err(|e| CheckpointError::Invalid(format!("digest: {e}")))?
+    };
+    let (sha256, size_bytes) = match digest {
+        Ok(d) => d,
+        Err(e) => {
+            state.store.discard(&name);
+            return Err(CheckpointError::Io(format!("digest {}", path.display()), e));
+        }
+    };
+    let record = CheckpointRecord {
+        image: name,
+        sha256,
+        size_bytes,
+        taken_at: Timestamp::now(),
+        sandbox_uid: asked.sandbox_uid.clone(),
+        pod: asked.pod.clone(),
+        suspension: asked.suspension,
+        took_ms,
+    };
+    state.store.seal(&record)?;
+    let pruned = state.store.prune(asked.keep)?;
+    tracing::info!(image = %record.image, size = record.size_bytes, took_ms, ?pruned, "checkpointed");
+    *last = Some(record.clone());
+    Ok(record)
+}
+
+async fn forward(listener: TcpListener, port: u16, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bridge(stream, port, &state).await {
+                tracing::debug!(error = %e, port, "bridged connection ended");
+            }
+        });
+    }
+}
+
+/// One connection carried into the sandbox by the bridge command's stdin and stdout.
+async fn bridge(mut stream: TcpStream, port: u16, state: &State) -> std::io::Result<()> {
+    let args: Vec<String> = state
+        .bridge
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
+    let mut child = state.runsc.exec(&state.id, &args).spawn()?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(std::io::Error::other("bridge without stdio"));
+    };
+    let mut inside = tokio::io::join(stdout, stdin);
+    let copied = tokio::time::timeout(
+        BRIDGE_TIMEOUT,
+        tokio::io::copy_bidirectional(&mut stream, &mut inside),
+    )
+    .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    match copied {
+        Ok(result) => result.map(drop),
+        Err(_) => Err(std::io::Error::other("bridge timed out")),
+    }
+}
