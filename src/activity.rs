@@ -47,7 +47,7 @@ pub fn suspension_number(sandbox: &Sandbox) -> u64 {
     let counted = status.map_or(0, |s| s.suspensions);
     let shown = status
         .and_then(|s| s.phase)
-        .is_some_and(|p| matches!(p, Phase::Suspending | Phase::Suspended));
+        .is_some_and(|p| matches!(p, Phase::Checkpointing | Phase::Suspending | Phase::Suspended));
     if shown { counted } else { counted + 1 }
 }
 

@@ -233,6 +233,80 @@ pub struct LifecycleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("idleTimeout must be a positive duration such as 30m"))]
     pub idle_timeout: Option<String>,
+    /// Whether suspending keeps the agent's memory: `OnSuspend` checkpoints the agent (run by
+    /// `sandman supervise` under gVisor) to its volume before the pod goes, and the next pod
+    /// restores it. `Never` (the default) keeps the file system only. A lifecycle policy may
+    /// also ask for a checkpoint with its suspend decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointMode>,
+    /// How long a checkpoint may take before the Sandbox is suspended without one (a Go
+    /// duration; default `2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('1h')").message("checkpointTimeout must be a duration between 0s and 1h, such as 2m"))]
+    pub checkpoint_timeout: Option<String>,
+    /// How many checkpoint images the volume keeps, newest first (default 2, at most 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub keep_checkpoints: Option<u32>,
+}
+
+/// When the agent's memory is checkpointed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CheckpointMode {
+    /// Suspend keeps the file system only.
+    #[default]
+    Never,
+    /// Checkpoint before every suspend, restore at the resume after it.
+    OnSuspend,
+}
+
+/// The last checkpoint of a Sandbox, and what became of it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    /// `Checkpointed` (waiting to be restored), `Restored`, `Failed` (the suspend went on
+    /// without one) or `RestoreFailed` (the pod started afresh, with the same volumes).
+    pub outcome: CheckpointOutcome,
+    /// The suspension (`status.suspensions`) it was taken, or tried, for.
+    pub suspension: u64,
+    /// The image's directory on the volume.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// sha256 over the image's files; nothing else is restored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// When it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<Time>,
+    /// The pod it was taken from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    /// How long taking it took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When a pod restored it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<Time>,
+    /// Why it failed, or why it was not restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What became of a checkpoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CheckpointOutcome {
+    /// Taken; the next pod restores it.
+    #[default]
+    Checkpointed,
+    /// A pod restored it.
+    Restored,
+    /// It could not be taken; the Sandbox was suspended without it.
+    Failed,
+    /// It was not restored (missing, corrupt, foreign, or the restore failed); the pod
+    /// started afresh with the same volumes.
+    RestoreFailed,
 }
 
 /// Where a Sandbox is in its life.
@@ -245,6 +319,8 @@ pub enum Phase {
     Starting,
     /// The pod is Ready.
     Running,
+    /// The agent is being checkpointed before a suspend.
+    Checkpointing,
     /// The pod is being deleted for a suspend.
     Suspending,
     /// No pod; the Service and volumes stay.
@@ -322,6 +398,9 @@ pub struct SandboxStatus {
     /// What the lifecycle decisions see of the Sandbox's use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<ActivityStatus>,
+    /// The last checkpoint of the agent's memory (`spec.lifecycle.checkpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStatus>,
 }
 
 /// Activity, from the `sandman.dev/last-activity` annotation (which agents, SDKs and

@@ -11,6 +11,9 @@ use super::{CheckpointError, CheckpointRecord};
 
 /// The file beside an image's own files that records what it is; not part of the digest.
 pub const META_FILE: &str = "meta.json";
+/// Written once a pod restored the image: after that the agent and its volume move on, and
+/// restoring it again (a second pod of the same resume) would put memory behind the files.
+pub const RESTORED_FILE: &str = "restored";
 
 /// Why an image is not restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +24,8 @@ pub enum Refusal {
     Corrupt(String),
     #[error("foreign: {0}")]
     Foreign(String),
+    #[error("restored once already, at {0}; the volume has moved on since")]
+    Consumed(String),
 }
 
 /// The images under one directory (on the Sandbox's volume).
@@ -106,6 +111,13 @@ impl Store {
         Ok(removed)
     }
 
+    /// Records that a pod restored image `name`.
+    pub fn mark_restored(&self, name: &str) -> Result<(), CheckpointError> {
+        let path = self.dir.join(name).join(RESTORED_FILE);
+        std::fs::write(&path, k8s_openapi::jiff::Timestamp::now().to_string())
+            .map_err(CheckpointError::io(format!("write {}", path.display())))
+    }
+
     /// Removes one image (a checkpoint that failed half-way).
     pub fn discard(&self, name: &str) {
         if is_image_name(name) {
@@ -126,6 +138,9 @@ impl Store {
         let record = self
             .record(name)
             .ok_or_else(|| Refusal::Corrupt(format!("no readable {META_FILE}")))?;
+        if let Ok(at) = std::fs::read_to_string(path.join(RESTORED_FILE)) {
+            return Err(Refusal::Consumed(at.trim().to_string()));
+        }
         if record.sandbox_uid != sandbox_uid {
             return Err(Refusal::Foreign(format!(
                 "taken for Sandbox {}, not {sandbox_uid}",
@@ -161,7 +176,9 @@ pub fn digest(dir: &Path) -> std::io::Result<(String, u64)> {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .filter(|(name, _)| name != META_FILE && !name.ends_with(".partial"))
+        .filter(|(name, _)| {
+            name != META_FILE && name != RESTORED_FILE && !name.ends_with(".partial")
+        })
         .collect();
     files.sort();
     let mut hasher = Sha256::new();
@@ -240,6 +257,12 @@ mod tests {
             store.verify("000000000000001-s9", &taken.sha256, "uid-1"),
             Err(Refusal::Missing)
         );
+        store.mark_restored(&taken.image).expect("mark");
+        assert!(matches!(
+            store.verify(&taken.image, &taken.sha256, "uid-1"),
+            Err(Refusal::Consumed(_))
+        ));
+        std::fs::remove_file(dir.path().join(&taken.image).join(RESTORED_FILE)).expect("rm");
         std::fs::write(dir.path().join(&taken.image).join("checkpoint.img"), b"memorx")
             .expect("corrupt");
         assert!(matches!(

@@ -134,7 +134,12 @@ impl Supervisor {
                     .restore(&bundle, &id, &path, &log, options.restore_timeout)
                     .await
                 {
-                    Ok(()) => restored = Some(restore.image.clone()),
+                    Ok(()) => {
+                        if let Err(e) = store.mark_restored(&restore.image) {
+                            tracing::warn!(error = %e, "could not mark the image restored");
+                        }
+                        restored = Some(restore.image.clone());
+                    }
                     Err(e) => {
                         runsc.remove(&id);
                         id = fresh_id(1);

@@ -317,6 +317,7 @@ mod tests {
         let mut running = sandbox(OperatingMode::Running);
         running.spec.lifecycle = Some(crate::api::LifecycleSpec {
             idle_timeout: Some("2m".into()),
+            ..Default::default()
         });
         assert_eq!(
             next(&running, &Decisions::default(), at(100), RESYNC, DWELL),

@@ -100,6 +100,16 @@ pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     if let Some(merged) = &decisions.resources {
         apply_resources(&mut spec, merged);
     }
+    // What to restore goes to every container: the one that runs `sandman supervise` reads it.
+    // It is not part of the template hash, so a new checkpoint never replaces a running pod.
+    let restore = super::checkpointing::restore_env(sandbox);
+    if !restore.is_empty() {
+        for container in &mut spec.containers {
+            let env = container.env.get_or_insert_with(Vec::new);
+            env.retain(|e| !restore.iter().any(|r| r.name == e.name));
+            env.extend(restore.iter().cloned());
+        }
+    }
     spec
 }
 

@@ -35,6 +35,8 @@ pub struct Context {
     pub pod_baseline: bool,
     /// Where this operator's counts go.
     pub metrics: Arc<Metrics>,
+    /// Pods' supervisors, asked for checkpoints and for how a restore went.
+    pub supervisors: crate::checkpoint::client::SupervisorClient,
 }
 
 impl Context {

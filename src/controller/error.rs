@@ -19,6 +19,9 @@ pub enum Error {
     Evaluation(#[source] tokio::task::JoinError),
     #[error("the SandboxPolicy controller stopped before loading policies")]
     PolicyControllerStopped,
+    /// No HTTP client for pods' supervisors (checkpoints).
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] crate::http_client::FetchError),
     #[error("leader election: {0}")]
     Leadership(#[from] super::leader::LeaderError),
 }

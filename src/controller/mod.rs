@@ -11,6 +11,7 @@ mod automation;
 pub mod baseline;
 pub mod blueprint;
 pub mod caches;
+pub mod checkpointing;
 pub mod children;
 pub mod claims;
 mod context;
@@ -228,6 +229,9 @@ pub async fn run(
             instance: Some(options.instance.clone()),
         },
     );
+    let supervisors = crate::checkpoint::client::SupervisorClient::new(
+        crate::http_client::HttpClient::new().map_err(Error::HttpClient)?,
+    );
     let context = Arc::new(Context {
         client: client.clone(),
         pods: pods.store,
@@ -242,6 +246,7 @@ pub async fn run(
         min_dwell: options.min_dwell,
         pod_baseline: options.pod_baseline,
         metrics: options.metrics.clone(),
+        supervisors,
     });
     // A Sandbox reconciled before its policies load would get a pod without them (runc where
     // a policy says gVisor), so the Sandbox controller starts after the first pass.

@@ -17,6 +17,7 @@ use crate::api::{
     OperatingMode, Phase, Sandbox, SandboxStatus, ShutdownPolicy, TEMPLATE_HASH_ANNOTATION,
     UpdateStrategy,
 };
+use crate::controller::checkpointing;
 use crate::controller::children;
 use crate::controller::decisions::Decisions;
 use crate::controller::events::Transition;
@@ -62,15 +63,17 @@ pub struct Plan {
     pub status: SandboxStatus,
     pub requeue_after: Option<Duration>,
     pub transitions: Vec<Transition>,
+    /// A checkpoint to take before the pod is deleted.
+    pub checkpoint: Option<checkpointing::Target>,
 }
 
 impl Plan {
-    fn transition(&mut self, reason: &'static str, note: impl Into<String>, warning: bool) {
+    pub(crate) fn transition(&mut self, reason: &'static str, note: impl Into<String>, warning: bool) {
         self.transitions
             .push(Transition::new(reason, note, warning));
     }
 
-    fn requeue_within(&mut self, candidate: Duration) {
+    pub(crate) fn requeue_within(&mut self, candidate: Duration) {
         self.requeue_after = Some(self.requeue_after.map_or(candidate, |c| c.min(candidate)));
     }
 }
@@ -91,7 +94,10 @@ impl Previous {
     }
 
     fn suspended(&self) -> bool {
-        matches!(self.phase, Phase::Suspending | Phase::Suspended)
+        matches!(
+            self.phase,
+            Phase::Checkpointing | Phase::Suspending | Phase::Suspended
+        )
     }
 }
 
@@ -115,7 +121,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
     }
     match (sandbox.effective_mode(), pod) {
         (OperatingMode::Suspended, Some(pod)) => {
-            suspending(&mut plan, sandbox, pod, now, &previous)
+            suspending(&mut plan, sandbox, pod, now, decisions, &previous)
         }
         (OperatingMode::Suspended, None) => suspended(&mut plan, sandbox, now, &previous),
         (OperatingMode::Running, None) => {
@@ -173,6 +179,7 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         status,
         requeue_after: None,
         transitions,
+        checkpoint: None,
     }
 }
 
@@ -255,7 +262,14 @@ fn foreign_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
 }
 
 /// Suspended with a pod still there: delete it, keep the rest.
-fn suspending(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp, previous: &Previous) {
+fn suspending(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    now: Timestamp,
+    decisions: &Decisions,
+    previous: &Previous,
+) {
     if pod.metadata.deletion_timestamp.is_none() {
         plan.pod = PodAction::Delete {
             uid: pod.uid().unwrap_or_default(),
@@ -270,6 +284,19 @@ fn suspending(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp, pre
         );
     }
     plan.status.phase = Some(Phase::Suspending);
+    // The agent's memory first, while its pod is still there; the reconciler takes it, then
+    // deletes the pod in the same pass.
+    plan.checkpoint = checkpointing::target(sandbox, pod, plan.status.suspensions, decisions);
+    if let Some(target) = &plan.checkpoint {
+        plan.transition(
+            "Checkpointing",
+            format!(
+                "checkpointing the agent of pod {} before it goes",
+                target.request.pod
+            ),
+            false,
+        );
+    }
     status::set_suspended(&mut plan.status, sandbox, now, false, "");
 }
 
@@ -347,7 +374,7 @@ fn held(
 fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
     let resuming = matches!(
         previous.phase,
-        Phase::Suspended | Phase::Suspending | Phase::Resuming
+        Phase::Suspended | Phase::Checkpointing | Phase::Suspending | Phase::Resuming
     );
     let had_pod = matches!(previous.phase, Phase::Running | Phase::Starting);
     let pending = previous.ready.filter(|r| r.recreate_pending());
@@ -435,7 +462,9 @@ fn existing_pod(
 /// coming (a resume asked while the suspend finishes is Resuming).
 fn terminating_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
     plan.status.phase = Some(match previous.phase {
-        Phase::Suspending | Phase::Suspended | Phase::Resuming => Phase::Resuming,
+        Phase::Checkpointing | Phase::Suspending | Phase::Suspended | Phase::Resuming => {
+            Phase::Resuming
+        }
         Phase::Running => Phase::Running,
         _ => Phase::Starting,
     });

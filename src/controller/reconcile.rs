@@ -21,6 +21,7 @@ use crate::controller::children;
 use crate::controller::context::Context;
 use crate::controller::decisions::Decisions;
 use crate::controller::events::{Transition, event_note};
+use crate::controller::checkpointing;
 use crate::controller::phase::{self, ChildAction, Plan, PodAction};
 use crate::controller::{ERROR_REQUEUE, Error};
 use crate::controller::{baseline, network, ownership};
@@ -83,7 +84,13 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
     if pod.is_none()
         && matches!(
             phase,
-            Some(Phase::Starting | Phase::Running | Phase::Resuming | Phase::Suspending)
+            Some(
+                Phase::Starting
+                    | Phase::Running
+                    | Phase::Resuming
+                    | Phase::Checkpointing
+                    | Phase::Suspending
+            )
         )
     {
         // The cache may lag behind our own create; only the API server can say the pod is gone.
@@ -139,6 +146,9 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
         plan.transitions.insert(0, step.clone());
     }
     tracing::debug!(?plan.pod, ?plan.service, phase = ?plan.status.phase, "plan");
+    if let Some(target) = plan.checkpoint.clone() {
+        checkpoint_first(&ctx, &sandbox, &mut plan, &target).await?;
+    }
     let outcome = match execute(&sandbox, &ctx, &plan, &decisions).await? {
         Outcome::PodExists => {
             // The cache missed a pod of this name: maybe ours from a racing reconcile, maybe
@@ -162,13 +172,36 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
     };
     match outcome {
         Outcome::Done(action) => Ok(action),
-        Outcome::Applied => finish(&observed, &ctx, &plan).await,
+        Outcome::Applied => {
+            checkpointing::observe_restore(&ctx.supervisors, &sandbox, pod.as_ref(), &mut plan)
+                .await;
+            finish(&observed, &ctx, &plan).await
+        }
         Outcome::PodExists => Ok(Action::requeue(std::time::Duration::from_secs(1))),
         Outcome::PodRejected(message) => {
             phase::reject_pod(&mut plan, &sandbox, &message, Timestamp::now());
             finish(&observed, &ctx, &plan).await
         }
     }
+}
+
+/// Takes the plan's checkpoint before the pod is deleted: the status says `Checkpointing`
+/// (and the Event goes out) while it runs, which may be seconds; its outcome goes into the
+/// plan, whose pod deletion then goes on whatever the outcome.
+#[instrument(name = "sandbox.checkpoint", skip_all, fields(pod = %target.request.pod))]
+async fn checkpoint_first(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    plan: &mut Plan,
+    target: &checkpointing::Target,
+) -> Result<(), Error> {
+    let mut checkpointing = plan.clone();
+    checkpointing.status.phase = Some(Phase::Checkpointing);
+    write_status(&ctx.client, sandbox, &checkpointing).await?;
+    ctx.publish(sandbox, &plan.transitions).await;
+    plan.transitions.clear();
+    checkpointing::take(&ctx.supervisors, plan, target).await;
+    Ok(())
 }
 
 /// The phase machine's plan, with the activity facts of the status it will write, held when a

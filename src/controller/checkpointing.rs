@@ -1,0 +1,324 @@
+//! Checkpoints around suspend and resume: which suspension asks for one (the spec, or the
+//! lifecycle decision that suspends), asking the pod's supervisor for it before the pod is
+//! deleted, what the next pod restores, and reading back whether it did.
+//!
+//! A checkpoint never holds a suspend up for good: one that fails or times out is recorded and
+//! the suspend goes on without it, with the file system kept. Only the checkpoint taken for
+//! the suspension a resume ends is ever restored, so memory never goes back behind files.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{CheckpointMode, CheckpointOutcome, CheckpointStatus, Phase, Sandbox};
+use crate::checkpoint::client::SupervisorClient;
+use crate::checkpoint::{
+    CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT,
+    StartKind,
+};
+use crate::controller::decisions::Decisions;
+use crate::controller::phase::Plan;
+use crate::policy::limits::parse_duration;
+
+/// How long a checkpoint may take unless `spec.lifecycle.checkpointTimeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many images the volume keeps unless `spec.lifecycle.keepCheckpoints` says otherwise.
+pub const DEFAULT_KEEP: u32 = 2;
+/// How soon to ask a restoring pod's supervisor again when it did not answer.
+const REPORT_RETRY: Duration = Duration::from_secs(2);
+
+/// A checkpoint to take before the pod goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub pod_ip: String,
+    pub request: CheckpointRequest,
+    pub timeout: Duration,
+}
+
+/// Whether the Sandbox's spec asks for checkpoints, or the lifecycle decision in force does.
+pub fn wanted(sandbox: &Sandbox, decisions: &Decisions) -> bool {
+    let spec = sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint);
+    let _ = decisions;
+    spec == Some(CheckpointMode::OnSuspend)
+}
+
+/// The checkpoint this suspension takes of `pod`, if one is wanted, not tried yet for this
+/// suspension, and there is a running agent to take it from.
+pub fn target(
+    sandbox: &Sandbox,
+    pod: &Pod,
+    suspension: u64,
+    decisions: &Decisions,
+) -> Option<Target> {
+    if !wanted(sandbox, decisions) || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let tried = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.checkpoint.as_ref())
+        .is_some_and(|c| c.suspension == suspension);
+    let status = pod.status.as_ref()?;
+    if tried || status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let pod_ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    let lifecycle = sandbox.spec.lifecycle.as_ref();
+    Some(Target {
+        pod_ip,
+        request: CheckpointRequest {
+            sandbox_uid: sandbox.uid().unwrap_or_default(),
+            pod: pod.name_any(),
+            suspension,
+            keep: lifecycle
+                .and_then(|l| l.keep_checkpoints)
+                .unwrap_or(DEFAULT_KEEP)
+                .clamp(1, 16),
+        },
+        timeout: lifecycle
+            .and_then(|l| l.checkpoint_timeout.as_deref())
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(DEFAULT_TIMEOUT),
+    })
+}
+
+/// The checkpoint a new pod should restore: the one taken for the suspension that is ending,
+/// not restored yet.
+pub fn pending_restore(sandbox: &Sandbox) -> Option<&CheckpointStatus> {
+    let status = sandbox.status.as_ref()?;
+    status.checkpoint.as_ref().filter(|c| {
+        c.outcome == CheckpointOutcome::Checkpointed
+            && c.suspension == status.suspensions
+            && !c.image.is_empty()
+    })
+}
+
+/// What the pod's supervisor needs to restore: the image, its sha256 and whose it is.
+pub fn restore_env(sandbox: &Sandbox) -> Vec<EnvVar> {
+    let Some(checkpoint) = pending_restore(sandbox) else {
+        return Vec::new();
+    };
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    vec![
+        var(RESTORE_IMAGE_ENV, checkpoint.image.clone()),
+        var(RESTORE_SHA256_ENV, checkpoint.sha256.clone()),
+        var(SANDBOX_UID_ENV, sandbox.uid().unwrap_or_default()),
+    ]
+}
+
+/// The image a pod was made to restore, read from its environment.
+fn restoring(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == RESTORE_IMAGE_ENV)
+        .and_then(|e| e.value.clone())
+}
+
+/// Takes the checkpoint: the outcome goes into the plan's status, with its Event. Failure is
+/// an outcome too; the suspend goes on either way.
+pub async fn take(supervisors: &SupervisorClient, plan: &mut Plan, target: &Target) {
+    let previous = plan.status.checkpoint.clone().unwrap_or_default();
+    let began = std::time::Instant::now();
+    match supervisors
+        .checkpoint(&target.pod_ip, SUPERVISOR_PORT, &target.request, target.timeout)
+        .await
+    {
+        Ok(record) => {
+            plan.transition(
+                "Checkpointed",
+                format!(
+                    "checkpoint {} of pod {}: {} bytes in {} ms, sha256 {}",
+                    record.image, record.pod, record.size_bytes, record.took_ms, record.sha256
+                ),
+                false,
+            );
+            plan.status.checkpoint = Some(CheckpointStatus {
+                outcome: CheckpointOutcome::Checkpointed,
+                suspension: record.suspension,
+                image: record.image,
+                sha256: record.sha256,
+                size_bytes: Some(record.size_bytes),
+                taken_at: Some(Time(record.taken_at)),
+                pod: record.pod,
+                duration_ms: Some(record.took_ms),
+                restored_at: None,
+                message: None,
+            });
+        }
+        Err(error) => {
+            let message = format!(
+                "{error} (after {} ms); suspending without it: the volume is kept and the next resume starts afresh",
+                began.elapsed().as_millis()
+            );
+            plan.transition("CheckpointFailed", message.clone(), true);
+            plan.status.checkpoint = Some(CheckpointStatus {
+                outcome: CheckpointOutcome::Failed,
+                suspension: target.request.suspension,
+                message: Some(message),
+                ..previous
+            });
+        }
+    }
+}
+
+/// Once a pod made to restore runs, asks its supervisor how the agent started and records it.
+pub async fn observe_restore(
+    supervisors: &SupervisorClient,
+    sandbox: &Sandbox,
+    pod: Option<&Pod>,
+    plan: &mut Plan,
+) {
+    let Some(pending) = pending_restore(sandbox) else {
+        return;
+    };
+    let Some(pod) = pod else { return };
+    if plan.status.phase != Some(Phase::Running)
+        || restoring(pod).as_deref() != Some(pending.image.as_str())
+    {
+        return;
+    }
+    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return;
+    };
+    let report = match supervisors.start_report(&ip, SUPERVISOR_PORT).await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::debug!(%error, "no start report yet");
+            plan.requeue_within(REPORT_RETRY);
+            return;
+        }
+    };
+    let mut checkpoint = pending.clone();
+    match report.start {
+        StartKind::Restored => {
+            checkpoint.outcome = CheckpointOutcome::Restored;
+            checkpoint.restored_at = Some(Time(report.at));
+            plan.transition(
+                "Restored",
+                format!(
+                    "pod {} restored checkpoint {} in {} ms",
+                    pod.name_any(),
+                    checkpoint.image,
+                    report.took_ms
+                ),
+                false,
+            );
+        }
+        StartKind::ColdStart => {
+            let reason = report
+                .reason
+                .unwrap_or_else(|| "the supervisor did not restore it".into());
+            checkpoint.outcome = CheckpointOutcome::RestoreFailed;
+            checkpoint.message = Some(reason.clone());
+            plan.transition(
+                "RestoreFailed",
+                format!(
+                    "checkpoint {} not restored ({reason}); the agent started afresh with the same volumes",
+                    checkpoint.image
+                ),
+                true,
+            );
+        }
+    }
+    plan.status.checkpoint = Some(checkpoint);
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PodStatus;
+
+    use super::*;
+    use crate::api::{LifecycleSpec, SandboxStatus};
+
+    fn sandbox(mode: Option<CheckpointMode>, checkpoint: Option<CheckpointStatus>) -> Sandbox {
+        let mut sandbox: Sandbox = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandman.dev/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": { "name": "s", "namespace": "n", "uid": "uid-1" },
+            "spec": { "podTemplate": { "spec": { "containers": [{ "name": "a", "image": "i" }] } } },
+        }))
+        .expect("sandbox");
+        sandbox.spec.lifecycle = Some(LifecycleSpec {
+            checkpoint: mode,
+            ..LifecycleSpec::default()
+        });
+        sandbox.status = Some(SandboxStatus {
+            suspensions: 3,
+            checkpoint,
+            ..SandboxStatus::default()
+        });
+        sandbox
+    }
+
+    fn pod(phase: &str) -> Pod {
+        Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("s".into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                pod_ip: Some("127.1.0.9".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn taken(outcome: CheckpointOutcome, suspension: u64) -> CheckpointStatus {
+        CheckpointStatus {
+            outcome,
+            suspension,
+            image: "000000000000001-s3".into(),
+            sha256: "ab".repeat(32),
+            ..CheckpointStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_taken_once_per_suspension_of_a_running_agent() {
+        let decisions = Decisions::default();
+        let on = sandbox(Some(CheckpointMode::OnSuspend), None);
+        let target = target(&on, &pod("Running"), 3, &decisions).expect("a target");
+        assert_eq!(target.pod_ip, "127.1.0.9");
+        assert_eq!(target.request.sandbox_uid, "uid-1");
+        assert_eq!(target.request.keep, DEFAULT_KEEP);
+        assert_eq!(target.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(target.request.suspension, 3);
+        // Not asked for, no running agent, or tried already for this suspension: none.
+        let off = sandbox(Some(CheckpointMode::Never), None);
+        assert!(super::target(&off, &pod("Running"), 3, &decisions).is_none());
+        assert!(super::target(&on, &pod("Pending"), 3, &decisions).is_none());
+        let failed = sandbox(
+            Some(CheckpointMode::OnSuspend),
+            Some(taken(CheckpointOutcome::Failed, 3)),
+        );
+        assert!(super::target(&failed, &pod("Running"), 3, &decisions).is_none());
+        assert!(super::target(&failed, &pod("Running"), 4, &decisions).is_some());
+    }
+
+    #[test]
+    fn only_the_checkpoint_of_the_ending_suspension_is_restored() {
+        let current = sandbox(None, Some(taken(CheckpointOutcome::Checkpointed, 3)));
+        let env = restore_env(&current);
+        let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, [RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV]);
+        // An older suspension's image is behind the files; a restored or failed one is spent.
+        for stale in [
+            taken(CheckpointOutcome::Checkpointed, 2),
+            taken(CheckpointOutcome::Restored, 3),
+            taken(CheckpointOutcome::Failed, 3),
+        ] {
+            assert!(restore_env(&sandbox(None, Some(stale))).is_empty());
+        }
+    }
+}
