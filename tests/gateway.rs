@@ -354,6 +354,7 @@ async fn open_websocket_keeps_sandbox_awake() {
     let mut chat = reachable("chat", OperatingMode::Running);
     chat.spec.lifecycle = Some(sandman::api::LifecycleSpec {
         idle_timeout: Some("3s".into()),
+        ..Default::default()
     });
     create(&ctx, &chat).await;
     let listening = play_websocket_container(&ctx, "chat");

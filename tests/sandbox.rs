@@ -591,9 +591,20 @@ async fn invalid_sandbox_is_rejected() {
     let mut bad_timeout = sandbox("bad-timeout", false);
     bad_timeout.spec.lifecycle = Some(sandman::api::LifecycleSpec {
         idle_timeout: Some("soon".into()),
+        ..Default::default()
     });
     let message = rejected(api.create(&PostParams::default(), &bad_timeout).await);
     assert!(message.contains("idleTimeout"), "{message}");
+
+    let mut bad_checkpoint = sandbox("bad-checkpoint", false);
+    bad_checkpoint.spec.lifecycle = Some(sandman::api::LifecycleSpec {
+        checkpoint_timeout: Some("2h".into()),
+        keep_checkpoints: Some(40),
+        ..Default::default()
+    });
+    let message = rejected(api.create(&PostParams::default(), &bad_checkpoint).await);
+    assert!(message.contains("checkpointTimeout"), "{message}");
+    assert!(message.contains("keepCheckpoints"), "{message}");
 
     // Changing the templates, and adding templates to a Sandbox made without them.
     for (name, volume, size) in [

@@ -47,7 +47,12 @@ impl SupervisorClient {
             self.http.send(
                 Method::POST,
                 &format!("http://{address}/checkpoint"),
-                &[(http::header::CONTENT_TYPE, "application/json")],
+                &[
+                    (http::header::CONTENT_TYPE, "application/json"),
+                    // Never a pooled connection: pod IPs are reused, and a connection to the
+                    // last pod at this IP must not answer for the next.
+                    (http::header::CONNECTION, "close"),
+                ],
                 Bytes::from(body),
             ),
         )
@@ -69,7 +74,10 @@ impl SupervisorClient {
         };
         let response = tokio::time::timeout(
             Duration::from_secs(5),
-            self.http.get(&format!("http://{address}/status"), &[]),
+            self.http.get(
+                &format!("http://{address}/status"),
+                &[(http::header::CONNECTION, "close")],
+            ),
         )
         .await
         .map_err(|_| failed("no answer within 5s".into()))?

@@ -211,6 +211,11 @@ impl Supervisor {
     pub fn container_id(&self) -> &str {
         &self.state.id
     }
+
+    /// runsc's state directory for the agent.
+    pub fn runsc_root(&self) -> &std::path::Path {
+        &self.state.runsc.root
+    }
 }
 
 impl Drop for Supervisor {
@@ -238,7 +243,10 @@ async fn serve_control(listener: TcpListener, state: Arc<State>) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(control(request, &state).await) }
             });
+            // One request per connection: a kept-alive connection would outlive this
+            // supervisor's pod, and a later pod with the same IP would be answered by it.
             let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

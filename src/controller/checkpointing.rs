@@ -112,15 +112,13 @@ pub fn restore_env(sandbox: &Sandbox) -> Vec<EnvVar> {
     ]
 }
 
-/// The image a pod was made to restore, read from its environment.
-fn restoring(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .flat_map(|c| c.env.iter().flatten())
-        .find(|e| e.name == RESTORE_IMAGE_ENV)
-        .and_then(|e| e.value.clone())
+/// The pod annotation that names the image a pod was made to restore (the pod cache keeps
+/// annotations, not containers' environments).
+pub const RESTORE_ANNOTATION: &str = "sandman.dev/restore-image";
+
+/// The image a pod was made to restore.
+fn restoring(pod: &Pod) -> Option<&str> {
+    pod.annotations().get(RESTORE_ANNOTATION).map(String::as_str)
 }
 
 /// Takes the checkpoint: the outcome goes into the plan's status, with its Event. Failure is
@@ -182,7 +180,7 @@ pub async fn observe_restore(
     };
     let Some(pod) = pod else { return };
     if plan.status.phase != Some(Phase::Running)
-        || restoring(pod).as_deref() != Some(pending.image.as_str())
+        || restoring(pod) != Some(pending.image.as_str())
     {
         return;
     }

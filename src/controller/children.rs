@@ -140,6 +140,12 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
         TEMPLATE_HASH_ANNOTATION.into(),
         template_hash(sandbox, decisions),
     );
+    if let Some(checkpoint) = super::checkpointing::pending_restore(sandbox) {
+        annotations.insert(
+            super::checkpointing::RESTORE_ANNOTATION.into(),
+            checkpoint.image.clone(),
+        );
+    }
     Pod {
         metadata: ObjectMeta {
             name: Some(sandbox.name_any()),

@@ -2,6 +2,7 @@
 //! shared local control plane, build Sandboxes, and wait for conditions.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod gateway;
 pub mod policy;

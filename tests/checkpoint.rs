@@ -1,0 +1,197 @@
+//! Suspend keeps the agent's memory: real runsc checkpoints the agent to the Sandbox's volume
+//! before the pod goes, and the next pod restores it. The pods' containers are played (their
+//! supervisors listen on the pod IPs, see `common::agent`), everything else is real: the
+//! operator, the API server, runsc and the images on the volume.
+//!
+//! The tests take turns: each resume may give a pod another loopback IP, and a supervisor of
+//! one test must never answer for another test's pod.
+
+mod common;
+
+use common::agent::*;
+use common::*;
+use sandman::api::{CheckpointOutcome, OperatingMode, Phase};
+use sandman_testenv::harness::TestContext;
+use tokio::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// The Sandbox's checkpoint status once it is Suspended.
+async fn suspended(ctx: &TestContext, name: &str) -> sandman::api::CheckpointStatus {
+    let sandbox = wait_phase(ctx, name, Phase::Suspended).await;
+    sandbox
+        .status
+        .and_then(|s| s.checkpoint)
+        .expect("a checkpoint status")
+}
+
+async fn outcome(
+    ctx: &TestContext,
+    name: &str,
+    outcome: CheckpointOutcome,
+) -> sandman::api::CheckpointStatus {
+    let sandbox = wait_sandbox(ctx, name, &format!("checkpoint outcome {outcome:?}"), |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.checkpoint.as_ref())
+            .is_some_and(|c| c.outcome == outcome)
+    })
+    .await;
+    sandbox.status.and_then(|s| s.checkpoint).expect("checkpoint")
+}
+
+#[tokio::test]
+async fn checkpoint_on_suspend_restores_memory() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_restore").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    create(&ctx, &checkpointed("mem")).await;
+
+    let first = play(&ctx, &workspace, "mem").await;
+    for expected in 1..=3 {
+        assert_eq!(first.count().await, expected);
+    }
+    set_mode(&ctx, "mem", OperatingMode::Suspended).await;
+    let taken = suspended(&ctx, "mem").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    assert_eq!(taken.sha256.len(), 64);
+    assert!(taken.size_bytes.unwrap_or_default() > 0);
+    assert_eq!(taken.pod, "mem");
+    assert!(taken.taken_at.is_some());
+    assert_eq!(workspace.image_names(), vec![taken.image.clone()]);
+    event_notes(&ctx, "Checkpointing").await;
+    let notes = event_notes(&ctx, "Checkpointed").await;
+    assert!(notes[0].contains(&taken.image), "{notes:?}");
+    drop(first);
+
+    set_mode(&ctx, "mem", OperatingMode::Running).await;
+    let second = play(&ctx, &workspace, "mem").await;
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::Restored
+    );
+    // The counter went on in memory: a fresh agent would say 1.
+    let after = second.count().await;
+    assert!(after > 3, "the restored agent counts on from 3, it said {after}");
+    let restored = outcome(&ctx, "mem", CheckpointOutcome::Restored).await;
+    assert!(restored.restored_at.is_some());
+    assert_eq!(restored.image, taken.image);
+    event_notes(&ctx, "Restored").await;
+    // The file it opened before the checkpoint is still open and written through.
+    let log = std::fs::read_to_string(workspace.volume().join("agent.log")).expect("agent.log");
+    assert!(log.contains(&format!("request {after}")), "{log}");
+}
+
+#[tokio::test]
+async fn checkpoint_failure_falls_back_to_plain_suspend() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_fail").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    create(&ctx, &checkpointed("brittle")).await;
+
+    let first = play(&ctx, &workspace, "brittle").await;
+    assert_eq!(first.count().await, 1);
+    // The agent dies behind the supervisor's back: there is nothing to checkpoint.
+    let killed = std::process::Command::new("runsc")
+        .arg("--root")
+        .arg(first.supervisor.runsc_root())
+        .args(["kill", first.supervisor.container_id(), "KILL"])
+        .status()
+        .expect("runsc kill");
+    assert!(killed.success());
+    set_mode(&ctx, "brittle", OperatingMode::Suspended).await;
+    let failed = suspended(&ctx, "brittle").await;
+    assert_eq!(failed.outcome, CheckpointOutcome::Failed, "{failed:?}");
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(message.contains("not running"), "{message}");
+    let notes = event_notes(&ctx, "CheckpointFailed").await;
+    assert!(notes[0].contains("suspending without it"), "{notes:?}");
+    assert!(workspace.image_names().is_empty(), "no half image is left");
+    drop(first);
+
+    // The next resume starts afresh, with the file system kept.
+    set_mode(&ctx, "brittle", OperatingMode::Running).await;
+    let second = play(&ctx, &workspace, "brittle").await;
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::ColdStart
+    );
+    assert_eq!(second.count().await, 1);
+    let log = std::fs::read_to_string(workspace.volume().join("agent.log")).expect("agent.log");
+    assert_eq!(log.matches("request 1").count(), 2, "{log}");
+}
+
+#[tokio::test]
+async fn corrupt_checkpoint_cold_starts_with_volumes() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_corrupt").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    create(&ctx, &checkpointed("flipped")).await;
+
+    let first = play(&ctx, &workspace, "flipped").await;
+    assert_eq!(first.count().await, 1);
+    assert_eq!(first.count().await, 2);
+    set_mode(&ctx, "flipped", OperatingMode::Suspended).await;
+    let taken = suspended(&ctx, "flipped").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    drop(first);
+    // One byte of the image changes while the Sandbox sleeps.
+    let image = workspace.images().join(&taken.image).join("checkpoint.img");
+    let mut bytes = std::fs::read(&image).expect("image");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&image, bytes).expect("corrupt");
+
+    set_mode(&ctx, "flipped", OperatingMode::Running).await;
+    let second = play(&ctx, &workspace, "flipped").await;
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::ColdStart
+    );
+    assert_eq!(second.count().await, 1, "a fresh agent");
+    let refused = outcome(&ctx, "flipped", CheckpointOutcome::RestoreFailed).await;
+    let message = refused.message.unwrap_or_default();
+    assert!(message.contains("corrupt"), "{message}");
+    let notes = event_notes(&ctx, "RestoreFailed").await;
+    assert!(notes[0].contains("same volumes"), "{notes:?}");
+    // Same volume: what the first agent wrote is there.
+    let log = std::fs::read_to_string(workspace.volume().join("agent.log")).expect("agent.log");
+    assert!(log.contains("request 2"), "{log}");
+}
+
+#[tokio::test]
+async fn checkpoints_are_retained_and_pruned() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_prune").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    let mut sandbox = checkpointed("kept");
+    if let Some(lifecycle) = sandbox.spec.lifecycle.as_mut() {
+        lifecycle.keep_checkpoints = Some(2);
+    }
+    create(&ctx, &sandbox).await;
+
+    let mut images = Vec::new();
+    let mut last = 0;
+    for round in 0..3 {
+        let played = play(&ctx, &workspace, "kept").await;
+        let count = played.count().await;
+        assert!(count > last, "round {round}: memory kept ({count} after {last})");
+        last = count;
+        set_mode(&ctx, "kept", OperatingMode::Suspended).await;
+        let taken = suspended(&ctx, "kept").await;
+        assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+        assert!(!images.contains(&taken.image), "round {round}: a new image");
+        images.push(taken.image);
+        drop(played);
+        let on_volume = workspace.image_names();
+        let newest: Vec<_> = images.iter().rev().take(2).rev().cloned().collect();
+        assert_eq!(on_volume, newest, "round {round}: the newest two are kept");
+        set_mode(&ctx, "kept", OperatingMode::Running).await;
+    }
+    let played = play(&ctx, &workspace, "kept").await;
+    assert!(played.count().await > last);
+}
