@@ -35,6 +35,7 @@ async fn idle_timeout_suspends_without_a_policy() {
     let mut idle = sandbox("idle", true);
     idle.spec.lifecycle = Some(sandman::api::LifecycleSpec {
         idle_timeout: Some("2s".into()),
+        ..Default::default()
     });
     create(&ctx, &idle).await;
     wait_phase(&ctx, "idle", Phase::Running).await;
@@ -180,6 +181,7 @@ async fn gitops_reapply_does_not_fight_auto_suspend() {
     let mut manifest = sandbox("agent", false);
     manifest.spec.lifecycle = Some(sandman::api::LifecycleSpec {
         idle_timeout: Some("2s".into()),
+        ..Default::default()
     });
     manifest.metadata.namespace = Some(ctx.namespace.clone());
     let mut applied = serde_json::to_value(&manifest).expect("manifest");
