@@ -195,3 +195,47 @@ async fn checkpoints_are_retained_and_pruned() {
     let played = play(&ctx, &workspace, "kept").await;
     assert!(played.count().await > last);
 }
+
+#[tokio::test]
+async fn gateway_wake_restores_checkpoint() {
+    use common::gateway::{get, options};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_gateway").await;
+    let _operator = Operator::start(&ctx);
+    let gateway = sandman::gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let workspace = Workspace::new();
+    let mut sandbox = checkpointed("woken");
+    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
+        enabled: true,
+        ..Default::default()
+    });
+    create(&ctx, &sandbox).await;
+    let path = format!("/sandboxes/{}/woken/", ctx.namespace);
+
+    let first = play(&ctx, &workspace, "woken").await;
+    for expected in 1..=2 {
+        let (status, _, body) = get(&gateway, &path, None).await;
+        assert_eq!((status, parse_count(&body)), (200, Some(expected)), "{body}");
+    }
+    set_mode(&ctx, "woken", OperatingMode::Suspended).await;
+    let taken = suspended(&ctx, "woken").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    drop(first);
+
+    // A request wakes it; the new pod's container is played as it comes, and restores.
+    let ((status, _, body), second) = tokio::join!(
+        get(&gateway, &path, None),
+        play(&ctx, &workspace, "woken")
+    );
+    assert_eq!(status, 200, "{body}");
+    let count = parse_count(&body).expect("a count");
+    assert!(count > 2, "the woken agent counts on from 2, it said {count}");
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::Restored
+    );
+    outcome(&ctx, "woken", CheckpointOutcome::Restored).await;
+    assert_eq!(gateway.wakes(), 1);
+}
