@@ -45,9 +45,12 @@ pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
 pub fn suspension_number(sandbox: &Sandbox) -> u64 {
     let status = sandbox.status.as_ref();
     let counted = status.map_or(0, |s| s.suspensions);
-    let shown = status
-        .and_then(|s| s.phase)
-        .is_some_and(|p| matches!(p, Phase::Checkpointing | Phase::Suspending | Phase::Suspended));
+    let shown = status.and_then(|s| s.phase).is_some_and(|p| {
+        matches!(
+            p,
+            Phase::Checkpointing | Phase::Suspending | Phase::Suspended
+        )
+    });
     if shown { counted } else { counted + 1 }
 }
 

@@ -37,7 +37,10 @@ async fn outcome(
             .is_some_and(|c| c.outcome == outcome)
     })
     .await;
-    sandbox.status.and_then(|s| s.checkpoint).expect("checkpoint")
+    sandbox
+        .status
+        .and_then(|s| s.checkpoint)
+        .expect("checkpoint")
 }
 
 #[tokio::test]
@@ -73,7 +76,10 @@ async fn checkpoint_on_suspend_restores_memory() {
     );
     // The counter went on in memory: a fresh agent would say 1.
     let after = second.count().await;
-    assert!(after > 3, "the restored agent counts on from 3, it said {after}");
+    assert!(
+        after > 3,
+        "the restored agent counts on from 3, it said {after}"
+    );
     let restored = outcome(&ctx, "mem", CheckpointOutcome::Restored).await;
     assert!(restored.restored_at.is_some());
     assert_eq!(restored.image, taken.image);
@@ -179,7 +185,10 @@ async fn checkpoints_are_retained_and_pruned() {
     for round in 0..3 {
         let played = play(&ctx, &workspace, "kept").await;
         let count = played.count().await;
-        assert!(count > last, "round {round}: memory kept ({count} after {last})");
+        assert!(
+            count > last,
+            "round {round}: memory kept ({count} after {last})"
+        );
         last = count;
         set_mode(&ctx, "kept", OperatingMode::Suspended).await;
         let taken = suspended(&ctx, "kept").await;
@@ -217,7 +226,11 @@ async fn gateway_wake_restores_checkpoint() {
     let first = play(&ctx, &workspace, "woken").await;
     for expected in 1..=2 {
         let (status, _, body) = get(&gateway, &path, None).await;
-        assert_eq!((status, parse_count(&body)), (200, Some(expected)), "{body}");
+        assert_eq!(
+            (status, parse_count(&body)),
+            (200, Some(expected)),
+            "{body}"
+        );
     }
     set_mode(&ctx, "woken", OperatingMode::Suspended).await;
     let taken = suspended(&ctx, "woken").await;
@@ -225,17 +238,78 @@ async fn gateway_wake_restores_checkpoint() {
     drop(first);
 
     // A request wakes it; the new pod's container is played as it comes, and restores.
-    let ((status, _, body), second) = tokio::join!(
-        get(&gateway, &path, None),
-        play(&ctx, &workspace, "woken")
-    );
+    let ((status, _, body), second) =
+        tokio::join!(get(&gateway, &path, None), play(&ctx, &workspace, "woken"));
     assert_eq!(status, 200, "{body}");
     let count = parse_count(&body).expect("a count");
-    assert!(count > 2, "the woken agent counts on from 2, it said {count}");
+    assert!(
+        count > 2,
+        "the woken agent counts on from 2, it said {count}"
+    );
     assert_eq!(
         second.supervisor.start_report().start,
         sandman::checkpoint::StartKind::Restored
     );
     outcome(&ctx, "woken", CheckpointOutcome::Restored).await;
     assert_eq!(gateway.wakes(), 1);
+}
+
+/// A Sandbox that never asks for checkpoints in its spec is suspended by a lifecycle policy
+/// whose decision asks for one (`checkpoint: true`, contract 0.3.0): its memory is kept.
+#[tokio::test]
+async fn policy_requests_checkpoint() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_policy").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    let mut sandbox = checkpointed("asked");
+    sandbox.spec.lifecycle = None;
+    create(&ctx, &sandbox).await;
+
+    let first = play(&ctx, &workspace, "asked").await;
+    assert_eq!(first.count().await, 1);
+    assert_eq!(first.count().await, 2);
+    // The policy comes once the agent has state: the Sandbox has been idle for a second by
+    // then, longer than the policy allows.
+    let installed = common::policy::install_loaded(&ctx, "idle", "idle_suspend", |policy| {
+        if let Some(wasm) = policy.spec.wasm.as_mut() {
+            wasm.settings = Some(serde_json::json!({ "idleSeconds": 1, "checkpoint": true }));
+        }
+    })
+    .await;
+    let taken = suspended(&ctx, "asked").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    let sandbox = sandboxes(&ctx).get("asked").await.expect("sandbox");
+    let by = sandbox
+        .status
+        .and_then(|s| s.mode_override)
+        .map(|o| o.by)
+        .unwrap_or_default();
+    assert_eq!(by, installed.name, "the policy suspended it");
+    drop(first);
+
+    // The policy goes (or it would suspend the restored agent again), and a wake resumes.
+    installed
+        .api
+        .delete(&installed.name, &Default::default())
+        .await
+        .expect("delete the policy");
+    let sandbox = sandboxes(&ctx).get("asked").await.expect("sandbox");
+    sandboxes(&ctx)
+        .patch(
+            "asked",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "metadata": { "annotations": {
+                sandman::activity::WAKE_REQUESTED: sandman::activity::wake_token(&sandbox),
+            } } })),
+        )
+        .await
+        .expect("wake");
+    let second = play(&ctx, &workspace, "asked").await;
+    let after = second.count().await;
+    assert!(
+        after > 2,
+        "the restored agent counts on from 2, it said {after}"
+    );
+    outcome(&ctx, "asked", CheckpointOutcome::Restored).await;
 }

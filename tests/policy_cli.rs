@@ -112,7 +112,7 @@ fn inspect_shows_hooks_contract_and_digest() {
     let output = sandman(&["policy", "inspect", path_str(&wasm)]);
     assert!(output.status.success(), "{}", describe(&output));
     let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML");
-    assert_eq!(report["contract"], "sandman:policy@0.2.0");
+    assert_eq!(report["contract"], "sandman:policy@0.3.0");
     assert_eq!(report["compatible"], true);
     assert_eq!(
         report["hooks"],
@@ -128,7 +128,7 @@ fn inspect_shows_hooks_contract_and_digest() {
             .as_array()
             .expect("imports")
             .iter()
-            .any(|i| i == "sandman:policy/types@0.2.0"),
+            .any(|i| i == "sandman:policy/types@0.3.0"),
         "{report}"
     );
 }

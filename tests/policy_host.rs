@@ -630,8 +630,87 @@ fn components_built_against_0_1_keep_working() {
             patient(),
         )
         .expect("load");
-    assert_eq!(current.contract_version(), "0.2.0");
+    assert_eq!(current.contract_version(), "0.3.0");
     assert!(current.hooks().contains(&Hook::Pool));
+}
+
+#[test]
+fn components_built_against_0_2_keep_working() {
+    let engine = PolicyEngine::new().expect("engine");
+    let frozen = engine
+        .load("frozen", &policy_wasm("contract_0_2"), "{}", patient())
+        .expect("a 0.2.0 component loads");
+    assert_eq!(frozen.contract_version(), "0.2.0");
+    assert_eq!(frozen.hooks(), Hook::ALL.to_vec());
+
+    // It sees the fields 0.2.0 added, and its decisions read as current ones.
+    let mut python = input(&[], &[], "{}");
+    python.sandbox.template = Some("python".into());
+    let decision = frozen
+        .isolation(&python)
+        .expect("evaluate")
+        .expect("decides for the python template");
+    assert_eq!(decision.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(decision.network.map(|n| n.ingress_ports), Some(vec![8080]));
+
+    let mut idle = input(&[], &[], "{}");
+    idle.activity.idle_seconds = 120;
+    let decision = frozen
+        .lifecycle(&idle)
+        .expect("evaluate")
+        .expect("suspends an idle Sandbox");
+    assert_eq!(
+        decision.action,
+        sandman::policy::types::LifecycleAction::Suspend
+    );
+    assert_eq!(decision.requeue_after_seconds, Some(30));
+    assert_eq!(
+        decision.checkpoint, None,
+        "0.2.0 cannot ask for a checkpoint"
+    );
+
+    let sized = frozen
+        .pool(&sandman::policy::input::sample_pool(&[], "{}"))
+        .expect("evaluate")
+        .expect("sizes the pool");
+    assert_eq!(sized.replicas, 3);
+}
+
+#[test]
+fn lifecycle_policy_asks_for_a_checkpoint_with_its_suspend() {
+    let engine = PolicyEngine::new().expect("engine");
+    let load = |settings: &str| {
+        engine
+            .load(
+                "idle-suspend",
+                &policy_wasm("idle_suspend"),
+                settings,
+                patient(),
+            )
+            .expect("load")
+    };
+    let idle = |settings: &str| {
+        let mut idle = input(&[], &[], settings);
+        idle.activity.idle_seconds = 120;
+        idle
+    };
+    let asking = r#"{"idleSeconds": 60, "checkpoint": true}"#;
+    let decision = load(asking)
+        .lifecycle(&idle(asking))
+        .expect("evaluate")
+        .expect("decides");
+    assert_eq!(
+        decision.action,
+        sandman::policy::types::LifecycleAction::Suspend
+    );
+    assert_eq!(decision.checkpoint, Some(true));
+    // Without the setting it leaves the choice to the Sandbox's spec.
+    let silent = r#"{"idleSeconds": 60}"#;
+    let decision = load(silent)
+        .lifecycle(&idle(silent))
+        .expect("evaluate")
+        .expect("decides");
+    assert_eq!(decision.checkpoint, None);
 }
 
 #[test]

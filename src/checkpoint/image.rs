@@ -46,8 +46,10 @@ impl Store {
     /// A new, empty directory for an image of `suspension`, named to sort after every image
     /// before it.
     pub fn create(&self, suspension: u64) -> Result<(String, PathBuf), CheckpointError> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(CheckpointError::io(format!("create {}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir).map_err(CheckpointError::io(format!(
+            "create {}",
+            self.dir.display()
+        )))?;
         let millis = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         let name = format!("{millis:015}-s{suspension}");
         let path = self.dir.join(&name);
@@ -240,11 +242,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::new(dir.path());
         let taken = image(&store, 1, b"memory");
-        assert!(
-            store
-                .verify(&taken.image, &taken.sha256, "uid-1")
-                .is_ok()
-        );
+        assert!(store.verify(&taken.image, &taken.sha256, "uid-1").is_ok());
         assert!(matches!(
             store.verify(&taken.image, &taken.sha256, "uid-2"),
             Err(Refusal::Foreign(_))
@@ -263,8 +261,11 @@ mod tests {
             Err(Refusal::Consumed(_))
         ));
         std::fs::remove_file(dir.path().join(&taken.image).join(RESTORED_FILE)).expect("rm");
-        std::fs::write(dir.path().join(&taken.image).join("checkpoint.img"), b"memorx")
-            .expect("corrupt");
+        std::fs::write(
+            dir.path().join(&taken.image).join("checkpoint.img"),
+            b"memorx",
+        )
+        .expect("corrupt");
         assert!(matches!(
             store.verify(&taken.image, &taken.sha256, "uid-1"),
             Err(Refusal::Corrupt(_))
@@ -283,8 +284,14 @@ mod tests {
         let taken: Vec<_> = (1..=4).map(|s| image(&store, s, b"m")).collect();
         std::fs::create_dir(dir.path().join("notes")).expect("agent dir");
         let removed = store.prune(2).expect("prune");
-        assert_eq!(removed, vec![taken[0].image.clone(), taken[1].image.clone()]);
-        assert_eq!(store.names(), vec![taken[2].image.clone(), taken[3].image.clone()]);
+        assert_eq!(
+            removed,
+            vec![taken[0].image.clone(), taken[1].image.clone()]
+        );
+        assert_eq!(
+            store.names(),
+            vec![taken[2].image.clone(), taken[3].image.clone()]
+        );
         assert!(dir.path().join("notes").is_dir());
         // Zero still keeps the newest: the one a resume would restore.
         store.prune(0).expect("prune");
@@ -298,7 +305,11 @@ mod tests {
         let (first, size) = digest(dir.path()).expect("digest");
         assert_eq!(size, 2);
         std::fs::write(dir.path().join(META_FILE), b"{}").expect("write");
-        assert_eq!(digest(dir.path()).expect("digest").0, first, "meta.json is not hashed");
+        assert_eq!(
+            digest(dir.path()).expect("digest").0,
+            first,
+            "meta.json is not hashed"
+        );
         std::fs::rename(dir.path().join("a"), dir.path().join("b")).expect("rename");
         assert_ne!(digest(dir.path()).expect("digest").0, first);
     }

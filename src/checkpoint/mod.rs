@@ -89,7 +89,10 @@ pub enum CheckpointError {
     #[error("the agent is not running (it {0})")]
     NotRunning(String),
     #[error("image {image}: {refusal}")]
-    Refused { image: String, refusal: image::Refusal },
+    Refused {
+        image: String,
+        refusal: image::Refusal,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("supervisor at {address}: {message}")]

@@ -93,7 +93,12 @@ impl Runsc {
     /// Starts container `id` from `bundle`, detached; its output goes to `log`.
     pub async fn run(&self, bundle: &Path, id: &str, log: &Path) -> Result<(), CheckpointError> {
         let mut command = self.command();
-        command.arg("run").arg("-bundle").arg(bundle).arg("-detach").arg(id);
+        command
+            .arg("run")
+            .arg("-bundle")
+            .arg(bundle)
+            .arg("-detach")
+            .arg(id);
         self.detached("run", command, log, COMMAND_TIMEOUT).await
     }
 
@@ -165,7 +170,11 @@ impl Runsc {
         timeout: Duration,
     ) -> Result<(), CheckpointError> {
         let mut command = self.command();
-        command.arg("checkpoint").arg("--image-path").arg(image).arg(id);
+        command
+            .arg("checkpoint")
+            .arg("--image-path")
+            .arg(image)
+            .arg(id);
         self.output("checkpoint", command, timeout).await.map(drop)
     }
 
@@ -174,12 +183,11 @@ impl Runsc {
         let mut command = self.command();
         command.arg("state").arg(id);
         let out = self.output("state", command, COMMAND_TIMEOUT).await?;
-        let state: serde_json::Value = serde_json::from_str(&out).map_err(|e| {
-            CheckpointError::Runsc {
+        let state: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| CheckpointError::Runsc {
                 command: "state".into(),
                 message: format!("unreadable answer: {e}"),
-            }
-        })?;
+            })?;
         Ok(state["status"].as_str().unwrap_or("unknown").to_string())
     }
 

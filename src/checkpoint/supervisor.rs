@@ -100,8 +100,10 @@ impl Supervisor {
     /// Starts the agent (restored, or afresh) and the control and forwarded ports.
     pub async fn start(options: Options) -> Result<Self, CheckpointError> {
         let runsc = options.runsc.clone();
-        std::fs::create_dir_all(&runsc.root)
-            .map_err(CheckpointError::io(format!("create {}", runsc.root.display())))?;
+        std::fs::create_dir_all(&runsc.root).map_err(CheckpointError::io(format!(
+            "create {}",
+            runsc.root.display()
+        )))?;
         let bundle = runsc.root.join("bundle");
         super::runsc::write_bundle(
             &bundle,
@@ -114,7 +116,10 @@ impl Supervisor {
         let store = Store::new(&options.images);
         let control = TcpListener::bind(options.control)
             .await
-            .map_err(CheckpointError::io(format!("listen on {}", options.control)))?;
+            .map_err(CheckpointError::io(format!(
+                "listen on {}",
+                options.control
+            )))?;
         let mut forwards = Vec::new();
         for forward in &options.forwards {
             let listener = TcpListener::bind(forward.listen)
@@ -124,7 +129,13 @@ impl Supervisor {
         }
 
         let began = Instant::now();
-        let fresh_id = |n: u32| format!("agent-{}-{}-{n}", std::process::id(), Timestamp::now().as_millisecond());
+        let fresh_id = |n: u32| {
+            format!(
+                "agent-{}-{}-{n}",
+                std::process::id(),
+                Timestamp::now().as_millisecond()
+            )
+        };
         let mut id = fresh_id(0);
         let mut refused: Option<(String, String)> = None;
         let mut restored = None;
@@ -204,7 +215,10 @@ impl Supervisor {
         if self.state.last.lock().await.is_some() {
             return false;
         }
-        matches!(self.state.runsc.status(&self.state.id).await.as_deref(), Ok("stopped"))
+        matches!(
+            self.state.runsc.status(&self.state.id).await.as_deref(),
+            Ok("stopped")
+        )
     }
 
     /// The agent container's id (for tests that stop it behind the supervisor's back).

@@ -116,12 +116,14 @@ fn builtin(sandbox: &Sandbox, now: Timestamp) -> Option<(String, LifecycleDecisi
             action: LifecycleAction::Suspend,
             reason: format!("idle for {idle}s (idleTimeout {timeout}s)"),
             requeue_after_seconds: None,
+            checkpoint: None,
         }
     } else {
         LifecycleDecision {
             action: LifecycleAction::Keep,
             reason: format!("idle for {idle}s"),
             requeue_after_seconds: Some(timeout - idle),
+            checkpoint: None,
         }
     };
     Some((BUILTIN.to_string(), decision))
@@ -233,6 +235,7 @@ mod tests {
             action,
             reason: "test".into(),
             requeue_after_seconds: requeue,
+            checkpoint: None,
         }
     }
 

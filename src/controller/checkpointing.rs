@@ -21,6 +21,7 @@ use crate::checkpoint::{
 use crate::controller::decisions::Decisions;
 use crate::controller::phase::Plan;
 use crate::policy::limits::parse_duration;
+use crate::policy::types::LifecycleAction;
 
 /// How long a checkpoint may take unless `spec.lifecycle.checkpointTimeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,11 +38,18 @@ pub struct Target {
     pub timeout: Duration,
 }
 
-/// Whether the Sandbox's spec asks for checkpoints, or the lifecycle decision in force does.
+/// Whether this suspension keeps the agent's memory: a lifecycle policy's suspend decision
+/// says so when it says anything (`checkpoint: true` or `false`), the Sandbox's spec otherwise.
 pub fn wanted(sandbox: &Sandbox, decisions: &Decisions) -> bool {
-    let spec = sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint);
-    let _ = decisions;
-    spec == Some(CheckpointMode::OnSuspend)
+    let by_policy = decisions
+        .lifecycle
+        .as_ref()
+        .filter(|(_, d)| d.action == LifecycleAction::Suspend)
+        .and_then(|(_, d)| d.checkpoint);
+    by_policy.unwrap_or_else(|| {
+        sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint)
+            == Some(CheckpointMode::OnSuspend)
+    })
 }
 
 /// The checkpoint this suspension takes of `pod`, if one is wanted, not tried yet for this
@@ -118,7 +126,9 @@ pub const RESTORE_ANNOTATION: &str = "sandman.dev/restore-image";
 
 /// The image a pod was made to restore.
 fn restoring(pod: &Pod) -> Option<&str> {
-    pod.annotations().get(RESTORE_ANNOTATION).map(String::as_str)
+    pod.annotations()
+        .get(RESTORE_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// Takes the checkpoint: the outcome goes into the plan's status, with its Event. Failure is
@@ -127,7 +137,12 @@ pub async fn take(supervisors: &SupervisorClient, plan: &mut Plan, target: &Targ
     let previous = plan.status.checkpoint.clone().unwrap_or_default();
     let began = std::time::Instant::now();
     match supervisors
-        .checkpoint(&target.pod_ip, SUPERVISOR_PORT, &target.request, target.timeout)
+        .checkpoint(
+            &target.pod_ip,
+            SUPERVISOR_PORT,
+            &target.request,
+            target.timeout,
+        )
         .await
     {
         Ok(record) => {
@@ -179,9 +194,7 @@ pub async fn observe_restore(
         return;
     };
     let Some(pod) = pod else { return };
-    if plan.status.phase != Some(Phase::Running)
-        || restoring(pod) != Some(pending.image.as_str())
-    {
+    if plan.status.phase != Some(Phase::Running) || restoring(pod) != Some(pending.image.as_str()) {
         return;
     }
     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
@@ -309,7 +322,10 @@ mod tests {
         let current = sandbox(None, Some(taken(CheckpointOutcome::Checkpointed, 3)));
         let env = restore_env(&current);
         let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, [RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV]);
+        assert_eq!(
+            names,
+            [RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV]
+        );
         // An older suspension's image is behind the files; a restored or failed one is spent.
         for stale in [
             taken(CheckpointOutcome::Checkpointed, 2),

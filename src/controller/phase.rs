@@ -68,7 +68,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn transition(&mut self, reason: &'static str, note: impl Into<String>, warning: bool) {
+    pub(crate) fn transition(
+        &mut self,
+        reason: &'static str,
+        note: impl Into<String>,
+        warning: bool,
+    ) {
         self.transitions
             .push(Transition::new(reason, note, warning));
     }

@@ -127,14 +127,17 @@ pub fn input(input: &new::Input) -> old::Input {
     }
 }
 
-sandman_policy_wire::wit_record!(
-    old::LifecycleDecision,
-    new::LifecycleDecision {
-        action: into,
-        reason: same,
-        requeue_after_seconds: same,
+/// A 0.1.0 lifecycle decision: it never asks for a checkpoint.
+impl From<old::LifecycleDecision> for new::LifecycleDecision {
+    fn from(decision: old::LifecycleDecision) -> Self {
+        Self {
+            action: decision.action.into(),
+            reason: decision.reason,
+            requeue_after_seconds: decision.requeue_after_seconds,
+            checkpoint: None,
+        }
     }
-);
+}
 
 #[cfg(test)]
 mod tests {

@@ -18,11 +18,11 @@ use crate::distribution::sha256_hex;
 use super::bindings::Policy;
 use super::bindings::exports::sandman::policy::{isolation, lifecycle, pool, resources, settings};
 use super::bindings::sandman::policy::{host, types};
-use super::bindings::v0_1;
+use super::bindings::{v0_1, v0_2};
 use super::bounds;
-use super::contract_v0_1;
 use super::error::PolicyError;
 use super::precompiled::{Compiled, PrecompiledCache};
+use super::{contract_v0_1, contract_v0_2};
 
 /// The epoch ticks this often while an evaluation runs, so a timeout is honoured to within
 /// about a millisecond. With nothing running the ticker sleeps: a 1 ms ticker that never stops
@@ -196,6 +196,8 @@ impl PolicyEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PolicyError::Engine)?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(PolicyError::Engine)?;
+        v0_2::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(PolicyError::Engine)?;
         v0_1::Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(PolicyError::Engine)?;
 
@@ -297,6 +299,15 @@ impl PolicyEngine {
         match &policy.exports {
             Exports::Current { .. } => {
                 let settings = settings::GuestIndices::new(&policy.pre).map_err(missing)?;
+                policy.run_within(validation, |store, instance| {
+                    let guest = settings.load(&mut *store, instance)?;
+                    guest.call_validate_settings(&mut *store, settings_json)
+                })?
+            }
+            Exports::V0_2 { .. } => {
+                let settings =
+                    v0_2::exports::sandman::policy::settings::GuestIndices::new(&policy.pre)
+                        .map_err(missing)?;
                 policy.run_within(validation, |store, instance| {
                     let guest = settings.load(&mut *store, instance)?;
                     guest.call_validate_settings(&mut *store, settings_json)
@@ -427,9 +438,9 @@ fn engine_config(allocation: Allocation) -> Config {
 
 /// The contract this host speaks.
 const CONTRACT: &str = "sandman:policy/";
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 /// Every version the host loads, newest first.
-pub(super) const CONTRACT_VERSIONS: [&str; 2] = [CONTRACT_VERSION, "0.1.0"];
+pub(super) const CONTRACT_VERSIONS: [&str; 3] = [CONTRACT_VERSION, "0.2.0", "0.1.0"];
 
 /// A clear error for a component built against another version of the contract, whose exports
 /// the host therefore does not see.
@@ -457,6 +468,12 @@ enum Exports {
         lifecycle: Option<lifecycle::GuestIndices>,
         pool: Option<pool::GuestIndices>,
     },
+    V0_2 {
+        isolation: Option<v0_2::exports::sandman::policy::isolation::GuestIndices>,
+        resources: Option<v0_2::exports::sandman::policy::resources::GuestIndices>,
+        lifecycle: Option<v0_2::exports::sandman::policy::lifecycle::GuestIndices>,
+        pool: Option<v0_2::exports::sandman::policy::pool::GuestIndices>,
+    },
     V0_1 {
         isolation: Option<v0_1::exports::sandman::policy::isolation::GuestIndices>,
         resources: Option<v0_1::exports::sandman::policy::resources::GuestIndices>,
@@ -475,6 +492,15 @@ impl Exports {
         if !current.hooks().is_empty() {
             return current;
         }
+        let v0_2 = Exports::V0_2 {
+            isolation: v0_2::exports::sandman::policy::isolation::GuestIndices::new(pre).ok(),
+            resources: v0_2::exports::sandman::policy::resources::GuestIndices::new(pre).ok(),
+            lifecycle: v0_2::exports::sandman::policy::lifecycle::GuestIndices::new(pre).ok(),
+            pool: v0_2::exports::sandman::policy::pool::GuestIndices::new(pre).ok(),
+        };
+        if !v0_2.hooks().is_empty() {
+            return v0_2;
+        }
         let old = Exports::V0_1 {
             isolation: v0_1::exports::sandman::policy::isolation::GuestIndices::new(pre).ok(),
             resources: v0_1::exports::sandman::policy::resources::GuestIndices::new(pre).ok(),
@@ -490,6 +516,10 @@ impl Exports {
             (Exports::Current { resources, .. }, Hook::Resources) => resources.is_some(),
             (Exports::Current { lifecycle, .. }, Hook::Lifecycle) => lifecycle.is_some(),
             (Exports::Current { pool, .. }, Hook::Pool) => pool.is_some(),
+            (Exports::V0_2 { isolation, .. }, Hook::Isolation) => isolation.is_some(),
+            (Exports::V0_2 { resources, .. }, Hook::Resources) => resources.is_some(),
+            (Exports::V0_2 { lifecycle, .. }, Hook::Lifecycle) => lifecycle.is_some(),
+            (Exports::V0_2 { pool, .. }, Hook::Pool) => pool.is_some(),
             (Exports::V0_1 { isolation, .. }, Hook::Isolation) => isolation.is_some(),
             (Exports::V0_1 { resources, .. }, Hook::Resources) => resources.is_some(),
             (Exports::V0_1 { lifecycle, .. }, Hook::Lifecycle) => lifecycle.is_some(),
@@ -596,6 +626,7 @@ impl LoadedPolicy {
     pub fn contract_version(&self) -> &'static str {
         match self.exports {
             Exports::Current { .. } => CONTRACT_VERSION,
+            Exports::V0_2 { .. } => "0.2.0",
             Exports::V0_1 { .. } => "0.1.0",
         }
     }
@@ -628,6 +659,19 @@ impl LoadedPolicy {
                 } => indices
                     .load(&mut *store, instance)?
                     .call_decide(&mut *store, input),
+                Exports::V0_2 {
+                    isolation: Some(indices),
+                    ..
+                } => {
+                    let decision = indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
+                    match decision {
+                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
+                        Ok(None) => Ok(Ok(None)),
+                        Err(message) => Ok(Err(message)),
+                    }
+                }
                 Exports::V0_1 {
                     isolation: Some(indices),
                     ..
@@ -655,6 +699,19 @@ impl LoadedPolicy {
                 } => indices
                     .load(&mut *store, instance)?
                     .call_decide(&mut *store, input),
+                Exports::V0_2 {
+                    resources: Some(indices),
+                    ..
+                } => {
+                    let decision = indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
+                    match decision {
+                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
+                        Ok(None) => Ok(Ok(None)),
+                        Err(message) => Ok(Err(message)),
+                    }
+                }
                 Exports::V0_1 {
                     resources: Some(indices),
                     ..
@@ -682,6 +739,19 @@ impl LoadedPolicy {
                 } => indices
                     .load(&mut *store, instance)?
                     .call_decide(&mut *store, input),
+                Exports::V0_2 {
+                    lifecycle: Some(indices),
+                    ..
+                } => {
+                    let decision = indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
+                    match decision {
+                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
+                        Ok(None) => Ok(Ok(None)),
+                        Err(message) => Ok(Err(message)),
+                    }
+                }
                 Exports::V0_1 {
                     lifecycle: Some(indices),
                     ..
@@ -710,6 +780,19 @@ impl LoadedPolicy {
                 } => indices
                     .load(&mut *store, instance)?
                     .call_decide(&mut *store, input),
+                Exports::V0_2 {
+                    pool: Some(indices),
+                    ..
+                } => {
+                    let decision = indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
+                    match decision {
+                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
+                        Ok(None) => Ok(Ok(None)),
+                        Err(message) => Ok(Err(message)),
+                    }
+                }
                 _ => Err(wasmtime::format_err!("no pool export")),
             },
         )
@@ -961,6 +1044,19 @@ impl WasiView for GuestState {
 
 impl types::Host for GuestState {}
 impl v0_1::sandman::policy::types::Host for GuestState {}
+impl v0_2::sandman::policy::types::Host for GuestState {}
+
+impl v0_2::sandman::policy::host::Host for GuestState {
+    fn log(&mut self, level: v0_2::sandman::policy::types::LogLevel, message: String) {
+        let level = match level {
+            v0_2::sandman::policy::types::LogLevel::Debug => types::LogLevel::Debug,
+            v0_2::sandman::policy::types::LogLevel::Info => types::LogLevel::Info,
+            v0_2::sandman::policy::types::LogLevel::Warn => types::LogLevel::Warn,
+            v0_2::sandman::policy::types::LogLevel::Error => types::LogLevel::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+}
 
 impl v0_1::sandman::policy::host::Host for GuestState {
     fn log(&mut self, level: v0_1::sandman::policy::types::LogLevel, message: String) {

@@ -5,6 +5,7 @@ mod bindings;
 pub mod bounds;
 pub mod cel;
 mod contract_v0_1;
+mod contract_v0_2;
 mod engine;
 mod error;
 pub mod input;

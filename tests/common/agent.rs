@@ -30,7 +30,9 @@ pub const AGENT: &str = "exec 3>>/workspace/agent.log; i=0; \
 /// runsc and a static busybox must be installed (`.ci/run` installs Debian's `runsc` and
 /// `busybox-static`), and the tests run as root, as runsc needs. Anything else fails loudly.
 pub fn require_gvisor() {
-    let runsc = std::process::Command::new("runsc").arg("--version").output();
+    let runsc = std::process::Command::new("runsc")
+        .arg("--version")
+        .output();
     assert!(
         runsc.is_ok_and(|o| o.status.success()),
         "runsc (gVisor) is not installed: `apt-get install runsc` (the checkpoint tests run the real thing)"
@@ -175,7 +177,9 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
         checkpoint_timeout: Duration::from_secs(60),
         restore_timeout: Duration::from_secs(60),
     };
-    let supervisor = Supervisor::start(options).await.expect("the supervisor starts");
+    let supervisor = Supervisor::start(options)
+        .await
+        .expect("the supervisor starts");
     Played {
         supervisor,
         ip,
@@ -185,16 +189,20 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
 
 /// The agent's count for one request through `address`, over plain TCP.
 pub async fn count_at(address: &str) -> u64 {
-    eventually(&format!("the agent to answer at {address}"), WAIT, || async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
-            .await
-            .ok()?
-            .ok()?;
-        parse_count(&body)
-    })
+    eventually(
+        &format!("the agent to answer at {address}"),
+        WAIT,
+        || async {
+            let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
+                .await
+                .ok()?
+                .ok()?;
+            parse_count(&body)
+        },
+    )
     .await
 }
 
@@ -222,8 +230,10 @@ pub async fn set_mode(ctx: &TestContext, name: &str, mode: OperatingMode) {
 
 /// The notes of Events of `reason` on the Sandbox, once there is at least one.
 pub async fn event_notes(ctx: &TestContext, reason: &str) -> Vec<String> {
-    let events =
-        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace);
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+        ctx.client.clone(),
+        &ctx.namespace,
+    );
     eventually(&format!("a {reason} Event"), WAIT, || {
         let events = events.clone();
         async move {

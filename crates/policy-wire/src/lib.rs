@@ -106,6 +106,9 @@ pub struct LifecycleDecision {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeue_after_seconds: Option<u64>,
+    /// With `suspend`: checkpoint the agent's memory too (contract 0.3.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<bool>,
 }
 
 /// How many unclaimed members a warm pool keeps.
@@ -249,6 +252,7 @@ macro_rules! wit_conversions {
                 action: into,
                 reason: same,
                 requeue_after_seconds: same,
+                checkpoint: same,
             }
         );
         $crate::wit_record!(

@@ -75,7 +75,7 @@ fn decision_keys(hook: Hook) -> &'static [&'static str] {
             "reason",
         ],
         Hook::Resources => &["containers", "reason"],
-        Hook::Lifecycle => &["action", "reason", "requeueAfterSeconds"],
+        Hook::Lifecycle => &["action", "reason", "requeueAfterSeconds", "checkpoint"],
     }
 }
 

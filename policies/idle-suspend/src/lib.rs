@@ -1,7 +1,9 @@
 //! Lifecycle policy: suspend a running Sandbox after `idleSeconds` without activity (never while
 //! a connection is open), and terminate one suspended for longer than `terminateAfterSeconds`.
 //!
-//! Settings: `{"idleSeconds": 1800, "terminateAfterSeconds": 604800}` (the second is optional).
+//! Settings: `{"idleSeconds": 1800, "terminateAfterSeconds": 604800, "checkpoint": true}` (the
+//! last two are optional). With `checkpoint`, a suspend keeps the agent's memory too (the
+//! decision's `checkpoint`, contract 0.3.0); without it, the Sandbox's spec decides.
 
 use sandman_policy_sdk::types::{Input, LifecycleAction, LifecycleDecision, OperatingMode};
 use sandman_policy_sdk::{Policy, export_policy, parse_settings};
@@ -11,6 +13,7 @@ use sandman_policy_sdk::{Policy, export_policy, parse_settings};
 struct Settings {
     idle_seconds: u64,
     terminate_after_seconds: Option<u64>,
+    checkpoint: Option<bool>,
 }
 
 struct IdleSuspend;
@@ -32,6 +35,9 @@ impl Policy for IdleSuspend {
                 action,
                 reason,
                 requeue_after_seconds: requeue,
+                checkpoint: matches!(action, LifecycleAction::Suspend)
+                    .then_some(settings.checkpoint)
+                    .flatten(),
             }))
         };
         match input.sandbox.operating_mode {

@@ -33,7 +33,7 @@ pub mod hooks {
             pub_export_macro: true,
             export_macro_name: "export_isolation",
             default_bindings_module: "sandman_policy_sdk::hooks::isolation",
-            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+            with: { "sandman:policy/types@0.3.0": crate::sandman::policy::types },
         });
     }
     pub mod resources {
@@ -43,7 +43,7 @@ pub mod hooks {
             pub_export_macro: true,
             export_macro_name: "export_resources",
             default_bindings_module: "sandman_policy_sdk::hooks::resources",
-            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+            with: { "sandman:policy/types@0.3.0": crate::sandman::policy::types },
         });
     }
     pub mod lifecycle {
@@ -53,7 +53,7 @@ pub mod hooks {
             pub_export_macro: true,
             export_macro_name: "export_lifecycle",
             default_bindings_module: "sandman_policy_sdk::hooks::lifecycle",
-            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+            with: { "sandman:policy/types@0.3.0": crate::sandman::policy::types },
         });
     }
     pub mod pool {
@@ -63,7 +63,7 @@ pub mod hooks {
             pub_export_macro: true,
             export_macro_name: "export_pool",
             default_bindings_module: "sandman_policy_sdk::hooks::pool",
-            with: { "sandman:policy/types@0.2.0": crate::sandman::policy::types },
+            with: { "sandman:policy/types@0.3.0": crate::sandman::policy::types },
         });
     }
 }

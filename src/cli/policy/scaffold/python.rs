@@ -141,6 +141,7 @@ class Lifecycle(exports.Lifecycle):
                 action=types.LifecycleAction.SUSPEND,
                 reason=f"idle for {activity.idle_seconds}s",
                 requeue_after_seconds=None,
+                checkpoint=None,
             )
         return None
 "#,

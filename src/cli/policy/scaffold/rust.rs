@@ -151,6 +151,7 @@ fn lib_rs(plan: &Plan) -> String {
             action: LifecycleAction::Suspend,
             reason: format!("idle for {}s", activity.idle_seconds),
             requeue_after_seconds: None,
+            checkpoint: None,
         }))
     }
 "#,

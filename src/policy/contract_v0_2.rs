@@ -1,0 +1,41 @@
+//! Components built against `sandman:policy@0.2.0` keep working. 0.3.0 only added the
+//! lifecycle decision's `checkpoint`, so every type has the same fields by the same names in
+//! both versions but that one: the host translates through serde, and a 0.2.0 decision reads
+//! as a current one with `checkpoint: none`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The same value in the other version's types.
+pub fn translate<A: Serialize, B: DeserializeOwned>(value: &A) -> wasmtime::Result<B> {
+    let json = serde_json::to_value(value)
+        .map_err(|e| wasmtime::format_err!("translate to contract 0.2.0: {e}"))?;
+    serde_json::from_value(json).map_err(|e| wasmtime::format_err!("translate contract 0.2.0: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::v0_2::sandman::policy::types as old;
+    use super::super::types as new;
+    use super::*;
+
+    #[test]
+    fn inputs_translate_whole_and_decisions_gain_no_checkpoint() {
+        let mut current = crate::policy::input::sample(&[("team", "a")], &[], "{\"x\":1}");
+        current.sandbox.template = Some("python".into());
+        current.sandbox.claim = Some("job-1".into());
+        let old: old::Input = translate(&current).expect("input");
+        let back: new::Input = translate(&old).expect("back");
+        assert_eq!(back, current, "nothing is lost on the way down");
+
+        let decision = old::LifecycleDecision {
+            action: old::LifecycleAction::Suspend,
+            reason: "idle".into(),
+            requeue_after_seconds: Some(5),
+        };
+        let read: new::LifecycleDecision = translate(&decision).expect("decision");
+        assert_eq!(read.action, new::LifecycleAction::Suspend);
+        assert_eq!(read.requeue_after_seconds, Some(5));
+        assert_eq!(read.checkpoint, None);
+    }
+}
