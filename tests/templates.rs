@@ -1029,7 +1029,7 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
     );
     let port = |n: i32| Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n));
     let ingress = spec.ingress.unwrap_or_default();
-    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(ingress.len(), 3, "{ingress:?}");
     // The gateway's own traffic stays allowed: its pods, in its namespace, on the gateway port.
     let gateway = &ingress[0];
     let peer = &gateway.from.clone().unwrap_or_default()[0];
@@ -1045,9 +1045,24 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
         gateway.ports.clone().unwrap_or_default()[0].port,
         port(8080)
     );
-    assert_eq!(ingress[1].from, None, "the profile's port, from anywhere");
+    // The operator may ask a supervising pod for a checkpoint, on the supervisor's port only.
+    let operator = &ingress[1];
+    let peer = &operator.from.clone().unwrap_or_default()[0];
     assert_eq!(
-        ingress[1].ports.clone().unwrap_or_default()[0].port,
+        peer.pod_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+            .as_deref(),
+        Some("operator")
+    );
+    assert_eq!(
+        operator.ports.clone().unwrap_or_default()[0].port,
+        port(i32::from(sandman::checkpoint::SUPERVISOR_PORT))
+    );
+    assert_eq!(ingress[2].from, None, "the profile's port, from anywhere");
+    assert_eq!(
+        ingress[2].ports.clone().unwrap_or_default()[0].port,
         port(9000)
     );
     let egress = spec.egress.unwrap_or_default();

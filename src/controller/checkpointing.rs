@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{CheckpointMode, CheckpointOutcome, CheckpointStatus, Phase, Sandbox};
 use crate::checkpoint::client::SupervisorClient;
 use crate::checkpoint::{
     CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT,
-    StartKind,
+    StartKind, StartReport,
 };
 use crate::controller::decisions::Decisions;
 use crate::controller::phase::Plan;
@@ -29,6 +30,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_KEEP: u32 = 2;
 /// How soon to ask a restoring pod's supervisor again when it did not answer.
 const REPORT_RETRY: Duration = Duration::from_secs(2);
+/// How long after the resume a pod's supervisor may stay silent before the restore counts as
+/// failed (a pod that runs no supervisor would otherwise be asked forever).
+const REPORT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A checkpoint to take before the pod goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,9 +207,28 @@ pub async fn observe_restore(
     let report = match supervisors.start_report(&ip, SUPERVISOR_PORT).await {
         Ok(report) => report,
         Err(error) => {
-            tracing::debug!(%error, "no start report yet");
-            plan.requeue_within(REPORT_RETRY);
-            return;
+            let silent_for = plan
+                .status
+                .resumed_at
+                .as_ref()
+                .map(|t| Timestamp::now().duration_since(t.0))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            if silent_for < REPORT_DEADLINE {
+                tracing::debug!(%error, "no start report yet");
+                plan.requeue_within(REPORT_RETRY);
+                return;
+            }
+            StartReport {
+                start: StartKind::ColdStart,
+                image: Some(pending.image.clone()),
+                reason: Some(format!(
+                    "the pod's supervisor did not say how it started within {}s of the resume ({error})",
+                    REPORT_DEADLINE.as_secs()
+                )),
+                at: Timestamp::now(),
+                took_ms: 0,
+            }
         }
     };
     let mut checkpoint = pending.clone();

@@ -22,6 +22,12 @@ pub const GATEWAY_POD_LABELS: [(&str, &str); 2] = [
     ("app.kubernetes.io/component", "gateway"),
 ];
 
+/// The labels of the operator's pods, as the chart sets them.
+pub const OPERATOR_POD_LABELS: [(&str, &str); 2] = [
+    ("app.kubernetes.io/name", "sandman"),
+    ("app.kubernetes.io/component", "operator"),
+];
+
 /// A default-deny NetworkPolicy and what it allows.
 pub struct DefaultDeny<'a> {
     pub name: String,
@@ -125,15 +131,32 @@ pub fn sandbox_policy(
     gateway_namespace: &str,
 ) -> NetworkPolicy {
     let name = sandbox.name_any();
-    let ingress = if profile.ingress_ports.is_empty() {
-        Vec::new()
-    } else {
+    // The operator asks a supervising pod for checkpoints (`docs/checkpoint.md`); only such a
+    // pod listens on that port. The operator runs where the gateway does unless told otherwise.
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(labels(&[(
+                    "kubernetes.io/metadata.name",
+                    gateway_namespace,
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(&OPERATOR_POD_LABELS)),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(vec![tcp(crate::checkpoint::SUPERVISOR_PORT)]),
+    }];
+    if !profile.ingress_ports.is_empty() {
         // From anywhere, on these ports only.
-        vec![NetworkPolicyIngressRule {
+        ingress.push(NetworkPolicyIngressRule {
             from: None,
             ports: Some(profile.ingress_ports.iter().copied().map(tcp).collect()),
-        }]
-    };
+        });
+    }
     let egress = if profile.egress_cidrs.is_empty() {
         Vec::new()
     } else {

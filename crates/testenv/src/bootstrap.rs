@@ -78,9 +78,10 @@ pub(crate) async fn apply_objects(setup: &Setup) -> Result<(), Error> {
         .await
         .map_err(kube_err("apply StorageClass standard"))?;
 
-    // Pods may name these runtimes (policies pick them); kwok runs no containers either way.
+    // Pods may name these runtimes (policies pick them); kwok runs no containers, a real node
+    // (`real_node.rs`) runs `runc` and `runsc`.
     let runtimes: Api<RuntimeClass> = Api::all(client.clone());
-    for (name, handler) in [("gvisor", "runsc"), ("kata", "kata")] {
+    for (name, handler) in [("runc", "runc"), ("gvisor", "runsc"), ("kata", "kata")] {
         let runtime = serde_json::json!({
             "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
             "metadata": { "name": name }, "handler": handler,

@@ -21,6 +21,7 @@ mod pki;
 pub mod policies;
 mod ports;
 mod process;
+pub mod real_node;
 pub mod registry;
 pub mod token_server;
 

@@ -1,0 +1,199 @@
+//! Checkpoint and restore of a real agent under real runsc, against the memory it has touched
+//! (64 MiB, 256 MiB, 1 GiB of random bytes in gVisor's memory-backed `/tmp`), side by side with
+//! a cold start of the same workload. It drives the supervisor that `sandman supervise` runs,
+//! over its HTTP port, as the operator does. Needs root, `runsc` and `busybox-static`.
+//!
+//! ```sh
+//! cargo bench --bench checkpoint
+//! SANDMAN_CHECKPOINT_MIB=64,256 SANDMAN_CHECKPOINT_ROUNDS=5 cargo bench --bench checkpoint
+//! ```
+//!
+//! - cold start: from starting the supervisor until the agent answers (its memory filled);
+//! - checkpoint: the `POST /checkpoint` round trip (runsc checkpoint, sha256, meta, prune);
+//! - restore: from starting a supervisor that restores until the agent answers again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sandman::checkpoint::client::SupervisorClient;
+use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
+use sandman::checkpoint::{CheckpointRequest, StartKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONTROL_PORT: u16 = 17_070;
+const AGENT_PORT: u16 = 18_080;
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("SANDMAN_CHECKPOINT_MIB")
+        .unwrap_or_else(|_| "64,256,1024".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rounds: usize = std::env::var("SANDMAN_CHECKPOINT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!(
+        "| touched memory | cold start (p50) | checkpoint (p50) | per GiB | restore (p50) | per GiB | image |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for mib in sizes {
+        let mut cold = Vec::new();
+        let mut checkpoint = Vec::new();
+        let mut restore = Vec::new();
+        let mut size = 0;
+        for _ in 0..rounds {
+            let round = runtime.block_on(one_round(mib));
+            cold.push(round.cold);
+            checkpoint.push(round.checkpoint);
+            restore.push(round.restore);
+            size = round.image_bytes;
+        }
+        let per_gib = |d: Duration| d.as_secs_f64() * 1024.0 / mib as f64;
+        let (cold, checkpoint, restore) = (median(cold), median(checkpoint), median(restore));
+        println!(
+            "| {mib} MiB | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.0} MiB |",
+            cold.as_secs_f64(),
+            checkpoint.as_secs_f64(),
+            per_gib(checkpoint),
+            restore.as_secs_f64(),
+            per_gib(restore),
+            size as f64 / (1024.0 * 1024.0),
+        );
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+struct Round {
+    cold: Duration,
+    checkpoint: Duration,
+    restore: Duration,
+    image_bytes: u64,
+}
+
+fn rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
+    for applet in ["sh", "nc", "dd", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
+    }
+}
+
+fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options {
+    let agent = format!(
+        "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} 2>/dev/null; i=0; \
+         while true; do i=$((i+1)); printf 'count=%s\\n' $i | nc -l -p {AGENT_PORT} >/dev/null; done"
+    );
+    Options {
+        runsc: Runsc {
+            binary: "runsc".into(),
+            root: dir.join(run),
+            platform: "ptrace".into(),
+        },
+        rootfs: dir.join("rootfs"),
+        args: vec!["/bin/sh".into(), "-c".into(), agent],
+        env: Vec::new(),
+        mounts: vec![Mount {
+            source: dir.join("volume"),
+            destination: "/workspace".into(),
+        }],
+        images: dir.join("volume/.sandman/checkpoints"),
+        control: ([127, 0, 0, 1], CONTROL_PORT).into(),
+        forwards: vec![Forward {
+            listen: ([127, 0, 0, 1], AGENT_PORT).into(),
+            port: AGENT_PORT,
+        }],
+        bridge: default_bridge(),
+        restore,
+        sandbox_uid: "bench".into(),
+        checkpoint_timeout: Duration::from_secs(600),
+        restore_timeout: Duration::from_secs(600),
+    }
+}
+
+/// Waits until the agent answers (its memory is filled before it listens).
+async fn answered() {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", AGENT_PORT)).await {
+            let _ = stream.write_all(b"x\n").await;
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body).await;
+            if body.contains("count=") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the agent never answered");
+}
+
+async fn one_round(mib: u64) -> Round {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rootfs(&dir.path().join("rootfs"));
+    std::fs::create_dir_all(dir.path().join("volume")).expect("volume");
+
+    let began = Instant::now();
+    let first = Supervisor::start(options(dir.path(), mib, "run-1", None))
+        .await
+        .expect("start");
+    answered().await;
+    let cold = began.elapsed();
+
+    let client = SupervisorClient::new(sandman::http_client::HttpClient::new().expect("client"));
+    let began = Instant::now();
+    let record = client
+        .checkpoint(
+            "127.0.0.1",
+            CONTROL_PORT,
+            &CheckpointRequest {
+                sandbox_uid: "bench".into(),
+                pod: "bench".into(),
+                suspension: 1,
+                keep: 1,
+            },
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("checkpoint");
+    let checkpoint = began.elapsed();
+    drop(first);
+
+    let began = Instant::now();
+    let second = Supervisor::start(options(
+        dir.path(),
+        mib,
+        "run-2",
+        Some(Restore {
+            image: record.image.clone(),
+            sha256: record.sha256.clone(),
+        }),
+    ))
+    .await
+    .expect("restore");
+    assert_eq!(
+        second.start_report().start,
+        StartKind::Restored,
+        "{:?}",
+        second.start_report()
+    );
+    answered().await;
+    let restore = began.elapsed();
+    drop(second);
+    Round {
+        cold,
+        checkpoint,
+        restore,
+        image_bytes: record.size_bytes,
+    }
+}

@@ -1,0 +1,277 @@
+//! Wake-to-first-byte through the gateway for a Sandbox whose agent was checkpointed on
+//! suspend (the new pod restores it), against the same Sandbox with checkpoints off (the new
+//! pod starts the agent afresh). Real runsc, the real operator and gateway, the local control
+//! plane; a small "kubelet" in this process plays each pod's container as soon as the pod
+//! exists, by starting the supervisor with the pod's environment. Needs root, `runsc` and
+//! `busybox-static`.
+//!
+//! ```sh
+//! cargo bench --bench checkpoint_wake
+//! SANDMAN_CHECKPOINT_WAKES=5 cargo bench --bench checkpoint_wake
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use sandman::api::{CheckpointOutcome, Phase, Sandbox};
+use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
+use sandman::checkpoint::{RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV};
+use sandman_testenv::{ControlPlane, Options as PlaneOptions};
+use tokio::sync::Mutex;
+
+const NAMESPACE: &str = "checkpoint-wake-bench";
+const AGENT_PORT: u16 = 18_080;
+const AGENT: &str = "i=0; while true; do i=$((i+1)); \
+    printf 'HTTP/1.0 200 OK\\r\\n\\r\\ncount=%s\\n' $i | nc -l -p 18080 >/dev/null; done";
+
+fn main() {
+    let wakes: usize = std::env::var("SANDMAN_CHECKPOINT_WAKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let dir = std::env::temp_dir().join(format!("sandman-ckpt-wake-bench-{}", std::process::id()));
+    let mut options = PlaneOptions::new(&dir);
+    options.crds_dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
+    let mut plane = ControlPlane::start(&options).expect("start the local control plane");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(&plane, &dir, wakes));
+    plane.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn env(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+/// Plays each pod of the namespace: a supervisor from the pod's environment while the pod
+/// exists, on every loopback address (so whichever IP the pod gets, it is there).
+async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
+    let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
+    let current: Arc<Mutex<Option<(String, Supervisor)>>> = Arc::default();
+    let mut events = watcher(pods, watcher::Config::default()).boxed();
+    let mut started = 0u32;
+    while let Some(Ok(event)) = events.next().await {
+        let (pod, deleted) = match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
+            watcher::Event::Delete(pod) => (pod, true),
+            _ => continue,
+        };
+        let uid = pod.uid().unwrap_or_default();
+        let mut slot = current.lock().await;
+        if deleted || pod.metadata.deletion_timestamp.is_some() {
+            if slot.as_ref().is_some_and(|(u, _)| *u == uid) {
+                *slot = None;
+            }
+            continue;
+        }
+        if slot.as_ref().is_some_and(|(u, _)| *u == uid) {
+            continue;
+        }
+        *slot = None;
+        started += 1;
+        let restore = match (env(&pod, RESTORE_IMAGE_ENV), env(&pod, RESTORE_SHA256_ENV)) {
+            (Some(image), Some(sha256)) => Some(Restore { image, sha256 }),
+            _ => None,
+        };
+        let options = Options {
+            runsc: Runsc {
+                binary: "runsc".into(),
+                root: work.join(format!("runsc-{started}")),
+                platform: "ptrace".into(),
+            },
+            rootfs: work.join("rootfs"),
+            args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],
+            env: Vec::new(),
+            mounts: vec![Mount {
+                source: work.join("volume"),
+                destination: "/workspace".into(),
+            }],
+            images: work.join("volume/.sandman/checkpoints"),
+            control: ([0, 0, 0, 0], sandman::checkpoint::SUPERVISOR_PORT).into(),
+            forwards: vec![Forward {
+                listen: ([0, 0, 0, 0], AGENT_PORT).into(),
+                port: AGENT_PORT,
+            }],
+            bridge: default_bridge(),
+            restore,
+            sandbox_uid: env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
+            checkpoint_timeout: Duration::from_secs(60),
+            restore_timeout: Duration::from_secs(60),
+        };
+        match Supervisor::start(options).await {
+            Ok(supervisor) => *slot = Some((uid, supervisor)),
+            Err(e) => eprintln!("pod {}: supervisor did not start: {e}", pod.name_any()),
+        }
+    }
+}
+
+async fn wait_for(api: &Api<Sandbox>, name: &str, check: impl Fn(&Sandbox) -> bool) -> Sandbox {
+    for _ in 0..12_000 {
+        if let Ok(sandbox) = api.get(name).await
+            && check(&sandbox)
+        {
+            return sandbox;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never got there");
+}
+
+fn phase(sandbox: &Sandbox) -> Option<Phase> {
+    sandbox.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
+    let work = Arc::new(dir.join("work"));
+    let bin = work.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::create_dir_all(work.join("volume")).expect("volume");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
+    for applet in ["sh", "nc"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
+    }
+    let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
+        .await
+        .expect("client");
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))
+            .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    let operator_client = client.clone();
+    tokio::spawn(async move {
+        let options = sandman::controller::Options {
+            namespace: Some(NAMESPACE.into()),
+            min_dwell: Duration::ZERO,
+            ..sandman::controller::Options::default()
+        };
+        let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
+    });
+    tokio::spawn(kubelet(client.clone(), work.clone()));
+    let gateway = sandman::gateway::start(
+        client.clone(),
+        sandman::gateway::Options {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            namespace: Some(NAMESPACE.into()),
+            ..sandman::gateway::Options::default()
+        },
+    )
+    .await
+    .expect("gateway");
+    let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
+    let api: Api<Sandbox> = Api::namespaced(client.clone(), NAMESPACE);
+
+    println!("\n## Wake to first byte through the gateway ({wakes} wakes each)\n");
+    println!("| the new pod | p50 | p90 | min | max |\n|---|---|---|---|---|");
+    for (name, checkpoint) in [("restored", "OnSuspend"), ("cold", "Never")] {
+        let sandbox: Sandbox = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandman.dev/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": { "name": name },
+            "spec": {
+                "podTemplate": { "spec": { "containers": [{
+                    "name": "agent", "image": "agent",
+                    "ports": [{ "containerPort": AGENT_PORT }],
+                }] } },
+                "gateway": { "enabled": true },
+                "lifecycle": { "checkpoint": checkpoint },
+            },
+        }))
+        .expect("sandbox");
+        api.create(&PostParams::default(), &sandbox)
+            .await
+            .expect("create sandbox");
+        wait_for(&api, name, |s| phase(s) == Some(Phase::Running)).await;
+        let through = format!("http://{}/sandboxes/{NAMESPACE}/{name}/", gateway.addr);
+        let mut latencies = Vec::new();
+        let mut last_count = 0u64;
+        for _ in 0..wakes {
+            for mode in ["Running", "Suspended"] {
+                api.patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({ "spec": { "operatingMode": mode } })),
+                )
+                .await
+                .expect("suspend");
+            }
+            let suspended = wait_for(&api, name, |s| phase(s) == Some(Phase::Suspended)).await;
+            if checkpoint == "OnSuspend" {
+                let outcome = suspended
+                    .status
+                    .and_then(|s| s.checkpoint)
+                    .map(|c| c.outcome);
+                assert_eq!(outcome, Some(CheckpointOutcome::Checkpointed));
+            }
+            let started = Instant::now();
+            let response = http
+                .get(through.parse().expect("uri"))
+                .await
+                .expect("a response");
+            let first_byte = started.elapsed();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            let count: u64 = body
+                .split("count=")
+                .nth(1)
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no count in {body:?}"));
+            if checkpoint == "OnSuspend" {
+                assert!(
+                    count > last_count,
+                    "memory kept: {count} after {last_count}"
+                );
+            } else {
+                assert_eq!(count, 1, "a fresh agent");
+            }
+            last_count = count;
+            latencies.push(first_byte);
+            wait_for(&api, name, |s| phase(s) == Some(Phase::Running)).await;
+        }
+        latencies.sort();
+        let at = |p: f64| {
+            let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies[index].as_secs_f64() * 1000.0
+        };
+        println!(
+            "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            at(0.5),
+            at(0.9),
+            at(0.0),
+            at(1.0)
+        );
+        api.delete(name, &Default::default()).await.expect("delete");
+        while api.get_opt(name).await.ok().flatten().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,805 @@
+//! A real node beside the kwok nodes: a small node agent that registers a Node, keeps its
+//! Lease, and runs every pod bound to it as a real container, under runc or gVisor (`runsc`)
+//! as the pod's RuntimeClass says, with the pod's command, environment, volumes and security
+//! context. It stands in for a kubelet where a kubelet cannot run pods yet (see
+//! `../shared/NOTES-realnodes.md` and `docs/real-nodes.md`); what runs is real.
+//!
+//! Scope, on purpose: one container per pod, every image from the node's one local root file
+//! system (nothing can be pulled here), the host's network (each pod gets its own loopback IP,
+//! in `POD_IP`, and binds to it), volumes from the pod's PVCs (a directory per claim on the
+//! node, kept across pods as a PV would be), `emptyDir`, and the projected service-account
+//! token when the pod has one. The node is tainted, so only pods that ask for it (see
+//! [`RealNode::scheduling`]) land on it. Pod IPs are `127.2.<16 × index + n>.<m>`, apart from
+//! kwok's `127.1.0.0/16`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// The label and taint that mark a real node; pods that tolerate the taint and select the
+/// label run there.
+pub const REAL_NODE_LABEL: &str = "sandman.dev/real-node";
+
+/// How often the node renews its Lease and reports Ready.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often containers are looked at (exited ones are restarted).
+const CONTAINER_CHECK: Duration = Duration::from_secs(1);
+/// The most a container gets between SIGTERM and SIGKILL.
+const MAX_GRACE: Duration = Duration::from_secs(5);
+
+/// The capabilities a container has unless its security context says otherwise (containerd's
+/// defaults).
+const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The container runtimes a pod may ask for, by RuntimeClass handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Runc,
+    Runsc,
+}
+
+impl Runtime {
+    fn of_handler(handler: &str) -> Option<Self> {
+        match handler {
+            "runc" => Some(Self::Runc),
+            "runsc" => Some(Self::Runsc),
+            _ => None,
+        }
+    }
+
+    fn command(self, root: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(match self {
+            Self::Runc => "runc",
+            Self::Runsc => "runsc",
+        });
+        command.arg("--root").arg(root.join(self.name()));
+        if self == Self::Runsc {
+            // ptrace works on every machine; the host network, so pods are reachable.
+            command.args(["--platform=ptrace", "--network=host"]);
+        }
+        command.stdin(Stdio::null());
+        command
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Runsc => "runsc",
+        }
+    }
+}
+
+/// A container the node runs, for one pod.
+#[derive(Debug, Clone)]
+struct Running {
+    pod: String,
+    id: String,
+    runtime: Runtime,
+    ip: String,
+    restarts: i32,
+    bundle: PathBuf,
+}
+
+struct Agent {
+    client: Client,
+    name: String,
+    dir: PathBuf,
+    rootfs: PathBuf,
+    /// By pod UID.
+    running: Mutex<HashMap<String, Running>>,
+    next_ip: std::sync::atomic::AtomicU32,
+    index: usize,
+}
+
+/// A real node, running until dropped; dropping it stops its containers and deletes the Node.
+pub struct RealNode {
+    pub name: String,
+    agent: Arc<Agent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RealNode {
+    /// Registers node `real-node-<index>` and starts running its pods. `rootfs` is the root
+    /// file system every container runs from (read-only).
+    pub async fn start(
+        client: Client,
+        index: usize,
+        dir: &Path,
+        rootfs: &Path,
+    ) -> Result<Self, Error> {
+        for runtime in ["runc", "runsc"] {
+            let found = std::process::Command::new(runtime)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(Error::State(format!(
+                    "a real node needs {runtime}: apt-get install runc runsc"
+                )));
+            }
+        }
+        let name = format!("real-node-{index}");
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let agent = Arc::new(Agent {
+            client: client.clone(),
+            name: name.clone(),
+            dir: dir.to_path_buf(),
+            rootfs: rootfs.to_path_buf(),
+            running: Mutex::default(),
+            next_ip: std::sync::atomic::AtomicU32::new(1),
+            index,
+        });
+        register(&agent).await?;
+        let tasks = vec![
+            tokio::spawn(heartbeat(agent.clone())),
+            tokio::spawn(watch_pods(agent.clone())),
+            tokio::spawn(check_containers(agent.clone())),
+        ];
+        Ok(Self { name, agent, tasks })
+    }
+
+    /// What a pod needs to land on this node: its hostname to select (its volumes live here)
+    /// and the taint to tolerate.
+    pub fn scheduling(&self) -> serde_json::Value {
+        serde_json::json!({
+            "nodeSelector": { "kubernetes.io/hostname": self.name },
+            "tolerations": [{ "key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule" }],
+        })
+    }
+
+    /// The node's directory for the PVC `claim` of `namespace` (what a PV would hold).
+    pub fn volume_dir(&self, namespace: &str, claim: &str) -> PathBuf {
+        self.agent.dir.join("volumes").join(namespace).join(claim)
+    }
+
+    /// How many containers the node runs now for pod `namespace/name`.
+    pub async fn containers_of(&self, namespace: &str, name: &str) -> usize {
+        let wanted = format!("{namespace}/{name}");
+        self.agent
+            .running
+            .lock()
+            .await
+            .values()
+            .filter(|r| r.pod == wanted)
+            .count()
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Blocking on purpose: containers must not outlive the test that started them.
+        if let Ok(running) = self.agent.running.try_lock() {
+            for container in running.values() {
+                remove_blocking(&self.agent.dir, container.runtime, &container.id);
+            }
+        }
+        for runtime in [Runtime::Runc, Runtime::Runsc] {
+            let root = self.agent.dir.join(runtime.name());
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Some(id) = entry.file_name().to_str() {
+                    remove_blocking(&self.agent.dir, runtime, id);
+                }
+            }
+        }
+    }
+}
+
+fn remove_blocking(dir: &Path, runtime: Runtime, id: &str) {
+    let base = || {
+        let mut command = std::process::Command::new(runtime.name());
+        command
+            .arg("--root")
+            .arg(dir.join(runtime.name()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let _ = base().args(["kill", id, "KILL"]).status();
+    let _ = base().args(["delete", "--force", id]).status();
+}
+
+fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.to_string();
+    move |e| Error::Kube(format!("{what}: {e}"))
+}
+
+async fn register(agent: &Agent) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(agent.client.clone());
+    let resources = serde_json::json!({ "cpu": "2", "memory": "8Gi", "pods": "110" });
+    let node = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": agent.name,
+            "labels": {
+                REAL_NODE_LABEL: "true",
+                "kubernetes.io/hostname": agent.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "spec": { "taints": [{ "key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule" }] },
+    });
+    nodes
+        .patch(
+            &agent.name,
+            &PatchParams::apply("sandman-real-node").force(),
+            &Patch::Apply(node),
+        )
+        .await
+        .map_err(kube_err("register the node"))?;
+    let status = serde_json::json!({ "status": {
+        "capacity": resources, "allocatable": resources,
+        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }],
+        "nodeInfo": {
+            "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.36.3",
+            "containerRuntimeVersion": "runc+runsc://local", "kernelVersion": "",
+            "osImage": "", "machineID": "", "systemUUID": "", "bootID": "",
+            "kubeProxyVersion": "",
+        },
+    }});
+    nodes
+        .patch_status(&agent.name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .map_err(kube_err("node status"))?;
+    report_ready(agent).await
+}
+
+async fn report_ready(agent: &Agent) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(agent.client.clone());
+    let now = Timestamp::now().to_string();
+    let status = serde_json::json!({ "status": { "conditions": [{
+        "type": "Ready", "status": "True", "reason": "RealNodeReady",
+        "message": "the node agent runs pods", "lastHeartbeatTime": now, "lastTransitionTime": now,
+    }] } });
+    nodes
+        .patch_status(
+            &agent.name,
+            &PatchParams::default(),
+            &Patch::Strategic(status),
+        )
+        .await
+        .map_err(kube_err("node Ready"))?;
+    let leases: Api<Lease> = Api::namespaced(agent.client.clone(), "kube-node-lease");
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": agent.name },
+        "spec": {
+            "holderIdentity": agent.name, "leaseDurationSeconds": 40,
+            "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
+        },
+    });
+    leases
+        .patch(
+            &agent.name,
+            &PatchParams::apply("sandman-real-node").force(),
+            &Patch::Apply(lease),
+        )
+        .await
+        .map_err(kube_err("node Lease"))?;
+    Ok(())
+}
+
+async fn heartbeat(agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        if let Err(e) = report_ready(&agent).await {
+            eprintln!("real node {}: heartbeat: {e}", agent.name);
+        }
+    }
+}
+
+async fn watch_pods(agent: Arc<Agent>) {
+    let pods: Api<Pod> = Api::all(agent.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.name));
+    let mut events = watcher(pods, config).boxed();
+    while let Some(event) = events.next().await {
+        let (pod, gone) = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+            Ok(watcher::Event::Delete(pod)) => (pod, true),
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("real node {}: watch: {e}", agent.name);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        // One pod at a time per event: a pod's start and stop never interleave.
+        if let Err(e) = sync(&agent, &pod, gone).await {
+            eprintln!("real node {}: pod {}: {e}", agent.name, pod.name_any());
+        }
+    }
+}
+
+async fn sync(agent: &Agent, pod: &Pod, gone: bool) -> Result<(), Error> {
+    let uid = pod.uid().unwrap_or_default();
+    if gone || pod.metadata.deletion_timestamp.is_some() {
+        let stopped = agent.running.lock().await.remove(&uid);
+        if let Some(container) = stopped {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(MAX_GRACE, |s| Duration::from_secs(s).min(MAX_GRACE));
+            stop(agent, &container, grace).await;
+        }
+        if !gone {
+            // What the kubelet does once the containers are gone: the pod object goes.
+            let pods: Api<Pod> =
+                Api::namespaced(agent.client.clone(), &pod.namespace().unwrap_or_default());
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&pod.name_any(), &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(kube_err("delete the pod")(e)),
+            }
+        }
+        return Ok(());
+    }
+    if agent.running.lock().await.contains_key(&uid) {
+        return Ok(());
+    }
+    let octet = agent
+        .next_ip
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = format!(
+        "127.2.{}.{}",
+        agent.index * 16 + (octet / 250) as usize,
+        octet % 250 + 1
+    );
+    match start(agent, pod, &ip).await {
+        Ok(running) => {
+            report_running(agent, pod, &running).await?;
+            agent.running.lock().await.insert(uid, running);
+            Ok(())
+        }
+        Err(message) => report_failed(agent, pod, &message).await,
+    }
+}
+
+async fn runtime_of(agent: &Agent, pod: &Pod) -> Result<Runtime, String> {
+    let Some(class) = pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone()) else {
+        return Ok(Runtime::Runc);
+    };
+    let classes: Api<RuntimeClass> = Api::all(agent.client.clone());
+    let handler = classes
+        .get(&class)
+        .await
+        .map_err(|e| format!("RuntimeClass {class}: {e}"))?
+        .handler;
+    Runtime::of_handler(&handler)
+        .ok_or_else(|| format!("RuntimeClass {class}: no runtime for handler {handler}"))
+}
+
+/// Starts the pod's (first) container; the message says why not.
+async fn start(agent: &Agent, pod: &Pod, ip: &str) -> Result<Running, String> {
+    let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
+    let container = spec.containers.first().ok_or("a pod without containers")?;
+    let runtime = runtime_of(agent, pod).await?;
+    let namespace = pod.namespace().unwrap_or_default();
+    let uid = pod.uid().unwrap_or_default();
+    let id = format!(
+        "{namespace}-{}-{}",
+        pod.name_any(),
+        uid.get(..8).unwrap_or(&uid)
+    );
+    let bundle = agent.dir.join("bundles").join(&id);
+    let mounts = volumes(agent, pod, container, &bundle).await?;
+    let config = oci_config(pod, container, &agent.rootfs, ip, mounts)?;
+    std::fs::create_dir_all(&bundle).map_err(|e| format!("bundle: {e}"))?;
+    std::fs::write(bundle.join("config.json"), config.to_string())
+        .map_err(|e| format!("bundle: {e}"))?;
+    run(agent, runtime, &bundle, &id).await?;
+    Ok(Running {
+        pod: format!("{namespace}/{}", pod.name_any()),
+        id,
+        runtime,
+        ip: ip.to_string(),
+        restarts: 0,
+        bundle,
+    })
+}
+
+async fn run(agent: &Agent, runtime: Runtime, bundle: &Path, id: &str) -> Result<(), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join("container.log"))
+        .map_err(|e| format!("log: {e}"))?;
+    let err = log.try_clone().map_err(|e| format!("log: {e}"))?;
+    let status = runtime
+        .command(&agent.dir)
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--detach")
+        .arg(id)
+        .stdout(log)
+        .stderr(err)
+        .status()
+        .await
+        .map_err(|e| format!("{}: {e}", runtime.name()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        let log = std::fs::read_to_string(bundle.join("container.log")).unwrap_or_default();
+        Err(format!(
+            "{} run: {status}: {}",
+            runtime.name(),
+            log.lines().last().unwrap_or_default()
+        ))
+    }
+}
+
+async fn stop(agent: &Agent, container: &Running, grace: Duration) {
+    let signal = |signal: &'static str| {
+        let mut command = container.runtime.command(&agent.dir);
+        command
+            .args(["kill", &container.id, signal])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let _ = signal("TERM").status().await;
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if state(agent, container).await.as_deref() != Some("running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = signal("KILL").status().await;
+    let mut delete = container.runtime.command(&agent.dir);
+    let _ = delete
+        .args(["delete", "--force", &container.id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+async fn state(agent: &Agent, container: &Running) -> Option<String> {
+    let output = container
+        .runtime
+        .command(&agent.dir)
+        .args(["state", &container.id])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    state["status"].as_str().map(str::to_string)
+}
+
+/// Restarts containers that exited (restartPolicy Always, the default for Sandboxes).
+async fn check_containers(agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(CONTAINER_CHECK).await;
+        let snapshot: Vec<(String, Running)> = agent
+            .running
+            .lock()
+            .await
+            .iter()
+            .map(|(uid, r)| (uid.clone(), r.clone()))
+            .collect();
+        for (uid, container) in snapshot {
+            if state(&agent, &container).await.as_deref() != Some("stopped") {
+                continue;
+            }
+            let mut running = agent.running.lock().await;
+            // Stopped by a deletion meanwhile: not ours to restart.
+            let Some(entry) = running.get_mut(&uid) else {
+                continue;
+            };
+            let mut delete = container.runtime.command(&agent.dir);
+            let _ = delete
+                .args(["delete", "--force", &container.id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+            if run(&agent, container.runtime, &container.bundle, &container.id)
+                .await
+                .is_ok()
+            {
+                entry.restarts += 1;
+            }
+        }
+    }
+}
+
+async fn report_running(agent: &Agent, pod: &Pod, running: &Running) -> Result<(), Error> {
+    let now = Timestamp::now().to_string();
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let condition = |type_: &str| serde_json::json!({ "type": type_, "status": "True", "lastTransitionTime": now });
+    let status = serde_json::json!({ "status": {
+        "phase": "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": running.ip,
+        "podIPs": [{ "ip": running.ip }],
+        "startTime": now,
+        "conditions": [condition("PodScheduled"), condition("Initialized"),
+                       condition("ContainersReady"), condition("Ready")],
+        "containerStatuses": [{
+            "name": name, "ready": true, "started": true, "restartCount": running.restarts,
+            "image": "local", "imageID": "local",
+            "containerID": format!("{}://{}", running.runtime.name(), running.id),
+            "state": { "running": { "startedAt": now } },
+        }],
+    }});
+    patch_pod_status(agent, pod, status).await
+}
+
+async fn report_failed(agent: &Agent, pod: &Pod, message: &str) -> Result<(), Error> {
+    let status = serde_json::json!({ "status": {
+        "phase": "Pending",
+        "conditions": [{ "type": "Ready", "status": "False", "reason": "RunContainerError",
+                         "message": message }],
+    }});
+    patch_pod_status(agent, pod, status).await
+}
+
+async fn patch_pod_status(
+    agent: &Agent,
+    pod: &Pod,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    let pods: Api<Pod> =
+        Api::namespaced(agent.client.clone(), &pod.namespace().unwrap_or_default());
+    match pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(kube_err("pod status")(e)),
+    }
+}
+
+/// The container's mounts: its pod's volumes, as the node holds them.
+async fn volumes(
+    agent: &Agent,
+    pod: &Pod,
+    container: &Container,
+    bundle: &Path,
+) -> Result<Vec<serde_json::Value>, String> {
+    let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
+    let namespace = pod.namespace().unwrap_or_default();
+    let mut sources: HashMap<String, PathBuf> = HashMap::new();
+    for volume in spec.volumes.iter().flatten() {
+        let dir = if let Some(claim) = &volume.persistent_volume_claim {
+            agent
+                .dir
+                .join("volumes")
+                .join(&namespace)
+                .join(&claim.claim_name)
+        } else if volume.empty_dir.is_some() {
+            bundle.join("empty").join(&volume.name)
+        } else if let Some(projected) = &volume.projected {
+            let dir = bundle.join("projected").join(&volume.name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("volume {}: {e}", volume.name))?;
+            for source in projected.sources.iter().flatten() {
+                if let Some(token) = &source.service_account_token {
+                    let value = service_account_token(agent, pod).await?;
+                    std::fs::write(dir.join(&token.path), value)
+                        .map_err(|e| format!("volume {}: {e}", volume.name))?;
+                }
+            }
+            dir
+        } else {
+            continue;
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("volume {}: {e}", volume.name))?;
+        sources.insert(volume.name.clone(), dir);
+    }
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let source = sources
+            .get(&mount.name)
+            .ok_or_else(|| format!("volume {} is not one this node provides", mount.name))?;
+        let mode = if mount.read_only == Some(true) {
+            "ro"
+        } else {
+            "rw"
+        };
+        mounts.push(serde_json::json!({
+            "destination": mount.mount_path, "type": "bind", "source": source,
+            "options": ["rbind", mode],
+        }));
+    }
+    Ok(mounts)
+}
+
+/// A token for the pod's service account, as the kubelet's projection would write it.
+async fn service_account_token(agent: &Agent, pod: &Pod) -> Result<String, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(agent.client.clone(), &namespace);
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({ "spec": { "audiences": [] } }))
+            .map_err(|e| e.to_string())?;
+    let issued = accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("token for {account}: {e}"))?;
+    Ok(issued.status.and_then(|s| s.token).unwrap_or_default())
+}
+
+/// The OCI runtime configuration of a pod's container: its command, environment (values
+/// only, and `POD_IP`), user, capabilities and privilege escalation from its security
+/// context, the image read-only with a memory-backed `/tmp`, and its mounts.
+fn oci_config(
+    pod: &Pod,
+    container: &Container,
+    rootfs: &Path,
+    ip: &str,
+    mut mounts: Vec<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let mut args: Vec<String> = container.command.clone().unwrap_or_default();
+    args.extend(container.args.clone().unwrap_or_default());
+    if args.is_empty() {
+        return Err("the node's image has no default command: the container must name one".into());
+    }
+    let mut env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
+        format!("POD_IP={ip}"),
+        format!("HOSTNAME={}", pod.name_any()),
+    ];
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            env.push(format!("{}={value}", var.name));
+        }
+    }
+    let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let context = container.security_context.as_ref();
+    let uid = context
+        .and_then(|c| c.run_as_user)
+        .or(pod_context.and_then(|c| c.run_as_user))
+        .unwrap_or(0);
+    let gid = context
+        .and_then(|c| c.run_as_group)
+        .or(pod_context.and_then(|c| c.run_as_group))
+        .unwrap_or(0);
+    let capabilities = capabilities(context.and_then(|c| c.capabilities.as_ref()));
+    let no_new_privileges = context.and_then(|c| c.allow_privilege_escalation) == Some(false);
+    for (destination, kind) in [("/proc", "proc"), ("/tmp", "tmpfs"), ("/dev", "tmpfs")] {
+        mounts.insert(
+            0,
+            serde_json::json!({ "destination": destination, "type": kind, "source": kind }),
+        );
+    }
+    Ok(serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": uid, "gid": gid },
+            "args": args,
+            "env": env,
+            "cwd": container.working_dir.clone().unwrap_or_else(|| "/".into()),
+            "capabilities": {
+                "bounding": capabilities, "effective": capabilities,
+                "permitted": capabilities,
+            },
+            "noNewPrivileges": no_new_privileges,
+        },
+        "root": { "path": rootfs, "readonly": true },
+        "hostname": pod.name_any(),
+        "mounts": mounts,
+        "linux": {
+            // The host's network: each pod binds its own loopback IP.
+            "namespaces": [{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+        },
+    }))
+}
+
+/// The default set, less what the security context drops, plus what it adds.
+fn capabilities(asked: Option<&k8s_openapi::api::core::v1::Capabilities>) -> Vec<String> {
+    let name = |c: &String| {
+        let upper = c.to_uppercase();
+        if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        }
+    };
+    let drop: Vec<String> = asked
+        .and_then(|c| c.drop.as_ref())
+        .map(|d| d.iter().map(name).collect())
+        .unwrap_or_default();
+    let mut set: Vec<String> = if drop.iter().any(|d| d == "CAP_ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for add in asked.and_then(|c| c.add.as_ref()).into_iter().flatten() {
+        let add = name(add);
+        if !set.contains(&add) {
+            set.push(add);
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Capabilities;
+
+    #[test]
+    fn capabilities_follow_the_security_context() {
+        assert_eq!(capabilities(None).len(), DEFAULT_CAPABILITIES.len());
+        let all = Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: Some(vec!["NET_BIND_SERVICE".into()]),
+        };
+        assert_eq!(capabilities(Some(&all)), vec!["CAP_NET_BIND_SERVICE"]);
+        let some = Capabilities {
+            drop: Some(vec!["NET_RAW".into()]),
+            add: None,
+        };
+        assert!(!capabilities(Some(&some)).contains(&"CAP_NET_RAW".to_string()));
+    }
+}

@@ -1,0 +1,262 @@
+//! Sandboxes on a real node: real containers under runc or gVisor (`runsc`), started, stopped
+//! and restarted by a node agent of this project that stands in for a kubelet
+//! (`sandman_testenv::real_node`), driven through the API like any node. Needs root, `runc`,
+//! `runsc` and `busybox-static` (`.ci/run` installs them); without them the tests fail, and say
+//! why.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use sandman::api::{OperatingMode, Phase, Sandbox};
+use sandman_testenv::harness::{TestContext, eventually, stays};
+use sandman_testenv::real_node::RealNode;
+
+/// A test's own real node, its root file system, and the operator.
+struct Node {
+    ctx: TestContext,
+    node: RealNode,
+    _operator: Operator,
+    _dir: tempfile::TempDir,
+}
+
+async fn real_node(test: &str) -> Node {
+    real_node_with(test, |_| {}).await
+}
+
+async fn real_node_with(
+    test: &str,
+    configure: impl FnOnce(&mut sandman::controller::Options),
+) -> Node {
+    common::agent::require_gvisor();
+    let runc = std::process::Command::new("runc").arg("--version").output();
+    assert!(
+        runc.is_ok_and(|o| o.status.success()),
+        "runc is not installed: `apt-get install runc` (the real-node tests run real containers)"
+    );
+    static INDEX: AtomicUsize = AtomicUsize::new(0);
+    let ctx = TestContext::new(test).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox");
+    for applet in [
+        "sh", "cat", "echo", "sleep", "httpd", "dmesg", "grep", "ls", "mkdir", "date",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
+    }
+    // Node names are per process: each test binary has its own control plane.
+    let index = INDEX.fetch_add(1, Ordering::Relaxed);
+    let node = RealNode::start(
+        ctx.client.clone(),
+        index,
+        &dir.path().join("node"),
+        &dir.path().join("rootfs"),
+    )
+    .await
+    .expect("the real node starts");
+    let operator = Operator::start_configured(&ctx, ctx.client.clone(), configure);
+    Node {
+        ctx,
+        node,
+        _operator: operator,
+        _dir: dir,
+    }
+}
+
+impl Node {
+    /// A Sandbox with a `workspace` volume whose container runs `script` on this node.
+    fn sandbox(&self, name: &str, script: &str) -> Sandbox {
+        let mut sandbox = sandbox(name, true);
+        let spec = &mut sandbox.spec.pod_template.spec;
+        let container = &mut spec.containers[0];
+        container.image = Some("busybox".into());
+        container.command = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        let scheduling = self.node.scheduling();
+        spec.node_selector = serde_json::from_value(scheduling["nodeSelector"].clone()).ok();
+        spec.tolerations = serde_json::from_value(scheduling["tolerations"].clone()).ok();
+        sandbox
+    }
+
+    /// A file the Sandbox's container wrote on its volume, once it is there and not empty.
+    async fn file(&self, sandbox: &str, file: &str) -> String {
+        let path = self
+            .node
+            .volume_dir(&self.ctx.namespace, &format!("workspace-{sandbox}"))
+            .join(file);
+        eventually(&format!("{sandbox} to write {file}"), WAIT, || {
+            let path = path.clone();
+            async move {
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            }
+        })
+        .await
+    }
+
+    async fn set_mode(&self, name: &str, mode: OperatingMode) {
+        common::agent::set_mode(&self.ctx, name, mode).await;
+    }
+}
+
+/// What the container reports of its kernel and of dmesg.
+const KERNEL: &str = "cat /proc/version > /workspace/version; \
+    dmesg > /workspace/dmesg 2>&1; exec sleep 100000";
+
+#[tokio::test]
+async fn gvisor_policy_runs_pod_under_gvisor() {
+    let env = real_node("real_gvisor").await;
+    common::policy::install_loaded_cel(
+        &env.ctx,
+        "gvisor",
+        "Enforce",
+        serde_json::json!({ "isolation": "{'runtimeClassName': 'gvisor', 'reason': 'every agent under gVisor'}" }),
+    )
+    .await;
+    create(&env.ctx, &env.sandbox("guarded", KERNEL)).await;
+    let running = wait_phase(&env.ctx, "guarded", Phase::Running).await;
+    assert_eq!(
+        running.status.and_then(|s| s.runtime_class_name).as_deref(),
+        Some("gvisor")
+    );
+    // gVisor's own kernel: its version string and its boot log, not the host's.
+    let host = std::fs::read_to_string("/proc/version").expect("host kernel");
+    let version = env.file("guarded", "version").await;
+    assert_ne!(version, host, "the container sees the host's kernel");
+    let dmesg = env.file("guarded", "dmesg").await;
+    assert!(dmesg.contains("Starting gVisor"), "{dmesg}");
+}
+
+#[tokio::test]
+async fn runc_sandbox_is_not_gvisor() {
+    let env = real_node("real_runc").await;
+    create(&env.ctx, &env.sandbox("plain", KERNEL)).await;
+    wait_phase(&env.ctx, "plain", Phase::Running).await;
+    let host = std::fs::read_to_string("/proc/version").expect("host kernel");
+    assert_eq!(env.file("plain", "version").await, host);
+    let dmesg = env.file("plain", "dmesg").await;
+    assert!(!dmesg.contains("gVisor"), "{dmesg}");
+}
+
+#[tokio::test]
+async fn real_suspend_resume_keeps_volume_data() {
+    let env = real_node("real_resume").await;
+    let script = "[ -f /workspace/first ] || echo \"$HOSTNAME $(date +%s%N)\" > /workspace/first; \
+        echo started >> /workspace/starts; exec sleep 100000";
+    create(&env.ctx, &env.sandbox("kept", script)).await;
+    wait_phase(&env.ctx, "kept", Phase::Running).await;
+    let first = env.file("kept", "first").await;
+    assert_eq!(env.file("kept", "starts").await, "started\n");
+
+    env.set_mode("kept", OperatingMode::Suspended).await;
+    wait_phase(&env.ctx, "kept", Phase::Suspended).await;
+    eventually("the container to stop", WAIT, || async {
+        (env.node.containers_of(&env.ctx.namespace, "kept").await == 0).then_some(())
+    })
+    .await;
+    env.set_mode("kept", OperatingMode::Running).await;
+    wait_phase(&env.ctx, "kept", Phase::Running).await;
+    eventually("a second start on the same volume", WAIT, || async {
+        let starts = env.file("kept", "starts").await;
+        (starts == "started\nstarted\n").then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.file("kept", "first").await,
+        first,
+        "the volume kept its data"
+    );
+}
+
+#[tokio::test]
+async fn real_pod_is_singleton_across_rapid_flips() {
+    let env = real_node("real_flips").await;
+    create(&env.ctx, &env.sandbox("flip", "exec sleep 100000")).await;
+    wait_phase(&env.ctx, "flip", Phase::Running).await;
+    for round in 0..6 {
+        let mode = if round % 2 == 0 {
+            OperatingMode::Suspended
+        } else {
+            OperatingMode::Running
+        };
+        env.set_mode("flip", mode).await;
+        assert!(
+            env.node.containers_of(&env.ctx.namespace, "flip").await <= 1,
+            "round {round}: two containers at once"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    env.set_mode("flip", OperatingMode::Running).await;
+    wait_phase(&env.ctx, "flip", Phase::Running).await;
+    eventually("one container again", WAIT, || async {
+        (env.node.containers_of(&env.ctx.namespace, "flip").await == 1).then_some(())
+    })
+    .await;
+    stays(
+        "one container, never two",
+        Duration::from_secs(3),
+        || async { env.node.containers_of(&env.ctx.namespace, "flip").await == 1 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hardened_defaults_hold_in_a_real_container() {
+    // The control below opens what the pod baseline refuses (a mounted token); the hardened
+    // defaults under test are the pod builder's, not the baseline's.
+    let env = real_node_with("real_hardened", |o| o.pod_baseline = false).await;
+    let script = "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status > /workspace/status; \
+        ls /var/run/secrets/kubernetes.io/serviceaccount > /workspace/token 2>&1; \
+        echo done >> /workspace/token; exec sleep 100000";
+    create(&env.ctx, &env.sandbox("hardened", script)).await;
+    // The same container with the defaults opened on purpose: the checks can fail.
+    let mut open = env.sandbox("open", script);
+    open.spec.pod_template.spec.automount_service_account_token = Some(true);
+    open.spec.pod_template.spec.containers[0].security_context =
+        serde_json::from_value(serde_json::json!({
+            "capabilities": { "drop": ["NET_RAW"] },
+            "allowPrivilegeEscalation": true,
+        }))
+        .ok();
+    create(&env.ctx, &open).await;
+
+    let status = env.file("hardened", "status").await;
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let token = env.file("hardened", "token").await;
+    assert!(!token.contains("token\n"), "a token is mounted: {token}");
+
+    let status = env.file("open", "status").await;
+    assert!(!status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t0"), "{status}");
+    let token = env.file("open", "token").await;
+    assert!(token.contains("token\n"), "{token}");
+}
+
+#[tokio::test]
+async fn gateway_wakes_real_container() {
+    let env = real_node("real_gateway").await;
+    let gateway =
+        sandman::gateway::start(env.ctx.client.clone(), common::gateway::options(&env.ctx))
+            .await
+            .expect("gateway");
+    let script = "mkdir -p /tmp/www; echo \"hello from $HOSTNAME\" > /tmp/www/index.html; \
+        exec httpd -f -p $POD_IP:8080 -h /tmp/www";
+    let mut sandbox = env.sandbox("web", script);
+    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
+        enabled: true,
+        ..Default::default()
+    });
+    sandbox.spec.operating_mode = OperatingMode::Suspended;
+    create(&env.ctx, &sandbox).await;
+    wait_phase(&env.ctx, "web", Phase::Suspended).await;
+    let path = format!("/sandboxes/{}/web/", env.ctx.namespace);
+    let (status, _, body) = common::gateway::get(&gateway, &path, None).await;
+    assert_eq!((status, body.trim()), (200, "hello from web"));
+    assert_eq!(gateway.wakes(), 1);
+    assert_eq!(env.node.containers_of(&env.ctx.namespace, "web").await, 1);
+}
