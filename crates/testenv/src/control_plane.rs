@@ -369,6 +369,19 @@ impl ControlPlane {
         }
     }
 
+    /// Starts one more process that lives and stops with the control plane (a real node's
+    /// agent, say), and records it so that `testenv down` stops it too.
+    pub fn add_process(
+        &mut self,
+        name: &str,
+        binary: &Path,
+        args: Vec<String>,
+        lifetime: Lifetime,
+    ) -> Result<(), Error> {
+        self.spawn(name, binary, args, lifetime)?;
+        self.save_state()
+    }
+
     fn save_state(&self) -> Result<(), Error> {
         let state = self.state();
         let text = serde_json::to_string_pretty(&state).map_err(|e| Error::State(e.to_string()))?;

@@ -30,6 +30,21 @@ enum Command {
         /// Directory of CRD YAML files to install.
         #[arg(long)]
         crds: Option<PathBuf>,
+        /// Real nodes beside them, whose pods run as real runc and gVisor containers
+        /// (`real_node.rs`; needs root, runc, runsc and busybox-static).
+        #[arg(long, default_value_t = 0)]
+        real_nodes: usize,
+    },
+    /// Run real node `index` until SIGTERM (what `up --real-nodes` starts).
+    #[command(hide = true)]
+    RealNode {
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Its containers' state, volumes and root file system.
+        #[arg(long)]
+        node_dir: PathBuf,
     },
     /// Stop every process that `up` started, and nothing else.
     Down,
@@ -57,7 +72,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Error> {
     match command {
-        Command::Up { nodes, crds } => {
+        Command::Up {
+            nodes,
+            crds,
+            real_nodes,
+        } => {
             if let Some(state) = RunningState::load(&dir)?
                 && !state.alive().is_empty()
             {
@@ -75,7 +94,26 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             options.lifetime = Lifetime::Detached;
             options.crds_dir = crds;
             let started = Instant::now();
-            let plane = ControlPlane::start(&options)?;
+            let mut plane = ControlPlane::start(&options)?;
+            let me = std::env::current_exe().map_err(|source| sandman_testenv::Error::Io {
+                context: "find the testenv binary".into(),
+                source,
+            })?;
+            for index in 0..real_nodes {
+                let kubeconfig = plane.kubeconfig().display().to_string();
+                let node_dir = dir.join(format!("real-node-{index}")).display().to_string();
+                plane.add_process(
+                    &format!("real-node-{index}"),
+                    &me,
+                    vec![
+                        "real-node".into(),
+                        format!("--index={index}"),
+                        format!("--kubeconfig={kubeconfig}"),
+                        format!("--node-dir={node_dir}"),
+                    ],
+                    Lifetime::Detached,
+                )?;
+            }
             println!(
                 "API ready in {:.2}s; control plane ready at {} in {:.2}s\nkubeconfig: {}\nlogs: {}",
                 plane.api_ready_after().as_secs_f64(),
@@ -86,6 +124,12 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::RealNode {
+            index,
+            kubeconfig,
+            node_dir,
+        } => sandman_testenv::real_node::serve(index, &kubeconfig, &node_dir)
+            .map(|()| ExitCode::SUCCESS),
         Command::Down => {
             let state = sandman_testenv::stop_recorded(&dir)?;
             println!("stopped {} processes", state.processes.len());
