@@ -10,6 +10,8 @@
 //! SANDMAN_CHECKPOINT_WAKES=5 cargo bench --bench checkpoint_wake
 //! ```
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,14 +21,16 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use sandman::api::{CheckpointOutcome, Phase, Sandbox};
+use sandman::checkpoint::SANDBOX_UID_ENV;
 use sandman::checkpoint::runsc::{Mount, Runsc};
-use sandman::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
-use sandman::checkpoint::{RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV};
+use sandman::checkpoint::supervisor::{
+    Forward, Options, Restore, Supervisor, default_bridge, pod_env,
+};
 use sandman_testenv::{ControlPlane, Options as PlaneOptions};
 use tokio::sync::Mutex;
 
@@ -51,18 +55,6 @@ fn main() {
     runtime.block_on(run(&plane, &dir, wakes));
     plane.stop();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn env(pod: &Pod, name: &str) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .first()?
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.clone())
 }
 
 /// Plays each pod of the namespace: a supervisor from the pod's environment while the pod
@@ -91,10 +83,7 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
         }
         *slot = None;
         started += 1;
-        let restore = match (env(&pod, RESTORE_IMAGE_ENV), env(&pod, RESTORE_SHA256_ENV)) {
-            (Some(image), Some(sha256)) => Some(Restore { image, sha256 }),
-            _ => None,
-        };
+        let restore = Restore::asked_by(&pod);
         let options = Options {
             runsc: Runsc {
                 binary: "runsc".into(),
@@ -116,7 +105,7 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
             }],
             bridge: default_bridge(),
             restore,
-            sandbox_uid: env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
+            sandbox_uid: pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
             checkpoint_timeout: Duration::from_secs(60),
             restore_timeout: Duration::from_secs(60),
         };
@@ -155,33 +144,10 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
         .await
         .expect("client");
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))
-            .expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
-    let operator_client = client.clone();
-    tokio::spawn(async move {
-        let options = sandman::controller::Options {
-            namespace: Some(NAMESPACE.into()),
-            min_dwell: Duration::ZERO,
-            ..sandman::controller::Options::default()
-        };
-        let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
-    });
+    common::namespace(&client, NAMESPACE).await;
+    common::spawn_operator(&client, NAMESPACE);
     tokio::spawn(kubelet(client.clone(), work.clone()));
-    let gateway = sandman::gateway::start(
-        client.clone(),
-        sandman::gateway::Options {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            namespace: Some(NAMESPACE.into()),
-            ..sandman::gateway::Options::default()
-        },
-    )
-    .await
-    .expect("gateway");
+    let gateway = common::gateway(&client, NAMESPACE).await;
     let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
     let api: Api<Sandbox> = Api::namespaced(client.clone(), NAMESPACE);
 

@@ -12,6 +12,8 @@
 //! SANDMAN_GATEWAY_WAKES=10 cargo bench --bench gateway
 //! ```
 
+mod common;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,6 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::{ControlPlane, Options};
@@ -73,33 +74,10 @@ async fn run(plane: &ControlPlane, wakes: usize) {
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
         .await
         .expect("client");
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))
-            .expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
-    let operator_client = client.clone();
-    tokio::spawn(async move {
-        let options = sandman::controller::Options {
-            namespace: Some(NAMESPACE.into()),
-            min_dwell: Duration::ZERO,
-            ..sandman::controller::Options::default()
-        };
-        let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
-    });
+    common::namespace(&client, NAMESPACE).await;
+    common::spawn_operator(&client, NAMESPACE);
     let port = hello_server().await;
-    let gateway = sandman::gateway::start(
-        client.clone(),
-        sandman::gateway::Options {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            namespace: Some(NAMESPACE.into()),
-            ..sandman::gateway::Options::default()
-        },
-    )
-    .await
-    .expect("gateway");
+    let gateway = common::gateway(&client, NAMESPACE).await;
     let sandbox: Sandbox = serde_json::from_value(serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "Sandbox",

@@ -13,6 +13,8 @@
 //! SANDMAN_REAL_WAKES=5 SANDMAN_REAL_SANDBOXES=10 cargo bench --bench real_node
 //! ```
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::real_node::RealNode;
@@ -97,35 +99,12 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize, count: usize) {
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
         .await
         .expect("client");
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({ "metadata": { "name": NAMESPACE } }))
-            .expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("create namespace");
+    common::namespace(&client, NAMESPACE).await;
     let node = RealNode::start(client.clone(), 0, &dir.join("node"), &rootfs)
         .await
         .expect("real node");
-    let operator_client = client.clone();
-    tokio::spawn(async move {
-        let options = sandman::controller::Options {
-            namespace: Some(NAMESPACE.into()),
-            min_dwell: Duration::ZERO,
-            ..sandman::controller::Options::default()
-        };
-        let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
-    });
-    let gateway = sandman::gateway::start(
-        client.clone(),
-        sandman::gateway::Options {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            namespace: Some(NAMESPACE.into()),
-            ..sandman::gateway::Options::default()
-        },
-    )
-    .await
-    .expect("gateway");
+    common::spawn_operator(&client, NAMESPACE);
+    let gateway = common::gateway(&client, NAMESPACE).await;
     let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
     let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);

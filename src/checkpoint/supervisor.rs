@@ -40,6 +40,30 @@ pub struct Restore {
     pub sha256: String,
 }
 
+impl Restore {
+    /// What the operator asked `pod` to restore, from its environment (for whoever plays a
+    /// pod's container from the pod object, as tests and benchmarks do).
+    pub fn asked_by(pod: &k8s_openapi::api::core::v1::Pod) -> Option<Self> {
+        Some(Self {
+            image: pod_env(pod, super::RESTORE_IMAGE_ENV)?,
+            sha256: pod_env(pod, super::RESTORE_SHA256_ENV)?,
+        })
+    }
+}
+
+/// The value of `name` in the environment of `pod`'s first container.
+pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
 /// A port of the pod forwarded to a port of the agent inside the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {

@@ -13,6 +13,17 @@ pub fn translate<A: Serialize, B: DeserializeOwned>(value: &A) -> wasmtime::Resu
     serde_json::from_value(json).map_err(|e| wasmtime::format_err!("translate contract 0.2.0: {e}"))
 }
 
+/// A 0.2.0 hook's answer (abstain, decide, or fail) as the current one.
+pub fn decision<A: Serialize, B: DeserializeOwned>(
+    answer: Result<Option<A>, String>,
+) -> wasmtime::Result<Result<Option<B>, String>> {
+    match answer {
+        Ok(Some(decision)) => Ok(Ok(Some(translate(&decision)?))),
+        Ok(None) => Ok(Ok(None)),
+        Err(message) => Ok(Err(message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::bindings::v0_2::sandman::policy::types as old;

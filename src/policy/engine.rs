@@ -666,11 +666,7 @@ impl LoadedPolicy {
                     let decision = indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
-                    match decision {
-                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
-                        Ok(None) => Ok(Ok(None)),
-                        Err(message) => Ok(Err(message)),
-                    }
+                    contract_v0_2::decision(decision)
                 }
                 Exports::V0_1 {
                     isolation: Some(indices),
@@ -706,11 +702,7 @@ impl LoadedPolicy {
                     let decision = indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
-                    match decision {
-                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
-                        Ok(None) => Ok(Ok(None)),
-                        Err(message) => Ok(Err(message)),
-                    }
+                    contract_v0_2::decision(decision)
                 }
                 Exports::V0_1 {
                     resources: Some(indices),
@@ -746,11 +738,7 @@ impl LoadedPolicy {
                     let decision = indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
-                    match decision {
-                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
-                        Ok(None) => Ok(Ok(None)),
-                        Err(message) => Ok(Err(message)),
-                    }
+                    contract_v0_2::decision(decision)
                 }
                 Exports::V0_1 {
                     lifecycle: Some(indices),
@@ -787,11 +775,7 @@ impl LoadedPolicy {
                     let decision = indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &contract_v0_2::translate(input)?)?;
-                    match decision {
-                        Ok(Some(decision)) => Ok(Ok(Some(contract_v0_2::translate(&decision)?))),
-                        Ok(None) => Ok(Ok(None)),
-                        Err(message) => Ok(Err(message)),
-                    }
+                    contract_v0_2::decision(decision)
                 }
                 _ => Err(wasmtime::format_err!("no pool export")),
             },

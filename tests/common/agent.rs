@@ -9,10 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use sandman::api::{CheckpointMode, LifecycleSpec, OperatingMode, Phase, Sandbox};
 use sandman::checkpoint::runsc::{Mount, Runsc};
-use sandman::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
-use sandman::checkpoint::{
-    RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT,
+use sandman::checkpoint::supervisor::{
+    Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
+use sandman::checkpoint::{SANDBOX_UID_ENV, SUPERVISOR_PORT};
 use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -121,18 +121,6 @@ pub async fn running_pod(ctx: &TestContext, name: &str) -> (Pod, String) {
     .await
 }
 
-fn env(pod: &Pod, name: &str) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .first()?
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.clone())
-}
-
 /// The Sandbox's container, played: its supervisor on the pod's IP, started from the pod's
 /// environment (restoring when the operator said so), the volume at `/workspace`.
 pub struct Played {
@@ -143,10 +131,7 @@ pub struct Played {
 
 pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Played {
     let (pod, ip) = running_pod(ctx, name).await;
-    let restore = match (env(&pod, RESTORE_IMAGE_ENV), env(&pod, RESTORE_SHA256_ENV)) {
-        (Some(image), Some(sha256)) => Some(Restore { image, sha256 }),
-        _ => None,
-    };
+    let restore = Restore::asked_by(&pod);
     let runsc_root = tempfile::Builder::new()
         .prefix("runsc-")
         .tempdir_in(workspace.dir.path())
@@ -173,7 +158,7 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
         }],
         bridge: default_bridge(),
         restore,
-        sandbox_uid: env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
+        sandbox_uid: pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
         checkpoint_timeout: Duration::from_secs(60),
         restore_timeout: Duration::from_secs(60),
     };
