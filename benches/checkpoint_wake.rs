@@ -31,7 +31,7 @@ use sandman::checkpoint::runsc::{Mount, Runsc};
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
-use sandman_testenv::{ControlPlane, Options as PlaneOptions};
+use sandman_testenv::ControlPlane;
 use tokio::sync::Mutex;
 
 const NAMESPACE: &str = "checkpoint-wake-bench";
@@ -40,21 +40,11 @@ const AGENT: &str = "i=0; while true; do i=$((i+1)); \
     printf 'HTTP/1.0 200 OK\\r\\n\\r\\ncount=%s\\n' $i | nc -l -p 18080 >/dev/null; done";
 
 fn main() {
-    let wakes: usize = std::env::var("SANDMAN_CHECKPOINT_WAKES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let dir = std::env::temp_dir().join(format!("sandman-ckpt-wake-bench-{}", std::process::id()));
-    let mut options = PlaneOptions::new(&dir);
-    options.crds_dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
-    let mut plane = ControlPlane::start(&options).expect("start the local control plane");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run(&plane, &dir, wakes));
-    plane.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    let wakes = common::setting("SANDMAN_CHECKPOINT_WAKES", 10);
+    common::on_control_plane("checkpoint-wake", |plane, dir| async move {
+        run(&plane, &dir, wakes).await;
+        plane
+    });
 }
 
 /// Plays each pod of the namespace: a supervisor from the pod's environment while the pod
@@ -138,7 +128,7 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::create_dir_all(work.join("volume")).expect("volume");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
-    for applet in ["sh", "nc"] {
+    for applet in ["sh", "nc", "cat"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())

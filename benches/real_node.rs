@@ -25,33 +25,20 @@ use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandman::api::{Phase, Sandbox};
+use sandman_testenv::ControlPlane;
 use sandman_testenv::real_node::RealNode;
-use sandman_testenv::{ControlPlane, Options};
 
 const NAMESPACE: &str = "real-node-bench";
 const SERVE: &str = "mkdir -p /tmp/www; echo hello > /tmp/www/index.html; \
     exec httpd -f -p $POD_IP:8080 -h /tmp/www";
 
 fn main() {
-    let number = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let wakes = number("SANDMAN_REAL_WAKES", 10);
-    let sandboxes = number("SANDMAN_REAL_SANDBOXES", 20);
-    let dir = std::env::temp_dir().join(format!("sandman-real-node-bench-{}", std::process::id()));
-    let mut options = Options::new(&dir);
-    options.crds_dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
-    let mut plane = ControlPlane::start(&options).expect("start the local control plane");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run(&plane, &dir, wakes, sandboxes));
-    plane.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    let wakes = common::setting("SANDMAN_REAL_WAKES", 10);
+    let sandboxes = common::setting("SANDMAN_REAL_SANDBOXES", 20);
+    common::on_control_plane("real-node", |plane, dir| async move {
+        run(&plane, &dir, wakes, sandboxes).await;
+        plane
+    });
 }
 
 fn percentiles(mut values: Vec<Duration>) -> String {

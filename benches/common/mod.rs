@@ -45,3 +45,32 @@ pub async fn gateway(client: &kube::Client, namespace: &str) -> sandman::gateway
     .await
     .expect("gateway")
 }
+
+/// A number from the environment, or `default`.
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts a local control plane (with sandman's CRDs) in a directory of its own named after
+/// `bench`, runs `work` on a multi-threaded runtime, then stops it and removes the directory.
+pub fn on_control_plane<F, Fut>(bench: &str, work: F)
+where
+    F: FnOnce(sandman_testenv::ControlPlane, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = sandman_testenv::ControlPlane>,
+{
+    let dir = std::env::temp_dir().join(format!("sandman-{bench}-bench-{}", std::process::id()));
+    let mut options = sandman_testenv::Options::new(&dir);
+    options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
+    let plane =
+        sandman_testenv::ControlPlane::start(&options).expect("start the local control plane");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut plane = runtime.block_on(work(plane, dir.clone()));
+    plane.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

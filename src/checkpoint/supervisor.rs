@@ -393,6 +393,10 @@ async fn checkpoint(
 }
 
 async fn forward(listener: TcpListener, port: u16, state: Arc<State>) {
+    // Connections wait in the listener's backlog until the agent listens: right after a
+    // restore (or a start) its server may not be accepting yet, and a bridged connection that
+    // meets a closed port inside would be lost.
+    wait_until_listening(&state, port).await;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -405,6 +409,38 @@ async fn forward(listener: TcpListener, port: u16, state: Arc<State>) {
             }
         });
     }
+}
+
+/// How long a forwarded port waits for the agent to listen before it forwards anyway.
+const LISTEN_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until a socket inside the sandbox listens on `port`, as its `/proc/net/tcp` says
+/// (read with `cat` inside; an image without it is not waited for).
+async fn wait_until_listening(state: &State, port: u16) {
+    let deadline = Instant::now() + LISTEN_WAIT;
+    let wanted = format!(":{port:04X}");
+    while Instant::now() < deadline {
+        let args = ["cat", "/proc/net/tcp", "/proc/net/tcp6"].map(String::from);
+        let mut command = state.runsc.exec(&state.id, &args);
+        command.stdin(std::process::Stdio::null());
+        let Ok(output) = command.output().await else {
+            return;
+        };
+        let table = String::from_utf8_lossy(&output.stdout);
+        if table.is_empty() && !output.status.success() {
+            tracing::debug!(port, "cannot read the agent's sockets; forwarding at once");
+            return;
+        }
+        let listening = table.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&wanted) && fields[3] == "0A"
+        });
+        if listening {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(port, "the agent does not listen; forwarding anyway");
 }
 
 /// One connection carried into the sandbox by the bridge command's stdin and stdout.
