@@ -265,17 +265,27 @@ async fn gateway_wakes_real_container() {
             .expect("gateway");
     let script = "mkdir -p /tmp/www; echo \"hello from $HOSTNAME\" > /tmp/www/index.html; \
         exec httpd -f -p $POD_IP:8080 -h /tmp/www";
-    let mut sandbox = env.sandbox("web", script);
-    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
-        enabled: true,
-        ..Default::default()
-    });
-    sandbox.spec.operating_mode = OperatingMode::Suspended;
-    create(&env.ctx, &sandbox).await;
-    wait_phase(&env.ctx, "web", Phase::Suspended).await;
-    let path = format!("/sandboxes/{}/web/", env.ctx.namespace);
-    let (status, _, body) = common::gateway::get(&gateway, &path, None).await;
-    assert_eq!((status, body.trim()), (200, "hello from web"));
+    // Under runc. (Under gVisor the first request after a start sometimes fails with a reset,
+    // about one run in three here; docs/real-nodes.md. The checkpoint tests wake gVisor
+    // agents through the gateway.)
+    for (name, runtime) in [("web", None::<&str>)] {
+        let mut sandbox = env.sandbox(name, script);
+        sandbox.spec.pod_template.spec.runtime_class_name = runtime.map(str::to_string);
+        sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
+            enabled: true,
+            ..Default::default()
+        });
+        sandbox.spec.operating_mode = OperatingMode::Suspended;
+        create(&env.ctx, &sandbox).await;
+        wait_phase(&env.ctx, name, Phase::Suspended).await;
+        let path = format!("/sandboxes/{}/{name}/", env.ctx.namespace);
+        let (status, _, body) = common::gateway::get(&gateway, &path, None).await;
+        assert_eq!(
+            (status, body.trim()),
+            (200, format!("hello from {name}").as_str()),
+            "{runtime:?}"
+        );
+        assert_eq!(env.node.containers_of(&env.ctx.namespace, name).await, 1);
+    }
     assert_eq!(gateway.wakes(), 1);
-    assert_eq!(env.node.containers_of(&env.ctx.namespace, "web").await, 1);
 }
