@@ -6,6 +6,9 @@
 //! ```sh
 //! cargo bench --bench checkpoint
 //! SANDMAN_CHECKPOINT_MIB=64,256 SANDMAN_CHECKPOINT_ROUNDS=5 cargo bench --bench checkpoint
+//! # another runsc, and flags it takes:
+//! SANDMAN_RUNSC=/path/to/runsc SANDMAN_RUNSC_CHECKPOINT_FLAGS="--compression=none" \
+//!   SANDMAN_RUNSC_RESTORE_FLAGS="--background" cargo bench --bench checkpoint
 //! ```
 //!
 //! - cold start: from starting the supervisor until the agent answers (its memory filled);
@@ -68,6 +71,15 @@ fn main() {
     }
 }
 
+/// Space-separated runsc flags from the environment.
+fn flags(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -96,9 +108,11 @@ fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options
     );
     Options {
         runsc: Runsc {
-            binary: "runsc".into(),
+            binary: std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into),
             root: dir.join(run),
             platform: "ptrace".into(),
+            checkpoint_flags: flags("SANDMAN_RUNSC_CHECKPOINT_FLAGS"),
+            restore_flags: flags("SANDMAN_RUNSC_RESTORE_FLAGS"),
         },
         rootfs: dir.join("rootfs"),
         args: vec!["/bin/sh".into(), "-c".into(), agent],

@@ -79,6 +79,8 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
                 binary: "runsc".into(),
                 root: work.join(format!("runsc-{started}")),
                 platform: "ptrace".into(),
+                checkpoint_flags: Vec::new(),
+                restore_flags: Vec::new(),
             },
             rootfs: work.join("rootfs"),
             args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],

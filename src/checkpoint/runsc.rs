@@ -45,6 +45,10 @@ pub struct Runsc {
     pub root: PathBuf,
     /// `ptrace` works everywhere; `systrap` or `kvm` are faster where the runsc has them.
     pub platform: String,
+    /// Extra flags for `runsc checkpoint` and `runsc restore` (a current runsc takes
+    /// `--compression=none`, `--direct` and `--background`; Debian's 2022 one none of them).
+    pub checkpoint_flags: Vec<String>,
+    pub restore_flags: Vec<String>,
 }
 
 impl Runsc {
@@ -115,6 +119,7 @@ impl Runsc {
         let mut command = self.command();
         command
             .arg("restore")
+            .args(&self.restore_flags)
             .arg("-bundle")
             .arg(bundle)
             .arg("-detach")
@@ -172,6 +177,7 @@ impl Runsc {
         let mut command = self.command();
         command
             .arg("checkpoint")
+            .args(&self.checkpoint_flags)
             .arg("--image-path")
             .arg(image)
             .arg(id);

@@ -47,6 +47,13 @@ pub struct SuperviseArgs {
     /// gVisor's platform: `ptrace` works everywhere.
     #[arg(long, default_value = "ptrace")]
     platform: String,
+    /// A flag for `runsc checkpoint` (repeatable), such as `--compression=none` with a
+    /// current runsc.
+    #[arg(long = "checkpoint-flag", allow_hyphen_values = true)]
+    checkpoint_flags: Vec<String>,
+    /// A flag for `runsc restore` (repeatable), such as `--background` with a current runsc.
+    #[arg(long = "restore-flag", allow_hyphen_values = true)]
+    restore_flags: Vec<String>,
     /// The longest a checkpoint may take, in seconds.
     #[arg(long, default_value_t = 120)]
     checkpoint_timeout: u64,
@@ -93,6 +100,8 @@ pub fn run(args: SuperviseArgs) -> Result<(), CliError> {
             binary: args.runsc,
             root: args.runsc_root,
             platform: args.platform,
+            checkpoint_flags: args.checkpoint_flags,
+            restore_flags: args.restore_flags,
         },
         rootfs: args.rootfs,
         args: args.command,

@@ -142,6 +142,8 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
             binary: "runsc".into(),
             root: runsc_root,
             platform: "ptrace".into(),
+            checkpoint_flags: Vec::new(),
+            restore_flags: Vec::new(),
         },
         rootfs: workspace.dir.path().join("rootfs"),
         args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],
