@@ -96,9 +96,17 @@ pub struct Options {
     pub restore_timeout: Duration,
 }
 
-/// The default bridge: busybox or netcat inside the agent's image.
+/// The default bridge: busybox's `sh`, `nc` and `sleep` inside the agent's image. It tries
+/// again for up to 5 s while the port refuses: a listener a restore brings back, or one
+/// between two accepts, is not there for a moment. A refused `nc` has not read its stdin, so
+/// the client's bytes wait in the pipe for the next try.
 pub fn default_bridge() -> Vec<String> {
-    vec!["nc".into(), "127.0.0.1".into(), "{port}".into()]
+    vec![
+        "sh".into(),
+        "-c".into(),
+        "i=0; while [ $i -lt 100 ]; do nc 127.0.0.1 {port} && exit 0; i=$((i+1)); sleep 0.05; done; exit 1"
+            .into(),
+    ]
 }
 
 struct State {

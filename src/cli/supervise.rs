@@ -35,9 +35,10 @@ pub struct SuperviseArgs {
     /// An environment variable for the agent: `NAME=value`.
     #[arg(long = "env")]
     env: Vec<String>,
-    /// The command, inside the sandbox, that carries a forwarded connection; `{port}` is the
-    /// agent's port.
-    #[arg(long, default_value = "nc 127.0.0.1 {port}")]
+    /// The command, inside the sandbox, that carries a forwarded connection (split on
+    /// spaces); `{port}` is the agent's port. Default: `nc` to the port, tried again for up to
+    /// 5 s while it refuses.
+    #[arg(long, default_value = "")]
     bridge: String,
     #[arg(long, default_value = "runsc")]
     runsc: PathBuf,
