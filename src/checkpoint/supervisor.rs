@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use super::image::Store;
 use super::runsc::{Mount, Runsc};
 use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartKind, StartReport};
+use crate::listener::{Accepted, Bounded};
 
 /// The largest request body the control port reads.
 const MAX_REQUEST_BYTES: usize = 64 << 10;
@@ -277,14 +278,17 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How many connections the control port and each forwarded port serve at once.
+const MAX_CONTROL_CONNECTIONS: usize = 16;
+const MAX_FORWARDED_CONNECTIONS: usize = 256;
+
 async fn serve_control(listener: TcpListener, state: Arc<State>) {
+    let listener = Bounded::new(listener, MAX_CONTROL_CONNECTIONS);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+        let Accepted { stream, slot, .. } = listener.accept().await;
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(control(request, &state).await) }
@@ -405,13 +409,12 @@ async fn forward(listener: TcpListener, port: u16, state: Arc<State>) {
     // restore (or a start) its server may not be accepting yet, and a bridged connection that
     // meets a closed port inside would be lost.
     wait_until_listening(&state, port).await;
+    let listener = Bounded::new(listener, MAX_FORWARDED_CONNECTIONS);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+        let Accepted { stream, slot, .. } = listener.accept().await;
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = bridge(stream, port, &state).await {
                 tracing::debug!(error = %e, port, "bridged connection ended");
             }

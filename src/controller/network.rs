@@ -213,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_profile_allows_the_gateway_its_ports_and_its_cidrs_only() {
+    fn a_profile_allows_the_gateway_the_operator_its_ports_and_its_cidrs_only() {
         let mut sandbox = Sandbox::new("agent", Default::default());
         sandbox.metadata.namespace = Some("team".into());
         sandbox.metadata.uid = Some("uid-1".into());
@@ -233,9 +233,24 @@ mod tests {
             Some(labels(&[(SANDBOX_LABEL, "agent")]))
         );
         let ingress = spec.ingress.expect("ingress");
-        assert_eq!(ingress.len(), 2, "the gateway, then the profile's ports");
+        assert_eq!(
+            ingress.len(),
+            3,
+            "the gateway, the operator (checkpoints), then the profile's ports"
+        );
         assert!(ingress[0].from.is_some());
-        assert_eq!(ingress[1].ports, Some(vec![tcp(9000)]));
+        let operator = ingress[1].from.as_ref().map(|from| &from[0]);
+        assert_eq!(
+            operator
+                .and_then(|peer| peer.pod_selector.as_ref())
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels(&OPERATOR_POD_LABELS))
+        );
+        assert_eq!(
+            ingress[1].ports,
+            Some(vec![tcp(crate::checkpoint::SUPERVISOR_PORT)])
+        );
+        assert_eq!(ingress[2].ports, Some(vec![tcp(9000)]));
         let egress = spec.egress.expect("egress");
         assert_eq!(egress.len(), 2, "DNS, then the profile's CIDRs");
         assert_eq!(

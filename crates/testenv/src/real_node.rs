@@ -2,7 +2,7 @@
 //! Lease, and runs every pod bound to it as a real container, under runc or gVisor (`runsc`)
 //! as the pod's RuntimeClass says, with the pod's command, environment, volumes and security
 //! context. It stands in for a kubelet where a kubelet cannot run pods yet (see
-//! `../shared/NOTES-realnodes.md` and `docs/real-nodes.md`); what runs is real.
+//! `docs/real-nodes.md`); what runs is real.
 //!
 //! Scope, on purpose: one container per pod, every image from the node's one local root file
 //! system (nothing can be pulled here), the host's network (each pod gets its own loopback IP,
