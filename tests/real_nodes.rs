@@ -202,7 +202,6 @@ async fn real_pod_is_singleton_across_rapid_flips() {
             env.node.containers_of(&env.ctx.namespace, "flip").await <= 1,
             "round {round}: two containers at once"
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     env.set_mode("flip", OperatingMode::Running).await;
     wait_phase(&env.ctx, "flip", Phase::Running).await;

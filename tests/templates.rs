@@ -1030,32 +1030,24 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
     let port = |n: i32| Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n));
     let ingress = spec.ingress.unwrap_or_default();
     assert_eq!(ingress.len(), 3, "{ingress:?}");
-    // The gateway's own traffic stays allowed: its pods, in its namespace, on the gateway port.
-    let gateway = &ingress[0];
-    let peer = &gateway.from.clone().unwrap_or_default()[0];
-    assert_eq!(
-        peer.pod_selector
+    // Which of sandman's components a rule lets in (by its first peer's pod labels).
+    let component = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        rule.from.clone().unwrap_or_default()[0]
+            .pod_selector
             .clone()
             .and_then(|s| s.match_labels)
             .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-            .as_deref(),
-        Some("gateway")
-    );
+    };
+    // The gateway's own traffic stays allowed: its pods, in its namespace, on the gateway port.
+    let gateway = &ingress[0];
+    assert_eq!(component(gateway).as_deref(), Some("gateway"));
     assert_eq!(
         gateway.ports.clone().unwrap_or_default()[0].port,
         port(8080)
     );
     // The operator may ask a supervising pod for a checkpoint, on the supervisor's port only.
     let operator = &ingress[1];
-    let peer = &operator.from.clone().unwrap_or_default()[0];
-    assert_eq!(
-        peer.pod_selector
-            .clone()
-            .and_then(|s| s.match_labels)
-            .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-            .as_deref(),
-        Some("operator")
-    );
+    assert_eq!(component(operator).as_deref(), Some("operator"));
     assert_eq!(
         operator.ports.clone().unwrap_or_default()[0].port,
         port(i32::from(sandman::checkpoint::SUPERVISOR_PORT))

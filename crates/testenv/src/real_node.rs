@@ -280,6 +280,19 @@ fn remove_blocking(dir: &Path, runtime: Runtime, id: &str) {
     let _ = base().args(["delete", "--force", id]).status();
 }
 
+/// Server-side apply with the node agent's one field manager.
+async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("sandman-real-node").force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
 fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error {
     let what = what.to_string();
     move |e| Error::Kube(format!("{what}: {e}"))
@@ -301,12 +314,7 @@ async fn register(agent: &Agent) -> Result<(), Error> {
         },
         "spec": { "taints": [{ "key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule" }] },
     });
-    nodes
-        .patch(
-            &agent.name,
-            &PatchParams::apply("sandman-real-node").force(),
-            &Patch::Apply(node),
-        )
+    apply(&nodes, &agent.name, node)
         .await
         .map_err(kube_err("register the node"))?;
     let status = serde_json::json!({ "status": {
@@ -350,12 +358,7 @@ async fn report_ready(agent: &Agent) -> Result<(), Error> {
             "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
         },
     });
-    leases
-        .patch(
-            &agent.name,
-            &PatchParams::apply("sandman-real-node").force(),
-            &Patch::Apply(lease),
-        )
+    apply(&leases, &agent.name, lease)
         .await
         .map_err(kube_err("node Lease"))?;
     Ok(())
