@@ -238,14 +238,10 @@ async fn gateway_wake_restores_checkpoint() {
     drop(first);
 
     // A request wakes it; the new pod's container is played as it comes, and restores.
-    let ((mut status, _, mut body), second) =
+    // (A just-restored agent sometimes closes its first connections unanswered; the gateway
+    // sends a GET again, so one request is enough.)
+    let ((status, _, body), second) =
         tokio::join!(get(&gateway, &path, None), play(&ctx, &workspace, "woken"));
-    // Now and then (about one run in five of this binary, not alone) the first forwarded
-    // request after the restore gets a reset (502) that is not explained yet; a second request
-    // must then be answered by the restored agent, without another wake.
-    if status == 502 {
-        (status, _, body) = get(&gateway, &path, None).await;
-    }
     assert_eq!(status, 200, "{body}");
     let count = parse_count(&body).expect("a count");
     assert!(

@@ -488,6 +488,84 @@ fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle
     })
 }
 
+/// Plays a container that closes every other connection that brings a request without
+/// answering it (the first included), as a server that has just started sometimes does; it
+/// counts the requests it received.
+fn play_flaky_container(
+    ctx: &TestContext,
+    name: &str,
+    received: Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let api = sandboxes(ctx);
+    let name = name.to_string();
+    let (listening, ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let ip = running_pod_ip(&api, &name).await;
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
+            .await
+            .expect("listen on the pod IP");
+        let _ = listening.send(());
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let received = received.clone();
+            tokio::spawn(async move {
+                if read_head(&mut stream).await.is_none() {
+                    return;
+                }
+                if received.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                    return;
+                }
+                let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let _ = ready.await;
+    })
+}
+
+/// A request that may be repeated (GET, no body) is sent again when the pod closes the
+/// connection before answering; one that may not (POST) is not, and gets a 502.
+#[tokio::test]
+async fn unanswered_get_is_sent_again_but_post_is_not() {
+    use std::sync::atomic::Ordering;
+    let ctx = TestContext::new("gateway_replay").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("flaky", OperatingMode::Running)).await;
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    play_flaky_container(&ctx, "flaky", received.clone())
+        .await
+        .expect("the container listens");
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let path = format!("/sandboxes/{}/flaky/", ctx.namespace);
+    let (status, _, body) = get(&gateway, &path, None).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        2,
+        "dropped once, then answered"
+    );
+
+    let post = http::Request::post(format!("http://{}{path}", gateway.addr))
+        .body(http_body_util::Full::new(Bytes::from_static(b"do it once")))
+        .expect("request");
+    let response = Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>()
+        .request(post)
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        3,
+        "the POST was sent once only"
+    );
+}
+
 /// Client `X-Forwarded-For`/`Forwarded` once passed through unchanged and none was added, and
 /// headers a client named in `Connection:` were forwarded.
 #[tokio::test]

@@ -16,7 +16,14 @@ use hyper_util::rt::TokioIo;
 use super::activity::{ActivityLog, Key};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
-pub type Upstream = Client<HttpConnector, Incoming>;
+pub type Upstream = Client<HttpConnector, Body>;
+
+/// The pause before a request that may be repeated is sent again after the pod closed the
+/// connection without answering; it doubles each time, up to the most.
+const REPLAY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+const REPLAY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long, from the first try, a request may still be sent again.
+const REPLAY_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long connecting to a pod may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -150,14 +157,41 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     set_forwarded(&mut parts.headers, peer, host);
     let connection = activity.open(key);
-    let sent = upstream.request(Request::from_parts(parts, body));
-    let response = match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            tracing::debug!(%addr, %error, "upstream failed");
+    let replay = replayable(&parts, &body).then(|| (parts.method.clone(), parts.headers.clone()));
+    let uri = parts.uri.clone();
+    // Every try of this request shares one deadline: the pod's time to answer, and no more
+    // than the replay budget.
+    let deadline = tokio::time::Instant::now() + timeout.min(REPLAY_BUDGET);
+    let mut sent = send(upstream, Request::from_parts(parts, body.boxed()), timeout).await;
+    // A server that has just started can close its first connections before answering (seen
+    // with agents under gVisor, for up to about a second). A request without a body and with
+    // a method that may be repeated is sent again, with growing pauses, within the budget;
+    // anything else gets the 502, since it may have had effects.
+    if let Some((method, headers)) = replay {
+        let mut pause = REPLAY_FIRST_PAUSE;
+        while let Err(Failed::Unanswered(error)) = &sent {
+            if tokio::time::Instant::now() + pause >= deadline {
+                break;
+            }
+            tracing::debug!(%addr, ?error, ?pause, "upstream closed before answering; sending again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REPLAY_MAX_PAUSE);
+            let mut again = Request::new(empty());
+            *again.method_mut() = method.clone();
+            *again.uri_mut() = uri.clone();
+            *again.headers_mut() = headers.clone();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            sent = send(upstream, again, left).await;
+        }
+    }
+    let response = match sent {
+        Ok(response) => response,
+        Err(Failed::Unanswered(error) | Failed::Other(error)) => {
+            // Debug, not Display: the cause (a reset, a close before the answer) is in the source.
+            tracing::debug!(%addr, ?error, "upstream failed");
             return text(StatusCode::BAD_GATEWAY, "the Sandbox did not answer");
         }
-        Err(_) => {
+        Err(Failed::TimedOut) => {
             tracing::debug!(%addr, ?timeout, "upstream timed out");
             return text(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -183,12 +217,7 @@ pub async fn forward(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        return Response::from_parts(
-            parts,
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        return Response::from_parts(parts, empty());
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -202,6 +231,71 @@ pub async fn forward(
         }
         .boxed(),
     )
+}
+
+/// Why a request to a pod got no response.
+enum Failed {
+    /// The pod closed or reset the connection, or refused it, before any answer.
+    Unanswered(hyper_util::client::legacy::Error),
+    Other(hyper_util::client::legacy::Error),
+    TimedOut,
+}
+
+async fn send(
+    upstream: &Upstream,
+    request: Request<Body>,
+    timeout: std::time::Duration,
+) -> Result<Response<Incoming>, Failed> {
+    match tokio::time::timeout(timeout, upstream.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) if unanswered(&error) => Err(Failed::Unanswered(error)),
+        Ok(Err(error)) => Err(Failed::Other(error)),
+        Err(_) => Err(Failed::TimedOut),
+    }
+}
+
+/// True when the pod accepted the connection and then reset or closed it before a response's
+/// first byte. (A refused connection is not: the waker already waits for a woken pod to
+/// accept, and a running pod that refuses gets its 502 at once.)
+fn unanswered(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && hyper.is_incomplete_message()
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// True for a request the gateway may send twice: a method that RFC 9110 (§9.2.2) calls
+/// idempotent and safe to repeat without a body, and no body, and not an upgrade.
+fn replayable(parts: &http::request::Parts, body: &Incoming) -> bool {
+    use hyper::body::Body as _;
+    let method = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    method && body.is_end_stream() && !parts.headers.contains_key(header::UPGRADE)
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A response body that holds its Sandbox's open-connection mark until it ends.

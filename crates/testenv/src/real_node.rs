@@ -5,12 +5,13 @@
 //! `docs/real-nodes.md`); what runs is real.
 //!
 //! Scope, on purpose: one container per pod, every image from the node's one local root file
-//! system (nothing can be pulled here), the host's network (each pod gets its own loopback IP,
-//! in `POD_IP`, and binds to it), volumes from the pod's PVCs (a directory per claim on the
-//! node, kept across pods as a PV would be), `emptyDir`, and the projected service-account
-//! token when the pod has one. The node is tainted, so only pods that ask for it (see
-//! [`RealNode::scheduling`]) land on it. Pod IPs are `127.2.<16 × index + n>.<m>`, apart from
-//! kwok's `127.1.0.0/16`.
+//! system (nothing can be pulled here), a network namespace per pod inside the node's own
+//! namespace ([`network`]: pod IPs `10.244.<slot>.<n>`, in `POD_IP` too), volumes from the
+//! pod's PVCs (a directory per claim on the node, kept across pods as a PV would be),
+//! `emptyDir`, and the projected service-account token when the pod has one. The node is
+//! tainted, so only pods that ask for it (see [`RealNode::scheduling`]) land on it.
+
+mod network;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use network::{NodeNetwork, PodNetwork};
 
 /// The label and taint that mark a real node; pods that tolerate the taint and select the
 /// label run there.
@@ -84,7 +86,9 @@ impl Runtime {
         });
         command.arg("--root").arg(root.join(self.name()));
         if self == Self::Runsc {
-            // ptrace works on every machine; the host network, so pods are reachable.
+            // ptrace works on every machine. `--network=host` is the network namespace runsc
+            // runs in, the pod's own: Debian's runsc (2022) refuses its netstack in any
+            // namespace here, taking it for the root one (`docs/real-nodes.md`).
             command.args(["--platform=ptrace", "--network=host"]);
         }
         command.stdin(Stdio::null());
@@ -105,7 +109,7 @@ struct Running {
     pod: String,
     id: String,
     runtime: Runtime,
-    ip: String,
+    network: PodNetwork,
     restarts: i32,
     bundle: PathBuf,
 }
@@ -117,8 +121,7 @@ struct Agent {
     rootfs: PathBuf,
     /// By pod UID.
     running: Mutex<HashMap<String, Running>>,
-    next_ip: std::sync::atomic::AtomicU32,
-    index: usize,
+    network: NodeNetwork,
 }
 
 /// A real node, running until dropped; dropping it stops its containers and deletes the Node.
@@ -150,14 +153,14 @@ impl RealNode {
         }
         let name = format!("real-node-{index}");
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let network = NodeNetwork::create()?;
         let agent = Arc::new(Agent {
             client: client.clone(),
             name: name.clone(),
             dir: dir.to_path_buf(),
             rootfs: rootfs.to_path_buf(),
             running: Mutex::default(),
-            next_ip: std::sync::atomic::AtomicU32::new(1),
-            index,
+            network,
         });
         register(&agent).await?;
         let tasks = vec![
@@ -175,6 +178,11 @@ impl RealNode {
             "nodeSelector": { "kubernetes.io/hostname": self.name },
             "tolerations": [{ "key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule" }],
         })
+    }
+
+    /// The subnet its pods' addresses come from (`10.244.<slot>.0/24`).
+    pub fn pod_subnet(&self) -> String {
+        self.agent.network.subnet()
     }
 
     /// The node's directory for the PVC `claim` of `namespace` (what a PV would hold).
@@ -204,6 +212,7 @@ impl Drop for RealNode {
         if let Ok(running) = self.agent.running.try_lock() {
             for container in running.values() {
                 remove_blocking(&self.agent.dir, container.runtime, &container.id);
+                self.agent.network.detach(&container.network);
             }
         }
         for runtime in [Runtime::Runc, Runtime::Runsc] {
@@ -217,6 +226,9 @@ impl Drop for RealNode {
                 }
             }
         }
+        // Not left to the agent's drop: its tasks, which hold it, end only when the runtime
+        // next polls them.
+        self.agent.network.remove();
     }
 }
 
@@ -407,6 +419,7 @@ async fn sync(agent: &Agent, pod: &Pod, gone: bool) -> Result<(), Error> {
                 .and_then(|s| u64::try_from(s).ok())
                 .map_or(MAX_GRACE, |s| Duration::from_secs(s).min(MAX_GRACE));
             stop(agent, &container, grace).await;
+            agent.network.detach(&container.network);
         }
         if !gone {
             // What the kubelet does once the containers are gone: the pod object goes.
@@ -431,21 +444,20 @@ async fn sync(agent: &Agent, pod: &Pod, gone: bool) -> Result<(), Error> {
     if agent.running.lock().await.contains_key(&uid) {
         return Ok(());
     }
-    let octet = agent
-        .next_ip
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let ip = format!(
-        "127.2.{}.{}",
-        agent.index * 16 + (octet / 250) as usize,
-        octet % 250 + 1
-    );
-    match start(agent, pod, &ip).await {
+    let network = match agent.network.attach() {
+        Ok(network) => network,
+        Err(message) => return report_failed(agent, pod, &message).await,
+    };
+    match start(agent, pod, &network).await {
         Ok(running) => {
             report_running(agent, pod, &running).await?;
             agent.running.lock().await.insert(uid, running);
             Ok(())
         }
-        Err(message) => report_failed(agent, pod, &message).await,
+        Err(message) => {
+            agent.network.detach(&network);
+            report_failed(agent, pod, &message).await
+        }
     }
 }
 
@@ -464,7 +476,7 @@ async fn runtime_of(agent: &Agent, pod: &Pod) -> Result<Runtime, String> {
 }
 
 /// Starts the pod's (first) container; the message says why not.
-async fn start(agent: &Agent, pod: &Pod, ip: &str) -> Result<Running, String> {
+async fn start(agent: &Agent, pod: &Pod, network: &PodNetwork) -> Result<Running, String> {
     let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
     let container = spec.containers.first().ok_or("a pod without containers")?;
     let runtime = runtime_of(agent, pod).await?;
@@ -477,7 +489,7 @@ async fn start(agent: &Agent, pod: &Pod, ip: &str) -> Result<Running, String> {
     );
     let bundle = agent.dir.join("bundles").join(&id);
     let mounts = volumes(agent, pod, container, &bundle).await?;
-    let config = oci_config(pod, container, &agent.rootfs, ip, mounts)?;
+    let config = oci_config(pod, container, &agent.rootfs, network, mounts)?;
     std::fs::create_dir_all(&bundle).map_err(|e| format!("bundle: {e}"))?;
     std::fs::write(bundle.join("config.json"), config.to_string())
         .map_err(|e| format!("bundle: {e}"))?;
@@ -486,7 +498,7 @@ async fn start(agent: &Agent, pod: &Pod, ip: &str) -> Result<Running, String> {
         pod: format!("{namespace}/{}", pod.name_any()),
         id,
         runtime,
-        ip: ip.to_string(),
+        network: network.clone(),
         restarts: 0,
         bundle,
     })
@@ -612,8 +624,8 @@ async fn report_running(agent: &Agent, pod: &Pod, running: &Running) -> Result<(
     let status = serde_json::json!({ "status": {
         "phase": "Running",
         "hostIP": "127.0.0.1",
-        "podIP": running.ip,
-        "podIPs": [{ "ip": running.ip }],
+        "podIP": running.network.ip,
+        "podIPs": [{ "ip": running.network.ip }],
         "startTime": now,
         "conditions": [condition("PodScheduled"), condition("Initialized"),
                        condition("ContainersReady"), condition("Ready")],
@@ -733,12 +745,13 @@ async fn service_account_token(agent: &Agent, pod: &Pod) -> Result<String, Strin
 
 /// The OCI runtime configuration of a pod's container: its command, environment (values
 /// only, and `POD_IP`), user, capabilities and privilege escalation from its security
-/// context, the image read-only with a memory-backed `/tmp`, and its mounts.
+/// context, the image read-only with a memory-backed `/tmp`, its mounts, and the pod's network
+/// namespace.
 fn oci_config(
     pod: &Pod,
     container: &Container,
     rootfs: &Path,
-    ip: &str,
+    network: &PodNetwork,
     mut mounts: Vec<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
     let mut args: Vec<String> = container.command.clone().unwrap_or_default();
@@ -748,7 +761,7 @@ fn oci_config(
     }
     let mut env = vec![
         "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
-        format!("POD_IP={ip}"),
+        format!("POD_IP={}", network.ip),
         format!("HOSTNAME={}", pod.name_any()),
     ];
     for var in container.env.iter().flatten() {
@@ -792,8 +805,10 @@ fn oci_config(
         "hostname": pod.name_any(),
         "mounts": mounts,
         "linux": {
-            // The host's network: each pod binds its own loopback IP.
-            "namespaces": [{ "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }],
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                { "type": "network", "path": network.namespace_path },
+            ],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
         },
     }))
