@@ -456,12 +456,17 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// Plays a container on the pod's IP that answers each request with the request's own head, so
-/// a test sees the headers the pod received.
-fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<()> {
+/// Plays a container on the pod's IP that reads each connection's request head and writes what
+/// `answer` makes of it, or closes the connection unanswered when it makes nothing.
+fn play_raw_container(
+    ctx: &TestContext,
+    name: &str,
+    answer: impl Fn(Vec<u8>) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
     use tokio::io::AsyncWriteExt;
     let api = sandboxes(ctx);
     let name = name.to_string();
+    let answer = Arc::new(answer);
     let (listening, ready) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let ip = running_pod_ip(&api, &name).await;
@@ -470,21 +475,33 @@ fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle
             .expect("listen on the pod IP");
         let _ = listening.send(());
         while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let Some(head) = read_head(&mut stream).await else {
                     return;
                 };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    head.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.write_all(&head).await;
+                if let Some(reply) = answer(head) {
+                    let _ = stream.write_all(&reply).await;
+                }
             });
         }
     });
     tokio::spawn(async move {
         let _ = ready.await;
+    })
+}
+
+/// Plays a container that answers each request with the request's own head, so a test sees
+/// the headers the pod received.
+fn play_echo_container(ctx: &TestContext, name: &str) -> tokio::task::JoinHandle<()> {
+    play_raw_container(ctx, name, |head| {
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            head.len()
+        )
+        .into_bytes();
+        reply.extend(head);
+        Some(reply)
     })
 }
 
@@ -496,33 +513,11 @@ fn play_flaky_container(
     name: &str,
     received: Arc<std::sync::atomic::AtomicUsize>,
 ) -> tokio::task::JoinHandle<()> {
-    use std::sync::atomic::Ordering;
-    use tokio::io::AsyncWriteExt;
-    let api = sandboxes(ctx);
-    let name = name.to_string();
-    let (listening, ready) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let ip = running_pod_ip(&api, &name).await;
-        let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
-            .await
-            .expect("listen on the pod IP");
-        let _ = listening.send(());
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let received = received.clone();
-            tokio::spawn(async move {
-                if read_head(&mut stream).await.is_none() {
-                    return;
-                }
-                if received.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-                    return;
-                }
-                let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    tokio::spawn(async move {
-        let _ = ready.await;
+    play_raw_container(ctx, name, move |_| {
+        let nth = received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (!nth.is_multiple_of(2)).then(|| {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec()
+        })
     })
 }
 

@@ -336,9 +336,9 @@ async fn gateway_wakes_real_container() {
             .expect("gateway");
     let script = "mkdir -p /tmp/www; echo \"hello from $HOSTNAME\" > /tmp/www/index.html; \
         exec httpd -f -p $POD_IP:8080 -h /tmp/www";
-    // Under runc. (Under gVisor the first request after a start sometimes fails with a reset,
-    // about one run in three here; docs/real-nodes.md. The checkpoint tests wake gVisor
-    // agents through the gateway.)
+    // Under runc and under gVisor. (busybox httpd under gVisor, just started, now and then
+    // closes connections unanswered for a moment: the gateway sends a GET again;
+    // docs/real-nodes.md.)
     for (name, runtime) in [("web", None::<&str>), ("webg", Some("gvisor"))] {
         let mut sandbox = env.sandbox(name, script);
         sandbox.spec.pod_template.spec.runtime_class_name = runtime.map(str::to_string);
