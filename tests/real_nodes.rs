@@ -191,7 +191,7 @@ async fn real_pods_have_their_own_network_namespace() {
         .collect();
     assert_eq!(links, ["eth0", "lo"].map(String::from).into());
 
-    // The node's namespaces, and the machine's end of its uplink, go with the node.
+    // The node's namespaces and containers go with the node.
     let node = format!(
         "sandman-k{}",
         prefix
@@ -216,7 +216,16 @@ async fn real_pods_have_their_own_network_namespace() {
         "{:?}",
         namespaces()
     );
+    let node_dir = env._dir.path().to_string_lossy().into_owned();
     drop(env);
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&node_dir))
+        .collect();
+    assert!(running.is_empty(), "still running: {running:?}");
     let left: Vec<String> = namespaces()
         .into_iter()
         .filter(|n| n == &node || n.starts_with(&format!("{node}-")))

@@ -215,15 +215,11 @@ impl Drop for RealNode {
                 self.agent.network.detach(&container.network);
             }
         }
+        // Whatever the map missed (it may be locked by a task this moment): each runtime's own
+        // list. (Its root's entries are not the ids: runsc keeps `<id>_sandbox:<id>.state`.)
         for runtime in [Runtime::Runc, Runtime::Runsc] {
-            let root = self.agent.dir.join(runtime.name());
-            let Ok(entries) = std::fs::read_dir(&root) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if let Some(id) = entry.file_name().to_str() {
-                    remove_blocking(&self.agent.dir, runtime, id);
-                }
+            for id in listed_blocking(&self.agent.dir, runtime) {
+                remove_blocking(&self.agent.dir, runtime, &id);
             }
         }
         // Not left to the agent's drop: its tasks, which hold it, end only when the runtime
@@ -276,6 +272,26 @@ pub fn serve(index: usize, kubeconfig: &Path, dir: &Path) -> Result<(), Error> {
 const BUSYBOX_APPLETS: [&str; 12] = [
     "sh", "cat", "echo", "sleep", "httpd", "dmesg", "grep", "ls", "mkdir", "date", "nc", "head",
 ];
+
+/// The ids of the containers `runtime` has under the node's root for it.
+fn listed_blocking(dir: &Path, runtime: Runtime) -> Vec<String> {
+    std::process::Command::new(runtime.name())
+        .arg("--root")
+        .arg(dir.join(runtime.name()))
+        .args(["list", "--quiet"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 fn remove_blocking(dir: &Path, runtime: Runtime, id: &str) {
     let base = || {
