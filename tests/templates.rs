@@ -429,9 +429,10 @@ async fn network_profile_creates_network_policy() {
         spec.policy_types,
         Some(vec!["Ingress".into(), "Egress".into()])
     );
-    // Ingress: only the gateway's pods, in the gateway's namespace, on the gateway port.
+    // Ingress: only the gateway's pods, in the gateway's namespace, on the gateway port; and
+    // the operator's, on the checkpoint supervisor's port.
     let ingress = spec.ingress.unwrap_or_default();
-    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
     let from = ingress[0].from.clone().unwrap_or_default();
     let peer = &from[0];
     let gateway_labels = peer
@@ -459,6 +460,15 @@ async fn network_profile_creates_network_policy() {
         ports[0].port,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
     );
+    assert_eq!(component(&ingress[1]).as_deref(), Some("operator"));
+    assert_eq!(
+        ingress[1].ports.clone().unwrap_or_default()[0].port,
+        Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(
+                sandman::checkpoint::SUPERVISOR_PORT
+            ))
+        )
+    );
     // Egress: DNS, then the template's allow-list.
     let egress = spec.egress.unwrap_or_default();
     assert_eq!(egress.len(), 2, "{egress:?}");
@@ -483,7 +493,7 @@ async fn network_profile_creates_network_policy() {
     eventually("the NetworkPolicy to be repaired", WAIT, || async {
         let policy = policies.get("sandman-template-python").await.ok()?;
         let ingress = policy.spec?.ingress?;
-        (ingress.len() == 1 && ingress[0].from.is_some()).then_some(())
+        (ingress.len() == 2 && ingress[0].from.is_some()).then_some(())
     })
     .await;
 
@@ -1030,14 +1040,6 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
     let port = |n: i32| Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n));
     let ingress = spec.ingress.unwrap_or_default();
     assert_eq!(ingress.len(), 3, "{ingress:?}");
-    // Which of sandman's components a rule lets in (by its first peer's pod labels).
-    let component = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
-        rule.from.clone().unwrap_or_default()[0]
-            .pod_selector
-            .clone()
-            .and_then(|s| s.match_labels)
-            .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-    };
     // The gateway's own traffic stays allowed: its pods, in its namespace, on the gateway port.
     let gateway = &ingress[0];
     assert_eq!(component(gateway).as_deref(), Some("gateway"));
@@ -1109,4 +1111,13 @@ async fn isolation_policy_network_profile_keeps_a_network_policy_per_sandbox() {
         pod_uid,
         "a network profile is not part of the pod: the pod was not replaced"
     );
+}
+
+/// Which of sandman's components a NetworkPolicy rule lets in (by its first peer's pod labels).
+fn component(rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule) -> Option<String> {
+    rule.from.clone().unwrap_or_default()[0]
+        .pod_selector
+        .clone()
+        .and_then(|s| s.match_labels)
+        .and_then(|l| l.get("app.kubernetes.io/component").cloned())
 }

@@ -95,7 +95,28 @@ pub fn default_deny(policy: DefaultDeny) -> NetworkPolicy {
                 .collect(),
         ),
     };
-    let mut ingress = vec![from_gateway];
+    // The operator asks a supervising pod for checkpoints (`docs/checkpoint.md`); only such a
+    // pod listens on that port. The operator runs where the gateway does unless told otherwise.
+    // Every default-deny policy lets it in, a template's as a Sandbox's, or a checkpoint of a
+    // Sandbox under one would time out into a plain suspend.
+    let from_operator = NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(labels(&[(
+                    "kubernetes.io/metadata.name",
+                    policy.gateway_namespace,
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(&OPERATOR_POD_LABELS)),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(vec![tcp(crate::checkpoint::SUPERVISOR_PORT)]),
+    };
+    let mut ingress = vec![from_gateway, from_operator];
     ingress.extend(policy.ingress);
     let mut egress = vec![dns];
     egress.extend(policy.egress);
@@ -131,25 +152,7 @@ pub fn sandbox_policy(
     gateway_namespace: &str,
 ) -> NetworkPolicy {
     let name = sandbox.name_any();
-    // The operator asks a supervising pod for checkpoints (`docs/checkpoint.md`); only such a
-    // pod listens on that port. The operator runs where the gateway does unless told otherwise.
-    let mut ingress = vec![NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[(
-                    "kubernetes.io/metadata.name",
-                    gateway_namespace,
-                )])),
-                match_expressions: None,
-            }),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&OPERATOR_POD_LABELS)),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
-        ports: Some(vec![tcp(crate::checkpoint::SUPERVISOR_PORT)]),
-    }];
+    let mut ingress = Vec::new();
     if !profile.ingress_ports.is_empty() {
         // From anywhere, on these ports only.
         ingress.push(NetworkPolicyIngressRule {
