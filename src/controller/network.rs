@@ -57,24 +57,35 @@ fn tcp(port: u16) -> NetworkPolicyPort {
     }
 }
 
-pub fn default_deny(policy: DefaultDeny) -> NetworkPolicy {
-    let from_gateway = NetworkPolicyIngressRule {
+/// Lets in the pods of one of sandman's components (by their labels) from `namespace`, on
+/// `port` (on every port when none).
+fn from_component(
+    pod_labels: &[(&str, &str)],
+    namespace: &str,
+    port: Option<u16>,
+) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
         from: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[(
-                    "kubernetes.io/metadata.name",
-                    policy.gateway_namespace,
-                )])),
+                match_labels: Some(labels(&[("kubernetes.io/metadata.name", namespace)])),
                 match_expressions: None,
             }),
             pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&GATEWAY_POD_LABELS)),
+                match_labels: Some(labels(pod_labels)),
                 match_expressions: None,
             }),
             ip_block: None,
         }]),
-        ports: policy.gateway_port.map(|p| vec![tcp(p)]),
-    };
+        ports: port.map(|p| vec![tcp(p)]),
+    }
+}
+
+pub fn default_deny(policy: DefaultDeny) -> NetworkPolicy {
+    let from_gateway = from_component(
+        &GATEWAY_POD_LABELS,
+        policy.gateway_namespace,
+        policy.gateway_port,
+    );
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
@@ -99,23 +110,11 @@ pub fn default_deny(policy: DefaultDeny) -> NetworkPolicy {
     // pod listens on that port. The operator runs where the gateway does unless told otherwise.
     // Every default-deny policy lets it in, a template's as a Sandbox's, or a checkpoint of a
     // Sandbox under one would time out into a plain suspend.
-    let from_operator = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(labels(&[(
-                    "kubernetes.io/metadata.name",
-                    policy.gateway_namespace,
-                )])),
-                match_expressions: None,
-            }),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels(&OPERATOR_POD_LABELS)),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
-        ports: Some(vec![tcp(crate::checkpoint::SUPERVISOR_PORT)]),
-    };
+    let from_operator = from_component(
+        &OPERATOR_POD_LABELS,
+        policy.gateway_namespace,
+        Some(crate::checkpoint::SUPERVISOR_PORT),
+    );
     let mut ingress = vec![from_gateway, from_operator];
     ingress.extend(policy.ingress);
     let mut egress = vec![dns];
