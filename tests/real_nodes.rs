@@ -192,14 +192,7 @@ async fn real_pods_have_their_own_network_namespace() {
     assert_eq!(links, ["eth0", "lo"].map(String::from).into());
 
     // The node's namespaces and containers go with the node.
-    let node = format!(
-        "sandman-k{}",
-        prefix
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .unwrap_or("")
-    );
+    let node = env.node.network_namespace();
     let namespaces = || -> Vec<String> {
         std::fs::read_dir("/var/run/netns")
             .map(|d| {

@@ -159,8 +159,8 @@ pub async fn forward(
     let connection = activity.open(key);
     let replay = replayable(&parts, &body).then(|| (parts.method.clone(), parts.headers.clone()));
     let uri = parts.uri.clone();
-    // Every try of this request shares one deadline: the pod's time to answer, and no more
-    // than the replay budget.
+    // No try of this request starts after this: the pod's time to answer, and no more than
+    // the replay budget.
     let deadline = tokio::time::Instant::now() + timeout.min(REPLAY_BUDGET);
     let mut sent = send(upstream, Request::from_parts(parts, body.boxed()), timeout).await;
     // A server that has just started can close its first connections before answering (seen
@@ -235,7 +235,7 @@ pub async fn forward(
 
 /// Why a request to a pod got no response.
 enum Failed {
-    /// The pod closed or reset the connection, or refused it, before any answer.
+    /// The pod accepted the connection, then closed or reset it before any answer.
     Unanswered(hyper_util::client::legacy::Error),
     Other(hyper_util::client::legacy::Error),
     TimedOut,

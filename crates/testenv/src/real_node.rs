@@ -80,10 +80,12 @@ impl Runtime {
     }
 
     fn command(self, root: &Path) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(match self {
-            Self::Runc => "runc",
-            Self::Runsc => "runsc",
-        });
+        tokio::process::Command::from(self.blocking_command(root))
+    }
+
+    /// The runtime with the node's root and flags, for where blocking is meant (on drop).
+    fn blocking_command(self, root: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(self.name());
         command.arg("--root").arg(root.join(self.name()));
         if self == Self::Runsc {
             // ptrace works on every machine. `--network=host` is the network namespace runsc
@@ -185,6 +187,11 @@ impl RealNode {
         self.agent.network.subnet()
     }
 
+    /// Its network namespace; each pod's is named after it (`<it>-p<n>`).
+    pub fn network_namespace(&self) -> String {
+        self.agent.network.namespace().to_string()
+    }
+
     /// The node's directory for the PVC `claim` of `namespace` (what a PV would hold).
     pub fn volume_dir(&self, namespace: &str, claim: &str) -> PathBuf {
         self.agent.dir.join("volumes").join(namespace).join(claim)
@@ -208,15 +215,9 @@ impl Drop for RealNode {
         for task in &self.tasks {
             task.abort();
         }
-        // Blocking on purpose: containers must not outlive the test that started them.
-        if let Ok(running) = self.agent.running.try_lock() {
-            for container in running.values() {
-                remove_blocking(&self.agent.dir, container.runtime, &container.id);
-                self.agent.network.detach(&container.network);
-            }
-        }
-        // Whatever the map missed (it may be locked by a task this moment): each runtime's own
-        // list. (Its root's entries are not the ids: runsc keeps `<id>_sandbox:<id>.state`.)
+        // Blocking on purpose: containers must not outlive the test that started them. Each
+        // runtime's own list, not the agent's map, which a task may hold locked this moment.
+        // (Nor the runtime's root: runsc keeps `<id>_sandbox:<id>.state` there, not ids.)
         for runtime in [Runtime::Runc, Runtime::Runsc] {
             for id in listed_blocking(&self.agent.dir, runtime) {
                 remove_blocking(&self.agent.dir, runtime, &id);
@@ -275,11 +276,9 @@ const BUSYBOX_APPLETS: [&str; 12] = [
 
 /// The ids of the containers `runtime` has under the node's root for it.
 fn listed_blocking(dir: &Path, runtime: Runtime) -> Vec<String> {
-    std::process::Command::new(runtime.name())
-        .arg("--root")
-        .arg(dir.join(runtime.name()))
+    runtime
+        .blocking_command(dir)
         .args(["list", "--quiet"])
-        .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .map(|o| {
@@ -295,13 +294,8 @@ fn listed_blocking(dir: &Path, runtime: Runtime) -> Vec<String> {
 
 fn remove_blocking(dir: &Path, runtime: Runtime, id: &str) {
     let base = || {
-        let mut command = std::process::Command::new(runtime.name());
-        command
-            .arg("--root")
-            .arg(dir.join(runtime.name()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = runtime.blocking_command(dir);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         command
     };
     let _ = base().args(["kill", id, "KILL"]).status();

@@ -53,6 +53,8 @@ pub struct PodNetwork {
 
 /// A node's network, removed when dropped (pods' namespaces included).
 pub struct NodeNetwork {
+    /// The `ip` binary, found once.
+    ip: &'static str,
     slot: u8,
     namespace: String,
     /// Host numbers (the last octet) given to pods now, and the last one given.
@@ -84,12 +86,13 @@ impl NodeNetwork {
             std::fs::write(owner_file(slot), std::process::id().to_string())
                 .map_err(Error::io(format!("write {}", owner_file(slot).display())))?;
             let network = Self {
+                ip,
                 slot,
                 namespace,
                 taken: Mutex::new((BTreeSet::new(), LAST_HOST)),
                 removed: AtomicBool::new(false),
             };
-            network.build(ip).map_err(Error::State)?;
+            network.build().map_err(Error::State)?;
             return Ok(network);
         }
         Err(Error::State(format!(
@@ -97,7 +100,8 @@ impl NodeNetwork {
         )))
     }
 
-    fn build(&self, ip: &str) -> Result<(), String> {
+    fn build(&self) -> Result<(), String> {
+        let ip = self.ip;
         let ns = self.namespace.as_str();
         let host_link = self.host_link();
         let gateway = format!("{}/24", self.address(1));
@@ -118,6 +122,11 @@ impl NodeNetwork {
         run(ip, &["link", "set", &host_link, "up"])
     }
 
+    /// The node's own namespace, `sandman-k<slot>`; its pods' are `sandman-k<slot>-p<n>`.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The pod subnet, `10.244.<slot>.0/24`.
     pub fn subnet(&self) -> String {
         format!("{}/24", self.address(0))
@@ -133,7 +142,6 @@ impl NodeNetwork {
 
     /// A namespace of its own for a pod, on the node's bridge, with the next free address.
     pub fn attach(&self) -> Result<PodNetwork, String> {
-        let ip = ip_binary().ok_or("`ip` is gone")?;
         let host = {
             let mut guard = self.taken.lock().map_err(|_| "a poisoned lock")?;
             let (taken, last) = &mut *guard;
@@ -148,7 +156,7 @@ impl NodeNetwork {
             namespace: self.pod_namespace(host),
             host,
         };
-        let built = self.build_pod(ip, &pod);
+        let built = self.build_pod(&pod);
         if built.is_err() {
             self.detach(&pod);
         }
@@ -159,7 +167,8 @@ impl NodeNetwork {
         format!("{}-p{host}", self.namespace)
     }
 
-    fn build_pod(&self, ip: &str, pod: &PodNetwork) -> Result<(), String> {
+    fn build_pod(&self, pod: &PodNetwork) -> Result<(), String> {
+        let ip = self.ip;
         let (node, ns) = (self.namespace.as_str(), pod.namespace.as_str());
         let bridge_end = format!("p{}", pod.host);
         let address = format!("{}/24", pod.ip);
@@ -207,9 +216,7 @@ impl NodeNetwork {
 
     /// Removes a pod's namespace (its veth pair goes with it) and frees its address.
     pub fn detach(&self, pod: &PodNetwork) {
-        if let Some(ip) = ip_binary() {
-            let _ = run(ip, &["netns", "del", &pod.namespace]);
-        }
+        let _ = run(self.ip, &["netns", "del", &pod.namespace]);
         if let Ok(mut guard) = self.taken.lock() {
             guard.0.remove(&pod.host);
         }
@@ -222,9 +229,7 @@ impl NodeNetwork {
         if self.removed.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(ip) = ip_binary() {
-            sweep(ip, self.slot);
-        }
+        sweep(self.ip, self.slot);
     }
 }
 
