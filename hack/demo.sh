@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
+source hack/setup.sh
+setup_for_demo
 cargo build --quiet --bins -p sandman -p sandman-testenv
 bin="$CARGO_TARGET_DIR/debug"
 
