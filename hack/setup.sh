@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
 setup_fail() { printf 'sandman setup: %s\n' "$*" >&2; exit 1; }
-setup_step() { printf '==> setup: %s\n' "$*" >&2; }
+setup_step() { printf '==> setup: %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
 # Debian packages, each with the command that shows it is there. runsc runs the agents whose
 # memory the checkpoint tests keep and the gVisor pods on the real node; runc its other pods;

@@ -45,12 +45,9 @@ pub fn annotated_at(sandbox: &Sandbox, now: Timestamp) -> Option<Timestamp> {
 pub fn suspension_number(sandbox: &Sandbox) -> u64 {
     let status = sandbox.status.as_ref();
     let counted = status.map_or(0, |s| s.suspensions);
-    let shown = status.and_then(|s| s.phase).is_some_and(|p| {
-        matches!(
-            p,
-            Phase::Checkpointing | Phase::Suspending | Phase::Suspended
-        )
-    });
+    let shown = status
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::suspended_side);
     if shown { counted } else { counted + 1 }
 }
 
@@ -233,6 +230,7 @@ mod tests {
                 by: "builtin".into(),
                 reason: String::new(),
                 since: Time(at(0)),
+                checkpoint: None,
             }),
             ..Default::default()
         });

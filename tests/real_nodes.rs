@@ -291,6 +291,48 @@ async fn real_pod_is_singleton_across_rapid_flips() {
     .await;
 }
 
+/// A container that exits is started again in the same pod, as restartPolicy Always says, and
+/// the pod's status counts it: the node agent reports `restartCount` as a kubelet does.
+#[tokio::test]
+async fn exited_container_restarts_and_pod_counts_it() {
+    let Some(env) = real_node("real_restart").await else {
+        return;
+    };
+    create(
+        &env.ctx,
+        &env.sandbox("crashy", "echo run >> /workspace/runs; sleep 1; exit 3"),
+    )
+    .await;
+    wait_phase(&env.ctx, "crashy", Phase::Running).await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(env.ctx.client.clone(), &env.ctx.namespace);
+    let restarts = eventually("the pod to report a restart", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get_opt("crashy").await.ok()??;
+            let count = pod
+                .status?
+                .container_statuses?
+                .first()
+                .map(|c| c.restart_count)?;
+            (count >= 2).then_some(count)
+        }
+    })
+    .await;
+    // Every start ran the container's command again, on the same volume: each counted
+    // restart ended a run that had written its line.
+    let runs = env.file("crashy", "runs").await;
+    assert!(
+        runs.lines().count() as i32 >= restarts,
+        "{restarts} restarts reported, the command ran {} times",
+        runs.lines().count()
+    );
+    assert!(
+        env.node.containers_of(&env.ctx.namespace, "crashy").await <= 1,
+        "a restart never runs a second container"
+    );
+}
+
 #[tokio::test]
 async fn hardened_defaults_hold_in_a_real_container() {
     // The control below opens what the pod baseline refuses (a mounted token); the hardened

@@ -333,6 +333,36 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// On the way to, or at, a suspension: the phases a suspension begins with and ends in.
+    /// A Sandbox that leaves one of them for a pod is resuming.
+    pub fn suspended_side(self) -> bool {
+        matches!(
+            self,
+            Self::Checkpointing | Self::Suspending | Self::Suspended
+        )
+    }
+
+    /// Coming back from a suspension: a new pod for a Sandbox that was suspending, suspended
+    /// or resuming already.
+    pub fn resumes(self) -> bool {
+        self.suspended_side() || self == Self::Resuming
+    }
+
+    /// Phases in which sandman made a pod that should still be there: when the cache has
+    /// none, only the API server can say it is gone.
+    pub fn expects_pod(self) -> bool {
+        matches!(
+            self,
+            Self::Starting
+                | Self::Running
+                | Self::Resuming
+                | Self::Checkpointing
+                | Self::Suspending
+        )
+    }
+}
+
 /// The observed state of a Sandbox.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -443,6 +473,11 @@ pub struct ModeOverride {
     pub reason: String,
     /// When the override began.
     pub since: Time,
+    /// Whether the suspension this override makes keeps the agent's memory, when the one who
+    /// suspended said (a lifecycle policy's `checkpoint`); unset, `spec.lifecycle.checkpoint`
+    /// decides. Recorded with the suspend, so the choice holds for every reconcile of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<bool>,
 }
 
 /// The latest decision of each policy hook.

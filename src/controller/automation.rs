@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams};
 use super::Error;
 use super::context::Context;
 use super::decisions::Decisions;
-use super::events::Transition;
+use super::events::{Reason, Transition};
 use crate::activity;
 use crate::api::{ModeOverride, OperatingMode, Sandbox};
 use crate::policy::limits::parse_duration;
@@ -32,7 +32,12 @@ pub const GATEWAY: &str = "gateway";
 /// A change the lifecycle decision asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    Suspend,
+    /// Suspend; `checkpoint` is the decider's say on keeping the agent's memory (unset: the
+    /// Sandbox's spec decides). It is recorded with the suspension, so it holds until the
+    /// suspension is carried out however the decision reads by then.
+    Suspend {
+        checkpoint: Option<bool>,
+    },
     Resume,
     Terminate,
 }
@@ -87,7 +92,7 @@ pub fn next(
     let Some(step) = step(sandbox, &decision) else {
         return Next::AskAgain(again);
     };
-    if step == Step::Suspend {
+    if matches!(step, Step::Suspend { .. }) {
         let ran = activity::running_since(sandbox)
             .map_or(u64::MAX, |since| activity::seconds_between(since, now));
         let dwell = min_dwell.as_secs();
@@ -135,7 +140,9 @@ pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
     let mode = sandbox.effective_mode();
     match decision.action {
         LifecycleAction::Keep => None,
-        LifecycleAction::Suspend => (mode == OperatingMode::Running).then_some(Step::Suspend),
+        LifecycleAction::Suspend => (mode == OperatingMode::Running).then_some(Step::Suspend {
+            checkpoint: decision.checkpoint,
+        }),
         LifecycleAction::Resume => (mode == OperatingMode::Suspended).then_some(Step::Resume),
         LifecycleAction::Terminate => Some(Step::Terminate),
     }
@@ -143,19 +150,25 @@ pub fn step(sandbox: &Sandbox, decision: &LifecycleDecision) -> Option<Step> {
 
 /// Suspends or resumes `sandbox` by an override of its spec's mode, in its status, and says
 /// so in the Transition to publish. The plan that follows sees the new mode at once.
+/// `Terminate` is no override: it changes nothing and says nothing.
 pub fn override_mode(
     sandbox: &mut Sandbox,
-    mode: OperatingMode,
+    step: Step,
     by: &str,
     reason: &str,
     now: Timestamp,
-) -> Transition {
+) -> Option<Transition> {
+    let (mode, checkpoint) = match step {
+        Step::Suspend { checkpoint } => (OperatingMode::Suspended, checkpoint),
+        Step::Resume => (OperatingMode::Running, None),
+        Step::Terminate => return None,
+    };
     let (event, note) = match mode {
         OperatingMode::Suspended => (
             if by == BUILTIN {
-                "IdleSuspended"
+                Reason::IdleSuspended
             } else {
-                "PolicySuspended"
+                Reason::PolicySuspended
             },
             if by == BUILTIN {
                 format!("spec.lifecycle.idleTimeout: {reason}")
@@ -165,9 +178,9 @@ pub fn override_mode(
         ),
         OperatingMode::Running => (
             if by == GATEWAY {
-                "GatewayResumed"
+                Reason::GatewayResumed
             } else {
-                "PolicyResumed"
+                Reason::PolicyResumed
             },
             if by == GATEWAY {
                 reason.to_string()
@@ -185,9 +198,10 @@ pub fn override_mode(
         by: by.to_string(),
         reason: crate::text::clip(reason.to_string(), 1024),
         since: Time(now),
+        checkpoint,
     });
-    tracing::info!(by, event, reason, "automatic step");
-    Transition::new(event, note, false)
+    tracing::info!(by, event = event.as_str(), reason, "automatic step");
+    Some(Transition::new(event, note, false))
 }
 
 /// Deletes the Sandbox a policy terminated; volumes follow `volumeReclaimPolicy`.
@@ -209,7 +223,7 @@ pub async fn terminate(
     ctx.publish(
         sandbox,
         &[Transition::new(
-            "PolicyTerminated",
+            Reason::PolicyTerminated,
             format!("policy {by}: {reason}"),
             false,
         )],
@@ -260,7 +274,10 @@ mod tests {
         let suspended = sandbox(OperatingMode::Suspended);
         let suspend = decision(LifecycleAction::Suspend, None);
         let resume = decision(LifecycleAction::Resume, None);
-        assert_eq!(step(&running, &suspend), Some(Step::Suspend));
+        assert_eq!(
+            step(&running, &suspend),
+            Some(Step::Suspend { checkpoint: None })
+        );
         assert_eq!(step(&suspended, &suspend), None);
         assert_eq!(step(&suspended, &resume), Some(Step::Resume));
         assert_eq!(step(&running, &resume), None);
@@ -309,7 +326,7 @@ mod tests {
         assert!(matches!(
             next(&running, &suspend, at(60), RESYNC, DWELL),
             Next::Act {
-                step: Step::Suspend,
+                step: Step::Suspend { .. },
                 ..
             }
         ));
@@ -328,7 +345,10 @@ mod tests {
         );
         match next(&running, &Decisions::default(), at(130), RESYNC, DWELL) {
             Next::Act { step, by, reason } => {
-                assert_eq!((step, by.as_str()), (Step::Suspend, BUILTIN));
+                assert_eq!(
+                    (step, by.as_str()),
+                    (Step::Suspend { checkpoint: None }, BUILTIN)
+                );
                 assert!(reason.contains("idle for 130s"), "{reason}");
             }
             other => panic!("expected a suspend, got {other:?}"),
@@ -375,8 +395,15 @@ mod tests {
     #[test]
     fn automatic_steps_override_the_spec_in_status_only() {
         let mut sandbox = sandbox(OperatingMode::Running);
-        let step = override_mode(&mut sandbox, OperatingMode::Suspended, "p", "idle", at(5));
-        assert_eq!(step.reason, "PolicySuspended");
+        let step = override_mode(
+            &mut sandbox,
+            Step::Suspend { checkpoint: None },
+            "p",
+            "idle",
+            at(5),
+        )
+        .expect("a step");
+        assert_eq!(step.reason, Reason::PolicySuspended);
         assert_eq!(sandbox.spec.operating_mode, OperatingMode::Running);
         assert_eq!(sandbox.effective_mode(), OperatingMode::Suspended);
         let held = sandbox
@@ -389,14 +416,9 @@ mod tests {
             ("p", OperatingMode::Running)
         );
         // Resuming back to what the spec says leaves nothing to override.
-        let step = override_mode(
-            &mut sandbox,
-            OperatingMode::Running,
-            GATEWAY,
-            "a request",
-            at(9),
-        );
-        assert_eq!(step.reason, "GatewayResumed");
+        let step =
+            override_mode(&mut sandbox, Step::Resume, GATEWAY, "a request", at(9)).expect("a step");
+        assert_eq!(step.reason, Reason::GatewayResumed);
         assert_eq!(
             sandbox
                 .status
@@ -406,18 +428,18 @@ mod tests {
         );
         // A policy may resume what the user suspended; the user's next change ends that.
         sandbox.spec.operating_mode = OperatingMode::Suspended;
-        override_mode(
-            &mut sandbox,
-            OperatingMode::Running,
-            "p",
-            "work queued",
-            at(12),
-        );
+        override_mode(&mut sandbox, Step::Resume, "p", "work queued", at(12));
         assert_eq!(sandbox.effective_mode(), OperatingMode::Running);
         // A policy suspends; the user then resumes by their own spec change.
         sandbox.spec.operating_mode = OperatingMode::Running;
         sandbox.status.get_or_insert_default().mode_override = None;
-        override_mode(&mut sandbox, OperatingMode::Suspended, "p", "idle", at(20));
+        override_mode(
+            &mut sandbox,
+            Step::Suspend { checkpoint: None },
+            "p",
+            "idle",
+            at(20),
+        );
         sandbox.spec.operating_mode = OperatingMode::Suspended;
         sandbox.spec.operating_mode = OperatingMode::Running;
         assert_eq!(
@@ -430,6 +452,34 @@ mod tests {
             sandbox.effective_mode(),
             OperatingMode::Suspended,
             "the spec changed: the override is void and the spec rules"
+        );
+    }
+
+    /// A policy's say on keeping memory is recorded with the suspend it makes: a later
+    /// reconcile of the same suspension reads it there, whatever the policy decides by then.
+    #[test]
+    fn the_checkpoint_choice_travels_with_the_suspend() {
+        let mut running = sandbox(OperatingMode::Running);
+        let mut keep_memory = decision(LifecycleAction::Suspend, None);
+        keep_memory.checkpoint = Some(true);
+        let step = step(&running, &keep_memory).expect("a suspend");
+        assert_eq!(
+            step,
+            Step::Suspend {
+                checkpoint: Some(true)
+            }
+        );
+        override_mode(&mut running, step, "p", "idle", at(5));
+        let held = running
+            .status
+            .as_ref()
+            .and_then(|s| s.mode_override.as_ref())
+            .expect("an override");
+        assert_eq!(held.checkpoint, Some(true));
+        assert_eq!(
+            override_mode(&mut running, Step::Terminate, "p", "done", at(6)),
+            None,
+            "terminate overrides nothing"
         );
     }
 }

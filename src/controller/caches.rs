@@ -57,7 +57,7 @@ fn strip_pod(pod: &mut Pod) {
     }
 }
 
-type Watch<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+pub type Watch<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
 /// A cache of `K` and the stream of changes that keeps it (and the controller) up to date.
 pub struct Cache<K: Resource + 'static>

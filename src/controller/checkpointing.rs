@@ -1,6 +1,10 @@
 //! Checkpoints around suspend and resume: which suspension asks for one (the spec, or the
-//! lifecycle decision that suspends), asking the pod's supervisor for it before the pod is
-//! deleted, what the next pod restores, and reading back whether it did.
+//! lifecycle decision that suspended, recorded with its override), what the phase machine's
+//! checkpoint step takes, what the next pod restores, and reading back whether it did.
+//!
+//! Nothing here decides a phase: the phase machine plans the checkpoint step, the reconcile
+//! carries it out through [`take`], and [`record_taken`] and [`record_start`] turn what came
+//! back into status and Events for the next plan to read.
 //!
 //! A checkpoint never holds a suspend up for good: one that fails or times out is recorded and
 //! the suspend goes on without it, with the file system kept. Only the checkpoint taken for
@@ -13,23 +17,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{CheckpointMode, CheckpointOutcome, CheckpointStatus, Phase, Sandbox};
+use crate::api::{
+    CheckpointMode, CheckpointOutcome, CheckpointStatus, OperatingMode, Sandbox, SandboxStatus,
+};
 use crate::checkpoint::client::SupervisorClient;
 use crate::checkpoint::{
-    CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT,
-    StartKind, StartReport,
+    CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV,
+    SUPERVISOR_PORT, StartKind, StartReport,
 };
-use crate::controller::decisions::Decisions;
-use crate::controller::phase::Plan;
+use crate::controller::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
-use crate::policy::types::LifecycleAction;
 
 /// How long a checkpoint may take unless `spec.lifecycle.checkpointTimeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many images the volume keeps unless `spec.lifecycle.keepCheckpoints` says otherwise.
 pub const DEFAULT_KEEP: u32 = 2;
 /// How soon to ask a restoring pod's supervisor again when it did not answer.
-const REPORT_RETRY: Duration = Duration::from_secs(2);
+pub const REPORT_RETRY: Duration = Duration::from_secs(2);
 /// How long after the resume a pod's supervisor may stay silent before the restore counts as
 /// failed (a pod that runs no supervisor would otherwise be asked forever).
 const REPORT_DEADLINE: Duration = Duration::from_secs(120);
@@ -42,15 +46,25 @@ pub struct Target {
     pub timeout: Duration,
 }
 
-/// Whether this suspension keeps the agent's memory: a lifecycle policy's suspend decision
-/// says so when it says anything (`checkpoint: true` or `false`), the Sandbox's spec otherwise.
-pub fn wanted(sandbox: &Sandbox, decisions: &Decisions) -> bool {
-    let by_policy = decisions
-        .lifecycle
+/// What became of a checkpoint the reconcile took.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Taken {
+    Checkpointed(CheckpointRecord),
+    /// It could not be taken, for this reason (with how long it was tried).
+    Failed(String),
+}
+
+/// Whether this suspension keeps the agent's memory: what the one who suspended said when it
+/// said anything (a lifecycle policy's `checkpoint`, recorded in the mode override), the
+/// Sandbox's spec otherwise.
+pub fn wanted(sandbox: &Sandbox) -> bool {
+    let decided = sandbox
+        .status
         .as_ref()
-        .filter(|(_, d)| d.action == LifecycleAction::Suspend)
-        .and_then(|(_, d)| d.checkpoint);
-    by_policy.unwrap_or_else(|| {
+        .and_then(|s| s.mode_override.as_ref())
+        .filter(|o| o.mode == OperatingMode::Suspended)
+        .and_then(|o| o.checkpoint);
+    decided.unwrap_or_else(|| {
         sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint)
             == Some(CheckpointMode::OnSuspend)
     })
@@ -58,22 +72,12 @@ pub fn wanted(sandbox: &Sandbox, decisions: &Decisions) -> bool {
 
 /// The checkpoint this suspension takes of `pod`, if one is wanted, not tried yet for this
 /// suspension, and there is a running agent to take it from.
-pub fn target(
-    sandbox: &Sandbox,
-    pod: &Pod,
-    suspension: u64,
-    decisions: &Decisions,
-) -> Option<Target> {
-    if !wanted(sandbox, decisions) || pod.metadata.deletion_timestamp.is_some() {
+pub fn target(sandbox: &Sandbox, pod: &Pod, suspension: u64) -> Option<Target> {
+    if !wanted(sandbox) || pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let tried = sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.checkpoint.as_ref())
-        .is_some_and(|c| c.suspension == suspension);
     let status = pod.status.as_ref()?;
-    if tried || status.phase.as_deref() != Some("Running") {
+    if tried(sandbox, suspension) || status.phase.as_deref() != Some("Running") {
         return None;
     }
     let pod_ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
@@ -93,6 +97,26 @@ pub fn target(
             .and_then(|l| l.checkpoint_timeout.as_deref())
             .and_then(|t| parse_duration(t).ok())
             .unwrap_or(DEFAULT_TIMEOUT),
+    })
+}
+
+/// A checkpoint was tried for this suspension, whatever became of it.
+fn tried(sandbox: &Sandbox, suspension: u64) -> bool {
+    sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.checkpoint.as_ref())
+        .is_some_and(|c| c.suspension == suspension)
+}
+
+/// This suspension's checkpoint was taken: runsc has stopped the agent it checkpointed, so its
+/// pod is spent and only a new pod (which restores it) runs the agent again.
+pub fn taken_for_current(sandbox: &Sandbox) -> bool {
+    let Some(status) = sandbox.status.as_ref() else {
+        return false;
+    };
+    status.checkpoint.as_ref().is_some_and(|c| {
+        c.outcome == CheckpointOutcome::Checkpointed && c.suspension == status.suspensions
     })
 }
 
@@ -135,10 +159,9 @@ fn restoring(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Takes the checkpoint: the outcome goes into the plan's status, with its Event. Failure is
-/// an outcome too; the suspend goes on either way.
-pub async fn take(supervisors: &SupervisorClient, plan: &mut Plan, target: &Target) {
-    let previous = plan.status.checkpoint.clone().unwrap_or_default();
+/// Asks the pod's supervisor for the checkpoint. Failure is an outcome too: the suspend goes
+/// on either way.
+pub async fn take(supervisors: &SupervisorClient, target: &Target) -> Taken {
     let began = std::time::Instant::now();
     match supervisors
         .checkpoint(
@@ -149,16 +172,23 @@ pub async fn take(supervisors: &SupervisorClient, plan: &mut Plan, target: &Targ
         )
         .await
     {
-        Ok(record) => {
-            plan.transition(
-                "Checkpointed",
-                format!(
-                    "checkpoint {} of pod {}: {} bytes in {} ms, sha256 {}",
-                    record.image, record.pod, record.size_bytes, record.took_ms, record.sha256
-                ),
-                false,
+        Ok(record) => Taken::Checkpointed(record),
+        Err(error) => Taken::Failed(format!(
+            "{error} (after {} ms); suspending without it: the volume is kept and the next resume starts afresh",
+            began.elapsed().as_millis()
+        )),
+    }
+}
+
+/// Records what [`take`] brought back for `target` in the status, and the Event that says so.
+pub fn record_taken(status: &mut SandboxStatus, target: &Target, taken: Taken) -> Transition {
+    match taken {
+        Taken::Checkpointed(record) => {
+            let note = format!(
+                "checkpoint {} of pod {}: {} bytes in {} ms, sha256 {}",
+                record.image, record.pod, record.size_bytes, record.took_ms, record.sha256
             );
-            plan.status.checkpoint = Some(CheckpointStatus {
+            status.checkpoint = Some(CheckpointStatus {
                 outcome: CheckpointOutcome::Checkpointed,
                 suspension: record.suspension,
                 image: record.image,
@@ -170,54 +200,73 @@ pub async fn take(supervisors: &SupervisorClient, plan: &mut Plan, target: &Targ
                 restored_at: None,
                 message: None,
             });
+            Transition::new(Reason::Checkpointed, note, false)
         }
-        Err(error) => {
-            let message = format!(
-                "{error} (after {} ms); suspending without it: the volume is kept and the next resume starts afresh",
-                began.elapsed().as_millis()
-            );
-            plan.transition("CheckpointFailed", message.clone(), true);
-            plan.status.checkpoint = Some(CheckpointStatus {
+        Taken::Failed(message) => {
+            let previous = status.checkpoint.clone().unwrap_or_default();
+            status.checkpoint = Some(CheckpointStatus {
                 outcome: CheckpointOutcome::Failed,
                 suspension: target.request.suspension,
-                message: Some(message),
+                message: Some(message.clone()),
                 ..previous
             });
+            Transition::new(Reason::CheckpointFailed, message, true)
         }
     }
 }
 
-/// Once a pod made to restore runs, asks its supervisor how the agent started and records it.
-pub async fn observe_restore(
+/// How a pod made to restore started, as its supervisor said, or why it said nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartHeard {
+    Report(StartReport),
+    Silent(String),
+}
+
+/// The pod `pod` was made to restore the pending checkpoint and is Ready: its supervisor is
+/// asked how the agent started. `None` when there is nothing to ask.
+pub async fn hear_start(
     supervisors: &SupervisorClient,
     sandbox: &Sandbox,
     pod: Option<&Pod>,
-    plan: &mut Plan,
-) {
-    let Some(pending) = pending_restore(sandbox) else {
-        return;
-    };
-    let Some(pod) = pod else { return };
-    if plan.status.phase != Some(Phase::Running) || restoring(pod) != Some(pending.image.as_str()) {
-        return;
+) -> Option<StartHeard> {
+    let pending = pending_restore(sandbox)?;
+    let pod = pod?;
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready || restoring(pod) != Some(pending.image.as_str()) {
+        return None;
     }
-    let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-        return;
-    };
-    let report = match supervisors.start_report(&ip, SUPERVISOR_PORT).await {
-        Ok(report) => report,
-        Err(error) => {
-            let silent_for = plan
-                .status
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
+    Some(match supervisors.start_report(&ip, SUPERVISOR_PORT).await {
+        Ok(report) => StartHeard::Report(report),
+        Err(error) => StartHeard::Silent(error.to_string()),
+    })
+}
+
+/// Records how the restoring pod `pod_name` started. `Err(retry)` while its supervisor is
+/// silent and may still answer: nothing is recorded and the plan asks again after `retry`.
+pub fn record_start(
+    status: &mut SandboxStatus,
+    pending: &CheckpointStatus,
+    pod_name: &str,
+    heard: StartHeard,
+    now: Timestamp,
+) -> Result<Transition, Duration> {
+    let report = match heard {
+        StartHeard::Report(report) => report,
+        StartHeard::Silent(error) => {
+            let silent_for = status
                 .resumed_at
                 .as_ref()
-                .map(|t| Timestamp::now().duration_since(t.0))
+                .map(|t| now.duration_since(t.0))
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or_default();
             if silent_for < REPORT_DEADLINE {
                 tracing::debug!(%error, "no start report yet");
-                plan.requeue_within(REPORT_RETRY);
-                return;
+                return Err(REPORT_RETRY);
             }
             StartReport {
                 start: StartKind::ColdStart,
@@ -226,26 +275,24 @@ pub async fn observe_restore(
                     "the pod's supervisor did not say how it started within {}s of the resume ({error})",
                     REPORT_DEADLINE.as_secs()
                 )),
-                at: Timestamp::now(),
+                at: now,
                 took_ms: 0,
             }
         }
     };
     let mut checkpoint = pending.clone();
-    match report.start {
+    let transition = match report.start {
         StartKind::Restored => {
             checkpoint.outcome = CheckpointOutcome::Restored;
             checkpoint.restored_at = Some(Time(report.at));
-            plan.transition(
-                "Restored",
+            Transition::new(
+                Reason::Restored,
                 format!(
-                    "pod {} restored checkpoint {} in {} ms",
-                    pod.name_any(),
-                    checkpoint.image,
-                    report.took_ms
+                    "pod {pod_name} restored checkpoint {} in {} ms",
+                    checkpoint.image, report.took_ms
                 ),
                 false,
-            );
+            )
         }
         StartKind::ColdStart => {
             let reason = report
@@ -253,17 +300,18 @@ pub async fn observe_restore(
                 .unwrap_or_else(|| "the supervisor did not restore it".into());
             checkpoint.outcome = CheckpointOutcome::RestoreFailed;
             checkpoint.message = Some(reason.clone());
-            plan.transition(
-                "RestoreFailed",
+            Transition::new(
+                Reason::RestoreFailed,
                 format!(
                     "checkpoint {} not restored ({reason}); the agent started afresh with the same volumes",
                     checkpoint.image
                 ),
                 true,
-            );
+            )
         }
-    }
-    plan.status.checkpoint = Some(checkpoint);
+    };
+    status.checkpoint = Some(checkpoint);
+    Ok(transition)
 }
 
 #[cfg(test)]
@@ -320,9 +368,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_taken_once_per_suspension_of_a_running_agent() {
-        let decisions = Decisions::default();
         let on = sandbox(Some(CheckpointMode::OnSuspend), None);
-        let target = target(&on, &pod("Running"), 3, &decisions).expect("a target");
+        let target = target(&on, &pod("Running"), 3).expect("a target");
         assert_eq!(target.pod_ip, "127.1.0.9");
         assert_eq!(target.request.sandbox_uid, "uid-1");
         assert_eq!(target.request.keep, DEFAULT_KEEP);
@@ -330,14 +377,14 @@ mod tests {
         assert_eq!(target.request.suspension, 3);
         // Not asked for, no running agent, or tried already for this suspension: none.
         let off = sandbox(Some(CheckpointMode::Never), None);
-        assert!(super::target(&off, &pod("Running"), 3, &decisions).is_none());
-        assert!(super::target(&on, &pod("Pending"), 3, &decisions).is_none());
+        assert!(super::target(&off, &pod("Running"), 3).is_none());
+        assert!(super::target(&on, &pod("Pending"), 3).is_none());
         let failed = sandbox(
             Some(CheckpointMode::OnSuspend),
             Some(taken(CheckpointOutcome::Failed, 3)),
         );
-        assert!(super::target(&failed, &pod("Running"), 3, &decisions).is_none());
-        assert!(super::target(&failed, &pod("Running"), 4, &decisions).is_some());
+        assert!(super::target(&failed, &pod("Running"), 3).is_none());
+        assert!(super::target(&failed, &pod("Running"), 4).is_some());
     }
 
     #[test]

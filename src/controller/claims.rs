@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -24,15 +23,16 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
-use crate::api::conditions::{self, Desired, READY};
+use crate::api::conditions::{self, READY};
 use crate::api::{
-    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimShutdownPolicy, ClaimedSandbox,
-    PodMetadata, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate, SandboxWarmPool,
+    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy,
+    PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
-use crate::controller::api_call::{ApiCallFailed, failed};
+use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, scoped};
 use crate::controller::blueprint::{
     self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
 };
+use crate::controller::claim_status::{ClaimReason, write_status};
 
 const FINALIZER: &str = "sandman.dev/claim";
 /// How often a claim waiting for a template or pool that does not exist looks again.
@@ -79,16 +79,6 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn error_policy(claim: Arc<SandboxClaim>, error: &ClaimError, _: Arc<ClaimContext>) -> Action {
@@ -262,119 +252,154 @@ async fn bind(
         },
         async { Ok(wanted(claim, &ctx.client).await) }
     )?;
-    let mut sandbox = bound;
-
-    // Expiry: the Sandbox goes; the claim too under `Delete`.
     let lifecycle = claim.spec.lifecycle.clone().unwrap_or_default();
-    if let Some(shutdown) = &lifecycle.shutdown_time {
-        let remaining = shutdown.0.duration_since(now);
-        if remaining.is_zero() || remaining.is_negative() {
-            if let Some(s) = &sandbox {
-                delete_sandbox(&sandboxes, &s.name_any()).await?;
-            }
-            // A retained claim whose time-to-live after expiry has passed goes too.
-            let kept_for = lifecycle
-                .ttl_seconds_after_finished
-                .map(|ttl| Duration::from_secs(u64::try_from(ttl).unwrap_or(0)));
-            let ttl_left = kept_for.map(|ttl| {
-                ttl.saturating_sub(Duration::try_from(remaining.abs()).unwrap_or_default())
-            });
-            let params = match lifecycle.shutdown_policy {
-                ClaimShutdownPolicy::Delete => Some(DeleteParams::default()),
-                ClaimShutdownPolicy::DeleteForeground => Some(DeleteParams::foreground()),
-                ClaimShutdownPolicy::Retain if ttl_left.is_some_and(|t| t.is_zero()) => {
-                    Some(DeleteParams::default())
-                }
-                ClaimShutdownPolicy::Retain => None,
-            };
-            if let Some(params) = params {
-                let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-                ignore_not_found(claims.delete(&claim.name_any(), &params).await)
-                    .map_err(failed("delete", "the expired claim"))?;
-                return Ok(Action::await_change());
-            }
-            write_status(
-                ctx,
-                claim,
-                None,
-                (
-                    false,
-                    "Expired",
-                    "shutdownTime has passed; the Sandbox was deleted".into(),
-                ),
-            )
-            .await?;
-            return Ok(ttl_left.map_or_else(Action::await_change, |left| {
-                Action::requeue(left + Duration::from_millis(100))
-            }));
-        }
+    if let Some(action) = expire(claim, ctx, &sandboxes, bound.as_ref(), &lifecycle, now).await? {
+        return Ok(action);
     }
     let requeue = lifecycle.shutdown_time.as_ref().map(|t| {
         Duration::try_from(t.0.duration_since(now)).unwrap_or_default() + Duration::from_millis(100)
     });
-
-    if sandbox.is_none() {
-        let wanted = match wanted? {
-            Ok(wanted) => wanted,
-            Err(message) => {
-                write_status(ctx, claim, None, (false, "NotFound", message)).await?;
-                return Ok(Action::requeue(MISSING_RETRY));
-            }
-        };
-        // Env and volumes are baked into a pod when it is made: a claim that sets them gets a
-        // Sandbox of its own. Pod labels and annotations can change on a running pod, so a
-        // claim with only those still takes a warm member.
-        let warm_allowed =
-            claim.spec.env.is_empty() && claim.spec.volume_claim_templates.is_empty();
-        let pod_metadata = match blueprint::checked_pod_metadata(claim) {
-            Ok(metadata) => metadata,
-            Err(refusal) => {
-                write_status(ctx, claim, None, (false, "Refused", refusal.to_string())).await?;
-                return Ok(Action::await_change());
-            }
-        };
-        if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
-            match take_member(claim, pool, &wanted.template, pod_metadata, &sandboxes, ctx).await? {
-                Taken::Member(member) => sandbox = Some(*member),
-                Taken::NoneReady => {}
-                // Ready members exist, and other claims keep winning them: look again soon
-                // rather than cold-start while a warm one is there.
-                Taken::Contended => return Ok(Action::requeue(Duration::from_secs(1))),
-            }
-        }
-        if sandbox.is_none() {
-            match make_sandbox(claim, &wanted.template, &sandboxes, ctx).await? {
-                Ok(made) => sandbox = Some(made),
-                Err(message) => {
-                    write_status(ctx, claim, None, (false, "Refused", message)).await?;
-                    return Ok(Action::await_change());
-                }
-            }
-        }
-    }
-    let Some(sandbox) = sandbox else {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+    let sandbox = match bound {
+        Some(sandbox) => sandbox,
+        None => match provide(claim, ctx, &sandboxes, wanted?).await? {
+            Provided::Sandbox(sandbox) => sandbox,
+            Provided::Not(action) => return Ok(action),
+        },
     };
     let ready = sandbox
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY))
         .is_some_and(|c| c.status == "True");
-    let message = if ready {
-        format!("Sandbox {} is ready", sandbox.name_any())
+    let (reason, message) = if ready {
+        (
+            ClaimReason::SandboxReady,
+            format!("Sandbox {} is ready", sandbox.name_any()),
+        )
     } else {
-        format!("waiting for Sandbox {}", sandbox.name_any())
+        (
+            ClaimReason::SandboxNotReady,
+            format!("waiting for Sandbox {}", sandbox.name_any()),
+        )
     };
-    let reason = if ready {
-        "SandboxReady"
-    } else {
-        "SandboxNotReady"
-    };
-    write_status(ctx, claim, Some(&sandbox), (ready, reason, message)).await?;
+    write_status(&ctx.client, claim, Some(&sandbox), (ready, reason, message)).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Takes a ready member of `pool`, or none when there is none to take.
+/// Past the claim's `shutdownTime`: the Sandbox goes, and the claim too under `Delete` (or a
+/// retained one once its time-to-live after expiry has passed). `None` while not expired.
+async fn expire(
+    claim: &SandboxClaim,
+    ctx: &ClaimContext,
+    sandboxes: &Api<Sandbox>,
+    bound: Option<&Sandbox>,
+    lifecycle: &ClaimLifecycle,
+    now: Timestamp,
+) -> Result<Option<Action>, ClaimError> {
+    let Some(shutdown) = &lifecycle.shutdown_time else {
+        return Ok(None);
+    };
+    let remaining = shutdown.0.duration_since(now);
+    if !(remaining.is_zero() || remaining.is_negative()) {
+        return Ok(None);
+    }
+    if let Some(s) = bound {
+        delete_sandbox(sandboxes, &s.name_any()).await?;
+    }
+    let kept_for = lifecycle
+        .ttl_seconds_after_finished
+        .map(|ttl| Duration::from_secs(u64::try_from(ttl).unwrap_or(0)));
+    let ttl_left = kept_for
+        .map(|ttl| ttl.saturating_sub(Duration::try_from(remaining.abs()).unwrap_or_default()));
+    let params = match lifecycle.shutdown_policy {
+        ClaimShutdownPolicy::Delete => Some(DeleteParams::default()),
+        ClaimShutdownPolicy::DeleteForeground => Some(DeleteParams::foreground()),
+        ClaimShutdownPolicy::Retain if ttl_left.is_some_and(|t| t.is_zero()) => {
+            Some(DeleteParams::default())
+        }
+        ClaimShutdownPolicy::Retain => None,
+    };
+    if let Some(params) = params {
+        let claims: Api<SandboxClaim> =
+            Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+        ignore_not_found(claims.delete(&claim.name_any(), &params).await)
+            .map_err(failed("delete", "the expired claim"))?;
+        return Ok(Some(Action::await_change()));
+    }
+    let expired = (
+        false,
+        ClaimReason::Expired,
+        "shutdownTime has passed; the Sandbox was deleted".to_string(),
+    );
+    write_status(&ctx.client, claim, None, expired).await?;
+    Ok(Some(ttl_left.map_or_else(Action::await_change, |left| {
+        Action::requeue(left + Duration::from_millis(100))
+    })))
+}
+
+/// What a claim with no Sandbox yet got.
+enum Provided {
+    Sandbox(Sandbox),
+    /// None, for a reason its status says; look again as this says.
+    Not(Action),
+}
+
+/// A Sandbox for a claim that has none: a ready member of its pool, else one of its own.
+async fn provide(
+    claim: &SandboxClaim,
+    ctx: &ClaimContext,
+    sandboxes: &Api<Sandbox>,
+    wanted: Result<Wanted, String>,
+) -> Result<Provided, ClaimError> {
+    let wanted = match wanted {
+        Ok(wanted) => wanted,
+        Err(message) => {
+            write_status(
+                &ctx.client,
+                claim,
+                None,
+                (false, ClaimReason::NotFound, message),
+            )
+            .await?;
+            return Ok(Provided::Not(Action::requeue(MISSING_RETRY)));
+        }
+    };
+    // Env and volumes are baked into a pod when it is made: a claim that sets them gets a
+    // Sandbox of its own. Pod labels and annotations can change on a running pod, so a
+    // claim with only those still takes a warm member.
+    let warm_allowed = claim.spec.env.is_empty() && claim.spec.volume_claim_templates.is_empty();
+    let pod_metadata = match blueprint::checked_pod_metadata(claim) {
+        Ok(metadata) => metadata,
+        Err(refusal) => {
+            let refused = (false, ClaimReason::Refused, refusal.to_string());
+            write_status(&ctx.client, claim, None, refused).await?;
+            return Ok(Provided::Not(Action::await_change()));
+        }
+    };
+    if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
+        match take_member(claim, pool, &wanted.template, pod_metadata, sandboxes, ctx).await? {
+            Taken::Member(member) => return Ok(Provided::Sandbox(*member)),
+            Taken::NoneReady => {}
+            // Ready members exist, and other claims keep winning them: look again soon
+            // rather than cold-start while a warm one is there.
+            Taken::Contended => return Ok(Provided::Not(Action::requeue(Duration::from_secs(1)))),
+        }
+    }
+    match make_sandbox(claim, &wanted.template, sandboxes, ctx).await? {
+        Ok(made) => Ok(Provided::Sandbox(made)),
+        Err(message) => {
+            write_status(
+                &ctx.client,
+                claim,
+                None,
+                (false, ClaimReason::Refused, message),
+            )
+            .await?;
+            Ok(Provided::Not(Action::await_change()))
+        }
+    }
+}
+
 /// What a claim got from its pool.
 enum Taken {
     Member(Box<Sandbox>),
@@ -384,6 +409,36 @@ enum Taken {
     Contended,
 }
 
+/// The members of the pool `selector` names. A first try reads the API server's watch cache
+/// (a consistent list waits for the cache to catch up with etcd: tens of milliseconds of a
+/// warm claim's latency). Stale is safe: the take is guarded by the member's resourceVersion,
+/// and a cache that shows no ready member is asked again consistently before the claim goes
+/// cold.
+async fn members(
+    sandboxes: &Api<Sandbox>,
+    selector: &str,
+    current: &str,
+    first_try: bool,
+) -> Result<Vec<Sandbox>, ClaimError> {
+    let list = |params: ListParams| async move {
+        sandboxes
+            .list(&params)
+            .await
+            .map(|l| l.items)
+            .map_err(failed("list", format!("pool members ({selector})")))
+    };
+    let consistent = ListParams::default().labels(selector);
+    if !first_try {
+        return Ok(list(consistent).await?);
+    }
+    let cached = list(consistent.clone().match_any()).await?;
+    if blueprint::choose_member(&cached, current).is_some() {
+        return Ok(cached);
+    }
+    Ok(list(consistent).await?)
+}
+
+/// Takes a ready member of `pool`, or none when there is none to take.
 async fn take_member(
     claim: &SandboxClaim,
     pool: &SandboxWarmPool,
@@ -403,27 +458,8 @@ async fn take_member(
     };
     let selector = format!("{POOL_LABEL}={pool_name}");
     for attempt in 0..TAKE_ATTEMPTS {
-        // First from the API server's watch cache (a consistent list waits for the cache to
-        // catch up with etcd: tens of milliseconds of a warm claim's latency). Stale is safe:
-        // the take is guarded by the member's resourceVersion, and a cache that shows no
-        // ready member is asked again consistently before the claim goes cold.
-        let pool_name = &pool_name;
-        let list = |params: ListParams| async move {
-            sandboxes
-                .list(&params)
-                .await
-                .map_err(failed("list", format!("members of {pool_name}")))
-        };
-        let consistent = ListParams::default().labels(&selector);
-        let mut members = if attempt == 0 {
-            list(consistent.clone().match_any()).await?
-        } else {
-            list(consistent.clone()).await?
-        };
-        if attempt == 0 && blueprint::choose_member(&members.items, &current).is_none() {
-            members = list(consistent).await?;
-        }
-        let Some(member) = blueprint::choose_member(&members.items, &current) else {
+        let members = members(sandboxes, &selector, &current, attempt == 0).await?;
+        let Some(member) = blueprint::choose_member(&members, &current) else {
             return Ok(Taken::NoneReady);
         };
         let name = member.name_any();
@@ -587,53 +623,6 @@ async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), Clai
 }
 
 /// Writes the claim's status if it changed.
-async fn write_status(
-    ctx: &ClaimContext,
-    claim: &SandboxClaim,
-    sandbox: Option<&Sandbox>,
-    (ready, reason, message): (bool, &'static str, String),
-) -> Result<(), ClaimError> {
-    let previous = claim.status.clone().unwrap_or_default();
-    let status = SandboxClaimStatus {
-        conditions: conditions::merge(
-            &previous.conditions,
-            &[Desired::new(READY, ready, reason, message)],
-            claim.metadata.generation,
-            &Time(Timestamp::now()),
-        ),
-        sandbox: sandbox.map(|s| {
-            let status = s.status.clone().unwrap_or_default();
-            ClaimedSandbox {
-                name: s.name_any(),
-                from_pool: s.labels().get(FROM_POOL_LABEL).cloned(),
-                service_fqdn: status.service_fqdn,
-                pod_ips: status.pod_ips,
-            }
-        }),
-    };
-    if status == previous {
-        return Ok(());
-    }
-    let api: Api<SandboxClaim> =
-        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": SandboxClaim::api_version(&()),
-        "kind": SandboxClaim::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &claim.name_any(),
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(failed(
-        "write status of",
-        format!("SandboxClaim {}", claim.name_any()),
-    ))?;
-    Ok(())
-}
-
 /// Publishes an Event in the background: the claim's binding does not wait for it.
 fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &'static str, note: String) {
     let event = Event {
@@ -650,12 +639,4 @@ fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &'static str, note:
             tracing::warn!(%error, reason, "could not publish an Event");
         }
     });
-}
-
-fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
 }

@@ -4,18 +4,73 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::api::Sandbox;
+use crate::controller::status::ReadyReason;
 use crate::metrics::Metrics;
+
+/// Why a Sandbox's Event went out: its `reason`, and the label of its count in the metrics.
+/// Code that looks for a transition compares these, never the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Starting,
+    Ready,
+    Resuming,
+    Suspending,
+    Suspended,
+    Checkpointing,
+    Checkpointed,
+    CheckpointFailed,
+    Restored,
+    RestoreFailed,
+    Expired,
+    PodRestarted,
+    PolicyAudit,
+    PolicyTerminated,
+    /// `spec.lifecycle.idleTimeout` suspended the Sandbox.
+    IdleSuspended,
+    PolicySuspended,
+    /// A request through the gateway woke the Sandbox.
+    GatewayResumed,
+    PolicyResumed,
+    /// The Ready condition changed to this reason, and the change is worth an Event.
+    Condition(ReadyReason),
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Ready => "Ready",
+            Self::Resuming => "Resuming",
+            Self::Suspending => "Suspending",
+            Self::Suspended => "Suspended",
+            Self::Checkpointing => "Checkpointing",
+            Self::Checkpointed => "Checkpointed",
+            Self::CheckpointFailed => "CheckpointFailed",
+            Self::Restored => "Restored",
+            Self::RestoreFailed => "RestoreFailed",
+            Self::Expired => "Expired",
+            Self::PodRestarted => "PodRestarted",
+            Self::PolicyAudit => "PolicyAudit",
+            Self::PolicyTerminated => "PolicyTerminated",
+            Self::IdleSuspended => "IdleSuspended",
+            Self::PolicySuspended => "PolicySuspended",
+            Self::GatewayResumed => "GatewayResumed",
+            Self::PolicyResumed => "PolicyResumed",
+            Self::Condition(ready) => ready.as_str(),
+        }
+    }
+}
 
 /// A transition worth an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub note: String,
     pub warning: bool,
 }
 
 impl Transition {
-    pub fn new(reason: &'static str, note: impl Into<String>, warning: bool) -> Self {
+    pub fn new(reason: Reason, note: impl Into<String>, warning: bool) -> Self {
         Self {
             reason,
             note: note.into(),
@@ -40,10 +95,11 @@ pub async fn publish(
 ) {
     let reference = sandbox.object_ref(&());
     for t in transitions {
+        let reason = t.reason.as_str();
         metrics
             .transitions
             .get_or_create(&crate::metrics::ReasonLabel {
-                reason: t.reason.into(),
+                reason: reason.into(),
             })
             .inc();
         let event = Event {
@@ -52,13 +108,13 @@ pub async fn publish(
             } else {
                 EventType::Normal
             },
-            reason: t.reason.into(),
+            reason: reason.into(),
             note: Some(event_note(&t.note)),
-            action: t.reason.into(),
+            action: reason.into(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, reason = t.reason, "could not publish an Event");
+            tracing::warn!(error = %e, reason, "could not publish an Event");
         }
     }
 }

@@ -20,16 +20,11 @@ use crate::api::{
 use crate::controller::checkpointing;
 use crate::controller::children;
 use crate::controller::decisions::Decisions;
-use crate::controller::events::Transition;
+use crate::controller::events::{Reason, Transition};
 use crate::controller::status::{self, ReadyReason, set_ready};
 
 /// The longest wait between restarts of a crashing pod.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
-/// The shortest and longest wait before trying a refused pod again.
-const MIN_REJECTED_RETRY: Duration = Duration::from_secs(5);
-const MAX_REJECTED_RETRY: Duration = Duration::from_secs(300);
-/// How often a Sandbox held by a conflicting child looks again.
-const CONFLICT_RETRY: Duration = Duration::from_secs(60);
 /// How often a Sandbox held by a failed policy asks again.
 const POLICY_FAILED_RETRY: Duration = Duration::from_secs(30);
 
@@ -37,6 +32,9 @@ const POLICY_FAILED_RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodAction {
     Keep,
+    /// Keep the pod and checkpoint its agent: the first half of a suspend that keeps memory.
+    /// What came of it is recorded in the status, and the next plan deletes the pod.
+    Checkpoint(checkpointing::Target),
     Create,
     /// Delete the pod with this UID (a precondition, so a newer pod is never hit).
     Delete {
@@ -63,17 +61,10 @@ pub struct Plan {
     pub status: SandboxStatus,
     pub requeue_after: Option<Duration>,
     pub transitions: Vec<Transition>,
-    /// A checkpoint to take before the pod is deleted.
-    pub checkpoint: Option<checkpointing::Target>,
 }
 
 impl Plan {
-    pub(crate) fn transition(
-        &mut self,
-        reason: &'static str,
-        note: impl Into<String>,
-        warning: bool,
-    ) {
+    pub(crate) fn transition(&mut self, reason: Reason, note: impl Into<String>, warning: bool) {
         self.transitions
             .push(Transition::new(reason, note, warning));
     }
@@ -99,10 +90,7 @@ impl Previous {
     }
 
     fn suspended(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Checkpointing | Phase::Suspending | Phase::Suspended
-        )
+        self.phase.suspended_side()
     }
 }
 
@@ -126,13 +114,21 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
     }
     match (sandbox.effective_mode(), pod) {
         (OperatingMode::Suspended, Some(pod)) => {
-            suspending(&mut plan, sandbox, pod, now, decisions, &previous)
+            suspending(&mut plan, sandbox, pod, now, &previous)
         }
         (OperatingMode::Suspended, None) => suspended(&mut plan, sandbox, now, &previous),
         (OperatingMode::Running, None) => {
             if !held(&mut plan, sandbox, now, decisions, &previous) {
                 missing_pod(&mut plan, sandbox, now, &previous);
             }
+        }
+        // Resumed while its agent was being checkpointed: runsc stopped that agent, so the
+        // pod goes and the next one restores what was taken.
+        (OperatingMode::Running, Some(pod))
+            if previous.phase == Phase::Checkpointing
+                && checkpointing::taken_for_current(sandbox) =>
+        {
+            replace_checkpointed_pod(&mut plan, sandbox, pod, now)
         }
         (OperatingMode::Running, Some(pod)) => {
             existing_pod(&mut plan, sandbox, pod, now, decisions, &previous)
@@ -170,7 +166,7 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
     }
     let transitions = audit_news(previous.decisions.as_ref(), status.decisions.as_ref())
         .into_iter()
-        .map(|note| Transition::new("PolicyAudit", note, false))
+        .map(|note| Transition::new(Reason::PolicyAudit, note, false))
         .collect();
     Plan {
         pod: PodAction::Keep,
@@ -184,7 +180,6 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         status,
         requeue_after: None,
         transitions,
-        checkpoint: None,
     }
 }
 
@@ -236,7 +231,7 @@ fn expire(
     status::set_expired(&mut plan.status, sandbox, now);
     if previous.phase != Phase::Expired {
         plan.transition(
-            "Expired",
+            Reason::Expired,
             "shutdownTime has passed; pod and Service removed",
             false,
         );
@@ -259,42 +254,49 @@ fn foreign_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
     );
     if previous.ready != Some(ReadyReason::PodNameConflict) {
         plan.transition(
-            ReadyReason::PodNameConflict.as_str(),
+            Reason::Condition(ReadyReason::PodNameConflict),
             format!("pod {name} belongs to someone else"),
             true,
         );
     }
 }
 
-/// Suspended with a pod still there: delete it, keep the rest.
-fn suspending(
-    plan: &mut Plan,
-    sandbox: &Sandbox,
-    pod: &Pod,
-    now: Timestamp,
-    decisions: &Decisions,
-    previous: &Previous,
-) {
+/// Suspended with a pod still there: checkpoint its agent first when this suspension keeps
+/// memory, then delete it, keeping the rest.
+fn suspending(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp, previous: &Previous) {
+    if !previous.suspended() {
+        begin_suspension(&mut plan.status, now);
+    }
+    status::set_suspended(&mut plan.status, sandbox, now, false, "");
+    if let Some(target) = checkpointing::target(sandbox, pod, plan.status.suspensions) {
+        checkpoint_step(plan, target, previous);
+        return;
+    }
     if pod.metadata.deletion_timestamp.is_none() {
         plan.pod = PodAction::Delete {
             uid: pod.uid().unwrap_or_default(),
         };
     }
-    if !previous.suspended() {
-        begin_suspension(&mut plan.status, now);
+    if !matches!(previous.phase, Phase::Suspending | Phase::Suspended) {
         plan.transition(
-            "Suspending",
+            Reason::Suspending,
             format!("deleting pod {}", pod.name_any()),
             false,
         );
     }
     plan.status.phase = Some(Phase::Suspending);
-    // The agent's memory first, while its pod is still there; the reconciler takes it, then
-    // deletes the pod in the same pass.
-    plan.checkpoint = checkpointing::target(sandbox, pod, plan.status.suspensions, decisions);
-    if let Some(target) = &plan.checkpoint {
+}
+
+/// The agent's memory first, while its pod is still there. The status says `Checkpointing`
+/// before anything is asked of the pod; the plan after that takes the checkpoint; the one
+/// after that reads its outcome and deletes the pod. Each status is written once.
+fn checkpoint_step(plan: &mut Plan, target: checkpointing::Target, previous: &Previous) {
+    plan.status.phase = Some(Phase::Checkpointing);
+    if previous.phase == Phase::Checkpointing {
+        plan.pod = PodAction::Checkpoint(target);
+    } else {
         plan.transition(
-            "Checkpointing",
+            Reason::Checkpointing,
             format!(
                 "checkpointing the agent of pod {} before it goes",
                 target.request.pod
@@ -302,7 +304,41 @@ fn suspending(
             false,
         );
     }
-    status::set_suspended(&mut plan.status, sandbox, now, false, "");
+    // The status this plan writes is the next plan's input: it must come at once, whether or
+    // not the write's watch event does.
+    plan.requeue_within(Duration::ZERO);
+}
+
+/// What the reconcile's checkpoint step brought back: recorded in the status the plan writes,
+/// which the next plan reads to delete the pod.
+pub fn checkpoint_taken(
+    plan: &mut Plan,
+    target: &checkpointing::Target,
+    taken: checkpointing::Taken,
+) {
+    let transition = checkpointing::record_taken(&mut plan.status, target, taken);
+    plan.transitions.push(transition);
+}
+
+/// How a pod made to restore started, heard from its supervisor before the plan: recorded
+/// once the plan sees the pod Running.
+pub fn start_heard(
+    plan: &mut Plan,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    heard: checkpointing::StartHeard,
+    now: Timestamp,
+) {
+    let Some(pending) = checkpointing::pending_restore(sandbox) else {
+        return;
+    };
+    if plan.status.phase != Some(Phase::Running) {
+        return;
+    }
+    match checkpointing::record_start(&mut plan.status, pending, &pod.name_any(), heard, now) {
+        Ok(transition) => plan.transitions.push(transition),
+        Err(retry) => plan.requeue_within(retry),
+    }
 }
 
 /// Suspended and the pod is gone.
@@ -314,7 +350,7 @@ fn suspended(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Prev
     }
     if previous.phase != Phase::Suspended {
         plan.transition(
-            "Suspended",
+            Reason::Suspended,
             "the pod is gone; Service and volumes are kept",
             false,
         );
@@ -366,7 +402,7 @@ fn held(
     plan.status.phase = Some(Phase::Pending);
     set_ready(&mut plan.status, sandbox, now, reason, false, message);
     if previous.ready != Some(reason) {
-        plan.transition(reason.as_str(), note, true);
+        plan.transition(Reason::Condition(reason), note, true);
     }
     if let Some(retry) = retry {
         plan.requeue_within(retry);
@@ -377,10 +413,7 @@ fn held(
 /// Running, and no pod: make one. A pod someone else deleted is a restart, with backoff; a
 /// pod gone for a suspend is a resume.
 fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
-    let resuming = matches!(
-        previous.phase,
-        Phase::Suspended | Phase::Checkpointing | Phase::Suspending | Phase::Resuming
-    );
+    let resuming = previous.phase.resumes();
     let had_pod = matches!(previous.phase, Phase::Running | Phase::Starting);
     let pending = previous.ready.filter(|r| r.recreate_pending());
     if had_pod && pending.is_none() {
@@ -393,7 +426,7 @@ fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
         if previous.phase != Phase::Resuming {
             plan.status.resumed_at = Some(Time(now));
             plan.transition(
-                "Resuming",
+                Reason::Resuming,
                 "creating the pod again with the same volumes and identity",
                 false,
             );
@@ -401,7 +434,7 @@ fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
         plan.status.phase = Some(Phase::Resuming);
     } else {
         if previous.phase == Phase::Pending {
-            plan.transition("Starting", "created the pod", false);
+            plan.transition(Reason::Starting, "created the pod", false);
         }
         plan.status.phase = Some(Phase::Starting);
     }
@@ -428,7 +461,7 @@ fn restart_deleted_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp) {
         false,
         note,
     );
-    plan.transition("PodRestarted", note, true);
+    plan.transition(Reason::PodRestarted, note, true);
 }
 
 /// Running, with a pod of ours.
@@ -467,9 +500,7 @@ fn existing_pod(
 /// coming (a resume asked while the suspend finishes is Resuming).
 fn terminating_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
     plan.status.phase = Some(match previous.phase {
-        Phase::Checkpointing | Phase::Suspending | Phase::Suspended | Phase::Resuming => {
-            Phase::Resuming
-        }
+        p if p.resumes() => Phase::Resuming,
         Phase::Running => Phase::Running,
         _ => Phase::Starting,
     });
@@ -511,7 +542,7 @@ fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, 
         format!("the pod {ended} ({}); recreating it", ended_reason.as_str()),
     );
     plan.transition(
-        "PodRestarted",
+        Reason::PodRestarted,
         format!("the pod {ended}; recreating it"),
         true,
     );
@@ -538,6 +569,32 @@ fn backing_off(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, what: &str) -
     true
 }
 
+/// The pod whose agent this suspension checkpointed, in a Sandbox resumed since: it goes,
+/// and the resume makes a new pod that restores the checkpoint.
+fn replace_checkpointed_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
+    if pod.metadata.deletion_timestamp.is_none() {
+        plan.pod = PodAction::Delete {
+            uid: pod.uid().unwrap_or_default(),
+        };
+    }
+    plan.status.phase = Some(Phase::Resuming);
+    plan.status.resumed_at = Some(Time(now));
+    status::clear_pod_facts(&mut plan.status);
+    set_ready(
+        &mut plan.status,
+        sandbox,
+        now,
+        ReadyReason::DependenciesNotReady,
+        false,
+        "resumed while checkpointing; replacing the checkpointed pod with one that restores it",
+    );
+    plan.transition(
+        Reason::Resuming,
+        "resumed while checkpointing; the new pod restores the checkpoint",
+        false,
+    );
+}
+
 /// `updateStrategy: Recreate` and the template changed: replace the pod now.
 fn replace_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
     plan.pod = PodAction::Delete {
@@ -553,7 +610,7 @@ fn replace_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
         "the pod template changed; replacing the pod",
     );
     plan.transition(
-        ReadyReason::PodTemplateChanged.as_str(),
+        Reason::Condition(ReadyReason::PodTemplateChanged),
         "the pod template changed; replacing the pod (updateStrategy Recreate)",
         false,
     );
@@ -596,7 +653,7 @@ fn live_pod(
         } else {
             "the pod is ready"
         };
-        plan.transition("Ready", note, false);
+        plan.transition(Reason::Ready, note, false);
     }
     plan.status.phase = Some(Phase::Running);
     let message = if template_changed {
@@ -612,81 +669,6 @@ fn live_pod(
         true,
         message,
     );
-}
-
-/// The API server refused the pod this plan created: Ready says so in its words, and the
-/// next try waits as long as the refusals have lasted (between 5 s and 5 min), so a pod that
-/// can never be made costs a request every few minutes, not every few seconds.
-pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timestamp) {
-    let previous = sandbox.status.clone().unwrap_or_default();
-    let previous_ready =
-        crate::api::conditions::find(&previous.conditions, crate::api::conditions::READY);
-    let rejected = ReadyReason::PodRejected;
-    let rejected_since = previous_ready
-        .filter(|c| c.reason == rejected.as_str())
-        .map(|c| c.last_transition_time.0);
-    if plan.status.phase != Some(Phase::Resuming) {
-        plan.status.phase = Some(Phase::Pending);
-    }
-    let note = format!("the API server refused the pod: {message}");
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        rejected,
-        false,
-        note.clone(),
-    );
-    if let Some(since) = rejected_since {
-        status::pin_ready_since(&mut plan.status, since);
-    }
-    plan.transitions.retain(|t| t.reason != "Starting");
-    if previous_ready.is_none_or(|c| c.reason != rejected.as_str() || c.message != note) {
-        plan.transition(rejected.as_str(), note, true);
-    }
-    let lasted = rejected_since
-        .map(|since| Duration::try_from(now.duration_since(since)).unwrap_or_default())
-        .unwrap_or_default();
-    plan.requeue_after = Some(lasted.clamp(MIN_REJECTED_RETRY, MAX_REJECTED_RETRY));
-}
-
-/// Objects this Sandbox would apply exist and are someone else's: sandman neither adopts nor
-/// changes them, makes no pod (it would mount a stranger's volume), and says which in Ready.
-pub fn hold_for_conflicts(
-    plan: &mut Plan,
-    sandbox: &Sandbox,
-    conflicts: &[String],
-    now: Timestamp,
-) {
-    let previous = sandbox.status.clone().unwrap_or_default();
-    let previous_ready = status::ready_of(&previous);
-    plan.apply_claims = false;
-    if plan.service == ChildAction::Apply || plan.service == ChildAction::Delete {
-        plan.service = ChildAction::Leave;
-    }
-    if plan.pod == PodAction::Create {
-        plan.pod = PodAction::Keep;
-        plan.status.phase = Some(Phase::Pending);
-        plan.transitions
-            .retain(|t| t.reason != "Starting" && t.reason != "Resuming");
-    }
-    let note = format!(
-        "{}; sandman neither adopts nor changes objects it did not make for this Sandbox: rename the Sandbox or its claim template, or remove the object",
-        conflicts.join("; ")
-    );
-    let conflict = ReadyReason::ChildConflict;
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        conflict,
-        false,
-        note.clone(),
-    );
-    if previous_ready.is_none_or(|(reason, message)| reason != Some(conflict) || message != note) {
-        plan.transition(conflict.as_str(), note, true);
-    }
-    plan.requeue_within(CONFLICT_RETRY);
 }
 
 /// True when `pod` is controlled by this very Sandbox (same UID, not just the same name).
@@ -789,7 +771,11 @@ mod tests {
         );
         assert_eq!(plan.pod, PodAction::Keep);
         assert_eq!(plan.status.phase, Some(Phase::Running));
-        assert!(plan.transitions.iter().any(|t| t.reason == "Ready"));
+        assert!(
+            plan.transitions
+                .iter()
+                .any(|t| t.reason.as_str() == "Ready")
+        );
     }
 
     #[test]
@@ -965,6 +951,7 @@ mod tests {
                 by: "builtin".into(),
                 reason: String::new(),
                 since: Time(at(0)),
+                checkpoint: None,
             });
         }
         let running = pod(&sandbox, "Running", true);

@@ -178,28 +178,30 @@ pub async fn run(
     });
     controller
         // A policy whose ConfigMap changes is reloaded at once: hot reload without a restart.
-        .watches(
-            config_maps,
-            watcher::Config::default(),
-            move |cm: PartialObjectMeta<ConfigMap>| {
-                let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        let source = p.spec.wasm.as_ref().and_then(|w| w.config_map.as_ref());
-                        source.is_some_and(|source| {
-                            source.namespace == namespace && source.name == name
-                        })
-                    })
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(config_maps, watcher::Config::default(), move |cm| {
+            using_config_map(&store, &cm)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
+}
+
+/// The policies whose source is the ConfigMap `cm`.
+fn using_config_map(
+    store: &Store<SandboxPolicy>,
+    cm: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<SandboxPolicy>> {
+    let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|p| {
+            let source = p.spec.wasm.as_ref().and_then(|w| w.config_map.as_ref());
+            source.is_some_and(|source| source.namespace == namespace && source.name == name)
+        })
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
 }
 
 /// Takes deleted policies (or ones that left the selector) out of the set: at a Delete event,
@@ -331,10 +333,36 @@ async fn reconcile(
     ctx.tried
         .send_if_modified(|tried| tried.insert(name.clone()));
     let retry_fetch = matches!(&outcome, Err(f) if f.reason == reason::FETCH_FAILED);
+    if let Err(failure) = &outcome {
+        ctx.metrics
+            .policy_load_failures
+            .get_or_create(&crate::metrics::PolicyReason {
+                policy: name.clone(),
+                reason: failure.reason.into(),
+            })
+            .inc();
+    }
+    let status = status_of(&policy, &outcome, serving.as_deref());
+    if policy.status.as_ref() != Some(&status) {
+        write_status(&ctx.client, &name, &status).await?;
+    }
+    // A URL or registry may come back; a ConfigMap that appears is seen by the watch anyway.
+    if retry_fetch {
+        return Ok(Action::requeue(FETCH_RETRY));
+    }
+    Ok(Action::await_change())
+}
+
+/// The policy's status after this load: what it serves (hooks, digest, limits in force) and
+/// its Ready condition, or why it does not load and what is served meanwhile.
+fn status_of(
+    policy: &SandboxPolicy,
+    outcome: &Result<(ActivePolicy, Arc<LoadedPolicy>), LoadFailure>,
+    serving: Option<&ActivePolicy>,
+) -> SandboxPolicyStatus {
     let mut status = policy.status.clone().unwrap_or_default();
     status.observed_generation = policy.meta().generation;
-    let now = Time(Timestamp::now());
-    let desired = match &outcome {
+    let desired = match outcome {
         Ok((active, loaded)) => {
             status.hooks = loaded
                 .hooks()
@@ -361,14 +389,7 @@ async fn reconcile(
             )
         }
         Err(failure) => {
-            ctx.metrics
-                .policy_load_failures
-                .get_or_create(&crate::metrics::PolicyReason {
-                    policy: name.clone(),
-                    reason: failure.reason.into(),
-                })
-                .inc();
-            let kept = match serving.as_deref().filter(|s| s.loaded.is_ok()) {
+            let kept = match serving.filter(|s| s.loaded.is_ok()) {
                 Some(good) => format!(
                     "; still serving the last good revision sha256:{}",
                     good.digest
@@ -392,16 +413,9 @@ async fn reconcile(
         &status.conditions,
         &[desired],
         policy.meta().generation,
-        &now,
+        &Time(Timestamp::now()),
     );
-    if policy.status.as_ref() != Some(&status) {
-        write_status(&ctx.client, &name, &status).await?;
-    }
-    // A URL or registry may come back; a ConfigMap that appears is seen by the watch anyway.
-    if retry_fetch {
-        return Ok(Action::requeue(FETCH_RETRY));
-    }
-    Ok(Action::await_change())
+    status
 }
 
 /// Whether `active` is what is already served, so that nothing needs re-evaluating.

@@ -14,7 +14,7 @@ use crate::api::{PoolSizing, SandboxClaim, SandboxWarmPool};
 use crate::controller::api_call::{ApiCallFailed, failed};
 use crate::policy::set::decide_pool;
 use crate::policy::types::{PoolActivity, PoolInput};
-use crate::policy::{Hook, LoadedPolicy, PolicySet};
+use crate::policy::{Hook, LoadedPolicy, PolicyFailed, PolicySet, PoolOutcome};
 
 /// How far back the input's claim times go, and how many it holds at most.
 const CLAIM_HISTORY: Duration = Duration::from_secs(3600);
@@ -94,6 +94,16 @@ pub async fn size(
         })
     })
     .await;
+    Ok(sized(pool, outcome, spec_size))
+}
+
+/// The size the pool policies' outcome gives: the first decision within `maxReplicas`, the
+/// spec's without one, or the size the pool had when the evaluation failed.
+fn sized(
+    pool: &SandboxWarmPool,
+    outcome: Result<Result<PoolOutcome, PolicyFailed>, tokio::task::JoinError>,
+    spec_size: Size,
+) -> Size {
     let kept = || Size {
         replicas: pool
             .status
@@ -106,17 +116,17 @@ pub async fn size(
         Ok(Ok(outcome)) => outcome,
         Ok(Err(failed)) => {
             tracing::warn!(policy = failed.policy, error = %failed.error, "pool policy failed; the pool keeps its size");
-            return Ok(kept());
+            return kept();
         }
         Err(error) => {
             tracing::warn!(%error, "pool policy evaluation did not finish; the pool keeps its size");
-            return Ok(kept());
+            return kept();
         }
     };
     for (policy, error) in &outcome.ignored {
         tracing::warn!(policy, %error, "pool policy failed; failurePolicy Ignore lets it through");
     }
-    Ok(match outcome.decision {
+    match outcome.decision {
         Some((policy, decision)) => Size {
             replicas: i32::try_from(decision.replicas)
                 .unwrap_or(i32::MAX)
@@ -131,7 +141,7 @@ pub async fn size(
                 .map(|s| Duration::from_secs(s).clamp(MIN_REQUEUE, MAX_REQUEUE)),
         },
         None => spec_size,
-    })
+    }
 }
 
 /// When claims for the pool (by its name, or by its template) were made in the last hour,

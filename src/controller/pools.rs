@@ -19,7 +19,7 @@ use crate::api::{
     Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus,
     WarmPoolUpdateStrategyType,
 };
-use crate::controller::api_call::{ApiCallFailed, failed};
+use crate::controller::api_call::{ApiCallFailed, failed, scoped};
 use crate::controller::blueprint::{self, FROM_POOL_LABEL, POOL_LABEL};
 use crate::controller::pool_sizing::{self, Members};
 use crate::policy::PolicySet;
@@ -43,21 +43,11 @@ pub async fn run(
     (policies, policy_changes): (PolicySet, impl futures::Stream<Item = ()> + Send + 'static),
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let scoped = |client: &Client| match &namespace {
-        Some(ns) => (
-            Api::<SandboxWarmPool>::namespaced(client.clone(), ns),
-            Api::<Sandbox>::namespaced(client.clone(), ns),
-            Api::<SandboxTemplate>::namespaced(client.clone(), ns),
-            Api::<SandboxClaim>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
-    let (pools, sandboxes, templates, claims) = scoped(&client);
+    let namespace = namespace.as_deref();
+    let pools: Api<SandboxWarmPool> = scoped(&client, namespace);
+    let sandboxes: Api<Sandbox> = scoped(&client, namespace);
+    let templates: Api<SandboxTemplate> = scoped(&client, namespace);
+    let claims: Api<SandboxClaim> = scoped(&client, namespace);
     let config = watcher::Config::default().any_semantic();
     let controller = Controller::new(pools, config.clone());
     let store = controller.store();
@@ -214,6 +204,37 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     let desired = usize::try_from(size.replicas).unwrap_or(0);
     let current = blueprint::blueprint_hash(&template.spec);
     let todo = plan(&members, desired, &current, pool.spec.strategy());
+    carry_out(&sandboxes, &pool, &template, &todo).await?;
+    let kept: Vec<&Sandbox> = members
+        .iter()
+        .filter(|s| !todo.delete.iter().any(|(n, _, _)| *n == s.name_any()))
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .collect();
+    let status = SandboxWarmPoolStatus {
+        replicas: i32::try_from(kept.len() + todo.create).unwrap_or(i32::MAX),
+        ready_replicas: i32::try_from(kept.iter().filter(|s| blueprint::is_takeable(s)).count())
+            .unwrap_or(i32::MAX),
+        desired_replicas: size.replicas,
+        sized_by: size.sized_by.clone(),
+        selector: Some(format!("{POOL_LABEL}={name}")),
+        observed_generation: pool.metadata.generation,
+    };
+    if pool.status.as_ref() != Some(&status) {
+        write_status(&ctx.client, &pool, &status).await?;
+    }
+    // A policy that sized the pool by time or by claims is asked again when it says.
+    Ok(size
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Deletes and creates the members `todo` says.
+async fn carry_out(
+    sandboxes: &Api<Sandbox>,
+    pool: &SandboxWarmPool,
+    template: &SandboxTemplate,
+    todo: &PoolPlan,
+) -> Result<(), PoolError> {
     for (member, uid, version) in &todo.delete {
         // Guarded by the version it was judged at: a member a claim took since (its labels
         // and owner changed) is not the pool's to delete any more, and the delete conflicts.
@@ -236,43 +257,34 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
     };
     for _ in 0..todo.create {
         sandboxes
-            .create(&params, &blueprint::pool_member(&pool, &template))
+            .create(&params, &blueprint::pool_member(pool, template))
             .await
-            .map_err(failed("create", format!("a member of {name}")))?;
+            .map_err(failed("create", format!("a member of {}", pool.name_any())))?;
     }
-    let kept: Vec<&Sandbox> = members
-        .iter()
-        .filter(|s| !todo.delete.iter().any(|(n, _, _)| *n == s.name_any()))
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .collect();
-    let status = SandboxWarmPoolStatus {
-        replicas: i32::try_from(kept.len() + todo.create).unwrap_or(i32::MAX),
-        ready_replicas: i32::try_from(kept.iter().filter(|s| blueprint::is_takeable(s)).count())
-            .unwrap_or(i32::MAX),
-        desired_replicas: size.replicas,
-        sized_by: size.sized_by.clone(),
-        selector: Some(format!("{POOL_LABEL}={name}")),
-        observed_generation: pool.metadata.generation,
-    };
-    if pool.status.as_ref() != Some(&status) {
-        let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({
-            "apiVersion": SandboxWarmPool::api_version(&()),
-            "kind": SandboxWarmPool::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(crate::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(failed("write status of", format!("SandboxWarmPool {name}")))?;
-    }
-    // A policy that sized the pool by time or by claims is asked again when it says.
-    Ok(size
-        .requeue
-        .map_or_else(Action::await_change, Action::requeue))
+    Ok(())
+}
+
+async fn write_status(
+    client: &Client,
+    pool: &SandboxWarmPool,
+    status: &SandboxWarmPoolStatus,
+) -> Result<(), PoolError> {
+    let name = pool.name_any();
+    let api: Api<SandboxWarmPool> =
+        Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": SandboxWarmPool::api_version(&()),
+        "kind": SandboxWarmPool::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(failed("write status of", format!("SandboxWarmPool {name}")))?;
+    Ok(())
 }
 
 #[cfg(test)]

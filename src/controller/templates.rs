@@ -14,7 +14,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
 use crate::api::{GatewaySpec, NetworkPolicyManagement, Sandbox, SandboxTemplate};
-use crate::controller::api_call::{ApiCallFailed, failed};
+use crate::controller::api_call::{ApiCallFailed, failed, scoped};
 use crate::controller::blueprint::TEMPLATE_LABEL;
 use crate::controller::network;
 
@@ -68,13 +68,8 @@ pub async fn run(
     gateway_namespace: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (templates, policies) = match &namespace {
-        Some(ns) => (
-            Api::<SandboxTemplate>::namespaced(client.clone(), ns),
-            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let templates: Api<SandboxTemplate> = scoped(&client, namespace.as_deref());
+    let policies: Api<NetworkPolicy> = scoped(&client, namespace.as_deref());
     let config = watcher::Config::default().any_semantic();
     Controller::new(templates, config.clone())
         // A NetworkPolicy edited or deleted by hand is put back.

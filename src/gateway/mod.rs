@@ -176,47 +176,50 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         upstream: proxy::upstream(),
         options,
     });
-    let serving = state.clone();
-    let listener = crate::listener::Bounded::new(listener, serving.options.max_connections);
-    tokio::spawn(async move {
-        loop {
-            let accepted = listener.accept().await;
-            let state = serving.clone();
-            tokio::spawn(async move {
-                let _slot = accepted.slot;
-                let header_timeout = state.options.header_timeout;
-                // A client that connects and says nothing holds a slot; it gets the header
-                // time to start (HTTP/2's preface included), as HTTP/1 gets it per request.
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(header_timeout, accepted.stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
-                }
-                let peer = accepted.peer;
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, request, peer).await) }
-                });
-                // HTTP/1.1 (with upgrades, for WebSockets) and HTTP/2, told apart by preface.
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                builder
-                    .http2()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .keep_alive_interval(Some(header_timeout))
-                    .keep_alive_timeout(header_timeout);
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
-                    .await;
-            });
-        }
-    });
+    let listener = crate::listener::Bounded::new(listener, state.options.max_connections);
+    tokio::spawn(serve(listener, state.clone()));
     tracing::info!(%addr, "gateway listening");
     Ok(Gateway { addr, state })
+}
+
+/// Accepts connections for as long as the gateway runs, each served on its own task.
+async fn serve(listener: crate::listener::Bounded, state: Arc<State>) {
+    loop {
+        let accepted = listener.accept().await;
+        tokio::spawn(serve_connection(accepted, state.clone()));
+    }
+}
+
+/// One client connection: HTTP/1.1 (with upgrades, for WebSockets) or HTTP/2, told apart by
+/// preface, within the header timeout.
+async fn serve_connection(accepted: crate::listener::Accepted, state: Arc<State>) {
+    let _slot = accepted.slot;
+    let header_timeout = state.options.header_timeout;
+    // A client that connects and says nothing holds a slot; it gets the header time to start
+    // (HTTP/2's preface included), as HTTP/1 gets it per request.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(header_timeout, accepted.stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let peer = accepted.peer;
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, request, peer).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
+        .await;
 }
 
 async fn handle(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -245,13 +248,36 @@ async fn handle(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     response
 }
 
-async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let presented = request
+/// The bearer token a request presents.
+fn bearer(request: &Request<Incoming>) -> Option<String> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+        .map(str::to_string)
+}
+
+/// Which Sandbox, and which path in it, a request is for: by its Host, or its path.
+fn route_of(request: &Request<Incoming>, domain: Option<&str>) -> Option<route::Route> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    route::resolve(host.as_deref(), path, domain)
+}
+
+/// The route and Sandbox a request is for, once it may reach it: a known, opted-in Sandbox
+/// with a port, the right token, not on the host's network, not expired. Otherwise the
+/// answer, given without a connection attempt.
+fn admit(
+    state: &State,
+    request: &Request<Incoming>,
+) -> Result<(route::Route, Arc<Sandbox>), Response<Body>> {
+    let presented = bearer(request);
     let gateway_token_ok = state
         .options
         .token
@@ -265,20 +291,8 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
             text(StatusCode::NOT_FOUND, "no such Sandbox")
         }
     };
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()));
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let Some(route) = route::resolve(host.as_deref(), &path, state.options.domain.as_deref())
-    else {
-        return not_found();
+    let Some(route) = route_of(request, state.options.domain.as_deref()) else {
+        return Err(not_found());
     };
     let key = (route.namespace.clone(), route.name.clone());
     let span = tracing::Span::current();
@@ -286,11 +300,11 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     span.record("sandbox", route.name.as_str());
     // Unknown, not opted in, or no declared port: the same answer, and no connection attempt.
     let Some(sandbox) = state.waker.sandbox(&key) else {
-        return not_found();
+        return Err(not_found());
     };
-    let Some(port) = GatewaySpec::target_port(&sandbox) else {
-        return not_found();
-    };
+    if GatewaySpec::target_port(&sandbox).is_none() {
+        return Err(not_found());
+    }
     let sandbox_token = sandbox
         .spec
         .gateway
@@ -303,15 +317,15 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     });
     let open = state.options.token.is_none() && sandbox_token.is_none();
     if !(open || gateway_token_ok || sandbox_token_ok) {
-        return unauthorized();
+        return Err(unauthorized());
     }
     // A host-network pod's IP is its node's: proxying there reaches the node's own services
     // (the operator's /metrics, a kubelet), not the Sandbox.
     if sandbox.spec.pod_template.spec.host_network == Some(true) {
-        return text(
+        return Err(text(
             StatusCode::FORBIDDEN,
             "the Sandbox uses the host's network; the gateway does not proxy to it",
-        );
+        ));
     }
     // An expired Sandbox never wakes: say so at once instead of holding the request.
     if sandbox.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Expired)
@@ -321,8 +335,20 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
             .as_ref()
             .is_some_and(|t| t.0 <= k8s_openapi::jiff::Timestamp::now())
     {
-        return text(StatusCode::GONE, "the Sandbox has expired");
+        return Err(text(StatusCode::GONE, "the Sandbox has expired"));
     }
+    Ok((route, sandbox))
+}
+
+async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let (route, sandbox) = match admit(state, &request) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let key = (route.namespace.clone(), route.name.clone());
+    let Some(port) = GatewaySpec::target_port(&sandbox) else {
+        return text(StatusCode::NOT_FOUND, "no such Sandbox");
+    };
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
         Wait::Ready(addr) => {

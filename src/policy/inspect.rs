@@ -58,7 +58,7 @@ impl PolicyEngine {
             size_bytes: wasm.len(),
             sha256: sha256_hex(wasm),
             compatible: contract.as_deref().is_some_and(|c| {
-                super::engine::CONTRACT_VERSIONS
+                super::contracts::names()
                     .iter()
                     .any(|version| c == format!("sandman:policy@{version}"))
             }),

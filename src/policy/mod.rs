@@ -4,24 +4,25 @@
 mod bindings;
 pub mod bounds;
 pub mod cel;
-mod contract_v0_1;
-mod contract_v0_2;
+mod contracts;
 mod engine;
 mod error;
 pub mod input;
 mod inspect;
 pub mod limits;
+mod loaded;
 pub mod loader;
 mod precompiled;
 pub mod set;
+mod store;
 pub mod wire;
 
 pub use bindings::sandman::policy::types;
-pub use engine::{
-    CONTRACT_VERSION, EvaluationObserver, Hook, HookMask, Limits, LoadedPolicy, PolicyEngine, Reuse,
-};
+pub use contracts::CONTRACT_VERSION;
+pub use engine::{EvaluationObserver, Hook, Limits, PolicyEngine};
 pub use error::PolicyError;
 pub use inspect::Inspection;
+pub use loaded::{HookMask, LoadedPolicy, Reuse};
 pub use precompiled::Compiled;
 pub use set::{
     ActivePolicy, FirstDecision, IsolationOutcome, LifecycleOutcome, MergedResources, PolicyFailed,

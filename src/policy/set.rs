@@ -6,11 +6,11 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 
-use super::engine::{Hook, LoadedPolicy};
 use super::error::PolicyError;
 use super::types::{
     ComputeResources, Input, IsolationDecision, LifecycleDecision, PoolDecision, PoolInput,
 };
+use super::{Hook, LoadedPolicy};
 use crate::api::{FailurePolicy, PodSecurityAllowance, PolicyMatch, PolicyMode};
 
 /// A SandboxPolicy in the set: loaded and ready to evaluate, or one that has never loaded.

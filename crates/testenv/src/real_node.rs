@@ -109,6 +109,8 @@ impl Runtime {
 #[derive(Debug, Clone)]
 struct Running {
     pod: String,
+    /// The pod's container this runs, by name (what pod status reports it as).
+    container: String,
     id: String,
     runtime: Runtime,
     network: PodNetwork,
@@ -292,14 +294,35 @@ fn listed_blocking(dir: &Path, runtime: Runtime) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// How a container is taken down once it may not run any longer: SIGKILL, then a forced
+/// delete (which also clears one that stopped by itself). The node's one sequence for it, run
+/// by [`remove`] and, on drop, by [`remove_blocking`].
+fn removal(id: &str) -> [[&str; 3]; 2] {
+    [["kill", id, "KILL"], ["delete", "--force", id]]
+}
+
 fn remove_blocking(dir: &Path, runtime: Runtime, id: &str) {
-    let base = || {
-        let mut command = runtime.blocking_command(dir);
-        command.stdout(Stdio::null()).stderr(Stdio::null());
-        command
-    };
-    let _ = base().args(["kill", id, "KILL"]).status();
-    let _ = base().args(["delete", "--force", id]).status();
+    for args in removal(id) {
+        let _ = runtime
+            .blocking_command(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+async fn remove(agent: &Agent, container: &Running) {
+    for args in removal(&container.id) {
+        let _ = container
+            .runtime
+            .command(&agent.dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
 }
 
 /// Server-side apply with the node agent's one field manager.
@@ -451,8 +474,15 @@ async fn sync(agent: &Agent, pod: &Pod, gone: bool) -> Result<(), Error> {
         }
         return Ok(());
     }
-    if agent.running.lock().await.contains_key(&uid) {
-        return Ok(());
+    let tracked = agent.running.lock().await.get(&uid).cloned();
+    if let Some(running) = tracked {
+        // Running already; a report that failed earlier is made again.
+        let reported = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        return if reported {
+            Ok(())
+        } else {
+            report_running(agent, pod, &running).await
+        };
     }
     let network = match agent.network.attach() {
         Ok(network) => network,
@@ -460,9 +490,10 @@ async fn sync(agent: &Agent, pod: &Pod, gone: bool) -> Result<(), Error> {
     };
     match start(agent, pod, &network).await {
         Ok(running) => {
-            report_running(agent, pod, &running).await?;
-            agent.running.lock().await.insert(uid, running);
-            Ok(())
+            // Tracked before it is reported: should the report fail, the container is still
+            // one the node stops when the pod goes.
+            agent.running.lock().await.insert(uid, running.clone());
+            report_running(agent, pod, &running).await
         }
         Err(message) => {
             agent.network.detach(&network);
@@ -506,6 +537,7 @@ async fn start(agent: &Agent, pod: &Pod, network: &PodNetwork) -> Result<Running
     run(agent, runtime, &bundle, &id).await?;
     Ok(Running {
         pod: format!("{namespace}/{}", pod.name_any()),
+        container: container.name.clone(),
         id,
         runtime,
         network: network.clone(),
@@ -545,16 +577,16 @@ async fn run(agent: &Agent, runtime: Runtime, bundle: &Path, id: &str) -> Result
     }
 }
 
+/// Stops a container as a kubelet would: SIGTERM, up to `grace` to exit, then [`remove`].
 async fn stop(agent: &Agent, container: &Running, grace: Duration) {
-    let signal = |signal: &'static str| {
-        let mut command = container.runtime.command(&agent.dir);
-        command
-            .args(["kill", &container.id, signal])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    };
-    let _ = signal("TERM").status().await;
+    let _ = container
+        .runtime
+        .command(&agent.dir)
+        .args(["kill", &container.id, "TERM"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         if state(agent, container).await.as_deref() != Some("running") {
@@ -562,14 +594,7 @@ async fn stop(agent: &Agent, container: &Running, grace: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = signal("KILL").status().await;
-    let mut delete = container.runtime.command(&agent.dir);
-    let _ = delete
-        .args(["delete", "--force", &container.id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+    remove(agent, container).await;
 }
 
 async fn state(agent: &Agent, container: &Running) -> Option<String> {
@@ -585,7 +610,9 @@ async fn state(agent: &Agent, container: &Running) -> Option<String> {
     state["status"].as_str().map(str::to_string)
 }
 
-/// Restarts containers that exited (restartPolicy Always, the default for Sandboxes).
+/// Restarts containers that exited (restartPolicy Always, the default for Sandboxes), and
+/// reports each restart in the pod's `restartCount`. The map is locked only to read or write
+/// it, never across a runtime command: a pod's deletion must not wait for a restart.
 async fn check_containers(agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(CONTAINER_CHECK).await;
@@ -600,26 +627,54 @@ async fn check_containers(agent: Arc<Agent>) {
             if state(&agent, &container).await.as_deref() != Some("stopped") {
                 continue;
             }
-            let mut running = agent.running.lock().await;
-            // Stopped by a deletion meanwhile: not ours to restart.
-            let Some(entry) = running.get_mut(&uid) else {
-                continue;
-            };
-            let mut delete = container.runtime.command(&agent.dir);
-            let _ = delete
-                .args(["delete", "--force", &container.id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
-            if run(&agent, container.runtime, &container.bundle, &container.id)
-                .await
-                .is_ok()
-            {
-                entry.restarts += 1;
+            if let Err(e) = restart(&agent, &uid, &container).await {
+                eprintln!("real node {}: pod {}: {e}", agent.name, container.pod);
             }
         }
     }
+}
+
+/// Restarts the stopped container of pod `uid`, unless a deletion took the pod meanwhile.
+async fn restart(agent: &Agent, uid: &str, container: &Running) -> Result<(), Error> {
+    // Stopped by a deletion meanwhile: not ours to restart.
+    if !agent.running.lock().await.contains_key(uid) {
+        return Ok(());
+    }
+    remove(agent, container).await;
+    let restarted = run(agent, container.runtime, &container.bundle, &container.id)
+        .await
+        .is_ok();
+    let counted = {
+        let mut running = agent.running.lock().await;
+        match running.get_mut(uid) {
+            Some(entry) if restarted => {
+                entry.restarts += 1;
+                Some(entry.clone())
+            }
+            Some(_) => None,
+            None => {
+                drop(running);
+                // The pod was deleted while its container started again: what started must
+                // not outlive it.
+                remove(agent, container).await;
+                None
+            }
+        }
+    };
+    match counted {
+        Some(entry) => report_restarts(agent, &entry).await,
+        None => Ok(()),
+    }
+}
+
+/// The container's restart count in its pod's status (merged by container name).
+async fn report_restarts(agent: &Agent, running: &Running) -> Result<(), Error> {
+    let (namespace, name) = running.pod.split_once('/').unwrap_or_default();
+    let status = serde_json::json!({ "status": { "containerStatuses": [{
+        "name": running.container, "restartCount": running.restarts,
+        "state": { "running": { "startedAt": Timestamp::now().to_string() } },
+    }] } });
+    patch_pod_status(agent, namespace, name, Patch::Strategic(status)).await
 }
 
 async fn report_running(agent: &Agent, pod: &Pod, running: &Running) -> Result<(), Error> {
@@ -646,7 +701,17 @@ async fn report_running(agent: &Agent, pod: &Pod, running: &Running) -> Result<(
             "state": { "running": { "startedAt": now } },
         }],
     }});
-    patch_pod_status(agent, pod, status).await
+    patch_pod_status(
+        agent,
+        &namespace_of(pod),
+        &pod.name_any(),
+        Patch::Merge(status),
+    )
+    .await
+}
+
+fn namespace_of(pod: &Pod) -> String {
+    pod.namespace().unwrap_or_default()
 }
 
 async fn report_failed(agent: &Agent, pod: &Pod, message: &str) -> Result<(), Error> {
@@ -655,22 +720,24 @@ async fn report_failed(agent: &Agent, pod: &Pod, message: &str) -> Result<(), Er
         "conditions": [{ "type": "Ready", "status": "False", "reason": "RunContainerError",
                          "message": message }],
     }});
-    patch_pod_status(agent, pod, status).await
+    patch_pod_status(
+        agent,
+        &namespace_of(pod),
+        &pod.name_any(),
+        Patch::Merge(status),
+    )
+    .await
 }
 
 async fn patch_pod_status(
     agent: &Agent,
-    pod: &Pod,
-    status: serde_json::Value,
+    namespace: &str,
+    name: &str,
+    status: Patch<serde_json::Value>,
 ) -> Result<(), Error> {
-    let pods: Api<Pod> =
-        Api::namespaced(agent.client.clone(), &pod.namespace().unwrap_or_default());
+    let pods: Api<Pod> = Api::namespaced(agent.client.clone(), namespace);
     match pods
-        .patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(status),
-        )
+        .patch_status(name, &PatchParams::default(), &status)
         .await
     {
         Ok(_) => Ok(()),

@@ -1,9 +1,126 @@
-//! Components built against `sandman:policy@0.1.0` keep working: the host gives them the
-//! 0.1.0 input (the current one without the fields 0.2.0 added) and reads their decisions as
-//! current ones.
+//! Components built against `sandman:policy@0.1.0` (frozen in `wit/versions/0.1.0`) keep
+//! working: the host gives them the 0.1.0 input (the current one without the fields 0.2.0
+//! added) and reads their decisions as current ones. 0.1.0 has no pool hook.
 
-use super::bindings::v0_1::sandman::policy::types as old;
-use super::types as new;
+use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+
+use super::{Call, Exports, Version};
+use crate::policy::bindings::sandman::policy::host as current_host;
+use crate::policy::store::GuestState;
+use crate::policy::{Hook, types};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/versions/0.1.0",
+        world: "policy",
+    });
+}
+
+use bindings::exports::sandman::policy::{isolation, lifecycle, resources, settings};
+use bindings::sandman::policy::types as old;
+use types as new;
+
+pub const VERSION: Version = Version {
+    name: "0.1.0",
+    link: |linker: &mut Linker<GuestState>| {
+        bindings::Policy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+    },
+    exports: |pre| {
+        let exports = V0_1::of(pre);
+        Hook::ALL
+            .into_iter()
+            .any(|hook| exports.has(hook))
+            .then(|| Box::new(exports) as Box<dyn Exports>)
+    },
+};
+
+struct V0_1 {
+    settings: Option<settings::GuestIndices>,
+    isolation: Option<isolation::GuestIndices>,
+    resources: Option<resources::GuestIndices>,
+    lifecycle: Option<lifecycle::GuestIndices>,
+}
+
+impl V0_1 {
+    fn of(pre: &InstancePre<GuestState>) -> Self {
+        Self {
+            settings: settings::GuestIndices::new(pre).ok(),
+            isolation: isolation::GuestIndices::new(pre).ok(),
+            resources: resources::GuestIndices::new(pre).ok(),
+            lifecycle: lifecycle::GuestIndices::new(pre).ok(),
+        }
+    }
+}
+
+/// A 0.1.0 hook's answer as the current one.
+fn up<A, B: From<A>>(answer: Result<Option<A>, String>) -> Call<B> {
+    Ok(answer.map(|decision| decision.map(Into::into)))
+}
+
+impl Exports for V0_1 {
+    fn version(&self) -> &'static str {
+        VERSION.name
+    }
+
+    fn has(&self, hook: Hook) -> bool {
+        match hook {
+            Hook::Isolation => self.isolation.is_some(),
+            Hook::Resources => self.resources.is_some(),
+            Hook::Lifecycle => self.lifecycle.is_some(),
+            Hook::Pool => false,
+        }
+    }
+
+    fn has_settings(&self) -> bool {
+        self.settings.is_some()
+    }
+
+    fn validate_settings(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+        instance: &Instance,
+        settings: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        validate_settings!(self, store, instance, settings)
+    }
+
+    fn isolation(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+        instance: &Instance,
+        input: &types::Input,
+    ) -> Call<types::IsolationDecision> {
+        call_hook!(self.isolation, store, instance, down(input), up)
+    }
+
+    fn resources(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+        instance: &Instance,
+        input: &types::Input,
+    ) -> Call<types::ResourcesDecision> {
+        call_hook!(self.resources, store, instance, down(input), up)
+    }
+
+    fn lifecycle(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+        instance: &Instance,
+        input: &types::Input,
+    ) -> Call<types::LifecycleDecision> {
+        call_hook!(self.lifecycle, store, instance, down(input), up)
+    }
+
+    fn pool(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+        instance: &Instance,
+        input: &types::PoolInput,
+    ) -> Call<types::PoolDecision> {
+        let _ = (store, instance, input);
+        Err(wasmtime::format_err!("contract 0.1.0 has no pool hook"))
+    }
+}
 
 sandman_policy_wire::wit_record!(
     old::SecurityOverrides,
@@ -106,7 +223,7 @@ sandman_policy_wire::wit_enum!(
 );
 
 /// The 0.1.0 input: the current one less what 0.2.0 added (template, pool, claim).
-pub fn input(input: &new::Input) -> old::Input {
+fn down(input: &new::Input) -> old::Input {
     let sandbox = &input.sandbox;
     old::Input {
         sandbox: old::Sandbox {
@@ -139,6 +256,14 @@ impl From<old::LifecycleDecision> for new::LifecycleDecision {
     }
 }
 
+impl bindings::sandman::policy::types::Host for GuestState {}
+
+impl bindings::sandman::policy::host::Host for GuestState {
+    fn log(&mut self, level: old::LogLevel, message: String) {
+        current_host::Host::log(self, level.into(), message);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +273,7 @@ mod tests {
         let mut current = crate::policy::input::sample(&[("team", "a")], &[], "{}");
         current.sandbox.template = Some("python".into());
         current.sandbox.claim = Some("job-1".into());
-        let old = input(&current);
+        let old = down(&current);
         assert_eq!(old.sandbox.name, current.sandbox.name);
         assert_eq!(old.sandbox.labels, current.sandbox.labels);
         assert_eq!(old.activity.now, current.activity.now);
