@@ -1,6 +1,7 @@
 //! Driving `runsc` (gVisor) for one agent container: an OCI bundle, and run, checkpoint,
 //! restore, exec and removal through its command line, each bounded in time.
 
+use sandman_oci_bundle as oci;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -251,52 +252,35 @@ pub fn write_bundle(
     env: &[String],
     mounts: &[Mount],
 ) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(bundle)
-        .map_err(CheckpointError::io(format!("create {}", bundle.display())))?;
     let mut all_mounts = vec![
-        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}),
-        serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}),
+        oci::Mount::special("proc", "/proc", &[]),
+        oci::Mount::special("tmpfs", "/dev", &[]),
+        oci::Mount::special("sysfs", "/sys", &["nosuid", "noexec", "nodev", "ro"]),
+        oci::Mount::special("tmpfs", "/tmp", &[]),
     ];
-    for mount in mounts {
-        all_mounts.push(serde_json::json!({
-            "destination": mount.destination,
-            "type": "bind",
-            "source": mount.source,
-            "options": ["rbind", "rw"],
-        }));
-    }
+    all_mounts.extend(
+        mounts
+            .iter()
+            .map(|m| oci::Mount::bind(&m.source, &m.destination)),
+    );
     let mut environment = vec!["PATH=/usr/local/bin:/usr/bin:/bin".to_string()];
     environment.extend(env.iter().cloned());
-    let config = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": args,
-            "env": environment,
-            "cwd": "/",
-            "capabilities": {
-                "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "effective": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
-            },
-            "noNewPrivileges": true,
-        },
-        "root": {"path": rootfs, "readonly": false},
-        "hostname": "sandbox",
-        "mounts": all_mounts,
-        "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                {"type": "uts"}, {"type": "mount"},
-            ],
-        },
-    });
-    let path = bundle.join("config.json");
-    let json = serde_json::to_vec_pretty(&config)
-        .map_err(|e| CheckpointError::Invalid(format!("encode {}: {e}", path.display())))?;
-    std::fs::write(&path, json).map_err(CheckpointError::io(format!("write {}", path.display())))
+    let spec = oci::Bundle {
+        rootfs: rootfs.to_path_buf(),
+        readonly_root: false,
+        args: args.to_vec(),
+        env: environment,
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        capabilities: vec!["CAP_KILL".into(), "CAP_NET_BIND_SERVICE".into()],
+        no_new_privileges: true,
+        hostname: "sandbox".into(),
+        mounts: all_mounts,
+        network_namespace: None,
+        masked_paths: Vec::new(),
+    };
+    spec.write(bundle)
+        .map(drop)
+        .map_err(|e| CheckpointError::Invalid(e.to_string()))
 }

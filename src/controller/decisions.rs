@@ -243,6 +243,28 @@ pub fn apply_isolation(spec: &mut PodSpec, decision: &IsolationDecision) {
     }
 }
 
+/// Audit-mode decisions that are new since the last status, in words for an Event.
+pub fn audit_news(
+    before: Option<&crate::api::PolicyDecisions>,
+    after: Option<&crate::api::PolicyDecisions>,
+) -> Vec<String> {
+    let audited =
+        |d: Option<&crate::api::PolicyDecisions>| d.map(|d| d.audited.clone()).unwrap_or_default();
+    let known = audited(before);
+    audited(after)
+        .into_iter()
+        .filter(|a| !known.contains(a))
+        .map(|a| {
+            format!(
+                "policy {} would decide {} ({}); Audit mode, not applied",
+                a.policy,
+                a.outcome,
+                a.message.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::controller::checkpointing;
 use crate::controller::children;
-use crate::controller::decisions::Decisions;
+use crate::controller::decisions::{self, Decisions};
 use crate::controller::events::{Reason, Transition};
 use crate::controller::status::{self, ReadyReason, set_ready};
 
@@ -164,7 +164,7 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         status.service = None;
         status.service_fqdn = None;
     }
-    let transitions = audit_news(previous.decisions.as_ref(), status.decisions.as_ref())
+    let transitions = decisions::audit_news(previous.decisions.as_ref(), status.decisions.as_ref())
         .into_iter()
         .map(|note| Transition::new(Reason::PolicyAudit, note, false))
         .collect();
@@ -181,28 +181,6 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         requeue_after: None,
         transitions,
     }
-}
-
-/// Audit-mode decisions that are new since the last status, in words for an Event.
-fn audit_news(
-    before: Option<&crate::api::PolicyDecisions>,
-    after: Option<&crate::api::PolicyDecisions>,
-) -> Vec<String> {
-    let audited =
-        |d: Option<&crate::api::PolicyDecisions>| d.map(|d| d.audited.clone()).unwrap_or_default();
-    let known = audited(before);
-    audited(after)
-        .into_iter()
-        .filter(|a| !known.contains(a))
-        .map(|a| {
-            format!(
-                "policy {} would decide {} ({}); Audit mode, not applied",
-                a.policy,
-                a.outcome,
-                a.message.unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 /// `shutdownTime` has passed: pod and Service go, and the Sandbox too under `Delete`.
@@ -963,6 +941,224 @@ mod tests {
         assert_eq!(
             user_suspended.status.mode_override, None,
             "the user spoke since"
+        );
+    }
+
+    /// A Sandbox whose suspensions keep memory, with a running pod that has an IP.
+    fn checkpointed(mode: OperatingMode, phase: Phase) -> (Sandbox, Pod) {
+        let mut sandbox = sandbox(Some(phase));
+        sandbox.spec.operating_mode = mode;
+        sandbox.spec.lifecycle = Some(crate::api::LifecycleSpec {
+            checkpoint: Some(crate::api::CheckpointMode::OnSuspend),
+            ..Default::default()
+        });
+        let mut pod = pod(&sandbox, "Running", true);
+        if let Some(status) = pod.status.as_mut() {
+            status.pod_ip = Some("10.244.0.7".into());
+        }
+        (sandbox, pod)
+    }
+
+    fn record(suspension: u64) -> crate::checkpoint::CheckpointRecord {
+        crate::checkpoint::CheckpointRecord {
+            image: format!("000000000000001-s{suspension}"),
+            sha256: "ab".repeat(32),
+            size_bytes: 4096,
+            taken_at: at(1),
+            sandbox_uid: "sandbox-uid".into(),
+            pod: "agent".into(),
+            suspension,
+            took_ms: 20,
+        }
+    }
+
+    fn reasons(plan: &Plan) -> Vec<&'static str> {
+        plan.transitions.iter().map(|t| t.reason.as_str()).collect()
+    }
+
+    /// The plan says "checkpoint, then delete the pod", and each half is a plan of its own: the
+    /// status says Checkpointing before the pod is asked anything, the next plan takes the
+    /// checkpoint, and the one after reads its outcome and deletes the pod.
+    #[test]
+    fn a_suspend_that_keeps_memory_checkpoints_then_deletes_the_pod() {
+        let (mut sandbox, pod) = checkpointed(OperatingMode::Suspended, Phase::Running);
+        let announce = plan(&sandbox, Some(&pod), at(0), &Decisions::default());
+        assert_eq!(
+            announce.pod,
+            PodAction::Keep,
+            "nothing is asked of the pod yet"
+        );
+        assert_eq!(announce.status.phase, Some(Phase::Checkpointing));
+        assert_eq!(announce.status.suspensions, 1);
+        assert_eq!(reasons(&announce), ["Checkpointing"]);
+        assert_eq!(announce.requeue_after, Some(Duration::ZERO));
+
+        sandbox.status = Some(announce.status);
+        let mut take = plan(&sandbox, Some(&pod), at(1), &Decisions::default());
+        let PodAction::Checkpoint(target) = take.pod.clone() else {
+            panic!("expected the checkpoint step, got {:?}", take.pod);
+        };
+        assert_eq!(target.pod_ip, "10.244.0.7");
+        assert_eq!(target.request.suspension, 1);
+        assert_eq!(take.status.phase, Some(Phase::Checkpointing));
+        assert!(
+            reasons(&take).is_empty(),
+            "announced once: {:?}",
+            reasons(&take)
+        );
+        checkpoint_taken(
+            &mut take,
+            &target,
+            checkpointing::Taken::Checkpointed(record(1)),
+        );
+        assert_eq!(reasons(&take), ["Checkpointed"]);
+        let taken = take.status.checkpoint.clone().expect("a checkpoint status");
+        assert_eq!(taken.outcome, crate::api::CheckpointOutcome::Checkpointed);
+        assert_eq!(taken.suspension, 1);
+
+        sandbox.status = Some(take.status);
+        let delete = plan(&sandbox, Some(&pod), at(2), &Decisions::default());
+        assert!(
+            matches!(delete.pod, PodAction::Delete { .. }),
+            "{:?}",
+            delete.pod
+        );
+        assert_eq!(delete.status.phase, Some(Phase::Suspending));
+        assert_eq!(delete.status.suspensions, 1, "the same suspension");
+        assert_eq!(reasons(&delete), ["Suspending"]);
+    }
+
+    /// A checkpoint that fails is an outcome like any other: the next plan deletes the pod,
+    /// the volume is kept, and nothing will be restored.
+    #[test]
+    fn a_failed_checkpoint_still_suspends() {
+        let (mut sandbox, pod) = checkpointed(OperatingMode::Suspended, Phase::Checkpointing);
+        if let Some(status) = sandbox.status.as_mut() {
+            status.suspensions = 4;
+        }
+        let mut take = plan(&sandbox, Some(&pod), at(0), &Decisions::default());
+        let PodAction::Checkpoint(target) = take.pod.clone() else {
+            panic!("expected the checkpoint step, got {:?}", take.pod);
+        };
+        checkpoint_taken(
+            &mut take,
+            &target,
+            checkpointing::Taken::Failed("runsc checkpoint: exit 1".into()),
+        );
+        assert_eq!(reasons(&take), ["CheckpointFailed"]);
+        assert!(take.transitions[0].warning);
+        sandbox.status = Some(take.status);
+        let delete = plan(&sandbox, Some(&pod), at(1), &Decisions::default());
+        assert!(
+            matches!(delete.pod, PodAction::Delete { .. }),
+            "{:?}",
+            delete.pod
+        );
+        assert!(checkpointing::pending_restore(&sandbox).is_none());
+    }
+
+    /// Resumed after the checkpoint was taken but before its pod went: runsc stopped that
+    /// agent, so the pod is replaced by one that restores the checkpoint.
+    #[test]
+    fn resumed_while_checkpointing_replaces_the_pod_with_one_that_restores() {
+        let (mut sandbox, pod) = checkpointed(OperatingMode::Suspended, Phase::Checkpointing);
+        if let Some(status) = sandbox.status.as_mut() {
+            status.suspensions = 1;
+        }
+        let mut take = plan(&sandbox, Some(&pod), at(0), &Decisions::default());
+        let PodAction::Checkpoint(target) = take.pod.clone() else {
+            panic!("expected the checkpoint step, got {:?}", take.pod);
+        };
+        checkpoint_taken(
+            &mut take,
+            &target,
+            checkpointing::Taken::Checkpointed(record(1)),
+        );
+        sandbox.status = Some(take.status);
+        sandbox.spec.operating_mode = OperatingMode::Running;
+        let replace = plan(&sandbox, Some(&pod), at(1), &Decisions::default());
+        assert!(
+            matches!(replace.pod, PodAction::Delete { .. }),
+            "{:?}",
+            replace.pod
+        );
+        assert_eq!(replace.status.phase, Some(Phase::Resuming));
+        sandbox.status = Some(replace.status);
+        let create = plan(&sandbox, None, at(2), &Decisions::default());
+        assert_eq!(create.pod, PodAction::Create);
+        assert_eq!(create.status.phase, Some(Phase::Resuming));
+        let restores = checkpointing::restore_env(&sandbox);
+        assert!(
+            restores
+                .iter()
+                .any(|e| e.value.as_deref() == Some("000000000000001-s1")),
+            "{restores:?}"
+        );
+    }
+
+    /// Resumed before anything was asked of the pod: its agent still runs, and it is kept.
+    #[test]
+    fn resumed_before_the_checkpoint_keeps_the_pod() {
+        let (sandbox, pod) = checkpointed(OperatingMode::Running, Phase::Checkpointing);
+        let plan = plan(&sandbox, Some(&pod), at(0), &Decisions::default());
+        assert_eq!(plan.pod, PodAction::Keep);
+        assert_eq!(plan.status.phase, Some(Phase::Running));
+    }
+
+    /// How a restoring pod started is recorded once the plan sees it Running; a supervisor
+    /// that has not answered yet is asked again soon, and nothing is recorded meanwhile.
+    #[test]
+    fn a_restoring_pod_reports_how_it_started() {
+        let (mut sandbox, mut pod) = checkpointed(OperatingMode::Running, Phase::Resuming);
+        if let Some(status) = sandbox.status.as_mut() {
+            status.suspensions = 1;
+            status.resumed_at = Some(Time(at(0)));
+            status.checkpoint = Some(crate::api::CheckpointStatus {
+                outcome: crate::api::CheckpointOutcome::Checkpointed,
+                suspension: 1,
+                image: "000000000000001-s1".into(),
+                ..Default::default()
+            });
+        }
+        pod.metadata.annotations.get_or_insert_default().insert(
+            checkpointing::RESTORE_ANNOTATION.into(),
+            "000000000000001-s1".into(),
+        );
+        let mut silent = plan(&sandbox, Some(&pod), at(1), &Decisions::default());
+        start_heard(
+            &mut silent,
+            &sandbox,
+            &pod,
+            checkpointing::StartHeard::Silent("connection refused".into()),
+            at(1),
+        );
+        assert_eq!(silent.requeue_after, Some(checkpointing::REPORT_RETRY));
+        assert_eq!(
+            silent.status.checkpoint.as_ref().map(|c| c.outcome),
+            Some(crate::api::CheckpointOutcome::Checkpointed)
+        );
+        let mut heard = plan(&sandbox, Some(&pod), at(2), &Decisions::default());
+        start_heard(
+            &mut heard,
+            &sandbox,
+            &pod,
+            checkpointing::StartHeard::Report(crate::checkpoint::StartReport {
+                start: crate::checkpoint::StartKind::Restored,
+                image: Some("000000000000001-s1".into()),
+                reason: None,
+                at: at(2),
+                took_ms: 80,
+            }),
+            at(2),
+        );
+        assert!(
+            reasons(&heard).contains(&"Restored"),
+            "{:?}",
+            reasons(&heard)
+        );
+        assert_eq!(
+            heard.status.checkpoint.as_ref().map(|c| c.outcome),
+            Some(crate::api::CheckpointOutcome::Restored)
         );
     }
 }

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
-use super::activity::{ActivityLog, Key};
+use super::activity::{ActivityLog, Key, OpenConnection};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, Body>;
@@ -157,33 +157,7 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     set_forwarded(&mut parts.headers, peer, host);
     let connection = activity.open(key);
-    let replay = replayable(&parts, &body).then(|| (parts.method.clone(), parts.headers.clone()));
-    let uri = parts.uri.clone();
-    // No try of this request starts after this: the pod's time to answer, and no more than
-    // the replay budget.
-    let deadline = tokio::time::Instant::now() + timeout.min(REPLAY_BUDGET);
-    let mut sent = send(upstream, Request::from_parts(parts, body.boxed()), timeout).await;
-    // A server that has just started can close its first connections before answering (seen
-    // with agents under gVisor, for up to about a second). A request without a body and with
-    // a method that may be repeated is sent again, with growing pauses, within the budget;
-    // anything else gets the 502, since it may have had effects.
-    if let Some((method, headers)) = replay {
-        let mut pause = REPLAY_FIRST_PAUSE;
-        while let Err(Failed::Unanswered(error)) = &sent {
-            if tokio::time::Instant::now() + pause >= deadline {
-                break;
-            }
-            tracing::debug!(%addr, ?error, ?pause, "upstream closed before answering; sending again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(REPLAY_MAX_PAUSE);
-            let mut again = Request::new(empty());
-            *again.method_mut() = method.clone();
-            *again.uri_mut() = uri.clone();
-            *again.headers_mut() = headers.clone();
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            sent = send(upstream, again, left).await;
-        }
-    }
+    let sent = send_replaying(upstream, parts, body, addr, timeout).await;
     let response = match sent {
         Ok(response) => response,
         Err(Failed::Unanswered(error) | Failed::Other(error)) => {
@@ -199,6 +173,55 @@ pub async fn forward(
             );
         }
     };
+    relay(response, client_upgrade, connection)
+}
+
+/// Sends the request to the pod. A server that has just started can close its first
+/// connections before answering (seen with agents under gVisor, for up to about a second): a
+/// request without a body and with a method that may be repeated is sent again, with growing
+/// pauses, within the replay budget; anything else gets the failure, since it may have had
+/// effects.
+async fn send_replaying(
+    upstream: &Upstream,
+    parts: http::request::Parts,
+    body: Incoming,
+    addr: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<Response<Incoming>, Failed> {
+    let replay = replayable(&parts, &body).then(|| (parts.method.clone(), parts.headers.clone()));
+    let uri = parts.uri.clone();
+    // No try of this request starts after this: the pod's time to answer, and no more than
+    // the replay budget.
+    let deadline = tokio::time::Instant::now() + timeout.min(REPLAY_BUDGET);
+    let mut sent = send(upstream, Request::from_parts(parts, body.boxed()), timeout).await;
+    let Some((method, headers)) = replay else {
+        return sent;
+    };
+    let mut pause = REPLAY_FIRST_PAUSE;
+    while let Err(Failed::Unanswered(error)) = &sent {
+        if tokio::time::Instant::now() + pause >= deadline {
+            break;
+        }
+        tracing::debug!(%addr, ?error, ?pause, "upstream closed before answering; sending again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(REPLAY_MAX_PAUSE);
+        let mut again = Request::new(empty());
+        *again.method_mut() = method.clone();
+        *again.uri_mut() = uri.clone();
+        *again.headers_mut() = headers.clone();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        sent = send(upstream, again, left).await;
+    }
+    sent
+}
+
+/// The pod's answer, as the client gets it: an upgraded connection bridged both ways, or the
+/// response with its body, counted as activity while either lasts.
+fn relay(
+    response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    connection: OpenConnection,
+) -> Response<Body> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {

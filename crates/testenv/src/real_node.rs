@@ -11,7 +11,9 @@
 //! `emptyDir`, and the projected service-account token when the pod has one. The node is
 //! tainted, so only pods that ask for it (see [`RealNode::scheduling`]) land on it.
 
+mod bundle;
 mod network;
+mod registration;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,11 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
@@ -43,25 +44,6 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const CONTAINER_CHECK: Duration = Duration::from_secs(1);
 /// The most a container gets between SIGTERM and SIGKILL.
 const MAX_GRACE: Duration = Duration::from_secs(5);
-
-/// The capabilities a container has unless its security context says otherwise (containerd's
-/// defaults).
-const DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// The container runtimes a pod may ask for, by RuntimeClass handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,9 +148,9 @@ impl RealNode {
             running: Mutex::default(),
             network,
         });
-        register(&agent).await?;
+        registration::register(&agent).await?;
         let tasks = vec![
-            tokio::spawn(heartbeat(agent.clone())),
+            tokio::spawn(registration::heartbeat(agent.clone())),
             tokio::spawn(watch_pods(agent.clone())),
             tokio::spawn(check_containers(agent.clone())),
         ];
@@ -343,81 +325,6 @@ fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error {
     move |e| Error::Kube(format!("{what}: {e}"))
 }
 
-async fn register(agent: &Agent) -> Result<(), Error> {
-    let nodes: Api<Node> = Api::all(agent.client.clone());
-    let resources = serde_json::json!({ "cpu": "2", "memory": "8Gi", "pods": "110" });
-    let node = serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": agent.name,
-            "labels": {
-                REAL_NODE_LABEL: "true",
-                "kubernetes.io/hostname": agent.name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-            },
-        },
-        "spec": { "taints": [{ "key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule" }] },
-    });
-    apply(&nodes, &agent.name, node)
-        .await
-        .map_err(kube_err("register the node"))?;
-    let status = serde_json::json!({ "status": {
-        "capacity": resources, "allocatable": resources,
-        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }],
-        "nodeInfo": {
-            "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.36.3",
-            "containerRuntimeVersion": "runc+runsc://local", "kernelVersion": "",
-            "osImage": "", "machineID": "", "systemUUID": "", "bootID": "",
-            "kubeProxyVersion": "",
-        },
-    }});
-    nodes
-        .patch_status(&agent.name, &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .map_err(kube_err("node status"))?;
-    report_ready(agent).await
-}
-
-async fn report_ready(agent: &Agent) -> Result<(), Error> {
-    let nodes: Api<Node> = Api::all(agent.client.clone());
-    let now = Timestamp::now().to_string();
-    let status = serde_json::json!({ "status": { "conditions": [{
-        "type": "Ready", "status": "True", "reason": "RealNodeReady",
-        "message": "the node agent runs pods", "lastHeartbeatTime": now, "lastTransitionTime": now,
-    }] } });
-    nodes
-        .patch_status(
-            &agent.name,
-            &PatchParams::default(),
-            &Patch::Strategic(status),
-        )
-        .await
-        .map_err(kube_err("node Ready"))?;
-    let leases: Api<Lease> = Api::namespaced(agent.client.clone(), "kube-node-lease");
-    let lease = serde_json::json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": { "name": agent.name },
-        "spec": {
-            "holderIdentity": agent.name, "leaseDurationSeconds": 40,
-            "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
-        },
-    });
-    apply(&leases, &agent.name, lease)
-        .await
-        .map_err(kube_err("node Lease"))?;
-    Ok(())
-}
-
-async fn heartbeat(agent: Arc<Agent>) {
-    loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        if let Err(e) = report_ready(&agent).await {
-            eprintln!("real node {}: heartbeat: {e}", agent.name);
-        }
-    }
-}
-
 async fn watch_pods(agent: Arc<Agent>) {
     let pods: Api<Pod> = Api::all(agent.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.name));
@@ -529,11 +436,10 @@ async fn start(agent: &Agent, pod: &Pod, network: &PodNetwork) -> Result<Running
         uid.get(..8).unwrap_or(&uid)
     );
     let bundle = agent.dir.join("bundles").join(&id);
-    let mounts = volumes(agent, pod, container, &bundle).await?;
-    let config = oci_config(pod, container, &agent.rootfs, network, mounts)?;
-    std::fs::create_dir_all(&bundle).map_err(|e| format!("bundle: {e}"))?;
-    std::fs::write(bundle.join("config.json"), config.to_string())
-        .map_err(|e| format!("bundle: {e}"))?;
+    let mounts = bundle::volumes(agent, pod, container, &bundle).await?;
+    bundle::container_bundle(pod, container, &agent.rootfs, network, mounts)?
+        .write(&bundle)
+        .map_err(|e| e.to_string())?;
     run(agent, runtime, &bundle, &id).await?;
     Ok(Running {
         pod: format!("{namespace}/{}", pod.name_any()),
@@ -743,203 +649,5 @@ async fn patch_pod_status(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(kube_err("pod status")(e)),
-    }
-}
-
-/// The container's mounts: its pod's volumes, as the node holds them.
-async fn volumes(
-    agent: &Agent,
-    pod: &Pod,
-    container: &Container,
-    bundle: &Path,
-) -> Result<Vec<serde_json::Value>, String> {
-    let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
-    let namespace = pod.namespace().unwrap_or_default();
-    let mut sources: HashMap<String, PathBuf> = HashMap::new();
-    for volume in spec.volumes.iter().flatten() {
-        let dir = if let Some(claim) = &volume.persistent_volume_claim {
-            agent
-                .dir
-                .join("volumes")
-                .join(&namespace)
-                .join(&claim.claim_name)
-        } else if volume.empty_dir.is_some() {
-            bundle.join("empty").join(&volume.name)
-        } else if let Some(projected) = &volume.projected {
-            let dir = bundle.join("projected").join(&volume.name);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("volume {}: {e}", volume.name))?;
-            for source in projected.sources.iter().flatten() {
-                if let Some(token) = &source.service_account_token {
-                    let value = service_account_token(agent, pod).await?;
-                    std::fs::write(dir.join(&token.path), value)
-                        .map_err(|e| format!("volume {}: {e}", volume.name))?;
-                }
-            }
-            dir
-        } else {
-            continue;
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| format!("volume {}: {e}", volume.name))?;
-        sources.insert(volume.name.clone(), dir);
-    }
-    let mut mounts = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let source = sources
-            .get(&mount.name)
-            .ok_or_else(|| format!("volume {} is not one this node provides", mount.name))?;
-        let mode = if mount.read_only == Some(true) {
-            "ro"
-        } else {
-            "rw"
-        };
-        mounts.push(serde_json::json!({
-            "destination": mount.mount_path, "type": "bind", "source": source,
-            "options": ["rbind", mode],
-        }));
-    }
-    Ok(mounts)
-}
-
-/// A token for the pod's service account, as the kubelet's projection would write it.
-async fn service_account_token(agent: &Agent, pod: &Pod) -> Result<String, String> {
-    let namespace = pod.namespace().unwrap_or_default();
-    let account = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".into());
-    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(agent.client.clone(), &namespace);
-    let request: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(serde_json::json!({ "spec": { "audiences": [] } }))
-            .map_err(|e| e.to_string())?;
-    let issued = accounts
-        .create_token_request(&account, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("token for {account}: {e}"))?;
-    Ok(issued.status.and_then(|s| s.token).unwrap_or_default())
-}
-
-/// The OCI runtime configuration of a pod's container: its command, environment (values
-/// only, and `POD_IP`), user, capabilities and privilege escalation from its security
-/// context, the image read-only with a memory-backed `/tmp`, its mounts, and the pod's network
-/// namespace.
-fn oci_config(
-    pod: &Pod,
-    container: &Container,
-    rootfs: &Path,
-    network: &PodNetwork,
-    mut mounts: Vec<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
-    let mut args: Vec<String> = container.command.clone().unwrap_or_default();
-    args.extend(container.args.clone().unwrap_or_default());
-    if args.is_empty() {
-        return Err("the node's image has no default command: the container must name one".into());
-    }
-    let mut env = vec![
-        "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
-        format!("POD_IP={}", network.ip),
-        format!("HOSTNAME={}", pod.name_any()),
-    ];
-    for var in container.env.iter().flatten() {
-        if let Some(value) = &var.value {
-            env.push(format!("{}={value}", var.name));
-        }
-    }
-    let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let context = container.security_context.as_ref();
-    let uid = context
-        .and_then(|c| c.run_as_user)
-        .or(pod_context.and_then(|c| c.run_as_user))
-        .unwrap_or(0);
-    let gid = context
-        .and_then(|c| c.run_as_group)
-        .or(pod_context.and_then(|c| c.run_as_group))
-        .unwrap_or(0);
-    let capabilities = capabilities(context.and_then(|c| c.capabilities.as_ref()));
-    let no_new_privileges = context.and_then(|c| c.allow_privilege_escalation) == Some(false);
-    for (destination, kind) in [("/proc", "proc"), ("/tmp", "tmpfs"), ("/dev", "tmpfs")] {
-        mounts.insert(
-            0,
-            serde_json::json!({ "destination": destination, "type": kind, "source": kind }),
-        );
-    }
-    Ok(serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": { "uid": uid, "gid": gid },
-            "args": args,
-            "env": env,
-            "cwd": container.working_dir.clone().unwrap_or_else(|| "/".into()),
-            "capabilities": {
-                "bounding": capabilities, "effective": capabilities,
-                "permitted": capabilities,
-            },
-            "noNewPrivileges": no_new_privileges,
-        },
-        "root": { "path": rootfs, "readonly": true },
-        "hostname": pod.name_any(),
-        "mounts": mounts,
-        "linux": {
-            "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
-                { "type": "network", "path": network.namespace_path },
-            ],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-        },
-    }))
-}
-
-/// The default set, less what the security context drops, plus what it adds.
-fn capabilities(asked: Option<&k8s_openapi::api::core::v1::Capabilities>) -> Vec<String> {
-    let name = |c: &String| {
-        let upper = c.to_uppercase();
-        if upper.starts_with("CAP_") {
-            upper
-        } else {
-            format!("CAP_{upper}")
-        }
-    };
-    let drop: Vec<String> = asked
-        .and_then(|c| c.drop.as_ref())
-        .map(|d| d.iter().map(name).collect())
-        .unwrap_or_default();
-    let mut set: Vec<String> = if drop.iter().any(|d| d == "CAP_ALL") {
-        Vec::new()
-    } else {
-        DEFAULT_CAPABILITIES
-            .iter()
-            .map(|c| c.to_string())
-            .filter(|c| !drop.contains(c))
-            .collect()
-    };
-    for add in asked.and_then(|c| c.add.as_ref()).into_iter().flatten() {
-        let add = name(add);
-        if !set.contains(&add) {
-            set.push(add);
-        }
-    }
-    set
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::Capabilities;
-
-    #[test]
-    fn capabilities_follow_the_security_context() {
-        assert_eq!(capabilities(None).len(), DEFAULT_CAPABILITIES.len());
-        let all = Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: Some(vec!["NET_BIND_SERVICE".into()]),
-        };
-        assert_eq!(capabilities(Some(&all)), vec!["CAP_NET_BIND_SERVICE"]);
-        let some = Capabilities {
-            drop: Some(vec!["NET_RAW".into()]),
-            add: None,
-        };
-        assert!(!capabilities(Some(&some)).contains(&"CAP_NET_RAW".to_string()));
     }
 }
