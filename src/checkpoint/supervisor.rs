@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,67 @@ pub struct Supervisor {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Starts the agent in container `bundle`: from the checkpoint the options name, when it
+/// verifies and restores, else afresh. Returns the container's id and how it started.
+async fn start_agent(
+    runsc: &Runsc,
+    store: &Store,
+    bundle: &Path,
+    log: &Path,
+    options: &Options,
+) -> Result<(String, StartReport), CheckpointError> {
+    let began = Instant::now();
+    let fresh_id = |n: u32| {
+        format!(
+            "agent-{}-{}-{n}",
+            std::process::id(),
+            Timestamp::now().as_millisecond()
+        )
+    };
+    let mut id = fresh_id(0);
+    let mut refused: Option<(String, String)> = None;
+    if let Some(restore) = &options.restore {
+        match store.verify(&restore.image, &restore.sha256, &options.sandbox_uid) {
+            Ok(path) => match runsc
+                .restore(bundle, &id, &path, log, options.restore_timeout)
+                .await
+            {
+                Ok(()) => {
+                    if let Err(e) = store.mark_restored(&restore.image) {
+                        tracing::warn!(error = %e, "could not mark the image restored");
+                    }
+                    let restored = StartReport {
+                        start: StartKind::Restored,
+                        image: Some(restore.image.clone()),
+                        reason: None,
+                        at: Timestamp::now(),
+                        took_ms: millis(began.elapsed()),
+                    };
+                    return Ok((id, restored));
+                }
+                Err(e) => {
+                    runsc.remove(&id);
+                    id = fresh_id(1);
+                    refused = Some((restore.image.clone(), format!("restore failed: {e}")));
+                }
+            },
+            Err(refusal) => {
+                refused = Some((restore.image.clone(), refusal.to_string()));
+            }
+        }
+    }
+    runsc.run(bundle, &id, log).await?;
+    let (image, reason) = refused.unzip();
+    let cold = StartReport {
+        start: StartKind::ColdStart,
+        image,
+        reason,
+        at: Timestamp::now(),
+        took_ms: millis(began.elapsed()),
+    };
+    Ok((id, cold))
+}
+
 impl Supervisor {
     /// Starts the agent (restored, or afresh) and the control and forwarded ports.
     pub async fn start(options: Options) -> Result<Self, CheckpointError> {
@@ -161,60 +222,7 @@ impl Supervisor {
             forwards.push((listener, forward.port));
         }
 
-        let began = Instant::now();
-        let fresh_id = |n: u32| {
-            format!(
-                "agent-{}-{}-{n}",
-                std::process::id(),
-                Timestamp::now().as_millisecond()
-            )
-        };
-        let mut id = fresh_id(0);
-        let mut refused: Option<(String, String)> = None;
-        let mut restored = None;
-        if let Some(restore) = &options.restore {
-            match store.verify(&restore.image, &restore.sha256, &options.sandbox_uid) {
-                Ok(path) => match runsc
-                    .restore(&bundle, &id, &path, &log, options.restore_timeout)
-                    .await
-                {
-                    Ok(()) => {
-                        if let Err(e) = store.mark_restored(&restore.image) {
-                            tracing::warn!(error = %e, "could not mark the image restored");
-                        }
-                        restored = Some(restore.image.clone());
-                    }
-                    Err(e) => {
-                        runsc.remove(&id);
-                        id = fresh_id(1);
-                        refused = Some((restore.image.clone(), format!("restore failed: {e}")));
-                    }
-                },
-                Err(refusal) => {
-                    refused = Some((restore.image.clone(), refusal.to_string()));
-                }
-            }
-        }
-        let start = match restored {
-            Some(image) => StartReport {
-                start: StartKind::Restored,
-                image: Some(image),
-                reason: None,
-                at: Timestamp::now(),
-                took_ms: millis(began.elapsed()),
-            },
-            None => {
-                runsc.run(&bundle, &id, &log).await?;
-                let (image, reason) = refused.unzip();
-                StartReport {
-                    start: StartKind::ColdStart,
-                    image,
-                    reason,
-                    at: Timestamp::now(),
-                    took_ms: millis(began.elapsed()),
-                }
-            }
-        };
+        let (id, start) = start_agent(&runsc, &store, &bundle, &log, &options).await?;
         tracing::info!(start = ?start.start, image = ?start.image, reason = ?start.reason, took_ms = start.took_ms, "agent started");
         let state = Arc::new(State {
             runsc,

@@ -262,7 +262,7 @@ async fn bind(
     let sandbox = match bound {
         Some(sandbox) => sandbox,
         None => match provide(claim, ctx, &sandboxes, wanted?).await? {
-            Provided::Sandbox(sandbox) => sandbox,
+            Provided::Sandbox(sandbox) => *sandbox,
             Provided::Not(action) => return Ok(action),
         },
     };
@@ -339,7 +339,7 @@ async fn expire(
 
 /// What a claim with no Sandbox yet got.
 enum Provided {
-    Sandbox(Sandbox),
+    Sandbox(Box<Sandbox>),
     /// None, for a reason its status says; look again as this says.
     Not(Action),
 }
@@ -378,7 +378,7 @@ async fn provide(
     };
     if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
         match take_member(claim, pool, &wanted.template, pod_metadata, sandboxes, ctx).await? {
-            Taken::Member(member) => return Ok(Provided::Sandbox(*member)),
+            Taken::Member(member) => return Ok(Provided::Sandbox(member)),
             Taken::NoneReady => {}
             // Ready members exist, and other claims keep winning them: look again soon
             // rather than cold-start while a warm one is there.
@@ -386,7 +386,7 @@ async fn provide(
         }
     }
     match make_sandbox(claim, &wanted.template, sandboxes, ctx).await? {
-        Ok(made) => Ok(Provided::Sandbox(made)),
+        Ok(made) => Ok(Provided::Sandbox(Box::new(made))),
         Err(message) => {
             write_status(
                 &ctx.client,

@@ -270,13 +270,39 @@ fn route_of(request: &Request<Incoming>, domain: Option<&str>) -> Option<route::
     route::resolve(host.as_deref(), path, domain)
 }
 
+/// Why a request does not reach a Sandbox, answered without a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotFound,
+    Unauthorized,
+    /// A host-network pod's IP is its node's: proxying there reaches the node's own
+    /// services (the operator's /metrics, a kubelet), not the Sandbox.
+    HostNetwork,
+    /// An expired Sandbox never wakes: said at once instead of holding the request.
+    Expired,
+}
+
+impl Refusal {
+    fn response(self) -> Response<Body> {
+        match self {
+            Self::NotFound => text(StatusCode::NOT_FOUND, "no such Sandbox"),
+            Self::Unauthorized => unauthorized(),
+            Self::HostNetwork => text(
+                StatusCode::FORBIDDEN,
+                "the Sandbox uses the host's network; the gateway does not proxy to it",
+            ),
+            Self::Expired => text(StatusCode::GONE, "the Sandbox has expired"),
+        }
+    }
+}
+
 /// The route and Sandbox a request is for, once it may reach it: a known, opted-in Sandbox
 /// with a port, the right token, not on the host's network, not expired. Otherwise the
 /// answer, given without a connection attempt.
 fn admit(
     state: &State,
     request: &Request<Incoming>,
-) -> Result<(route::Route, Arc<Sandbox>), Response<Body>> {
+) -> Result<(route::Route, Arc<Sandbox>), Refusal> {
     let presented = bearer(request);
     let gateway_token_ok = state
         .options
@@ -286,9 +312,9 @@ fn admit(
     // Without the gateway's token, say nothing about which Sandboxes exist.
     let not_found = || {
         if state.options.token.is_some() && !gateway_token_ok {
-            unauthorized()
+            Refusal::Unauthorized
         } else {
-            text(StatusCode::NOT_FOUND, "no such Sandbox")
+            Refusal::NotFound
         }
     };
     let Some(route) = route_of(request, state.options.domain.as_deref()) else {
@@ -317,15 +343,12 @@ fn admit(
     });
     let open = state.options.token.is_none() && sandbox_token.is_none();
     if !(open || gateway_token_ok || sandbox_token_ok) {
-        return Err(unauthorized());
+        return Err(Refusal::Unauthorized);
     }
     // A host-network pod's IP is its node's: proxying there reaches the node's own services
     // (the operator's /metrics, a kubelet), not the Sandbox.
     if sandbox.spec.pod_template.spec.host_network == Some(true) {
-        return Err(text(
-            StatusCode::FORBIDDEN,
-            "the Sandbox uses the host's network; the gateway does not proxy to it",
-        ));
+        return Err(Refusal::HostNetwork);
     }
     // An expired Sandbox never wakes: say so at once instead of holding the request.
     if sandbox.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Expired)
@@ -335,7 +358,7 @@ fn admit(
             .as_ref()
             .is_some_and(|t| t.0 <= k8s_openapi::jiff::Timestamp::now())
     {
-        return Err(text(StatusCode::GONE, "the Sandbox has expired"));
+        return Err(Refusal::Expired);
     }
     Ok((route, sandbox))
 }
@@ -343,7 +366,7 @@ fn admit(
 async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let (route, sandbox) = match admit(state, &request) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.response(),
     };
     let key = (route.namespace.clone(), route.name.clone());
     let Some(port) = GatewaySpec::target_port(&sandbox) else {

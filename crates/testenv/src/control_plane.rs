@@ -142,6 +142,33 @@ impl ControlPlane {
         options: &Options,
         started: Instant,
     ) -> Result<(), Error> {
+        let etcd_url = self.start_etcd(binaries, options)?;
+        self.start_api_server(binaries, pki, options, &etcd_url)?;
+        self.api_ready_after = started.elapsed();
+        let setup = bootstrap::Setup {
+            kubeconfig: self.kubeconfig.clone(),
+            nodes: options.nodes,
+            crds_dir: options.crds_dir.clone(),
+        };
+        self.retry_until_settled("cluster objects", || {
+            bootstrap::run(bootstrap::apply_objects(&setup))
+        })?;
+
+        let kubeconfig_flag = format!("--kubeconfig={}", self.kubeconfig.display());
+        let delegated_auth = [
+            format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
+        ];
+        self.start_controller_manager(binaries, pki, options, &delegated_auth)?;
+        self.start_scheduler(binaries, options, &delegated_auth)?;
+        self.start_kwok(binaries, options, kubeconfig_flag)?;
+        self.retry_until_settled("cluster setup", || {
+            bootstrap::run(bootstrap::wait_settled(&setup))
+        })
+    }
+
+    /// etcd on two free loopback ports, once healthy; returns its client URL.
+    fn start_etcd(&mut self, binaries: &Binaries, options: &Options) -> Result<String, Error> {
         let etcd_client = free_loopback_port()?;
         let etcd_peer = free_loopback_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
@@ -167,6 +194,17 @@ impl ControlPlane {
             http_get_ok(etcd_client, "/health")
         })?;
 
+        Ok(etcd_url)
+    }
+
+    /// kube-apiserver on a free loopback port, once it answers; writes the admin kubeconfig.
+    fn start_api_server(
+        &mut self,
+        binaries: &Binaries,
+        pki: &Pki,
+        options: &Options,
+        etcd_url: &str,
+    ) -> Result<(), Error> {
         let api_port = free_loopback_port()?;
         self.server = format!("https://127.0.0.1:{api_port}");
         write_private(&self.kubeconfig, &pki.admin_kubeconfig(&self.server))?;
@@ -203,24 +241,20 @@ impl ControlPlane {
         self.wait_for("kube-apiserver", Duration::from_secs(120), || {
             bootstrap::run(bootstrap::api_ready(&kubeconfig)).unwrap_or(false)
         })?;
-        self.api_ready_after = started.elapsed();
 
-        let setup = bootstrap::Setup {
-            kubeconfig: self.kubeconfig.clone(),
-            nodes: options.nodes,
-            crds_dir: options.crds_dir.clone(),
-        };
-        self.retry_until_settled("cluster objects", || {
-            bootstrap::run(bootstrap::apply_objects(&setup))
-        })?;
+        Ok(())
+    }
 
-        let kubeconfig_flag = format!("--kubeconfig={}", self.kubeconfig.display());
-        let delegated_auth = [
-            format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
-            format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
-        ];
+    fn start_controller_manager(
+        &mut self,
+        binaries: &Binaries,
+        pki: &Pki,
+        options: &Options,
+        delegated_auth: &[String],
+    ) -> Result<(), Error> {
+        let sa_key = pki.service_account_key.display().to_string();
         let mut kcm_args = vec![
-            kubeconfig_flag.clone(),
+            format!("--kubeconfig={}", self.kubeconfig.display()),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", free_loopback_port()?),
             "--leader-elect=false".into(),
@@ -247,6 +281,15 @@ impl ControlPlane {
             options.lifetime,
         )?;
 
+        Ok(())
+    }
+
+    fn start_scheduler(
+        &mut self,
+        binaries: &Binaries,
+        options: &Options,
+        delegated_auth: &[String],
+    ) -> Result<(), Error> {
         // Pods whose claims are not bound yet are retried with the scheduler's backoff, 10 s at
         // most by default; a test cluster should not sit idle that long. The client limits are
         // raised for bursts of hundreds of pods.
@@ -273,6 +316,15 @@ impl ControlPlane {
             options.lifetime,
         )?;
 
+        Ok(())
+    }
+
+    fn start_kwok(
+        &mut self,
+        binaries: &Binaries,
+        options: &Options,
+        kubeconfig_flag: String,
+    ) -> Result<(), Error> {
         // kwok needs Stages to move nodes and pods along; it has no built-in default.
         let kwok_config = self.dir.join("kwok-stages.yaml");
         std::fs::write(&kwok_config, KWOK_STAGES).map_err(Error::io("write kwok-stages.yaml"))?;
@@ -293,9 +345,7 @@ impl ControlPlane {
             options.lifetime,
         )?;
 
-        self.retry_until_settled("cluster setup", || {
-            bootstrap::run(bootstrap::wait_settled(&setup))
-        })
+        Ok(())
     }
 
     /// Retries `step` until it succeeds, a process dies, or two minutes pass.

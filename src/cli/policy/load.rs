@@ -109,6 +109,24 @@ fn read_file(path: &Path) -> Result<Vec<u8>, PolicyCliError> {
     std::fs::read(path).map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))
 }
 
+/// The SandboxPolicy manifest `text` (read from `path`). The CRD refuses keys it does not
+/// know; so does the CLI, instead of ignoring them.
+fn strict_manifest(path: &Path, text: &str) -> Result<SandboxPolicy, PolicyCliError> {
+    let parse = |e: String| PolicyCliError::Parse(path.to_path_buf(), e);
+    let manifest: SandboxPolicy = serde_yaml::from_str(text).map_err(|e| parse(e.to_string()))?;
+    let given: serde_json::Value = serde_yaml::from_str(text).map_err(|e| parse(e.to_string()))?;
+    let known = serde_json::to_value(&manifest).map_err(|e| parse(e.to_string()))?;
+    let unknown = super::manifest::unknown_keys(
+        given.get("spec").unwrap_or(&serde_json::Value::Null),
+        known.get("spec").unwrap_or(&serde_json::Value::Null),
+        "spec",
+    );
+    if !unknown.is_empty() {
+        return Err(parse(format!("unknown field(s) {}", unknown.join(", "))));
+    }
+    Ok(manifest)
+}
+
 /// Reads `path`: a component (`*.wasm`), or a SandboxPolicy manifest. `wasm` replaces the
 /// manifest's source (needed for a configMap source; the CLI does not read the cluster) and
 /// skips its digest check, so authors can test a fresh build against the manifest they ship.
@@ -136,24 +154,7 @@ pub async fn policy(
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
-    let manifest: SandboxPolicy = serde_yaml::from_str(&text)
-        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
-    // The CRD refuses keys it does not know; so does the CLI, instead of ignoring them.
-    let given: serde_json::Value = serde_yaml::from_str(&text)
-        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
-    let known = serde_json::to_value(&manifest)
-        .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
-    let unknown = super::manifest::unknown_keys(
-        given.get("spec").unwrap_or(&serde_json::Value::Null),
-        known.get("spec").unwrap_or(&serde_json::Value::Null),
-        "spec",
-    );
-    if !unknown.is_empty() {
-        return Err(PolicyCliError::Parse(
-            path.to_path_buf(),
-            format!("unknown field(s) {}", unknown.join(", ")),
-        ));
-    }
+    let manifest = strict_manifest(path, &text)?;
     let name = manifest
         .metadata
         .name

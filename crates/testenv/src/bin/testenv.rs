@@ -1,6 +1,6 @@
 //! `testenv`: start, inspect and stop sandman's local control plane.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -76,54 +76,7 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             nodes,
             crds,
             real_nodes,
-        } => {
-            if let Some(state) = RunningState::load(&dir)?
-                && !state.alive().is_empty()
-            {
-                println!(
-                    "a control plane is already running at {} (kubeconfig {}); not starting another",
-                    state.server,
-                    state.kubeconfig.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            // A stale directory from a crashed run holds old etcd data and certificates.
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut options = Options::new(&dir);
-            options.nodes = nodes;
-            options.lifetime = Lifetime::Detached;
-            options.crds_dir = crds;
-            let started = Instant::now();
-            let mut plane = ControlPlane::start(&options)?;
-            let me = std::env::current_exe().map_err(|source| sandman_testenv::Error::Io {
-                context: "find the testenv binary".into(),
-                source,
-            })?;
-            for index in 0..real_nodes {
-                let kubeconfig = plane.kubeconfig().display().to_string();
-                let node_dir = dir.join(format!("real-node-{index}")).display().to_string();
-                plane.add_process(
-                    &format!("real-node-{index}"),
-                    &me,
-                    vec![
-                        "real-node".into(),
-                        format!("--index={index}"),
-                        format!("--kubeconfig={kubeconfig}"),
-                        format!("--node-dir={node_dir}"),
-                    ],
-                    Lifetime::Detached,
-                )?;
-            }
-            println!(
-                "API ready in {:.2}s; control plane ready at {} in {:.2}s\nkubeconfig: {}\nlogs: {}",
-                plane.api_ready_after().as_secs_f64(),
-                plane.server(),
-                started.elapsed().as_secs_f64(),
-                plane.kubeconfig().display(),
-                dir.join("logs").display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => up(&dir, nodes, crds, real_nodes),
         Command::RealNode {
             index,
             kubeconfig,
@@ -135,54 +88,117 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             println!("stopped {} processes", state.processes.len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => match RunningState::load(&dir)? {
-            Some(state) => {
-                let alive = state.alive();
-                println!(
-                    "server: {}\nkubeconfig: {}",
-                    state.server,
-                    state.kubeconfig.display()
-                );
-                for p in &state.processes {
-                    let running = alive.iter().any(|a| a.pid == p.pid);
-                    println!(
-                        "{:<24} pid {:<8} {}",
-                        p.name,
-                        p.pid,
-                        if running { "running" } else { "NOT RUNNING" }
-                    );
-                }
-                Ok(if alive.len() == state.processes.len() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            }
-            None => {
-                println!("not running");
-                Ok(ExitCode::from(3))
-            }
-        },
+        Command::Status => status(&dir),
         Command::Kubeconfig => {
             let state = RunningState::load(&dir)?
                 .ok_or_else(|| sandman_testenv::Error::NotRunning(dir.clone()))?;
             println!("{}", state.kubeconfig.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build => {
-            let b = sandman_testenv::Binaries::locate_or_build()?;
-            for (name, path) in [
-                ("etcd", &b.etcd),
-                ("kube-apiserver", &b.kube_apiserver),
-                ("kube-controller-manager", &b.kube_controller_manager),
-                ("kube-scheduler", &b.kube_scheduler),
-                ("kubectl", &b.kubectl),
-                ("kwok", &b.kwok),
-            ] {
-                println!("{name} {}", path.display());
+        Command::Build => build(),
+    }
+}
+
+/// `testenv up`: a detached control plane in `dir`, and its real nodes.
+fn up(
+    dir: &Path,
+    nodes: usize,
+    crds: Option<PathBuf>,
+    real_nodes: usize,
+) -> Result<ExitCode, sandman_testenv::Error> {
+    if let Some(state) = RunningState::load(dir)?
+        && !state.alive().is_empty()
+    {
+        println!(
+            "a control plane is already running at {} (kubeconfig {}); not starting another",
+            state.server,
+            state.kubeconfig.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A stale directory from a crashed run holds old etcd data and certificates.
+    let _ = std::fs::remove_dir_all(dir);
+    let mut options = Options::new(dir);
+    options.nodes = nodes;
+    options.lifetime = Lifetime::Detached;
+    options.crds_dir = crds;
+    let started = Instant::now();
+    let mut plane = ControlPlane::start(&options)?;
+    let me = std::env::current_exe().map_err(|source| sandman_testenv::Error::Io {
+        context: "find the testenv binary".into(),
+        source,
+    })?;
+    for index in 0..real_nodes {
+        let kubeconfig = plane.kubeconfig().display().to_string();
+        let node_dir = dir.join(format!("real-node-{index}")).display().to_string();
+        plane.add_process(
+            &format!("real-node-{index}"),
+            &me,
+            vec![
+                "real-node".into(),
+                format!("--index={index}"),
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--node-dir={node_dir}"),
+            ],
+            Lifetime::Detached,
+        )?;
+    }
+    println!(
+        "API ready in {:.2}s; control plane ready at {} in {:.2}s\nkubeconfig: {}\nlogs: {}",
+        plane.api_ready_after().as_secs_f64(),
+        plane.server(),
+        started.elapsed().as_secs_f64(),
+        plane.kubeconfig().display(),
+        dir.join("logs").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `testenv status`: what runs, process by process.
+fn status(dir: &Path) -> Result<ExitCode, sandman_testenv::Error> {
+    match RunningState::load(dir)? {
+        Some(state) => {
+            let alive = state.alive();
+            println!(
+                "server: {}\nkubeconfig: {}",
+                state.server,
+                state.kubeconfig.display()
+            );
+            for p in &state.processes {
+                let running = alive.iter().any(|a| a.pid == p.pid);
+                println!(
+                    "{:<24} pid {:<8} {}",
+                    p.name,
+                    p.pid,
+                    if running { "running" } else { "NOT RUNNING" }
+                );
             }
-            println!("helm {}", sandman_testenv::helm::helm()?.display());
-            Ok(ExitCode::SUCCESS)
+            Ok(if alive.len() == state.processes.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        None => {
+            println!("not running");
+            Ok(ExitCode::from(3))
         }
     }
+}
+
+/// `testenv build`: the binaries, built when missing, and where they are.
+fn build() -> Result<ExitCode, sandman_testenv::Error> {
+    let b = sandman_testenv::Binaries::locate_or_build()?;
+    for (name, path) in [
+        ("etcd", &b.etcd),
+        ("kube-apiserver", &b.kube_apiserver),
+        ("kube-controller-manager", &b.kube_controller_manager),
+        ("kube-scheduler", &b.kube_scheduler),
+        ("kubectl", &b.kubectl),
+        ("kwok", &b.kwok),
+    ] {
+        println!("{name} {}", path.display());
+    }
+    println!("helm {}", sandman_testenv::helm::helm()?.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -159,7 +159,7 @@ pub(super) fn container_bundle(
         no_new_privileges: context.and_then(|c| c.allow_privilege_escalation) == Some(false),
         hostname: pod.name_any(),
         mounts,
-        network_namespace: Some(network.namespace_path.clone().into()),
+        network_namespace: Some(network.namespace_path.clone()),
         masked_paths: [
             "/proc/kcore",
             "/proc/keys",
