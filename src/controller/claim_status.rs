@@ -7,8 +7,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{ClaimedSandbox, FROM_POOL_LABEL, Sandbox, SandboxClaim, SandboxClaimStatus};
-use crate::controller::api_call::failed;
-use crate::controller::claims::ClaimError;
+use crate::controller::api_call::{ApiCallFailed, failed};
 
 /// Why a claim is, or is not, Ready: the reason its Ready condition gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +39,7 @@ pub async fn write_status(
     claim: &SandboxClaim,
     sandbox: Option<&Sandbox>,
     (ready, reason, message): (bool, ClaimReason, String),
-) -> Result<(), ClaimError> {
+) -> Result<(), ApiCallFailed> {
     let previous = claim.status.clone().unwrap_or_default();
     let status = SandboxClaimStatus {
         conditions: conditions::merge(

@@ -15,6 +15,8 @@ use crate::distribution::sha256_hex;
 
 use super::contracts;
 use super::error::PolicyError;
+use super::hook::{EvaluationObserver, Unobserved};
+use super::limits::Limits;
 use super::loaded::{HookMask, LoadedPolicy, Reuse};
 use super::precompiled::{Compiled, PrecompiledCache};
 use super::store::{
@@ -48,56 +50,6 @@ const CONCURRENT_EVALUATIONS: usize = (TOTAL_MEMORIES / MAX_MEMORIES_PER_COMPONE
 const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
-/// What one policy may consume per evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub memory_bytes: usize,
-    /// The largest decision (summed string lengths) the host accepts.
-    pub output_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_millis(100),
-            memory_bytes: 32 << 20,
-            output_bytes: 64 << 10,
-        }
-    }
-}
-
-/// The decisions a policy may make: three for a Sandbox, and the size of a warm pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Hook {
-    Isolation,
-    Resources,
-    Lifecycle,
-    Pool,
-}
-
-impl Hook {
-    pub const ALL: [Hook; 4] = [
-        Hook::Isolation,
-        Hook::Resources,
-        Hook::Lifecycle,
-        Hook::Pool,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Isolation => "isolation",
-            Hook::Resources => "resources",
-            Hook::Lifecycle => "lifecycle",
-            Hook::Pool => "pool",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Hook> {
-        Hook::ALL.into_iter().find(|hook| hook.name() == name)
-    }
-}
-
 /// One engine for every policy: component model, pooling allocator, epoch interruption, and a
 /// background ticker that advances the epoch every millisecond.
 pub struct PolicyEngine {
@@ -113,20 +65,6 @@ pub struct PolicyEngine {
     observer: Arc<dyn EvaluationObserver>,
     /// How often the epoch ticks while an evaluation runs.
     tick: Duration,
-}
-
-/// Hears of each evaluation: which policy and hook, how it ended (`decided`, `abstained`,
-/// `timeout`, …), and how long it took. The engine knows nothing of where this goes, so two
-/// operators in one process each count their own.
-pub trait EvaluationObserver: Send + Sync {
-    fn evaluated(&self, policy: &str, hook: Hook, outcome: &str, took: Duration);
-}
-
-/// The observer of an engine nobody watches.
-struct Unobserved;
-
-impl EvaluationObserver for Unobserved {
-    fn evaluated(&self, _: &str, _: Hook, _: &str, _: Duration) {}
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);

@@ -2,7 +2,24 @@
 
 use std::time::Duration;
 
-use super::Limits;
+/// What one policy may consume per evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// The largest decision (summed string lengths) the host accepts.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 32 << 20,
+            output_bytes: 64 << 10,
+        }
+    }
+}
 
 /// What the operator gives a policy that sets no limits, and the most one may set: a
 /// platform's ceiling, so that a policy cannot hold a reconcile for minutes.

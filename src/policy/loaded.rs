@@ -9,8 +9,9 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bounds;
 use super::contracts::Exports;
-use super::engine::{EvaluationObserver, Hook, Limits};
 use super::error::PolicyError;
+use super::hook::{EvaluationObserver, Hook};
+use super::limits::Limits;
 use super::precompiled::Compiled;
 use super::store::{GuestState, Session, Slots};
 use super::types;

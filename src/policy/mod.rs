@@ -7,6 +7,7 @@ pub mod cel;
 mod contracts;
 mod engine;
 mod error;
+mod hook;
 pub mod input;
 mod inspect;
 pub mod limits;
@@ -19,9 +20,11 @@ pub mod wire;
 
 pub use bindings::sandman::policy::types;
 pub use contracts::CONTRACT_VERSION;
-pub use engine::{EvaluationObserver, Hook, Limits, PolicyEngine};
+pub use engine::PolicyEngine;
 pub use error::PolicyError;
+pub use hook::{EvaluationObserver, Hook};
 pub use inspect::Inspection;
+pub use limits::Limits;
 pub use loaded::{HookMask, LoadedPolicy, Reuse};
 pub use precompiled::Compiled;
 pub use set::{
