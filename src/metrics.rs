@@ -102,8 +102,14 @@ impl Default for Metrics {
 }
 
 impl crate::policy::EvaluationObserver for Metrics {
-    fn evaluated(&self, policy: &str, hook: crate::policy::Hook, outcome: &str, took: Duration) {
-        self.policy_evaluated(policy, hook.name(), outcome, took);
+    fn evaluated(
+        &self,
+        policy: &str,
+        hook: crate::policy::Hook,
+        outcome: crate::policy::Evaluated<'_>,
+        took: Duration,
+    ) {
+        self.policy_evaluated(policy, hook.name(), outcome.label(), took);
     }
 }
 

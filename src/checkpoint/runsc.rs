@@ -185,17 +185,15 @@ impl Runsc {
         self.output("checkpoint", command, timeout).await.map(drop)
     }
 
-    /// The container's status as runsc reports it (`running`, `stopped`, …).
-    pub async fn status(&self, id: &str) -> Result<String, CheckpointError> {
+    /// The container's status as runsc reports it.
+    pub async fn status(&self, id: &str) -> Result<oci::ContainerState, CheckpointError> {
         let mut command = self.command();
         command.arg("state").arg(id);
         let out = self.output("state", command, COMMAND_TIMEOUT).await?;
-        let state: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| CheckpointError::Runsc {
-                command: "state".into(),
-                message: format!("unreadable answer: {e}"),
-            })?;
-        Ok(state["status"].as_str().unwrap_or("unknown").to_string())
+        oci::status_of(out.as_bytes()).ok_or_else(|| CheckpointError::Runsc {
+            command: "state".into(),
+            message: format!("unreadable answer: {}", crate::text::one_line(&out)),
+        })
     }
 
     /// A command run inside container `id`, its stdio piped to the caller.

@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use sandman_oci_bundle::ContainerState;
+
 use super::image::Store;
 use super::runsc::{Mount, Runsc};
 use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartKind, StartReport};
@@ -257,8 +259,8 @@ impl Supervisor {
             return false;
         }
         matches!(
-            self.state.runsc.status(&self.state.id).await.as_deref(),
-            Ok("stopped")
+            self.state.runsc.status(&self.state.id).await,
+            Ok(ContainerState::Stopped)
         )
     }
 
@@ -368,8 +370,8 @@ async fn checkpoint(
         )));
     }
     let status = state.runsc.status(&state.id).await?;
-    if status != "running" {
-        return Err(CheckpointError::NotRunning(status));
+    if status != ContainerState::Running {
+        return Err(CheckpointError::NotRunning(status.to_string()));
     }
     let (name, path) = state.store.create(asked.suspension)?;
     let began = Instant::now();

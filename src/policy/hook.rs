@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::error::PolicyError;
+
 /// The decisions a policy may make: three for a Sandbox, and the size of a warm pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
@@ -33,16 +35,36 @@ impl Hook {
     }
 }
 
-/// Hears of each evaluation: which policy and hook, how it ended (`decided`, `abstained`,
-/// `timeout`, …), and how long it took. The engine knows nothing of where this goes, so two
-/// operators in one process each count their own.
+/// How one evaluation ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Evaluated<'a> {
+    Decided,
+    Abstained,
+    Failed(&'a PolicyError),
+}
+
+impl Evaluated<'_> {
+    /// Its name in metrics and traces: `decided`, `abstained`, or the failure's (`timeout`,
+    /// `trap`, `out_of_memory`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Decided => "decided",
+            Self::Abstained => "abstained",
+            Self::Failed(error) => error.metric_label(),
+        }
+    }
+}
+
+/// Hears of each evaluation: which policy and hook, how it ended, and how long it took. The
+/// engine knows nothing of where this goes, so two operators in one process each count their
+/// own.
 pub trait EvaluationObserver: Send + Sync {
-    fn evaluated(&self, policy: &str, hook: Hook, outcome: &str, took: Duration);
+    fn evaluated(&self, policy: &str, hook: Hook, outcome: Evaluated<'_>, took: Duration);
 }
 
 /// The observer of an engine nobody watches.
 pub struct Unobserved;
 
 impl EvaluationObserver for Unobserved {
-    fn evaluated(&self, _: &str, _: Hook, _: &str, _: Duration) {}
+    fn evaluated(&self, _: &str, _: Hook, _: Evaluated<'_>, _: Duration) {}
 }

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::bounds;
 use super::contracts::Exports;
 use super::error::PolicyError;
-use super::hook::{EvaluationObserver, Hook};
+use super::hook::{Evaluated, EvaluationObserver, Hook};
 use super::limits::Limits;
 use super::precompiled::Compiled;
 use super::store::{GuestState, Session, Slots};
@@ -210,11 +210,11 @@ impl LoadedPolicy {
                 Ok(decision)
             });
         let outcome = match &result {
-            Ok(Some(_)) => "decided",
-            Ok(None) => "abstained",
-            Err(error) => error.metric_label(),
+            Ok(Some(_)) => Evaluated::Decided,
+            Ok(None) => Evaluated::Abstained,
+            Err(error) => Evaluated::Failed(error),
         };
-        span.record("outcome", outcome);
+        span.record("outcome", outcome.label());
         self.observer
             .evaluated(&self.name, hook, outcome, started.elapsed());
         result

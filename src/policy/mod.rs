@@ -22,7 +22,7 @@ pub use bindings::sandman::policy::types;
 pub use contracts::CONTRACT_VERSION;
 pub use engine::PolicyEngine;
 pub use error::PolicyError;
-pub use hook::{EvaluationObserver, Hook};
+pub use hook::{Evaluated, EvaluationObserver, Hook};
 pub use inspect::Inspection;
 pub use limits::Limits;
 pub use loaded::{HookMask, LoadedPolicy, Reuse};

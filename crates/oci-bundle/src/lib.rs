@@ -178,6 +178,16 @@ impl Bundle {
     }
 }
 
+/// A container's status as a runtime's `state` command reports it (OCI runtime spec).
+pub use oci_spec::runtime::ContainerState;
+
+/// The status in a runtime's `state` answer (`runc state`, `runsc state`), `None` when the
+/// answer is not a state.
+pub fn status_of(state: &[u8]) -> Option<ContainerState> {
+    let state: serde_json::Value = serde_json::from_slice(state).ok()?;
+    serde_json::from_value(state.get("status")?.clone()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +244,16 @@ mod tests {
         let mut bad = bundle();
         bad.capabilities.push("CAP_NOT_A_THING".into());
         assert!(matches!(bad.spec(), Err(BundleError::Capability(c)) if c == "CAP_NOT_A_THING"));
+    }
+
+    #[test]
+    fn a_runtime_state_reads_as_a_status() {
+        let state = br#"{"ociVersion":"1.0.2","id":"a","pid":7,"status":"stopped","bundle":"/b"}"#;
+        assert_eq!(status_of(state), Some(ContainerState::Stopped));
+        assert_eq!(
+            status_of(br#"{"status":"running"}"#),
+            Some(ContainerState::Running)
+        );
+        assert_eq!(status_of(b"container a does not exist"), None);
     }
 }

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::Error;
 use network::{NodeNetwork, PodNetwork};
+use sandman_oci_bundle::ContainerState;
 
 /// The label and taint that mark a real node; pods that tolerate the taint and select the
 /// label run there.
@@ -495,7 +496,7 @@ async fn stop(agent: &Agent, container: &Running, grace: Duration) {
         .await;
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        if state(agent, container).await.as_deref() != Some("running") {
+        if state(agent, container).await != Some(ContainerState::Running) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -503,7 +504,7 @@ async fn stop(agent: &Agent, container: &Running, grace: Duration) {
     remove(agent, container).await;
 }
 
-async fn state(agent: &Agent, container: &Running) -> Option<String> {
+async fn state(agent: &Agent, container: &Running) -> Option<ContainerState> {
     let output = container
         .runtime
         .command(&agent.dir)
@@ -512,8 +513,7 @@ async fn state(agent: &Agent, container: &Running) -> Option<String> {
         .output()
         .await
         .ok()?;
-    let state: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    state["status"].as_str().map(str::to_string)
+    sandman_oci_bundle::status_of(&output.stdout)
 }
 
 /// Restarts containers that exited (restartPolicy Always, the default for Sandboxes), and
@@ -530,7 +530,7 @@ async fn check_containers(agent: Arc<Agent>) {
             .map(|(uid, r)| (uid.clone(), r.clone()))
             .collect();
         for (uid, container) in snapshot {
-            if state(&agent, &container).await.as_deref() != Some("stopped") {
+            if state(&agent, &container).await != Some(ContainerState::Stopped) {
                 continue;
             }
             if let Err(e) = restart(&agent, &uid, &container).await {
