@@ -21,7 +21,7 @@ use crate::controller::checkpointing;
 use crate::controller::children;
 use crate::controller::decisions::{self, Decisions};
 use crate::controller::events::{Reason, Transition};
-use crate::controller::status::{self, ReadyReason, set_ready};
+use crate::controller::status::{self, ReadyReason};
 
 /// The longest wait between restarts of a crashing pod.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
@@ -61,12 +61,33 @@ pub struct Plan {
     pub status: SandboxStatus,
     pub requeue_after: Option<Duration>,
     pub transitions: Vec<Transition>,
+    /// When the plan was made, and of which generation of the Sandbox: the conditions it
+    /// sets say so.
+    pub made_at: Timestamp,
+    pub generation: Option<i64>,
 }
 
 impl Plan {
     pub(crate) fn transition(&mut self, reason: Reason, note: impl Into<String>, warning: bool) {
         self.transitions
             .push(Transition::new(reason, note, warning));
+    }
+
+    /// Sets `Ready` as given, for a Sandbox that is neither suspended nor finished.
+    pub(crate) fn ready(
+        &mut self,
+        reason: ReadyReason,
+        is_ready: bool,
+        message: impl Into<String>,
+    ) {
+        status::set_ready(
+            &mut self.status,
+            self.generation,
+            self.made_at,
+            reason,
+            is_ready,
+            message,
+        );
     }
 
     pub(crate) fn requeue_within(&mut self, candidate: Duration) {
@@ -109,7 +130,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
         plan.requeue_after = Some(remaining.saturating_add(Duration::from_millis(100)));
     }
     if pod.is_some_and(|p| !owned_by(p, sandbox)) {
-        foreign_pod(&mut plan, sandbox, now, &previous);
+        foreign_pod(&mut plan, sandbox, &previous);
         return plan;
     }
     match (sandbox.effective_mode(), pod) {
@@ -118,8 +139,8 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
         }
         (OperatingMode::Suspended, None) => suspended(&mut plan, sandbox, now, &previous),
         (OperatingMode::Running, None) => {
-            if !held(&mut plan, sandbox, now, decisions, &previous) {
-                missing_pod(&mut plan, sandbox, now, &previous);
+            if !held(&mut plan, decisions, &previous) {
+                missing_pod(&mut plan, now, &previous);
             }
         }
         // Resumed while its agent was being checkpointed: runsc stopped that agent, so the
@@ -128,7 +149,7 @@ pub fn plan(sandbox: &Sandbox, pod: Option<&Pod>, now: Timestamp, decisions: &De
             if previous.phase == Phase::Checkpointing
                 && checkpointing::taken_for_current(sandbox) =>
         {
-            replace_checkpointed_pod(&mut plan, sandbox, pod, now)
+            replace_checkpointed_pod(&mut plan, pod, now)
         }
         (OperatingMode::Running, Some(pod)) => {
             existing_pod(&mut plan, sandbox, pod, now, decisions, &previous)
@@ -180,6 +201,8 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         status,
         requeue_after: None,
         transitions,
+        made_at: now,
+        generation: sandbox.metadata.generation,
     }
 }
 
@@ -217,14 +240,10 @@ fn expire(
 }
 
 /// A pod of the Sandbox's name belongs to someone else: sandman neither adopts nor deletes it.
-fn foreign_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+fn foreign_pod(plan: &mut Plan, sandbox: &Sandbox, previous: &Previous) {
     let name = sandbox.name_any();
     plan.status.phase = Some(Phase::Failed);
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        ReadyReason::PodNameConflict,
+    plan.ready(ReadyReason::PodNameConflict,
         false,
         format!(
             "a pod named {name} exists and is not owned by this Sandbox; sandman will neither adopt nor delete it"
@@ -352,13 +371,7 @@ fn begin_suspension(status: &mut SandboxStatus, now: Timestamp) {
 
 /// No pod is made while a `failurePolicy: Fail` policy could not decide, or while the pod
 /// would break the baseline. True when the Sandbox is held.
-fn held(
-    plan: &mut Plan,
-    sandbox: &Sandbox,
-    now: Timestamp,
-    decisions: &Decisions,
-    previous: &Previous,
-) -> bool {
+fn held(plan: &mut Plan, decisions: &Decisions, previous: &Previous) -> bool {
     let (reason, message, note, retry) = if let Some((policy, message)) = &decisions.failure {
         (
             ReadyReason::PolicyFailed,
@@ -378,7 +391,7 @@ fn held(
         return false;
     };
     plan.status.phase = Some(Phase::Pending);
-    set_ready(&mut plan.status, sandbox, now, reason, false, message);
+    plan.ready(reason, false, message);
     if previous.ready != Some(reason) {
         plan.transition(Reason::Condition(reason), note, true);
     }
@@ -390,12 +403,12 @@ fn held(
 
 /// Running, and no pod: make one. A pod someone else deleted is a restart, with backoff; a
 /// pod gone for a suspend is a resume.
-fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+fn missing_pod(plan: &mut Plan, now: Timestamp, previous: &Previous) {
     let resuming = previous.phase.resumes();
     let had_pod = matches!(previous.phase, Phase::Running | Phase::Starting);
     let pending = previous.ready.filter(|r| r.recreate_pending());
     if had_pod && pending.is_none() {
-        restart_deleted_pod(plan, sandbox, now);
+        restart_deleted_pod(plan, now);
         return;
     }
     plan.pod = PodAction::Create;
@@ -420,25 +433,18 @@ fn missing_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Pr
         Some(reason) => (reason, "recreating the pod"),
         None => (ReadyReason::DependenciesNotReady, "the pod is starting"),
     };
-    set_ready(&mut plan.status, sandbox, now, reason, false, message);
+    plan.ready(reason, false, message);
 }
 
 /// Someone else deleted the pod: recreate it once the backoff allows.
-fn restart_deleted_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp) {
-    if backing_off(plan, sandbox, now, "was deleted") {
+fn restart_deleted_pod(plan: &mut Plan, now: Timestamp) {
+    if backing_off(plan, now, "was deleted") {
         return;
     }
     count_restart(&mut plan.status, now);
     plan.pod = PodAction::Create;
     let note = "the pod was deleted by someone else; recreated it";
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        ReadyReason::PodDeleted,
-        false,
-        note,
-    );
+    plan.ready(ReadyReason::PodDeleted, false, note);
     plan.transition(Reason::PodRestarted, note, true);
 }
 
@@ -457,26 +463,26 @@ fn existing_pod(
         .and_then(|s| s.phase.clone())
         .unwrap_or_default();
     if pod.metadata.deletion_timestamp.is_some() {
-        terminating_pod(plan, sandbox, now, previous);
+        terminating_pod(plan, previous);
         return;
     }
     if pod_phase == "Failed" || pod_phase == "Succeeded" {
-        finished_pod(plan, sandbox, pod, &pod_phase, now);
+        finished_pod(plan, pod, &pod_phase, now);
         return;
     }
     let current_hash = pod.annotations().get(TEMPLATE_HASH_ANNOTATION).cloned();
     let template_changed =
         current_hash.as_deref() != Some(children::template_hash(sandbox, decisions).as_str());
     if template_changed && sandbox.spec.update_strategy == UpdateStrategy::Recreate {
-        replace_pod(plan, sandbox, pod, now);
+        replace_pod(plan, pod);
         return;
     }
-    live_pod(plan, sandbox, pod, now, template_changed, previous);
+    live_pod(plan, pod, template_changed, previous);
 }
 
 /// The old pod is still terminating: wait for it, with a phase that already says a pod is
 /// coming (a resume asked while the suspend finishes is Resuming).
-fn terminating_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous: &Previous) {
+fn terminating_pod(plan: &mut Plan, previous: &Previous) {
     plan.status.phase = Some(match previous.phase {
         p if p.resumes() => Phase::Resuming,
         Phase::Running => Phase::Running,
@@ -485,25 +491,18 @@ fn terminating_pod(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, previous:
     let reason = status::ready_reason(&plan.status)
         .filter(|r| r.recreate_pending())
         .unwrap_or(ReadyReason::DependenciesNotReady);
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        reason,
-        false,
-        "waiting for the old pod to terminate",
-    );
+    plan.ready(reason, false, "waiting for the old pod to terminate");
 }
 
 /// The pod failed or completed: recreate it once the backoff allows.
-fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, now: Timestamp) {
+fn finished_pod(plan: &mut Plan, pod: &Pod, pod_phase: &str, now: Timestamp) {
     let ended = pod_phase.to_lowercase();
     let ended_reason = if pod_phase == "Failed" {
         ReadyReason::PodFailed
     } else {
         ReadyReason::PodSucceeded
     };
-    if backing_off(plan, sandbox, now, &ended) {
+    if backing_off(plan, now, &ended) {
         return;
     }
     count_restart(&mut plan.status, now);
@@ -511,10 +510,7 @@ fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, 
         uid: pod.uid().unwrap_or_default(),
     };
     // Ready says PodFailed either way: it is what marks the recreate as pending.
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
+    plan.ready(
         ReadyReason::PodFailed,
         false,
         format!("the pod {ended} ({}); recreating it", ended_reason.as_str()),
@@ -529,16 +525,13 @@ fn finished_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, pod_phase: &str, 
 /// The pod is to be made again (it `what`: was deleted, failed, …): Starting, and while the
 /// restart backoff lasts, Ready says how long and the plan looks again then. True while it
 /// lasts.
-fn backing_off(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, what: &str) -> bool {
+fn backing_off(plan: &mut Plan, now: Timestamp, what: &str) -> bool {
     plan.status.phase = Some(Phase::Starting);
     let wait = restart_wait(&plan.status, now);
     if wait.is_zero() {
         return false;
     }
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
+    plan.ready(
         ReadyReason::RestartBackoff,
         false,
         format!("the pod {what}; recreating in {}s", wait.as_secs().max(1)),
@@ -549,7 +542,7 @@ fn backing_off(plan: &mut Plan, sandbox: &Sandbox, now: Timestamp, what: &str) -
 
 /// The pod whose agent this suspension checkpointed, in a Sandbox resumed since: it goes,
 /// and the resume makes a new pod that restores the checkpoint.
-fn replace_checkpointed_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
+fn replace_checkpointed_pod(plan: &mut Plan, pod: &Pod, now: Timestamp) {
     if pod.metadata.deletion_timestamp.is_none() {
         plan.pod = PodAction::Delete {
             uid: pod.uid().unwrap_or_default(),
@@ -558,10 +551,7 @@ fn replace_checkpointed_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: 
     plan.status.phase = Some(Phase::Resuming);
     plan.status.resumed_at = Some(Time(now));
     status::clear_pod_facts(&mut plan.status);
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
+    plan.ready(
         ReadyReason::DependenciesNotReady,
         false,
         "resumed while checkpointing; replacing the checkpointed pod with one that restores it",
@@ -574,15 +564,12 @@ fn replace_checkpointed_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: 
 }
 
 /// `updateStrategy: Recreate` and the template changed: replace the pod now.
-fn replace_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
+fn replace_pod(plan: &mut Plan, pod: &Pod) {
     plan.pod = PodAction::Delete {
         uid: pod.uid().unwrap_or_default(),
     };
     plan.status.phase = Some(Phase::Starting);
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
+    plan.ready(
         ReadyReason::PodTemplateChanged,
         false,
         "the pod template changed; replacing the pod",
@@ -595,14 +582,7 @@ fn replace_pod(plan: &mut Plan, sandbox: &Sandbox, pod: &Pod, now: Timestamp) {
 }
 
 /// A live pod: Running once it is Ready, else still starting (or resuming).
-fn live_pod(
-    plan: &mut Plan,
-    sandbox: &Sandbox,
-    pod: &Pod,
-    now: Timestamp,
-    template_changed: bool,
-    previous: &Previous,
-) {
+fn live_pod(plan: &mut Plan, pod: &Pod, template_changed: bool, previous: &Previous) {
     let ready = pod
         .status
         .as_ref()
@@ -614,10 +594,7 @@ fn live_pod(
         } else {
             Phase::Starting
         });
-        set_ready(
-            &mut plan.status,
-            sandbox,
-            now,
+        plan.ready(
             ReadyReason::DependenciesNotReady,
             false,
             "the pod is starting",
@@ -639,14 +616,7 @@ fn live_pod(
     } else {
         "the pod is ready"
     };
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        ReadyReason::DependenciesReady,
-        true,
-        message,
-    );
+    plan.ready(ReadyReason::DependenciesReady, true, message);
 }
 
 /// True when `pod` is controlled by this very Sandbox (same UID, not just the same name).

@@ -124,7 +124,7 @@ fn plan(gathered: &Gathered, pod: Option<&Pod>, lifecycle: &Lifecycle, now: Time
     let sandbox = &gathered.sandbox;
     let mut plan = phase::plan(sandbox, pod, now, &gathered.decisions);
     if plan.apply_claims && !gathered.children.conflicts.is_empty() {
-        refused::hold_for_conflicts(&mut plan, sandbox, &gathered.children.conflicts, now);
+        refused::hold_for_conflicts(&mut plan, sandbox, &gathered.children.conflicts);
     }
     // A Service that is not ours is not ours to delete either; that is no conflict.
     if plan.service == ChildAction::Delete && gathered.children.foreign_service {

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{Phase, Sandbox};
 use crate::controller::events::Reason;
 use crate::controller::phase::{ChildAction, Plan, PodAction};
-use crate::controller::status::{self, ReadyReason, set_ready};
+use crate::controller::status::{self, ReadyReason};
 
 /// The shortest and longest wait before trying a refused pod again.
 const MIN_REJECTED_RETRY: Duration = Duration::from_secs(5);
@@ -31,14 +31,7 @@ pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timest
         plan.status.phase = Some(Phase::Pending);
     }
     let note = format!("the API server refused the pod: {message}");
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        rejected,
-        false,
-        note.clone(),
-    );
+    plan.ready(rejected, false, note.clone());
     if let Some(since) = rejected_since {
         status::pin_ready_since(&mut plan.status, since);
     }
@@ -54,12 +47,7 @@ pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timest
 
 /// Objects this Sandbox would apply exist and are someone else's: sandman neither adopts nor
 /// changes them, makes no pod (it would mount a stranger's volume), and says which in Ready.
-pub fn hold_for_conflicts(
-    plan: &mut Plan,
-    sandbox: &Sandbox,
-    conflicts: &[String],
-    now: Timestamp,
-) {
+pub fn hold_for_conflicts(plan: &mut Plan, sandbox: &Sandbox, conflicts: &[String]) {
     let previous = sandbox.status.clone().unwrap_or_default();
     let previous_ready = status::ready_of(&previous);
     plan.apply_claims = false;
@@ -77,14 +65,7 @@ pub fn hold_for_conflicts(
         conflicts.join("; ")
     );
     let conflict = ReadyReason::ChildConflict;
-    set_ready(
-        &mut plan.status,
-        sandbox,
-        now,
-        conflict,
-        false,
-        note.clone(),
-    );
+    plan.ready(conflict, false, note.clone());
     if previous_ready.is_none_or(|(reason, message)| reason != Some(conflict) || message != note) {
         plan.transition(Reason::Condition(conflict), note, true);
     }

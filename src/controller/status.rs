@@ -102,15 +102,15 @@ pub fn ready_reason(status: &SandboxStatus) -> Option<ReadyReason> {
 /// Sets `Ready` as given, for a Sandbox that is neither suspended nor finished.
 pub fn set_ready(
     status: &mut SandboxStatus,
-    sandbox: &Sandbox,
+    generation: Option<i64>,
     now: Timestamp,
     ready: ReadyReason,
     is_ready: bool,
     message: impl Into<String>,
 ) {
-    set_conditions(
+    set_generation_conditions(
         status,
-        sandbox,
+        generation,
         now,
         [
             Desired::new(READY, is_ready, ready.as_str(), message),
@@ -224,12 +224,16 @@ fn set_conditions<const N: usize>(
     now: Timestamp,
     desired: [Desired; N],
 ) {
-    status.conditions = conditions::merge(
-        &status.conditions,
-        &desired,
-        sandbox.metadata.generation,
-        &Time(now),
-    );
+    set_generation_conditions(status, sandbox.metadata.generation, now, desired);
+}
+
+fn set_generation_conditions<const N: usize>(
+    status: &mut SandboxStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    desired: [Desired; N],
+) {
+    status.conditions = conditions::merge(&status.conditions, &desired, generation, &Time(now));
 }
 
 #[cfg(test)]
