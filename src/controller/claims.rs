@@ -28,7 +28,7 @@ use crate::api::{
     CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy,
     PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
-use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, scoped};
+use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
 use crate::controller::blueprint::{
     self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
 };
@@ -154,11 +154,15 @@ struct Wanted {
     pool: Option<SandboxWarmPool>,
 }
 
-/// Resolves the template (from the claim, else the pool's). `Err` carries the Ready message.
-async fn wanted(
-    claim: &SandboxClaim,
-    client: &Client,
-) -> Result<Result<Wanted, String>, ClaimError> {
+/// What a claim's references came to.
+enum Resolved {
+    Wanted(Wanted),
+    /// Something it names is missing, or they disagree: the Ready message says which.
+    Missing(String),
+}
+
+/// Resolves the template (from the claim, else the pool's).
+async fn wanted(claim: &SandboxClaim, client: &Client) -> Result<Resolved, ClaimError> {
     let namespace = claim.namespace().unwrap_or_default();
     let pool = match &claim.spec.warm_pool_ref {
         Some(reference) => {
@@ -170,7 +174,10 @@ async fn wanted(
             {
                 Some(pool) => Some(pool),
                 None => {
-                    return Ok(Err(format!("SandboxWarmPool {} not found", reference.name)));
+                    return Ok(Resolved::Missing(format!(
+                        "SandboxWarmPool {} not found",
+                        reference.name
+                    )));
                 }
             }
         }
@@ -179,12 +186,16 @@ async fn wanted(
     let template_name = match (&claim.spec.sandbox_template_ref, &pool) {
         (Some(reference), _) => reference.name.clone(),
         (None, Some(pool)) => pool.spec.sandbox_template_ref.name.clone(),
-        (None, None) => return Ok(Err("the claim names no template and no pool".into())),
+        (None, None) => {
+            return Ok(Resolved::Missing(
+                "the claim names no template and no pool".into(),
+            ));
+        }
     };
     if let (Some(pool), Some(reference)) = (&pool, &claim.spec.sandbox_template_ref)
         && pool.spec.sandbox_template_ref.name != reference.name
     {
-        return Ok(Err(format!(
+        return Ok(Resolved::Missing(format!(
             "SandboxWarmPool {} keeps template {}, not {}",
             pool.name_any(),
             pool.spec.sandbox_template_ref.name,
@@ -197,8 +208,10 @@ async fn wanted(
         .await
         .map_err(failed("get", format!("SandboxTemplate {template_name}")))?
     {
-        Some(template) => Ok(Ok(Wanted { template, pool })),
-        None => Ok(Err(format!("SandboxTemplate {template_name} not found"))),
+        Some(template) => Ok(Resolved::Wanted(Wanted { template, pool })),
+        None => Ok(Resolved::Missing(format!(
+            "SandboxTemplate {template_name} not found"
+        ))),
     }
 }
 
@@ -349,11 +362,11 @@ async fn provide(
     claim: &SandboxClaim,
     ctx: &ClaimContext,
     sandboxes: &Api<Sandbox>,
-    wanted: Result<Wanted, String>,
+    wanted: Resolved,
 ) -> Result<Provided, ClaimError> {
     let wanted = match wanted {
-        Ok(wanted) => wanted,
-        Err(message) => {
+        Resolved::Wanted(wanted) => wanted,
+        Resolved::Missing(message) => {
             write_status(
                 &ctx.client,
                 claim,
@@ -386,8 +399,8 @@ async fn provide(
         }
     }
     match make_sandbox(claim, &wanted.template, sandboxes, ctx).await? {
-        Ok(made) => Ok(Provided::Sandbox(Box::new(made))),
-        Err(message) => {
+        Made::Sandbox(made) => Ok(Provided::Sandbox(made)),
+        Made::Refused(message) => {
             write_status(
                 &ctx.client,
                 claim,
@@ -530,16 +543,23 @@ async fn label_live_pod(
     Ok(())
 }
 
+/// What making a claim's own Sandbox came to.
+enum Made {
+    Sandbox(Box<Sandbox>),
+    /// Not made, for this reason (the claim's Ready message).
+    Refused(String),
+}
+
 /// Makes a Sandbox for the claim (a cold start). `Err` carries why the claim cannot have one.
 async fn make_sandbox(
     claim: &SandboxClaim,
     template: &SandboxTemplate,
     sandboxes: &Api<Sandbox>,
     ctx: &ClaimContext,
-) -> Result<Result<Sandbox, String>, ClaimError> {
+) -> Result<Made, ClaimError> {
     let desired = match blueprint::claimed_sandbox(claim, template) {
         Ok(desired) => desired,
-        Err(refusal) => return Ok(Err(refusal.to_string())),
+        Err(refusal) => return Ok(Made::Refused(refusal.to_string())),
     };
     let params = PostParams {
         field_manager: Some(crate::FIELD_MANAGER.into()),
@@ -557,17 +577,18 @@ async fn make_sandbox(
                     template.name_any()
                 ),
             );
-            Ok(Ok(made))
+            Ok(Made::Sandbox(Box::new(made)))
         }
         // A Sandbox of the claim's name exists: ours would carry the claim's UID, and `bound`
         // would have found it, so it is someone else's.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Err(format!(
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Made::Refused(format!(
             "a Sandbox named {} exists and is not this claim's",
             claim.name_any()
         ))),
-        Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => Ok(Err(
-            format!("the API server refused the Sandbox: {}", e.message),
-        )),
+        Err(kube::Error::Api(e)) if is_refusal(e.code) => Ok(Made::Refused(format!(
+            "the API server refused the Sandbox: {}",
+            e.message
+        ))),
         Err(e) => Err(failed("create", "Sandbox")(e).into()),
     }
 }
