@@ -156,7 +156,7 @@ struct Wanted {
 
 /// What a claim's references came to.
 enum Resolved {
-    Wanted(Wanted),
+    Wanted(Box<Wanted>),
     /// Something it names is missing, or they disagree: the Ready message says which.
     Missing(String),
 }
@@ -208,7 +208,7 @@ async fn wanted(claim: &SandboxClaim, client: &Client) -> Result<Resolved, Claim
         .await
         .map_err(failed("get", format!("SandboxTemplate {template_name}")))?
     {
-        Some(template) => Ok(Resolved::Wanted(Wanted { template, pool })),
+        Some(template) => Ok(Resolved::Wanted(Box::new(Wanted { template, pool }))),
         None => Ok(Resolved::Missing(format!(
             "SandboxTemplate {template_name} not found"
         ))),
@@ -365,7 +365,7 @@ async fn provide(
     wanted: Resolved,
 ) -> Result<Provided, ClaimError> {
     let wanted = match wanted {
-        Resolved::Wanted(wanted) => wanted,
+        Resolved::Wanted(wanted) => *wanted,
         Resolved::Missing(message) => {
             write_status(
                 &ctx.client,
