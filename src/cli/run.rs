@@ -111,7 +111,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             gateway_namespace: args.gateway_namespace.clone(),
             policy_limits,
             policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),
-            pull_secrets: controller::policy_fetch::PullSecrets {
+            pull_secrets: controller::policies::fetch::PullSecrets {
                 namespace: args.pull_secret_namespace.clone(),
             },
             leader_election: args.leader_elect.then(|| controller::leader::Election {

@@ -1,47 +1,27 @@
-//! The operator's controllers: Sandboxes (`reconcile`: `gather` → `phase` → `apply`), templates,
-//! warm pools and claims, and SandboxPolicies, with the plumbing they share (caches, context,
-//! events, errors). `startup` starts them.
-//!
-//! Within the controller, modules depend downwards: `reconcile` uses `gather`, `automation`,
-//! `phase` and `apply`; `phase` uses `checkpointing`, `children` and `status`, which are pure;
-//! nothing imports `reconcile` or `startup`.
+//! The operator's controllers, each in a folder of its own: Sandboxes (`sandbox`: gather, the
+//! phase machine, apply), templates, warm pools and claims (`blueprints`), and SandboxPolicies
+//! (`policies`), with the plumbing they share beside them (caches, errors, API-call helpers,
+//! NetworkPolicies, blueprints of Sandboxes). `startup` starts them; no controller imports
+//! another.
 
 pub mod api_call;
-mod apply;
-mod automation;
-pub mod baseline;
 pub mod blueprint;
+pub mod blueprints;
 pub mod caches;
-pub mod checkpointing;
-pub mod children;
-mod claim_status;
-pub mod claims;
-mod context;
-pub mod decisions;
 mod error;
-mod events;
-mod gather;
-pub mod hardening;
+mod event_note;
 mod hash;
 pub mod leader;
 pub mod network;
-pub mod ownership;
-pub mod phase;
 pub mod policies;
-pub mod policy_fetch;
-pub mod pool_sizing;
-pub mod pools;
-mod reconcile;
-mod refused;
+pub mod sandbox;
 mod startup;
-pub mod status;
-pub mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use context::Context;
 pub use error::Error;
+pub use sandbox::context::Context;
 pub use startup::run;
 
 /// How the operator runs.
@@ -67,7 +47,7 @@ pub struct Options {
     /// Limits for policies that set none, and the most a policy may ask for.
     pub policy_limits: crate::policy::limits::PolicyLimitBounds,
     /// Where the `imagePullSecret`s of SandboxPolicies are read.
-    pub pull_secrets: policy_fetch::PullSecrets,
+    pub pull_secrets: policies::fetch::PullSecrets,
     /// How long Sandboxes wait at start for the SandboxPolicies present then to load.
     pub policy_load_grace: Duration,
     /// Refuse pods that use host namespaces, hostPath, privilege, added capabilities or

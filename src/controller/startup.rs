@@ -13,8 +13,10 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, watch};
 
+use super::blueprints::{claims, pools, templates};
 use super::caches::{self, Scope};
-use super::{Context, Error, Options, claims, leader, policies, pools, reconcile, templates};
+use super::sandbox::reconcile;
+use super::{Context, Error, Options, leader, policies};
 use crate::api::{SANDBOX_LABEL, Sandbox};
 use crate::metrics::Readiness;
 use crate::policy::{PolicyEngine, PolicySet};

@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
 use crate::api::{Sandbox, SandboxStatus};
-use crate::controller::events::{self, Transition};
+use crate::controller::sandbox::events::{self, Transition};
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 

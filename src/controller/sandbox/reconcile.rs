@@ -12,15 +12,16 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
+use super::events::Transition;
 use crate::activity;
 use crate::api::Sandbox;
-use crate::controller::apply::{self, Applied};
-use crate::controller::automation::{self, Next, Step};
-use crate::controller::context::Context;
-use crate::controller::events::{Transition, event_note};
-use crate::controller::gather::{self, Gathered};
-use crate::controller::phase::{self, ChildAction, Plan, PodAction};
-use crate::controller::refused;
+use crate::controller::event_note::event_note;
+use crate::controller::sandbox::apply::{self, Applied};
+use crate::controller::sandbox::automation::{self, Next, Step};
+use crate::controller::sandbox::context::Context;
+use crate::controller::sandbox::gather::{self, Gathered};
+use crate::controller::sandbox::phase::{self, ChildAction, Plan, PodAction};
+use crate::controller::sandbox::refused;
 use crate::controller::{ERROR_REQUEUE, Error};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.

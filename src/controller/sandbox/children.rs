@@ -14,9 +14,9 @@ use crate::api::{
     CLAIM_POD_METADATA_ANNOTATION, CLAIM_TEMPLATE_LABEL, PodMetadata, RESERVED_PREFIX,
     SANDBOX_LABEL, Sandbox, TEMPLATE_HASH_ANNOTATION, VolumeReclaimPolicy,
 };
-use crate::controller::decisions::{Decisions, apply_isolation, apply_resources};
-use crate::controller::hardening::harden;
 use crate::controller::hash::content_hash;
+use crate::controller::sandbox::decisions::{Decisions, apply_isolation, apply_resources};
+use crate::controller::sandbox::hardening::harden;
 use crate::policy::types::IsolationDecision;
 
 /// On Services and PVCs: the hash of what sandman last applied, so an unchanged child costs no
@@ -128,9 +128,12 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
     labels.extend(strip_reserved(&claimed.labels));
     labels.extend(sandbox_labels(sandbox));
     // A Sandbox made from a template: its pod is selected by the template's NetworkPolicy.
-    if let Some(template) = sandbox.labels().get(super::blueprint::TEMPLATE_LABEL) {
+    if let Some(template) = sandbox
+        .labels()
+        .get(crate::controller::blueprint::TEMPLATE_LABEL)
+    {
         labels.insert(
-            super::blueprint::TEMPLATE_LABEL.to_string(),
+            crate::controller::blueprint::TEMPLATE_LABEL.to_string(),
             template.clone(),
         );
     }

@@ -1,10 +1,12 @@
-//! Events: the transitions a reconcile announces, counted in the metrics.
+//! A Sandbox's Events: the transitions a reconcile announces, by typed reason, counted in
+//! the metrics.
 
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
+use super::status::ReadyReason;
 use crate::api::Sandbox;
-use crate::controller::status::ReadyReason;
+use crate::controller::event_note::event_note;
 use crate::metrics::Metrics;
 
 /// Why a Sandbox's Event went out: its `reason`, and the label of its count in the metrics.
@@ -77,13 +79,6 @@ impl Transition {
             warning,
         }
     }
-}
-
-/// The API server refuses Event notes over 1 KiB, and the Event is then lost without a word.
-const EVENT_NOTE_BYTES: usize = 1000;
-
-pub fn event_note(note: &str) -> String {
-    crate::text::clip(note.to_string(), EVENT_NOTE_BYTES - 40)
 }
 
 /// Publishes each transition as an Event on `sandbox`; a lost Event is logged, never fatal.

@@ -32,7 +32,7 @@ use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_re
 use crate::controller::blueprint::{
     self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
 };
-use crate::controller::claim_status::{ClaimReason, write_status};
+use crate::controller::blueprints::claim_status::{ClaimReason, write_status};
 
 const FINALIZER: &str = "sandman.dev/claim";
 /// How often a claim waiting for a template or pool that does not exist looks again.
@@ -649,7 +649,7 @@ fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &'static str, note:
     let event = Event {
         type_: EventType::Normal,
         reason: reason.into(),
-        note: Some(crate::controller::events::event_note(&note)),
+        note: Some(crate::controller::event_note::event_note(&note)),
         action: reason.into(),
         secondary: None,
     };

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::controller::api_call::{ApiCallFailed, failed, scoped};
 use crate::controller::blueprint::{self, FROM_POOL_LABEL, POOL_LABEL};
-use crate::controller::pool_sizing::{self, Members};
+use crate::controller::blueprints::pool_sizing::{self, Members};
 use crate::policy::PolicySet;
 
 /// How often a pool whose template is missing looks again.

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CLAIM_TEMPLATE_LABEL, SANDBOX_LABEL, Sandbox};
-use crate::controller::children::APPLIED_HASH_ANNOTATION;
+use crate::controller::sandbox::children::APPLIED_HASH_ANNOTATION;
 
 fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
     object

@@ -14,11 +14,12 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
+use super::{baseline, children, ownership};
 use crate::api::Sandbox;
-use crate::controller::checkpointing::{self, StartHeard};
-use crate::controller::context::Context;
-use crate::controller::decisions::Decisions;
-use crate::controller::{Error, baseline, children, ownership};
+use crate::controller::Error;
+use crate::controller::sandbox::checkpointing::{self, StartHeard};
+use crate::controller::sandbox::context::Context;
+use crate::controller::sandbox::decisions::Decisions;
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{Hook, LoadedPolicy, PolicyFailed, input};
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{Phase, Sandbox};
-use crate::controller::events::Reason;
-use crate::controller::phase::{ChildAction, Plan, PodAction};
-use crate::controller::status::{self, ReadyReason};
+use crate::controller::sandbox::events::Reason;
+use crate::controller::sandbox::phase::{ChildAction, Plan, PodAction};
+use crate::controller::sandbox::status::{self, ReadyReason};
 
 /// The shortest and longest wait before trying a refused pod again.
 const MIN_REJECTED_RETRY: Duration = Duration::from_secs(5);

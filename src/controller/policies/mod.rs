@@ -2,6 +2,8 @@
 //! away from the Sandbox reconciles, and swaps it into the [`PolicySet`]. A revision that fails
 //! to load never replaces the last good one; the policy's status says what happened.
 
+pub mod fetch;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use super::policy_fetch::{ClusterFetcher, PullSecrets};
 use crate::api::FailurePolicy;
 use crate::api::conditions::{self, Desired, READY};
 use crate::api::{SandboxPolicy, SandboxPolicyStatus};
@@ -27,6 +28,7 @@ use crate::policy::limits::{PolicyLimitBounds, format_memory};
 use crate::policy::loader::{self, Component, LoadError};
 use crate::policy::set::Unavailable;
 use crate::policy::{ActivePolicy, Hook, LoadedPolicy, PolicyEngine, PolicyError, PolicySet, cel};
+use fetch::{ClusterFetcher, PullSecrets};
 
 /// Reasons of a SandboxPolicy's Ready condition.
 pub mod reason {
@@ -239,7 +241,7 @@ async fn announce_first_pass(
     first_pass: watch::Sender<bool>,
     grace: FirstPassGrace,
 ) {
-    if !super::caches::synced(&store).await {
+    if !crate::controller::caches::synced(&store).await {
         return;
     }
     let initial: Vec<ObjectRef<SandboxPolicy>> = store

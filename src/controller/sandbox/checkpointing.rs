@@ -25,7 +25,7 @@ use crate::checkpoint::{
     CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV,
     SUPERVISOR_PORT, StartKind, StartReport,
 };
-use crate::controller::events::{Reason, Transition};
+use crate::controller::sandbox::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
 
 /// How long a checkpoint may take unless `spec.lifecycle.checkpointTimeout` says otherwise.

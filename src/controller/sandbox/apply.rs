@@ -10,13 +10,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info_span, instrument};
 
+use super::children;
 use crate::api::{Phase, Sandbox};
 use crate::controller::api_call::{ignore_not_found, is_refusal};
-use crate::controller::checkpointing::{self, Taken};
-use crate::controller::context::Context;
-use crate::controller::decisions::Decisions;
-use crate::controller::phase::{ChildAction, Plan, PodAction};
-use crate::controller::{Error, children, network};
+use crate::controller::sandbox::checkpointing::{self, Taken};
+use crate::controller::sandbox::context::Context;
+use crate::controller::sandbox::decisions::Decisions;
+use crate::controller::sandbox::phase::{ChildAction, Plan, PodAction};
+use crate::controller::{Error, network};
 
 /// How carrying out a plan ended.
 #[derive(Debug)]

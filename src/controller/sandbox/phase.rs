@@ -17,11 +17,11 @@ use crate::api::{
     OperatingMode, Phase, Sandbox, SandboxStatus, ShutdownPolicy, TEMPLATE_HASH_ANNOTATION,
     UpdateStrategy,
 };
-use crate::controller::checkpointing;
-use crate::controller::children;
-use crate::controller::decisions::{self, Decisions};
-use crate::controller::events::{Reason, Transition};
-use crate::controller::status::{self, ReadyReason};
+use crate::controller::sandbox::checkpointing;
+use crate::controller::sandbox::children;
+use crate::controller::sandbox::decisions::{self, Decisions};
+use crate::controller::sandbox::events::{Reason, Transition};
+use crate::controller::sandbox::status::{self, ReadyReason};
 
 /// The longest wait between restarts of a crashing pod.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);

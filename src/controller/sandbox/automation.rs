@@ -14,12 +14,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 
-use super::Error;
 use super::context::Context;
 use super::decisions::Decisions;
-use super::events::{Reason, Transition};
 use crate::activity;
 use crate::api::{ModeOverride, OperatingMode, Sandbox};
+use crate::controller::Error;
+use crate::controller::sandbox::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
 use crate::policy::types::{LifecycleAction, LifecycleDecision};
 
