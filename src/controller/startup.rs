@@ -8,29 +8,18 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use kube::Client;
-use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, watch};
 
 use super::blueprints::{claims, pools, templates};
 use super::caches::{self, Scope};
-use super::sandbox::reconcile;
+use super::sandbox::reconcile::{self, ChildChanges};
 use super::{Context, Error, Options, leader, policies};
-use crate::api::{SANDBOX_LABEL, Sandbox};
 use crate::metrics::Readiness;
 use crate::policy::{PolicyEngine, PolicySet};
 
 /// Resolves when the operator should stop: asked to, or no longer leading.
 type Shutdown = Shared<BoxFuture<'static, ()>>;
-
-/// Maps a labelled child to the Sandbox it belongs to. Children are found by label, not only
-/// by owner reference, because retained PVCs have no owner.
-fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
-    let meta = child.meta();
-    let name = meta.labels.as_ref()?.get(SANDBOX_LABEL)?;
-    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
-}
 
 /// Runs the operator's controllers until `shutdown` resolves.
 pub async fn run(
@@ -164,21 +153,15 @@ async fn run_leading(
         shutdown.clone(),
     );
     tracing::info!(namespace = ?options.namespace, concurrency = options.concurrency, "starting the Sandbox controller");
-    Controller::for_stream(sandboxes.changes, sandboxes.store)
-        .watches_stream(children.pods, sandbox_of)
-        .watches_stream(children.services, sandbox_of)
-        .watches_stream(children.claims, sandbox_of)
-        .watches_stream(children.network_policies, sandbox_of)
-        .reconcile_all_on(loaded.for_sandboxes)
-        .with_config(Config::default().concurrency(options.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
-            }
-        })
-        .await;
+    reconcile::run(
+        sandboxes,
+        children,
+        loaded.for_sandboxes,
+        options.concurrency,
+        context,
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -246,14 +229,6 @@ fn start_policies(client: &Client, options: &Options, shutdown: Shutdown) -> Res
         first_pass,
         for_sandboxes: changes(for_sandboxes),
     })
-}
-
-/// The changes of the Sandbox controller's child caches, which it watches.
-struct ChildChanges {
-    pods: caches::Watch<k8s_openapi::api::core::v1::Pod>,
-    services: caches::Watch<k8s_openapi::api::core::v1::Service>,
-    claims: caches::Watch<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
-    network_policies: caches::Watch<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 /// What every Sandbox reconcile shares, and the changes of the caches it reads.

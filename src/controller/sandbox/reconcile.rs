@@ -5,16 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::events::Transition;
 use crate::activity;
-use crate::api::Sandbox;
+use crate::api::{SANDBOX_LABEL, Sandbox};
+use crate::controller::caches;
 use crate::controller::event_note::event_note;
 use crate::controller::sandbox::apply::{self, Applied};
 use crate::controller::sandbox::automation::{self, Next, Step};
@@ -26,6 +29,49 @@ use crate::controller::{ERROR_REQUEUE, Error};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
 const LIFECYCLE_RESYNC: Duration = Duration::from_secs(300);
+
+/// The changes of the Sandbox controller's child caches, which it watches.
+pub struct ChildChanges {
+    pub pods: caches::Watch<k8s_openapi::api::core::v1::Pod>,
+    pub services: caches::Watch<k8s_openapi::api::core::v1::Service>,
+    pub claims: caches::Watch<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub network_policies: caches::Watch<k8s_openapi::api::networking::v1::NetworkPolicy>,
+}
+
+/// Maps a labelled child to the Sandbox it belongs to. Children are found by label, not only
+/// by owner reference, because retained PVCs have no owner.
+fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
+    let meta = child.meta();
+    let name = meta.labels.as_ref()?.get(SANDBOX_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
+}
+
+/// Runs the Sandbox controller until `shutdown`: every Sandbox is reconciled when it, one of
+/// its children, or the set of loaded policies (`reevaluate`) changes.
+pub async fn run(
+    sandboxes: caches::Cache<Sandbox>,
+    children: ChildChanges,
+    reevaluate: impl futures::Stream<Item = ()> + Send + 'static,
+    concurrency: u16,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    Controller::for_stream(sandboxes.changes, sandboxes.store)
+        .watches_stream(children.pods, sandbox_of)
+        .watches_stream(children.services, sandbox_of)
+        .watches_stream(children.claims, sandbox_of)
+        .watches_stream(children.network_policies, sandbox_of)
+        .reconcile_all_on(reevaluate)
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+}
 
 /// One reconcile, counted and timed.
 pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
