@@ -9,7 +9,6 @@ set -euo pipefail
 
 # One build directory for the tests, the demo and CI, outside the clone so a new clone reuses it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
-mkdir -p "$CARGO_TARGET_DIR"
 
 setup_fail() { printf 'sandman setup: %s\n' "$*" >&2; exit 1; }
 setup_step() { printf '==> setup: %s (%ss)\n' "$*" "$SECONDS" >&2; }
@@ -61,6 +60,7 @@ setup_rust() {
 # kwok) and helm, built from the pinned Go modules into ~/.cache/sandman/testenv.
 setup_control_plane() {
   command -v go >/dev/null 2>&1 || setup_fail "go not found: the local control plane is built from the Go modules in tools/testenv"
+  mkdir -p "$CARGO_TARGET_DIR" || setup_fail "cannot create the build directory $CARGO_TARGET_DIR"
   setup_step "control plane (built once, then reused)"
   cargo run --quiet -p sandman-testenv --bin testenv -- build >/dev/null
 }
