@@ -1,7 +1,11 @@
 //! The README is what a newcomer reads first: it stays short, and its map of the code names
 //! every module, in the row of the folder that holds it.
 
-use std::path::{Path, PathBuf};
+#[path = "support/files.rs"]
+mod files;
+use files::rust_files;
+
+use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MAX_README_LINES: usize = 300;
@@ -30,17 +34,6 @@ fn map_rows(readme: &str) -> Vec<(Vec<String>, String)> {
             (folders, row.to_string())
         })
         .collect()
-}
-
-fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            rust_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
 }
 
 /// Each module's path as the map names it: under its crate, without the crate's `src/`.

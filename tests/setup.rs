@@ -12,7 +12,10 @@ fn setup_as_nobody() -> std::process::Output {
         .args(["bash", "-c", "source hack/setup.sh && setup_for_tests"])
         .current_dir(ROOT)
         .env("HOME", "/nonexistent")
-        .env("CARGO_TARGET_DIR", std::env::temp_dir().join("sandman-setup-test"))
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::temp_dir().join("sandman-setup-test"),
+        )
         .output()
         .expect("run setpriv (util-linux)")
 }
@@ -25,7 +28,10 @@ fn a_missing_prerequisite_is_one_clear_line_first() {
     }
     let out = setup_as_nobody();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "set-up went on without root: {stderr}");
+    assert!(
+        !out.status.success(),
+        "set-up went on without root: {stderr}"
+    );
     let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.starts_with("sandman setup: not root"),

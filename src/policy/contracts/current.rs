@@ -46,66 +46,14 @@ impl Current {
     }
 }
 
-impl Exports for Current {
-    fn version(&self) -> &'static str {
-        VERSION.name
-    }
+exports_impl!(Current, down: same, up: answer, pool: yes);
 
-    fn has(&self, hook: Hook) -> bool {
-        match hook {
-            Hook::Isolation => self.isolation.is_some(),
-            Hook::Resources => self.resources.is_some(),
-            Hook::Lifecycle => self.lifecycle.is_some(),
-            Hook::Pool => self.pool.is_some(),
-        }
-    }
+/// The current contract's input, as it is.
+fn same<T>(input: &T) -> wasmtime::Result<&T> {
+    Ok(input)
+}
 
-    fn has_settings(&self) -> bool {
-        self.settings.is_some()
-    }
-
-    fn validate_settings(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        settings: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        validate_settings!(self, store, instance, settings)
-    }
-
-    fn isolation(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::IsolationDecision> {
-        call_hook!(self.isolation, store, instance, *input, Ok)
-    }
-
-    fn resources(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::ResourcesDecision> {
-        call_hook!(self.resources, store, instance, *input, Ok)
-    }
-
-    fn lifecycle(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::LifecycleDecision> {
-        call_hook!(self.lifecycle, store, instance, *input, Ok)
-    }
-
-    fn pool(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::PoolInput,
-    ) -> Call<types::PoolDecision> {
-        call_hook!(self.pool, store, instance, *input, Ok)
-    }
+/// The current contract's answer, as it is.
+fn answer<D>(answer: Result<Option<D>, String>) -> Call<D> {
+    Ok(answer)
 }

@@ -13,9 +13,11 @@ macro_rules! call_hook {
                 " export"
             )));
         };
+        // Bound first: for the current contract it is the caller's own reference.
+        let input = $input;
         let answer = indices
             .load(&mut *$store, $instance)?
-            .call_decide(&mut *$store, &$input)?;
+            .call_decide(&mut *$store, &input)?;
         $up(answer)
     }};
 }
@@ -29,6 +31,90 @@ macro_rules! validate_settings {
         indices
             .load(&mut *$store, $instance)?
             .call_validate_settings(&mut *$store, $settings)
+    }};
+}
+
+/// The `Exports` of a contract version's adapter `$ty` (fields `settings`, `isolation`,
+/// `resources`, `lifecycle`, and `pool` when the version has that hook): each hook's input goes
+/// down through `$down`, and its answer comes up through `$up`.
+macro_rules! exports_impl {
+    ($ty:ident, down: $down:path, up: $up:path, pool: $pool:tt) => {
+        impl Exports for $ty {
+            fn version(&self) -> &'static str {
+                VERSION.name
+            }
+
+            fn has(&self, hook: Hook) -> bool {
+                match hook {
+                    Hook::Isolation => self.isolation.is_some(),
+                    Hook::Resources => self.resources.is_some(),
+                    Hook::Lifecycle => self.lifecycle.is_some(),
+                    Hook::Pool => exports_impl!(@has_pool self, $pool),
+                }
+            }
+
+            fn has_settings(&self) -> bool {
+                self.settings.is_some()
+            }
+
+            fn validate_settings(
+                &self,
+                store: &mut wasmtime::Store<GuestState>,
+                instance: &Instance,
+                settings: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                validate_settings!(self, store, instance, settings)
+            }
+
+            fn isolation(
+                &self,
+                store: &mut wasmtime::Store<GuestState>,
+                instance: &Instance,
+                input: &types::Input,
+            ) -> Call<types::IsolationDecision> {
+                call_hook!(self.isolation, store, instance, $down(input)?, $up)
+            }
+
+            fn resources(
+                &self,
+                store: &mut wasmtime::Store<GuestState>,
+                instance: &Instance,
+                input: &types::Input,
+            ) -> Call<types::ResourcesDecision> {
+                call_hook!(self.resources, store, instance, $down(input)?, $up)
+            }
+
+            fn lifecycle(
+                &self,
+                store: &mut wasmtime::Store<GuestState>,
+                instance: &Instance,
+                input: &types::Input,
+            ) -> Call<types::LifecycleDecision> {
+                call_hook!(self.lifecycle, store, instance, $down(input)?, $up)
+            }
+
+            fn pool(
+                &self,
+                store: &mut wasmtime::Store<GuestState>,
+                instance: &Instance,
+                input: &types::PoolInput,
+            ) -> Call<types::PoolDecision> {
+                exports_impl!(@pool self, store, instance, input, $down, $up, $pool)
+            }
+        }
+    };
+    (@has_pool $exports:ident, yes) => {
+        $exports.pool.is_some()
+    };
+    (@has_pool $exports:ident, no) => {
+        false
+    };
+    (@pool $exports:ident, $store:ident, $instance:ident, $input:ident, $down:path, $up:path, yes) => {
+        call_hook!($exports.pool, $store, $instance, $down($input)?, $up)
+    };
+    (@pool $exports:ident, $store:ident, $instance:ident, $input:ident, $down:path, $up:path, no) => {{
+        let _ = ($store, $instance, $input);
+        Err(wasmtime::format_err!("contract {} has no pool hook", VERSION.name))
     }};
 }
 

@@ -57,70 +57,7 @@ fn up<A, B: From<A>>(answer: Result<Option<A>, String>) -> Call<B> {
     Ok(answer.map(|decision| decision.map(Into::into)))
 }
 
-impl Exports for V0_1 {
-    fn version(&self) -> &'static str {
-        VERSION.name
-    }
-
-    fn has(&self, hook: Hook) -> bool {
-        match hook {
-            Hook::Isolation => self.isolation.is_some(),
-            Hook::Resources => self.resources.is_some(),
-            Hook::Lifecycle => self.lifecycle.is_some(),
-            Hook::Pool => false,
-        }
-    }
-
-    fn has_settings(&self) -> bool {
-        self.settings.is_some()
-    }
-
-    fn validate_settings(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        settings: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        validate_settings!(self, store, instance, settings)
-    }
-
-    fn isolation(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::IsolationDecision> {
-        call_hook!(self.isolation, store, instance, down(input), up)
-    }
-
-    fn resources(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::ResourcesDecision> {
-        call_hook!(self.resources, store, instance, down(input), up)
-    }
-
-    fn lifecycle(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::LifecycleDecision> {
-        call_hook!(self.lifecycle, store, instance, down(input), up)
-    }
-
-    fn pool(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::PoolInput,
-    ) -> Call<types::PoolDecision> {
-        let _ = (store, instance, input);
-        Err(wasmtime::format_err!("contract 0.1.0 has no pool hook"))
-    }
-}
+exports_impl!(V0_1, down: down, up: up, pool: no);
 
 sandman_policy_wire::wit_record!(
     old::SecurityOverrides,
@@ -223,9 +160,9 @@ sandman_policy_wire::wit_enum!(
 );
 
 /// The 0.1.0 input: the current one less what 0.2.0 added (template, pool, claim).
-fn down(input: &new::Input) -> old::Input {
+fn down(input: &new::Input) -> wasmtime::Result<old::Input> {
     let sandbox = &input.sandbox;
-    old::Input {
+    Ok(old::Input {
         sandbox: old::Sandbox {
             name: sandbox.name.clone(),
             namespace: sandbox.namespace.clone(),
@@ -241,7 +178,7 @@ fn down(input: &new::Input) -> old::Input {
         },
         activity: input.activity.into(),
         settings: input.settings.clone(),
-    }
+    })
 }
 
 /// A 0.1.0 lifecycle decision: it never asks for a checkpoint.
@@ -273,7 +210,7 @@ mod tests {
         let mut current = crate::policy::input::sample(&[("team", "a")], &[], "{}");
         current.sandbox.template = Some("python".into());
         current.sandbox.claim = Some("job-1".into());
-        let old = down(&current);
+        let old = down(&current).expect("the old input");
         assert_eq!(old.sandbox.name, current.sandbox.name);
         assert_eq!(old.sandbox.labels, current.sandbox.labels);
         assert_eq!(old.activity.now, current.activity.now);

@@ -56,69 +56,7 @@ impl V0_2 {
     }
 }
 
-impl Exports for V0_2 {
-    fn version(&self) -> &'static str {
-        VERSION.name
-    }
-
-    fn has(&self, hook: Hook) -> bool {
-        match hook {
-            Hook::Isolation => self.isolation.is_some(),
-            Hook::Resources => self.resources.is_some(),
-            Hook::Lifecycle => self.lifecycle.is_some(),
-            Hook::Pool => self.pool.is_some(),
-        }
-    }
-
-    fn has_settings(&self) -> bool {
-        self.settings.is_some()
-    }
-
-    fn validate_settings(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        settings: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        validate_settings!(self, store, instance, settings)
-    }
-
-    fn isolation(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::IsolationDecision> {
-        call_hook!(self.isolation, store, instance, translate(input)?, decision)
-    }
-
-    fn resources(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::ResourcesDecision> {
-        call_hook!(self.resources, store, instance, translate(input)?, decision)
-    }
-
-    fn lifecycle(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::Input,
-    ) -> Call<types::LifecycleDecision> {
-        call_hook!(self.lifecycle, store, instance, translate(input)?, decision)
-    }
-
-    fn pool(
-        &self,
-        store: &mut wasmtime::Store<GuestState>,
-        instance: &Instance,
-        input: &types::PoolInput,
-    ) -> Call<types::PoolDecision> {
-        call_hook!(self.pool, store, instance, translate(input)?, decision)
-    }
-}
+exports_impl!(V0_2, down: translate, up: decision, pool: yes);
 
 /// The same value in the other version's types.
 pub fn translate<A: Serialize, B: DeserializeOwned>(value: &A) -> wasmtime::Result<B> {
