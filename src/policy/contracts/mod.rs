@@ -118,6 +118,47 @@ macro_rules! exports_impl {
     }};
 }
 
+/// A contract version's adapter: its [`Version`] (as `VERSION`), the type `$ty` holding the
+/// component's exports of that version (`settings` and each of `$hook`), and its [`Exports`].
+/// `$world` is the version's generated world; `$down` and `$up` translate inputs and answers.
+macro_rules! adapter {
+    (
+        $ty:ident, $version:literal, world: $world:ty, hooks: [$($hook:ident),*],
+        down: $down:path, up: $up:path, pool: $pool:tt
+    ) => {
+        pub const VERSION: Version = Version {
+            name: $version,
+            link: |linker: &mut Linker<GuestState>| {
+                <$world>::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+            },
+            exports: |pre| {
+                let exports = $ty::of(pre);
+                Hook::ALL
+                    .into_iter()
+                    .any(|hook| exports.has(hook))
+                    .then(|| Box::new(exports) as Box<dyn Exports>)
+            },
+        };
+
+        #[derive(Default)]
+        pub struct $ty {
+            settings: Option<settings::GuestIndices>,
+            $($hook: Option<$hook::GuestIndices>,)*
+        }
+
+        impl $ty {
+            fn of(pre: &InstancePre<GuestState>) -> Self {
+                Self {
+                    settings: settings::GuestIndices::new(pre).ok(),
+                    $($hook: $hook::GuestIndices::new(pre).ok(),)*
+                }
+            }
+        }
+
+        exports_impl!($ty, down: $down, up: $up, pool: $pool);
+    };
+}
+
 mod current;
 mod v0_1;
 mod v0_2;

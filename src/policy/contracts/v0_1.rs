@@ -20,44 +20,20 @@ use bindings::exports::sandman::policy::{isolation, lifecycle, resources, settin
 use bindings::sandman::policy::types as old;
 use types as new;
 
-pub const VERSION: Version = Version {
-    name: "0.1.0",
-    link: |linker: &mut Linker<GuestState>| {
-        bindings::Policy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-    },
-    exports: |pre| {
-        let exports = V0_1::of(pre);
-        Hook::ALL
-            .into_iter()
-            .any(|hook| exports.has(hook))
-            .then(|| Box::new(exports) as Box<dyn Exports>)
-    },
-};
-
-struct V0_1 {
-    settings: Option<settings::GuestIndices>,
-    isolation: Option<isolation::GuestIndices>,
-    resources: Option<resources::GuestIndices>,
-    lifecycle: Option<lifecycle::GuestIndices>,
-}
-
-impl V0_1 {
-    fn of(pre: &InstancePre<GuestState>) -> Self {
-        Self {
-            settings: settings::GuestIndices::new(pre).ok(),
-            isolation: isolation::GuestIndices::new(pre).ok(),
-            resources: resources::GuestIndices::new(pre).ok(),
-            lifecycle: lifecycle::GuestIndices::new(pre).ok(),
-        }
-    }
-}
+adapter!(
+    V0_1,
+    "0.1.0",
+    world: bindings::Policy,
+    hooks: [isolation, resources, lifecycle],
+    down: down,
+    up: up,
+    pool: no
+);
 
 /// A 0.1.0 hook's answer as the current one.
 fn up<A, B: From<A>>(answer: Result<Option<A>, String>) -> Call<B> {
     Ok(answer.map(|decision| decision.map(Into::into)))
 }
-
-exports_impl!(V0_1, down: down, up: up, pool: no);
 
 sandman_policy_wire::wit_record!(
     old::SecurityOverrides,

@@ -22,41 +22,15 @@ mod bindings {
 
 use bindings::exports::sandman::policy::{isolation, lifecycle, pool, resources, settings};
 
-pub const VERSION: Version = Version {
-    name: "0.2.0",
-    link: |linker: &mut Linker<GuestState>| {
-        bindings::Policy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-    },
-    exports: |pre| {
-        let exports = V0_2::of(pre);
-        Hook::ALL
-            .into_iter()
-            .any(|hook| exports.has(hook))
-            .then(|| Box::new(exports) as Box<dyn Exports>)
-    },
-};
-
-struct V0_2 {
-    settings: Option<settings::GuestIndices>,
-    isolation: Option<isolation::GuestIndices>,
-    resources: Option<resources::GuestIndices>,
-    lifecycle: Option<lifecycle::GuestIndices>,
-    pool: Option<pool::GuestIndices>,
-}
-
-impl V0_2 {
-    fn of(pre: &InstancePre<GuestState>) -> Self {
-        Self {
-            settings: settings::GuestIndices::new(pre).ok(),
-            isolation: isolation::GuestIndices::new(pre).ok(),
-            resources: resources::GuestIndices::new(pre).ok(),
-            lifecycle: lifecycle::GuestIndices::new(pre).ok(),
-            pool: pool::GuestIndices::new(pre).ok(),
-        }
-    }
-}
-
-exports_impl!(V0_2, down: translate, up: decision, pool: yes);
+adapter!(
+    V0_2,
+    "0.2.0",
+    world: bindings::Policy,
+    hooks: [isolation, resources, lifecycle, pool],
+    down: translate,
+    up: decision,
+    pool: yes
+);
 
 /// The same value in the other version's types.
 pub fn translate<A: Serialize, B: DeserializeOwned>(value: &A) -> wasmtime::Result<B> {
