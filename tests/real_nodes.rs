@@ -1,8 +1,8 @@
 //! Sandboxes on a real node: real containers under runc or gVisor (`runsc`), started, stopped
 //! and restarted by a node agent of this project that stands in for a kubelet
 //! (`sandman_testenv::real_node`), driven through the API like any node. Needs root, `runc`,
-//! `runsc` and `busybox-static` (the test command, `hack/test.sh`, installs them); without them the tests fail, and say
-//! why.
+//! `runsc` and `busybox-static` (the test command, `hack/test.sh`, installs them); without them
+//! the tests fail, and say why.
 
 mod common;
 
