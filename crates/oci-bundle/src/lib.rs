@@ -124,14 +124,22 @@ impl Bundle {
             .env(self.env.clone())
             .cwd(self.cwd.clone())
             .capabilities(
+                // Inheritable and ambient are set, empty: oci-spec's defaults grant three
+                // capabilities there, which no container of ours is meant to have.
                 LinuxCapabilitiesBuilder::default()
                     .bounding(capabilities.clone())
                     .effective(capabilities.clone())
                     .permitted(capabilities)
+                    .inheritable(oci_spec::runtime::Capabilities::new())
+                    .ambient(oci_spec::runtime::Capabilities::new())
                     .build()?,
             )
             .no_new_privileges(self.no_new_privileges)
             .build()?;
+        // Only what the bundle says: no default rlimits, device rules or read-only paths of
+        // oci-spec's, which the runtimes' own defaults would otherwise not apply.
+        let mut process = process;
+        process.set_rlimits(None);
         let mounts = self
             .mounts
             .iter()
@@ -158,11 +166,13 @@ impl Bundle {
             network = network.path(path);
         }
         namespaces.push(network.build()?);
-        let linux = LinuxBuilder::default()
+        let mut linux = LinuxBuilder::default()
             .namespaces(namespaces)
             .masked_paths(self.masked_paths.clone())
             .build()?;
-        Ok(SpecBuilder::default()
+        linux.set_resources(None);
+        linux.set_readonly_paths(None);
+        let mut spec = SpecBuilder::default()
             .version("1.0.2")
             .process(process)
             .root(
@@ -174,7 +184,9 @@ impl Bundle {
             .hostname(self.hostname.clone())
             .mounts(mounts)
             .linux(linux)
-            .build()?)
+            .build()?;
+        spec.set_annotations(None);
+        Ok(spec)
     }
 }
 
@@ -237,6 +249,14 @@ mod tests {
             .expect("a network namespace");
         assert_eq!(network["path"], "/run/netns/pod");
         assert_eq!(config["linux"]["maskedPaths"][0], "/proc/kcore");
+        // Nothing beyond what the bundle says: no capabilities kept across exec or raised
+        // ambiently, no limits, device rules or read-only paths of the library's defaults.
+        let capabilities = &config["process"]["capabilities"];
+        assert_eq!(capabilities["ambient"], serde_json::json!([]));
+        assert_eq!(capabilities["inheritable"], serde_json::json!([]));
+        assert!(config["process"].get("rlimits").is_none(), "{config}");
+        assert!(config["linux"].get("resources").is_none(), "{config}");
+        assert!(config["linux"].get("readonlyPaths").is_none(), "{config}");
     }
 
     #[test]
