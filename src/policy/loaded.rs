@@ -16,6 +16,11 @@ use super::precompiled::Compiled;
 use super::store::{GuestState, Session, Slots};
 use super::types;
 
+/// The tracing target of the per-evaluation span, named for what it is rather than for the
+/// module that makes it, so that the trace exporter's filter (`telemetry`) keeps finding it
+/// wherever the code lives.
+pub const EVALUATION_TARGET: &str = "sandman::policy::evaluation";
+
 /// How many idle sessions a reusing policy keeps; more run at once, but only these are kept.
 const MAX_IDLE_SESSIONS: usize = 4;
 
@@ -193,6 +198,7 @@ impl LoadedPolicy {
         // Debug level: at info it would cost the text logger about 2 µs per evaluation
         // (BENCHMARKS.md); the trace exporter asks for it explicitly.
         let span = tracing::debug_span!(
+            target: EVALUATION_TARGET,
             "policy.evaluate",
             policy = %self.name,
             hook = hook.name(),

@@ -25,7 +25,7 @@ pub use error::PolicyError;
 pub use hook::{Evaluated, EvaluationObserver, Hook};
 pub use inspect::Inspection;
 pub use limits::Limits;
-pub use loaded::{HookMask, LoadedPolicy, Reuse};
+pub use loaded::{EVALUATION_TARGET, HookMask, LoadedPolicy, Reuse};
 pub use precompiled::Compiled;
 pub use set::{
     ActivePolicy, FirstDecision, IsolationOutcome, LifecycleOutcome, MergedResources, PolicyFailed,

@@ -95,10 +95,13 @@ fn filter() -> EnvFilter {
 /// per-request gateway spans, which are at debug level so that plain logging does not pay for them.
 #[cfg(feature = "otel")]
 fn trace_filter() -> EnvFilter {
-    ["sandman::policy::engine=debug", "sandman::gateway=debug"]
-        .iter()
-        .filter_map(|directive| directive.parse().ok())
-        .fold(filter(), EnvFilter::add_directive)
+    [
+        format!("{}=debug", crate::policy::EVALUATION_TARGET),
+        "sandman::gateway=debug".to_string(),
+    ]
+    .iter()
+    .filter_map(|directive| directive.parse().ok())
+    .fold(filter(), EnvFilter::add_directive)
 }
 
 fn fmt_layer(format: LogFormat) -> BoxedLayer {

@@ -106,8 +106,8 @@ impl Bundle {
         Ok(path)
     }
 
-    /// The runtime spec this bundle is.
-    pub fn spec(&self) -> Result<oci_spec::runtime::Spec, BundleError> {
+    /// The container's process: its command, user, capabilities and privileges.
+    fn process(&self) -> Result<oci_spec::runtime::Process, BundleError> {
         let capabilities = self
             .capabilities
             .iter()
@@ -140,6 +140,12 @@ impl Bundle {
         // oci-spec's, which the runtimes' own defaults would otherwise not apply.
         let mut process = process;
         process.set_rlimits(None);
+        Ok(process)
+    }
+
+    /// The runtime spec this bundle is.
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec, BundleError> {
+        let process = self.process()?;
         let mounts = self
             .mounts
             .iter()
