@@ -3,19 +3,22 @@
 # HOME (so no cargo registry, Go module or build cache, no control plane, no npm or pip cache),
 # the toolchain without wasm32-wasip2, and none of the Debian packages the tests install.
 #
-#   SANDMAN_COLD_BENCH=1 bash hack/bench-cold.sh demo|test
+#   SANDMAN_COLD_BENCH=1 bash hack/bench-cold.sh demo|test|ci
 #
 # It changes this machine on purpose: it removes the wasm32-wasip2 target and Debian's runsc,
 # runc, busybox-static and docker-registry, which the command then installs again. Hence the
-# guard. The figures go in BENCHMARKS.md ("Cold start on a fresh machine").
+# guard. Run it on a clean clone; the figures go in BENCHMARKS.md ("The README's two commands
+# on a fresh machine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?usage: SANDMAN_COLD_BENCH=1 bash hack/bench-cold.sh demo|test}"
+what="${1:?usage: SANDMAN_COLD_BENCH=1 bash hack/bench-cold.sh demo|test|ci}"
 [ "${SANDMAN_COLD_BENCH:-}" = 1 ] || { echo "bench-cold: set SANDMAN_COLD_BENCH=1; it removes packages and a rustup target (see the header)" >&2; exit 2; }
 case "$what" in
   demo) command=(bash hack/demo.sh) ;;
   test) command=(bash hack/test.sh) ;;
-  *) echo "bench-cold: demo or test, not $what" >&2; exit 2 ;;
+  # CI: the test command with fmt and clippy, as .ci/run does on a clean clone.
+  ci) command=(bash .ci/run) ;;
+  *) echo "bench-cold: demo, test or ci, not $what" >&2; exit 2 ;;
 esac
 
 rustup target remove wasm32-wasip2 >/dev/null 2>&1 || true
