@@ -48,8 +48,9 @@ pub struct SandboxPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cel: Option<CelPolicy>,
     /// What a Sandbox whose isolation this policy decides (Enforce mode) may ask of its pod
-    /// beyond sandman's pod baseline, which otherwise refuses host namespaces, hostPath,
-    /// host ports, privileged containers, added capabilities and ServiceAccount tokens.
+    /// beyond sandman's pod baseline: Pod Security's `restricted` profile, plus no
+    /// ServiceAccount tokens, no `nodeName`, no tolerate-all, no system priority classes and no
+    /// foreign volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurityAllowance>,
 }
@@ -60,7 +61,7 @@ pub struct SandboxPolicySpec {
 pub struct PodSecurityAllowance {
     /// Privileges a pod may use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 32))]
     pub allow: Vec<PodPrivilege>,
     /// Linux capabilities containers may add (`NET_BIND_SERVICE` is always allowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -68,18 +69,60 @@ pub struct PodSecurityAllowance {
     pub capabilities: Vec<String>,
 }
 
-/// A privilege the pod baseline refuses unless an isolation policy allows it.
+/// A privilege the pod baseline refuses unless an isolation policy allows it. The baseline is
+/// Pod Security's `restricted` profile plus what sandman adds for tenants (tokens, scheduling,
+/// volumes that are not the Sandbox's own); each name opens one rule.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PodPrivilege {
+    /// `hostNetwork: true`.
     HostNetwork,
+    /// `hostPID: true`.
     #[serde(rename = "HostPID")]
     HostPid,
+    /// `hostIPC: true`.
     #[serde(rename = "HostIPC")]
     HostIpc,
+    /// `hostPath` volumes.
     HostPath,
+    /// Container `hostPort`s.
     HostPorts,
+    /// `privileged: true` (which also lets privilege escalation through), and Windows
+    /// `hostProcess`.
     Privileged,
+    /// `automountServiceAccountToken: true`, projected ServiceAccount tokens, and Secrets of
+    /// type `kubernetes.io/service-account-token` referenced by volumes or env.
     ServiceAccountToken,
+    /// `runAsNonRoot: false` and `runAsUser: 0`, at pod or container level.
+    RunAsRoot,
+    /// `allowPrivilegeEscalation: true`.
+    PrivilegeEscalation,
+    /// Capabilities not dropped: a container whose `capabilities.drop` lacks `ALL`.
+    KeepCapabilities,
+    /// A seccomp profile of type `Unconfined`, through the field or the annotation.
+    UnconfinedSeccomp,
+    /// An AppArmor profile of type `Unconfined`, through the field or the annotation.
+    UnconfinedAppArmor,
+    /// SELinux options other than one of the container types (`container_t`,
+    /// `container_init_t`, `container_kvm_t`, `container_engine_t`), or any SELinux user or role.
+    #[serde(rename = "SELinuxOptions")]
+    SeLinuxOptions,
+    /// `procMount: Unmasked`.
+    UnmaskedProcMount,
+    /// Sysctls outside Kubernetes' safe set.
+    UnsafeSysctls,
+    /// Volume types outside the restricted profile's list (`nfs`, `iscsi`, `gitRepo`,
+    /// `flexVolume`, …); `hostPath` has its own name.
+    OtherVolumeTypes,
+    /// `spec.nodeName`, which skips the scheduler and its taints.
+    NodeName,
+    /// A toleration that tolerates every taint (no key, `operator: Exists`).
+    TolerateAll,
+    /// The `system-node-critical` and `system-cluster-critical` priority classes (any class
+    /// named `system-…`).
+    SystemPriority,
+    /// A PVC template's `volumeName`, `dataSource` or `dataSourceRef`: a volume or a clone that
+    /// is not made for this Sandbox.
+    ForeignVolumes,
 }
 
 impl SandboxPolicySpec {

@@ -31,6 +31,9 @@ pub struct Decisions {
     pub refused: Vec<String>,
     /// What an isolation policy's allowance let through the baseline: (policy, what).
     pub exempted: Option<(String, Vec<String>)>,
+    /// The baseline could not check everything it names (a Secret missing or unreadable):
+    /// look again in a while, since that can change without the Sandbox changing.
+    pub recheck: bool,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {
@@ -180,7 +183,8 @@ pub fn apply_resources(spec: &mut PodSpec, merged: &MergedResources) {
 }
 
 /// Applies an isolation decision to a pod spec. Policy values win over the template and over
-/// sandman's hardened defaults; what the decision leaves unset stays as it was.
+/// sandman's hardened defaults, at pod level and in every container; what the decision leaves
+/// unset stays as it was.
 pub fn apply_isolation(spec: &mut PodSpec, decision: &IsolationDecision) {
     if let Some(runtime) = &decision.runtime_class_name {
         spec.runtime_class_name = Some(runtime.clone());
@@ -216,6 +220,15 @@ pub fn apply_isolation(spec: &mut PodSpec, decision: &IsolationDecision) {
         let context = container
             .security_context
             .get_or_insert_with(Default::default);
+        // The decision's user holds in every container: a container's own value would
+        // otherwise win over the pod's. A container may be stricter than a non-root decision
+        // (its own runAsNonRoot: true stays), never looser.
+        if let Some(v) = security.run_as_user {
+            context.run_as_user = Some(v);
+        }
+        if security.run_as_non_root == Some(true) {
+            context.run_as_non_root = Some(true);
+        }
         if let Some(v) = security.read_only_root_filesystem {
             context.read_only_root_filesystem = Some(v);
         }
@@ -269,7 +282,7 @@ pub fn audit_news(
 mod tests {
     use super::*;
     use crate::policy::types::{SecurityOverrides, Toleration as PolicyToleration};
-    use k8s_openapi::api::core::v1::Container;
+    use k8s_openapi::api::core::v1::{Container, SecurityContext};
 
     fn decision() -> IsolationDecision {
         IsolationDecision {
@@ -335,6 +348,37 @@ mod tests {
             Some("gvisor")
         );
         assert_eq!(spec.tolerations.expect("tolerations").len(), 1);
+    }
+
+    #[test]
+    fn a_containers_own_root_user_cannot_override_a_non_root_decision() {
+        let root: SecurityContext = serde_json::from_value(serde_json::json!({
+            "runAsNonRoot": false, "runAsUser": 0,
+        }))
+        .expect("context");
+        let mut spec = PodSpec {
+            containers: vec![Container {
+                name: "agent".into(),
+                security_context: Some(root.clone()),
+                ..Default::default()
+            }],
+            init_containers: Some(vec![Container {
+                name: "init".into(),
+                security_context: Some(root),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        apply_isolation(&mut spec, &decision());
+        for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            let context = container.security_context.clone().expect("context");
+            assert_eq!(
+                (context.run_as_non_root, context.run_as_user),
+                (Some(true), Some(1000)),
+                "{}",
+                container.name
+            );
+        }
     }
 
     #[test]

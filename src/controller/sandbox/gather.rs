@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -22,6 +22,9 @@ use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::decisions::Decisions;
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{Hook, LoadedPolicy, PolicyFailed, input};
+
+/// The annotation every ServiceAccount-token Secret carries.
+const SERVICE_ACCOUNT_NAME: &str = "kubernetes.io/service-account.name";
 
 /// What one reconcile read.
 pub struct Gathered {
@@ -53,7 +56,7 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     let pod = pod(ctx, &sandbox).await?;
     let mut decisions = decide(ctx, &sandbox).await?;
     if ctx.pod_baseline {
-        check_baseline(ctx, &sandbox, &mut decisions);
+        check_baseline(ctx, &sandbox, &mut decisions).await?;
     }
     let children = children_seen(ctx, &sandbox).await?;
     let start = checkpointing::hear_start(&ctx.supervisors, &sandbox, pod.as_ref()).await;
@@ -178,25 +181,66 @@ async fn decide(ctx: &Context, sandbox: &Arc<Sandbox>) -> Result<Decisions, Erro
 
 /// What the pod these decisions make asks beyond the pod baseline, given the allowance of the
 /// isolation policy that decided it.
-fn check_baseline(ctx: &Context, sandbox: &Sandbox, decisions: &mut Decisions) {
-    let spec = children::desired_pod_spec(sandbox, decisions);
+async fn check_baseline(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    decisions: &mut Decisions,
+) -> Result<(), Error> {
+    let pod = children::desired_pod(sandbox, decisions);
+    let secrets = match &pod.spec {
+        Some(spec) => secret_kinds(ctx, sandbox, spec).await?,
+        None => baseline::Secrets::new(),
+    };
+    let found = baseline::findings(&pod, &sandbox.spec.volume_claim_templates, &secrets);
     let allowing = decisions.isolation.as_ref().and_then(|(name, _)| {
         let allowance = ctx.policies.get(name)?.pod_security.clone();
         (allowance != Default::default()).then(|| (name.clone(), allowance))
     });
-    let Some((policy, allowance)) = allowing else {
-        decisions.refused = baseline::refusals(&spec, &Default::default());
-        return;
-    };
-    decisions.refused = baseline::refusals(&spec, &allowance);
-    // What the allowance let through, for status: only worked out when there is one.
-    let exempted: Vec<String> = baseline::refusals(&spec, &Default::default())
-        .into_iter()
-        .filter(|r| !decisions.refused.contains(r))
-        .collect();
-    if !exempted.is_empty() {
-        decisions.exempted = Some((policy, exempted));
+    let (policy, allowance) = allowing.unwrap_or_default();
+    let judged = baseline::judge(found, &allowance);
+    decisions.refused = judged.refused;
+    // A Secret that cannot be checked may appear, or be fixed, without the Sandbox changing.
+    decisions.recheck = secrets
+        .values()
+        .any(|k| matches!(k, baseline::SecretKind::Unknown(_)));
+    if !judged.exempted.is_empty() {
+        decisions.exempted = Some((policy, judged.exempted));
     }
+    Ok(())
+}
+
+/// What each Secret the pod names is. Only metadata is read, never data: a Secret of type
+/// `kubernetes.io/service-account-token` must carry the ServiceAccount's name annotation
+/// (the API server validates that), which is what marks it.
+async fn secret_kinds(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Result<baseline::Secrets, Error> {
+    let names = baseline::referenced_secrets(spec);
+    let mut kinds = baseline::Secrets::new();
+    if names.is_empty() {
+        return Ok(kinds);
+    }
+    let api: Api<Secret> = Api::namespaced(
+        ctx.client.clone(),
+        &sandbox.namespace().unwrap_or_default(),
+    );
+    for name in names {
+        let kind = match api.get_metadata_opt(&name).await {
+            Ok(Some(meta)) if meta.annotations().contains_key(SERVICE_ACCOUNT_NAME) => {
+                baseline::SecretKind::ServiceAccountToken
+            }
+            Ok(Some(_)) => baseline::SecretKind::Plain,
+            Ok(None) => baseline::SecretKind::Unknown("it does not exist".into()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                baseline::SecretKind::Unknown(format!("sandman may not read it: {}", status.message))
+            }
+            Err(e) => return Err(Error::child("get", "Secret", &name)(e)),
+        };
+        kinds.insert(name, kind);
+    }
+    Ok(kinds)
 }
 
 /// Whether the claims and Service of this Sandbox's names are its own. The caches hold only

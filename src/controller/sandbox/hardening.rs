@@ -1,10 +1,12 @@
-//! Hardened pod defaults, applied only where the template says nothing, so a platform policy or
-//! an explicit template value always wins.
+//! Hardened pod defaults, applied only where the template says nothing, so that a template
+//! that says nothing makes a pod Pod Security's `restricted` profile admits. What a template
+//! says explicitly is left as it is here and judged by the pod baseline.
 //!
 //! | where | default |
 //! |---|---|
 //! | pod | `automountServiceAccountToken: false` |
-//! | pod | `securityContext.seccompProfile.type: RuntimeDefault` (unless a container sets its own) |
+//! | pod | `securityContext.seccompProfile.type: RuntimeDefault` (a container's own profile wins) |
+//! | pod | `securityContext.runAsNonRoot: true` (unless the template names root anywhere) |
 //! | every container | `securityContext.allowPrivilegeEscalation: false` (unless `privileged: true`) |
 //! | every container | `securityContext.capabilities.drop: [ALL]` |
 
@@ -15,23 +17,26 @@ use k8s_openapi::api::core::v1::{
 pub fn harden(spec: &mut PodSpec) {
     spec.automount_service_account_token.get_or_insert(false);
 
-    let containers_choose_seccomp = spec
+    let names_root = spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
-        .any(|c| {
-            c.security_context
-                .as_ref()
-                .is_some_and(|s| s.seccomp_profile.is_some())
-        });
+        .filter_map(|c| c.security_context.as_ref())
+        .any(|s| s.run_as_user == Some(0) || s.run_as_non_root == Some(false));
     let pod_context = spec
         .security_context
         .get_or_insert_with(PodSecurityContext::default);
-    if pod_context.seccomp_profile.is_none() && !containers_choose_seccomp {
+    if pod_context.seccomp_profile.is_none() {
         pod_context.seccomp_profile = Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             localhost_profile: None,
         });
+    }
+    // A template that runs something as root says so; then the baseline judges it, and a
+    // hardened `runAsNonRoot` would only make the kubelet refuse what a policy allowed.
+    if pod_context.run_as_non_root.is_none() && pod_context.run_as_user != Some(0) && !names_root
+    {
+        pod_context.run_as_non_root = Some(true);
     }
 
     for container in spec
@@ -85,6 +90,8 @@ mod tests {
             .and_then(|s| s.seccomp_profile.as_ref())
             .map(|p| p.type_.as_str());
         assert_eq!(seccomp, Some("RuntimeDefault"));
+        let non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root);
+        assert_eq!(non_root, Some(true));
         let context = spec.containers[0]
             .security_context
             .as_ref()
@@ -94,6 +101,22 @@ mod tests {
             context.capabilities.as_ref().and_then(|c| c.drop.clone()),
             Some(vec!["ALL".to_string()])
         );
+    }
+
+    #[test]
+    fn a_template_that_names_root_gets_no_non_root_default() {
+        let mut agent = container("agent");
+        agent.security_context = Some(SecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        let mut spec = PodSpec {
+            containers: vec![agent],
+            ..Default::default()
+        };
+        harden(&mut spec);
+        let non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root);
+        assert_eq!(non_root, None);
     }
 
     #[test]
@@ -130,13 +153,10 @@ mod tests {
             context.capabilities.as_ref().and_then(|c| c.drop.clone()),
             Some(vec![])
         );
-        let pod_seccomp = spec
-            .security_context
-            .as_ref()
-            .and_then(|s| s.seccomp_profile.clone());
         assert_eq!(
-            pod_seccomp, None,
-            "a container's own seccomp profile is left alone"
+            context.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("Unconfined"),
+            "a container's own seccomp profile is left alone (the baseline judges it)"
         );
     }
 }

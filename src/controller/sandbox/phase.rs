@@ -27,6 +27,8 @@ use crate::controller::sandbox::status::{self, ReadyReason};
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 /// How often a Sandbox held by a failed policy asks again.
 const POLICY_FAILED_RETRY: Duration = Duration::from_secs(30);
+/// How often a Sandbox refused for a Secret the baseline could not check looks again.
+const BASELINE_RECHECK: Duration = Duration::from_secs(30);
 
 /// What to do with the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +198,8 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         } else {
             ChildAction::Delete
         },
-        apply_claims: true,
+        // A volume the baseline refuses (a foreign PV, a clone) is never claimed.
+        apply_claims: decisions.refused.is_empty(),
         delete_sandbox: false,
         status,
         requeue_after: None,
@@ -386,7 +389,8 @@ fn held(plan: &mut Plan, decisions: &Decisions, previous: &Previous) -> bool {
             "the pod baseline refuses {}; a SandboxPolicy that decides this Sandbox's isolation may allow it (spec.podSecurity)",
             decisions.refused.join(", ")
         );
-        (ReadyReason::PodBaselineRefused, note.clone(), note, None)
+        let retry = decisions.recheck.then_some(BASELINE_RECHECK);
+        (ReadyReason::PodBaselineRefused, note.clone(), note, retry)
     } else {
         return false;
     };
