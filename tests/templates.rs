@@ -1121,3 +1121,69 @@ fn component(rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule) 
         .and_then(|s| s.match_labels)
         .and_then(|l| l.get("app.kubernetes.io/component").cloned())
 }
+
+/// A Sandbox a tenant writes with a pool's labels, or with a copy of a member's owner
+/// reference short of `blockOwnerDeletion`, is not a member: the pool neither counts it nor
+/// hands it to a claim, which gets a genuine member. The forgeries come first, so that a pool
+/// that trusted labels would make no member of its own and hand out a forgery.
+#[tokio::test]
+async fn forged_pool_member_is_not_claimed() {
+    let ctx = TestContext::new("forged_member").await;
+    let _operator = Operator::start(&ctx);
+    let python = make(&ctx, &template("python", serde_json::json!({}))).await;
+    let hash = sandman::controller::blueprint::blueprint_hash(&python.spec);
+    // The pool's uid is readable by anyone who may read the pool; make it first, empty.
+    let pool_object = make(&ctx, &pool("warm", "python", 0, "OnReplenish")).await;
+    for (name, owner) in [
+        ("forged-label", None),
+        (
+            "forged-owner",
+            Some(serde_json::json!([{
+                "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxWarmPool",
+                "name": "warm", "uid": pool_object.uid().expect("uid"), "controller": true,
+            }])),
+        ),
+    ] {
+        let mut forged = serde_json::to_value(sandbox(name, false)).expect("json");
+        forged["metadata"]["labels"] = serde_json::json!({
+            POOL_LABEL: "warm", TEMPLATE_LABEL: "python",
+            sandman::controller::blueprint::BLUEPRINT_HASH_LABEL: hash,
+        });
+        if let Some(owner) = owner {
+            forged["metadata"]["ownerReferences"] = owner;
+        }
+        forged["spec"]["podTemplate"]["spec"]["containers"][0]["image"] =
+            serde_json::json!("registry.example/backdoor:1");
+        create(&ctx, &serde_json::from_value(forged).expect("forged")).await;
+        wait_phase(&ctx, name, Phase::Running).await;
+    }
+    api::<SandboxWarmPool>(&ctx)
+        .patch(
+            "warm",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "replicas": 1 } })),
+        )
+        .await
+        .expect("scale the pool");
+    let genuine = eventually("a genuine member, Ready", WAIT, || async {
+        let status = api::<SandboxWarmPool>(&ctx).get("warm").await.ok()?.status?;
+        let made: Vec<String> = members(&ctx, "warm")
+            .await
+            .iter()
+            .filter(|s| !s.name_any().starts_with("forged"))
+            .map(|s| s.name_any())
+            .collect();
+        (status.ready_replicas == 1 && status.replicas == 1 && made.len() == 1).then_some(made)
+    })
+    .await;
+    claim_pool(&ctx, "job", "warm").await;
+    let (name, _) = bound(&ctx, "job").await;
+    assert_eq!(genuine, [name]);
+    for forged in ["forged-label", "forged-owner"] {
+        let untouched = sandboxes(&ctx).get(forged).await.expect("forged");
+        assert!(
+            !untouched.labels().contains_key(CLAIM_LABEL),
+            "{forged} was claimed"
+        );
+    }
+}

@@ -256,8 +256,26 @@ pub fn apply_volume_claim_templates(
     Ok(())
 }
 
+/// Whether `sandbox` is a member `pool` made: the pool's label is only a selector, which
+/// anyone writing a Sandbox can set. Membership is the pool's controller owner reference, by
+/// uid, with `blockOwnerDeletion` (which the `OwnerReferencesPermissionEnforcement` admission
+/// plugin lets only those who may update the pool's finalizers set; SECURITY.md).
+pub fn is_member_of(sandbox: &Sandbox, pool: &SandboxWarmPool) -> bool {
+    let Some(uid) = pool.metadata.uid.as_deref() else {
+        return false;
+    };
+    sandbox.labels().get(POOL_LABEL) == pool.metadata.name.as_ref()
+        && sandbox.owner_references().iter().any(|o| {
+            o.uid == uid
+                && o.kind == "SandboxWarmPool"
+                && o.controller == Some(true)
+                && o.block_owner_deletion == Some(true)
+        })
+}
+
 /// Whether a claim can take `sandbox` now: an unclaimed member that is Running and Ready, and
-/// not going away. A member still starting is never handed out.
+/// not going away. A member still starting is never handed out. Whose member it is is asked
+/// apart ([`is_member_of`]).
 pub fn is_takeable(sandbox: &Sandbox) -> bool {
     let labels = sandbox.labels();
     let status = sandbox.status.as_ref();
@@ -273,8 +291,15 @@ pub fn is_takeable(sandbox: &Sandbox) -> bool {
 
 /// The member a claim takes: a takeable one of the current blueprint, else any takeable one;
 /// the oldest first, so that members are used in the order they were made.
-pub fn choose_member<'a>(members: &'a [Sandbox], current_hash: &str) -> Option<&'a Sandbox> {
-    let mut takeable: Vec<&Sandbox> = members.iter().filter(|s| is_takeable(s)).collect();
+pub fn choose_member<'a>(
+    members: &'a [Sandbox],
+    pool: &SandboxWarmPool,
+    current_hash: &str,
+) -> Option<&'a Sandbox> {
+    let mut takeable: Vec<&Sandbox> = members
+        .iter()
+        .filter(|s| is_member_of(s, pool) && is_takeable(s))
+        .collect();
     takeable.sort_by_key(|s| {
         (
             s.labels().get(BLUEPRINT_HASH_LABEL).map(String::as_str) != Some(current_hash),
@@ -412,8 +437,15 @@ mod tests {
         assert_eq!(spec.volume_claim_templates[0], volume("data", "5Gi"));
     }
 
+    fn pool() -> SandboxWarmPool {
+        let mut pool = SandboxWarmPool::new("pool", Default::default());
+        pool.metadata.uid = Some("pool-uid".into());
+        pool
+    }
+
     fn member(name: &str, age: i64, ready: bool, hash: &str) -> Sandbox {
         let mut s = Sandbox::new(name, Default::default());
+        s.metadata.owner_references = controller_of(&pool()).map(|o| vec![o]);
         s.metadata.creation_timestamp = Some(Time(
             Timestamp::from_second(1_800_000_000 - age).expect("time"),
         ));
@@ -449,7 +481,7 @@ mod tests {
             member("elder", 30, true, "new"),
         ];
         assert_eq!(
-            choose_member(&members, "new").map(|s| s.name_any()),
+            choose_member(&members, &pool(), "new").map(|s| s.name_any()),
             Some("elder".into())
         );
         let mut claimed = members[3].clone();
@@ -461,13 +493,38 @@ mod tests {
             "a claimed member is never handed out twice"
         );
         assert_eq!(
-            choose_member(&members[..2], "new").map(|s| s.name_any()),
+            choose_member(&members[..2], &pool(), "new").map(|s| s.name_any()),
             Some("old-blueprint".into()),
             "an older blueprint is better than none"
         );
         assert!(
-            choose_member(&members[..1], "new").is_none(),
+            choose_member(&members[..1], &pool(), "new").is_none(),
             "never one still starting"
+        );
+    }
+
+    #[test]
+    fn a_member_is_proven_by_the_pools_owner_reference_not_its_label() {
+        let genuine = member("genuine", 30, true, "new");
+        let mut forged = member("forged", 40, true, "new");
+        forged.metadata.owner_references = None;
+        let mut half_forged = member("half-forged", 50, true, "new");
+        for owner in half_forged.metadata.owner_references.iter_mut().flatten() {
+            owner.block_owner_deletion = None;
+        }
+        let mut other_pool = member("other", 60, true, "new");
+        for owner in other_pool.metadata.owner_references.iter_mut().flatten() {
+            owner.uid = "another-pool".into();
+        }
+        assert!(is_member_of(&genuine, &pool()));
+        for fake in [&forged, &half_forged, &other_pool] {
+            assert!(!is_member_of(fake, &pool()), "{}", fake.name_any());
+        }
+        let members = vec![forged, half_forged, other_pool, genuine];
+        assert_eq!(
+            choose_member(&members, &pool(), "new").map(|s| s.name_any()),
+            Some("genuine".into()),
+            "the older forged members are passed over"
         );
     }
 }

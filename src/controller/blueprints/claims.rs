@@ -429,6 +429,7 @@ enum Taken {
 /// cold.
 async fn members(
     sandboxes: &Api<Sandbox>,
+    pool: &SandboxWarmPool,
     selector: &str,
     current: &str,
     first_try: bool,
@@ -445,7 +446,7 @@ async fn members(
         return Ok(list(consistent).await?);
     }
     let cached = list(consistent.clone().match_any()).await?;
-    if blueprint::choose_member(&cached, current).is_some() {
+    if blueprint::choose_member(&cached, pool, current).is_some() {
         return Ok(cached);
     }
     Ok(list(consistent).await?)
@@ -471,8 +472,8 @@ async fn take_member(
     };
     let selector = format!("{POOL_LABEL}={pool_name}");
     for attempt in 0..TAKE_ATTEMPTS {
-        let members = members(sandboxes, &selector, &current, attempt == 0).await?;
-        let Some(member) = blueprint::choose_member(&members, &current) else {
+        let members = members(sandboxes, pool, &selector, &current, attempt == 0).await?;
+        let Some(member) = blueprint::choose_member(&members, pool, &current) else {
             return Ok(Taken::NoneReady);
         };
         let name = member.name_any();

@@ -180,7 +180,11 @@ async fn reconcile(pool: Arc<SandboxWarmPool>, ctx: Arc<PoolContext>) -> Result<
         .list(&ListParams::default().labels(&format!("{POOL_LABEL}={name}")))
         .await
         .map_err(failed("list", format!("members of {name}")))?
-        .items;
+        .items
+        .into_iter()
+        // The label selects; only the pool's own owner reference makes a member.
+        .filter(|s| blueprint::is_member_of(s, &pool))
+        .collect::<Vec<_>>();
     let unclaimed: Vec<&Sandbox> = members
         .iter()
         .filter(|s| s.metadata.deletion_timestamp.is_none())
