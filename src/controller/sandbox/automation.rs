@@ -67,8 +67,14 @@ pub fn next(
     resync: Duration,
     min_dwell: Duration,
 ) -> Next {
-    // A request is waiting in the gateway: that comes before any idle reckoning.
+    // A request is waiting in the gateway: that comes before any idle reckoning, unless the
+    // lifecycle policy that made this suspension still decides it. The annotation is the
+    // tenant's to write, so it may end a suspension, never overrule the platform's.
     if activity::wake_requested(sandbox) {
+        if let Some(policy) = holding_policy(sandbox, decisions) {
+            tracing::info!(%policy, "a wake request waits: the policy that suspended the Sandbox still decides suspend");
+            return Next::AskAgain(resync);
+        }
         return Next::Act {
             step: Step::Resume,
             by: GATEWAY.into(),
@@ -105,6 +111,18 @@ pub fn next(
         by,
         reason: decision.reason,
     }
+}
+
+/// The lifecycle policy that made the current suspension, when, asked about the suspended
+/// Sandbox, it still decides suspend. A policy that keeps or abstains for a suspended Sandbox
+/// (the idle examples do) lets a request wake it.
+fn holding_policy<'a>(sandbox: &Sandbox, decisions: &'a Decisions) -> Option<&'a str> {
+    let (policy, decision) = decisions.lifecycle.as_ref()?;
+    let suspended_by = sandbox.status.as_ref()?.mode_override.as_ref()?;
+    (suspended_by.mode == OperatingMode::Suspended
+        && suspended_by.by == *policy
+        && decision.action == LifecycleAction::Suspend)
+        .then_some(policy.as_str())
 }
 
 /// The built-in default: suspend a Running Sandbox after `spec.lifecycle.idleTimeout` without
@@ -387,6 +405,48 @@ mod tests {
         assert_eq!(
             next(&sandbox, &Decisions::default(), at(20), RESYNC, DWELL),
             Next::Nothing
+        );
+    }
+
+    /// The tenant writes the wake annotation: it ends a suspension the platform's policy no
+    /// longer holds, never one the policy still decides.
+    #[test]
+    fn a_wake_request_cannot_overrule_the_policy_that_suspended() {
+        let mut sandbox = sandbox(OperatingMode::Suspended);
+        sandbox.status = Some(crate::api::SandboxStatus {
+            phase: Some(crate::api::Phase::Suspended),
+            suspensions: 1,
+            mode_override: Some(ModeOverride {
+                mode: OperatingMode::Suspended,
+                spec_mode: OperatingMode::Suspended,
+                by: "off-hours".into(),
+                reason: "outside business hours".into(),
+                since: Time(at(0)),
+                checkpoint: None,
+            }),
+            ..Default::default()
+        });
+        sandbox.metadata.annotations = Some(
+            [(
+                activity::WAKE_REQUESTED.to_string(),
+                "suspension-1".to_string(),
+            )]
+            .into(),
+        );
+        let holding = |action| Decisions {
+            lifecycle: Some(("off-hours".into(), decision(action, None))),
+            has_lifecycle_policy: true,
+            ..Decisions::default()
+        };
+        assert_eq!(
+            next(&sandbox, &holding(LifecycleAction::Suspend), at(20), RESYNC, DWELL),
+            Next::AskAgain(RESYNC),
+            "the policy still decides suspend"
+        );
+        let woken = next(&sandbox, &holding(LifecycleAction::Keep), at(20), RESYNC, DWELL);
+        assert!(
+            matches!(woken, Next::Act { step: Step::Resume, ref by, .. } if by == GATEWAY),
+            "once the policy lets go, the same request wakes it: {woken:?}"
         );
     }
 
