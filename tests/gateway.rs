@@ -561,6 +561,46 @@ async fn unanswered_get_is_sent_again_but_post_is_not() {
     );
 }
 
+/// A pod that never answers once got one bodiless GET about 14 times in 5 s. Replays are now
+/// bounded per request (3) and per Sandbox (a budget of 10 that all requests share, earned
+/// back at 2 a second), so twenty clients of a dead pod do not become hundreds of requests.
+#[tokio::test]
+async fn gateway_replays_are_bounded_per_request_and_per_sandbox() {
+    use std::sync::atomic::Ordering;
+    let ctx = TestContext::new("gateway_replay_bound").await;
+    let _operator = Operator::start(&ctx);
+    create(&ctx, &reachable("dead", OperatingMode::Running)).await;
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    play_raw_container(&ctx, "dead", move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        None
+    })
+    .await
+    .expect("the container listens");
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let path = format!("/sandboxes/{}/dead/", ctx.namespace);
+    let started = std::time::Instant::now();
+    let (status, _, _) = get(&gateway, &path, None).await;
+    assert_eq!(status, 502);
+    assert_eq!(received.load(Ordering::SeqCst), 4, "one try and three replays");
+
+    let clients = 20;
+    let answers = futures::future::join_all((0..clients).map(|_| get(&gateway, &path, None))).await;
+    assert!(answers.iter().all(|(status, _, _)| *status == 502));
+    let replays = received.load(Ordering::SeqCst) - 4 - clients;
+    // What the budget allows: 10 at first, 3 of them spent, and 2 a second earned since.
+    let earned = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        replays <= 7 + earned,
+        "{replays} replays for {clients} requests in {:?}",
+        started.elapsed()
+    );
+    assert!(replays < clients * 3, "the per-Sandbox budget bit");
+}
+
 /// Client `X-Forwarded-For`/`Forwarded` once passed through unchanged and none was added, and
 /// headers a client named in `Connection:` were forwarded.
 #[tokio::test]

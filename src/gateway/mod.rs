@@ -5,6 +5,7 @@
 
 pub mod activity;
 mod proxy;
+mod replays;
 pub mod route;
 mod wake;
 
@@ -126,6 +127,7 @@ struct State {
     waker: Waker,
     activity: Arc<ActivityLog>,
     upstream: proxy::Upstream,
+    replays: replays::Replays,
 }
 
 /// Starts the gateway: a Sandbox cache, the activity writer, and the listener. Runs until the
@@ -174,6 +176,7 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         ),
         activity,
         upstream: proxy::upstream(),
+        replays: Default::default(),
         options,
     });
     let listener = crate::listener::Bounded::new(listener, state.options.max_connections);
@@ -385,6 +388,7 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
                     path: &route.path,
                     peer,
                     timeout: state.options.upstream_timeout,
+                    replays: &state.replays,
                 },
             )
             .await

@@ -14,13 +14,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use super::activity::{ActivityLog, Key, OpenConnection};
+use super::replays::{self, Replays};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 pub type Upstream = Client<HttpConnector, Body>;
 
 /// The pause before a request that may be repeated is sent again after the pod closed the
-/// connection without answering; it doubles each time, up to the most.
-const REPLAY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// connection without answering; it doubles each time, up to the most. Three replays after
+/// 150, 300 and 600 ms cover the second a fresh server under gVisor may take.
+const REPLAY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
 const REPLAY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long, from the first try, a request may still be sent again.
 const REPLAY_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
@@ -43,6 +45,8 @@ pub struct Hop<'a> {
     pub peer: SocketAddr,
     /// How long the pod may take to answer with headers.
     pub timeout: std::time::Duration,
+    /// The replay budgets of every Sandbox.
+    pub replays: &'a Replays,
 }
 
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
@@ -136,6 +140,7 @@ pub async fn forward(
         path,
         peer,
         timeout,
+        replays,
     } = hop;
     let upgrade = is_upgrade(request.headers());
     let uri = match format!("http://{addr}{path}").parse() {
@@ -157,7 +162,7 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     set_forwarded(&mut parts.headers, peer, host);
     let connection = activity.open(key);
-    let sent = send_replaying(upstream, parts, body, addr, timeout).await;
+    let sent = send_replaying(upstream, parts, body, (key, addr), timeout, replays).await;
     let response = match sent {
         Ok(response) => response,
         Err(Failed::Unanswered(error) | Failed::Other(error)) => {
@@ -179,14 +184,16 @@ pub async fn forward(
 /// Sends the request to the pod. A server that has just started can close its first
 /// connections before answering (seen with agents under gVisor, for up to about a second): a
 /// request without a body and with a method that may be repeated is sent again, with growing
-/// pauses, within the replay budget; anything else gets the failure, since it may have had
+/// pauses, within the time budget, at most [`replays::PER_REQUEST`] times, and only while the
+/// Sandbox's shared replay budget lasts; anything else gets the failure, since it may have had
 /// effects.
 async fn send_replaying(
     upstream: &Upstream,
     parts: http::request::Parts,
     body: Incoming,
-    addr: SocketAddr,
+    (key, addr): (&Key, SocketAddr),
     timeout: std::time::Duration,
+    replays: &Replays,
 ) -> Result<Response<Incoming>, Failed> {
     let replay = replayable(&parts, &body).then(|| (parts.method.clone(), parts.headers.clone()));
     let uri = parts.uri.clone();
@@ -198,10 +205,15 @@ async fn send_replaying(
         return sent;
     };
     let mut pause = REPLAY_FIRST_PAUSE;
+    let mut replayed = 0;
     while let Err(Failed::Unanswered(error)) = &sent {
-        if tokio::time::Instant::now() + pause >= deadline {
+        if replayed >= replays::PER_REQUEST
+            || tokio::time::Instant::now() + pause >= deadline
+            || !replays.take(key)
+        {
             break;
         }
+        replayed += 1;
         tracing::debug!(%addr, ?error, ?pause, "upstream closed before answering; sending again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(REPLAY_MAX_PAUSE);
