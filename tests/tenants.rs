@@ -344,3 +344,61 @@ async fn pvc_template_cannot_bind_a_foreign_volume() {
         .await
         .expect("clean up");
 }
+
+/// An unlabelled NetworkPolicy with the name of a Sandbox's own once made the operator retry a
+/// 409 apply conflict in a loop while the Sandbox said Ready with its network profile never
+/// applied. Now it is a conflict: Ready says `ChildConflict`, an Event names it, no pod runs
+/// without its network, and the stranger's object is left as it was.
+#[tokio::test]
+async fn network_policy_name_collision_is_a_conflict_not_a_loop() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let ctx = TestContext::new("tenants_netpol_collision").await;
+    let _operator = Operator::start(&ctx);
+    common::policy::install_loaded_cel(
+        &ctx,
+        "locked",
+        "Enforce",
+        json!({ "isolation": "{'network': {'ingressPorts': [9000]}, 'reason': 'locked down'}" }),
+    )
+    .await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let stranger: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": { "name": "sandman-sandbox-agent" },
+        "spec": { "podSelector": {}, "policyTypes": ["Ingress"],
+                  "ingress": [{ "from": [{ "ipBlock": { "cidr": "0.0.0.0/0" } }] }] },
+    }))
+    .expect("network policy");
+    let made = policies
+        .create(&PostParams::default(), &stranger)
+        .await
+        .expect("create the stranger's policy");
+    create(&ctx, &sandbox("agent", false)).await;
+    let held = wait_sandbox(&ctx, "agent", "a ChildConflict", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "ChildConflict")
+    })
+    .await;
+    assert_ne!(held.status.and_then(|s| s.phase), Some(Phase::Running));
+    let notes = common::agent::event_notes(&ctx, "ChildConflict").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("NetworkPolicy sandman-sandbox-agent")),
+        "{notes:?}"
+    );
+    stays(
+        "no pod, and the stranger's policy untouched",
+        Duration::from_secs(5),
+        || {
+            let (pods, policies) = (pods(&ctx), policies.clone());
+            let version = made.metadata.resource_version.clone();
+            async move {
+                let untouched = policies
+                    .get("sandman-sandbox-agent")
+                    .await
+                    .is_ok_and(|p| p.metadata.resource_version == version);
+                untouched && pods.get_opt("agent").await.expect("get").is_none()
+            }
+        },
+    )
+    .await;
+}

@@ -58,7 +58,9 @@ pub async fn apply(
     }
     service(ctx, sandbox, plan.service).await?;
     // Before the pod: a pod never runs without the network its policy chose.
-    network_policy(ctx, sandbox, decisions).await?;
+    if plan.network_policy == ChildAction::Apply {
+        network_policy(ctx, sandbox, decisions).await?;
+    }
     pod(ctx, sandbox, &plan.pod, decisions).await
 }
 

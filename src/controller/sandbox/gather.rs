@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -16,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::{baseline, children, ownership};
 use crate::api::Sandbox;
-use crate::controller::Error;
+use crate::controller::{Error, network};
 use crate::controller::sandbox::checkpointing::{self, StartHeard};
 use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::decisions::Decisions;
@@ -44,6 +45,8 @@ pub struct ChildrenSeen {
     pub conflicts: Vec<String>,
     /// The cache holds a Service of the Sandbox's name that is someone else's: never deleted.
     pub foreign_service: bool,
+    /// A NetworkPolicy of the name the Sandbox's network profile takes is someone else's.
+    pub foreign_network_policy: bool,
 }
 
 /// Reads what the plan needs for `sandbox`.
@@ -58,7 +61,7 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     if ctx.pod_baseline {
         check_baseline(ctx, &sandbox, &mut decisions).await?;
     }
-    let children = children_seen(ctx, &sandbox).await?;
+    let children = children_seen(ctx, &sandbox, &decisions).await?;
     let start = checkpointing::hear_start(&ctx.supervisors, &sandbox, pod.as_ref()).await;
     Ok(Gathered {
         sandbox,
@@ -247,7 +250,11 @@ async fn secret_kinds(
 /// labelled objects, so a name missing from them is asked of the API server: one read per
 /// child while it is being created, and none after. An expired Sandbox applies neither, so
 /// neither is asked.
-async fn children_seen(ctx: &Context, sandbox: &Sandbox) -> Result<ChildrenSeen, Error> {
+async fn children_seen(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    decisions: &Decisions,
+) -> Result<ChildrenSeen, Error> {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let cached_service = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
@@ -290,6 +297,28 @@ async fn children_seen(ctx: &Context, sandbox: &Sandbox) -> Result<ChildrenSeen,
         };
         if existing.is_some_and(|s| !ownership::service_is_ours(&s, sandbox)) {
             seen.conflicts.push(ownership::conflict("Service", &name));
+        }
+    }
+    let wants_network_policy = decisions
+        .isolation
+        .as_ref()
+        .is_some_and(|(_, d)| d.network.is_some());
+    if wants_network_policy {
+        let policy_name = network::sandbox_policy_name(&name);
+        let existing = match ctx
+            .network_policies
+            .get(&ObjectRef::new(&policy_name).within(&namespace))
+        {
+            Some(cached) => Some((*cached).clone()),
+            None => Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&policy_name)
+                .await
+                .map_err(Error::child("get", "NetworkPolicy", &policy_name))?,
+        };
+        if existing.is_some_and(|p| !network::owned_by(&p, sandbox)) {
+            seen.conflicts
+                .push(ownership::conflict("NetworkPolicy", &policy_name));
+            seen.foreign_network_policy = true;
         }
     }
     Ok(seen)

@@ -58,6 +58,9 @@ pub enum ChildAction {
 pub struct Plan {
     pub pod: PodAction,
     pub service: ChildAction,
+    /// `Apply` follows the isolation decision's network profile (applied, or deleted when
+    /// there is none); `Leave` touches nothing.
+    pub network_policy: ChildAction,
     pub apply_claims: bool,
     pub delete_sandbox: bool,
     pub status: SandboxStatus,
@@ -198,6 +201,7 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
         } else {
             ChildAction::Delete
         },
+        network_policy: ChildAction::Apply,
         // A volume the baseline refuses (a foreign PV, a clone) is never claimed.
         apply_claims: decisions.refused.is_empty(),
         delete_sandbox: false,

@@ -173,6 +173,11 @@ fn plan(gathered: &Gathered, pod: Option<&Pod>, lifecycle: &Lifecycle, now: Time
     if plan.apply_claims && !gathered.children.conflicts.is_empty() {
         refused::hold_for_conflicts(&mut plan, sandbox, &gathered.children.conflicts);
     }
+    // Someone else's NetworkPolicy of that name is never patched (which would conflict on
+    // every try) nor deleted.
+    if gathered.children.foreign_network_policy {
+        plan.network_policy = ChildAction::Leave;
+    }
     // A Service that is not ours is not ours to delete either; that is no conflict.
     if plan.service == ChildAction::Delete && gathered.children.foreign_service {
         plan.service = ChildAction::Leave;
