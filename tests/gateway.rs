@@ -585,7 +585,11 @@ async fn gateway_replays_are_bounded_per_request_and_per_sandbox() {
     let started = std::time::Instant::now();
     let (status, _, _) = get(&gateway, &path, None).await;
     assert_eq!(status, 502);
-    assert_eq!(received.load(Ordering::SeqCst), 4, "one try and three replays");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        4,
+        "one try and three replays"
+    );
 
     let clients = 20;
     let answers = futures::future::join_all((0..clients).map(|_| get(&gateway, &path, None))).await;

@@ -1166,7 +1166,11 @@ async fn forged_pool_member_is_not_claimed() {
         .await
         .expect("scale the pool");
     let genuine = eventually("a genuine member, Ready", WAIT, || async {
-        let status = api::<SandboxWarmPool>(&ctx).get("warm").await.ok()?.status?;
+        let status = api::<SandboxWarmPool>(&ctx)
+            .get("warm")
+            .await
+            .ok()?
+            .status?;
         let made: Vec<String> = members(&ctx, "warm")
             .await
             .iter()
@@ -1186,4 +1190,86 @@ async fn forged_pool_member_is_not_claimed() {
             "{forged} was claimed"
         );
     }
+}
+
+/// A template's gateway token was copied to every Sandbox made from it, so one claim's token
+/// opened every other claim's Sandbox. Now each Sandbox gets its own, in a Secret it owns, and
+/// a template cannot name one.
+#[tokio::test]
+async fn template_sandboxes_get_their_own_tokens() {
+    use common::gateway::{get, options, play_container};
+    use k8s_openapi::api::core::v1::Secret;
+    let ctx = TestContext::new("template_tokens").await;
+    let _operator = Operator::start(&ctx);
+    let shared = template(
+        "shared",
+        serde_json::json!({ "gateway": { "enabled": true, "port": 8080,
+            "tokenSHA256": "0".repeat(64) } }),
+    );
+    let refused = api::<SandboxTemplate>(&ctx)
+        .create(&PostParams::default(), &shared)
+        .await
+        .expect_err("a template with a token is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("a template cannot name a tokenSHA256"),
+        "{refused}"
+    );
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &pool("warm", "python", 1, "OnReplenish")).await;
+    ready_members(&ctx, "warm", 1).await;
+    claim_pool(&ctx, "alice", "warm").await;
+    make(
+        &ctx,
+        &claim(
+            "bob",
+            serde_json::json!({ "sandboxTemplateRef": { "name": "python" } }),
+        ),
+    )
+    .await;
+    let secrets: Api<Secret> = api(&ctx);
+    let (mut tokens, mut servers) = (Vec::new(), Vec::new());
+    for claim in ["alice", "bob"] {
+        let (name, _) = bound(&ctx, claim).await;
+        let sandbox = wait_phase(&ctx, &name, Phase::Running).await;
+        let recorded = sandbox
+            .status
+            .and_then(|s| s.gateway_token)
+            .expect("the token is recorded");
+        let secret = secrets.get(&recorded.secret).await.expect("token Secret");
+        assert_eq!(
+            secret.owner_references()[0].uid,
+            sandbox.metadata.uid.clone().expect("uid"),
+            "owned by the Sandbox"
+        );
+        let token = secret
+            .data
+            .and_then(|d| d.get("token").cloned())
+            .map(|b| String::from_utf8(b.0).expect("utf-8"))
+            .expect("a token");
+        assert_eq!(
+            sandman::distribution::sha256_hex(token.as_bytes()),
+            recorded.sha256
+        );
+        servers.push(play_container(&ctx, &name).await.expect("container"));
+        tokens.push((name, token));
+    }
+    assert_ne!(tokens[0].1, tokens[1].1, "each Sandbox its own token");
+    let gateway = sandman::gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let path = |name: &str| format!("/sandboxes/{}/{name}/", ctx.namespace);
+    let ((alice, alice_token), (bob, bob_token)) = (&tokens[0], &tokens[1]);
+    let (status, _, body) = get(&gateway, &path(alice), Some(alice_token)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, format!("hello from {alice}").as_str())
+    );
+    let (status, _, _) = get(&gateway, &path(bob), Some(alice_token)).await;
+    assert_eq!(status, 401, "alice's token does not open bob's Sandbox");
+    let (status, _, _) = get(&gateway, &path(bob), None).await;
+    assert_eq!(status, 401, "nor does no token");
+    let (status, _, _) = get(&gateway, &path(bob), Some(bob_token)).await;
+    assert_eq!(status, 200);
 }

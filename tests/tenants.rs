@@ -204,7 +204,10 @@ async fn hardened_pods_pass_restricted_admission() {
     }))
     .expect("pod");
     let refused = pods(&ctx).create(&PostParams::default(), &raw).await;
-    assert!(refused.is_err(), "restricted admission is not enforced here");
+    assert!(
+        refused.is_err(),
+        "restricted admission is not enforced here"
+    );
 
     let _operator = Operator::start(&ctx);
     create(&ctx, &sandbox("plain", true)).await;
@@ -232,10 +235,14 @@ async fn explicit_root_user_is_refused() {
         message.contains("runAsUser: 0") && message.contains("runAsNonRoot: false"),
         "{message}"
     );
-    stays("no pod for the root Sandbox", Duration::from_secs(3), || {
-        let pods = pods(&ctx);
-        async move { pods.get_opt("root").await.expect("get").is_none() }
-    })
+    stays(
+        "no pod for the root Sandbox",
+        Duration::from_secs(3),
+        || {
+            let pods = pods(&ctx);
+            async move { pods.get_opt("root").await.expect("get").is_none() }
+        },
+    )
     .await;
 }
 

@@ -202,6 +202,12 @@ pub struct GatewaySpec {
     )]
     #[schemars(regex(pattern = "^[a-f0-9]{64}$"))]
     pub token_sha256: Option<String>,
+    /// Give this Sandbox a token of its own, made by the operator: it is kept in the Secret
+    /// `sandman-token-<name>` (key `token`), which the Sandbox owns, and the gateway accepts it
+    /// for this Sandbox only. Only its sha256 is recorded (`status.gatewayToken`). Every
+    /// Sandbox made from a template gets one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate_token: bool,
 }
 
 impl GatewaySpec {
@@ -222,6 +228,17 @@ impl GatewaySpec {
         };
         u16::try_from(port).ok()
     }
+}
+
+/// Where a Sandbox's own token is kept, and its hash.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTokenStatus {
+    /// The Secret that holds the token under `token`, in the Sandbox's namespace.
+    pub secret: String,
+    /// The token's sha256, 64 hex digits.
+    #[serde(rename = "sha256")]
+    pub sha256: String,
 }
 
 /// Lifecycle settings.
@@ -370,6 +387,11 @@ pub struct SandboxStatus {
     /// Where the Sandbox is in its life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// The token the operator made for this Sandbox (`spec.gateway.generateToken`): where it is
+    /// kept, and its sha256, which is what the gateway checks. The token itself is only in
+    /// the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_token: Option<GatewayTokenStatus>,
     /// `Ready`, `Suspended` and `Finished`, each with a reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

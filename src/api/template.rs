@@ -40,8 +40,10 @@ pub struct SandboxTemplateSpec {
     /// Whether each Sandbox keeps a headless Service (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<bool>,
-    /// Gateway settings of each Sandbox.
+    /// Gateway settings of each Sandbox. Each Sandbox gets a token of its own
+    /// (`generateToken`); a template cannot name one, since all its Sandboxes would share it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.tokenSHA256)").message("a template cannot name a tokenSHA256: every Sandbox made from it gets a token of its own, in the Secret sandman-token-<sandbox>"))]
     pub gateway: Option<GatewaySpec>,
     /// Isolation hints for the isolation policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]

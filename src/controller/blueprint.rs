@@ -9,9 +9,9 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    EnvVar, EnvVarsInjectionPolicy, OperatingMode, Phase, PodMetadata, RESERVED_PREFIX, Sandbox,
-    SandboxClaim, SandboxSpec, SandboxTemplate, SandboxTemplateSpec, SandboxWarmPool,
-    VolumeClaimTemplatesPolicy,
+    EnvVar, EnvVarsInjectionPolicy, GatewaySpec, OperatingMode, Phase, PodMetadata,
+    RESERVED_PREFIX, Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate, SandboxTemplateSpec,
+    SandboxWarmPool, VolumeClaimTemplatesPolicy,
 };
 use crate::controller::hash::content_hash;
 
@@ -42,7 +42,13 @@ pub fn sandbox_spec(template: &SandboxTemplateSpec) -> SandboxSpec {
         volume_claim_templates: template.volume_claim_templates.clone(),
         service: template.service,
         operating_mode: OperatingMode::Running,
-        gateway: template.gateway.clone(),
+        // Each Sandbox its own token: one shared by a template's Sandboxes would let one
+        // claim's holder into every other claim's Sandbox.
+        gateway: template.gateway.clone().map(|gateway| GatewaySpec {
+            token_sha256: None,
+            generate_token: true,
+            ..gateway
+        }),
         isolation: template.isolation.clone(),
         lifecycle: template.lifecycle.clone(),
         volume_reclaim_policy: template.volume_reclaim_policy,

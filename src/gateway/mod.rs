@@ -334,17 +334,31 @@ fn admit(
     if GatewaySpec::target_port(&sandbox).is_none() {
         return Err(not_found());
     }
-    let sandbox_token = sandbox
+    // The Sandbox's tokens: one its spec names, and the one the operator made for it
+    // (`generateToken`), whose hash only the operator writes, in status.
+    let named = sandbox
         .spec
         .gateway
         .as_ref()
         .and_then(|g| g.token_sha256.as_deref());
-    let sandbox_token_ok = sandbox_token.is_some_and(|hash| {
-        presented
-            .as_deref()
-            .is_some_and(|p| same(&crate::distribution::sha256_hex(p.as_bytes()), hash))
-    });
-    let open = state.options.token.is_none() && sandbox_token.is_none();
+    let made = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.gateway_token.as_ref())
+        .map(|t| t.sha256.as_str());
+    let wants_made = sandbox
+        .spec
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.generate_token);
+    let presented_hash = presented
+        .as_deref()
+        .map(|p| crate::distribution::sha256_hex(p.as_bytes()));
+    let sandbox_token_ok = presented_hash
+        .as_deref()
+        .is_some_and(|p| named.is_some_and(|h| same(p, h)) || made.is_some_and(|h| same(p, h)));
+    // A Sandbox waiting for its token is not open meanwhile.
+    let open = state.options.token.is_none() && named.is_none() && !wants_made;
     if !(open || gateway_token_ok || sandbox_token_ok) {
         return Err(Refusal::Unauthorized);
     }

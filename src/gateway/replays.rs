@@ -64,7 +64,6 @@ impl Replays {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

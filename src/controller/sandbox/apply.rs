@@ -56,6 +56,10 @@ pub async fn apply(
     if plan.apply_claims {
         claims(ctx, sandbox).await?;
     }
+    // Before the status that records its hash is written.
+    if let Some(secret) = &plan.token_secret {
+        super::token::make(ctx, sandbox, secret).await?;
+    }
     service(ctx, sandbox, plan.service).await?;
     // Before the pod: a pod never runs without the network its policy chose.
     if plan.network_policy == ChildAction::Apply {

@@ -439,11 +439,23 @@ mod tests {
             ..Decisions::default()
         };
         assert_eq!(
-            next(&sandbox, &holding(LifecycleAction::Suspend), at(20), RESYNC, DWELL),
+            next(
+                &sandbox,
+                &holding(LifecycleAction::Suspend),
+                at(20),
+                RESYNC,
+                DWELL
+            ),
             Next::AskAgain(RESYNC),
             "the policy still decides suspend"
         );
-        let woken = next(&sandbox, &holding(LifecycleAction::Keep), at(20), RESYNC, DWELL);
+        let woken = next(
+            &sandbox,
+            &holding(LifecycleAction::Keep),
+            at(20),
+            RESYNC,
+            DWELL,
+        );
         assert!(
             matches!(woken, Next::Act { step: Step::Resume, ref by, .. } if by == GATEWAY),
             "once the policy lets go, the same request wakes it: {woken:?}"

@@ -370,7 +370,11 @@ mod tests {
             ..Default::default()
         };
         apply_isolation(&mut spec, &decision());
-        for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        for container in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
             let context = container.security_context.clone().expect("context");
             assert_eq!(
                 (context.run_as_non_root, context.run_as_user),

@@ -15,12 +15,13 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
+use super::token::{self, TokenSeen};
 use super::{baseline, children, ownership};
 use crate::api::Sandbox;
-use crate::controller::{Error, network};
 use crate::controller::sandbox::checkpointing::{self, StartHeard};
 use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::decisions::Decisions;
+use crate::controller::{Error, network};
 use crate::policy::set::{decide_isolation, decide_lifecycle, decide_resources};
 use crate::policy::{Hook, LoadedPolicy, PolicyFailed, input};
 
@@ -36,6 +37,8 @@ pub struct Gathered {
     pub children: ChildrenSeen,
     /// What a pod made to restore said of its start, when there was one to ask.
     pub start: Option<StartHeard>,
+    /// The Sandbox's own token Secret.
+    pub token: TokenSeen,
 }
 
 /// What the children the plan may apply are, as far as ownership goes.
@@ -61,7 +64,11 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     if ctx.pod_baseline {
         check_baseline(ctx, &sandbox, &mut decisions).await?;
     }
-    let children = children_seen(ctx, &sandbox, &decisions).await?;
+    let mut children = children_seen(ctx, &sandbox, &decisions).await?;
+    let token = token::see(ctx, &sandbox).await?;
+    if let TokenSeen::Foreign(name) = &token {
+        children.conflicts.push(ownership::conflict("Secret", name));
+    }
     let start = checkpointing::hear_start(&ctx.supervisors, &sandbox, pod.as_ref()).await;
     Ok(Gathered {
         sandbox,
@@ -69,6 +76,7 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
         decisions,
         children,
         start,
+        token,
     })
 }
 
@@ -225,10 +233,8 @@ async fn secret_kinds(
     if names.is_empty() {
         return Ok(kinds);
     }
-    let api: Api<Secret> = Api::namespaced(
-        ctx.client.clone(),
-        &sandbox.namespace().unwrap_or_default(),
-    );
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
     for name in names {
         let kind = match api.get_metadata_opt(&name).await {
             Ok(Some(meta)) if meta.annotations().contains_key(SERVICE_ACCOUNT_NAME) => {
@@ -236,9 +242,9 @@ async fn secret_kinds(
             }
             Ok(Some(_)) => baseline::SecretKind::Plain,
             Ok(None) => baseline::SecretKind::Unknown("it does not exist".into()),
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                baseline::SecretKind::Unknown(format!("sandman may not read it: {}", status.message))
-            }
+            Err(kube::Error::Api(status)) if status.code == 403 => baseline::SecretKind::Unknown(
+                format!("sandman may not read it: {}", status.message),
+            ),
             Err(e) => return Err(Error::child("get", "Secret", &name)(e)),
         };
         kinds.insert(name, kind);

@@ -34,8 +34,7 @@ pub fn harden(spec: &mut PodSpec) {
     }
     // A template that runs something as root says so; then the baseline judges it, and a
     // hardened `runAsNonRoot` would only make the kubelet refuse what a policy allowed.
-    if pod_context.run_as_non_root.is_none() && pod_context.run_as_user != Some(0) && !names_root
-    {
+    if pod_context.run_as_non_root.is_none() && pod_context.run_as_user != Some(0) && !names_root {
         pod_context.run_as_non_root = Some(true);
     }
 
@@ -90,7 +89,10 @@ mod tests {
             .and_then(|s| s.seccomp_profile.as_ref())
             .map(|p| p.type_.as_str());
         assert_eq!(seccomp, Some("RuntimeDefault"));
-        let non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root);
+        let non_root = spec
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root);
         assert_eq!(non_root, Some(true));
         let context = spec.containers[0]
             .security_context
@@ -115,7 +117,10 @@ mod tests {
             ..Default::default()
         };
         harden(&mut spec);
-        let non_root = spec.security_context.as_ref().and_then(|s| s.run_as_non_root);
+        let non_root = spec
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root);
         assert_eq!(non_root, None);
     }
 

@@ -17,3 +17,4 @@ pub mod phase;
 pub mod reconcile;
 pub mod refused;
 pub mod status;
+pub mod token;

@@ -61,6 +61,8 @@ pub struct Plan {
     /// `Apply` follows the isolation decision's network profile (applied, or deleted when
     /// there is none); `Leave` touches nothing.
     pub network_policy: ChildAction,
+    /// The Sandbox's token Secret, to be made.
+    pub token_secret: Option<Box<k8s_openapi::api::core::v1::Secret>>,
     pub apply_claims: bool,
     pub delete_sandbox: bool,
     pub status: SandboxStatus,
@@ -202,6 +204,7 @@ fn starting_point(sandbox: &Sandbox, now: Timestamp, decisions: &Decisions) -> P
             ChildAction::Delete
         },
         network_policy: ChildAction::Apply,
+        token_secret: None,
         // A volume the baseline refuses (a foreign PV, a clone) is never claimed.
         apply_claims: decisions.refused.is_empty(),
         delete_sandbox: false,

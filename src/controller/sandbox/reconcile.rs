@@ -25,6 +25,7 @@ use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::gather::{self, Gathered};
 use crate::controller::sandbox::phase::{self, ChildAction, Plan, PodAction};
 use crate::controller::sandbox::refused;
+use crate::controller::sandbox::token::TokenSeen;
 use crate::controller::{ERROR_REQUEUE, Error};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
@@ -172,6 +173,10 @@ fn plan(gathered: &Gathered, pod: Option<&Pod>, lifecycle: &Lifecycle, now: Time
     let mut plan = phase::plan(sandbox, pod, now, &gathered.decisions);
     if plan.apply_claims && !gathered.children.conflicts.is_empty() {
         refused::hold_for_conflicts(&mut plan, sandbox, &gathered.children.conflicts);
+    }
+    plan.status.gateway_token = gathered.token.status();
+    if let TokenSeen::ToMake(secret, _) = &gathered.token {
+        plan.token_secret = Some(secret.clone());
     }
     // Someone else's NetworkPolicy of that name is never patched (which would conflict on
     // every try) nor deleted.

@@ -2,7 +2,8 @@
 //! the restricted profile's users, privilege, capabilities, profiles and sysctls.
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Container, PodSpec, SELinuxOptions, SeccompProfile, WindowsSecurityContextOptions,
+    AppArmorProfile, Container, PodSpec, SELinuxOptions, SeccompProfile,
+    WindowsSecurityContextOptions,
 };
 
 use super::{ALWAYS_ALLOWED_CAPABILITIES, Exemption, Finding};

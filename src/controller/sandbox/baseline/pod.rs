@@ -52,7 +52,9 @@ pub(super) fn findings(spec: &PodSpec, secrets: &Secrets) -> Vec<Finding> {
                 format!("Secret {name} is a ServiceAccount token")
             }
             SecretKind::Unknown(why) => {
-                format!("Secret {name} cannot be checked ({why}), and could be a ServiceAccount token")
+                format!(
+                    "Secret {name} cannot be checked ({why}), and could be a ServiceAccount token"
+                )
             }
         };
         found.push(Finding::new(PodPrivilege::ServiceAccountToken, what));
@@ -147,7 +149,10 @@ pub fn referenced_secrets(spec: &PodSpec) -> BTreeSet<String> {
     }
     for container in containers(spec) {
         for var in container.env.iter().flatten() {
-            let reference = var.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
+            let reference = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref());
             names.extend(reference.map(|r| r.name.clone()));
         }
         for source in container.env_from.iter().flatten() {

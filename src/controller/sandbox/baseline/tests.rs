@@ -150,7 +150,10 @@ fn explicit_container_values_are_refused_in_init_containers_too() {
             json!({ "capabilities": { "drop": [] } }),
             "does not drop ALL capabilities",
         ),
-        (json!({ "procMount": "Unmasked" }), "sets procMount Unmasked"),
+        (
+            json!({ "procMount": "Unmasked" }),
+            "sets procMount Unmasked",
+        ),
         (
             json!({ "seccompProfile": { "type": "Unconfined" } }),
             "sets seccomp profile Unconfined",
@@ -242,7 +245,13 @@ fn a_secret_that_is_a_token_is_refused_whatever_the_route() {
     let names = referenced_secrets(pod.spec.as_ref().expect("spec"));
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),
-        ["api-keys", "env-token", "legacy-token", "missing", "projected-token"]
+        [
+            "api-keys",
+            "env-token",
+            "legacy-token",
+            "missing",
+            "projected-token"
+        ]
     );
     let secrets = Secrets::from([
         ("legacy-token".into(), SecretKind::ServiceAccountToken),
@@ -271,7 +280,9 @@ fn pvc_templates_may_not_name_a_volume_or_a_source() {
     let templates = [
         template(json!({ "volumeName": "pv-of-someone-else" })),
         template(json!({ "dataSource": { "kind": "PersistentVolumeClaim", "name": "theirs" } })),
-        template(json!({ "dataSourceRef": { "kind": "VolumeSnapshot", "name": "snap", "apiGroup": "snapshot.storage.k8s.io" } })),
+        template(
+            json!({ "dataSourceRef": { "kind": "VolumeSnapshot", "name": "snap", "apiGroup": "snapshot.storage.k8s.io" } }),
+        ),
         template(json!({ "accessModes": ["ReadWriteOnce"] })),
     ];
     let found = findings(&pod(plain()), &templates, &Secrets::new());
@@ -297,13 +308,19 @@ fn an_allowance_lets_exactly_what_it_names_through() {
     };
     let judged = judge(findings(&root, &[], &Secrets::new()), &only_root);
     assert!(
-        judged.exempted.iter().all(|e| e.contains("root") || e.contains("runAsUser: 0")),
+        judged
+            .exempted
+            .iter()
+            .all(|e| e.contains("root") || e.contains("runAsUser: 0")),
         "{judged:?}"
     );
     assert!(judged.exempted.len() >= 2, "{judged:?}");
     assert_eq!(
         judged.refused,
-        ["hostNetwork: true", "container agent adds capability CAP_SYS_ADMIN"]
+        [
+            "hostNetwork: true",
+            "container agent adds capability CAP_SYS_ADMIN"
+        ]
     );
     let everything = PodSecurityAllowance {
         allow: vec![PodPrivilege::RunAsRoot, PodPrivilege::HostNetwork],
