@@ -60,6 +60,29 @@ async fn rbac_is_sufficient_for_full_cycle() {
         .await
         .expect("resume");
     wait_phase(&ctx, "agent", Phase::Running).await;
+    // A Secret a pod names is looked at (metadata), and a Sandbox's own token Secret made.
+    Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "keys" }, "stringData": { "k": "v" },
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("an admin creates a Secret");
+    let mut keyed = serde_json::to_value(sandbox("keyed", false)).expect("json");
+    keyed["spec"]["podTemplate"]["spec"]["volumes"] =
+        serde_json::json!([{ "name": "keys", "secret": { "secretName": "keys" } }]);
+    keyed["spec"]["podTemplate"]["spec"]["containers"][0]["ports"] =
+        serde_json::json!([{ "containerPort": 8080 }]);
+    keyed["spec"]["gateway"] = serde_json::json!({ "enabled": true, "generateToken": true });
+    create(&ctx, &serde_json::from_value(keyed).expect("sandbox")).await;
+    let keyed = wait_phase(&ctx, "keyed", Phase::Running).await;
+    assert!(
+        keyed.status.and_then(|s| s.gateway_token).is_some(),
+        "its token is made"
+    );
     // Expiry makes the operator delete the Sandbox itself, with its own permissions.
     let expire = serde_json::json!({ "spec": {
         "shutdownTime": "2020-01-01T00:00:00Z", "shutdownPolicy": "Delete",
@@ -75,18 +98,37 @@ async fn rbac_is_sufficient_for_full_cycle() {
 async fn rbac_refuses_unneeded_write() {
     let ctx = TestContext::new("rbac_refuses").await;
     let client = as_operator(&ctx).await;
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "stolen" }, "stringData": { "k": "v" },
+    // Secrets: the operator makes a Sandbox's token Secret once and reads Secrets' metadata;
+    // it may not change, delete or list any.
+    let victim: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "victim" }, "stringData": { "k": "v" },
     }))
     .expect("secret");
-    let error = Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
-        .create(&PostParams::default(), &secret)
+    let secrets_as_admin = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace);
+    secrets_as_admin
+        .create(&PostParams::default(), &victim)
         .await
-        .expect_err("the operator may not write Secrets");
-    assert!(
-        matches!(error, kube::Error::Api(ref e) if e.code == 403),
-        "{error}"
-    );
+        .expect("an admin creates a Secret");
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ctx.namespace);
+    for error in [
+        secrets
+            .patch(
+                "victim",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({ "stringData": { "k": "stolen" } })),
+            )
+            .await
+            .expect_err("the operator may not change Secrets"),
+        secrets
+            .delete("victim", &Default::default())
+            .await
+            .expect_err("nor delete them"),
+    ] {
+        assert!(
+            matches!(error, kube::Error::Api(ref e) if e.code == 403),
+            "{error}"
+        );
+    }
     // sandman never deletes a PVC itself (the garbage collector does, through an owner
     // reference), so its account cannot: a bug can never delete someone's volume.
     let error = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
@@ -100,42 +142,31 @@ async fn rbac_refuses_unneeded_write() {
         matches!(error, kube::Error::Api(ref e) if e.code == 403),
         "{error}"
     );
-    // Pull secrets are read by name in the operator's own namespace, and nowhere else.
+    // Pull secrets are read by name (in the operator's namespace; SandboxPolicies name no other).
     let pull_secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "pull" }, "stringData": { ".dockerconfigjson": "{}" },
     }))
     .expect("secret");
-    for namespace in [ctx.namespace.as_str(), "default"] {
-        let mut secret = pull_secret.clone();
-        secret.metadata.name = Some(format!("pull-{}", ctx.namespace));
-        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("an admin creates the secret");
-    }
     let name = format!("pull-{}", ctx.namespace);
+    let mut secret = pull_secret.clone();
+    secret.metadata.name = Some(name.clone());
+    secrets_as_admin
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("an admin creates the secret");
     Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
         .get(&name)
         .await
         .expect("the operator reads a pull secret in its own namespace");
-    for error in [
-        Api::<Secret>::namespaced(client.clone(), "default")
-            .get(&name)
-            .await
-            .expect_err("but not in another namespace"),
-        Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
-            .list(&Default::default())
-            .await
-            .expect_err("nor list Secrets"),
-    ] {
-        assert!(
-            matches!(error, kube::Error::Api(ref e) if e.code == 403),
-            "{error}"
-        );
-    }
-    let _ = Api::<Secret>::namespaced(ctx.client.clone(), "default")
-        .delete(&name, &Default::default())
-        .await;
+    // No Secret is listed or watched: nothing could be cached, or found without its name.
+    let error = Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+        .list(&Default::default())
+        .await
+        .expect_err("the operator may not list Secrets");
+    assert!(
+        matches!(error, kube::Error::Api(ref e) if e.code == 403),
+        "{error}"
+    );
     let error = Api::<Namespace>::all(client.clone())
         .delete(&ctx.namespace, &Default::default())
         .await

@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -89,7 +90,8 @@ pub struct ControlPlane {
     dir: PathBuf,
     server: String,
     kubeconfig: PathBuf,
-    processes: Vec<Spawned>,
+    /// Behind a lock so that a test can restart or freeze one of a shared control plane.
+    processes: Mutex<Vec<Spawned>>,
 }
 
 /// The kubelet-less pod network: every pod IP is on loopback, so a test can play a pod's
@@ -120,7 +122,7 @@ impl ControlPlane {
             dir: dir.clone(),
             server: String::new(),
             kubeconfig: dir.join("admin.kubeconfig"),
-            processes: Vec::new(),
+            processes: Mutex::new(Vec::new()),
         };
         let started = Instant::now();
         match plane.start_processes(&binaries, &pki, options, started) {
@@ -380,12 +382,12 @@ impl ControlPlane {
     ) -> Result<(), Error> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let spawned = process::spawn(name, binary, &args, &log, lifetime)?;
-        self.processes.push(spawned);
+        self.processes().push(spawned);
         Ok(())
     }
 
     fn first_exited(&mut self) -> Option<Error> {
-        self.processes.iter_mut().find_map(|p| {
+        self.processes().iter_mut().find_map(|p| {
             p.exit_status().map(|status| Error::Exited {
                 component: p.name.clone(),
                 status,
@@ -444,7 +446,7 @@ impl ControlPlane {
             server: self.server.clone(),
             kubeconfig: self.kubeconfig.clone(),
             processes: self
-                .processes
+                .processes()
                 .iter()
                 .map(|p| ProcessState {
                     name: p.name.clone(),
@@ -477,7 +479,7 @@ impl ControlPlane {
 
     /// The last `lines` lines of every component's log, for a failing test's output.
     pub fn log_tails(&self, lines: usize) -> String {
-        self.processes
+        self.processes()
             .iter()
             .map(|p| {
                 format!(
@@ -493,10 +495,64 @@ impl ControlPlane {
 
     /// Stops every process this control plane started, newest first, and nothing else.
     pub fn stop(&mut self) {
-        for p in self.processes.iter_mut().rev() {
+        for p in self.processes().iter_mut().rev() {
             p.stop();
         }
         let _ = std::fs::remove_file(RunningState::path(&self.dir));
+    }
+
+    fn processes(&self) -> std::sync::MutexGuard<'_, Vec<Spawned>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Kills `component` (`etcd`, `kube-apiserver`, …) at once and starts it again with the
+    /// same flags, data and ports, as a crash and a supervisor's restart would. Returns once it
+    /// is started, not once it is ready.
+    pub fn restart(&self, component: &str) -> Result<(), Error> {
+        let mut processes = self.processes();
+        let process = processes
+            .iter_mut()
+            .find(|p| p.name == component)
+            .ok_or_else(|| Error::State(format!("no {component} in this control plane")))?;
+        process.restart()?;
+        drop(processes);
+        self.save_state()
+    }
+
+    /// Freezes `component` (SIGSTOP) until the guard is dropped: alive, holding its
+    /// connections, answering nothing.
+    pub fn freeze(&self, component: &str) -> Result<Frozen<'_>, Error> {
+        let processes = self.processes();
+        let process = processes
+            .iter()
+            .find(|p| p.name == component)
+            .ok_or_else(|| Error::State(format!("no {component} in this control plane")))?;
+        process.pause(true);
+        Ok(Frozen {
+            plane: self,
+            component: component.to_string(),
+        })
+    }
+}
+
+/// A frozen component, thawed (SIGCONT) when dropped, however the test ends.
+pub struct Frozen<'a> {
+    plane: &'a ControlPlane,
+    component: String,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Some(process) = self
+            .plane
+            .processes()
+            .iter()
+            .find(|p| p.name == self.component)
+        {
+            process.pause(false);
+        }
     }
 }
 

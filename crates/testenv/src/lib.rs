@@ -27,7 +27,7 @@ pub mod token_server;
 
 pub use binaries::{Binaries, cache_root};
 pub use control_plane::{
-    ControlPlane, Lifetime, Options, ProcessState, RunningState, stop_recorded,
+    ControlPlane, Frozen, Lifetime, Options, ProcessState, RunningState, stop_recorded,
 };
 pub use error::Error;
 

@@ -25,6 +25,10 @@ pub(crate) struct Spawned {
     pub pid: u32,
     pub binary: PathBuf,
     pub log: PathBuf,
+    /// What it was started with, so that it can be started again (recorded processes have
+    /// none).
+    args: Vec<String>,
+    lifetime: Lifetime,
     child: Option<Child>,
 }
 
@@ -60,7 +64,12 @@ pub(crate) fn spawn(
     log: &Path,
     lifetime: Lifetime,
 ) -> Result<Spawned, Error> {
-    let out = std::fs::File::create(log).map_err(Error::io(format!("create {}", log.display())))?;
+    // Appended to, so that a restarted process's log follows its first life's.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(Error::io(format!("create {}", log.display())))?;
     let err = out
         .try_clone()
         .map_err(Error::io(format!("reopen {}", log.display())))?;
@@ -83,6 +92,8 @@ pub(crate) fn spawn(
         pid,
         binary: binary.to_path_buf(),
         log: log.to_path_buf(),
+        args: args.to_vec(),
+        lifetime,
         child,
     })
 }
@@ -214,7 +225,49 @@ impl Spawned {
             pid,
             binary: binary.to_path_buf(),
             log: log.to_path_buf(),
+            args: Vec::new(),
+            lifetime: Lifetime::Detached,
             child: None,
+        }
+    }
+
+    /// Kills it at once (SIGKILL, as a crash would) and starts the same command again.
+    pub(crate) fn restart(&mut self) -> Result<(), Error> {
+        if self.args.is_empty() {
+            return Err(Error::State(format!(
+                "{} was not started here: it cannot be restarted",
+                self.name
+            )));
+        }
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => signal(self.pid, libc::SIGKILL),
+        }
+        *self = spawn(
+            &self.name,
+            &self.binary,
+            &self.args,
+            &self.log,
+            self.lifetime,
+        )?;
+        Ok(())
+    }
+
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) it: a process that is alive and answers
+    /// nothing, as a host under memory pressure or a long GC pause makes it.
+    pub(crate) fn pause(&self, paused: bool) {
+        signal(self.pid, if paused { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a pid this module started; it touches no memory.
+        unsafe {
+            libc::kill(pid, signal);
         }
     }
 }
