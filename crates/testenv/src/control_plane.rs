@@ -89,6 +89,8 @@ pub struct ControlPlane {
     api_ready_after: Duration,
     dir: PathBuf,
     server: String,
+    /// etcd's client URL (plain HTTP on loopback), for tests that act on storage directly.
+    etcd: String,
     kubeconfig: PathBuf,
     /// Behind a lock so that a test can restart or freeze one of a shared control plane.
     processes: Mutex<Vec<Spawned>>,
@@ -121,6 +123,7 @@ impl ControlPlane {
             api_ready_after: Duration::ZERO,
             dir: dir.clone(),
             server: String::new(),
+            etcd: String::new(),
             kubeconfig: dir.join("admin.kubeconfig"),
             processes: Mutex::new(Vec::new()),
         };
@@ -145,6 +148,7 @@ impl ControlPlane {
         started: Instant,
     ) -> Result<(), Error> {
         let etcd_url = self.start_etcd(binaries, options)?;
+        self.etcd = etcd_url.clone();
         self.start_api_server(binaries, pki, options, &etcd_url)?;
         self.api_ready_after = started.elapsed();
         let setup = bootstrap::Setup {
@@ -471,6 +475,11 @@ impl ControlPlane {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// etcd's client URL (`http://127.0.0.1:<port>`); its v3 JSON gateway answers there.
+    pub fn etcd(&self) -> &str {
+        &self.etcd
     }
 
     pub fn dir(&self) -> &Path {
