@@ -5,7 +5,13 @@
 //! cargo bench --bench scale                      # 500 Sandboxes, 3 rounds
 //! SANDMAN_SCALE_N=100 SANDMAN_SCALE_ROUNDS=1 cargo bench --bench scale
 //! SANDMAN_SCALE_VOLUMES=0 cargo bench --bench scale    # without a volume per Sandbox
+//! SANDMAN_SCALE_N=10000 SANDMAN_SCALE_ROUNDS=1 SANDMAN_SCALE_VOLUMES=0 \
+//!   SANDMAN_SCALE_IDLE_SECONDS=60 cargo bench --bench scale   # ten thousand, then idle
 //! ```
+//!
+//! Also reported: Sandboxes per second, Events per Sandbox by reason, the API server's CPU
+//! seconds and peak RSS over the round, and, with `SANDMAN_SCALE_IDLE_SECONDS`, the
+//! operator's CPU over that long once all are Ready and nothing changes.
 //!
 //! Writes are counted from the API server's own `apiserver_request_total`, as the difference
 //! before and after a round. Not a test: nothing here asserts a timing.
@@ -59,8 +65,14 @@ struct RoundResult {
     seconds: f64,
     sandman_writes: f64,
     sandman_events: f64,
+    events_by_reason: std::collections::BTreeMap<String, f64>,
     peak_rss_kib: u64,
     writes: Counts,
+    /// The API server's CPU seconds over the round, and its RSS (KiB) at the end.
+    apiserver_cpu: f64,
+    apiserver_rss_kib: u64,
+    /// The operator's CPU share (percent of one core) while idle, when measured.
+    idle_cpu_percent: Option<f64>,
 }
 
 async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) -> RoundResult {
@@ -80,6 +92,14 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
 
     let mut operator = start_operator(plane, &namespace);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let apiserver_pid = plane
+        .state()
+        .processes
+        .iter()
+        .find(|p| p.name == "kube-apiserver")
+        .map(|p| p.pid)
+        .expect("the API server's pid");
+    let apiserver_cpu_before = cpu_seconds(apiserver_pid);
     let before = apiserver::write_counts(&client).await;
     let started = Instant::now();
     let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
@@ -112,12 +132,23 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         if ready == n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A list of ten thousand is itself work for the API server: ask less often then.
+        tokio::time::sleep(Duration::from_millis(if n > 1000 { 2000 } else { 100 })).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     // Let in-flight status writes and Events land before counting.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = apiserver::write_counts(&client).await;
+    let apiserver_cpu = cpu_seconds(apiserver_pid) - apiserver_cpu_before;
+    let apiserver_rss_kib = status_kib(apiserver_pid, "VmRSS:");
+    let idle_cpu_percent = match env_number("SANDMAN_SCALE_IDLE_SECONDS", 0) {
+        0 => None,
+        idle => {
+            let from = cpu_seconds(operator.id());
+            tokio::time::sleep(Duration::from_secs(idle as u64)).await;
+            Some((cpu_seconds(operator.id()) - from) / idle as f64 * 100.0)
+        }
+    };
     let peak_rss_kib = peak_rss_kib(operator.id());
     let _ = operator.kill();
     let _ = operator.wait();
@@ -134,22 +165,31 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         .sum::<f64>()
         / n as f64;
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    let sandman_events = events
+    let mut events_by_reason = std::collections::BTreeMap::<String, f64>::new();
+    for event in events
         .list(&ListParams::default())
         .await
         .expect("list events")
         .items
         .iter()
         .filter(|e| e.reporting_controller.as_deref() == Some("sandman"))
-        .map(|e| f64::from(e.series.as_ref().map_or(1, |s| s.count)))
-        .sum::<f64>()
-        / n as f64;
+    {
+        let count = f64::from(event.series.as_ref().map_or(1, |s| s.count));
+        *events_by_reason
+            .entry(event.reason.clone().unwrap_or_default())
+            .or_default() += count / n as f64;
+    }
+    let sandman_events = events_by_reason.values().sum();
     RoundResult {
         seconds,
         sandman_writes,
         sandman_events,
+        events_by_reason,
         peak_rss_kib,
         writes,
+        apiserver_cpu,
+        apiserver_rss_kib,
+        idle_cpu_percent,
     }
 }
 
@@ -222,15 +262,38 @@ async fn wait_for_default_service_account(client: &Client, namespace: &str) {
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// User and system CPU seconds of a process so far (`/proc/<pid>/stat`, in clock ticks).
+fn cpu_seconds(pid: u32) -> f64 {
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    let ticks = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it are fixed.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name and state.
+    (field(11) + field(12)) / ticks
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -267,6 +330,45 @@ fn report(n: usize, volumes: bool, results: &[RoundResult]) {
         results.iter().map(|r| r.sandman_events).collect(),
         "",
     );
+    row(
+        "Sandboxes per second",
+        results.iter().map(|r| n as f64 / r.seconds).collect(),
+        "",
+    );
+    let reasons: std::collections::BTreeSet<&String> = results
+        .iter()
+        .flat_map(|r| r.events_by_reason.keys())
+        .collect();
+    for reason in reasons {
+        row(
+            &format!("  of which {reason} Events"),
+            results
+                .iter()
+                .map(|r| r.events_by_reason.get(reason).copied().unwrap_or(0.0))
+                .collect(),
+            "",
+        );
+    }
+    row(
+        "API server CPU over the round",
+        results.iter().map(|r| r.apiserver_cpu).collect(),
+        "s",
+    );
+    row(
+        "API server RSS at the end",
+        results
+            .iter()
+            .map(|r| r.apiserver_rss_kib as f64 / 1024.0)
+            .collect(),
+        "MiB",
+    );
+    if results.iter().all(|r| r.idle_cpu_percent.is_some()) {
+        row(
+            "operator CPU while idle (percent of one core)",
+            results.iter().filter_map(|r| r.idle_cpu_percent).collect(),
+            "%",
+        );
+    }
     row(
         "operator peak RSS",
         results

@@ -13,7 +13,6 @@ use crate::metrics::Metrics;
 /// Code that looks for a transition compares these, never the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    Starting,
     Ready,
     Resuming,
     Suspending,
@@ -40,7 +39,6 @@ pub enum Reason {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Starting => "Starting",
             Self::Ready => "Ready",
             Self::Resuming => "Resuming",
             Self::Suspending => "Suspending",

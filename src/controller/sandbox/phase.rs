@@ -435,9 +435,9 @@ fn missing_pod(plan: &mut Plan, now: Timestamp, previous: &Previous) {
         }
         plan.status.phase = Some(Phase::Resuming);
     } else {
-        if previous.phase == Phase::Pending {
-            plan.transition(Reason::Starting, "created the pod", false);
-        }
+        // No Event for a first start: the Ready one follows within seconds and says more, and
+        // a start that stalls shows in Ready's reason and the pod's own Events. Events are API
+        // writes too (a launch is 4 writes and 1 Event; BENCHMARKS.md).
         plan.status.phase = Some(Phase::Starting);
     }
     let (reason, message) = match pending {

@@ -35,7 +35,6 @@ pub fn reject_pod(plan: &mut Plan, sandbox: &Sandbox, message: &str, now: Timest
     if let Some(since) = rejected_since {
         status::pin_ready_since(&mut plan.status, since);
     }
-    plan.transitions.retain(|t| t.reason != Reason::Starting);
     if previous_ready.is_none_or(|c| c.reason != rejected.as_str() || c.message != note) {
         plan.transition(Reason::Condition(rejected), note, true);
     }
@@ -57,8 +56,7 @@ pub fn hold_for_conflicts(plan: &mut Plan, sandbox: &Sandbox, conflicts: &[Strin
     if plan.pod == PodAction::Create {
         plan.pod = PodAction::Keep;
         plan.status.phase = Some(Phase::Pending);
-        plan.transitions
-            .retain(|t| t.reason != Reason::Starting && t.reason != Reason::Resuming);
+        plan.transitions.retain(|t| t.reason != Reason::Resuming);
     }
     let note = format!(
         "{}; sandman neither adopts nor changes objects it did not make for this Sandbox: rename the Sandbox or its claim template, or remove the object",
