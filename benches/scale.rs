@@ -34,6 +34,8 @@ fn main() {
     let volumes = env_number("SANDMAN_SCALE_VOLUMES", 1) > 0;
     let dir = std::env::temp_dir().join(format!("sandman-scale-{}", std::process::id()));
     let mut options = Options::new(&dir);
+    // kwok's fake nodes hold 1000 pods each.
+    options.nodes = env_number("SANDMAN_SCALE_NODES", (n / 900 + 3).clamp(3, 16));
     options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
     let mut plane = ControlPlane::start(&options).expect("start the local control plane");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
