@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
@@ -14,7 +13,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, WatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::harness::{TestContext, control_plane, eventually, stays};
 
@@ -24,26 +22,17 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// Long waits: a restart of the API server takes tens of seconds on a loaded machine.
 const LONG: Duration = Duration::from_secs(300);
 
-/// `sandman run` as a process of its own, for this test's namespace, so that it can be
-/// SIGKILLed as a crash or an OOM kill would.
-fn operator_process(ctx: &TestContext) -> KillOnDrop {
-    Command::new(env!("CARGO_BIN_EXE_sandman"))
-        .args([
-            "run",
-            "--namespace",
-            &ctx.namespace,
+/// The operator as a process of its own, to be SIGKILLed.
+fn operator(ctx: &TestContext) -> KillOnDrop {
+    operator_process(
+        ctx,
+        &[
             "--min-dwell-seconds",
             "1",
             "--metrics-listen",
             "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", ctx.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("start an operator")
+        ],
+    )
 }
 
 async fn count<K>(api: &Api<K>) -> usize
@@ -74,28 +63,6 @@ async fn wait_all(ctx: &TestContext, names: &[String], phase: Phase) {
     .await;
 }
 
-/// Every pod UID seen per pod name, from a watch: a pod made twice shows two.
-fn record_pod_uids(
-    ctx: &TestContext,
-) -> std::sync::Arc<std::sync::Mutex<BTreeMap<String, BTreeSet<String>>>> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(
-        BTreeMap::<String, BTreeSet<String>>::new(),
-    ));
-    let sink = seen.clone();
-    let stream = watcher(pods(ctx), watcher::Config::default()).applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let (Ok(pod), Ok(mut seen)) = (event, sink.lock()) {
-                seen.entry(pod.name_any())
-                    .or_default()
-                    .insert(pod.uid().unwrap_or_default());
-            }
-        }
-    });
-    seen
-}
-
 #[tokio::test]
 async fn operator_killed_mid_launch_leaves_no_duplicates() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -105,7 +72,7 @@ async fn operator_killed_mid_launch_leaves_no_duplicates() {
     for name in &names {
         create(&ctx, &sandbox(name, true)).await;
     }
-    let mut first = operator_process(&ctx);
+    let mut first = operator(&ctx);
     let pods_api: Api<Pod> = pods(&ctx);
     // Killed in the thick of it: some pods made, most not.
     eventually("the launch to be under way", LONG, || {
@@ -119,7 +86,7 @@ async fn operator_killed_mid_launch_leaves_no_duplicates() {
         made_before < names.len(),
         "the kill came too late to test anything"
     );
-    let _second = operator_process(&ctx);
+    let _second = operator(&ctx);
     wait_all(&ctx, &names, Phase::Running).await;
 
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ctx.namespace);

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -58,11 +58,9 @@ fn operator_with_lease(
     metrics_port: u16,
     lease_seconds: &str,
 ) -> KillOnDrop {
-    Command::new(env!("CARGO_BIN_EXE_sandman"))
-        .args([
-            "run",
-            "--namespace",
-            &ctx.namespace,
+    operator_process(
+        ctx,
+        &[
             "--leader-elect",
             "--lease-namespace",
             &ctx.namespace,
@@ -74,14 +72,8 @@ fn operator_with_lease(
             &format!("127.0.0.1:{metrics_port}"),
             "--min-dwell-seconds",
             "1",
-        ])
-        .env("KUBECONFIG", ctx.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("start an operator")
+        ],
+    )
 }
 
 async fn holder(ctx: &TestContext) -> Option<String> {

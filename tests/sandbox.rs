@@ -3,17 +3,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::harness::{TestContext, eventually};
 
@@ -244,24 +241,6 @@ async fn resume_reuses_volume_and_identity() {
         claim_uid,
         "the same volume"
     );
-}
-
-/// Records every pod UID seen per pod name in the namespace, from a watch.
-fn record_pod_uids(ctx: &TestContext) -> Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> {
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
-    let sink = seen.clone();
-    let stream = watcher(pods(ctx), watcher::Config::default()).applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(Ok(pod)) = stream.next().await {
-            if let Ok(mut seen) = sink.lock() {
-                seen.entry(pod.name_any())
-                    .or_default()
-                    .insert(pod.uid().unwrap_or_default());
-            }
-        }
-    });
-    seen
 }
 
 #[tokio::test]

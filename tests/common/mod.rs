@@ -99,6 +99,46 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `sandman run` as a process of its own for this test's namespace, with `args` after the
+/// namespace, so that it can be SIGKILLed as a crash or an OOM kill would.
+pub fn operator_process(ctx: &TestContext, args: &[&str]) -> KillOnDrop {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args(["run", "--namespace", &ctx.namespace])
+        .args(args)
+        .env("KUBECONFIG", ctx.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start an operator")
+}
+
+/// Pod UIDs seen per pod name in the test's namespace, from a watch: a pod made twice shows
+/// two.
+pub type PodUids =
+    std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>>;
+
+pub fn record_pod_uids(ctx: &TestContext) -> PodUids {
+    use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = PodUids::default();
+    let sink = seen.clone();
+    let stream = watcher(pods(ctx), watcher::Config::default()).applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let (Ok(pod), Ok(mut seen)) = (event, sink.lock()) {
+                seen.entry(pod.name_any())
+                    .or_default()
+                    .insert(pod.uid().unwrap_or_default());
+            }
+        }
+    });
+    seen
+}
+
 /// Operator logs go through the test harness's capture, so they show for failing tests only.
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
