@@ -248,15 +248,18 @@ async fn pool_replenishes_after_claims() {
     let first = ready_members(&ctx, "warm", 2).await;
     // A claim may find its member not ready yet and get a Sandbox of its own; what must hold
     // is that each member a claim took left the pool and was replaced.
+    // The second claim may also take the member made to replace the first one taken.
     let mut taken = std::collections::BTreeSet::new();
     for job in ["a", "b"] {
         claim_pool(&ctx, job, "warm").await;
         if let (name, Some(_)) = bound(&ctx, job).await {
+            if job == "a" {
+                assert!(first.contains(&name), "{name} was a member: {first:?}");
+            }
             taken.insert(name);
         }
     }
     assert!(!taken.is_empty(), "the first claim takes a ready member");
-    assert!(taken.is_subset(&first), "{taken:?} were members: {first:?}");
     let second = ready_members(&ctx, "warm", 2).await;
     assert!(
         taken.is_disjoint(&second),
