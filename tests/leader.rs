@@ -16,12 +16,9 @@ use sandman_testenv::harness::{TestContext, eventually};
 
 const LEASE_SECONDS: &str = "4";
 
-/// A loopback port free at the time of asking.
+/// A loopback port free at the time of asking, outside the range outgoing connections take.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    sandman_testenv::ports::free_loopback_port().expect("a free port")
 }
 
 /// The status code of `GET path` on the operator's metrics port, if it answers.

@@ -199,9 +199,10 @@ async fn traces_follow_a_reconcile_into_its_policy() {
 async fn gateway_requests_are_traced() {
     let ctx = TestContext::new("otel_gateway").await;
     let (addr, received) = receiver().await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let listen = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        sandman_testenv::ports::free_loopback_port().expect("a free port"),
+    ));
     let _gateway = gateway(&ctx, &format!("http://{addr}"), &listen.to_string());
     // No such Sandbox: a 404, traced with the route it asked for.
     let path = format!("/sandboxes/{}/nobody/", ctx.namespace);

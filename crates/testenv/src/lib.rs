@@ -19,7 +19,7 @@ pub mod harness;
 pub mod helm;
 mod pki;
 pub mod policies;
-mod ports;
+pub mod ports;
 mod process;
 pub mod real_node;
 pub mod registry;
