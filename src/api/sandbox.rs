@@ -77,6 +77,10 @@ pub struct SandboxSpec {
     /// Whether `sandman gateway` forwards requests to this Sandbox, and to which port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewaySpec>,
+    /// The in-Sandbox runtime: commands, files and watches inside the pod's first container,
+    /// over E2B's envd protocol, through the gateway (docs/runtime.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeSpec>,
     /// How a changed `podTemplate` reaches a running pod: `OnResume` (default) at the next
     /// resume, `Recreate` by replacing the pod now.
     #[serde(default)]
@@ -179,6 +183,28 @@ pub struct IsolationSpec {
     /// turns into a runtime. Without policies, the pod's own `runtimeClassName` stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+}
+
+/// The port the in-Sandbox runtime listens on: envd's, which the E2B SDKs name.
+pub const RUNTIME_PORT: u16 = 49983;
+
+/// The in-Sandbox runtime. With `enabled: true` the operator mounts the runtime (an image
+/// volume) into the pod's first container and wraps that container's command with it, which
+/// therefore must be named in the pod template. It runs as the container's user, with the
+/// container's rights, and answers only callers that hold the Sandbox's own token (the Secret
+/// `sandman-token-<name>`, key `token`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+impl RuntimeSpec {
+    /// Whether the Sandbox asks for the runtime.
+    pub fn wanted(sandbox: &Sandbox) -> bool {
+        sandbox.spec.runtime.as_ref().is_some_and(|r| r.enabled)
+    }
 }
 
 /// How the gateway reaches a Sandbox. A Sandbox without `enabled: true` is never forwarded to.

@@ -12,7 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::sandbox::{
-    GatewaySpec, IsolationSpec, LifecycleSpec, PodTemplate, UpdateStrategy, VolumeReclaimPolicy,
+    GatewaySpec, IsolationSpec, LifecycleSpec, PodTemplate, RuntimeSpec, UpdateStrategy,
+    VolumeReclaimPolicy,
 };
 
 /// The Sandboxes a template makes, and how claims may change them.
@@ -45,6 +46,9 @@ pub struct SandboxTemplateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!has(self.tokenSHA256)").message("a template cannot name a tokenSHA256: every Sandbox made from it gets a token of its own, in the Secret sandman-token-<sandbox>"))]
     pub gateway: Option<GatewaySpec>,
+    /// The in-Sandbox runtime for the template's Sandboxes, each with a token of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeSpec>,
     /// Isolation hints for the isolation policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationSpec>,

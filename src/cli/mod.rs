@@ -4,6 +4,7 @@ mod crds;
 mod gateway;
 mod policy;
 mod run;
+mod sandbox;
 mod supervise;
 mod touch;
 
@@ -27,6 +28,9 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Run the gateway: a reverse proxy that wakes Sandboxes for requests.
     Gateway(gateway::GatewayArgs),
+    /// Run commands and move files inside a Sandbox, through the gateway.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
     /// Record activity on a Sandbox now, so that it does not count as idle.
     Touch(touch::TouchArgs),
     /// Run an agent under gVisor inside a Sandbox's pod, checkpointing it to the Sandbox's
@@ -57,6 +61,11 @@ pub enum CliError {
     Gateway(String),
     #[error("supervise: {0}")]
     Supervise(String),
+    #[error("{0}")]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// The command ran and ended with this code, which the CLI passes on.
+    #[error("exit code {0}")]
+    Exit(i32),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::TelemetryError),
 }
@@ -83,6 +92,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run::run(args),
         Command::Policy(command) => Ok(policy::run(command)?),
         Command::Touch(args) => touch::run(args),
+        Command::Sandbox(command) => match sandbox::run(command)? {
+            0 => Ok(()),
+            code => Err(CliError::Exit(code)),
+        },
         Command::Gateway(args) => gateway::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Crds => crds::print(),

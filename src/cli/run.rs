@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// How long a Lease lasts without renewal; a new leader takes over after about this long.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// The image holding the in-Sandbox runtime (`/sandman-runtime`), mounted into the pods
+    /// of Sandboxes with `spec.runtime.enabled`; pin it by digest. Without it such Sandboxes
+    /// are held, and say why.
+    #[arg(long, env = "SANDMAN_RUNTIME_IMAGE")]
+    runtime_image: Option<String>,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -108,6 +113,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             policy_cache_dir: args.policy_cache_dir,
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             pod_baseline: args.pod_baseline == "enforce",
+            runtime_image: args.runtime_image.clone(),
             gateway_namespace: args.gateway_namespace.clone(),
             policy_limits,
             policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),

@@ -23,7 +23,7 @@ pub use crate::api::{
 /// The hash of what a template's Sandboxes are made from. Metadata, the network profile and
 /// the claim policies are not in it: changing them makes no member stale.
 pub fn blueprint_hash(template: &SandboxTemplateSpec) -> String {
-    content_hash(&(
+    let base = content_hash(&(
         &template.pod_template,
         &template.volume_claim_templates,
         template.service,
@@ -32,7 +32,12 @@ pub fn blueprint_hash(template: &SandboxTemplateSpec) -> String {
         &template.lifecycle,
         template.volume_reclaim_policy,
         template.update_strategy,
-    ))
+    ));
+    // Hashed only when set, so templates without it keep the hashes their members carry.
+    match &template.runtime {
+        None => base,
+        Some(runtime) => content_hash(&(base, runtime)),
+    }
 }
 
 /// The Sandbox spec a template describes.
@@ -50,6 +55,7 @@ pub fn sandbox_spec(template: &SandboxTemplateSpec) -> SandboxSpec {
             ..gateway
         }),
         isolation: template.isolation.clone(),
+        runtime: template.runtime.clone(),
         lifecycle: template.lifecycle.clone(),
         volume_reclaim_policy: template.volume_reclaim_policy,
         update_strategy: template.update_strategy,

@@ -53,6 +53,8 @@ pub struct Options {
     /// Refuse pods that use host namespaces, hostPath, privilege, added capabilities or
     /// ServiceAccount tokens unless their isolation policy allows it (`baseline.rs`).
     pub pod_baseline: bool,
+    /// The image of the in-Sandbox runtime, for Sandboxes that ask for it.
+    pub runtime_image: Option<String>,
     /// Where this operator's counts go, and what `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where `sandman gateway` runs: template NetworkPolicies let its pods in.
@@ -74,6 +76,7 @@ impl Default for Options {
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
+            runtime_image: None,
             metrics: Arc::default(),
             gateway_namespace: "default".into(),
         }

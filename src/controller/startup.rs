@@ -267,6 +267,7 @@ fn sandbox_context(
         namespaces: namespaces.store,
         min_dwell: options.min_dwell,
         pod_baseline: options.pod_baseline,
+        runtime_image: options.runtime_image.clone(),
         metrics: options.metrics.clone(),
         supervisors,
     });

@@ -28,7 +28,13 @@ pub struct ActivityLog {
     writes: AtomicU64,
     /// Flushes that had something to write.
     flushes: AtomicU64,
+    /// A Sandbox got its first open connection: written now rather than at the next tick, or
+    /// an idle timeout shorter than the interval would suspend it under a running command.
+    first_opened: tokio::sync::Notify,
 }
+
+/// However often Sandboxes get their first connection, flushes come at most this often.
+const MIN_FLUSH_GAP: Duration = Duration::from_secs(1);
 
 impl ActivityLog {
     pub fn touch(&self, key: &Key) {
@@ -39,10 +45,18 @@ impl ActivityLog {
 
     /// A connection opened; it stays active until the returned guard drops.
     pub fn open(self: &std::sync::Arc<Self>, key: &Key) -> OpenConnection {
-        if let Ok(mut open) = self.open.lock() {
-            *open.entry(key.clone()).or_default() += 1;
-        }
+        let first = match self.open.lock() {
+            Ok(mut open) => {
+                let count = open.entry(key.clone()).or_default();
+                *count += 1;
+                *count == 1
+            }
+            Err(_) => false,
+        };
         self.touch(key);
+        if first {
+            self.first_opened.notify_one();
+        }
         OpenConnection {
             log: self.clone(),
             key: key.clone(),
@@ -114,8 +128,12 @@ impl ActivityLog {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = self.first_opened.notified() => {}
+            }
             self.flush(&client).await;
+            tokio::time::sleep(MIN_FLUSH_GAP.min(interval)).await;
         }
     }
 }

@@ -251,14 +251,66 @@ async fn handle(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     response
 }
 
-/// The bearer token a request presents.
+/// The token a request presents: `Authorization: Bearer`, or `X-Access-Token` as E2B's SDKs
+/// send a Sandbox's runtime token.
 fn bearer(request: &Request<Incoming>) -> Option<String> {
-    request
-        .headers()
+    let headers = request.headers();
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            headers
+                .get(RUNTIME_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+        })
         .map(str::to_string)
+}
+
+/// The header E2B's SDKs carry a Sandbox's runtime token in; the runtime checks it again.
+const RUNTIME_TOKEN_HEADER: &str = "x-access-token";
+/// The header E2B's SDKs name the Sandbox's port in.
+const PORT_HEADER: &str = "e2b-sandbox-port";
+
+/// Which of the Sandbox's ports a request is for: the one `E2b-Sandbox-Port` names (the
+/// runtime's, when the Sandbox has it, or a declared one), else the gateway's port. `None`:
+/// a port the Sandbox does not serve, answered as an unknown route.
+fn port_for(sandbox: &Sandbox, request: &Request<Incoming>) -> Option<Target> {
+    let Some(named) = request.headers().get(PORT_HEADER) else {
+        return GatewaySpec::target_port(sandbox).map(Target::Declared);
+    };
+    let named: u16 = named.to_str().ok()?.trim().parse().ok()?;
+    if named == crate::api::RUNTIME_PORT && crate::api::RuntimeSpec::wanted(sandbox) {
+        return Some(Target::Runtime);
+    }
+    sandbox.spec.gateway.as_ref().filter(|g| g.enabled)?;
+    sandbox
+        .spec
+        .pod_template
+        .spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .any(|p| p.container_port == i32::from(named))
+        .then_some(Target::Declared(named))
+}
+
+/// Where in the pod a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A port the pod template declares, under `spec.gateway`.
+    Declared(u16),
+    /// The in-Sandbox runtime, which only the Sandbox's own token opens.
+    Runtime,
+}
+
+impl Target {
+    fn port(self) -> u16 {
+        match self {
+            Self::Declared(port) => port,
+            Self::Runtime => crate::api::RUNTIME_PORT,
+        }
+    }
 }
 
 /// Which Sandbox, and which path in it, a request is for: by its Host, or its path.
@@ -305,7 +357,7 @@ impl Refusal {
 fn admit(
     state: &State,
     request: &Request<Incoming>,
-) -> Result<(route::Route, Arc<Sandbox>), Refusal> {
+) -> Result<(route::Route, Arc<Sandbox>, Target), Refusal> {
     let presented = bearer(request);
     let gateway_token_ok = state
         .options
@@ -331,9 +383,9 @@ fn admit(
     let Some(sandbox) = state.waker.sandbox(&key) else {
         return Err(not_found());
     };
-    if GatewaySpec::target_port(&sandbox).is_none() {
+    let Some(target) = port_for(&sandbox, request) else {
         return Err(not_found());
-    }
+    };
     // The Sandbox's tokens: one its spec names, and the one the operator made for it
     // (`generateToken`), whose hash only the operator writes, in status.
     let named = sandbox
@@ -350,7 +402,8 @@ fn admit(
         .spec
         .gateway
         .as_ref()
-        .is_some_and(|g| g.generate_token);
+        .is_some_and(|g| g.generate_token)
+        || crate::api::RuntimeSpec::wanted(&sandbox);
     let presented_hash = presented
         .as_deref()
         .map(|p| crate::distribution::sha256_hex(p.as_bytes()));
@@ -377,18 +430,16 @@ fn admit(
     {
         return Err(Refusal::Expired);
     }
-    Ok((route, sandbox))
+    Ok((route, sandbox, target))
 }
 
 async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let (route, sandbox) = match admit(state, &request) {
+    let (route, _sandbox, target) = match admit(state, &request) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),
     };
     let key = (route.namespace.clone(), route.name.clone());
-    let Some(port) = GatewaySpec::target_port(&sandbox) else {
-        return text(StatusCode::NOT_FOUND, "no such Sandbox");
-    };
+    let port = target.port();
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
         Wait::Ready(addr) => {

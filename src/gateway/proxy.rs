@@ -99,8 +99,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    // The gateway's credentials are for the gateway; the Sandbox never sees them.
-    headers.remove(header::AUTHORIZATION);
+    // The gateway's credentials are for the gateway; the Sandbox never sees them. Basic
+    // credentials name the user a runtime call runs as (envd's way) and go on.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.starts_with("Basic "));
+    if bearer {
+        headers.remove(header::AUTHORIZATION);
+    }
     if keep_upgrade && let Some(upgrade) = upgrade {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

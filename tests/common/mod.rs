@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod gateway;
 pub mod policy;
+pub mod real_node;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,6 +57,7 @@ impl Operator {
             pull_secrets: Default::default(),
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
+            runtime_image: None,
             metrics: Default::default(),
             gateway_namespace: "sandman-system".into(),
         };

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::connect::{self, Code, Envelope, Envelopes, RpcError};
+use sandman_connect::{self as connect, Code, Envelope, Envelopes, RpcError};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -133,9 +133,9 @@ impl RequestStream {
     /// The next message, or `None` once the caller ended its stream.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RpcError> {
         loop {
-            match self.envelopes.next()? {
+            match self.envelopes.take()? {
                 Some(Envelope::Message(json)) => return connect::decode(&json).map(Some),
-                Some(Envelope::End) => return Ok(None),
+                Some(Envelope::End(_)) => return Ok(None),
                 None if self.ended => {
                     if self.envelopes.pending() > 0 {
                         return Err(RpcError::new(

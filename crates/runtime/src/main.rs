@@ -3,7 +3,6 @@
 //! runs it as the container's main process.
 
 mod agent;
-mod connect;
 mod files;
 mod http;
 mod process;

@@ -10,9 +10,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::connect::{Code, RpcError};
 use crate::http::{self as h, Body};
 use crate::state::State;
+use sandman_connect::{Code, RpcError};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 256;

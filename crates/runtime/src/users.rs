@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use http::HeaderMap;
 
-use crate::connect::{Code, RpcError};
+use sandman_connect::{Code, RpcError};
 
 /// A user of the image, as `/etc/passwd` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

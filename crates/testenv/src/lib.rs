@@ -23,6 +23,7 @@ pub mod ports;
 mod process;
 pub mod real_node;
 pub mod registry;
+pub mod runtime_image;
 pub mod token_server;
 
 pub use binaries::{Binaries, cache_root};

@@ -109,6 +109,10 @@ struct Agent {
     /// By pod UID.
     running: Mutex<HashMap<String, Running>>,
     network: NodeNetwork,
+    /// The images loaded on the node, by reference: the root file system an `image` volume
+    /// naming it mounts. Nothing is pulled here (no registry is reachable); images are loaded,
+    /// as `kind load` does.
+    images: std::sync::Mutex<HashMap<String, PathBuf>>,
 }
 
 /// A real node, running until dropped; dropping it stops its containers and deletes the Node.
@@ -148,6 +152,7 @@ impl RealNode {
             rootfs: rootfs.to_path_buf(),
             running: Mutex::default(),
             network,
+            images: std::sync::Mutex::default(),
         });
         registration::register(&agent).await?;
         let tasks = vec![
@@ -156,6 +161,16 @@ impl RealNode {
             tokio::spawn(check_containers(agent.clone())),
         ];
         Ok(Self { name, agent, tasks })
+    }
+
+    /// Loads an image onto the node: `image` volumes that name `reference` mount `root`
+    /// read-only.
+    pub fn load_image(&self, reference: &str, root: &Path) {
+        self.agent
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.to_string(), root.to_path_buf());
     }
 
     /// What a pod needs to land on this node: its hostname to select (its volumes live here)
@@ -438,7 +453,8 @@ async fn start(agent: &Agent, pod: &Pod, network: &PodNetwork) -> Result<Running
     );
     let bundle = agent.dir.join("bundles").join(&id);
     let mounts = bundle::volumes(agent, pod, container, &bundle).await?;
-    bundle::container_bundle(pod, container, &agent.rootfs, network, mounts)?
+    let env = bundle::environment(agent, pod, container).await?;
+    bundle::container_bundle(pod, container, &agent.rootfs, network, mounts, env)?
         .write(&bundle)
         .map_err(|e| e.to_string())?;
     run(agent, runtime, &bundle, &id).await?;

@@ -100,6 +100,9 @@ pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     if let Some(merged) = &decisions.resources {
         apply_resources(&mut spec, merged);
     }
+    if let Some(runtime) = &decisions.runtime {
+        super::runtime::inject(&mut spec, runtime);
+    }
     // What to restore goes to every container: the one that runs `sandman supervise` reads it.
     // It is not part of the template hash, so a new checkpoint never replaces a running pod.
     let restore = super::checkpointing::restore_env(sandbox);

@@ -33,6 +33,8 @@ pub struct Context {
     pub min_dwell: std::time::Duration,
     /// Whether the pod baseline is enforced.
     pub pod_baseline: bool,
+    /// The image of the in-Sandbox runtime (`--runtime-image`).
+    pub runtime_image: Option<String>,
     /// Where this operator's counts go.
     pub metrics: Arc<Metrics>,
     /// Pods' supervisors, asked for checkpoints and for how a restore went.

@@ -34,6 +34,10 @@ pub struct Decisions {
     /// The baseline could not check everything it names (a Secret missing or unreadable):
     /// look again in a while, since that can change without the Sandbox changing.
     pub recheck: bool,
+    /// The in-Sandbox runtime the pod gets, when the Sandbox asks for it.
+    pub runtime: Option<super::runtime::Injection>,
+    /// Why the Sandbox cannot have the runtime it asks for; the pod is held meanwhile.
+    pub runtime_refused: Option<String>,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {

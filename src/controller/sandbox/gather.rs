@@ -61,8 +61,14 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     }
     let pod = pod(ctx, &sandbox).await?;
     let mut decisions = decide(ctx, &sandbox).await?;
+    // The baseline judges the tenant's pod: what the runtime adds is the operator's own (its
+    // image read-only, the Sandbox's token Secret, a port), and grants nothing.
     if ctx.pod_baseline {
         check_baseline(ctx, &sandbox, &mut decisions).await?;
+    }
+    match super::runtime::plan(&sandbox, ctx.runtime_image.as_deref()) {
+        Ok(runtime) => decisions.runtime = runtime,
+        Err(why) => decisions.runtime_refused = Some(why),
     }
     let mut children = children_seen(ctx, &sandbox, &decisions).await?;
     let token = token::see(ctx, &sandbox).await?;

@@ -16,5 +16,6 @@ pub mod ownership;
 pub mod phase;
 pub mod reconcile;
 pub mod refused;
+pub mod runtime;
 pub mod status;
 pub mod token;

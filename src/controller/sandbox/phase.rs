@@ -391,6 +391,13 @@ fn held(plan: &mut Plan, decisions: &Decisions, previous: &Previous) -> bool {
             format!("policy {policy}: {message}"),
             Some(POLICY_FAILED_RETRY),
         )
+    } else if let Some(why) = &decisions.runtime_refused {
+        (
+            ReadyReason::RuntimeUnavailable,
+            why.clone(),
+            why.clone(),
+            None,
+        )
     } else if !decisions.refused.is_empty() {
         let note = format!(
             "the pod baseline refuses {}; a SandboxPolicy that decides this Sandbox's isolation may allow it (spec.podSecurity)",

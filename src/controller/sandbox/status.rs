@@ -35,10 +35,12 @@ pub enum ReadyReason {
     /// The pod would use a privilege the pod baseline refuses, and no isolation policy
     /// allows it.
     PodBaselineRefused,
+    /// The Sandbox asks for the in-Sandbox runtime, which it cannot have as it is.
+    RuntimeUnavailable,
 }
 
 impl ReadyReason {
-    const ALL: [ReadyReason; 14] = [
+    const ALL: [ReadyReason; 15] = [
         Self::DependenciesReady,
         Self::DependenciesNotReady,
         Self::SandboxSuspended,
@@ -53,6 +55,7 @@ impl ReadyReason {
         Self::ChildConflict,
         Self::PolicyFailed,
         Self::PodBaselineRefused,
+        Self::RuntimeUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl ReadyReason {
             Self::ChildConflict => "ChildConflict",
             Self::PolicyFailed => "PolicyFailed",
             Self::PodBaselineRefused => "PodBaselineRefused",
+            Self::RuntimeUnavailable => "RuntimeUnavailable",
         }
     }
 

@@ -49,12 +49,15 @@ impl TokenSeen {
     }
 }
 
+/// A token is made for a Sandbox that asks for one for the gateway, and for every Sandbox
+/// with the in-Sandbox runtime, which never answers without one.
 fn wanted(sandbox: &Sandbox) -> bool {
     sandbox
         .spec
         .gateway
         .as_ref()
         .is_some_and(|g| g.enabled && g.generate_token)
+        || crate::api::RuntimeSpec::wanted(sandbox)
 }
 
 /// What the token Secret is: from the status when it records one (a token is made once), else

@@ -12,10 +12,10 @@ use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use crate::connect::{Code, RpcError};
 use crate::http::{self as h, Body, RequestStream};
 use crate::state::State;
 use entry::EntryInfo;
+use sandman_connect::{Code, RpcError};
 pub use watch::Watchers;
 
 /// A listing stops here rather than answer with an unbounded message.

@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::connect::{Code, RpcError};
 use crate::http::{self as h, Body};
 use crate::state::State;
+use sandman_connect::{Code, RpcError};
 
 const READ_CHUNK: usize = 256 << 10;
 
@@ -44,7 +44,8 @@ fn error(e: &RpcError) -> Response<Body> {
         Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
             StatusCode::BAD_REQUEST
         }
-        Code::Unauthenticated | Code::PermissionDenied => StatusCode::UNAUTHORIZED,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::ResourceExhausted => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -13,8 +13,8 @@ use notify::{RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::connect::{self, Code, RpcError};
 use crate::http::{self as h, Body};
+use sandman_connect::{self as connect, Code, RpcError};
 
 /// At most this many watches at once, streamed and polled together.
 const MAX_WATCHES: usize = 64;

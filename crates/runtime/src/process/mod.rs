@@ -12,10 +12,10 @@ use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use crate::connect::{self, Code, RpcError};
 use crate::http::{self as h, Body, RequestStream};
 use crate::state::State;
 pub use running::Running;
+use sandman_connect::{self as connect, Code, RpcError};
 pub use table::{Inherited, Table};
 use wire::{Empty, Event, EventMessage};
 

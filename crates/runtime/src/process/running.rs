@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use super::wire::{Data, End, Event, ProcessConfig, ProcessInfo, Size};
-use crate::connect::{Code, RpcError};
+use sandman_connect::{Code, RpcError};
 
 /// How much recent output a process keeps for a stream that connects later (`Connect`,
 /// `sandman sandbox logs`).

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::running::{CHUNK, Input, Running, chunk};
 use super::wire::{Data, End, Selector, StartRequest};
-use crate::connect::{Code, RpcError};
 use crate::users::User;
+use sandman_connect::{Code, RpcError};
 
 /// At most this many commands run at once; a caller that starts more gets
 /// `resource_exhausted`, not a runtime out of file descriptors.

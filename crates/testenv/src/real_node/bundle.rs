@@ -42,6 +42,11 @@ pub(super) async fn volumes(
     let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
     let namespace = pod.namespace().unwrap_or_default();
     let mut sources: HashMap<String, PathBuf> = HashMap::new();
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     for volume in spec.volumes.iter().flatten() {
         let dir = if let Some(claim) = &volume.persistent_volume_claim {
             agent
@@ -49,6 +54,17 @@ pub(super) async fn volumes(
                 .join("volumes")
                 .join(&namespace)
                 .join(&claim.claim_name)
+        } else if let Some(image) = &volume.image {
+            let reference = image.reference.clone().unwrap_or_default();
+            let loaded = agent
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&reference)
+                .cloned();
+            loaded.ok_or_else(|| {
+                format!("volume {}: image {reference} is not loaded on this node (images are loaded, never pulled)", volume.name)
+            })?
         } else if volume.empty_dir.is_some() {
             bundle.join("empty").join(&volume.name)
         } else if let Some(projected) = &volume.projected {
@@ -66,6 +82,11 @@ pub(super) async fn volumes(
             continue;
         };
         std::fs::create_dir_all(&dir).map_err(|e| format!("volume {}: {e}", volume.name))?;
+        let writable = volume.persistent_volume_claim.is_some() || volume.empty_dir.is_some();
+        if let Some(group) = fs_group.filter(|_| writable) {
+            own_by_group(&dir, group)
+                .map_err(|e| format!("volume {}: fsGroup: {e}", volume.name))?;
+        }
         sources.insert(volume.name.clone(), dir);
     }
     let mut mounts = Vec::new();
@@ -80,6 +101,56 @@ pub(super) async fn volumes(
         ));
     }
     Ok(mounts)
+}
+
+/// What the kubelet does for `fsGroup`: the volume's directory belongs to the group, which
+/// may write it, and what is made in it inherits the group (setgid).
+fn own_by_group(dir: &Path, group: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, None, Some(group))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2775))
+}
+
+/// The container's environment: its values, and its `secretKeyRef`s read from the API as the
+/// kubelet reads them. A Secret or key that is missing keeps the container from starting.
+pub(super) async fn environment(
+    agent: &Agent,
+    pod: &Pod,
+    container: &Container,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(agent.client.clone(), &namespace);
+    let mut env = Vec::new();
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            env.push((var.name.clone(), value.clone()));
+        } else if let Some(key) = var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            let secret = secrets
+                .get(&key.name)
+                .await
+                .map_err(|e| format!("env {}: Secret {}: {e}", var.name, key.name))?;
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&key.key))
+                .ok_or_else(|| {
+                    format!(
+                        "env {}: Secret {} has no key {}",
+                        var.name, key.name, key.key
+                    )
+                })?;
+            env.push((
+                var.name.clone(),
+                String::from_utf8_lossy(&value.0).into_owned(),
+            ));
+        }
+    }
+    Ok(env)
 }
 
 /// A token for the pod's service account, as the kubelet's projection would write it.
@@ -102,8 +173,8 @@ async fn service_account_token(agent: &Agent, pod: &Pod) -> Result<String, Strin
     Ok(issued.status.and_then(|s| s.token).unwrap_or_default())
 }
 
-/// The OCI bundle of a pod's container: its command, environment (values only, and
-/// `POD_IP`), user, capabilities and privilege escalation from its security context, the image
+/// The OCI bundle of a pod's container: its command, environment (as [`environment`] read
+/// it, and `POD_IP`), user, capabilities and privilege escalation from its security context, the image
 /// read-only with a memory-backed `/tmp`, its mounts, and the pod's network namespace.
 pub(super) fn container_bundle(
     pod: &Pod,
@@ -111,6 +182,7 @@ pub(super) fn container_bundle(
     rootfs: &Path,
     network: &PodNetwork,
     volume_mounts: Vec<oci::Mount>,
+    environment: Vec<(String, String)>,
 ) -> Result<oci::Bundle, String> {
     let mut args: Vec<String> = container.command.clone().unwrap_or_default();
     args.extend(container.args.clone().unwrap_or_default());
@@ -122,11 +194,11 @@ pub(super) fn container_bundle(
         format!("POD_IP={}", network.ip),
         format!("HOSTNAME={}", pod.name_any()),
     ];
-    for var in container.env.iter().flatten() {
-        if let Some(value) = &var.value {
-            env.push(format!("{}={value}", var.name));
-        }
-    }
+    env.extend(
+        environment
+            .iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
     let pod_context = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let context = container.security_context.as_ref();
     let id = |own: Option<i64>, pod: Option<i64>| {

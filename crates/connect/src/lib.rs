@@ -1,4 +1,4 @@
-//! Connect's wire format, JSON codec only: unary calls are one JSON body each way; streams are
+//! Connect's wire format, JSON codec only, for both ends of a call: unary calls are one JSON body each way; streams are
 //! envelopes (one flag byte, a 4-byte big-endian length, the JSON message), and a stream ends
 //! with an end-of-stream envelope (flag 0x02) that carries `{}` or `{"error": …}`.
 //! <https://connectrpc.com/docs/protocol>
@@ -44,6 +44,25 @@ impl Code {
             Code::Unauthenticated => "unauthenticated",
             Code::DeadlineExceeded => "deadline_exceeded",
         }
+    }
+
+    /// The code a name stands for; an unknown name is `unknown`'s nearest, `internal`.
+    pub fn parse(name: &str) -> Code {
+        [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unauthenticated,
+            Code::DeadlineExceeded,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+        .unwrap_or(Code::Internal)
     }
 
     /// The HTTP status of a unary error with this code (the protocol's table).
@@ -92,6 +111,18 @@ impl RpcError {
         RpcError::new(code, format!("{}: {error}", path.display()))
     }
 
+    /// The error a caller reads out of `{"code": …, "message": …}`, if that is one.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let code = value.get("code")?.as_str()?;
+        Some(RpcError::new(
+            Code::parse(code),
+            value
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default(),
+        ))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({ "code": self.code.name(), "message": self.message })
     }
@@ -128,6 +159,20 @@ fn frame(flags: u8, json: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Encodes a request message as one envelope (what a streaming call sends).
+pub fn request_envelope(message: &serde_json::Value) -> Bytes {
+    frame(0, message.to_string().as_bytes())
+}
+
+/// What an end-of-stream message says: the stream ended well, or with this error.
+pub fn end_result(json: &[u8]) -> Result<(), RpcError> {
+    let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    match value.get("error").and_then(RpcError::from_json) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
 /// Reads envelopes out of a byte stream as it arrives: push bytes in, take whole messages out.
 #[derive(Default)]
 pub struct Envelopes {
@@ -138,7 +183,8 @@ pub struct Envelopes {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Envelope {
     Message(Bytes),
-    End,
+    /// The end of the stream, with its JSON (`{}` or `{"error": …}`).
+    End(Bytes),
 }
 
 impl Envelopes {
@@ -148,7 +194,7 @@ impl Envelopes {
 
     /// The next whole envelope, `None` until one has arrived. A compressed or oversized
     /// envelope is an error: it is refused before its body is read.
-    pub fn next(&mut self) -> Result<Option<Envelope>, RpcError> {
+    pub fn take(&mut self) -> Result<Option<Envelope>, RpcError> {
         if self.buffer.len() < 5 {
             return Ok(None);
         }
@@ -177,7 +223,7 @@ impl Envelopes {
         self.buffer.advance(5);
         let body = self.buffer.split_to(length).freeze();
         if flags & END_STREAM != 0 {
-            return Ok(Some(Envelope::End));
+            return Ok(Some(Envelope::End(body)));
         }
         Ok(Some(Envelope::Message(body)))
     }
@@ -202,14 +248,20 @@ mod tests {
         let mut reader = Envelopes::default();
         for byte in &all[..7] {
             reader.push(&[*byte]);
-            assert_eq!(reader.next().unwrap(), None);
+            assert_eq!(reader.take().unwrap(), None);
         }
         reader.push(&all[7..]);
         assert_eq!(
-            reader.next().unwrap(),
+            reader.take().unwrap(),
             Some(Envelope::Message(Bytes::from_static(b"{\"a\":1}")))
         );
-        assert_eq!(reader.next().unwrap(), Some(Envelope::End));
+        assert_eq!(
+            reader.take().unwrap(),
+            Some(Envelope::End(Bytes::from_static(b"{}")))
+        );
+        assert_eq!(end_result(b"{}").map_err(|e| e.code), Ok(()));
+        let failed = end_result(br#"{"error":{"code":"not_found","message":"x"}}"#);
+        assert_eq!(failed.map_err(|e| e.code), Err(Code::NotFound));
         assert_eq!(reader.pending(), 0);
     }
 
@@ -217,9 +269,9 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused_before_their_body() {
         let mut reader = Envelopes::default();
         reader.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(reader.next().unwrap_err().code, Code::ResourceExhausted);
+        assert_eq!(reader.take().unwrap_err().code, Code::ResourceExhausted);
         let mut reader = Envelopes::default();
         reader.push(&[1, 0, 0, 0, 2, b'{', b'}']);
-        assert_eq!(reader.next().unwrap_err().code, Code::Unimplemented);
+        assert_eq!(reader.take().unwrap_err().code, Code::Unimplemented);
     }
 }
