@@ -50,6 +50,8 @@ fn chart_values_reach_the_flags() {
             "gateway.nodeSelector.pool=edge",
             "--set",
             "operator.priorityClassName=system-cluster-critical",
+            "--set",
+            "operator.runtimeImage=registry.example/sandman-runtime@sha256:0123",
         ],
     )
     .expect("helm template");
@@ -69,6 +71,7 @@ fn chart_values_reach_the_flags() {
         "both Deployments pull with the image pull secret"
     );
     assert!(rendered.contains("pool: edge"));
+    assert!(rendered.contains("- --runtime-image=registry.example/sandman-runtime@sha256:0123"));
     assert!(rendered.contains("priorityClassName: system-cluster-critical"));
     assert!(
         !rendered
