@@ -63,6 +63,14 @@ impl ActivityLog {
         }
     }
 
+    /// Connections open now to the Sandbox `key`.
+    pub fn open_now(&self, key: &Key) -> usize {
+        self.open
+            .lock()
+            .map(|o| o.get(key).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
     /// Flushes so far that wrote anything: each writes a Sandbox at most once.
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)

@@ -267,6 +267,9 @@ fn bearer(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Runtime calls open at once through the gateway, per Sandbox.
+const MAX_RUNTIME_CALLS: usize = 64;
+
 /// The header E2B's SDKs carry a Sandbox's runtime token in; the runtime checks it again.
 const RUNTIME_TOKEN_HEADER: &str = "x-access-token";
 /// The header E2B's SDKs name the Sandbox's port in.
@@ -440,6 +443,14 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     };
     let key = (route.namespace.clone(), route.name.clone());
     let port = target.port();
+    // Runtime calls hold streams (commands, watches, PTYs): one Sandbox's callers may not take
+    // the gateway's connections from everyone else's.
+    if target == Target::Runtime && state.activity.open_now(&key) >= MAX_RUNTIME_CALLS {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "this Sandbox has as many runtime calls open as it may; close one",
+        );
+    }
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
         Wait::Ready(addr) => {

@@ -31,9 +31,30 @@ pub struct Injection {
 }
 
 /// The runtime a Sandbox gets, or why it cannot have it; `Ok(None)` when it asks for none.
-pub fn plan(sandbox: &Sandbox, image: Option<&str>) -> Result<Option<Injection>, String> {
+pub fn plan(
+    sandbox: &Sandbox,
+    image: Option<&str>,
+    decisions: &super::decisions::Decisions,
+) -> Result<Option<Injection>, String> {
     if !RuntimeSpec::wanted(sandbox) {
         return Ok(None);
+    }
+    // Whoever holds the token runs commands with the container's rights: a container that a
+    // policy let past the baseline (the checkpoint supervisor, say) would hand its privileges
+    // to them.
+    if let Some((policy, allowed)) = &decisions.exempted {
+        return Err(format!(
+            "spec.runtime.enabled, but policy {policy} lets this pod past the baseline ({}); the runtime would give those privileges to every holder of the token",
+            allowed.join(", ")
+        ));
+    }
+    let checkpoints = sandbox
+        .spec
+        .lifecycle
+        .as_ref()
+        .is_some_and(|l| l.checkpoint == Some(crate::api::CheckpointMode::OnSuspend));
+    if checkpoints {
+        return Err("spec.runtime.enabled with lifecycle.checkpoint: OnSuspend is not supported yet: commands would run beside the checkpoint supervisor, not in the agent's sandbox".into());
     }
     let Some(image) = image.filter(|i| !i.is_empty()) else {
         return Err(
@@ -152,9 +173,13 @@ mod tests {
             "command": ["sleep"], "args": ["infinity"],
             "env": [{"name": TOKEN_VARIABLE, "value": "chosen-by-the-tenant"}],
         }]}));
-        let injection = plan(&sandbox, Some("registry.local/runtime@sha256:ab"))
-            .expect("allowed")
-            .expect("wanted");
+        let injection = plan(
+            &sandbox,
+            Some("registry.local/runtime@sha256:ab"),
+            &Default::default(),
+        )
+        .expect("allowed")
+        .expect("wanted");
         let mut spec = sandbox.spec.pod_template.spec.clone();
         inject(&mut spec, &injection);
         let container = &spec.containers[0];
@@ -191,35 +216,53 @@ mod tests {
     #[test]
     fn what_the_runtime_cannot_wrap_or_would_collide_with_is_refused() {
         let image = Some("runtime:1");
+        let none = super::super::decisions::Decisions::default();
         let no_command = sandbox(serde_json::json!({"containers": [{"name": "a", "image": "x"}]}));
         assert!(
-            plan(&no_command, image)
+            plan(&no_command, image, &none)
                 .expect_err("refused")
                 .contains("names none")
         );
         let named =
             serde_json::json!({"containers": [{"name": "a", "image": "x", "command": ["sh"]}]});
         assert!(
-            plan(&sandbox(named.clone()), None)
+            plan(&sandbox(named.clone()), None, &none)
                 .expect_err("refused")
                 .contains("--runtime-image")
         );
         let mut reserved = named.clone();
         reserved["volumes"] = serde_json::json!([{"name": VOLUME, "emptyDir": {}}]);
         assert!(
-            plan(&sandbox(reserved), image)
+            plan(&sandbox(reserved), image, &none)
                 .expect_err("refused")
                 .contains("reserved")
         );
         let mut port = named.clone();
         port["containers"][0]["ports"] = serde_json::json!([{"containerPort": 49983}]);
         assert!(
-            plan(&sandbox(port), image)
+            plan(&sandbox(port), image, &none)
                 .expect_err("refused")
                 .contains("49983")
         );
+        let exempted = super::super::decisions::Decisions {
+            exempted: Some(("supervisor".into(), vec!["RunAsRoot".into()])),
+            ..Default::default()
+        };
+        let privileged = plan(&sandbox(named.clone()), image, &exempted).expect_err("refused");
+        assert!(
+            privileged.contains("every holder of the token"),
+            "{privileged}"
+        );
+        let mut checkpointed = sandbox(named.clone());
+        checkpointed.spec.lifecycle =
+            serde_json::from_value(serde_json::json!({"checkpoint": "OnSuspend"})).ok();
+        assert!(
+            plan(&checkpointed, image, &none)
+                .expect_err("refused")
+                .contains("not supported yet")
+        );
         let mut not_wanted = sandbox(named);
         not_wanted.spec.runtime = None;
-        assert_eq!(plan(&not_wanted, None), Ok(None));
+        assert_eq!(plan(&not_wanted, None, &none), Ok(None));
     }
 }
