@@ -45,7 +45,12 @@ impl Bounded {
         let mut backoff = ACCEPT_BACKOFF;
         loop {
             match self.listener.accept().await {
-                Ok((stream, peer)) => return Accepted { stream, peer, slot },
+                Ok((stream, peer)) => {
+                    // Streamed answers go out in small frames; with Nagle's algorithm each
+                    // waits for the client's delayed ACK (40 ms on Linux).
+                    let _ = stream.set_nodelay(true);
+                    return Accepted { stream, peer, slot };
+                }
                 Err(error) => {
                     tracing::warn!(%error, ?backoff, "accept failed; trying again");
                     tokio::time::sleep(backoff).await;

@@ -411,3 +411,61 @@ fn path(p: &std::path::Path) -> &str {
 fn sha256_hex(bytes: &[u8]) -> String {
     sandman::distribution::sha256_hex(bytes)
 }
+
+#[tokio::test]
+async fn watch_reports_a_written_file() {
+    use http_body_util::BodyExt;
+    let Some(world) = world("runtime_watch").await else {
+        return;
+    };
+    world
+        .running(&world.sandbox("watched", Some("gvisor")))
+        .await;
+    let made = world
+        .exec("watched", &["mkdir", "-p", "/workspace/w"])
+        .await;
+    assert!(made.status.success(), "{}", describe(&made));
+    let token = world.token("watched").await;
+    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = http::Request::post(format!(
+        "http://{}/sandboxes/{}/watched/filesystem.Filesystem/WatchDir",
+        world.gateway.addr, world.env.ctx.namespace
+    ))
+    .header("content-type", "application/connect+json")
+    .header("e2b-sandbox-port", "49983")
+    .header("x-access-token", &token)
+    .body(http_body_util::Full::new(
+        sandman_connect::request_envelope(&serde_json::json!({ "path": "/workspace/w" })),
+    ))
+    .expect("request");
+    let response = http.request(request).await.expect("watch");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut envelopes = sandman_connect::Envelopes::default();
+    let mut next = async || loop {
+        match envelopes.take().expect("an envelope") {
+            Some(sandman_connect::Envelope::Message(json)) => {
+                return serde_json::from_slice::<serde_json::Value>(&json).expect("json");
+            }
+            Some(sandman_connect::Envelope::End(json)) => {
+                panic!("the watch ended: {}", String::from_utf8_lossy(&json))
+            }
+            None => {
+                let frame = body.frame().await.expect("a frame").expect("frame");
+                if let Ok(data) = frame.into_data() {
+                    envelopes.push(&data);
+                }
+            }
+        }
+    };
+    assert_eq!(next().await, serde_json::json!({ "start": {} }));
+    let wrote = world
+        .exec("watched", &["sh", "-c", "echo hi > /workspace/w/new.txt"])
+        .await;
+    assert!(wrote.status.success(), "{}", describe(&wrote));
+    let event = next().await;
+    assert_eq!(event["filesystem"]["name"], "new.txt", "{event}");
+    assert_eq!(event["filesystem"]["type"], "EVENT_TYPE_CREATE", "{event}");
+}

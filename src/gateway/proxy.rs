@@ -34,6 +34,9 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn upstream() -> Upstream {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // A small request or stream frame is sent at once, not held for the pod's delayed ACK
+    // (which added 40 ms to every runtime call through the gateway: BENCHMARKS.md).
+    connector.set_nodelay(true);
     Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
 }
 
