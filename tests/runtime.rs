@@ -469,3 +469,60 @@ async fn watch_reports_a_written_file() {
     assert_eq!(event["filesystem"]["name"], "new.txt", "{event}");
     assert_eq!(event["filesystem"]["type"], "EVENT_TYPE_CREATE", "{event}");
 }
+
+#[tokio::test]
+async fn e2b_headers_route_to_the_sandbox() {
+    use http_body_util::BodyExt;
+    let Some(world) = world("runtime_e2b_headers").await else {
+        return;
+    };
+    world.running(&world.sandbox("headed", None)).await;
+    let token = world.token("headed").await;
+    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    // As E2B's SDKs send it: the gateway's root, the Sandbox named by its id and port.
+    let start = |id: String| {
+        http::Request::post(format!(
+            "http://{}/process.Process/Start",
+            world.gateway.addr
+        ))
+        .header("content-type", "application/connect+json")
+        .header("e2b-sandbox-id", id)
+        .header("e2b-sandbox-port", "49983")
+        .header("x-access-token", &token)
+        .body(http_body_util::Full::new(
+            sandman_connect::request_envelope(
+                &serde_json::json!({ "process": { "cmd": "echo", "args": ["by id"] } }),
+            ),
+        ))
+        .expect("request")
+    };
+    let id = sandman::api::sandbox_id(&world.env.ctx.namespace, "headed");
+    let response = http.request(start(id)).await.expect("start");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let mut envelopes = sandman_connect::Envelopes::default();
+    envelopes.push(&body);
+    let mut output = Vec::new();
+    while let Some(sandman_connect::Envelope::Message(json)) = envelopes.take().expect("envelope") {
+        let message: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        if let Some(text) = message["event"]["data"]["stdout"].as_str() {
+            use base64::Engine;
+            output.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .expect("base64"),
+            );
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&output), "by id\n");
+    let unknown = sandman::api::sandbox_id(&world.env.ctx.namespace, "nobody");
+    let response = http.request(start(unknown)).await.expect("start");
+    assert_eq!(response.status(), 404);
+}

@@ -185,6 +185,16 @@ pub struct IsolationSpec {
     pub level: Option<String>,
 }
 
+/// A Sandbox's id in E2B's form (what `E2b-Sandbox-Id` carries): 24 characters of lowercase
+/// base32 (`0-9a-v`, no hyphens, valid in a host name) from the sha256 of `namespace/name`,
+/// so it is unique per cluster and anyone who may name the Sandbox can compute it. It is an
+/// address, not a secret: the Sandbox's token is what opens it.
+pub fn sandbox_id(namespace: &str, name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    data_encoding::BASE32_DNSSEC.encode(&digest[..15])
+}
+
 /// The port the in-Sandbox runtime listens on: envd's, which the E2B SDKs name.
 pub const RUNTIME_PORT: u16 = 49983;
 
@@ -564,4 +574,20 @@ pub struct PolicyDecision {
     /// When the decision was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<Time>,
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn sandbox_ids_are_e2b_host_labels_and_differ_by_namespace() {
+        let id = super::sandbox_id("team", "agent");
+        assert_eq!(id.len(), 24);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b)),
+            "{id}"
+        );
+        assert_eq!(id, super::sandbox_id("team", "agent"));
+        assert_ne!(id, super::sandbox_id("other", "agent"));
+    }
 }

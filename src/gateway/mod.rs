@@ -128,6 +128,8 @@ struct State {
     activity: Arc<ActivityLog>,
     upstream: proxy::Upstream,
     replays: replays::Replays,
+    /// Sandboxes by E2B id, for `E2b-Sandbox-Id`.
+    ids: Arc<Ids>,
 }
 
 /// Starts the gateway: a Sandbox cache, the activity writer, and the listener. Runs until the
@@ -139,13 +141,18 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     };
     let (store, writer) = reflector::store();
     let (changed, changes) = tokio::sync::watch::channel(());
+    let ids = Arc::new(Ids::default());
+    let indexed = ids.clone();
     // The reflector has updated the store by the time an event comes out of the stream, so
     // a held request woken by it reads the new state.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    tokio::spawn(stream.for_each(move |_| {
+    tokio::spawn(stream.for_each(move |touched| {
+        if let Ok(sandbox) = &touched {
+            indexed.note(sandbox);
+        }
         changed.send_replace(());
         futures::future::ready(())
     }));
@@ -177,6 +184,7 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         activity,
         upstream: proxy::upstream(),
         replays: Default::default(),
+        ids,
         options,
     });
     let listener = crate::listener::Bounded::new(listener, state.options.max_connections);
@@ -316,8 +324,50 @@ impl Target {
     }
 }
 
-/// Which Sandbox, and which path in it, a request is for: by its Host, or its path.
-fn route_of(request: &Request<Incoming>, domain: Option<&str>) -> Option<route::Route> {
+/// Sandboxes by their E2B id ([`crate::api::sandbox_id`]), as the watch has seen them. An id
+/// whose Sandbox is gone stays until the gateway restarts; it then routes to nothing, as an
+/// unknown id does.
+#[derive(Default)]
+struct Ids(std::sync::Mutex<std::collections::HashMap<String, activity::Key>>);
+
+impl Ids {
+    fn note(&self, sandbox: &Sandbox) {
+        use kube::ResourceExt;
+        let key = (sandbox.namespace().unwrap_or_default(), sandbox.name_any());
+        let id = crate::api::sandbox_id(&key.0, &key.1);
+        if let Ok(mut ids) = self.0.lock() {
+            ids.entry(id).or_insert(key);
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<activity::Key> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+}
+
+/// The header E2B's SDKs name the Sandbox in.
+const ID_HEADER: &str = "e2b-sandbox-id";
+
+/// Which Sandbox, and which path in it, a request is for: by its Host, its path, or (E2B's
+/// SDKs, whose sandbox URL has no path) its `E2b-Sandbox-Id`.
+fn route_of(state: &State, request: &Request<Incoming>) -> Option<route::Route> {
+    if let Some(route) = route_of_address(request, state.options.domain.as_deref()) {
+        return Some(route);
+    }
+    let id = request.headers().get(ID_HEADER)?.to_str().ok()?;
+    let (namespace, name) = state.ids.get(id.trim())?;
+    Some(route::Route {
+        namespace,
+        name,
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+    })
+}
+
+fn route_of_address(request: &Request<Incoming>, domain: Option<&str>) -> Option<route::Route> {
     let host = request
         .headers()
         .get(header::HOST)
@@ -375,7 +425,7 @@ fn admit(
             Refusal::NotFound
         }
     };
-    let Some(route) = route_of(request, state.options.domain.as_deref()) else {
+    let Some(route) = route_of(state, request) else {
         return Err(not_found());
     };
     let key = (route.namespace.clone(), route.name.clone());
