@@ -412,9 +412,66 @@ fn sha256_hex(bytes: &[u8]) -> String {
     sandman::distribution::sha256_hex(bytes)
 }
 
+/// A runtime call's response stream, read message by message as it comes.
+struct Messages {
+    body: hyper::body::Incoming,
+    envelopes: sandman_connect::Envelopes,
+}
+
+impl Messages {
+    /// The next message; `None` once the stream ended (its end-of-stream message).
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        use http_body_util::BodyExt;
+        loop {
+            match self.envelopes.take().expect("an envelope") {
+                Some(sandman_connect::Envelope::Message(json)) => {
+                    return Some(serde_json::from_slice(&json).expect("json"));
+                }
+                Some(sandman_connect::Envelope::End(_)) => return None,
+                None => {
+                    let frame = self.body.frame().await?.expect("frame");
+                    if let Ok(data) = frame.into_data() {
+                        self.envelopes.push(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A streaming runtime call through the gateway at `path` (from its root), with `headers`
+/// naming the Sandbox and its token: the status and, on 200, the stream.
+async fn gateway_stream(
+    world: &World,
+    path: &str,
+    headers: &[(&str, &str)],
+    message: serde_json::Value,
+) -> (u16, Messages) {
+    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut request = http::Request::post(format!("http://{}{path}", world.gateway.addr))
+        .header("content-type", "application/connect+json")
+        .header("e2b-sandbox-port", "49983");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(
+            sandman_connect::request_envelope(&message),
+        ))
+        .expect("request");
+    let response = http.request(request).await.expect("an answer");
+    let status = response.status().as_u16();
+    let messages = Messages {
+        body: response.into_body(),
+        envelopes: sandman_connect::Envelopes::default(),
+    };
+    (status, messages)
+}
+
 #[tokio::test]
 async fn watch_reports_a_written_file() {
-    use http_body_util::BodyExt;
     let Some(world) = world("runtime_watch").await else {
         return;
     };
@@ -426,94 +483,46 @@ async fn watch_reports_a_written_file() {
         .await;
     assert!(made.status.success(), "{}", describe(&made));
     let token = world.token("watched").await;
-    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let request = http::Request::post(format!(
-        "http://{}/sandboxes/{}/watched/filesystem.Filesystem/WatchDir",
-        world.gateway.addr, world.env.ctx.namespace
-    ))
-    .header("content-type", "application/connect+json")
-    .header("e2b-sandbox-port", "49983")
-    .header("x-access-token", &token)
-    .body(http_body_util::Full::new(
-        sandman_connect::request_envelope(&serde_json::json!({ "path": "/workspace/w" })),
-    ))
-    .expect("request");
-    let response = http.request(request).await.expect("watch");
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut envelopes = sandman_connect::Envelopes::default();
-    let mut next = async || loop {
-        match envelopes.take().expect("an envelope") {
-            Some(sandman_connect::Envelope::Message(json)) => {
-                return serde_json::from_slice::<serde_json::Value>(&json).expect("json");
-            }
-            Some(sandman_connect::Envelope::End(json)) => {
-                panic!("the watch ended: {}", String::from_utf8_lossy(&json))
-            }
-            None => {
-                let frame = body.frame().await.expect("a frame").expect("frame");
-                if let Ok(data) = frame.into_data() {
-                    envelopes.push(&data);
-                }
-            }
-        }
-    };
-    assert_eq!(next().await, serde_json::json!({ "start": {} }));
+    let path = format!(
+        "/sandboxes/{}/watched/filesystem.Filesystem/WatchDir",
+        world.env.ctx.namespace
+    );
+    let (status, mut watch) = gateway_stream(
+        &world,
+        &path,
+        &[("x-access-token", &token)],
+        serde_json::json!({ "path": "/workspace/w" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(watch.next().await, Some(serde_json::json!({ "start": {} })));
     let wrote = world
         .exec("watched", &["sh", "-c", "echo hi > /workspace/w/new.txt"])
         .await;
     assert!(wrote.status.success(), "{}", describe(&wrote));
-    let event = next().await;
+    let event = watch.next().await.expect("an event");
     assert_eq!(event["filesystem"]["name"], "new.txt", "{event}");
     assert_eq!(event["filesystem"]["type"], "EVENT_TYPE_CREATE", "{event}");
 }
 
 #[tokio::test]
 async fn e2b_headers_route_to_the_sandbox() {
-    use http_body_util::BodyExt;
+    use base64::Engine;
     let Some(world) = world("runtime_e2b_headers").await else {
         return;
     };
     world.running(&world.sandbox("headed", None)).await;
     let token = world.token("headed").await;
-    let http: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+    let echo = serde_json::json!({ "process": { "cmd": "echo", "args": ["by id"] } });
     // As E2B's SDKs send it: the gateway's root, the Sandbox named by its id and port.
-    let start = |id: String| {
-        http::Request::post(format!(
-            "http://{}/process.Process/Start",
-            world.gateway.addr
-        ))
-        .header("content-type", "application/connect+json")
-        .header("e2b-sandbox-id", id)
-        .header("e2b-sandbox-port", "49983")
-        .header("x-access-token", &token)
-        .body(http_body_util::Full::new(
-            sandman_connect::request_envelope(
-                &serde_json::json!({ "process": { "cmd": "echo", "args": ["by id"] } }),
-            ),
-        ))
-        .expect("request")
-    };
     let id = sandman::api::sandbox_id(&world.env.ctx.namespace, "headed");
-    let response = http.request(start(id)).await.expect("start");
-    assert_eq!(response.status(), 200);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let mut envelopes = sandman_connect::Envelopes::default();
-    envelopes.push(&body);
+    let headers = [("e2b-sandbox-id", id.as_str()), ("x-access-token", &token)];
+    let (status, mut started) =
+        gateway_stream(&world, "/process.Process/Start", &headers, echo.clone()).await;
+    assert_eq!(status, 200);
     let mut output = Vec::new();
-    while let Some(sandman_connect::Envelope::Message(json)) = envelopes.take().expect("envelope") {
-        let message: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    while let Some(message) = started.next().await {
         if let Some(text) = message["event"]["data"]["stdout"].as_str() {
-            use base64::Engine;
             output.extend(
                 base64::engine::general_purpose::STANDARD
                     .decode(text)
@@ -523,6 +532,10 @@ async fn e2b_headers_route_to_the_sandbox() {
     }
     assert_eq!(String::from_utf8_lossy(&output), "by id\n");
     let unknown = sandman::api::sandbox_id(&world.env.ctx.namespace, "nobody");
-    let response = http.request(start(unknown)).await.expect("start");
-    assert_eq!(response.status(), 404);
+    let headers = [
+        ("e2b-sandbox-id", unknown.as_str()),
+        ("x-access-token", &token),
+    ];
+    let (status, _) = gateway_stream(&world, "/process.Process/Start", &headers, echo).await;
+    assert_eq!(status, 404);
 }

@@ -247,20 +247,25 @@ pub struct GatewaySpec {
 }
 
 impl GatewaySpec {
-    /// The port to forward to, if the Sandbox opted in and declares it.
-    pub fn target_port(sandbox: &Sandbox) -> Option<u16> {
-        let gateway = sandbox.spec.gateway.as_ref().filter(|g| g.enabled)?;
-        let declared = sandbox
+    /// The container ports the pod template declares, in order.
+    pub fn declared_ports(sandbox: &Sandbox) -> impl Iterator<Item = i32> + '_ {
+        sandbox
             .spec
             .pod_template
             .spec
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .map(|p| p.container_port);
+            .map(|p| p.container_port)
+    }
+
+    /// The port to forward to, if the Sandbox opted in and declares it.
+    pub fn target_port(sandbox: &Sandbox) -> Option<u16> {
+        let gateway = sandbox.spec.gateway.as_ref().filter(|g| g.enabled)?;
+        let mut declared = Self::declared_ports(sandbox);
         let port = match gateway.port {
-            Some(wanted) => declared.into_iter().find(|p| *p == wanted)?,
-            None => declared.into_iter().next()?,
+            Some(wanted) => declared.find(|p| *p == wanted)?,
+            None => declared.next()?,
         };
         u16::try_from(port).ok()
     }

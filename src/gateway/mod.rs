@@ -295,14 +295,8 @@ fn port_for(sandbox: &Sandbox, request: &Request<Incoming>) -> Option<Target> {
         return Some(Target::Runtime);
     }
     sandbox.spec.gateway.as_ref().filter(|g| g.enabled)?;
-    sandbox
-        .spec
-        .pod_template
-        .spec
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .any(|p| p.container_port == i32::from(named))
+    GatewaySpec::declared_ports(sandbox)
+        .any(|p| p == i32::from(named))
         .then_some(Target::Declared(named))
 }
 
