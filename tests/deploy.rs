@@ -52,6 +52,8 @@ fn chart_values_reach_the_flags() {
             "operator.priorityClassName=system-cluster-critical",
             "--set",
             "operator.runtimeImage=registry.example/sandman-runtime@sha256:0123",
+            "--set",
+            "gateway.controlNamespace=agents",
         ],
     )
     .expect("helm template");
@@ -72,6 +74,7 @@ fn chart_values_reach_the_flags() {
     );
     assert!(rendered.contains("pool: edge"));
     assert!(rendered.contains("- --runtime-image=registry.example/sandman-runtime@sha256:0123"));
+    assert!(rendered.contains("- --control-namespace=agents"));
     assert!(rendered.contains("priorityClassName: system-cluster-critical"));
     assert!(
         !rendered

@@ -46,6 +46,11 @@ pub struct GatewayArgs {
         env = "SANDMAN_GATEWAY_METRICS_LISTEN"
     )]
     metrics_listen: String,
+    /// Serve E2B's control API (`/v2/sandboxes`, …) too, with templates named without a
+    /// namespace looked up in this one. Each call acts with the caller's `X-API-KEY` as its
+    /// Kubernetes token (docs/runtime.md).
+    #[arg(long, env = "SANDMAN_CONTROL_NAMESPACE")]
+    control_namespace: Option<String>,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -68,7 +73,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
             Ok(token)
         })
         .transpose()?;
-    let options = Options {
+    let mut options = Options {
         listen: args.listen,
         domain: args.domain,
         token,
@@ -80,6 +85,7 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
         max_connections: args.max_connections.max(1),
         upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds.max(1)),
         metrics: Default::default(),
+        control: None,
     };
     super::with_client(|client| async move {
         let telemetry = telemetry::init(&args.telemetry)?;
@@ -93,6 +99,15 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
                 Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
                 Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
             }
+        }
+        if let Some(namespace) = args.control_namespace.clone() {
+            // The API server's address and CA, without the gateway's own credentials: each
+            // control call brings the caller's.
+            let mut config = kube::Config::infer()
+                .await
+                .map_err(|e| CliError::Config(e.to_string()))?;
+            config.auth_info = Default::default();
+            options.control = Some(gateway::control::Control { config, namespace });
         }
         // `start` returns once the Sandbox cache has synced.
         gateway::start(client, options)

@@ -4,6 +4,7 @@
 //! opted-in Sandbox; every other route is a 404.
 
 pub mod activity;
+pub mod control;
 mod proxy;
 mod replays;
 pub mod route;
@@ -71,6 +72,8 @@ pub struct Options {
     pub upstream_timeout: Duration,
     /// Where this gateway's counts go.
     pub metrics: Arc<Metrics>,
+    /// E2B's control API on the same listener (none: not served).
+    pub control: Option<control::Control>,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Default for Options {
             max_connections: 4096,
             upstream_timeout: Duration::from_secs(300),
             metrics: Arc::default(),
+            control: None,
         }
     }
 }
@@ -481,6 +485,13 @@ fn admit(
 }
 
 async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let request = match &state.options.control {
+        Some(control) => match control::answer(state, control, request).await {
+            Ok(response) => return response,
+            Err(request) => request,
+        },
+        None => request,
+    };
     let (route, _sandbox, target) = match admit(state, &request) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(),

@@ -13,6 +13,7 @@ pub mod apiserver;
 mod binaries;
 mod bootstrap;
 mod control_plane;
+pub mod e2b_sdk;
 mod error;
 pub mod file_server;
 pub mod harness;

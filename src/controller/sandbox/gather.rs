@@ -66,7 +66,11 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     if ctx.pod_baseline {
         check_baseline(ctx, &sandbox, &mut decisions).await?;
     }
-    match super::runtime::plan(&sandbox, ctx.runtime_image.as_deref(), &decisions) {
+    match super::runtime::plan(
+        &sandbox,
+        ctx.runtime_image.as_deref(),
+        decisions.exempted.as_ref(),
+    ) {
         Ok(runtime) => decisions.runtime = runtime,
         Err(why) => decisions.runtime_refused = Some(why),
     }

@@ -34,7 +34,7 @@ pub struct Injection {
 pub fn plan(
     sandbox: &Sandbox,
     image: Option<&str>,
-    decisions: &super::decisions::Decisions,
+    exempted: Option<&(String, Vec<String>)>,
 ) -> Result<Option<Injection>, String> {
     if !RuntimeSpec::wanted(sandbox) {
         return Ok(None);
@@ -42,7 +42,7 @@ pub fn plan(
     // Whoever holds the token runs commands with the container's rights: a container that a
     // policy let past the baseline (the checkpoint supervisor, say) would hand its privileges
     // to them.
-    if let Some((policy, allowed)) = &decisions.exempted {
+    if let Some((policy, allowed)) = exempted {
         return Err(format!(
             "spec.runtime.enabled, but policy {policy} lets this pod past the baseline ({}); the runtime would give those privileges to every holder of the token",
             allowed.join(", ")
@@ -173,13 +173,9 @@ mod tests {
             "command": ["sleep"], "args": ["infinity"],
             "env": [{"name": TOKEN_VARIABLE, "value": "chosen-by-the-tenant"}],
         }]}));
-        let injection = plan(
-            &sandbox,
-            Some("registry.local/runtime@sha256:ab"),
-            &Default::default(),
-        )
-        .expect("allowed")
-        .expect("wanted");
+        let injection = plan(&sandbox, Some("registry.local/runtime@sha256:ab"), None)
+            .expect("allowed")
+            .expect("wanted");
         let mut spec = sandbox.spec.pod_template.spec.clone();
         inject(&mut spec, &injection);
         let container = &spec.containers[0];
@@ -216,39 +212,37 @@ mod tests {
     #[test]
     fn what_the_runtime_cannot_wrap_or_would_collide_with_is_refused() {
         let image = Some("runtime:1");
-        let none = super::super::decisions::Decisions::default();
+        let none = None;
         let no_command = sandbox(serde_json::json!({"containers": [{"name": "a", "image": "x"}]}));
         assert!(
-            plan(&no_command, image, &none)
+            plan(&no_command, image, none)
                 .expect_err("refused")
                 .contains("names none")
         );
         let named =
             serde_json::json!({"containers": [{"name": "a", "image": "x", "command": ["sh"]}]});
         assert!(
-            plan(&sandbox(named.clone()), None, &none)
+            plan(&sandbox(named.clone()), None, none)
                 .expect_err("refused")
                 .contains("--runtime-image")
         );
         let mut reserved = named.clone();
         reserved["volumes"] = serde_json::json!([{"name": VOLUME, "emptyDir": {}}]);
         assert!(
-            plan(&sandbox(reserved), image, &none)
+            plan(&sandbox(reserved), image, none)
                 .expect_err("refused")
                 .contains("reserved")
         );
         let mut port = named.clone();
         port["containers"][0]["ports"] = serde_json::json!([{"containerPort": 49983}]);
         assert!(
-            plan(&sandbox(port), image, &none)
+            plan(&sandbox(port), image, none)
                 .expect_err("refused")
                 .contains("49983")
         );
-        let exempted = super::super::decisions::Decisions {
-            exempted: Some(("supervisor".into(), vec!["RunAsRoot".into()])),
-            ..Default::default()
-        };
-        let privileged = plan(&sandbox(named.clone()), image, &exempted).expect_err("refused");
+        let exempted = ("supervisor".to_string(), vec!["RunAsRoot".to_string()]);
+        let privileged =
+            plan(&sandbox(named.clone()), image, Some(&exempted)).expect_err("refused");
         assert!(
             privileged.contains("every holder of the token"),
             "{privileged}"
@@ -257,12 +251,12 @@ mod tests {
         checkpointed.spec.lifecycle =
             serde_json::from_value(serde_json::json!({"checkpoint": "OnSuspend"})).ok();
         assert!(
-            plan(&checkpointed, image, &none)
+            plan(&checkpointed, image, none)
                 .expect_err("refused")
                 .contains("not supported yet")
         );
         let mut not_wanted = sandbox(named);
         not_wanted.spec.runtime = None;
-        assert_eq!(plan(&not_wanted, None, &none), Ok(None));
+        assert_eq!(plan(&not_wanted, None, none), Ok(None));
     }
 }
