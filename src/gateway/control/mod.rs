@@ -53,15 +53,9 @@ pub(super) async fn answer(
         return Err(request);
     };
     let path = request.uri().path().to_string();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method().clone();
-    let call = match (method.clone(), parts.as_slice()) {
-        (Method::POST, ["v2", "sandboxes"]) => Call::Create,
-        (Method::POST, ["v2", "sandboxes", id, "connect"]) => Call::Connect(id.to_string()),
-        (Method::GET, ["sandboxes", id]) => Call::Get(id.to_string()),
-        (Method::DELETE, ["sandboxes", id]) => Call::Kill(id.to_string()),
-        (_, ["sandboxes" | "v2", ..]) => Call::Unsupported,
-        _ => return Err(request),
+    let Some(call) = classify(&method, &path) else {
+        return Err(request);
     };
     let client = match caller(control, &key) {
         Ok(client) => client,
@@ -104,6 +98,29 @@ impl ControlError {
     }
 }
 
+/// Which control call `method path` is, if it is one.
+fn classify(method: &Method, path: &str) -> Option<Call> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Some(match (method.clone(), parts.as_slice()) {
+        (Method::POST, ["v2", "sandboxes"]) => Call::Create,
+        (Method::POST, ["v2", "sandboxes", id, "connect"]) => Call::Connect(id.to_string()),
+        (Method::GET, ["sandboxes", id]) => Call::Get(id.to_string()),
+        (Method::DELETE, ["sandboxes", id]) => Call::Kill(id.to_string()),
+        // The rest of E2B's API; other paths under /sandboxes are in-Sandbox routes.
+        (_, ["v2", ..] | ["sandboxes"] | ["sandboxes", _])
+        | (
+            _,
+            [
+                "sandboxes",
+                _,
+                "pause" | "timeout" | "metrics" | "refreshes" | "logs",
+            ],
+        ) => Call::Unsupported,
+        _ => return None,
+    })
+}
+
+#[derive(Debug, PartialEq)]
 enum Call {
     Create,
     Connect(String),
@@ -179,5 +196,42 @@ fn api_error(what: &str, e: &kube::Error) -> Response<Body> {
         ),
         kube::Error::Auth(_) => error(StatusCode::UNAUTHORIZED, format!("{what}: {e}")),
         other => error(StatusCode::BAD_GATEWAY, format!("{what}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_paths_are_told_from_in_sandbox_paths() {
+        assert_eq!(classify(&Method::POST, "/v2/sandboxes"), Some(Call::Create));
+        assert_eq!(
+            classify(&Method::POST, "/v2/sandboxes/abc/connect"),
+            Some(Call::Connect("abc".into()))
+        );
+        assert_eq!(
+            classify(&Method::GET, "/sandboxes/abc"),
+            Some(Call::Get("abc".into()))
+        );
+        assert_eq!(
+            classify(&Method::DELETE, "/sandboxes/abc"),
+            Some(Call::Kill("abc".into()))
+        );
+        assert_eq!(
+            classify(&Method::POST, "/sandboxes/abc/pause"),
+            Some(Call::Unsupported)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v2/sandboxes"),
+            Some(Call::Unsupported)
+        );
+        // In-Sandbox routes stay the proxy's, whatever headers they carry.
+        assert_eq!(
+            classify(&Method::POST, "/sandboxes/team/agent/process.Process/Start"),
+            None
+        );
+        assert_eq!(classify(&Method::GET, "/sandboxes/team/agent"), None);
+        assert_eq!(classify(&Method::POST, "/process.Process/Start"), None);
     }
 }
