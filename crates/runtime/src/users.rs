@@ -90,18 +90,45 @@ fn passwd() -> Vec<User> {
         .collect()
 }
 
-/// The name of a uid or gid for `EntryInfo.owner`/`group`, its number when the image does not
-/// list it.
-pub fn name_of(id: u32, file: &str) -> String {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let fields: Vec<&str> = line.split(':').collect();
-                (fields.get(2)?.parse::<u32>().ok()? == id).then(|| fields[0].to_string())
-            })
+/// The image's user and group names by id, for `EntryInfo.owner`/`group`: read once per call,
+/// not once per entry of a listing.
+pub struct Names {
+    users: std::collections::HashMap<u32, String>,
+    groups: std::collections::HashMap<u32, String>,
+}
+
+impl Names {
+    pub fn load() -> Self {
+        Names {
+            users: by_id("/etc/passwd"),
+            groups: by_id("/etc/group"),
+        }
+    }
+
+    /// The user's name, its number when the image does not list it.
+    pub fn user(&self, id: u32) -> String {
+        self.users
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    pub fn group(&self, id: u32) -> String {
+        self.groups
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
+fn by_id(file: &str) -> std::collections::HashMap<u32, String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            Some((fields.get(2)?.parse().ok()?, fields.first()?.to_string()))
         })
-        .unwrap_or_else(|| id.to_string())
+        .collect()
 }
 
 #[cfg(test)]

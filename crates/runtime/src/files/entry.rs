@@ -28,10 +28,14 @@ pub struct EntryInfo {
 /// The entry for `path`, not following a final symlink (a link is reported as one).
 pub fn of(path: &Path) -> Result<EntryInfo, RpcError> {
     let metadata = std::fs::symlink_metadata(path).map_err(|e| RpcError::io(path, &e))?;
-    Ok(from_metadata(path, &metadata))
+    Ok(from_metadata(path, &metadata, &crate::users::Names::load()))
 }
 
-pub fn from_metadata(path: &Path, metadata: &std::fs::Metadata) -> EntryInfo {
+pub fn from_metadata(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    names: &crate::users::Names,
+) -> EntryInfo {
     let file_type = metadata.file_type();
     let kind = if file_type.is_symlink() {
         "FILE_TYPE_SYMLINK"
@@ -55,8 +59,8 @@ pub fn from_metadata(path: &Path, metadata: &std::fs::Metadata) -> EntryInfo {
         size: metadata.len().to_string(),
         mode: mode & 0o7777,
         permissions: permissions(file_type, mode),
-        owner: crate::users::name_of(metadata.uid(), "/etc/passwd"),
-        group: crate::users::name_of(metadata.gid(), "/etc/group"),
+        owner: names.user(metadata.uid()),
+        group: names.group(metadata.gid()),
         modified_time: modified,
         symlink_target: file_type
             .is_symlink()

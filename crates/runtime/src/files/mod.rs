@@ -120,7 +120,7 @@ async fn list_dir(home: &Path, body: Incoming) -> Result<ListDirResponse, RpcErr
             ));
         }
         let mut entries = Vec::new();
-        walk(&root, depth, &mut entries)?;
+        walk(&root, depth, &crate::users::Names::load(), &mut entries)?;
         Ok(entries)
     })
     .await?;
@@ -129,7 +129,12 @@ async fn list_dir(home: &Path, body: Incoming) -> Result<ListDirResponse, RpcErr
 
 /// Lists `dir` and, below `depth` 1, the directories in it; a symlinked directory is listed as
 /// a link, not entered, so a loop cannot make the walk endless.
-fn walk(dir: &Path, depth: u32, entries: &mut Vec<EntryInfo>) -> Result<(), RpcError> {
+fn walk(
+    dir: &Path,
+    depth: u32,
+    names: &crate::users::Names,
+    entries: &mut Vec<EntryInfo>,
+) -> Result<(), RpcError> {
     let reader = std::fs::read_dir(dir).map_err(|e| RpcError::io(dir, &e))?;
     let mut children: Vec<_> = reader.filter_map(Result::ok).collect();
     children.sort_by_key(|c| c.file_name());
@@ -144,10 +149,10 @@ fn walk(dir: &Path, depth: u32, entries: &mut Vec<EntryInfo>) -> Result<(), RpcE
         let Ok(metadata) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        entries.push(entry::from_metadata(&path, &metadata));
+        entries.push(entry::from_metadata(&path, &metadata, names));
         if depth > 1 && metadata.is_dir() {
             // A subdirectory that cannot be read is listed but not entered.
-            let _ = walk(&path, depth - 1, entries);
+            let _ = walk(&path, depth - 1, names, entries);
         }
     }
     Ok(())
