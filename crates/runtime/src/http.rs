@@ -172,6 +172,18 @@ impl RequestStream {
     }
 }
 
+/// How often a stream says it is alive: `Keepalive-Ping-Interval` seconds, as envd's SDKs ask
+/// (50), or 50 when the caller does not say.
+pub fn keepalive(headers: &HeaderMap) -> std::time::Duration {
+    header_text(headers, "keepalive-ping-interval")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(
+            std::time::Duration::from_secs(50),
+            std::time::Duration::from_secs,
+        )
+}
+
 /// A header's value as text, when it has one.
 pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
@@ -97,10 +96,7 @@ impl Watchers {
             Ok(pair) => pair,
             Err(e) => return h::stream_error(&e),
         };
-        let keepalive = h::header_text(headers, "keepalive-ping-interval")
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|s| *s > 0)
-            .map_or(Duration::from_secs(50), Duration::from_secs);
+        let keepalive = h::keepalive(headers);
         let (frames, receiver) = mpsc::channel::<Bytes>(h::STREAM_BUFFER);
         let watchers = self.clone();
         watchers

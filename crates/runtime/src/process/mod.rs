@@ -19,10 +19,6 @@ use sandman_connect::{self as connect, Code, RpcError};
 pub use table::{Inherited, Table};
 use wire::{Empty, Event, EventMessage};
 
-/// How often a stream says it is alive when the caller does not say (envd's SDKs ask for 50 s
-/// through `Keepalive-Ping-Interval`).
-const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(50);
-
 pub async fn call(
     state: Arc<State>,
     method: &str,
@@ -90,11 +86,7 @@ fn stream(
     headers: &HeaderMap,
     deadline: Option<Duration>,
 ) -> Response<Body> {
-    let keepalive = h::header_text(headers, "keepalive-ping-interval")
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_KEEPALIVE);
+    let keepalive = h::keepalive(headers);
     let (frames, receiver) = mpsc::channel::<Bytes>(h::STREAM_BUFFER);
     tokio::spawn(async move {
         let start = EventMessage {
