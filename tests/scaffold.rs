@@ -135,10 +135,7 @@ fn scaffolded_js_policy_builds_and_passes() {
 /// Where this test binary keeps what the Python and JavaScript builds download (a venv with
 /// componentize-py), outside the repository like cargo's target directory.
 fn polyglot_cache() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| sandman_testenv::harness::repo_root().join("target"))
-        .join("polyglot")
+    sandman_testenv::harness::target_dir().join("polyglot")
 }
 
 #[test]

@@ -12,10 +12,7 @@ pub const E2B_VERSION: &str = "2.63.0";
 pub fn python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let root = crate::harness::repo_root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = crate::harness::target_dir();
         let venv = target.join("polyglot").join(format!("e2b-{E2B_VERSION}"));
         let marker = venv.join(".installed");
         if std::fs::read_to_string(&marker).ok().as_deref() != Some(E2B_VERSION) {

@@ -82,6 +82,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Cargo's target directory for this build (`CARGO_TARGET_DIR`, else the repository's
+/// `target/`), where tests keep what they build or download beside it.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
 /// Test directories of earlier test binaries whose process is gone: their control plane died
 /// with them, and only the files are left.
 fn remove_stale_dirs() {

@@ -14,9 +14,7 @@ pub fn runtime_image() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = crate::harness::repo_root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = crate::harness::target_dir();
         // A target directory of its own: the static build's final link differs from the
         // workspace's, and sharing one would rebuild each for the other.
         let static_target = target.join("static-runtime");
