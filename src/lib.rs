@@ -12,8 +12,10 @@ pub mod distribution;
 pub mod gateway;
 pub mod http_client;
 pub mod listener;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
+pub mod runtime_client;
 pub mod telemetry;
 pub mod text;
 

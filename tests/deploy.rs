@@ -53,7 +53,7 @@ fn chart_values_reach_the_flags() {
             "--set",
             "operator.runtimeImage=registry.example/sandman-runtime@sha256:0123",
             "--set",
-            "gateway.controlNamespace=agents",
+            "gateway.control=true",
         ],
     )
     .expect("helm template");
@@ -74,7 +74,9 @@ fn chart_values_reach_the_flags() {
     );
     assert!(rendered.contains("pool: edge"));
     assert!(rendered.contains("- --runtime-image=registry.example/sandman-runtime@sha256:0123"));
-    assert!(rendered.contains("- --control-namespace=agents"));
+    assert!(rendered.contains("- --control\n"));
+    assert!(rendered.contains("resources: [tokenreviews]"));
+    assert!(rendered.contains("resources: [subjectaccessreviews]"));
     assert!(rendered.contains("priorityClassName: system-cluster-critical"));
     assert!(
         !rendered

@@ -1,21 +1,26 @@
 //! The E2B SDK (`e2b` from PyPI, pinned), unmodified, drives sandman through the gateway's
-//! control API and the in-Sandbox runtime, on the real node: `Sandbox.create` claims a
-//! template, commands and files run inside, `connect` and `get_info` find it, `kill` ends the
-//! claim; every call acts with the caller's Kubernetes token, so RBAC decides.
+//! control API and the in-Sandbox runtime: `Sandbox.create` claims a template (from a warm
+//! pool or not), commands and files run inside, pause and connect keep the files, `list`
+//! filters by metadata, `kill` ends the claim. An API key is a ServiceAccount token: the
+//! gateway reviews it, its namespace is the only one it reaches, and RBAC decides the rest.
 
 mod common;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use sandman::api::SandboxClaim;
-use sandman::gateway;
+use sandman::gateway::{self, Gateway};
 use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use common::WAIT;
 use common::real_node::real_node_with_runtime;
 
-async fn apply(ctx: &TestContext, value: serde_json::Value) {
+fn script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2b/{name}"))
+}
+
+async fn apply(ctx: &TestContext, namespace: &str, value: serde_json::Value) {
     let object: kube::api::DynamicObject = serde_json::from_value(value).expect("an object");
     let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().expect("types"))
         .expect("a kind");
@@ -23,45 +28,47 @@ async fn apply(ctx: &TestContext, value: serde_json::Value) {
         .await
         .expect("discovery");
     let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource);
+        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     api.create(&PostParams::default(), &object)
         .await
         .expect("create");
 }
 
-/// A ServiceAccount's token; with `rights`, a Role and RoleBinding that let it claim
-/// templates, read and resume Sandboxes and read their tokens.
-async fn account(ctx: &TestContext, name: &str, rights: bool) -> String {
-    apply(
-        ctx,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name },
-        }),
-    )
-    .await;
+/// What a framework's ServiceAccount needs for E2B's SDKs (docs/e2b.md): claims, the claimed
+/// Sandboxes, and their runtime tokens.
+fn e2b_rules() -> serde_json::Value {
+    serde_json::json!([
+        { "apiGroups": ["sandman.dev"], "resources": ["sandboxclaims"],
+          "verbs": ["create", "get", "list", "patch", "delete"] },
+        { "apiGroups": ["sandman.dev"], "resources": ["sandboxes"], "verbs": ["get", "patch"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
+    ])
+}
+
+/// A ServiceAccount's token in `namespace`; with `rights`, a Role of [`e2b_rules`] bound to it.
+async fn account(ctx: &TestContext, namespace: &str, name: &str, rights: bool) -> String {
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name },
+    });
+    apply(ctx, namespace, object).await;
     if rights {
-        apply(ctx, serde_json::json!({
+        let role = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": { "name": name },
-            "rules": [
-                { "apiGroups": ["sandman.dev"], "resources": ["sandboxclaims"], "verbs": ["create", "get", "delete"] },
-                { "apiGroups": ["sandman.dev"], "resources": ["sandboxes"], "verbs": ["get", "patch"] },
-                { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
-            ],
-        }))
-        .await;
-        apply(ctx, serde_json::json!({
+            "metadata": { "name": name }, "rules": e2b_rules(),
+        });
+        apply(ctx, namespace, role).await;
+        let binding = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": { "name": name },
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ctx.namespace }],
-        }))
-        .await;
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": namespace }],
+        });
+        apply(ctx, namespace, binding).await;
     }
     let request: k8s_openapi::api::authentication::v1::TokenRequest =
         serde_json::from_value(serde_json::json!({ "spec": { "audiences": [] } }))
             .expect("a token request");
-    Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.namespace)
+    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
         .create_token_request(name, &PostParams::default(), &request)
         .await
         .expect("a token")
@@ -70,48 +77,126 @@ async fn account(ctx: &TestContext, name: &str, rights: bool) -> String {
         .expect("a token")
 }
 
-#[tokio::test]
-async fn the_e2b_sdk_creates_runs_and_kills_through_the_control_api() {
-    let Some(env) = real_node_with_runtime("e2b_control").await else {
-        return;
-    };
-    let ctx = &env.ctx;
+/// A gateway serving the control API for every namespace, as the chart runs it.
+async fn control_gateway(ctx: &TestContext) -> Gateway {
     let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("config");
     config.auth_info = Default::default();
     let mut options = common::gateway::options(ctx);
-    options.control = Some(gateway::control::Control {
-        config,
-        namespace: ctx.namespace.clone(),
-    });
-    let gateway = gateway::start(ctx.client.clone(), options)
+    options.namespace = None;
+    options.control = Some(gateway::control::Control { config });
+    gateway::start(ctx.client.clone(), options)
         .await
-        .expect("gateway");
-    let scheduling = env.node.scheduling();
-    apply(ctx, serde_json::json!({
-        "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": { "name": "shell" },
-        "spec": {
-            "runtime": { "enabled": true },
-            "podTemplate": { "spec": {
-                "nodeSelector": scheduling["nodeSelector"],
-                "tolerations": scheduling["tolerations"],
-                "containers": [{ "name": "agent", "image": "busybox", "command": ["sleep", "100000"] }],
-            }},
-        },
-    }))
-    .await;
-    let allowed = account(ctx, "framework", true).await;
-    let refused = account(ctx, "stranger", false).await;
+        .expect("gateway")
+}
+
+fn sdk(gateway: &Gateway, script_name: &str, args: &[&str]) -> tokio::process::Command {
     let url = format!("http://{}", gateway.addr);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/control.py");
-    let mut child = tokio::process::Command::new(sandman_testenv::e2b_sdk::python())
-        .arg(script)
-        .args(["shell", &allowed, &refused])
+    let mut command = tokio::process::Command::new(sandman_testenv::clients::e2b_python());
+    command
+        .arg(script(script_name))
+        .args(args)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a refusal case of `refusals.py` to its end; it prints "ok" when the SDK was refused
+/// as it should be.
+async fn refused(gateway: &Gateway, args: &[&str]) {
+    let output = sdk(gateway, "refusals.py", args)
+        .output()
+        .await
+        .expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "ok",
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The JavaScript SDK's scenario, copied beside the pinned SDK so that `import 'e2b'` finds it.
+fn node_sdk(gateway: &Gateway, args: &[&str]) -> tokio::process::Command {
+    let project = script("js");
+    let dir = sandman_testenv::clients::e2b_js_project(&project);
+    std::fs::copy(project.join("scenario.mjs"), dir.join("scenario.mjs")).expect("the scenario");
+    let url = format!("http://{}", gateway.addr);
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("scenario.mjs"))
+        .args(args)
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url)
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn e2b_python_sdk_scenario_passes() {
+    scenario("e2b_python", |gateway, args| {
+        sdk(gateway, "scenario.py", args)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn e2b_js_sdk_scenario_passes() {
+    scenario("e2b_js", node_sdk).await;
+}
+
+/// Templates `shell` and `pooled` (with a warm pool of one), both with the runtime and a
+/// `workspace` volume, on the real node.
+async fn templates(env: &common::real_node::Node) {
+    let ctx = &env.ctx;
+    let scheduling = env.node.scheduling();
+    for template in ["shell", "pooled"] {
+        let object = serde_json::json!({
+            "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
+            "metadata": { "name": template },
+            "spec": {
+                "runtime": { "enabled": true },
+                "podTemplate": { "spec": {
+                    "nodeSelector": scheduling["nodeSelector"],
+                    "tolerations": scheduling["tolerations"],
+                    "containers": [{
+                        "name": "agent", "image": "busybox", "command": ["sleep", "100000"],
+                        "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }],
+                    }],
+                }},
+                "volumeClaimTemplates": [{
+                    "metadata": { "name": "workspace" },
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": { "requests": { "storage": "1Gi" } },
+                    },
+                }],
+            },
+        });
+        apply(ctx, &ctx.namespace, object).await;
+    }
+    let pool = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxWarmPool",
+        "metadata": { "name": "pooled" },
+        "spec": { "replicas": 1, "sandboxTemplateRef": { "name": "pooled" } },
+    });
+    apply(ctx, &ctx.namespace, pool).await;
+}
+
+/// One SDK's scenario on the real node: two templates (one with a warm pool), a key with the
+/// E2B rules; the claim the SDK made is looked at while it waits, and is gone after `kill`.
+async fn scenario(test: &str, sdk: impl FnOnce(&Gateway, &[&str]) -> tokio::process::Command) {
+    let Some(env) = real_node_with_runtime(test).await else {
+        return;
+    };
+    let ctx = &env.ctx;
+    let gateway = control_gateway(ctx).await;
+    templates(&env).await;
+    let key = account(ctx, &ctx.namespace, "framework", true).await;
+    let mut child = sdk(&gateway, &["shell", "pooled", &key])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -125,10 +210,17 @@ async fn the_e2b_sdk_creates_runs_and_kills_through_the_control_api() {
             String::from_utf8_lossy(&output.stderr)
         );
     };
-    // The SDK's sandbox is a claim anyone may see with `kubectl get sbxc`.
+    // The SDK's sandbox is a claim anyone may see with `kubectl get sbxc`, and the warm one
+    // it killed before is gone.
     let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let listed = claims.list(&Default::default()).await.expect("claims");
-    assert_eq!(listed.items.len(), 1);
+    let listed = eventually("only the second claim", WAIT, || async {
+        claims
+            .list(&Default::default())
+            .await
+            .ok()
+            .filter(|l| l.items.len() == 1)
+    })
+    .await;
     let bound = listed.items[0]
         .status
         .as_ref()
@@ -154,4 +246,54 @@ async fn the_e2b_sdk_creates_runs_and_kills_through_the_control_api() {
             .filter(|l| l.items.is_empty())
     })
     .await;
+}
+
+#[tokio::test]
+async fn invalid_api_key_is_refused() {
+    let ctx = TestContext::new("e2b_invalid_key").await;
+    let gateway = control_gateway(&ctx).await;
+    refused(&gateway, &["invalid", "not-a-kubernetes-token"]).await;
+}
+
+#[tokio::test]
+async fn a_key_without_rbac_for_claims_is_refused() {
+    let ctx = TestContext::new("e2b_forbidden").await;
+    let gateway = control_gateway(&ctx).await;
+    let key = account(&ctx, &ctx.namespace, "stranger", false).await;
+    refused(&gateway, &["forbidden", &key]).await;
+}
+
+#[tokio::test]
+async fn e2b_sdk_cannot_reach_another_namespaces_sandbox() {
+    let ctx = TestContext::new("e2b_foreign").await;
+    let _operator = common::Operator::start(&ctx);
+    let gateway = control_gateway(&ctx).await;
+    // A Sandbox of this namespace; a tenant of another namespace, with every right there.
+    common::create(&ctx, &common::sandbox("theirs", false)).await;
+    let theirs = sandman::api::sandbox_id(&ctx.namespace, "theirs");
+    let other = format!("{}-other", ctx.namespace);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": other } }))
+            .expect("a namespace");
+    Api::<Namespace>::all(ctx.client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("the other namespace");
+    eventually("the other namespace's default account", WAIT, || async {
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &other)
+            .get_opt("default")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let key = account(&ctx, &other, "tenant", true).await;
+    // The owner finds it first (so the gateway knows the id): the 404s are refusals.
+    let owner = account(&ctx, &ctx.namespace, "owner", true).await;
+    refused(&gateway, &["foreign", &key, &theirs, &owner]).await;
+    let still: Api<sandman::api::Sandbox> = common::sandboxes(&ctx);
+    assert!(
+        still.get_opt("theirs").await.expect("get").is_some(),
+        "the other tenant's kill reached it"
+    );
 }

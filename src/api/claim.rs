@@ -130,3 +130,40 @@ pub struct ClaimedSandbox {
     #[serde(default, rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
     pub pod_ips: Vec<String>,
 }
+
+/// Why a claim is, or is not, Ready: the reason its Ready condition gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimReason {
+    SandboxReady,
+    SandboxNotReady,
+    /// The template or pool it names does not exist, or they disagree.
+    NotFound,
+    /// Its pod metadata, env or volumes are not allowed by its template.
+    Refused,
+    Expired,
+}
+
+impl ClaimReason {
+    /// The reason a Ready condition gives, read back.
+    pub fn parse(reason: &str) -> Option<Self> {
+        [
+            Self::SandboxReady,
+            Self::SandboxNotReady,
+            Self::NotFound,
+            Self::Refused,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == reason)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SandboxReady => "SandboxReady",
+            Self::SandboxNotReady => "SandboxNotReady",
+            Self::NotFound => "NotFound",
+            Self::Refused => "Refused",
+            Self::Expired => "Expired",
+        }
+    }
+}

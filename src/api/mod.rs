@@ -37,6 +37,10 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     Ok(out)
 }
 
+/// On the answer to E2B's pause (`POST /sandboxes/{id}/pause`): what the pause kept, `memory`
+/// (a checkpoint) or `filesystem`.
+pub const PAUSE_KEPT_HEADER: &str = "sandman-pause-kept";
+
 /// Labels and annotations under this prefix belong to sandman: they are stripped from user
 /// templates so that a tenant cannot hijack selectors or forge state.
 pub const RESERVED_PREFIX: &str = "sandman.dev/";

@@ -46,11 +46,11 @@ pub struct GatewayArgs {
         env = "SANDMAN_GATEWAY_METRICS_LISTEN"
     )]
     metrics_listen: String,
-    /// Serve E2B's control API (`/v2/sandboxes`, …) too, with templates named without a
-    /// namespace looked up in this one. Each call acts with the caller's `X-API-KEY` as its
-    /// Kubernetes token (docs/runtime.md).
-    #[arg(long, env = "SANDMAN_CONTROL_NAMESPACE")]
-    control_namespace: Option<String>,
+    /// Serve E2B's control API (`/v2/sandboxes`, …) too. A caller's `X-API-KEY` is a
+    /// ServiceAccount token: the gateway reviews it (TokenReview, SubjectAccessReview), and
+    /// each call acts with it in the ServiceAccount's namespace (docs/e2b.md).
+    #[arg(long, env = "SANDMAN_CONTROL")]
+    control: bool,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -100,14 +100,14 @@ pub fn run(args: GatewayArgs) -> Result<(), CliError> {
                 Err(error) => tracing::error!(%listen, %error, "cannot serve metrics"),
             }
         }
-        if let Some(namespace) = args.control_namespace.clone() {
+        if args.control {
             // The API server's address and CA, without the gateway's own credentials: each
             // control call brings the caller's.
             let mut config = kube::Config::infer()
                 .await
                 .map_err(|e| CliError::Config(e.to_string()))?;
             config.auth_info = Default::default();
-            options.control = Some(gateway::control::Control { config, namespace });
+            options.control = Some(gateway::control::Control { config });
         }
         // `start` returns once the Sandbox cache has synced.
         gateway::start(client, options)

@@ -2,6 +2,7 @@
 
 mod crds;
 mod gateway;
+mod mcp;
 mod policy;
 mod run;
 mod sandbox;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Run commands and move files inside a Sandbox, through the gateway.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Serve MCP over stdio: tools to create Sandboxes, run commands, move files, pause and
+    /// resume, acting through the gateway's E2B API with the caller's key.
+    Mcp(mcp::McpArgs),
     /// Record activity on a Sandbox now, so that it does not count as idle.
     Touch(touch::TouchArgs),
     /// Run an agent under gVisor inside a Sandbox's pod, checkpointing it to the Sandbox's
@@ -61,6 +65,8 @@ pub enum CliError {
     Gateway(String),
     #[error("supervise: {0}")]
     Supervise(String),
+    #[error("mcp: {0}")]
+    Mcp(String),
     #[error("{0}")]
     Sandbox(#[from] sandbox::SandboxError),
     /// The command ran and ended with this code, which the CLI passes on.
@@ -97,6 +103,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             code => Err(CliError::Exit(code)),
         },
         Command::Gateway(args) => gateway::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Supervise(args) => supervise::run(args),
         Command::Crds => crds::print(),
         Command::Version => {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -134,6 +135,15 @@ struct State {
     replays: replays::Replays,
     /// Sandboxes by E2B id, for `E2b-Sandbox-Id`.
     ids: Arc<Ids>,
+    /// API keys' reviews, when the control API is served.
+    reviews: Option<control::identity::Reviews>,
+    /// The MCP server at `/mcp`, with the control API.
+    mcp: Option<
+        rmcp::transport::streamable_http_server::StreamableHttpService<
+            crate::mcp::SandboxTools,
+            rmcp::transport::streamable_http_server::session::never::NeverSessionManager,
+        >,
+    >,
 }
 
 /// Starts the gateway: a Sandbox cache, the activity writer, and the listener. Runs until the
@@ -176,7 +186,22 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Listen(options.listen, e))?;
+    let reviews = options
+        .control
+        .as_ref()
+        .map(|_| control::identity::Reviews::new(client.clone()));
+    // The MCP tools call the control API on this listener, as any E2B client would.
+    let own = match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        _ => addr,
+    };
+    let mcp = options
+        .control
+        .as_ref()
+        .map(|_| crate::mcp::http_service(&format!("http://{own}")));
     let state = Arc::new(State {
+        reviews,
+        mcp,
         waker: Waker::new(
             client,
             store,
@@ -485,6 +510,14 @@ fn admit(
 }
 
 async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if let Some(mcp) = &state.mcp
+        && request.uri().path() == crate::mcp::PATH
+    {
+        return mcp
+            .handle(request)
+            .await
+            .map(|body| body.map_err(|never| match never {}).boxed());
+    }
     let request = match &state.options.control {
         Some(control) => match control::answer(state, control, request).await {
             Ok(response) => return response,

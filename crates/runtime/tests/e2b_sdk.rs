@@ -25,7 +25,7 @@ fn the_e2b_python_sdk_drives_the_runtime() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b_sdk.py");
-    let output = Command::new(sandman_testenv::e2b_sdk::python())
+    let output = Command::new(sandman_testenv::clients::e2b_python())
         .arg(script)
         .args([&url, &token])
         .arg(scratch.path())

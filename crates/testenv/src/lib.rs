@@ -12,8 +12,8 @@
 pub mod apiserver;
 mod binaries;
 mod bootstrap;
+pub mod clients;
 mod control_plane;
-pub mod e2b_sdk;
 mod error;
 pub mod file_server;
 pub mod harness;

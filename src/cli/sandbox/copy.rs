@@ -9,7 +9,7 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SandboxError;
-use super::client::{Connection, Runtime};
+use super::client::Connection;
 
 #[derive(clap::Args, Debug)]
 pub struct CopyArgs {
@@ -43,7 +43,7 @@ pub async fn run(args: CopyArgs) -> Result<i32, SandboxError> {
 }
 
 async fn upload(args: &CopyArgs, target: &str, path: &str) -> Result<i32, SandboxError> {
-    let runtime = Runtime::connect(&args.connection, target).await?;
+    let runtime = super::client::connect(&args.connection, target).await?;
     let mut file = tokio::fs::File::open(&args.source)
         .await
         .map_err(|e| SandboxError::Usage(format!("{}: {e}", args.source)))?;
@@ -94,7 +94,7 @@ async fn upload(args: &CopyArgs, target: &str, path: &str) -> Result<i32, Sandbo
 }
 
 async fn download(args: &CopyArgs, target: &str, path: &str) -> Result<i32, SandboxError> {
-    let runtime = Runtime::connect(&args.connection, target).await?;
+    let runtime = super::client::connect(&args.connection, target).await?;
     let response = runtime
         .send(
             Method::GET,

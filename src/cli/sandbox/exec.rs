@@ -43,7 +43,7 @@ pub struct ExecArgs {
 
 /// Runs the command and gives its exit code.
 pub async fn run(args: ExecArgs) -> Result<i32, SandboxError> {
-    let runtime = Runtime::connect(&args.connection, &args.sandbox).await?;
+    let runtime = super::client::connect(&args.connection, &args.sandbox).await?;
     let mut envs = serde_json::Map::new();
     for pair in &args.env {
         let (name, value) = pair

@@ -2,7 +2,7 @@
 //! with `exec -d`), then what it writes, until it ends.
 
 use super::SandboxError;
-use super::client::{Connection, Runtime};
+use super::client::Connection;
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
@@ -20,7 +20,7 @@ pub struct LogsArgs {
 
 /// Follows the command and gives its exit code once it ends.
 pub async fn run(args: LogsArgs) -> Result<i32, SandboxError> {
-    let runtime = Runtime::connect(&args.connection, &args.sandbox).await?;
+    let runtime = super::client::connect(&args.connection, &args.sandbox).await?;
     let selector = match (&args.pid, &args.tag) {
         (Some(pid), _) => serde_json::json!({ "pid": pid }),
         (None, Some(tag)) => serde_json::json!({ "tag": tag }),

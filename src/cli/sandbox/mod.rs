@@ -23,6 +23,17 @@ pub enum SandboxError {
     Rpc(sandman_connect::RpcError),
 }
 
+impl From<crate::runtime_client::RuntimeCallError> for SandboxError {
+    fn from(e: crate::runtime_client::RuntimeCallError) -> Self {
+        use crate::runtime_client::RuntimeCallError;
+        match e {
+            RuntimeCallError::Refused(m) => SandboxError::Refused(m),
+            RuntimeCallError::Rpc(e) => SandboxError::Rpc(e),
+            RuntimeCallError::Transport(m) => SandboxError::Gateway(m),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SandboxCommand {
     /// Run a command in a Sandbox (waking it), streaming its output; exits with its code.

@@ -9,29 +9,7 @@ use crate::api::conditions::{self, Desired, READY};
 use crate::api::{ClaimedSandbox, FROM_POOL_LABEL, Sandbox, SandboxClaim, SandboxClaimStatus};
 use crate::controller::api_call::{ApiCallFailed, failed};
 
-/// Why a claim is, or is not, Ready: the reason its Ready condition gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimReason {
-    SandboxReady,
-    SandboxNotReady,
-    /// The template or pool it names does not exist, or they disagree.
-    NotFound,
-    /// Its pod metadata, env or volumes are not allowed by its template.
-    Refused,
-    Expired,
-}
-
-impl ClaimReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SandboxReady => "SandboxReady",
-            Self::SandboxNotReady => "SandboxNotReady",
-            Self::NotFound => "NotFound",
-            Self::Refused => "Refused",
-            Self::Expired => "Expired",
-        }
-    }
-}
+pub use crate::api::ClaimReason;
 
 /// Writes the claim's status when it changed: its Ready condition, and the Sandbox it has.
 pub async fn write_status(

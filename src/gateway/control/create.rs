@@ -1,19 +1,17 @@
-//! `POST /v2/sandboxes`: a `SandboxClaim` of the template `templateID` names, made as the
-//! caller, answered once the claimed Sandbox's runtime answers.
+//! `POST /v2/sandboxes`: a `SandboxClaim` of the template `templateID` names in the caller's
+//! namespace, made as the caller, answered once the claimed Sandbox's runtime answers.
 
 use http::{Response, StatusCode};
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
 
-use super::sandboxes::ready_answer;
-use super::{Control, api_error, error};
+use super::lifecycle::{DEFAULT_TIMEOUT, ends_in};
+use super::ready::ready_answer;
+use super::sandboxes::METADATA_ANNOTATION;
+use super::{Scope, api_error, error};
 use crate::api::SandboxClaim;
 use crate::gateway::State;
 use crate::gateway::proxy::Body;
-
-/// The longest `timeout` E2B allows for a sandbox (24 hours), and its default (300 s).
-const MAX_TIMEOUT: u64 = 24 * 3600;
-const DEFAULT_TIMEOUT: u64 = 300;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -24,15 +22,12 @@ struct NewSandbox {
     #[serde(default)]
     env_vars: std::collections::BTreeMap<String, String>,
     #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     auto_pause: bool,
 }
 
-pub(super) async fn create(
-    state: &State,
-    control: &Control,
-    client: kube::Client,
-    body: &[u8],
-) -> Response<Body> {
+pub(super) async fn create(state: &State, scope: &Scope, body: &[u8]) -> Response<Body> {
     let request: NewSandbox = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request: {e}")),
@@ -43,17 +38,24 @@ pub(super) async fn create(
             "autoPause is not served by sandman yet; leave it unset",
         );
     }
-    // `team/template` names the namespace; a bare name is in the gateway's control namespace.
-    let (namespace, template) = match request.template_id.split_once('/') {
-        Some((namespace, template)) => (namespace.to_string(), template.to_string()),
-        None => (control.namespace.clone(), request.template_id.clone()),
+    // `namespace/template` is accepted for the caller's own namespace only; any other is a
+    // template the caller cannot see.
+    let template = match request.template_id.split_once('/') {
+        Some((namespace, template)) if namespace == scope.namespace => template.to_string(),
+        Some(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("template {} not found", request.template_id),
+            );
+        }
+        None => request.template_id.clone(),
     };
-    let timeout = request
-        .timeout
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .clamp(1, MAX_TIMEOUT);
-    let shutdown = k8s_openapi::jiff::Timestamp::now()
-        + k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(timeout).unwrap_or(0));
+    let namespace = scope.namespace.clone();
+    let shutdown = ends_in(request.timeout.unwrap_or(DEFAULT_TIMEOUT));
+    let metadata = match serde_json::to_string(&request.metadata) {
+        Ok(metadata) => metadata,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("metadata: {e}")),
+    };
     let env: Vec<serde_json::Value> = request
         .env_vars
         .iter()
@@ -62,39 +64,78 @@ pub(super) async fn create(
     let claim: SandboxClaim = match serde_json::from_value(serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1",
         "kind": "SandboxClaim",
-        "metadata": { "generateName": "e2b-" },
+        "metadata": {
+            "generateName": "e2b-",
+            "annotations": { METADATA_ANNOTATION: metadata },
+        },
         "spec": {
             "sandboxTemplateRef": { "name": template },
-            "lifecycle": { "shutdownTime": shutdown.to_string(), "shutdownPolicy": "Delete" },
+            "lifecycle": { "shutdownTime": shutdown, "shutdownPolicy": "Delete" },
             "env": env,
         },
     })) {
         Ok(claim) => claim,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the claim: {e}")),
     };
-    let claims: Api<SandboxClaim> = Api::namespaced(client.clone(), &namespace);
+    let claims: Api<SandboxClaim> = Api::namespaced(scope.client.clone(), &namespace);
     let made = match claims.create(&PostParams::default(), &claim).await {
         Ok(made) => made,
         Err(e) => return api_error("create the SandboxClaim", &e),
     };
     let claim_name = made.metadata.name.clone().unwrap_or_default();
+    let sandbox = match bound_sandbox(state, &claims, &namespace, &claim_name).await {
+        Ok(sandbox) => sandbox,
+        Err(response) => return response,
+    };
+    ready_answer(state, scope, &sandbox, &template).await
+}
+
+/// E2B's error for a claim its controller refused: a template that is not there (404), or
+/// env or metadata its template does not allow (400), with the claim's own message.
+fn refusal(claim: &SandboxClaim) -> Option<Response<Body>> {
+    let ready = claim
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::conditions::find(&s.conditions, crate::api::conditions::READY))?;
+    let status = match crate::api::ClaimReason::parse(&ready.reason)? {
+        crate::api::ClaimReason::NotFound => StatusCode::NOT_FOUND,
+        crate::api::ClaimReason::Refused => StatusCode::BAD_REQUEST,
+        _ => return None,
+    };
+    Some(error(status, ready.message.clone()))
+}
+
+/// The Sandbox the claim `claim_name` gets bound to, within the gateway's hold time; the
+/// claim is deleted if its controller refuses it.
+async fn bound_sandbox(
+    state: &State,
+    claims: &Api<SandboxClaim>,
+    namespace: &str,
+    claim_name: &str,
+) -> Result<String, Response<Body>> {
     let deadline = tokio::time::Instant::now() + state.options.hold;
-    let sandbox = loop {
-        match claims.get(&claim_name).await {
+    loop {
+        match claims.get(claim_name).await {
             Ok(claim) => {
+                if let Some(refused) = refusal(&claim) {
+                    // Nothing the SDK could use is left behind.
+                    let _ = claims
+                        .delete(claim_name, &kube::api::DeleteParams::default())
+                        .await;
+                    return Err(refused);
+                }
                 if let Some(bound) = claim.status.and_then(|s| s.sandbox) {
-                    break bound.name;
+                    return Ok(bound.name);
                 }
             }
-            Err(e) => return api_error("read the SandboxClaim", &e),
+            Err(e) => return Err(api_error("read the SandboxClaim", &e)),
         }
         if tokio::time::Instant::now() >= deadline {
-            return error(
+            return Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("claim {namespace}/{claim_name} got no Sandbox in time"),
-            );
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    ready_answer(state, &client, (&namespace, &sandbox), &request.template_id).await
+    }
 }

@@ -1,11 +1,19 @@
-//! E2B's control API on the gateway's listener, so the E2B SDKs create, find, resume and kill
-//! Sandboxes unchanged. The caller's `X-API-KEY` is a Kubernetes bearer token, and every call
-//! is made to the API server **with it**: the caller can do through the API what its RBAC lets
-//! it do in the cluster, and nothing more; the gateway itself gains no rights.
+//! E2B's control API on the gateway's listener, so the E2B SDKs create, find, pause, resume,
+//! list and kill Sandboxes unchanged. The caller's `X-API-KEY` is a ServiceAccount's token:
+//! - the gateway reviews it ([`identity`]): whose it is, which namespace that makes the
+//!   caller's, and whether its RBAC lets it act on `SandboxClaims` there;
+//! - every call is then made to the API server **with the caller's token**, so the API
+//!   server checks each object again, and the gateway gains no rights over claims, Sandboxes
+//!   or Secrets: only the right to ask for reviews.
 //!
+//! A Sandbox in another namespace is answered exactly as one that does not exist (404).
 //! A control call carries `X-API-KEY`; in-Sandbox calls do not, so the two never collide.
 
 mod create;
+pub mod identity;
+mod lifecycle;
+mod listing;
+mod ready;
 mod sandboxes;
 
 use bytes::Bytes;
@@ -17,20 +25,24 @@ use super::State;
 use super::proxy::Body;
 
 /// Where control calls go: the API server (its URL and CA, without credentials: each call
-/// brings its own) and the namespace a template name without one is looked up in.
+/// brings its own).
 #[derive(Clone)]
 pub struct Control {
     pub config: kube::Config,
-    pub namespace: String,
 }
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
             .field("cluster", &self.config.cluster_url)
-            .field("namespace", &self.namespace)
             .finish()
     }
+}
+
+/// A reviewed caller's reach: a client that acts with its token, in its namespace.
+pub(super) struct Scope {
+    client: kube::Client,
+    namespace: String,
 }
 
 /// The header E2B's SDKs send their API key in.
@@ -53,32 +65,74 @@ pub(super) async fn answer(
         return Err(request);
     };
     let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
     let method = request.method().clone();
     let Some(call) = classify(&method, &path) else {
         return Err(request);
     };
-    let client = match caller(control, &key) {
-        Ok(client) => client,
-        Err(e) => return Ok(e.response()),
-    };
-    let body = match read_body(request).await {
-        Ok(body) => body,
-        Err(e) => return Ok(e.response()),
-    };
-    Ok(match call {
-        Call::Create => create::create(state, control, client, &body).await,
-        Call::Connect(id) => sandboxes::connect(state, client, &id).await,
-        Call::Get(id) => sandboxes::get(state, client, &id).await,
-        Call::Kill(id) => sandboxes::kill(state, client, &id).await,
-        Call::Unsupported => error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{method} {path} is not served by sandman yet"),
-        ),
+    Ok(match scope(state, control, &key, &call).await {
+        Ok(scope) => match read_body(request).await {
+            Ok(body) => dispatch(state, &scope, call, &body, &query).await,
+            Err(e) => e.response(),
+        },
+        Err(e) => e.response(),
     })
 }
 
+/// The caller's scope, once the reviews say it may make `call`.
+async fn scope(
+    state: &State,
+    control: &Control,
+    key: &str,
+    call: &Call,
+) -> Result<Scope, ControlError> {
+    let Some(reviews) = &state.reviews else {
+        return Err(ControlError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this gateway does not serve the control API",
+        ));
+    };
+    if key.is_empty() {
+        return Err(ControlError::new(
+            StatusCode::UNAUTHORIZED,
+            "X-API-KEY is empty",
+        ));
+    }
+    let caller = reviews.identify(key).await?;
+    if let Some(verb) = call.verb() {
+        reviews.authorize(&caller, verb).await?;
+    }
+    Ok(Scope {
+        client: caller_client(control, key)?,
+        namespace: caller.namespace,
+    })
+}
+
+async fn dispatch(
+    state: &State,
+    scope: &Scope,
+    call: Call,
+    body: &[u8],
+    query: &str,
+) -> Response<Body> {
+    match call {
+        Call::Create => create::create(state, scope, body).await,
+        Call::Connect(id) => lifecycle::connect(state, scope, &id, body).await,
+        Call::Pause(id) => lifecycle::pause(state, scope, &id).await,
+        Call::Timeout(id) => lifecycle::timeout(state, scope, &id, body).await,
+        Call::Kill(id) => lifecycle::kill(state, scope, &id).await,
+        Call::Get(id) => sandboxes::get(state, scope, &id).await,
+        Call::Metrics(id) => sandboxes::metrics(state, scope, &id).await,
+        Call::List => listing::list(state, scope, query).await,
+        Call::Unsupported(what) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{what} is not served by sandman yet"),
+        ),
+    }
+}
+
 /// Why a control call failed, as E2B's SDKs read it: an HTTP status and a message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ControlError {
     status: StatusCode,
@@ -101,11 +155,16 @@ impl ControlError {
 /// Which control call `method path` is, if it is one.
 fn classify(method: &Method, path: &str) -> Option<Call> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let id = |id: &&str| id.to_string();
     Some(match (method.clone(), parts.as_slice()) {
         (Method::POST, ["v2", "sandboxes"]) => Call::Create,
-        (Method::POST, ["v2", "sandboxes", id, "connect"]) => Call::Connect(id.to_string()),
-        (Method::GET, ["sandboxes", id]) => Call::Get(id.to_string()),
-        (Method::DELETE, ["sandboxes", id]) => Call::Kill(id.to_string()),
+        (Method::GET, ["v2", "sandboxes"]) => Call::List,
+        (Method::POST, ["v2", "sandboxes", sandbox, "connect"]) => Call::Connect(id(sandbox)),
+        (Method::GET, ["sandboxes", sandbox]) => Call::Get(id(sandbox)),
+        (Method::DELETE, ["sandboxes", sandbox]) => Call::Kill(id(sandbox)),
+        (Method::POST, ["sandboxes", sandbox, "pause"]) => Call::Pause(id(sandbox)),
+        (Method::POST, ["sandboxes", sandbox, "timeout"]) => Call::Timeout(id(sandbox)),
+        (Method::GET, ["sandboxes", sandbox, "metrics"]) => Call::Metrics(id(sandbox)),
         // The rest of E2B's API; other paths under /sandboxes are in-Sandbox routes.
         (_, ["v2", ..] | ["sandboxes"] | ["sandboxes", _])
         | (
@@ -113,9 +172,10 @@ fn classify(method: &Method, path: &str) -> Option<Call> {
             [
                 "sandboxes",
                 _,
-                "pause" | "timeout" | "metrics" | "refreshes" | "logs",
+                "pause" | "timeout" | "metrics" | "refreshes" | "logs" | "resume" | "fork"
+                | "snapshots" | "network",
             ],
-        ) => Call::Unsupported,
+        ) => Call::Unsupported(format!("{method} {path}")),
         _ => return None,
     })
 }
@@ -123,20 +183,33 @@ fn classify(method: &Method, path: &str) -> Option<Call> {
 #[derive(Debug, PartialEq)]
 enum Call {
     Create,
+    List,
     Connect(String),
     Get(String),
     Kill(String),
-    Unsupported,
+    Pause(String),
+    Timeout(String),
+    Metrics(String),
+    Unsupported(String),
+}
+
+impl Call {
+    /// The RBAC verb on `SandboxClaims` the call needs (none for a call not served).
+    fn verb(&self) -> Option<identity::Verb> {
+        use identity::Verb;
+        Some(match self {
+            Call::Create => Verb::Create,
+            Call::List => Verb::List,
+            Call::Get(_) | Call::Metrics(_) => Verb::Get,
+            Call::Connect(_) | Call::Pause(_) | Call::Timeout(_) => Verb::Patch,
+            Call::Kill(_) => Verb::Delete,
+            Call::Unsupported(_) => return None,
+        })
+    }
 }
 
 /// A client that acts as the caller: the API server's address, the caller's token.
-fn caller(control: &Control, key: &str) -> Result<kube::Client, ControlError> {
-    if key.is_empty() {
-        return Err(ControlError::new(
-            StatusCode::UNAUTHORIZED,
-            "X-API-KEY is empty",
-        ));
-    }
+fn caller_client(control: &Control, key: &str) -> Result<kube::Client, ControlError> {
     let mut config = control.config.clone();
     config.auth_info = kube::config::AuthInfo {
         token: Some(key.to_string().into()),
@@ -220,11 +293,24 @@ mod tests {
         );
         assert_eq!(
             classify(&Method::POST, "/sandboxes/abc/pause"),
-            Some(Call::Unsupported)
+            Some(Call::Pause("abc".into()))
         );
         assert_eq!(
-            classify(&Method::GET, "/v2/sandboxes"),
-            Some(Call::Unsupported)
+            classify(&Method::POST, "/sandboxes/abc/timeout"),
+            Some(Call::Timeout("abc".into()))
+        );
+        assert_eq!(
+            classify(&Method::GET, "/sandboxes/abc/metrics"),
+            Some(Call::Metrics("abc".into()))
+        );
+        assert_eq!(classify(&Method::GET, "/v2/sandboxes"), Some(Call::List));
+        assert_eq!(
+            classify(&Method::POST, "/sandboxes/abc/fork"),
+            Some(Call::Unsupported("POST /sandboxes/abc/fork".into()))
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v2/sandboxes/abc/logs"),
+            Some(Call::Unsupported("GET /v2/sandboxes/abc/logs".into()))
         );
         // In-Sandbox routes stay the proxy's, whatever headers they carry.
         assert_eq!(

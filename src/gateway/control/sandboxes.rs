@@ -1,137 +1,43 @@
-//! A Sandbox by its E2B id: waiting until its runtime answers (create and connect answer only
-//! then, since the SDKs do not wait), resuming, describing and killing it.
+//! A Sandbox by its E2B id, and how E2B describes one: found only in the caller's namespace,
+//! its state, times and metadata read from it and from the claim that holds it.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
-use super::{ControlError, api_error, error, json};
-use crate::api::{Phase, RUNTIME_PORT, Sandbox, SandboxClaim};
+use super::ready::ENVD_VERSION;
+use super::{ControlError, Scope, api_error, json};
+use crate::api::{Sandbox, SandboxClaim};
 use crate::gateway::State;
 use crate::gateway::proxy::Body;
-use crate::gateway::wake::Wait;
 
-/// The envd version the runtime speaks (`sandman-runtime`'s `/health` says it too).
-pub const ENVD_VERSION: &str = "0.5.7";
-/// How often a Sandbox that is not in the gateway's cache yet, or a runtime that does not
-/// answer yet, is looked at again.
-const POLL: Duration = Duration::from_millis(100);
+/// On a claim made through the control API: the `metadata` it was created with (JSON). An
+/// annotation, since E2B's metadata values need not be label values.
+pub const METADATA_ANNOTATION: &str = "e2b.sandman.dev/metadata";
 
-/// Waits until the runtime of `namespace/name` answers, waking it if it sleeps, then gives
-/// E2B's answer for it, with its token read as the caller.
-pub(super) async fn ready_answer(
-    state: &State,
-    client: &kube::Client,
-    (namespace, name): (&str, &str),
-    template: &str,
-) -> Response<Body> {
-    if let Err(e) = runtime_answers(state, namespace, name).await {
-        return e.response();
+/// The Sandbox `id` names, when it is in the caller's namespace. One in another namespace is
+/// not found, word for word as one that does not exist.
+pub(super) fn find(state: &State, scope: &Scope, id: &str) -> Result<String, ControlError> {
+    let not_found = || ControlError::new(StatusCode::NOT_FOUND, format!("sandbox {id} not found"));
+    let key = state.ids.get(id).ok_or_else(not_found)?;
+    if key.0 != scope.namespace || state.waker.sandbox(&key).is_none() {
+        return Err(not_found());
     }
-    let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), namespace);
-    let sandbox = match sandboxes.get(name).await {
-        Ok(sandbox) => sandbox,
-        Err(e) => return api_error("get the Sandbox", &e),
-    };
-    let Some(secret) = sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.gateway_token.as_ref())
-    else {
-        return error(
-            StatusCode::CONFLICT,
-            format!("{namespace}/{name} has no runtime token (spec.runtime)"),
-        );
-    };
-    let token = match Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(&secret.secret)
-        .await
-    {
-        Ok(secret) => secret.data.and_then(|d| {
-            d.get("token")
-                .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-        }),
-        Err(e) => return api_error("read the Sandbox's token", &e),
-    };
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({
-            "templateID": template,
-            "sandboxID": crate::api::sandbox_id(namespace, name),
-            "clientID": "sandman",
-            "envdVersion": ENVD_VERSION,
-            "envdAccessToken": token,
-        }),
-    )
+    Ok(key.1)
 }
 
-/// Waits, within the gateway's hold time, until the Sandbox is in the cache, running (woken
-/// if it sleeps), and its runtime answers `/health`.
-async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(), ControlError> {
-    let key = (namespace.to_string(), name.to_string());
-    let deadline = tokio::time::Instant::now() + state.options.hold;
-    while state.waker.sandbox(&key).is_none() {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ControlError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{namespace}/{name} did not appear in time"),
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let addr = match state.waker.ready(&key, RUNTIME_PORT).await {
-        Wait::Ready(addr) => addr,
-        Wait::Gone => {
-            return Err(ControlError::new(
-                StatusCode::NOT_FOUND,
-                format!("{namespace}/{name} is gone"),
-            ));
-        }
-        Wait::Overflow | Wait::TimedOut => {
-            return Err(ControlError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{namespace}/{name} did not start in time"),
-            ));
-        }
-    };
-    loop {
-        let request = http::Request::get(format!("http://{addr}/health")).body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        let healthy = match request {
-            Ok(request) => {
-                matches!(state.upstream.request(request).await, Ok(r) if r.status() == StatusCode::NO_CONTENT)
-            }
-            Err(_) => false,
-        };
-        if healthy {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ControlError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the runtime of {namespace}/{name} did not answer in time"),
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+/// The claim that holds `sandbox`, by name.
+pub(super) fn claim_of(sandbox: &Sandbox) -> Option<String> {
+    sandbox
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "SandboxClaim" && o.controller == Some(true))
+        .map(|o| o.name.clone())
 }
 
-fn find(state: &State, id: &str) -> Result<(String, String), ControlError> {
-    state
-        .ids
-        .get(id)
-        .ok_or_else(|| ControlError::new(StatusCode::NOT_FOUND, format!("sandbox {id} not found")))
-}
-
-fn template_of(sandbox: &Sandbox) -> String {
+pub(super) fn template_of(sandbox: &Sandbox) -> String {
     sandbox
         .labels()
         .get(crate::api::TEMPLATE_LABEL)
@@ -139,108 +45,92 @@ fn template_of(sandbox: &Sandbox) -> String {
         .unwrap_or_default()
 }
 
-/// `POST /v2/sandboxes/{id}/connect`: resumes it (with its memory where it checkpoints) and
-/// answers once its runtime does.
-pub(super) async fn connect(state: &State, client: kube::Client, id: &str) -> Response<Body> {
-    let (namespace, name) = match find(state, id) {
-        Ok(key) => key,
-        Err(e) => return e.response(),
-    };
-    let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
-    let patch = serde_json::json!({ "spec": { "operatingMode": "Running" } });
-    let sandbox = match sandboxes
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(sandbox) => sandbox,
-        Err(e) => return api_error("resume the Sandbox", &e),
-    };
-    ready_answer(state, &client, (&namespace, &name), &template_of(&sandbox)).await
+/// E2B's state: `paused` from the moment a suspend is asked for until a resume is.
+pub(super) fn state_of(sandbox: &Sandbox) -> &'static str {
+    let asked = sandbox.spec.operating_mode == crate::api::OperatingMode::Suspended;
+    let phase = sandbox.status.as_ref().and_then(|s| s.phase);
+    if asked || phase.is_some_and(|p| p.suspended_side()) {
+        "paused"
+    } else {
+        "running"
+    }
 }
 
-/// `GET /sandboxes/{id}`.
-pub(super) async fn get(state: &State, client: kube::Client, id: &str) -> Response<Body> {
-    let (namespace, name) = match find(state, id) {
-        Ok(key) => key,
-        Err(e) => return e.response(),
-    };
-    let sandbox = match Api::<Sandbox>::namespaced(client, &namespace)
-        .get(&name)
-        .await
-    {
-        Ok(sandbox) => sandbox,
-        Err(e) => return api_error("get the Sandbox", &e),
-    };
-    let status = sandbox.status.clone().unwrap_or_default();
-    let state_name = match status.phase {
-        Some(Phase::Suspended) => "paused",
-        _ => "running",
-    };
+/// The metadata a claim was created with; none when it has none or it is not JSON.
+pub(super) fn metadata_of(claim: Option<&SandboxClaim>) -> BTreeMap<String, String> {
+    claim
+        .and_then(|c| c.annotations().get(METADATA_ANNOTATION))
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default()
+}
+
+/// E2B's description of a Sandbox (`SandboxDetail` and `ListedSandbox` share these fields).
+pub(super) fn describe(sandbox: &Sandbox, claim: Option<&SandboxClaim>) -> serde_json::Value {
+    let namespace = sandbox.namespace().unwrap_or_default();
     let started = sandbox
         .meta()
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.to_string())
         .unwrap_or_default();
-    let ends = sandbox
-        .spec
-        .shutdown_time
-        .as_ref()
+    // The claim's shutdown time is when the SDK's sandbox ends; a Sandbox's own, else.
+    let ends = claim
+        .and_then(|c| c.spec.lifecycle.as_ref())
+        .and_then(|l| l.shutdown_time.as_ref())
+        .or(sandbox.spec.shutdown_time.as_ref())
         .map_or_else(|| started.clone(), |t| t.0.to_string());
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "templateID": template_of(&sandbox),
-            "sandboxID": id,
-            "clientID": "sandman",
-            "startedAt": started,
-            "endAt": ends,
-            "envdVersion": ENVD_VERSION,
-            // Not tracked per Sandbox by sandman; E2B's SDKs require the fields.
-            "cpuCount": 0,
-            "memoryMB": 0,
-            "diskSizeMB": 0,
-            "state": state_name,
-            "metadata": {},
-        }),
-    )
+    serde_json::json!({
+        "templateID": template_of(sandbox),
+        "sandboxID": crate::api::sandbox_id(&namespace, &sandbox.name_any()),
+        "clientID": "sandman",
+        "startedAt": started,
+        "endAt": ends,
+        "envdVersion": ENVD_VERSION,
+        // Not tracked per Sandbox by sandman; E2B's SDKs require the fields.
+        "cpuCount": 0,
+        "memoryMB": 0,
+        "diskSizeMB": 0,
+        "state": state_of(sandbox),
+        "metadata": metadata_of(claim),
+    })
 }
 
-/// `DELETE /sandboxes/{id}`: the claim that holds it goes, and the Sandbox with it; a
-/// Sandbox without a claim is deleted itself.
-pub(super) async fn kill(state: &State, client: kube::Client, id: &str) -> Response<Body> {
-    let (namespace, name) = match find(state, id) {
-        Ok(key) => key,
-        Err(e) => return e.response(),
+/// The Sandbox `id` names and the claim that holds it, read as the caller.
+pub(super) async fn read(
+    state: &State,
+    scope: &Scope,
+    id: &str,
+) -> Result<(Sandbox, Option<SandboxClaim>), Response<Body>> {
+    let name = find(state, scope, id).map_err(|e| e.response())?;
+    let sandbox = Api::<Sandbox>::namespaced(scope.client.clone(), &scope.namespace)
+        .get(&name)
+        .await
+        .map_err(|e| api_error("get the Sandbox", &e))?;
+    let claim = match claim_of(&sandbox) {
+        Some(claim) => Some(
+            Api::<SandboxClaim>::namespaced(scope.client.clone(), &scope.namespace)
+                .get(&claim)
+                .await
+                .map_err(|e| api_error("get the SandboxClaim", &e))?,
+        ),
+        None => None,
     };
-    let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
-    let sandbox = match sandboxes.get(&name).await {
-        Ok(sandbox) => sandbox,
-        Err(e) => return api_error("get the Sandbox", &e),
-    };
-    let claim = sandbox
-        .owner_references()
-        .iter()
-        .find(|o| o.kind == "SandboxClaim" && o.controller == Some(true))
-        .map(|o| o.name.clone());
-    let deleted = match &claim {
-        Some(claim) => Api::<SandboxClaim>::namespaced(client, &namespace)
-            .delete(claim, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        None => sandboxes
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-    };
-    match deleted {
-        Ok(()) => {
-            let mut response = json(StatusCode::NO_CONTENT, &serde_json::Value::Null);
-            *response.body_mut() = Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed();
-            response
-        }
-        Err(e) => api_error("delete", &e),
+    Ok((sandbox, claim))
+}
+
+/// `GET /sandboxes/{id}`.
+pub(super) async fn get(state: &State, scope: &Scope, id: &str) -> Response<Body> {
+    match read(state, scope, id).await {
+        Ok((sandbox, claim)) => json(StatusCode::OK, &describe(&sandbox, claim.as_ref())),
+        Err(response) => response,
+    }
+}
+
+/// `GET /sandboxes/{id}/metrics`: sandman keeps no per-Sandbox CPU or memory series, so the
+/// answer is E2B's empty list, for a Sandbox the caller may see.
+pub(super) async fn metrics(state: &State, scope: &Scope, id: &str) -> Response<Body> {
+    match find(state, scope, id) {
+        Ok(_) => json(StatusCode::OK, &serde_json::json!([])),
+        Err(e) => e.response(),
     }
 }
