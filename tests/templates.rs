@@ -1276,3 +1276,42 @@ async fn template_sandboxes_get_their_own_tokens() {
     let (status, _, _) = get(&gateway, &path(bob), Some(bob_token)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn claim_lifecycle_may_change_but_not_what_it_claims() {
+    let ctx = TestContext::new("claim_lifecycle_changes").await;
+    make(&ctx, &template("scratch", serde_json::json!({}))).await;
+    make(&ctx, &template("other", serde_json::json!({}))).await;
+    make(
+        &ctx,
+        &claim(
+            "job",
+            serde_json::json!({ "sandboxTemplateRef": { "name": "scratch" } }),
+        ),
+    )
+    .await;
+    let claims = api::<SandboxClaim>(&ctx);
+    let later =
+        serde_json::json!({ "spec": { "lifecycle": { "shutdownTime": "2099-01-01T00:00:00Z" } } });
+    claims
+        .patch("job", &Default::default(), &kube::api::Patch::Merge(&later))
+        .await
+        .expect("a claim's end may move");
+    let other = serde_json::json!({ "spec": { "sandboxTemplateRef": { "name": "other" } } });
+    let refused = claims
+        .patch("job", &Default::default(), &kube::api::Patch::Merge(&other))
+        .await
+        .expect_err("a claim's template may not change");
+    assert!(
+        refused.to_string().contains("immutable but for lifecycle"),
+        "{refused}"
+    );
+    let env = serde_json::json!({ "spec": { "env": [{ "name": "A", "value": "1" }] } });
+    assert!(
+        claims
+            .patch("job", &Default::default(), &kube::api::Patch::Merge(&env))
+            .await
+            .is_err(),
+        "a claim's env may not be added"
+    );
+}

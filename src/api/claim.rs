@@ -28,7 +28,9 @@ use super::template::SandboxTemplateRef;
     validation = Rule::new("has(self.spec.sandboxTemplateRef) || has(self.spec.warmPoolRef)").message("a claim names a sandboxTemplateRef, a warmPoolRef, or both")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self == oldSelf").message("a claim's spec is immutable: delete it and claim again"))]
+// Only `lifecycle` may change (a claim's end moves, as E2B's `set_timeout` does); what the
+// Sandbox is made of may not.
+#[x_kube(validation = Rule::new("has(self.sandboxTemplateRef) == has(oldSelf.sandboxTemplateRef) && (!has(self.sandboxTemplateRef) || self.sandboxTemplateRef == oldSelf.sandboxTemplateRef) && has(self.warmPoolRef) == has(oldSelf.warmPoolRef) && (!has(self.warmPoolRef) || self.warmPoolRef == oldSelf.warmPoolRef) && has(self.additionalPodMetadata) == has(oldSelf.additionalPodMetadata) && (!has(self.additionalPodMetadata) || self.additionalPodMetadata == oldSelf.additionalPodMetadata) && has(self.env) == has(oldSelf.env) && (!has(self.env) || self.env == oldSelf.env) && has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates) && (!has(self.volumeClaimTemplates) || self.volumeClaimTemplates == oldSelf.volumeClaimTemplates)").message("a claim's spec is immutable but for lifecycle: delete it and claim again"))]
 pub struct SandboxClaimSpec {
     /// The template to claim from. Optional when `warmPoolRef` names a pool: its template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
