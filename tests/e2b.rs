@@ -14,67 +14,11 @@ use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use common::WAIT;
+use common::e2b::{self, account, apply};
 use common::real_node::real_node_with_runtime;
 
 fn script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2b/{name}"))
-}
-
-async fn apply(ctx: &TestContext, namespace: &str, value: serde_json::Value) {
-    let object: kube::api::DynamicObject = serde_json::from_value(value).expect("an object");
-    let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().expect("types"))
-        .expect("a kind");
-    let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
-        .await
-        .expect("discovery");
-    let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create");
-}
-
-/// What a framework's ServiceAccount needs for E2B's SDKs (docs/e2b.md): claims, the claimed
-/// Sandboxes, and their runtime tokens.
-fn e2b_rules() -> serde_json::Value {
-    serde_json::json!([
-        { "apiGroups": ["sandman.dev"], "resources": ["sandboxclaims"],
-          "verbs": ["create", "get", "list", "patch", "delete"] },
-        { "apiGroups": ["sandman.dev"], "resources": ["sandboxes"], "verbs": ["get", "patch"] },
-        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
-    ])
-}
-
-/// A ServiceAccount's token in `namespace`; with `rights`, a Role of [`e2b_rules`] bound to it.
-async fn account(ctx: &TestContext, namespace: &str, name: &str, rights: bool) -> String {
-    let object = serde_json::json!({
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name },
-    });
-    apply(ctx, namespace, object).await;
-    if rights {
-        let role = serde_json::json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": { "name": name }, "rules": e2b_rules(),
-        });
-        apply(ctx, namespace, role).await;
-        let binding = serde_json::json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": { "name": name },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": namespace }],
-        });
-        apply(ctx, namespace, binding).await;
-    }
-    let request: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(serde_json::json!({ "spec": { "audiences": [] } }))
-            .expect("a token request");
-    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("a token")
-        .status
-        .and_then(|s| s.token)
-        .expect("a token")
 }
 
 /// A gateway serving the control API for every namespace, as the chart runs it.
@@ -148,35 +92,12 @@ async fn e2b_js_sdk_scenario_passes() {
     scenario("e2b_js", node_sdk).await;
 }
 
-/// Templates `shell` and `pooled` (with a warm pool of one), both with the runtime and a
-/// `workspace` volume, on the real node.
+/// Templates `shell` and `pooled` (with a warm pool of one) on the real node.
 async fn templates(env: &common::real_node::Node) {
     let ctx = &env.ctx;
     let scheduling = env.node.scheduling();
-    for template in ["shell", "pooled"] {
-        let object = serde_json::json!({
-            "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
-            "metadata": { "name": template },
-            "spec": {
-                "runtime": { "enabled": true },
-                "podTemplate": { "spec": {
-                    "nodeSelector": scheduling["nodeSelector"],
-                    "tolerations": scheduling["tolerations"],
-                    "containers": [{
-                        "name": "agent", "image": "busybox", "command": ["sleep", "100000"],
-                        "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }],
-                    }],
-                }},
-                "volumeClaimTemplates": [{
-                    "metadata": { "name": "workspace" },
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": { "requests": { "storage": "1Gi" } },
-                    },
-                }],
-            },
-        });
-        apply(ctx, &ctx.namespace, object).await;
+    for name in ["shell", "pooled"] {
+        apply(ctx, &ctx.namespace, e2b::template(name, &scheduling)).await;
     }
     let pool = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxWarmPool",

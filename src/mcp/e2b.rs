@@ -50,14 +50,14 @@ impl E2bClient {
         }
     }
 
-    /// One control call: its JSON answer (`null` for none), or E2B's error.
-    async fn control(
+    /// One request to the control API with the caller's key: its status, headers and body.
+    async fn send(
         &self,
         key: &str,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(StatusCode, serde_json::Value), E2bError> {
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), E2bError> {
         let request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.gateway))
@@ -70,21 +70,28 @@ impl E2bClient {
             .request(request)
             .await
             .map_err(|e| E2bError::Transport(e.to_string()))?;
-        let status = response.status();
-        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+        let (parts, body) = response.into_parts();
+        let bytes = http_body_util::Limited::new(body, MAX_ANSWER)
             .collect()
             .await
             .map(|c| c.to_bytes())
             .map_err(|e| E2bError::Transport(format!("read the answer: {e}")))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if status.is_success() || status == StatusCode::CONFLICT {
-            return Ok((status, value));
+        Ok((parts.status, parts.headers, bytes))
+    }
+
+    /// One control call: its JSON answer (`null` for none), or E2B's error.
+    async fn control(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, E2bError> {
+        let (status, _, bytes) = self.send(key, method, path, body).await?;
+        if !status.is_success() {
+            return Err(control_error(status, &bytes));
         }
-        let message = value["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-        Err(E2bError::Control { status, message })
+        Ok(serde_json::from_slice(&bytes).unwrap_or_default())
     }
 
     fn opened(value: &serde_json::Value) -> Result<Opened, E2bError> {
@@ -110,7 +117,7 @@ impl E2bClient {
         timeout: u64,
     ) -> Result<Opened, E2bError> {
         let body = serde_json::json!({ "templateID": template, "timeout": timeout });
-        let (_, value) = self
+        let value = self
             .control(key, Method::POST, "/v2/sandboxes", Some(body))
             .await?;
         Self::opened(&value)
@@ -119,7 +126,7 @@ impl E2bClient {
     /// Resumes `id` if it sleeps and answers once its runtime does.
     pub async fn open(&self, key: &str, id: &str) -> Result<Opened, E2bError> {
         let path = format!("/v2/sandboxes/{id}/connect");
-        let (_, value) = self
+        let value = self
             .control(key, Method::POST, &path, Some(serde_json::json!({})))
             .await?;
         Self::opened(&value)
@@ -128,42 +135,19 @@ impl E2bClient {
     /// Pauses `id`: what it kept (`filesystem` or `memory`), or that it was paused already.
     pub async fn pause(&self, key: &str, id: &str) -> Result<String, E2bError> {
         let path = format!("/sandboxes/{id}/pause");
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}{path}", self.gateway))
-            .header("x-api-key", key)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(full("{}"))
-            .map_err(|e| E2bError::Usage(format!("request: {e}")))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| E2bError::Transport(e.to_string()))?;
-        let status = response.status();
-        let kept = response
-            .headers()
+        let (status, headers, bytes) = self
+            .send(key, Method::POST, &path, Some(serde_json::json!({})))
+            .await?;
+        match status {
+            StatusCode::CONFLICT => return Ok("already paused".into()),
+            status if !status.is_success() => return Err(control_error(status, &bytes)),
+            _ => {}
+        }
+        Ok(headers
             .get(crate::api::PAUSE_KEPT_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("filesystem")
-            .to_string();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        match status {
-            StatusCode::NO_CONTENT => Ok(kept),
-            StatusCode::CONFLICT => Ok("already paused".into()),
-            _ => {
-                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                Err(E2bError::Control {
-                    status,
-                    message: value["message"].as_str().unwrap_or_default().to_string(),
-                })
-            }
-        }
+            .to_string())
     }
 
     /// Deletes `id` (its claim).
@@ -177,6 +161,16 @@ impl E2bClient {
     pub fn runtime(&self, opened: &Opened) -> RuntimeClient {
         RuntimeClient::by_id(&self.gateway, &opened.sandbox_id, opened.token.clone())
     }
+}
+
+/// E2B's error answer as an [`E2bError`]: its status and message.
+fn control_error(status: StatusCode, bytes: &[u8]) -> E2bError {
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let message = value["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_string());
+    E2bError::Control { status, message }
 }
 
 /// What a command did: its output and exit code.
