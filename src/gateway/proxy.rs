@@ -37,7 +37,15 @@ pub fn upstream() -> Upstream {
     // A small request or stream frame is sent at once, not held for the pod's delayed ACK
     // (which added 40 ms to every runtime call through the gateway: BENCHMARKS.md).
     connector.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+    // No idle connection is kept for reuse: a pod's address is reused by the next pod on its
+    // node (a pooled connection to the old one then meets a reset, not an answer, and a
+    // request with a body cannot be sent again), and a runtime closes a keep-alive connection
+    // idle past its header timeout. A new connection to a pod costs a handshake on the node's
+    // network per request; the runtime's gateway figures in BENCHMARKS.md were taken with
+    // idle connections kept.
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
 }
 
 /// Where one request goes, and on whose behalf.
