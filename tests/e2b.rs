@@ -9,31 +9,16 @@ mod common;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use sandman::api::SandboxClaim;
-use sandman::gateway::{self, Gateway};
+use sandman::gateway::Gateway;
 use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use common::WAIT;
-use common::e2b::{self, account, apply};
+use common::e2b::{self, account, apply, control_gateway};
 use common::real_node::real_node_with_runtime;
 
 fn script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2b/{name}"))
-}
-
-/// A gateway serving the control API for every namespace, as the chart runs it.
-async fn control_gateway(ctx: &TestContext) -> Gateway {
-    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    config.auth_info = Default::default();
-    let mut options = common::gateway::options(ctx);
-    options.namespace = None;
-    options.control = Some(gateway::control::Control { config });
-    gateway::start(ctx.client.clone(), options)
-        .await
-        .expect("gateway")
 }
 
 fn sdk(gateway: &Gateway, script_name: &str, args: &[&str]) -> tokio::process::Command {
@@ -159,14 +144,7 @@ async fn scenario(test: &str, sdk: impl FnOnce(&Gateway, &[&str]) -> tokio::proc
         "stderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    eventually("the killed sandbox's claim to go", WAIT, || async {
-        claims
-            .list(&Default::default())
-            .await
-            .ok()
-            .filter(|l| l.items.is_empty())
-    })
-    .await;
+    e2b::no_claims_left(ctx, "the killed sandbox's claim to go").await;
 }
 
 #[tokio::test]

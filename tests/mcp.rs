@@ -6,13 +6,7 @@
 
 mod common;
 
-use kube::api::Api;
-use sandman::api::SandboxClaim;
-use sandman::gateway;
-use sandman_testenv::harness::eventually;
-
-use common::WAIT;
-use common::e2b::{self, account, apply};
+use common::e2b::{self, account, apply, control_gateway};
 use common::real_node::real_node_with_runtime;
 
 #[tokio::test]
@@ -21,16 +15,7 @@ async fn mcp_client_drives_a_sandbox() {
         return;
     };
     let ctx = &env.ctx;
-    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    config.auth_info = Default::default();
-    let mut options = common::gateway::options(ctx);
-    options.control = Some(gateway::control::Control { config });
-    let gateway = gateway::start(ctx.client.clone(), options)
-        .await
-        .expect("gateway");
+    let gateway = control_gateway(ctx).await;
     let scheduling = env.node.scheduling();
     apply(ctx, &ctx.namespace, e2b::template("shell", &scheduling)).await;
     let key = account(ctx, &ctx.namespace, "agent", true).await;
@@ -57,14 +42,6 @@ async fn mcp_client_drives_a_sandbox() {
             String::from_utf8_lossy(&output.stderr)
         );
         // `delete_sandbox` took the claim with it.
-        let claims: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-        eventually("the deleted sandbox's claim to go", WAIT, || async {
-            claims
-                .list(&Default::default())
-                .await
-                .ok()
-                .filter(|l| l.items.is_empty())
-        })
-        .await;
+        e2b::no_claims_left(ctx, "the deleted sandbox's claim to go").await;
     }
 }

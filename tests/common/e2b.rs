@@ -88,3 +88,32 @@ pub fn template(name: &str, scheduling: &serde_json::Value) -> serde_json::Value
         },
     })
 }
+
+/// A gateway serving the control API for every namespace, as the chart runs it.
+pub async fn control_gateway(ctx: &TestContext) -> sandman::gateway::Gateway {
+    let kubeconfig = kube::config::Kubeconfig::read_from(ctx.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info = Default::default();
+    let mut options = super::gateway::options(ctx);
+    options.namespace = None;
+    options.control = Some(sandman::gateway::control::Control { config });
+    sandman::gateway::start(ctx.client.clone(), options)
+        .await
+        .expect("gateway")
+}
+
+/// Waits until the test's namespace has no SandboxClaim left.
+pub async fn no_claims_left(ctx: &TestContext, what: &str) {
+    let claims: Api<sandman::api::SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    sandman_testenv::harness::eventually(what, super::WAIT, || async {
+        claims
+            .list(&Default::default())
+            .await
+            .ok()
+            .filter(|l| l.items.is_empty())
+    })
+    .await;
+}
