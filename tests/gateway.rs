@@ -463,6 +463,16 @@ fn play_raw_container(
     name: &str,
     answer: impl Fn(Vec<u8>) -> Option<Vec<u8>> + Send + Sync + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    play_raw_port(ctx, name, PORT as u16, answer)
+}
+
+/// As [`play_raw_container`], on the pod IP's `port`.
+fn play_raw_port(
+    ctx: &TestContext,
+    name: &str,
+    port: u16,
+    answer: impl Fn(Vec<u8>) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
     use tokio::io::AsyncWriteExt;
     let api = sandboxes(ctx);
     let name = name.to_string();
@@ -470,7 +480,7 @@ fn play_raw_container(
     let (listening, ready) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let ip = running_pod_ip(&api, &name).await;
-        let listener = tokio::net::TcpListener::bind(format!("{ip}:{PORT}"))
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{port}"))
             .await
             .expect("listen on the pod IP");
         let _ = listening.send(());
@@ -559,6 +569,87 @@ async fn unanswered_get_is_sent_again_but_post_is_not() {
         3,
         "the POST was sent once only"
     );
+}
+
+/// A pod is Running, and accepts connections, before the runtime in it serves. The first
+/// runtime call (a POST with a body, which is never sent twice) waits for the runtime's
+/// `/health` instead of being the request that finds it still starting.
+#[tokio::test]
+async fn first_runtime_call_waits_until_the_runtime_answers() {
+    use sandman::api::{RUNTIME_PORT, RuntimeSpec};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ctx = TestContext::new("gateway_runtime_start").await;
+    let _operator = Operator::start(&ctx);
+    let mut starting = reachable("starting", OperatingMode::Running);
+    starting.spec.runtime = Some(RuntimeSpec { enabled: true });
+    create(&ctx, &starting).await;
+    // Closes its first three connections unanswered, as a runtime still starting does.
+    let (connections, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (seen, posted) = (connections.clone(), posts.clone());
+    play_raw_port(&ctx, "starting", RUNTIME_PORT, move |head| {
+        if seen.fetch_add(1, Ordering::SeqCst) < 3 {
+            return None;
+        }
+        if head.starts_with(b"GET /health ") {
+            return Some(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec());
+        }
+        posted.fetch_add(head.starts_with(b"POST ") as usize, Ordering::SeqCst);
+        Some(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nran".to_vec())
+    })
+    .await
+    .expect("the runtime listens");
+    let token = sandbox_token(&ctx, "starting").await;
+    let gateway = gateway::start(ctx.client.clone(), options(&ctx))
+        .await
+        .expect("gateway");
+    let post = http::Request::post(format!(
+        "http://{}/sandboxes/{}/starting/process.Process/Start",
+        gateway.addr, ctx.namespace
+    ))
+    .header("e2b-sandbox-port", RUNTIME_PORT.to_string())
+    .header("authorization", format!("Bearer {token}"))
+    .body(http_body_util::Full::new(Bytes::from_static(b"do it once")))
+    .expect("request");
+    let response = Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>()
+        .request(post)
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"ran");
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the POST was sent once, and answered"
+    );
+    assert!(
+        connections.load(Ordering::SeqCst) >= 5,
+        "three refused, a /health, the POST"
+    );
+}
+
+/// The runtime token the operator made for Sandbox `name`, read from its Secret.
+async fn sandbox_token(ctx: &TestContext, name: &str) -> String {
+    let secret = eventually(&format!("{name}'s runtime token"), WAIT, || async {
+        sandboxes(ctx).get(name).await.ok()?.status?.gateway_token
+    })
+    .await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let data = secrets
+        .get(&secret.secret)
+        .await
+        .expect("token Secret")
+        .data;
+    data.and_then(|d| d.get("token").cloned())
+        .map(|b| String::from_utf8(b.0).expect("utf-8"))
+        .expect("a token")
 }
 
 /// A pod that never answers once got one bodiless GET about 14 times in 5 s. Replays are now

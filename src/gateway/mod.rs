@@ -8,6 +8,7 @@ pub mod control;
 mod proxy;
 mod replays;
 pub mod route;
+pub(crate) mod runtime_health;
 mod wake;
 
 use std::convert::Infallible;
@@ -133,6 +134,8 @@ struct State {
     activity: Arc<ActivityLog>,
     upstream: proxy::Upstream,
     replays: replays::Replays,
+    /// Where each Sandbox's runtime has answered, so only a pod's first runtime call waits.
+    answered: runtime_health::Answered,
     /// Sandboxes by E2B id, for `E2b-Sandbox-Id`.
     ids: Arc<Ids>,
     /// API keys' reviews, when the control API is served.
@@ -213,6 +216,7 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
         activity,
         upstream: proxy::upstream(),
         replays: Default::default(),
+        answered: Default::default(),
         ids,
         options,
     });
@@ -541,8 +545,13 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
     }
     state.activity.touch(&key);
     match state.waker.ready(&key, port).await {
+        Wait::Ready(addr)
+            if target == Target::Runtime && !runtime_answers(state, &key, addr).await =>
+        {
+            waking(state)
+        }
         Wait::Ready(addr) => {
-            proxy::forward(
+            let response = proxy::forward(
                 &state.upstream,
                 &state.activity,
                 &key,
@@ -555,19 +564,39 @@ async fn answer(state: &State, request: Request<Incoming>, peer: SocketAddr) -> 
                     replays: &state.replays,
                 },
             )
-            .await
-        }
-        Wait::Overflow | Wait::TimedOut => {
-            let mut response = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the Sandbox is waking up; try again",
-            );
-            let retry = state.options.hold.as_secs().clamp(1, 30).to_string();
-            if let Ok(value) = HeaderValue::from_str(&retry) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+            .await;
+            // A runtime that stopped answering (its container restarted at the same address)
+            // is waited for again on the next call.
+            if target == Target::Runtime && response.status() == StatusCode::BAD_GATEWAY {
+                state.answered.forget(&key);
             }
             response
         }
+        Wait::Overflow | Wait::TimedOut => waking(state),
         Wait::Gone => text(StatusCode::NOT_FOUND, "no such Sandbox"),
     }
+}
+
+/// Whether the runtime at `addr` answers yet, waiting for it within the hold time: a pod's
+/// first runtime call must not be the one that finds it still starting, since a call with a
+/// body is never sent twice.
+async fn runtime_answers(state: &State, key: &activity::Key, addr: SocketAddr) -> bool {
+    let deadline = tokio::time::Instant::now() + state.options.hold;
+    state
+        .answered
+        .wait(&state.upstream, key, addr, deadline)
+        .await
+}
+
+/// A 503 that says when to try again.
+fn waking(state: &State) -> Response<Body> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the Sandbox is waking up; try again",
+    );
+    let retry = state.options.hold.as_secs().clamp(1, 30).to_string();
+    if let Ok(value) = HeaderValue::from_str(&retry) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }

@@ -345,7 +345,7 @@ fn replayable(parts: &http::request::Parts, body: &Incoming) -> bool {
     method && body.is_end_stream() && !parts.headers.contains_key(header::UPGRADE)
 }
 
-fn empty() -> Body {
+pub(super) fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
@@ -99,27 +97,15 @@ async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(
             ));
         }
     };
-    loop {
-        let request = http::Request::get(format!("http://{addr}/health")).body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        let healthy = match request {
-            Ok(request) => {
-                matches!(state.upstream.request(request).await, Ok(r) if r.status() == StatusCode::NO_CONTENT)
-            }
-            Err(_) => false,
-        };
-        if healthy {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ControlError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the runtime of {namespace}/{name} did not answer in time"),
-            ));
-        }
-        tokio::time::sleep(POLL).await;
+    if state
+        .answered
+        .wait(&state.upstream, &key, addr, deadline)
+        .await
+    {
+        return Ok(());
     }
+    Err(ControlError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("the runtime of {namespace}/{name} did not answer in time"),
+    ))
 }
