@@ -579,9 +579,13 @@ async fn first_runtime_call_waits_until_the_runtime_answers() {
     use sandman::api::{RUNTIME_PORT, RuntimeSpec};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let ctx = TestContext::new("gateway_runtime_start").await;
-    let _operator = Operator::start(&ctx);
+    // kwok pulls nothing: the runtime image is only a name here, and the test plays the runtime.
+    let _operator = Operator::start_configured(&ctx, ctx.client.clone(), |options| {
+        options.runtime_image = Some("registry.example/sandman-runtime:test".into());
+    });
     let mut starting = reachable("starting", OperatingMode::Running);
     starting.spec.runtime = Some(RuntimeSpec { enabled: true });
+    starting.spec.pod_template.spec.containers[0].command = Some(vec!["agent".into()]);
     create(&ctx, &starting).await;
     // Closes its first three connections unanswered, as a runtime still starting does.
     let (connections, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
