@@ -132,7 +132,40 @@ impl HttpClient {
         )))
     }
 
+    /// Sends one request and reads at most `max_body` bytes of the answer. It follows no
+    /// redirect: for a peer that may be hostile (a Sandbox's pod), whose answer must not send
+    /// the operator anywhere else.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Response, FetchError> {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| FetchError::InvalidUrl(format!("header {name}: {e}")))?;
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| FetchError::InvalidUrl(format!("{uri}: {e}")))?;
+        tokio::time::timeout(REQUEST_TIMEOUT, self.read_at_most(request, max_body))
+            .await
+            .map_err(|_| FetchError::Timeout(uri.to_string(), REQUEST_TIMEOUT))?
+    }
+
     async fn read(&self, request: Request<Full<Bytes>>) -> Result<Response, FetchError> {
+        self.read_at_most(request, MAX_BODY_BYTES).await
+    }
+
+    async fn read_at_most(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Response, FetchError> {
         let uri = request.uri().to_string();
         let response = self
             .client
@@ -140,7 +173,7 @@ impl HttpClient {
             .await
             .map_err(|e| FetchError::Connect(uri.clone(), format!("{e:#}")))?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_BODY_BYTES)
+        let body = Limited::new(body, max_body)
             .collect()
             .await
             .map_err(|e| FetchError::Body(uri, e.to_string()))?

@@ -3,11 +3,12 @@
 //! image it is. Nothing is restored that does not match the sha256 the operator recorded.
 
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{CheckpointError, CheckpointRecord};
+use super::{CheckpointError, CheckpointRecord, beneath};
 
 /// The file beside an image's own files that records what it is; not part of the digest.
 pub const META_FILE: &str = "meta.json";
@@ -28,10 +29,41 @@ pub enum Refusal {
     Consumed(String),
 }
 
-/// The images under one directory (on the Sandbox's volume).
+/// The images under one directory (on the Sandbox's volume). Every access goes through
+/// [`beneath`]: the agent writes this volume and may have planted links anywhere in it.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+}
+
+/// The most `meta.json` is read of: a record is a few hundred bytes.
+const MAX_META_BYTES: u64 = 64 << 10;
+
+/// One image's directory, held open: what is read, written or handed to `runsc` is this
+/// directory, whatever its name has since become.
+#[derive(Debug)]
+pub struct ImageDir {
+    fd: OwnedFd,
+}
+
+impl ImageDir {
+    /// A path to this directory for `runsc`, valid while `self` lives.
+    pub fn path(&self) -> PathBuf {
+        beneath::path_of(&self.fd)
+    }
+
+    /// Another handle on the same directory (for a blocking task).
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            fd: self.fd.try_clone()?,
+        })
+    }
+}
+
+impl AsFd for ImageDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl Store {
@@ -43,54 +75,62 @@ impl Store {
         &self.dir
     }
 
-    /// A new, empty directory for an image of `suspension`, named to sort after every image
-    /// before it.
-    pub fn create(&self, suspension: u64) -> Result<(String, PathBuf), CheckpointError> {
-        std::fs::create_dir_all(&self.dir).map_err(CheckpointError::io(format!(
-            "create {}",
-            self.dir.display()
-        )))?;
-        let millis = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-        let name = format!("{millis:015}-s{suspension}");
-        let path = self.dir.join(&name);
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .map_err(CheckpointError::io(format!("clear {}", path.display())))?;
-        }
-        std::fs::create_dir(&path)
-            .map_err(CheckpointError::io(format!("create {}", path.display())))?;
-        Ok((name, path))
+    fn failed(&self, what: &str) -> impl FnOnce(std::io::Error) -> CheckpointError {
+        CheckpointError::io(format!("{what} {}", self.dir.display()))
     }
 
-    /// Records what the image is, once its files are complete.
-    pub fn seal(&self, record: &CheckpointRecord) -> Result<(), CheckpointError> {
-        let path = self.dir.join(&record.image).join(META_FILE);
+    /// The store's directory, opened anew each time (the agent may have swapped it since).
+    fn root(&self, create: bool) -> std::io::Result<OwnedFd> {
+        beneath::open_path(&self.dir, create)
+    }
+
+    /// A new, empty directory for an image of `suspension`, named to sort after every image
+    /// before it.
+    pub fn create(&self, suspension: u64) -> Result<(String, ImageDir), CheckpointError> {
+        let root = self.root(true).map_err(self.failed("create"))?;
+        let millis = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        let name = format!("{millis:015}-s{suspension}");
+        beneath::remove_all(&root, &name).map_err(self.failed(&format!("clear {name} in")))?;
+        rustix::fs::mkdirat(&root, name.as_str(), rustix::fs::Mode::RWXU)
+            .map_err(|e| self.failed(&format!("create {name} in"))(e.into()))?;
+        let fd =
+            beneath::open_dir(&root, &name).map_err(self.failed(&format!("open {name} in")))?;
+        Ok((name, ImageDir { fd }))
+    }
+
+    /// Records what the image is, once its files are complete. Written whole and renamed,
+    /// so a crash never leaves half a record that reads as valid.
+    pub fn seal(&self, image: &ImageDir, record: &CheckpointRecord) -> Result<(), CheckpointError> {
         let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| CheckpointError::Invalid(format!("encode {}: {e}", path.display())))?;
-        // Written whole and renamed, so a crash never leaves half a record that reads as valid.
-        let partial = path.with_extension("json.partial");
-        std::fs::write(&partial, json)
-            .map_err(CheckpointError::io(format!("write {}", partial.display())))?;
-        std::fs::rename(&partial, &path)
-            .map_err(CheckpointError::io(format!("write {}", path.display())))
+            .map_err(|e| CheckpointError::Invalid(format!("encode {META_FILE}: {e}")))?;
+        beneath::write_file(image, META_FILE, &json)
+            .map_err(self.failed(&format!("write {}/{META_FILE} in", record.image)))
+    }
+
+    /// The image directory `name`, if it is one.
+    fn open(&self, name: &str) -> std::io::Result<ImageDir> {
+        let root = self.root(false)?;
+        Ok(ImageDir {
+            fd: beneath::open_dir(&root, name)?,
+        })
     }
 
     /// The record of image `name`, if it has one.
     pub fn record(&self, name: &str) -> Option<CheckpointRecord> {
-        let bytes = std::fs::read(self.dir.join(name).join(META_FILE)).ok()?;
+        let image = self.open(name).ok()?;
+        let bytes = beneath::read_file(&image, META_FILE, MAX_META_BYTES).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Image names, oldest first. Only directories count; the rest of the volume is the
     /// agent's and never touched.
     pub fn names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(root) = self.root(false) else {
             return Vec::new();
         };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| e.file_name().into_string().ok())
+        let mut names: Vec<String> = beneath::directories(&root)
+            .unwrap_or_default()
+            .into_iter()
             .filter(|n| is_image_name(n))
             .collect();
         names.sort();
@@ -103,11 +143,10 @@ impl Store {
         let names = self.names();
         let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
         let excess = names.len().saturating_sub(keep);
+        let root = self.root(false).map_err(self.failed("open"))?;
         let mut removed = Vec::new();
         for name in names.into_iter().take(excess) {
-            let path = self.dir.join(&name);
-            std::fs::remove_dir_all(&path)
-                .map_err(CheckpointError::io(format!("remove {}", path.display())))?;
+            beneath::remove_all(&root, &name).map_err(self.failed(&format!("remove {name} in")))?;
             removed.push(name);
         }
         Ok(removed)
@@ -115,33 +154,36 @@ impl Store {
 
     /// Records that a pod restored image `name`.
     pub fn mark_restored(&self, name: &str) -> Result<(), CheckpointError> {
-        let path = self.dir.join(name).join(RESTORED_FILE);
-        std::fs::write(&path, k8s_openapi::jiff::Timestamp::now().to_string())
-            .map_err(CheckpointError::io(format!("write {}", path.display())))
+        let at = k8s_openapi::jiff::Timestamp::now().to_string();
+        self.open(name)
+            .and_then(|image| beneath::write_file(&image, RESTORED_FILE, at.as_bytes()))
+            .map_err(self.failed(&format!("write {name}/{RESTORED_FILE} in")))
     }
 
     /// Removes one image (a checkpoint that failed half-way).
     pub fn discard(&self, name: &str) {
-        if is_image_name(name) {
-            let _ = std::fs::remove_dir_all(self.dir.join(name));
+        if is_image_name(name)
+            && let Ok(root) = self.root(false)
+        {
+            let _ = beneath::remove_all(&root, name);
         }
     }
 
     /// The directory of image `name` if it is there, whole, this Sandbox's, and its files hash
     /// to `sha256`.
-    pub fn verify(&self, name: &str, sha256: &str, sandbox_uid: &str) -> Result<PathBuf, Refusal> {
+    pub fn verify(&self, name: &str, sha256: &str, sandbox_uid: &str) -> Result<ImageDir, Refusal> {
         if !is_image_name(name) {
             return Err(Refusal::Foreign(format!("{name:?} is not an image name")));
         }
-        let path = self.dir.join(name);
-        if !path.is_dir() {
-            return Err(Refusal::Missing);
-        }
-        let record = self
-            .record(name)
+        let image = self.open(name).map_err(|_| Refusal::Missing)?;
+        let record = beneath::read_file(&image, META_FILE, MAX_META_BYTES)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CheckpointRecord>(&bytes).ok())
             .ok_or_else(|| Refusal::Corrupt(format!("no readable {META_FILE}")))?;
-        if let Ok(at) = std::fs::read_to_string(path.join(RESTORED_FILE)) {
-            return Err(Refusal::Consumed(at.trim().to_string()));
+        if let Ok(at) = beneath::read_file(&image, RESTORED_FILE, 256) {
+            return Err(Refusal::Consumed(
+                String::from_utf8_lossy(&at).trim().to_string(),
+            ));
         }
         if record.sandbox_uid != sandbox_uid {
             return Err(Refusal::Foreign(format!(
@@ -150,18 +192,18 @@ impl Store {
             )));
         }
         let (actual, _) =
-            digest(&path).map_err(|e| Refusal::Corrupt(format!("cannot read it: {e}")))?;
+            digest(&image).map_err(|e| Refusal::Corrupt(format!("cannot read it: {e}")))?;
         if actual != sha256 {
             return Err(Refusal::Corrupt(format!(
                 "sha256 is {actual}, the Sandbox recorded {sha256}"
             )));
         }
-        Ok(path)
+        Ok(image)
     }
 }
 
 /// An image directory's name: digits, `-s`, digits. Anything else (a path, `..`) is not one.
-fn is_image_name(name: &str) -> bool {
+pub fn is_image_name(name: &str) -> bool {
     name.split_once("-s").is_some_and(|(millis, suspension)| {
         !millis.is_empty()
             && !suspension.is_empty()
@@ -173,21 +215,17 @@ fn is_image_name(name: &str) -> bool {
 /// sha256 over an image's files, and their total size: every regular file but `meta.json`,
 /// in name order, each as its name, a NUL, its length (8 bytes, little-endian) and its bytes.
 /// The names are part of it, so a file renamed or swapped for another changes the digest.
-pub fn digest(dir: &Path) -> std::io::Result<(String, u64)> {
-    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .filter(|(name, _)| {
-            name != META_FILE && name != RESTORED_FILE && !name.ends_with(".partial")
-        })
+pub fn digest(dir: &impl AsFd) -> std::io::Result<(String, u64)> {
+    let mut files: Vec<String> = beneath::files(dir)?
+        .into_iter()
+        .filter(|name| name != META_FILE && name != RESTORED_FILE && !name.ends_with(".partial"))
         .collect();
     files.sort();
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buffer = vec![0u8; 1 << 20];
-    for (name, path) in files {
-        let mut file = std::fs::File::open(&path)?;
+    for name in files {
+        let mut file = beneath::open_file(dir, &name)?;
         let length = file.metadata()?.len();
         hasher.update(name.as_bytes());
         hasher.update([0u8]);
@@ -214,7 +252,8 @@ mod tests {
     use super::*;
 
     fn record(store: &Store, name: &str, uid: &str) -> CheckpointRecord {
-        let (sha256, size_bytes) = digest(&store.dir.join(name)).expect("digest");
+        let image = store.open(name).expect("open");
+        let (sha256, size_bytes) = digest(&image).expect("digest");
         CheckpointRecord {
             image: name.into(),
             sha256,
@@ -228,10 +267,10 @@ mod tests {
     }
 
     fn image(store: &Store, suspension: u64, content: &[u8]) -> CheckpointRecord {
-        let (name, path) = store.create(suspension).expect("create");
-        std::fs::write(path.join("checkpoint.img"), content).expect("write");
+        let (name, image) = store.create(suspension).expect("create");
+        std::fs::write(store.dir().join(&name).join("checkpoint.img"), content).expect("write");
         let record = record(store, &name, "uid-1");
-        store.seal(&record).expect("seal");
+        store.seal(&image, &record).expect("seal");
         // Names are by the millisecond; two images in one millisecond would share one.
         std::thread::sleep(std::time::Duration::from_millis(2));
         record
@@ -251,10 +290,10 @@ mod tests {
             store.verify("../etc", &taken.sha256, "uid-1"),
             Err(Refusal::Foreign(_))
         ));
-        assert_eq!(
+        assert!(matches!(
             store.verify("000000000000001-s9", &taken.sha256, "uid-1"),
             Err(Refusal::Missing)
-        );
+        ));
         store.mark_restored(&taken.image).expect("mark");
         assert!(matches!(
             store.verify(&taken.image, &taken.sha256, "uid-1"),
@@ -302,15 +341,16 @@ mod tests {
     fn the_digest_covers_names_and_contents() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("a"), b"xy").expect("write");
-        let (first, size) = digest(dir.path()).expect("digest");
+        let open = || beneath::open_path(dir.path(), false).expect("open");
+        let (first, size) = digest(&open()).expect("digest");
         assert_eq!(size, 2);
         std::fs::write(dir.path().join(META_FILE), b"{}").expect("write");
         assert_eq!(
-            digest(dir.path()).expect("digest").0,
+            digest(&open()).expect("digest").0,
             first,
             "meta.json is not hashed"
         );
         std::fs::rename(dir.path().join("a"), dir.path().join("b")).expect("rename");
-        assert_ne!(digest(dir.path()).expect("digest").0, first);
+        assert_ne!(digest(&open()).expect("digest").0, first);
     }
 }

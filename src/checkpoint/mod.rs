@@ -6,6 +6,7 @@
 //! This layer knows nothing of the controller: the operator asks for a checkpoint over HTTP
 //! ([`client`]) and passes what to restore in the pod's environment ([`RESTORE_IMAGE_ENV`]).
 
+mod beneath;
 pub mod client;
 pub mod image;
 pub mod runsc;

@@ -152,8 +152,8 @@ async fn start_agent(
     let mut refused: Option<(String, String)> = None;
     if let Some(restore) = &options.restore {
         match store.verify(&restore.image, &restore.sha256, &options.sandbox_uid) {
-            Ok(path) => match runsc
-                .restore(bundle, &id, &path, log, options.restore_timeout)
+            Ok(image) => match runsc
+                .restore(bundle, &id, &image.path(), log, options.restore_timeout)
                 .await
             {
                 Ok(()) => {
@@ -373,11 +373,12 @@ async fn checkpoint(
     if status != ContainerState::Running {
         return Err(CheckpointError::NotRunning(status.to_string()));
     }
-    let (name, path) = state.store.create(asked.suspension)?;
+    let (name, image) = state.store.create(asked.suspension)?;
     let began = Instant::now();
+    // runsc is handed the directory held open, not its name on the agent's volume.
     if let Err(e) = state
         .runsc
-        .checkpoint(&state.id, &path, state.checkpoint_timeout)
+        .checkpoint(&state.id, &image.path(), state.checkpoint_timeout)
         .await
     {
         state.store.discard(&name);
@@ -385,8 +386,10 @@ async fn checkpoint(
     }
     let took_ms = millis(began.elapsed());
     let digest = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || super::image::digest(&path))
+        let held = image
+            .try_clone()
+            .map_err(CheckpointError::io(format!("hold image {name}")))?;
+        tokio::task::spawn_blocking(move || super::image::digest(&held))
             .await
             .map_err(|e| CheckpointError::Invalid(format!("digest: {e}")))?
     };
@@ -394,7 +397,7 @@ async fn checkpoint(
         Ok(d) => d,
         Err(e) => {
             state.store.discard(&name);
-            return Err(CheckpointError::Io(format!("digest {}", path.display()), e));
+            return Err(CheckpointError::Io(format!("digest image {name}"), e));
         }
     };
     let record = CheckpointRecord {
@@ -407,7 +410,7 @@ async fn checkpoint(
         suspension: asked.suspension,
         took_ms,
     };
-    state.store.seal(&record)?;
+    state.store.seal(&image, &record)?;
     let pruned = state.store.prune(asked.keep)?;
     tracing::info!(image = %record.image, size = record.size_bytes, took_ms, ?pruned, "checkpointed");
     *last = Some(record.clone());
