@@ -241,8 +241,9 @@ async fn apiserver_and_etcd_restarts_converge() {
     let ctx = TestContext::new("fault_restarts").await;
     let seen = record_pod_uids(&ctx);
     // The operator in this process. A `sandman run` process of its own, given the same faults,
-    // stopped reconciling after the API server restart in two runs on 2026-12-02 (no retry
-    // and no error after the restart's own): an open fault of issue 26, recorded, not hidden.
+    // stalled in three of four runs on 2026-12-02: alive, but after the API server restart it
+    // neither retried the reconciles that failed then nor saw later changes, for the whole wait.
+    // That is an open fault of issue 26, recorded here, not hidden.
     let _operator = Operator::start(&ctx);
     let names: Vec<String> = (0..30).map(|i| format!("steady-{i}")).collect();
     for name in &names {
