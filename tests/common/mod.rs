@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cli;
 pub mod e2b;
+pub mod faults;
 pub mod gateway;
 pub mod policy;
 pub mod real_node;
