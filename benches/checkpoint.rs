@@ -101,6 +101,9 @@ fn rootfs(dir: &Path) {
     }
 }
 
+/// The Sandbox's token the supervisor is given, and the bench signs with.
+const TOKEN: &str = "bench-token";
+
 fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options {
     let agent = format!(
         "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} 2>/dev/null; i=0; \
@@ -130,6 +133,8 @@ fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options
         bridge: default_bridge(),
         restore,
         sandbox_uid: "bench".into(),
+        token: TOKEN.into(),
+        suspensions: 0,
         checkpoint_timeout: Duration::from_secs(600),
         restore_timeout: Duration::from_secs(600),
     }
@@ -168,13 +173,14 @@ async fn one_round(mib: u64) -> Round {
     let began = Instant::now();
     let record = client
         .checkpoint(
-            "127.0.0.1",
-            CONTROL_PORT,
+            ("127.0.0.1", CONTROL_PORT),
+            TOKEN,
             &CheckpointRequest {
                 sandbox_uid: "bench".into(),
                 pod: "bench".into(),
                 suspension: 1,
                 keep: 1,
+                timeout_seconds: None,
             },
             Duration::from_secs(600),
         )
@@ -191,6 +197,12 @@ async fn one_round(mib: u64) -> Round {
         Some(Restore {
             image: record.image.clone(),
             sha256: record.sha256.clone(),
+            signature: sandman::checkpoint::signed::restore_signature(
+                TOKEN,
+                "bench",
+                &record.image,
+                &record.sha256,
+            ),
         }),
     ))
     .await

@@ -26,11 +26,12 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use sandman::api::{CheckpointOutcome, Phase, Sandbox};
-use sandman::checkpoint::SANDBOX_UID_ENV;
 use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::signed::TOKEN_ENV;
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
+use sandman::checkpoint::{SANDBOX_UID_ENV, SUSPENSIONS_ENV};
 use sandman_testenv::ControlPlane;
 use tokio::sync::Mutex;
 
@@ -50,6 +51,8 @@ fn main() {
 /// Plays each pod of the namespace: a supervisor from the pod's environment while the pod
 /// exists, on every loopback address (so whichever IP the pod gets, it is there).
 async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
     let current: Arc<Mutex<Option<(String, Supervisor)>>> = Arc::default();
     let mut events = watcher(pods, watcher::Config::default()).boxed();
@@ -98,6 +101,10 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
             bridge: default_bridge(),
             restore,
             sandbox_uid: pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
+            token: token_of(&secrets, &pod).await,
+            suspensions: pod_env(&pod, SUSPENSIONS_ENV)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
             checkpoint_timeout: Duration::from_secs(60),
             restore_timeout: Duration::from_secs(60),
         };
@@ -242,4 +249,26 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The token the pod's first container gets from its Secret, as a kubelet resolves it; none
+/// when the pod names none.
+async fn token_of(secrets: &Api<k8s_openapi::api::core::v1::Secret>, pod: &Pod) -> String {
+    let Some(reference) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == TOKEN_ENV))
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.clone())
+    else {
+        return String::new();
+    };
+    let secret = secrets.get(&reference.name).await.ok();
+    secret
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(&reference.key).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .unwrap_or_default()
 }

@@ -256,8 +256,9 @@ async fn gateway_wake_restores_checkpoint() {
     assert_eq!(gateway.wakes(), 1);
 }
 
-/// A Sandbox that never asks for checkpoints in its spec is suspended by a lifecycle policy
-/// whose decision asks for one (`checkpoint: true`, contract 0.3.0): its memory is kept.
+/// A Sandbox whose spec leaves checkpoints to its lifecycle decisions (`WhenDecided`) is
+/// suspended by a lifecycle policy whose decision asks for one (`checkpoint: true`, contract
+/// 0.3.0): its memory is kept.
 #[tokio::test]
 async fn policy_requests_checkpoint() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -265,7 +266,11 @@ async fn policy_requests_checkpoint() {
     let _operator = Operator::start(&ctx);
     let workspace = Workspace::new();
     let mut sandbox = checkpointed("asked");
-    sandbox.spec.lifecycle = None;
+    // Made for checkpoints, and none taken unless a decision asks.
+    sandbox.spec.lifecycle = Some(sandman::api::LifecycleSpec {
+        checkpoint: Some(sandman::api::CheckpointMode::WhenDecided),
+        ..Default::default()
+    });
     create(&ctx, &sandbox).await;
 
     let first = play(&ctx, &workspace, "asked").await;
@@ -314,4 +319,125 @@ async fn policy_requests_checkpoint() {
         "the restored agent counts on from 2, it said {after}"
     );
     outcome(&ctx, "asked", CheckpointOutcome::Restored).await;
+}
+
+/// Another pod's requests to the supervisor: unsigned, signed with another token, the token as
+/// a bearer, signed for another Sandbox, or an old request for a suspension before the pod.
+/// Each is refused with 401 and the agent runs on; the operator's own signed request is taken.
+/// A restore whose signature is not the operator's is a cold start, and the image stays.
+#[tokio::test]
+async fn unauthenticated_checkpoint_is_refused() {
+    use sandman::checkpoint::CheckpointRequest;
+    use sandman::checkpoint::signed::{authorization, restore_signature};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_unsigned").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    create(&ctx, &checkpointed("guarded")).await;
+
+    let first = play(&ctx, &workspace, "guarded").await;
+    assert_eq!(first.count().await, 1);
+    let token = supervisor_token(&ctx, &first.pod).await;
+    let uid = sandboxes(&ctx)
+        .get("guarded")
+        .await
+        .expect("sandbox")
+        .metadata
+        .uid
+        .expect("uid");
+    let control = format!("{}:{}", first.ip, sandman::checkpoint::SUPERVISOR_PORT);
+    let body = |uid: &str, suspension: u64| {
+        serde_json::to_vec(&CheckpointRequest {
+            sandbox_uid: uid.into(),
+            pod: "guarded".into(),
+            suspension,
+            keep: 2,
+            timeout_seconds: None,
+        })
+        .expect("json")
+    };
+    let ours = body(&uid, 1);
+    let theirs = body("another-sandbox", 1);
+    let replayed = body(&uid, 0);
+    let forged: [(&str, Option<String>, &[u8]); 6] = [
+        ("unsigned", None, &ours),
+        (
+            "another token",
+            Some(authorization(&"0".repeat(64), "POST", "/checkpoint", &ours)),
+            &ours,
+        ),
+        (
+            "the token as a bearer",
+            Some(format!("Bearer {token}")),
+            &ours,
+        ),
+        (
+            "signed for another body",
+            Some(authorization(&token, "POST", "/checkpoint", &theirs)),
+            &ours,
+        ),
+        (
+            "another Sandbox",
+            Some(authorization(&token, "POST", "/checkpoint", &theirs)),
+            &theirs,
+        ),
+        (
+            "a suspension before the pod",
+            Some(authorization(&token, "POST", "/checkpoint", &replayed)),
+            &replayed,
+        ),
+    ];
+    for (what, signature, body) in forged {
+        let (status, answer) =
+            control_request(&control, "POST", "/checkpoint", signature.as_deref(), body).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+    }
+    let (status, answer) = control_request(&control, "GET", "/status", None, b"").await;
+    assert_eq!(status, 401, "an unsigned status: {answer}");
+    assert!(
+        !answer.contains("ColdStart"),
+        "nothing is said without a signature: {answer}"
+    );
+    // Nothing was checkpointed: the agent counts on.
+    assert_eq!(first.count().await, 2);
+    assert!(workspace.image_names().is_empty());
+
+    // The operator's request, signed, is taken.
+    set_mode(&ctx, "guarded", OperatingMode::Suspended).await;
+    let taken = suspended(&ctx, "guarded").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    drop(first);
+
+    // A supervisor told to restore that image with a signature that is not the operator's.
+    let mut options = agent_options(&workspace, "127.0.0.1");
+    options.control = "127.0.0.1:0".parse().expect("address");
+    options.forwards.clear();
+    options.sandbox_uid = uid.clone();
+    options.token = token.clone();
+    options.restore = Some(sandman::checkpoint::supervisor::Restore {
+        image: taken.image.clone(),
+        sha256: taken.sha256.clone(),
+        signature: restore_signature(&"0".repeat(64), &uid, &taken.image, &taken.sha256),
+    });
+    let unsigned = sandman::checkpoint::supervisor::Supervisor::start(options)
+        .await
+        .expect("the supervisor starts");
+    let report = unsigned.start_report().clone();
+    assert_eq!(
+        report.start,
+        sandman::checkpoint::StartKind::ColdStart,
+        "{report:?}"
+    );
+    let reason = report.reason.unwrap_or_default();
+    assert!(reason.contains("operator's word"), "{reason}");
+    drop(unsigned);
+
+    // The operator's own restore still works: the image was not touched.
+    set_mode(&ctx, "guarded", OperatingMode::Running).await;
+    let second = play(&ctx, &workspace, "guarded").await;
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::Restored
+    );
+    assert!(second.count().await > 2);
 }

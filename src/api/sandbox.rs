@@ -316,6 +316,16 @@ pub enum CheckpointMode {
     Never,
     /// Checkpoint before every suspend, restore at the resume after it.
     OnSuspend,
+    /// The pods are made for checkpoints (their supervisor gets the Sandbox's token), and a
+    /// suspension takes one when the lifecycle decision that suspends asks for it.
+    WhenDecided,
+}
+
+impl CheckpointMode {
+    /// Whether the Sandbox's pods run a supervisor that takes checkpoints.
+    pub fn supervised(mode: Option<Self>) -> bool {
+        matches!(mode, Some(Self::OnSuspend | Self::WhenDecided))
+    }
 }
 
 /// The last checkpoint of a Sandbox, and what became of it.

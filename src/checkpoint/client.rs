@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 
-use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartReport};
+use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartReport, signed};
 use crate::http_client::HttpClient;
 
 /// The most a supervisor's answer may be: a record or a report is a few hundred bytes.
@@ -38,11 +38,12 @@ impl SupervisorClient {
         }
     }
 
-    /// Asks the supervisor at `ip:port` to checkpoint the agent; waits at most `timeout`.
+    /// Asks the supervisor at `ip:port` to checkpoint the agent, signed with the Sandbox's
+    /// `token`; waits at most `timeout`.
     pub async fn checkpoint(
         &self,
-        ip: &str,
-        port: u16,
+        (ip, port): (&str, u16),
+        token: &str,
         request: &CheckpointRequest,
         timeout: Duration,
     ) -> Result<CheckpointRecord, CheckpointError> {
@@ -52,12 +53,14 @@ impl SupervisorClient {
             message,
         };
         let body = serde_json::to_vec(request).map_err(|e| failed(e.to_string()))?;
+        let authorization = signed::authorization(token, "POST", "/checkpoint", &body);
         let response = tokio::time::timeout(
             timeout,
             self.http.exchange(
                 Method::POST,
                 &format!("http://{address}/checkpoint"),
                 &[
+                    (http::header::AUTHORIZATION, authorization.as_str()),
                     (http::header::CONTENT_TYPE, "application/json"),
                     // Never a pooled connection: pod IPs are reused, and a connection to the
                     // last pod at this IP must not answer for the next.
@@ -79,19 +82,27 @@ impl SupervisorClient {
         Ok(record)
     }
 
-    /// How the supervisor at `ip:port` started the agent.
-    pub async fn start_report(&self, ip: &str, port: u16) -> Result<StartReport, CheckpointError> {
+    /// How the supervisor at `ip:port` started the agent (asked with the Sandbox's `token`).
+    pub async fn start_report(
+        &self,
+        (ip, port): (&str, u16),
+        token: &str,
+    ) -> Result<StartReport, CheckpointError> {
         let address = Self::address(ip, port);
         let failed = |message: String| CheckpointError::Supervisor {
             address: address.clone(),
             message,
         };
+        let authorization = signed::authorization(token, "GET", "/status", b"");
         let response = tokio::time::timeout(
             Duration::from_secs(5),
             self.http.exchange(
                 Method::GET,
                 &format!("http://{address}/status"),
-                &[(http::header::CONNECTION, "close")],
+                &[
+                    (http::header::AUTHORIZATION, authorization.as_str()),
+                    (http::header::CONNECTION, "close"),
+                ],
                 Bytes::new(),
                 MAX_ANSWER_BYTES,
             ),
@@ -210,6 +221,7 @@ mod tests {
             pod: "agent-1".into(),
             suspension: 3,
             keep: 2,
+            timeout_seconds: Some(30),
         }
     }
 
@@ -228,7 +240,7 @@ mod tests {
         let location = format!("location: http://127.0.0.1:{elsewhere}/status\r\n");
         let (pod, _) = serve(http("302 Found", &location, "")).await;
         let error = client()
-            .start_report("127.0.0.1", pod)
+            .start_report(("127.0.0.1", pod), "token")
             .await
             .expect_err("a redirect is no report");
         assert!(error.to_string().contains("302"), "{error}");
@@ -246,7 +258,12 @@ mod tests {
         for body in cases {
             let (pod, _) = serve(http("200 OK", "", &body)).await;
             let answer = client()
-                .checkpoint("127.0.0.1", pod, &request(), Duration::from_secs(30))
+                .checkpoint(
+                    ("127.0.0.1", pod),
+                    "token",
+                    &request(),
+                    Duration::from_secs(30),
+                )
                 .await;
             assert!(answer.is_err(), "{body} was taken");
         }
@@ -257,7 +274,12 @@ mod tests {
         ))
         .await;
         let taken = client()
-            .checkpoint("127.0.0.1", pod, &request(), Duration::from_secs(30))
+            .checkpoint(
+                ("127.0.0.1", pod),
+                "token",
+                &request(),
+                Duration::from_secs(30),
+            )
             .await
             .expect("the record asked for");
         assert_eq!(taken.image, "1700000000000-s3");
@@ -269,7 +291,12 @@ mod tests {
         let body = serde_json::json!({ "error": words }).to_string();
         let (pod, _) = serve(http("409 Conflict", "", &body)).await;
         let error = client()
-            .checkpoint("127.0.0.1", pod, &request(), Duration::from_secs(30))
+            .checkpoint(
+                ("127.0.0.1", pod),
+                "token",
+                &request(),
+                Duration::from_secs(30),
+            )
             .await
             .expect_err("refused")
             .to_string();
@@ -282,9 +309,62 @@ mod tests {
         let body = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_ANSWER_BYTES));
         let (pod, _) = serve(http("200 OK", "", &body)).await;
         let error = client()
-            .start_report("127.0.0.1", pod)
+            .start_report(("127.0.0.1", pod), "token")
             .await
             .expect_err("too large");
         assert!(error.to_string().contains("length limit"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_with_the_sandboxs_token_and_carry_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let heard = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut bytes = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Head and body: the body ends the JSON object.
+            while !bytes.ends_with(b"}") {
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "closed early");
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+            let _ = stream
+                .write_all(http("500 Oops", "", "{}").as_bytes())
+                .await;
+            String::from_utf8(bytes).expect("text")
+        });
+        let _ = client()
+            .checkpoint(
+                ("127.0.0.1", port),
+                "the-token",
+                &request(),
+                Duration::from_secs(30),
+            )
+            .await;
+        let heard = heard.await.expect("heard");
+        let (head, body) = heard.split_once("\r\n\r\n").expect("head and body");
+        let authorization = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .expect("an authorization header");
+        assert_eq!(
+            signed::check_request(
+                "the-token",
+                "POST",
+                "/checkpoint",
+                body.as_bytes(),
+                Some(authorization)
+            ),
+            Ok(())
+        );
+        assert!(
+            !heard.contains("the-token"),
+            "the token itself never crosses the network"
+        );
+        let asked: CheckpointRequest = serde_json::from_str(body).expect("request");
+        assert_eq!(asked.timeout_seconds, Some(30));
     }
 }

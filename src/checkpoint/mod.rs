@@ -4,12 +4,14 @@
 //! it is an in-pod supervisor, is in `docs/checkpoint.md`.
 //!
 //! This layer knows nothing of the controller: the operator asks for a checkpoint over HTTP
-//! ([`client`]) and passes what to restore in the pod's environment ([`RESTORE_IMAGE_ENV`]).
+//! ([`client`]) and passes what to restore in the pod's environment ([`RESTORE_IMAGE_ENV`]),
+//! each signed with the Sandbox's own token ([`signed`]).
 
 mod beneath;
 pub mod client;
 pub mod image;
 pub mod runsc;
+pub mod signed;
 pub mod supervisor;
 
 use k8s_openapi::jiff::Timestamp;
@@ -22,8 +24,14 @@ pub const SUPERVISOR_PORT: u16 = 7070;
 pub const RESTORE_IMAGE_ENV: &str = "SANDMAN_RESTORE_IMAGE";
 /// The sha256 the operator recorded for that image; anything else is not restored.
 pub const RESTORE_SHA256_ENV: &str = "SANDMAN_RESTORE_SHA256";
+/// The operator's signature over that restore ([`signed::restore_signature`]): without it
+/// nothing is restored, whatever the other two say.
+pub const RESTORE_SIGNATURE_ENV: &str = "SANDMAN_RESTORE_SIGNATURE";
 /// The UID of the Sandbox the pod belongs to: an image another Sandbox took is foreign.
 pub const SANDBOX_UID_ENV: &str = "SANDMAN_SANDBOX_UID";
+/// How many suspensions the Sandbox had when the operator made the pod: a checkpoint request
+/// for one of those (an old request, replayed) is refused.
+pub const SUSPENSIONS_ENV: &str = "SANDMAN_SUSPENSIONS";
 
 /// What the operator asks of `POST /checkpoint`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -38,6 +46,10 @@ pub struct CheckpointRequest {
     pub suspension: u64,
     /// How many images to keep on the volume, this one included.
     pub keep: u32,
+    /// How long the checkpoint may take (`spec.lifecycle.checkpointTimeout`), in seconds; the
+    /// supervisor's own `--checkpoint-timeout` caps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// One image, as the supervisor took it (and as `meta.json` beside it says).

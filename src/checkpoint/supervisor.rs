@@ -2,8 +2,9 @@
 //! the image the operator named when there is a valid one and started afresh otherwise, and
 //! checkpoints it to the Sandbox's volume when the operator asks before deleting the pod.
 //!
-//! It serves the operator on [`super::SUPERVISOR_PORT`] (`GET /status`, `POST /checkpoint`)
-//! and forwards each of the agent's ports from the pod into the sandbox: the agent listens on
+//! It serves the operator on [`super::SUPERVISOR_PORT`] (`GET /status`, `POST /checkpoint`),
+//! answering only requests signed with the Sandbox's own token ([`super::signed`]), and
+//! forwards each of the agent's ports from the pod into the sandbox: the agent listens on
 //! gVisor's own loopback (which a checkpoint keeps, listening sockets included), and each
 //! connection is bridged by a command run inside the sandbox (`nc` by default).
 
@@ -28,19 +29,25 @@ use sandman_oci_bundle::ContainerState;
 
 use super::image::Store;
 use super::runsc::{Mount, Runsc};
+use super::signed::{self, Unsigned};
 use super::{CheckpointError, CheckpointRecord, CheckpointRequest, StartKind, StartReport};
 use crate::listener::{Accepted, Bounded};
 
 /// The largest request body the control port reads.
 const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// How long a control connection may take to send its request head, and then its body: a
+/// peer that trickles bytes holds a slot no longer than this.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one bridged connection may stay open.
 const BRIDGE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// What to restore, as the operator put it in the pod's environment.
+/// What to restore, as the operator put it in the pod's environment, with its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restore {
     pub image: String,
     pub sha256: String,
+    /// The operator's [`signed::restore_signature`]; a restore without a good one is refused.
+    pub signature: String,
 }
 
 impl Restore {
@@ -50,6 +57,7 @@ impl Restore {
         Some(Self {
             image: pod_env(pod, super::RESTORE_IMAGE_ENV)?,
             sha256: pod_env(pod, super::RESTORE_SHA256_ENV)?,
+            signature: pod_env(pod, super::RESTORE_SIGNATURE_ENV).unwrap_or_default(),
         })
     }
 }
@@ -95,6 +103,13 @@ pub struct Options {
     pub bridge: Vec<String>,
     pub restore: Option<Restore>,
     pub sandbox_uid: String,
+    /// The Sandbox's own token: requests and restores signed with anything else are refused,
+    /// and a supervisor given none refuses them all.
+    pub token: String,
+    /// How many suspensions the Sandbox had when this pod was made: requests for those are
+    /// old ones.
+    pub suspensions: u64,
+    /// The longest a checkpoint may take, whatever a request asks.
     pub checkpoint_timeout: Duration,
     pub restore_timeout: Duration,
 }
@@ -118,6 +133,9 @@ struct State {
     id: String,
     start: StartReport,
     bridge: Vec<String>,
+    token: String,
+    sandbox_uid: String,
+    suspensions: u64,
     checkpoint_timeout: Duration,
     /// One checkpoint at a time; the last one taken, so that asking again for the same
     /// suspension returns it.
@@ -151,7 +169,20 @@ async fn start_agent(
     let mut id = fresh_id(0);
     let mut refused: Option<(String, String)> = None;
     if let Some(restore) = &options.restore {
-        match store.verify(&restore.image, &restore.sha256, &options.sandbox_uid) {
+        let signed = signed::check_restore(
+            &options.token,
+            &options.sandbox_uid,
+            &restore.image,
+            &restore.sha256,
+            &restore.signature,
+        );
+        match signed
+            .map_err(|e| format!("not restored on the operator's word: {e}"))
+            .and_then(|()| {
+                store
+                    .verify(&restore.image, &restore.sha256, &options.sandbox_uid)
+                    .map_err(|refusal| refusal.to_string())
+            }) {
             Ok(image) => match runsc
                 .restore(bundle, &id, &image.path(), log, options.restore_timeout)
                 .await
@@ -176,7 +207,7 @@ async fn start_agent(
                 }
             },
             Err(refusal) => {
-                refused = Some((restore.image.clone(), refusal.to_string()));
+                refused = Some((restore.image.clone(), refusal));
             }
         }
     }
@@ -232,6 +263,9 @@ impl Supervisor {
             id,
             start,
             bridge: options.bridge.clone(),
+            token: options.token.clone(),
+            sandbox_uid: options.sandbox_uid.clone(),
+            suspensions: options.suspensions,
             checkpoint_timeout: options.checkpoint_timeout,
             last: Mutex::new(None),
         });
@@ -307,6 +341,8 @@ async fn serve_control(listener: TcpListener, state: Arc<State>) {
             // supervisor's pod, and a later pod with the same IP would be answered by it.
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -329,20 +365,46 @@ fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
 }
 
 async fn control(request: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
-    match (request.method(), request.uri().path()) {
+    let (head, body) = request.into_parts();
+    let body = match tokio::time::timeout(
+        REQUEST_READ_TIMEOUT,
+        Limited::new(body, MAX_REQUEST_BYTES).collect(),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("read body: {e}")),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body came too slowly".into(),
+            );
+        }
+    };
+    let authorization = head
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let path = head.uri.path();
+    if let Err(unsigned) = signed::check_request(
+        &state.token,
+        head.method.as_str(),
+        path,
+        &body,
+        authorization,
+    ) {
+        return refuse(&unsigned);
+    }
+    match (&head.method, path) {
         (&Method::GET, "/status") => json(StatusCode::OK, &state.start),
         (&Method::POST, "/checkpoint") => {
-            let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes(),
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("read body: {e}")),
-            };
             let asked: CheckpointRequest = match serde_json::from_slice(&body) {
                 Ok(asked) => asked,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("request: {e}")),
             };
+            if let Err(why) = bound(state, &asked) {
+                return error(StatusCode::UNAUTHORIZED, why);
+            }
             match checkpoint(state, &asked).await {
                 Ok(record) => json(StatusCode::OK, &record),
                 Err(e @ CheckpointError::NotRunning(_)) => {
@@ -353,6 +415,34 @@ async fn control(request: Request<Incoming>, state: &State) -> Response<Full<Byt
         }
         _ => error(StatusCode::NOT_FOUND, "no such route".into()),
     }
+}
+
+fn refuse(unsigned: &Unsigned) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::UNAUTHORIZED, unsigned.to_string());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(signed::SCHEME),
+    );
+    response
+}
+
+/// A signed request is still refused when it is for another Sandbox, or for a suspension that
+/// came before this pod (an old request, replayed).
+fn bound(state: &State, asked: &CheckpointRequest) -> Result<(), String> {
+    if asked.sandbox_uid != state.sandbox_uid {
+        return Err(format!(
+            "the request is for Sandbox {}, and this pod is Sandbox {}'s",
+            crate::text::clip(crate::text::one_line(&asked.sandbox_uid), 64),
+            state.sandbox_uid
+        ));
+    }
+    if asked.suspension <= state.suspensions {
+        return Err(format!(
+            "the request is for suspension {}, and this pod was made after suspension {}",
+            asked.suspension, state.suspensions
+        ));
+    }
+    Ok(())
 }
 
 async fn checkpoint(
@@ -375,10 +465,16 @@ async fn checkpoint(
     }
     let (name, image) = state.store.create(asked.suspension)?;
     let began = Instant::now();
+    let timeout = asked
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .map_or(state.checkpoint_timeout, |t| {
+            t.min(state.checkpoint_timeout)
+        });
     // runsc is handed the directory held open, not its name on the agent's volume.
     if let Err(e) = state
         .runsc
-        .checkpoint(&state.id, &image.path(), state.checkpoint_timeout)
+        .checkpoint(&state.id, &image.path(), timeout)
         .await
     {
         state.store.discard(&name);

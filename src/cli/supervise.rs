@@ -9,8 +9,12 @@ use clap::Args;
 
 use super::CliError;
 use crate::checkpoint::runsc::{Mount, Runsc};
+use crate::checkpoint::signed::TOKEN_ENV;
 use crate::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
-use crate::checkpoint::{RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT};
+use crate::checkpoint::{
+    RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, RESTORE_SIGNATURE_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT,
+    SUSPENSIONS_ENV,
+};
 
 /// How often the supervisor looks whether the agent is still there.
 const AGENT_CHECK: Duration = Duration::from_secs(5);
@@ -61,15 +65,6 @@ pub struct SuperviseArgs {
     /// The longest a restore may take before the agent starts afresh, in seconds.
     #[arg(long, default_value_t = 60)]
     restore_timeout: u64,
-    /// The image to restore (the operator sets this in the pod's environment).
-    #[arg(long, env = RESTORE_IMAGE_ENV)]
-    restore_image: Option<String>,
-    /// The sha256 the operator recorded for that image.
-    #[arg(long, env = RESTORE_SHA256_ENV)]
-    restore_sha256: Option<String>,
-    /// The Sandbox's UID (the operator sets it).
-    #[arg(long, env = SANDBOX_UID_ENV, default_value = "")]
-    sandbox_uid: String,
     /// The agent's command.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -91,11 +86,51 @@ fn parse_forward(s: &str) -> Result<Forward, String> {
     })
 }
 
+/// What the operator said in the pod's environment, and only there: no flag names a restore,
+/// the token or whose pod this is, so a command line a template writes cannot either. The
+/// environment a template or claim writes can, but only the operator's signature, made with
+/// the token, makes a restore happen.
+struct OperatorsWord {
+    restore: Option<Restore>,
+    sandbox_uid: String,
+    token: String,
+    suspensions: u64,
+}
+
+impl OperatorsWord {
+    fn from_env() -> Result<Self, CliError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let restore = match (var(RESTORE_IMAGE_ENV), var(RESTORE_SHA256_ENV)) {
+            (Some(image), Some(sha256)) => Some(Restore {
+                image,
+                sha256,
+                signature: var(RESTORE_SIGNATURE_ENV).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let suspensions = match var(SUSPENSIONS_ENV) {
+            Some(n) => n
+                .parse()
+                .map_err(|e| CliError::Supervise(format!("{SUSPENSIONS_ENV}={n:?}: {e}")))?,
+            None => 0,
+        };
+        let token = var(TOKEN_ENV).unwrap_or_default();
+        if token.is_empty() {
+            eprintln!(
+                "{TOKEN_ENV} is not set: every control request will be refused and nothing restored"
+            );
+        }
+        Ok(Self {
+            restore,
+            sandbox_uid: var(SANDBOX_UID_ENV).unwrap_or_default(),
+            token,
+            suspensions,
+        })
+    }
+}
+
 pub fn run(args: SuperviseArgs) -> Result<(), CliError> {
-    let restore = match (args.restore_image, args.restore_sha256) {
-        (Some(image), Some(sha256)) if !image.is_empty() => Some(Restore { image, sha256 }),
-        _ => None,
-    };
+    let word = OperatorsWord::from_env()?;
     let options = Options {
         runsc: Runsc {
             binary: args.runsc,
@@ -116,8 +151,10 @@ pub fn run(args: SuperviseArgs) -> Result<(), CliError> {
         } else {
             args.bridge.split_whitespace().map(str::to_string).collect()
         },
-        restore,
-        sandbox_uid: args.sandbox_uid,
+        restore: word.restore,
+        sandbox_uid: word.sandbox_uid,
+        token: word.token,
+        suspensions: word.suspensions,
         checkpoint_timeout: Duration::from_secs(args.checkpoint_timeout),
         restore_timeout: Duration::from_secs(args.restore_timeout),
     };

@@ -24,8 +24,9 @@ pub enum Error {
     HttpClient(#[source] crate::http_client::FetchError),
     #[error("leader election: {0}")]
     Leadership(#[from] super::leader::LeaderError),
-    /// The operating system gave no randomness for a Sandbox's token.
-    #[error("make a token: {0}")]
+    /// The operating system gave no randomness for a Sandbox's token, or its Secret holds no
+    /// token the status recorded.
+    #[error("the Sandbox's token: {0}")]
     Token(String),
 }
 

@@ -270,6 +270,9 @@ fn sandbox_context(
         runtime_image: options.runtime_image.clone(),
         metrics: options.metrics.clone(),
         supervisors,
+        checkpoint_slots: Arc::new(
+            super::sandbox::checkpoint_slots::CheckpointSlots::for_workers(options.concurrency),
+        ),
     });
     let changes = ChildChanges {
         pods: pods.changes,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use sandman::api::{CheckpointMode, LifecycleSpec, OperatingMode, Phase, Sandbox};
 use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::signed::TOKEN_ENV;
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
-use sandman::checkpoint::{SANDBOX_UID_ENV, SUPERVISOR_PORT};
+use sandman::checkpoint::{SANDBOX_UID_ENV, SUPERVISOR_PORT, SUSPENSIONS_ENV};
 use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -131,13 +132,32 @@ pub struct Played {
 
 pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Played {
     let (pod, ip) = running_pod(ctx, name).await;
-    let restore = Restore::asked_by(&pod);
+    let mut options = agent_options(workspace, &ip);
+    options.restore = Restore::asked_by(&pod);
+    options.sandbox_uid = pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default();
+    options.token = supervisor_token(ctx, &pod).await;
+    options.suspensions = pod_env(&pod, SUSPENSIONS_ENV)
+        .map(|n| n.parse().expect("a number of suspensions"))
+        .unwrap_or(0);
+    let supervisor = Supervisor::start(options)
+        .await
+        .expect("the supervisor starts");
+    Played {
+        supervisor,
+        ip,
+        pod,
+    }
+}
+
+/// A supervisor of the test's agent on `ip`, with the workspace's root file system and
+/// volume, told nothing by an operator yet.
+pub fn agent_options(workspace: &Workspace, ip: &str) -> Options {
     let runsc_root = tempfile::Builder::new()
         .prefix("runsc-")
         .tempdir_in(workspace.dir.path())
         .expect("runsc root")
         .keep();
-    let options = Options {
+    Options {
         runsc: Runsc {
             binary: "runsc".into(),
             root: runsc_root,
@@ -159,19 +179,73 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
             port: PORT,
         }],
         bridge: default_bridge(),
-        restore,
-        sandbox_uid: pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default(),
+        restore: None,
+        sandbox_uid: String::new(),
+        token: String::new(),
+        suspensions: 0,
         checkpoint_timeout: Duration::from_secs(60),
         restore_timeout: Duration::from_secs(60),
-    };
-    let supervisor = Supervisor::start(options)
-        .await
-        .expect("the supervisor starts");
-    Played {
-        supervisor,
-        ip,
-        pod,
     }
+}
+
+/// One request to a supervisor's control port at `address`, as anyone in the cluster could
+/// send it: its status code and body.
+pub async fn control_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the supervisor");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(authorization) = authorization {
+        head.push_str(&format!("authorization: {authorization}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, answer)
+}
+
+/// The token the pod's first container gets from its Secret, as the kubelet would resolve it.
+pub async fn supervisor_token(ctx: &TestContext, pod: &Pod) -> String {
+    let reference = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == TOKEN_ENV))
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.clone())
+        .expect("the pod gets the supervisor's token from a Secret");
+    let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        ctx.client.clone(),
+        &ctx.namespace,
+    )
+    .get(&reference.name)
+    .await
+    .expect("the token Secret");
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(&reference.key).cloned())
+        .expect("the token");
+    String::from_utf8(bytes.0).expect("a text token")
 }
 
 /// The agent's count for one request through `address`, over plain TCP.

@@ -31,6 +31,9 @@ pub enum Applied {
     PodExists,
     /// The API server refused the pod, in these words.
     PodRejected(String),
+    /// The plan's checkpoint waits for a slot: this namespace, or the operator, has as many
+    /// checkpoint calls in flight as it may.
+    CheckpointWaits,
 }
 
 /// How a child is applied. `existing` says the cache holds it, which by then means it is
@@ -217,11 +220,21 @@ async fn pod(
     match action {
         PodAction::Keep => {}
         PodAction::Checkpoint(target) => {
-            let taken = checkpoint(ctx, target).await;
+            let namespace = sandbox.namespace().unwrap_or_default();
+            let Some(_slot) = ctx.checkpoint_slots.try_take(&namespace) else {
+                return Ok(Applied::CheckpointWaits);
+            };
+            let taken = checkpoint(ctx, sandbox, target).await;
             return Ok(Applied::Children { taken: Some(taken) });
         }
         PodAction::Create => {
-            let pod = children::desired_pod(sandbox, decisions);
+            let mut pod = children::desired_pod(sandbox, decisions);
+            // Only the operator's signature makes the supervisor restore: it needs the
+            // Sandbox's token, read for this and not kept.
+            if checkpointing::pending_restore(sandbox).is_some() {
+                let token = super::token::read(ctx, sandbox).await?;
+                checkpointing::sign_restore(&mut pod, sandbox, &token);
+            }
             let params = PostParams {
                 field_manager: Some(crate::FIELD_MANAGER.into()),
                 ..Default::default()
@@ -260,8 +273,8 @@ async fn pod(
 /// The plan's checkpoint step: the status already says `Checkpointing` (an earlier plan wrote
 /// it), which may last seconds.
 #[instrument(name = "sandbox.checkpoint", skip_all, fields(pod = %target.request.pod))]
-async fn checkpoint(ctx: &Context, target: &checkpointing::Target) -> Taken {
-    checkpointing::take(&ctx.supervisors, target).await
+async fn checkpoint(ctx: &Context, sandbox: &Sandbox, target: &checkpointing::Target) -> Taken {
+    checkpointing::take(ctx, sandbox, target).await
 }
 
 /// Writes the plan's status if it differs from what `observed` shows, once, and publishes

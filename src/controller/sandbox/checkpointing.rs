@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Pod, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -20,11 +20,13 @@ use kube::ResourceExt;
 use crate::api::{
     CheckpointMode, CheckpointOutcome, CheckpointStatus, OperatingMode, Sandbox, SandboxStatus,
 };
-use crate::checkpoint::client::SupervisorClient;
+use crate::checkpoint::signed::{TOKEN_ENV, restore_signature};
 use crate::checkpoint::{
-    CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV,
-    SUPERVISOR_PORT, StartKind, StartReport,
+    CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV,
+    RESTORE_SIGNATURE_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT, SUSPENSIONS_ENV, StartKind,
+    StartReport,
 };
+use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
 
@@ -70,6 +72,19 @@ pub fn wanted(sandbox: &Sandbox) -> bool {
     })
 }
 
+/// Whether the Sandbox's pods run a supervisor the operator speaks to: its spec says so
+/// (`OnSuspend`, `WhenDecided`), a lifecycle decision asks this suspension for a checkpoint,
+/// or a checkpoint is recorded for it. A pod made before any of these has no token, and its
+/// supervisor refuses the checkpoint: the suspend goes on without one.
+pub fn supervised(sandbox: &Sandbox) -> bool {
+    CheckpointMode::supervised(sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint))
+        || wanted(sandbox)
+        || sandbox
+            .status
+            .as_ref()
+            .is_some_and(|s| s.checkpoint.is_some())
+}
+
 /// The checkpoint this suspension takes of `pod`, if one is wanted, not tried yet for this
 /// suspension, and there is a running agent to take it from.
 pub fn target(sandbox: &Sandbox, pod: &Pod, suspension: u64) -> Option<Target> {
@@ -82,6 +97,10 @@ pub fn target(sandbox: &Sandbox, pod: &Pod, suspension: u64) -> Option<Target> {
     }
     let pod_ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
     let lifecycle = sandbox.spec.lifecycle.as_ref();
+    let timeout = lifecycle
+        .and_then(|l| l.checkpoint_timeout.as_deref())
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(DEFAULT_TIMEOUT);
     Some(Target {
         pod_ip,
         request: CheckpointRequest {
@@ -92,11 +111,9 @@ pub fn target(sandbox: &Sandbox, pod: &Pod, suspension: u64) -> Option<Target> {
                 .and_then(|l| l.keep_checkpoints)
                 .unwrap_or(DEFAULT_KEEP)
                 .clamp(1, 16),
+            timeout_seconds: Some(timeout.as_secs().max(1)),
         },
-        timeout: lifecycle
-            .and_then(|l| l.checkpoint_timeout.as_deref())
-            .and_then(|t| parse_duration(t).ok())
-            .unwrap_or(DEFAULT_TIMEOUT),
+        timeout,
     })
 }
 
@@ -131,21 +148,74 @@ pub fn pending_restore(sandbox: &Sandbox) -> Option<&CheckpointStatus> {
     })
 }
 
-/// What the pod's supervisor needs to restore: the image, its sha256 and whose it is.
+/// What a supervised pod's supervisor is told in its environment, in the first container
+/// (where `sandman supervise` runs): the Sandbox's token from its Secret, whose pod it is, and
+/// how many suspensions came before it. A template's own values for these are replaced.
+pub fn supervisor_env(sandbox: &Sandbox, token_secret: &str) -> Vec<EnvVar> {
+    if !supervised(sandbox) {
+        return Vec::new();
+    }
+    let suspensions = sandbox.status.as_ref().map_or(0, |s| s.suspensions);
+    vec![
+        EnvVar {
+            name: TOKEN_ENV.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token_secret.into(),
+                    key: "token".into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        },
+        var(SANDBOX_UID_ENV, sandbox.uid().unwrap_or_default()),
+        var(SUSPENSIONS_ENV, suspensions.to_string()),
+    ]
+}
+
+fn var(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+/// What the pod's supervisor needs to restore: the image and its sha256. The operator's
+/// signature over them is added by [`sign_restore`] when the pod is made.
 pub fn restore_env(sandbox: &Sandbox) -> Vec<EnvVar> {
     let Some(checkpoint) = pending_restore(sandbox) else {
         return Vec::new();
     };
-    let var = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        value_from: None,
-    };
     vec![
         var(RESTORE_IMAGE_ENV, checkpoint.image.clone()),
         var(RESTORE_SHA256_ENV, checkpoint.sha256.clone()),
-        var(SANDBOX_UID_ENV, sandbox.uid().unwrap_or_default()),
     ]
+}
+
+/// Signs the pending restore in `pod` with the Sandbox's `token`, for every container that
+/// was told what to restore. Without it, the supervisor restores nothing.
+pub fn sign_restore(pod: &mut Pod, sandbox: &Sandbox, token: &str) {
+    let Some(checkpoint) = pending_restore(sandbox) else {
+        return;
+    };
+    let signature = restore_signature(
+        token,
+        &sandbox.uid().unwrap_or_default(),
+        &checkpoint.image,
+        &checkpoint.sha256,
+    );
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    for container in &mut spec.containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        if env.iter().any(|e| e.name == RESTORE_IMAGE_ENV) {
+            env.retain(|e| e.name != RESTORE_SIGNATURE_ENV);
+            env.push(var(RESTORE_SIGNATURE_ENV, signature.clone()));
+        }
+    }
 }
 
 /// The pod annotation that names the image a pod was made to restore (the pod cache keeps
@@ -159,14 +229,23 @@ fn restoring(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Asks the pod's supervisor for the checkpoint. Failure is an outcome too: the suspend goes
-/// on either way.
-pub async fn take(supervisors: &SupervisorClient, target: &Target) -> Taken {
+/// Asks the pod's supervisor for the checkpoint, signed with the Sandbox's token. Failure is
+/// an outcome too: the suspend goes on either way.
+pub async fn take(ctx: &Context, sandbox: &Sandbox, target: &Target) -> Taken {
     let began = std::time::Instant::now();
-    match supervisors
+    let token = match super::token::read(ctx, sandbox).await {
+        Ok(token) => token,
+        Err(error) => {
+            return Taken::Failed(format!(
+                "{error}; suspending without a checkpoint: the volume is kept and the next resume starts afresh"
+            ));
+        }
+    };
+    match ctx
+        .supervisors
         .checkpoint(
-            &target.pod_ip,
-            SUPERVISOR_PORT,
+            (&target.pod_ip, SUPERVISOR_PORT),
+            &token,
             &target.request,
             target.timeout,
         )
@@ -224,11 +303,7 @@ pub enum StartHeard {
 
 /// The pod `pod` was made to restore the pending checkpoint and is Ready: its supervisor is
 /// asked how the agent started. `None` when there is nothing to ask.
-pub async fn hear_start(
-    supervisors: &SupervisorClient,
-    sandbox: &Sandbox,
-    pod: Option<&Pod>,
-) -> Option<StartHeard> {
+pub async fn hear_start(ctx: &Context, sandbox: &Sandbox, pod: Option<&Pod>) -> Option<StartHeard> {
     let pending = pending_restore(sandbox)?;
     let pod = pod?;
     let ready = pod
@@ -240,10 +315,20 @@ pub async fn hear_start(
         return None;
     }
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
-    Some(match supervisors.start_report(&ip, SUPERVISOR_PORT).await {
-        Ok(report) => StartHeard::Report(report),
-        Err(error) => StartHeard::Silent(error.to_string()),
-    })
+    let token = match super::token::read(ctx, sandbox).await {
+        Ok(token) => token,
+        Err(error) => return Some(StartHeard::Silent(error.to_string())),
+    };
+    Some(
+        match ctx
+            .supervisors
+            .start_report((&ip, SUPERVISOR_PORT), &token)
+            .await
+        {
+            Ok(report) => StartHeard::Report(report),
+            Err(error) => StartHeard::Silent(error.to_string()),
+        },
+    )
 }
 
 /// Records how the restoring pod `pod_name` started. `Err(retry)` while its supervisor is
@@ -392,10 +477,7 @@ mod tests {
         let current = sandbox(None, Some(taken(CheckpointOutcome::Checkpointed, 3)));
         let env = restore_env(&current);
         let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV, SANDBOX_UID_ENV]
-        );
+        assert_eq!(names, [RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV]);
         // An older suspension's image is behind the files; a restored or failed one is spent.
         for stale in [
             taken(CheckpointOutcome::Checkpointed, 2),
@@ -404,5 +486,63 @@ mod tests {
         ] {
             assert!(restore_env(&sandbox(None, Some(stale))).is_empty());
         }
+    }
+
+    #[test]
+    fn the_supervisor_gets_the_operators_word_and_a_template_cannot_forge_it() {
+        let mut current = sandbox(
+            Some(CheckpointMode::OnSuspend),
+            Some(taken(CheckpointOutcome::Checkpointed, 3)),
+        );
+        // The tenant's template sets every name the operator speaks in.
+        current.spec.pod_template.spec.containers[0].env = Some(
+            [
+                TOKEN_ENV,
+                SANDBOX_UID_ENV,
+                SUSPENSIONS_ENV,
+                RESTORE_IMAGE_ENV,
+                RESTORE_SIGNATURE_ENV,
+            ]
+            .iter()
+            .map(|n| var(n, "forged".into()))
+            .collect(),
+        );
+        let mut pod = crate::controller::sandbox::children::desired_pod(
+            &current,
+            &crate::controller::sandbox::decisions::Decisions::default(),
+        );
+        let token = "t".repeat(64);
+        sign_restore(&mut pod, &current, &token);
+        let env = pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .expect("env");
+        let value = |name: &str| {
+            let found: Vec<_> = env.iter().filter(|e| e.name == name).collect();
+            assert_eq!(found.len(), 1, "{name} set once");
+            found[0].clone()
+        };
+        let from_secret = value(TOKEN_ENV)
+            .value_from
+            .and_then(|v| v.secret_key_ref)
+            .expect("the token comes from the Secret");
+        assert_eq!(from_secret.name, "sandman-token-s");
+        assert_eq!(value(SANDBOX_UID_ENV).value.as_deref(), Some("uid-1"));
+        assert_eq!(value(SUSPENSIONS_ENV).value.as_deref(), Some("3"));
+        let image = value(RESTORE_IMAGE_ENV).value.expect("image");
+        let sha = value(RESTORE_SHA256_ENV).value.expect("sha256");
+        let signature = value(RESTORE_SIGNATURE_ENV).value.expect("signature");
+        assert_eq!(
+            crate::checkpoint::signed::check_restore(&token, "uid-1", &image, &sha, &signature),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_sandbox_that_keeps_no_memory_gets_no_supervisor_env() {
+        let plain = sandbox(None, None);
+        assert!(supervisor_env(&plain, "sandman-token-s").is_empty());
+        let kept = sandbox(Some(CheckpointMode::OnSuspend), None);
+        assert_eq!(supervisor_env(&kept, "sandman-token-s").len(), 3);
     }
 }

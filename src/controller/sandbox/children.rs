@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, Service, ServiceSpec, Volume,
+    EnvVar, PersistentVolumeClaim, PersistentVolumeClaimTemplate,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -103,17 +103,31 @@ pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     if let Some(runtime) = &decisions.runtime {
         super::runtime::inject(&mut spec, runtime);
     }
-    // What to restore goes to every container: the one that runs `sandman supervise` reads it.
-    // It is not part of the template hash, so a new checkpoint never replaces a running pod.
+    // The supervisor's token and identity go to the first container, where it runs; what to
+    // restore goes to every container. Neither is part of the template hash, so a new
+    // checkpoint never replaces a running pod.
+    let token_secret = super::token::secret_name(&sandbox.name_any());
+    let supervisor = super::checkpointing::supervisor_env(sandbox, &token_secret);
+    if let Some(first) = spec.containers.first_mut() {
+        set_env(first, &supervisor);
+    }
     let restore = super::checkpointing::restore_env(sandbox);
     if !restore.is_empty() {
         for container in &mut spec.containers {
-            let env = container.env.get_or_insert_with(Vec::new);
-            env.retain(|e| !restore.iter().any(|r| r.name == e.name));
-            env.extend(restore.iter().cloned());
+            set_env(container, &restore);
         }
     }
     spec
+}
+
+/// Sets `vars` in `container`, replacing its own values of those names.
+fn set_env(container: &mut k8s_openapi::api::core::v1::Container, vars: &[EnvVar]) {
+    if vars.is_empty() {
+        return;
+    }
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|e| !vars.iter().any(|v| v.name == e.name));
+    env.extend(vars.iter().cloned());
 }
 
 /// The Pod for a Sandbox. Its name is the Sandbox's, which is what makes it a singleton: the

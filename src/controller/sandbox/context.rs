@@ -39,6 +39,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Pods' supervisors, asked for checkpoints and for how a restore went.
     pub supervisors: crate::checkpoint::client::SupervisorClient,
+    /// The bound on checkpoint calls in flight, per namespace and in all.
+    pub checkpoint_slots: Arc<super::checkpoint_slots::CheckpointSlots>,
 }
 
 impl Context {

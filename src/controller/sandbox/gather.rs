@@ -79,7 +79,7 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     if let TokenSeen::Foreign(name) = &token {
         children.conflicts.push(ownership::conflict("Secret", name));
     }
-    let start = checkpointing::hear_start(&ctx.supervisors, &sandbox, pod.as_ref()).await;
+    let start = checkpointing::hear_start(ctx, &sandbox, pod.as_ref()).await;
     Ok(Gathered {
         sandbox,
         pod,

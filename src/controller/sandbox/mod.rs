@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod automation;
 pub mod baseline;
+pub mod checkpoint_slots;
 pub mod checkpointing;
 pub mod children;
 pub mod context;

@@ -30,6 +30,8 @@ use crate::controller::{ERROR_REQUEUE, Error};
 
 /// The longest a Sandbox under a lifecycle policy goes without the policy being asked again.
 const LIFECYCLE_RESYNC: Duration = Duration::from_secs(300);
+/// How soon a checkpoint that found no free slot is tried again.
+const CHECKPOINT_SLOT_RETRY: Duration = Duration::from_secs(1);
 
 /// The changes of the Sandbox controller's child caches, which it watches.
 pub struct ChildChanges {
@@ -142,6 +144,11 @@ async fn reconcile_sandbox(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<A
     match applied {
         Applied::SandboxDeleted => return Ok(Action::await_change()),
         Applied::PodExists => return Ok(Action::requeue(Duration::from_secs(1))),
+        // The status already says Checkpointing; nothing new to write until the call is made.
+        Applied::CheckpointWaits => {
+            tracing::debug!("checkpoint waits for a slot");
+            return Ok(Action::requeue(CHECKPOINT_SLOT_RETRY));
+        }
         Applied::PodRejected(message) => {
             refused::reject_pod(&mut plan, &gathered.sandbox, &message, Timestamp::now());
         }

@@ -52,7 +52,7 @@ pub fn plan(
         .spec
         .lifecycle
         .as_ref()
-        .is_some_and(|l| l.checkpoint == Some(crate::api::CheckpointMode::OnSuspend));
+        .is_some_and(|l| crate::api::CheckpointMode::supervised(l.checkpoint));
     if checkpoints {
         return Err("spec.runtime.enabled with lifecycle.checkpoint: OnSuspend is not supported yet: commands would run beside the checkpoint supervisor, not in the agent's sandbox".into());
     }

@@ -1,7 +1,8 @@
 //! A Sandbox's own token (`spec.gateway.generateToken`): 32 random bytes, made by the operator
 //! once, kept in a Secret the Sandbox owns, and known elsewhere only by its sha256. The hash
 //! rides on the Secret as an annotation too, so the operator finds it again with a metadata
-//! read: it never reads a Secret's data.
+//! read. The one time the operator reads the token itself is to sign what it tells a
+//! checkpointing pod's supervisor ([`read`]); it keeps no copy.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +50,9 @@ impl TokenSeen {
     }
 }
 
-/// A token is made for a Sandbox that asks for one for the gateway, and for every Sandbox
-/// with the in-Sandbox runtime, which never answers without one.
+/// A token is made for a Sandbox that asks for one for the gateway, for every Sandbox with
+/// the in-Sandbox runtime, which never answers without one, and for every Sandbox whose
+/// memory is checkpointed, whose supervisor takes only requests signed with it.
 fn wanted(sandbox: &Sandbox) -> bool {
     sandbox
         .spec
@@ -58,6 +60,49 @@ fn wanted(sandbox: &Sandbox) -> bool {
         .as_ref()
         .is_some_and(|g| g.enabled && g.generate_token)
         || crate::api::RuntimeSpec::wanted(sandbox)
+        || super::checkpointing::supervised(sandbox)
+}
+
+/// The Sandbox's token itself, read from its Secret to sign a supervisor request: only from a
+/// Secret this Sandbox owns whose token has the hash the status recorded, so a Secret
+/// replaced behind the operator's back signs nothing.
+pub async fn read(ctx: &Context, sandbox: &Sandbox) -> Result<String, Error> {
+    let name = secret_name(&sandbox.name_any());
+    let recorded = sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.gateway_token.as_ref())
+        .filter(|t| t.secret == name)
+        .map(|t| t.sha256.clone())
+        .ok_or_else(|| {
+            Error::Token(format!(
+                "no token is recorded for Sandbox {}",
+                sandbox.name_any()
+            ))
+        })?;
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::child("get", "Secret", &name))?
+        .ok_or_else(|| Error::Token(format!("the token Secret {name} is gone")))?;
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == sandbox.uid().as_ref());
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .and_then(|t| String::from_utf8(t.0.clone()).ok())
+        .filter(|t| ours && sha256_hex(t.as_bytes()) == recorded)
+        .ok_or_else(|| {
+            Error::Token(format!(
+                "Secret {name} does not hold the token recorded for this Sandbox"
+            ))
+        })?;
+    Ok(token)
 }
 
 /// What the token Secret is: from the status when it records one (a token is made once), else

@@ -151,11 +151,11 @@ pub(super) async fn pause(state: &State, scope: &Scope, id: &str) -> Response<Bo
         }
         tokio::time::sleep(POLL).await;
     };
-    let checkpointed = sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint)
-        == Some(CheckpointMode::OnSuspend)
-        && suspended
-            .and_then(|s| s.checkpoint)
-            .is_some_and(|c| c.outcome == crate::api::CheckpointOutcome::Checkpointed);
+    let checkpointed =
+        CheckpointMode::supervised(sandbox.spec.lifecycle.as_ref().and_then(|l| l.checkpoint))
+            && suspended
+                .and_then(|s| s.checkpoint)
+                .is_some_and(|c| c.outcome == crate::api::CheckpointOutcome::Checkpointed);
     let mut response = no_content();
     response.headers_mut().insert(
         crate::api::PAUSE_KEPT_HEADER,
