@@ -27,10 +27,13 @@ pub struct Accepted {
 
 impl Bounded {
     pub fn new(listener: TcpListener, max: usize) -> Self {
-        Self {
-            listener,
-            slots: Arc::new(Semaphore::new(max.max(1))),
-        }
+        Self::sharing(listener, Arc::new(Semaphore::new(max.max(1))))
+    }
+
+    /// A listener whose connections take their slots from `slots`, which other listeners
+    /// may share: then the bound is on all of them together.
+    pub fn sharing(listener: TcpListener, slots: Arc<Semaphore>) -> Self {
+        Self { listener, slots }
     }
 
     /// The next connection, once a slot is free. Never fails: accept errors are logged and

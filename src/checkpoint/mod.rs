@@ -8,6 +8,7 @@
 //! each signed with the Sandbox's own token ([`signed`]).
 
 mod beneath;
+mod carry;
 pub mod client;
 pub mod image;
 pub mod runsc;

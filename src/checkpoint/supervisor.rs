@@ -38,8 +38,10 @@ const MAX_REQUEST_BYTES: usize = 64 << 10;
 /// How long a control connection may take to send its request head, and then its body: a
 /// peer that trickles bytes holds a slot no longer than this.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one bridged connection may stay open.
-const BRIDGE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long one bridged connection may stay open, and how long it may carry nothing: each
+/// holds a `runsc exec` inside the agent's sandbox.
+const BRIDGE_LIFE: Duration = Duration::from_secs(3600);
+const BRIDGE_IDLE: Duration = Duration::from_secs(300);
 
 /// What to restore, as the operator put it in the pod's environment, with its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +275,9 @@ impl Supervisor {
             .local_addr()
             .map_err(CheckpointError::io("control address"))?;
         let mut tasks = vec![tokio::spawn(serve_control(control, state.clone()))];
+        let bridges = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS));
         for (listener, port) in forwards {
+            let listener = Bounded::sharing(listener, bridges.clone());
             tasks.push(tokio::spawn(forward(listener, port, state.clone())));
         }
         Ok(Self {
@@ -322,9 +326,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// How many connections the control port and each forwarded port serve at once.
+/// How many connections the control port serves at once, and the forwarded ports all
+/// together (each forwarded one is a `runsc exec`).
 const MAX_CONTROL_CONNECTIONS: usize = 16;
-const MAX_FORWARDED_CONNECTIONS: usize = 256;
+const MAX_FORWARDED_CONNECTIONS: usize = 32;
 
 async fn serve_control(listener: TcpListener, state: Arc<State>) {
     let listener = Bounded::new(listener, MAX_CONTROL_CONNECTIONS);
@@ -513,12 +518,11 @@ async fn checkpoint(
     Ok(record)
 }
 
-async fn forward(listener: TcpListener, port: u16, state: Arc<State>) {
+async fn forward(listener: Bounded, port: u16, state: Arc<State>) {
     // Connections wait in the listener's backlog until the agent listens: right after a
     // restore (or a start) its server may not be accepting yet, and a bridged connection that
     // meets a closed port inside would be lost.
     wait_until_listening(&state, port).await;
-    let listener = Bounded::new(listener, MAX_FORWARDED_CONNECTIONS);
     loop {
         let Accepted { stream, slot, .. } = listener.accept().await;
         let state = state.clone();
@@ -574,16 +578,12 @@ async fn bridge(mut stream: TcpStream, port: u16, state: &State) -> std::io::Res
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("bridge without stdio"));
     };
-    let mut inside = tokio::io::join(stdout, stdin);
-    let copied = tokio::time::timeout(
-        BRIDGE_TIMEOUT,
-        tokio::io::copy_bidirectional(&mut stream, &mut inside),
-    )
-    .await;
+    let inside = tokio::io::join(stdout, stdin);
+    let carried = super::carry::carry(&mut stream, inside, BRIDGE_IDLE, BRIDGE_LIFE).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
-    match copied {
-        Ok(result) => result.map(drop),
-        Err(_) => Err(std::io::Error::other("bridge timed out")),
+    match carried? {
+        Ok(()) => Ok(()),
+        Err(cut) => Err(std::io::Error::other(format!("bridge closed: {cut}"))),
     }
 }
