@@ -106,6 +106,8 @@ pub enum ClaimRefusal {
     EnvOverride(String),
     #[error("no container named {0} in the template")]
     NoSuchContainer(String),
+    #[error("the environment variable {0} is reserved: {1}")]
+    ReservedEnv(String, &'static str),
     #[error("pod metadata keys under sandman.dev/ are reserved: {0}")]
     ReservedKey(String),
     #[error(
@@ -189,6 +191,20 @@ pub fn checked_pod_metadata(claim: &SandboxClaim) -> Result<Option<&PodMetadata>
 }
 
 /// The claim's environment, as far as `policy` allows.
+/// Why a claim may not set the variable `name`, if it may not: `SANDMAN_*` is how the operator
+/// speaks to a pod (the supervisor's token, what to restore), and where the checkpoint
+/// supervisor runs (`supervised`), `PATH` and `LD_*` would choose the code it runs with its
+/// privilege.
+fn reserved_env(name: &str, supervised: bool) -> Option<&'static str> {
+    if name.starts_with("SANDMAN_") {
+        return Some("SANDMAN_* is how sandman speaks to the pod");
+    }
+    let loader = name == "PATH" || name.starts_with("LD_");
+    (supervised && loader).then_some(
+        "the template's pods run the checkpoint supervisor, and PATH and LD_* would choose what it runs",
+    )
+}
+
 pub fn apply_env(
     spec: &mut SandboxSpec,
     env: &[EnvVar],
@@ -199,6 +215,14 @@ pub fn apply_env(
     }
     if policy == EnvVarsInjectionPolicy::Disallowed {
         return Err(ClaimRefusal::EnvDisallowed);
+    }
+    let supervised =
+        crate::api::CheckpointMode::supervised(spec.lifecycle.as_ref().and_then(|l| l.checkpoint));
+    if let Some((name, why)) = env
+        .iter()
+        .find_map(|v| reserved_env(&v.name, supervised).map(|why| (v.name.clone(), why)))
+    {
+        return Err(ClaimRefusal::ReservedEnv(name, why));
     }
     let containers = &mut spec.pod_template.spec.containers;
     for var in env {
@@ -403,6 +427,39 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(env.len(), 2);
         assert_eq!(env[0].value.as_deref(), Some("dev"));
+    }
+
+    #[test]
+    fn a_claim_cannot_speak_for_sandman_or_steer_the_supervisor() {
+        let plain = sandbox_spec(&template(EnvVarsInjectionPolicy::Overrides).spec);
+        let mut supervised = plain.clone();
+        supervised.lifecycle = Some(crate::api::LifecycleSpec {
+            checkpoint: Some(crate::api::CheckpointMode::OnSuspend),
+            ..Default::default()
+        });
+        for (spec, name, refused) in [
+            (&plain, "SANDMAN_RESTORE_IMAGE", true),
+            (&plain, "SANDMAN_SUPERVISOR_TOKEN", true),
+            (&plain, "PATH", false),
+            (&plain, "LD_PRELOAD", false),
+            (&supervised, "PATH", true),
+            (&supervised, "LD_PRELOAD", true),
+            (&supervised, "LD_LIBRARY_PATH", true),
+            (&supervised, "SANDMAN_SUSPENSIONS", true),
+            (&supervised, "TASK", false),
+        ] {
+            let mut spec = spec.clone();
+            let applied = apply_env(
+                &mut spec,
+                &[var(name, "x")],
+                EnvVarsInjectionPolicy::Overrides,
+            );
+            assert_eq!(
+                matches!(applied, Err(ClaimRefusal::ReservedEnv(ref n, _)) if n == name),
+                refused,
+                "{name}: {applied:?}"
+            );
+        }
     }
 
     fn volume(name: &str, storage: &str) -> PersistentVolumeClaimTemplate {

@@ -274,7 +274,10 @@ async fn pod(
 /// it), which may last seconds.
 #[instrument(name = "sandbox.checkpoint", skip_all, fields(pod = %target.request.pod))]
 async fn checkpoint(ctx: &Context, sandbox: &Sandbox, target: &checkpointing::Target) -> Taken {
-    checkpointing::take(ctx, sandbox, target).await
+    match super::token::read(ctx, sandbox).await {
+        Ok(token) => checkpointing::take(&ctx.supervisors, &token, target).await,
+        Err(error) => checkpointing::not_asked(&error.to_string()),
+    }
 }
 
 /// Writes the plan's status if it differs from what `observed` shows, once, and publishes

@@ -20,13 +20,13 @@ use kube::ResourceExt;
 use crate::api::{
     CheckpointMode, CheckpointOutcome, CheckpointStatus, OperatingMode, Sandbox, SandboxStatus,
 };
+use crate::checkpoint::client::SupervisorClient;
 use crate::checkpoint::signed::{TOKEN_ENV, restore_signature};
 use crate::checkpoint::{
     CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV,
     RESTORE_SIGNATURE_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT, SUSPENSIONS_ENV, StartKind,
     StartReport,
 };
-use crate::controller::sandbox::context::Context;
 use crate::controller::sandbox::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
 
@@ -229,23 +229,21 @@ fn restoring(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Asks the pod's supervisor for the checkpoint, signed with the Sandbox's token. Failure is
+/// A checkpoint that could not even be asked for (there is no token to sign it with).
+pub fn not_asked(why: &str) -> Taken {
+    Taken::Failed(format!(
+        "{why}; suspending without a checkpoint: the volume is kept and the next resume starts afresh"
+    ))
+}
+
+/// Asks the pod's supervisor for the checkpoint, signed with the Sandbox's `token`. Failure is
 /// an outcome too: the suspend goes on either way.
-pub async fn take(ctx: &Context, sandbox: &Sandbox, target: &Target) -> Taken {
+pub async fn take(supervisors: &SupervisorClient, token: &str, target: &Target) -> Taken {
     let began = std::time::Instant::now();
-    let token = match super::token::read(ctx, sandbox).await {
-        Ok(token) => token,
-        Err(error) => {
-            return Taken::Failed(format!(
-                "{error}; suspending without a checkpoint: the volume is kept and the next resume starts afresh"
-            ));
-        }
-    };
-    match ctx
-        .supervisors
+    match supervisors
         .checkpoint(
             (&target.pod_ip, SUPERVISOR_PORT),
-            &token,
+            token,
             &target.request,
             target.timeout,
         )
@@ -301,9 +299,9 @@ pub enum StartHeard {
     Silent(String),
 }
 
-/// The pod `pod` was made to restore the pending checkpoint and is Ready: its supervisor is
-/// asked how the agent started. `None` when there is nothing to ask.
-pub async fn hear_start(ctx: &Context, sandbox: &Sandbox, pod: Option<&Pod>) -> Option<StartHeard> {
+/// The IP of the supervisor to ask how the agent started: when `pod` was made to restore the
+/// pending checkpoint and is Ready. `None` when there is nothing to ask.
+pub fn start_to_hear(sandbox: &Sandbox, pod: Option<&Pod>) -> Option<String> {
     let pending = pending_restore(sandbox)?;
     let pod = pod?;
     let ready = pod
@@ -314,21 +312,15 @@ pub async fn hear_start(ctx: &Context, sandbox: &Sandbox, pod: Option<&Pod>) -> 
     if !ready || restoring(pod) != Some(pending.image.as_str()) {
         return None;
     }
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
-    let token = match super::token::read(ctx, sandbox).await {
-        Ok(token) => token,
-        Err(error) => return Some(StartHeard::Silent(error.to_string())),
-    };
-    Some(
-        match ctx
-            .supervisors
-            .start_report((&ip, SUPERVISOR_PORT), &token)
-            .await
-        {
-            Ok(report) => StartHeard::Report(report),
-            Err(error) => StartHeard::Silent(error.to_string()),
-        },
-    )
+    pod.status.as_ref().and_then(|s| s.pod_ip.clone())
+}
+
+/// Asks the supervisor at `ip` how the agent started, signed with the Sandbox's `token`.
+pub async fn hear_start(supervisors: &SupervisorClient, ip: &str, token: &str) -> StartHeard {
+    match supervisors.start_report((ip, SUPERVISOR_PORT), token).await {
+        Ok(report) => StartHeard::Report(report),
+        Err(error) => StartHeard::Silent(error.to_string()),
+    }
 }
 
 /// Records how the restoring pod `pod_name` started. `Err(retry)` while its supervisor is

@@ -79,7 +79,13 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
     if let TokenSeen::Foreign(name) = &token {
         children.conflicts.push(ownership::conflict("Secret", name));
     }
-    let start = checkpointing::hear_start(ctx, &sandbox, pod.as_ref()).await;
+    let start = match checkpointing::start_to_hear(&sandbox, pod.as_ref()) {
+        Some(ip) => Some(match token::read(ctx, &sandbox).await {
+            Ok(token) => checkpointing::hear_start(&ctx.supervisors, &ip, &token).await,
+            Err(error) => StartHeard::Silent(error.to_string()),
+        }),
+        None => None,
+    };
     Ok(Gathered {
         sandbox,
         pod,
