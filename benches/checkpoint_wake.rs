@@ -27,7 +27,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use sandman::api::{CheckpointOutcome, Phase, Sandbox};
 use sandman::checkpoint::runsc::{Mount, Runsc};
-use sandman::checkpoint::signed::TOKEN_ENV;
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
@@ -254,15 +253,7 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
 /// The token the pod's first container gets from its Secret, as a kubelet resolves it; none
 /// when the pod names none.
 async fn token_of(secrets: &Api<k8s_openapi::api::core::v1::Secret>, pod: &Pod) -> String {
-    let Some(reference) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.env.as_ref())
-        .and_then(|env| env.iter().find(|e| e.name == TOKEN_ENV))
-        .and_then(|e| e.value_from.as_ref())
-        .and_then(|v| v.secret_key_ref.clone())
-    else {
+    let Some(reference) = sandman::checkpoint::supervisor::token_reference(pod) else {
         return String::new();
     };
     let secret = secrets.get(&reference.name).await.ok();

@@ -77,6 +77,25 @@ pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<Stri
         .and_then(|e| e.value.clone())
 }
 
+/// The Secret key the operator gives `pod`'s first container its token from (for whoever
+/// plays a pod's container from the pod object, as a kubelet would resolve it).
+pub fn token_reference(
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Option<k8s_openapi::api::core::v1::SecretKeySelector> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == signed::TOKEN_ENV)?
+        .value_from
+        .as_ref()?
+        .secret_key_ref
+        .clone()
+}
+
 /// A port of the pod forwarded to a port of the agent inside the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod control;
+mod ids;
 mod proxy;
 mod replays;
 pub mod route;
@@ -137,7 +138,7 @@ struct State {
     /// Where each Sandbox's runtime has answered, so only a pod's first runtime call waits.
     answered: runtime_health::Answered,
     /// Sandboxes by E2B id, for `E2b-Sandbox-Id`.
-    ids: Arc<Ids>,
+    ids: Arc<ids::Ids>,
     /// API keys' reviews, when the control API is served.
     reviews: Option<control::identity::Reviews>,
     /// The MCP server at `/mcp`, with the control API.
@@ -158,17 +159,16 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     };
     let (store, writer) = reflector::store();
     let (changed, changes) = tokio::sync::watch::channel(());
-    let ids = Arc::new(Ids::default());
+    let ids = Arc::new(ids::Ids::default());
     let indexed = ids.clone();
     // The reflector has updated the store by the time an event comes out of the stream, so
     // a held request woken by it reads the new state.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    tokio::spawn(stream.for_each(move |touched| {
-        if let Ok(sandbox) = &touched {
-            indexed.note(sandbox);
+        .reflect(writer);
+    tokio::spawn(stream.for_each(move |event| {
+        if let Ok(event) = &event {
+            indexed.follow(event);
         }
         changed.send_replace(());
         futures::future::ready(())
@@ -348,27 +348,6 @@ impl Target {
             Self::Declared(port) => port,
             Self::Runtime => crate::api::RUNTIME_PORT,
         }
-    }
-}
-
-/// Sandboxes by their E2B id ([`crate::api::sandbox_id`]), as the watch has seen them. An id
-/// whose Sandbox is gone stays until the gateway restarts; it then routes to nothing, as an
-/// unknown id does.
-#[derive(Default)]
-struct Ids(std::sync::Mutex<std::collections::HashMap<String, activity::Key>>);
-
-impl Ids {
-    fn note(&self, sandbox: &Sandbox) {
-        use kube::ResourceExt;
-        let key = (sandbox.namespace().unwrap_or_default(), sandbox.name_any());
-        let id = crate::api::sandbox_id(&key.0, &key.1);
-        if let Ok(mut ids) = self.0.lock() {
-            ids.entry(id).or_insert(key);
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<activity::Key> {
-        self.0.lock().ok()?.get(id).cloned()
     }
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use sandman::api::{CheckpointMode, LifecycleSpec, OperatingMode, Phase, Sandbox};
 use sandman::checkpoint::runsc::{Mount, Runsc};
-use sandman::checkpoint::signed::TOKEN_ENV;
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
@@ -225,14 +224,7 @@ pub async fn control_request(
 
 /// The token the pod's first container gets from its Secret, as the kubelet would resolve it.
 pub async fn supervisor_token(ctx: &TestContext, pod: &Pod) -> String {
-    let reference = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.env.as_ref())
-        .and_then(|env| env.iter().find(|e| e.name == TOKEN_ENV))
-        .and_then(|e| e.value_from.as_ref())
-        .and_then(|v| v.secret_key_ref.clone())
+    let reference = sandman::checkpoint::supervisor::token_reference(pod)
         .expect("the pod gets the supervisor's token from a Secret");
     let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
         ctx.client.clone(),
