@@ -441,3 +441,43 @@ async fn unauthenticated_checkpoint_is_refused() {
     );
     assert!(second.count().await > 2);
 }
+
+/// The token Secret is deleted while the Sandbox sleeps with a checkpoint: the resume makes a
+/// new token, signs the restore with it, and the agent's memory comes back.
+#[tokio::test]
+async fn a_deleted_token_secret_does_not_hold_the_resume() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_token_gone").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+    create(&ctx, &checkpointed("forgetful")).await;
+
+    let first = play(&ctx, &workspace, "forgetful").await;
+    assert_eq!(first.count().await, 1);
+    assert_eq!(first.count().await, 2);
+    let old_token = supervisor_token(&ctx, &first.pod).await;
+    set_mode(&ctx, "forgetful", OperatingMode::Suspended).await;
+    let taken = suspended(&ctx, "forgetful").await;
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+    drop(first);
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .delete("sandman-token-forgetful", &Default::default())
+        .await
+        .expect("delete the token Secret");
+
+    set_mode(&ctx, "forgetful", OperatingMode::Running).await;
+    let second = play(&ctx, &workspace, "forgetful").await;
+    assert_ne!(
+        supervisor_token(&ctx, &second.pod).await,
+        old_token,
+        "a new token"
+    );
+    assert_eq!(
+        second.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::Restored,
+        "{:?}",
+        second.supervisor.start_report()
+    );
+    assert!(second.count().await > 2);
+    outcome(&ctx, "forgetful", CheckpointOutcome::Restored).await;
+}

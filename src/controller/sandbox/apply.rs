@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info_span, instrument};
 
 use super::children;
-use crate::api::{Phase, Sandbox};
+use crate::api::{GatewayTokenStatus, Phase, Sandbox};
 use crate::controller::api_call::{ignore_not_found, is_refusal};
 use crate::controller::sandbox::checkpointing::{self, Taken};
 use crate::controller::sandbox::context::Context;
@@ -68,7 +68,7 @@ pub async fn apply(
     if plan.network_policy == ChildAction::Apply {
         network_policy(ctx, sandbox, decisions).await?;
     }
-    pod(ctx, sandbox, &plan.pod, decisions).await
+    pod(ctx, sandbox, plan, decisions).await
 }
 
 async fn delete_sandbox(ctx: &Context, sandbox: &Sandbox, plan: &Plan) -> Result<(), Error> {
@@ -211,9 +211,13 @@ async fn network_policy(
 async fn pod(
     ctx: &Context,
     sandbox: &Sandbox,
-    action: &PodAction,
+    plan: &Plan,
     decisions: &Decisions,
 ) -> Result<Applied, Error> {
+    let action = &plan.pod;
+    // The token as this plan records it: one made again in this same apply is the one to
+    // sign with, before the status that records it is written.
+    let recorded = plan.status.gateway_token.as_ref();
     let name = sandbox.name_any();
     let pods: Api<Pod> =
         Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
@@ -224,7 +228,7 @@ async fn pod(
             let Some(_slot) = ctx.checkpoint_slots.try_take(&namespace) else {
                 return Ok(Applied::CheckpointWaits);
             };
-            let taken = checkpoint(ctx, sandbox, target).await;
+            let taken = checkpoint(ctx, sandbox, recorded, target).await;
             return Ok(Applied::Children { taken: Some(taken) });
         }
         PodAction::Create => {
@@ -232,7 +236,7 @@ async fn pod(
             // Only the operator's signature makes the supervisor restore: it needs the
             // Sandbox's token, read for this and not kept.
             if checkpointing::pending_restore(sandbox).is_some() {
-                let token = super::token::read(ctx, sandbox).await?;
+                let token = super::token::read(ctx, sandbox, recorded).await?;
                 checkpointing::sign_restore(&mut pod, sandbox, &token);
             }
             let params = PostParams {
@@ -273,8 +277,13 @@ async fn pod(
 /// The plan's checkpoint step: the status already says `Checkpointing` (an earlier plan wrote
 /// it), which may last seconds.
 #[instrument(name = "sandbox.checkpoint", skip_all, fields(pod = %target.request.pod))]
-async fn checkpoint(ctx: &Context, sandbox: &Sandbox, target: &checkpointing::Target) -> Taken {
-    match super::token::read(ctx, sandbox).await {
+async fn checkpoint(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    recorded: Option<&GatewayTokenStatus>,
+    target: &checkpointing::Target,
+) -> Taken {
+    match super::token::read(ctx, sandbox, recorded).await {
         Ok(token) => checkpointing::take(&ctx.supervisors, &token, target).await,
         Err(error) => checkpointing::not_asked(&error.to_string()),
     }

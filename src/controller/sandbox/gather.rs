@@ -80,10 +80,12 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
         children.conflicts.push(ownership::conflict("Secret", name));
     }
     let start = match checkpointing::start_to_hear(&sandbox, pod.as_ref()) {
-        Some(ip) => Some(match token::read(ctx, &sandbox).await {
-            Ok(token) => checkpointing::hear_start(&ctx.supervisors, &ip, &token).await,
-            Err(error) => StartHeard::Silent(error.to_string()),
-        }),
+        Some(ip) => Some(
+            match token::read(ctx, &sandbox, recorded_token(&sandbox)).await {
+                Ok(token) => checkpointing::hear_start(&ctx.supervisors, &ip, &token).await,
+                Err(error) => StartHeard::Silent(error.to_string()),
+            },
+        ),
         None => None,
     };
     Ok(Gathered {
@@ -354,4 +356,9 @@ fn expired(sandbox: &Sandbox) -> bool {
         .shutdown_time
         .as_ref()
         .is_some_and(|t| t.0 <= Timestamp::now())
+}
+
+/// The token the Sandbox's status records.
+fn recorded_token(sandbox: &Sandbox) -> Option<&crate::api::GatewayTokenStatus> {
+    sandbox.status.as_ref()?.gateway_token.as_ref()
 }

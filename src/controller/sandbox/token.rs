@@ -64,14 +64,15 @@ fn wanted(sandbox: &Sandbox) -> bool {
 }
 
 /// The Sandbox's token itself, read from its Secret to sign a supervisor request: only from a
-/// Secret this Sandbox owns whose token has the hash the status recorded, so a Secret
-/// replaced behind the operator's back signs nothing.
-pub async fn read(ctx: &Context, sandbox: &Sandbox) -> Result<String, Error> {
+/// Secret this Sandbox owns whose token has the hash `recorded` (what the status records, or is
+/// about to), so a Secret replaced behind the operator's back signs nothing.
+pub async fn read(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    recorded: Option<&GatewayTokenStatus>,
+) -> Result<String, Error> {
     let name = secret_name(&sandbox.name_any());
-    let recorded = sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.gateway_token.as_ref())
+    let recorded = recorded
         .filter(|t| t.secret == name)
         .map(|t| t.sha256.clone())
         .ok_or_else(|| {
@@ -112,11 +113,14 @@ pub async fn see(ctx: &Context, sandbox: &Sandbox) -> Result<TokenSeen, Error> {
         return Ok(TokenSeen::NotWanted);
     }
     let name = secret_name(&sandbox.name_any());
+    // A resume that restores signs with the token: the Secret itself is looked at then, so one
+    // deleted meanwhile is made again rather than holding the resume for good.
+    let restoring = super::checkpointing::pending_restore(sandbox).is_some();
     if let Some(recorded) = sandbox
         .status
         .as_ref()
         .and_then(|s| s.gateway_token.clone())
-        .filter(|t| t.secret == name)
+        .filter(|t| t.secret == name && !restoring)
     {
         return Ok(TokenSeen::Recorded(recorded));
     }
