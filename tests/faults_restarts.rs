@@ -54,7 +54,25 @@ async fn apiserver_and_etcd_restarts_converge() {
         let _frozen = control_plane()
             .freeze("kube-apiserver")
             .expect("freeze the API server");
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        // The fault lasts a bounded window, and the window checks it is one: a stopped API
+        // server answers nothing (each try gives up after a second).
+        let api = sandboxes(&ctx);
+        stays(
+            "the API server to stay frozen",
+            Duration::from_secs(20),
+            || {
+                let api = api.clone();
+                async move {
+                    tokio::time::timeout(
+                        Duration::from_secs(1),
+                        api.list(&ListParams::default().limit(1)),
+                    )
+                    .await
+                    .is_err()
+                }
+            },
+        )
+        .await;
     }
     api_answers(&ctx).await;
 

@@ -64,8 +64,11 @@ impl Restore {
     }
 }
 
-/// The value of `name` in the environment of `pod`'s first container.
-pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<String> {
+/// The variable `name` in the environment of `pod`'s first container.
+fn first_container_var<'a>(
+    pod: &'a k8s_openapi::api::core::v1::Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::EnvVar> {
     pod.spec
         .as_ref()?
         .containers
@@ -74,7 +77,11 @@ pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<Stri
         .iter()
         .flatten()
         .find(|e| e.name == name)
-        .and_then(|e| e.value.clone())
+}
+
+/// The value of `name` in the environment of `pod`'s first container.
+pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<String> {
+    first_container_var(pod, name)?.value.clone()
 }
 
 /// The Secret key the operator gives `pod`'s first container its token from (for whoever
@@ -82,14 +89,7 @@ pub fn pod_env(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> Option<Stri
 pub fn token_reference(
     pod: &k8s_openapi::api::core::v1::Pod,
 ) -> Option<k8s_openapi::api::core::v1::SecretKeySelector> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .first()?
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == signed::TOKEN_ENV)?
+    first_container_var(pod, signed::TOKEN_ENV)?
         .value_from
         .as_ref()?
         .secret_key_ref
