@@ -7,7 +7,8 @@
 //! cargo bench --bench checkpoint
 //! SANDMAN_CHECKPOINT_MIB=64,256 SANDMAN_CHECKPOINT_ROUNDS=5 cargo bench --bench checkpoint
 //! # another runsc, and flags it takes:
-//! SANDMAN_RUNSC=/path/to/runsc SANDMAN_RUNSC_CHECKPOINT_FLAGS="--compression=none" \
+//! SANDMAN_RUNSC=/path/to/runsc SANDMAN_RUNSC_PLATFORM=systrap \
+//!   SANDMAN_RUNSC_CHECKPOINT_FLAGS="--compression=none" \
 //!   SANDMAN_RUNSC_RESTORE_FLAGS="--background" cargo bench --bench checkpoint
 //! ```
 //!
@@ -113,13 +114,14 @@ fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options
         runsc: Runsc {
             binary: std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into),
             root: dir.join(run),
-            platform: "ptrace".into(),
+            platform: std::env::var("SANDMAN_RUNSC_PLATFORM").unwrap_or_else(|_| "ptrace".into()),
             checkpoint_flags: flags("SANDMAN_RUNSC_CHECKPOINT_FLAGS"),
             restore_flags: flags("SANDMAN_RUNSC_RESTORE_FLAGS"),
         },
         rootfs: dir.join("rootfs"),
         args: vec!["/bin/sh".into(), "-c".into(), agent],
         env: Vec::new(),
+        cwd: "/".into(),
         mounts: vec![Mount {
             source: dir.join("volume"),
             destination: "/workspace".into(),

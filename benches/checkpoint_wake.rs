@@ -56,6 +56,11 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
     let current: Arc<Mutex<Option<(String, Supervisor)>>> = Arc::default();
     let mut events = watcher(pods, watcher::Config::default()).boxed();
     let mut started = 0u32;
+    // Debian's runsc by default, as the first figures were taken; `SANDMAN_RUNSC` (and
+    // `SANDMAN_RUNSC_PLATFORM`) for another, such as the pinned one testenv builds.
+    let runsc: std::path::PathBuf =
+        std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into);
+    let platform = std::env::var("SANDMAN_RUNSC_PLATFORM").unwrap_or_else(|_| "ptrace".into());
     while let Some(Ok(event)) = events.next().await {
         let (pod, deleted) = match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
@@ -78,15 +83,16 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
         let restore = Restore::asked_by(&pod);
         let options = Options {
             runsc: Runsc {
-                binary: "runsc".into(),
+                binary: runsc.clone(),
                 root: work.join(format!("runsc-{started}")),
-                platform: "ptrace".into(),
+                platform: platform.clone(),
                 checkpoint_flags: Vec::new(),
                 restore_flags: Vec::new(),
             },
             rootfs: work.join("rootfs"),
             args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],
             env: Vec::new(),
+            cwd: "/".into(),
             mounts: vec![Mount {
                 source: work.join("volume"),
                 destination: "/workspace".into(),
@@ -161,8 +167,14 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
             "spec": {
                 "podTemplate": { "spec": { "containers": [{
                     "name": "agent", "image": "agent",
+                    "command": ["/bin/sh", "-c", AGENT],
                     "ports": [{ "containerPort": AGENT_PORT }],
+                    "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }],
                 }] } },
+                "volumeClaimTemplates": [{
+                    "metadata": { "name": "workspace" },
+                    "spec": { "resources": { "requests": { "storage": "1Gi" } } },
+                }],
                 "gateway": { "enabled": true },
                 "lifecycle": { "checkpoint": checkpoint },
             },

@@ -100,13 +100,29 @@ async fn checkpoint_failure_falls_back_to_plain_suspend() {
     let first = play(&ctx, &workspace, "brittle").await;
     assert_eq!(first.count().await, 1);
     // The agent dies behind the supervisor's back: there is nothing to checkpoint.
-    let killed = std::process::Command::new("runsc")
+    let killed = std::process::Command::new(runsc())
         .arg("--root")
         .arg(first.supervisor.runsc_root())
         .args(["kill", first.supervisor.container_id(), "KILL"])
         .status()
         .expect("runsc kill");
     assert!(killed.success());
+    // A current runsc stops the container a moment after `kill` returns.
+    let (root, id) = (
+        first.supervisor.runsc_root(),
+        first.supervisor.container_id(),
+    );
+    sandman_testenv::harness::eventually("runsc to see the agent stopped", WAIT, || async {
+        let state = std::process::Command::new(runsc())
+            .arg("--root")
+            .arg(root)
+            .args(["state", id])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&state.stdout);
+        (!text.contains("\"running\"")).then_some(())
+    })
+    .await;
     set_mode(&ctx, "brittle", OperatingMode::Suspended).await;
     let failed = suspended(&ctx, "brittle").await;
     assert_eq!(failed.outcome, CheckpointOutcome::Failed, "{failed:?}");
@@ -480,4 +496,134 @@ async fn a_deleted_token_secret_does_not_hold_the_resume() {
     );
     assert!(second.count().await > 2);
     outcome(&ctx, "forgetful", CheckpointOutcome::Restored).await;
+}
+
+/// What a tenant writes never reaches the supervisor's privilege. A hand-made Sandbox that
+/// keeps memory, says it is a template's (its label) and brings a privileged init container is
+/// refused by the baseline: no policy allowance exists for checkpoints to borrow. A claim's
+/// `PATH` and `LD_PRELOAD`, and a template's own `SANDMAN_RESTORE_*`, reach the supervisor
+/// only as the agent's variables, and the supervisor sandman made restores nothing on them.
+#[tokio::test]
+async fn tenant_cannot_reach_the_supervisors_privilege() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ctx = TestContext::new("ckpt_privilege").await;
+    let _operator = Operator::start(&ctx);
+    let workspace = Workspace::new();
+
+    let mut forged = checkpointed("forged");
+    forged.metadata.labels = Some(labels(&[("sandman.dev/template", "agents")]));
+    forged.spec.pod_template.spec.init_containers = Some(vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "escape", "image": "busybox", "command": ["sh", "-c", "id"],
+            "securityContext": { "privileged": true },
+        }))
+        .expect("an init container"),
+    ]);
+    create(&ctx, &forged).await;
+    let refused = wait_sandbox(&ctx, "forged", "the baseline to refuse it", |s| {
+        condition(s, "Ready").is_some_and(|(_, reason)| reason == "PodBaselineRefused")
+    })
+    .await;
+    let message = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("escape"), "{message}");
+    let pods = pods(&ctx);
+    sandman_testenv::harness::stays(
+        "no pod for the forged Sandbox",
+        std::time::Duration::from_secs(2),
+        || {
+            let pods = pods.clone();
+            async move { matches!(pods.get_opt("forged").await, Ok(None)) }
+        },
+    )
+    .await;
+
+    let mut template = serde_json::to_value(checkpointed("unused").spec).expect("a spec");
+    template["podTemplate"]["spec"]["containers"][0]["env"] = serde_json::json!([
+        { "name": "SANDMAN_RESTORE_IMAGE", "value": "planted" },
+        { "name": "SANDMAN_RESTORE_SHA256", "value": "0".repeat(64) },
+        { "name": "SANDMAN_RESTORE_SIGNATURE", "value": "0".repeat(64) },
+    ]);
+    let template = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": { "name": "agents" },
+        "spec": {
+            "podTemplate": template["podTemplate"],
+            "volumeClaimTemplates": template["volumeClaimTemplates"],
+            "lifecycle": template["lifecycle"],
+            "envVarsInjectionPolicy": "Allowed",
+        },
+    });
+    let claim = serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxClaim",
+        "metadata": { "name": "job" },
+        "spec": {
+            "sandboxTemplateRef": { "name": "agents" },
+            "env": [
+                { "name": "PATH", "value": "/bin:/workspace/bin" },
+                { "name": "LD_PRELOAD", "value": "/workspace/evil.so" },
+            ],
+        },
+    });
+    let templates: kube::Api<sandman::api::SandboxTemplate> =
+        kube::Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    templates
+        .create(
+            &Default::default(),
+            &serde_json::from_value(template).expect("a template"),
+        )
+        .await
+        .expect("create the template");
+    let claims: kube::Api<sandman::api::SandboxClaim> =
+        kube::Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    claims
+        .create(
+            &Default::default(),
+            &serde_json::from_value(claim).expect("a claim"),
+        )
+        .await
+        .expect("create the claim");
+
+    let played = play(&ctx, &workspace, "job").await;
+    let spec = played.pod.spec.clone().expect("a spec");
+    let container = &spec.containers[0];
+    let names: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    for theirs in [
+        "PATH",
+        "LD_PRELOAD",
+        "SANDMAN_RESTORE_IMAGE",
+        "SANDMAN_RESTORE_SHA256",
+        "SANDMAN_RESTORE_SIGNATURE",
+    ] {
+        assert!(
+            !names.contains(&theirs),
+            "{theirs} is the supervisor's: {names:?}"
+        );
+    }
+    let context = container.security_context.clone().expect("a context");
+    assert_eq!(context.privileged, Some(false));
+    assert_eq!(spec.host_users, Some(false));
+    let options = pod_options(&ctx, &workspace, &played.pod, &played.ip).await;
+    assert!(options.restore.is_none(), "{:?}", options.restore);
+    for theirs in ["PATH=/bin:/workspace/bin", "LD_PRELOAD=/workspace/evil.so"] {
+        assert!(
+            options.env.iter().any(|e| e == theirs),
+            "the agent's: {:?}",
+            options.env
+        );
+    }
+    assert_eq!(
+        played.supervisor.start_report().start,
+        sandman::checkpoint::StartKind::ColdStart
+    );
+    assert_eq!(played.count().await, 1, "a fresh agent, under gVisor");
 }

@@ -26,6 +26,8 @@ pub fn spawn_operator(client: &kube::Client, namespace: &str) {
         let options = sandman::controller::Options {
             namespace: Some(namespace),
             min_dwell: Duration::ZERO,
+            // Played by the benchmarks' own kubelets, never pulled.
+            supervisor_image: Some("bench.local/sandman-supervisor:played".into()),
             ..sandman::controller::Options::default()
         };
         let _ = sandman::controller::run(client, options, std::future::pending()).await;

@@ -33,6 +33,9 @@ pub const SANDBOX_UID_ENV: &str = "SANDMAN_SANDBOX_UID";
 /// How many suspensions the Sandbox had when the operator made the pod: a checkpoint request
 /// for one of those (an old request, replayed) is refused.
 pub const SUSPENSIONS_ENV: &str = "SANDMAN_SUSPENSIONS";
+/// The agent's own variables reach the supervisor under this prefix, which it strips before
+/// giving them to the agent: no name a template or claim writes is the supervisor's own.
+pub const AGENT_ENV_PREFIX: &str = "SANDMAN_AGENT_ENV_";
 
 /// What the operator asks of `POST /checkpoint`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

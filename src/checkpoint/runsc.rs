@@ -62,6 +62,9 @@ impl Runsc {
             // The agent's network is gVisor's own loopback: it saves and restores with the
             // rest of the sandbox, which a host network would not.
             .arg("--network=none")
+            // The supervisor's container's cgroup bounds the sandbox; in a user-namespaced
+            // pod runsc could not write cgroups anyway.
+            .arg("--ignore-cgroups")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
@@ -248,6 +251,7 @@ pub fn write_bundle(
     rootfs: &Path,
     args: &[String],
     env: &[String],
+    cwd: &str,
     mounts: &[Mount],
 ) -> Result<(), CheckpointError> {
     let mut all_mounts = vec![
@@ -268,7 +272,7 @@ pub fn write_bundle(
         readonly_root: false,
         args: args.to_vec(),
         env: environment,
-        cwd: "/".into(),
+        cwd: if cwd.is_empty() { "/" } else { cwd }.into(),
         uid: 0,
         gid: 0,
         capabilities: vec!["CAP_KILL".into(), "CAP_NET_BIND_SERVICE".into()],

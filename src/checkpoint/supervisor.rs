@@ -112,6 +112,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// `NAME=value` pairs for the agent.
     pub env: Vec<String>,
+    /// The agent's working directory.
+    pub cwd: String,
     /// The Sandbox's volumes, bound into the agent's container.
     pub mounts: Vec<Mount>,
     /// Where images go: a directory on the Sandbox's volume.
@@ -258,6 +260,7 @@ impl Supervisor {
             &options.rootfs,
             &options.args,
             &options.env,
+            &options.cwd,
             &options.mounts,
         )?;
         let log = runsc.root.join("agent.log");

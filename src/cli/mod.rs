@@ -6,7 +6,7 @@ mod mcp;
 mod policy;
 mod run;
 mod sandbox;
-mod supervise;
+pub mod supervise;
 mod touch;
 
 use clap::{Parser, Subcommand};

@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// are held, and say why.
     #[arg(long, env = "SANDMAN_RUNTIME_IMAGE")]
     runtime_image: Option<String>,
+    /// The checkpoint supervisor's image (`/usr/local/bin/sandman` and
+    /// `/usr/local/bin/runsc`, `hack/image.sh supervisor`), which sandman runs in the pods of
+    /// Sandboxes that keep their memory across suspend; pin it by digest. Without it such
+    /// Sandboxes are held, and say why.
+    #[arg(long, env = "SANDMAN_SUPERVISOR_IMAGE")]
+    supervisor_image: Option<String>,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -114,6 +120,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             min_dwell: std::time::Duration::from_secs(args.min_dwell_seconds),
             pod_baseline: args.pod_baseline == "enforce",
             runtime_image: args.runtime_image.clone(),
+            supervisor_image: args.supervisor_image.clone(),
             gateway_namespace: args.gateway_namespace.clone(),
             policy_limits,
             policy_load_grace: std::time::Duration::from_secs(args.policy_load_grace_seconds),

@@ -192,17 +192,12 @@ pub fn checked_pod_metadata(claim: &SandboxClaim) -> Result<Option<&PodMetadata>
 
 /// The claim's environment, as far as `policy` allows.
 /// Why a claim may not set the variable `name`, if it may not: `SANDMAN_*` is how the operator
-/// speaks to a pod (the supervisor's token, what to restore), and where the checkpoint
-/// supervisor runs (`supervised`), `PATH` and `LD_*` would choose the code it runs with its
-/// privilege.
-fn reserved_env(name: &str, supervised: bool) -> Option<&'static str> {
-    if name.starts_with("SANDMAN_") {
-        return Some("SANDMAN_* is how sandman speaks to the pod");
-    }
-    let loader = name == "PATH" || name.starts_with("LD_");
-    (supervised && loader).then_some(
-        "the template's pods run the checkpoint supervisor, and PATH and LD_* would choose what it runs",
-    )
+/// speaks to a pod (the supervisor's token, what to restore). `PATH` and `LD_*` are the
+/// agent's own: where the checkpoint supervisor runs, the operator gives a container's
+/// variables to it only under a prefix, as the agent's (`controller/sandbox/supervisor.rs`).
+fn reserved_env(name: &str) -> Option<&'static str> {
+    name.starts_with("SANDMAN_")
+        .then_some("SANDMAN_* is how sandman speaks to the pod")
 }
 
 pub fn apply_env(
@@ -216,11 +211,9 @@ pub fn apply_env(
     if policy == EnvVarsInjectionPolicy::Disallowed {
         return Err(ClaimRefusal::EnvDisallowed);
     }
-    let supervised =
-        crate::api::CheckpointMode::supervised(spec.lifecycle.as_ref().and_then(|l| l.checkpoint));
     if let Some((name, why)) = env
         .iter()
-        .find_map(|v| reserved_env(&v.name, supervised).map(|why| (v.name.clone(), why)))
+        .find_map(|v| reserved_env(&v.name).map(|why| (v.name.clone(), why)))
     {
         return Err(ClaimRefusal::ReservedEnv(name, why));
     }
@@ -430,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_cannot_speak_for_sandman_or_steer_the_supervisor() {
+    fn a_claim_cannot_speak_for_sandman() {
         let plain = sandbox_spec(&template(EnvVarsInjectionPolicy::Overrides).spec);
         let mut supervised = plain.clone();
         supervised.lifecycle = Some(crate::api::LifecycleSpec {
@@ -442,9 +435,9 @@ mod tests {
             (&plain, "SANDMAN_SUPERVISOR_TOKEN", true),
             (&plain, "PATH", false),
             (&plain, "LD_PRELOAD", false),
-            (&supervised, "PATH", true),
-            (&supervised, "LD_PRELOAD", true),
-            (&supervised, "LD_LIBRARY_PATH", true),
+            // The agent's own, under the supervisor too: it gets them under a prefix only.
+            (&supervised, "PATH", false),
+            (&supervised, "LD_PRELOAD", false),
             (&supervised, "SANDMAN_SUSPENSIONS", true),
             (&supervised, "TASK", false),
         ] {

@@ -55,6 +55,9 @@ pub struct Options {
     pub pod_baseline: bool,
     /// The image of the in-Sandbox runtime, for Sandboxes that ask for it.
     pub runtime_image: Option<String>,
+    /// The image of the checkpoint supervisor (`sandman` and `runsc`), for Sandboxes that
+    /// keep their memory across suspend.
+    pub supervisor_image: Option<String>,
     /// Where this operator's counts go, and what `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where `sandman gateway` runs: template NetworkPolicies let its pods in.
@@ -77,6 +80,7 @@ impl Default for Options {
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
             runtime_image: None,
+            supervisor_image: None,
             metrics: Arc::default(),
             gateway_namespace: "default".into(),
         }

@@ -268,6 +268,7 @@ fn sandbox_context(
         min_dwell: options.min_dwell,
         pod_baseline: options.pod_baseline,
         runtime_image: options.runtime_image.clone(),
+        supervisor_image: options.supervisor_image.clone(),
         metrics: options.metrics.clone(),
         supervisors,
         checkpoint_slots: Arc::new(

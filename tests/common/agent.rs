@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use sandman::api::{CheckpointMode, LifecycleSpec, OperatingMode, Phase, Sandbox};
+use sandman::checkpoint::SUPERVISOR_PORT;
 use sandman::checkpoint::runsc::{Mount, Runsc};
-use sandman::checkpoint::supervisor::{
-    Forward, Options, Restore, Supervisor, default_bridge, pod_env,
-};
-use sandman::checkpoint::{SANDBOX_UID_ENV, SUPERVISOR_PORT, SUSPENSIONS_ENV};
+use sandman::checkpoint::signed::TOKEN_ENV;
+use sandman::checkpoint::supervisor::{Forward, Options, Supervisor, default_bridge};
+use sandman::cli::supervise::OperatorsWord;
+use sandman::controller::sandbox::supervisor::{AGENT_ROOT, RUNSC_BINARY};
 use sandman_testenv::harness::{TestContext, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,15 +28,21 @@ pub const AGENT: &str = "exec 3>>/workspace/agent.log; i=0; \
     while true; do i=$((i+1)); echo \"request $i\" >&3; \
     printf 'HTTP/1.0 200 OK\\r\\n\\r\\ncount=%s\\n' $i | nc -l -p 8080 >/dev/null; done";
 
-/// runsc and a static busybox must be installed (`.ci/run` installs Debian's `runsc` and
-/// `busybox-static`), and the tests run as root, as runsc needs. Anything else fails loudly.
+/// The runsc the supervisor image carries: the pinned current one, which testenv builds.
+pub fn runsc() -> PathBuf {
+    sandman_testenv::runsc::runsc().expect("the pinned runsc (tools/runsc) builds")
+}
+
+/// runsc and a static busybox must be there (testenv builds the pinned runsc; `.ci/run`
+/// installs `busybox-static`), and the tests run as root, as runsc needs. Anything else fails
+/// loudly.
 pub fn require_gvisor() {
-    let runsc = std::process::Command::new("runsc")
+    let runsc = std::process::Command::new(runsc())
         .arg("--version")
         .output();
     assert!(
         runsc.is_ok_and(|o| o.status.success()),
-        "runsc (gVisor) is not installed: `apt-get install runsc` (the checkpoint tests run the real thing)"
+        "the pinned runsc does not run (the checkpoint tests run the real thing)"
     );
     assert!(
         Path::new("/bin/busybox").is_file(),
@@ -91,9 +98,15 @@ impl Workspace {
     }
 }
 
-/// A Sandbox whose agent is checkpointed on suspend, with a volume and port 8080.
+/// The supervisor image the tests' operators are given; played, never pulled.
+pub const SUPERVISOR_IMAGE: &str = "registry.local/sandman-supervisor@sha256:5a4d0b1e0c0f4e3a8b9c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a";
+
+/// A Sandbox whose agent is checkpointed on suspend, with a volume and port 8080: an ordinary
+/// pod template, which the operator turns into the supervisor's pod.
 pub fn checkpointed(name: &str) -> Sandbox {
     let mut sandbox = sandbox(name, true);
+    sandbox.spec.pod_template.spec.containers[0].command =
+        Some(vec!["/bin/sh".into(), "-c".into(), AGENT.into()]);
     sandbox.spec.lifecycle = Some(LifecycleSpec {
         checkpoint: Some(CheckpointMode::OnSuspend),
         ..LifecycleSpec::default()
@@ -131,13 +144,7 @@ pub struct Played {
 
 pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Played {
     let (pod, ip) = running_pod(ctx, name).await;
-    let mut options = agent_options(workspace, &ip);
-    options.restore = Restore::asked_by(&pod);
-    options.sandbox_uid = pod_env(&pod, SANDBOX_UID_ENV).unwrap_or_default();
-    options.token = supervisor_token(ctx, &pod).await;
-    options.suspensions = pod_env(&pod, SUSPENSIONS_ENV)
-        .map(|n| n.parse().expect("a number of suspensions"))
-        .unwrap_or(0);
+    let options = pod_options(ctx, workspace, &pod, &ip).await;
     let supervisor = Supervisor::start(options)
         .await
         .expect("the supervisor starts");
@@ -146,6 +153,62 @@ pub async fn play(ctx: &TestContext, workspace: &Workspace, name: &str) -> Playe
         ip,
         pod,
     }
+}
+
+/// The supervisor the operator made in `pod`, started as a kubelet here would start it: its
+/// command parsed as `sandman supervise` parses it, its environment (the token resolved from
+/// its Secret), the agent's image volume played by the workspace's root file system, the
+/// Sandbox's volume by the workspace's volume, and the pod's IP for its ports.
+pub async fn pod_options(ctx: &TestContext, workspace: &Workspace, pod: &Pod, ip: &str) -> Options {
+    let spec = pod.spec.as_ref().expect("a pod spec");
+    let container = &spec.containers[0];
+    assert_eq!(container.image.as_deref(), Some(SUPERVISOR_IMAGE));
+    assert_eq!(
+        spec.host_users,
+        Some(false),
+        "the supervisor's pod is user-namespaced"
+    );
+    use clap::Parser as _;
+    let command = container.command.clone().expect("the supervisor's command");
+    let sandman::cli::Command::Supervise(args) = sandman::cli::Cli::try_parse_from(&command)
+        .expect("the operator's command parses")
+        .command
+    else {
+        panic!("not `sandman supervise`: {command:?}");
+    };
+    let mut vars = std::collections::BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            vars.insert(var.name.clone(), value.clone());
+        }
+    }
+    vars.insert(TOKEN_ENV.into(), supervisor_token(ctx, pod).await);
+    let word = OperatorsWord::from_vars(&vars).expect("the operator's word");
+    let mut options = sandman::cli::supervise::options(args, word);
+    assert_eq!(options.rootfs, Path::new(AGENT_ROOT));
+    options.rootfs = workspace.dir.path().join("rootfs");
+    let on_volume = |path: &Path| {
+        let rest = path
+            .strip_prefix("/workspace")
+            .unwrap_or_else(|_| panic!("{} is not on the Sandbox's volume", path.display()));
+        workspace.volume().join(rest)
+    };
+    options.images = on_volume(&options.images);
+    for mount in &mut options.mounts {
+        mount.source = on_volume(&mount.source);
+    }
+    let ip: std::net::IpAddr = ip.parse().expect("a pod IP");
+    options.control.set_ip(ip);
+    for forward in &mut options.forwards {
+        forward.listen.set_ip(ip);
+    }
+    // The image's runsc is played by the pinned one, its emptyDir by a directory; the flags
+    // (the platform among them) are the pod's.
+    assert_eq!(options.runsc.binary, Path::new(RUNSC_BINARY));
+    let played = agent_options(workspace, &ip.to_string()).runsc;
+    options.runsc.binary = played.binary;
+    options.runsc.root = played.root;
+    options
 }
 
 /// A supervisor of the test's agent on `ip`, with the workspace's root file system and
@@ -158,15 +221,16 @@ pub fn agent_options(workspace: &Workspace, ip: &str) -> Options {
         .keep();
     Options {
         runsc: Runsc {
-            binary: "runsc".into(),
+            binary: runsc(),
             root: runsc_root,
-            platform: "ptrace".into(),
+            platform: "systrap".into(),
             checkpoint_flags: Vec::new(),
             restore_flags: Vec::new(),
         },
         rootfs: workspace.dir.path().join("rootfs"),
         args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],
         env: Vec::new(),
+        cwd: "/".into(),
         mounts: vec![Mount {
             source: workspace.volume(),
             destination: "/workspace".into(),

@@ -60,6 +60,7 @@ impl Operator {
             policy_load_grace: Duration::from_secs(10),
             pod_baseline: true,
             runtime_image: None,
+            supervisor_image: Some(agent::SUPERVISOR_IMAGE.into()),
             metrics: Default::default(),
             gateway_namespace: "sandman-system".into(),
         };

@@ -178,6 +178,11 @@ impl Bundle {
             .build()?;
         linux.set_resources(None);
         linux.set_readonly_paths(None);
+        // Absent, not empty: a current runsc keeps an empty list as none in a checkpoint, and
+        // then refuses the restore's `[]` as a different spec.
+        if self.masked_paths.is_empty() {
+            linux.set_masked_paths(None);
+        }
         let mut spec = SpecBuilder::default()
             .version("1.0.2")
             .process(process)

@@ -48,8 +48,13 @@ pub fn cache_root() -> PathBuf {
 /// A short, stable fingerprint of the pinned module (FNV-1a), so the cache directory changes
 /// whenever `go.mod` or `go.sum` does.
 fn module_fingerprint() -> String {
+    fingerprint(&[GO_MOD, GO_SUM])
+}
+
+/// FNV-1a over `parts`, as 16 hex digits.
+pub(crate) fn fingerprint(parts: &[&str]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in GO_MOD.bytes().chain(GO_SUM.bytes()) {
+    for byte in parts.iter().flat_map(|p| p.bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -173,10 +178,10 @@ fn version_ldflags() -> String {
 }
 
 /// An exclusive `flock` held until dropped.
-struct FileLock<'a>(&'a File);
+pub(crate) struct FileLock<'a>(&'a File);
 
 impl<'a> FileLock<'a> {
-    fn exclusive(file: &'a File) -> Result<Self, Error> {
+    pub(crate) fn exclusive(file: &'a File) -> Result<Self, Error> {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

@@ -24,6 +24,7 @@ pub mod ports;
 mod process;
 pub mod real_node;
 pub mod registry;
+pub mod runsc;
 pub mod runtime_image;
 pub mod token_server;
 

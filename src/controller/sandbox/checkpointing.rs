@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Pod, SecretKeySelector};
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -21,11 +21,10 @@ use crate::api::{
     CheckpointMode, CheckpointOutcome, CheckpointStatus, OperatingMode, Sandbox, SandboxStatus,
 };
 use crate::checkpoint::client::SupervisorClient;
-use crate::checkpoint::signed::{TOKEN_ENV, restore_signature};
+use crate::checkpoint::signed::restore_signature;
 use crate::checkpoint::{
     CheckpointRecord, CheckpointRequest, RESTORE_IMAGE_ENV, RESTORE_SHA256_ENV,
-    RESTORE_SIGNATURE_ENV, SANDBOX_UID_ENV, SUPERVISOR_PORT, SUSPENSIONS_ENV, StartKind,
-    StartReport,
+    RESTORE_SIGNATURE_ENV, SUPERVISOR_PORT, StartKind, StartReport,
 };
 use crate::controller::sandbox::events::{Reason, Transition};
 use crate::policy::limits::parse_duration;
@@ -146,32 +145,6 @@ pub fn pending_restore(sandbox: &Sandbox) -> Option<&CheckpointStatus> {
             && c.suspension == status.suspensions
             && !c.image.is_empty()
     })
-}
-
-/// What a supervised pod's supervisor is told in its environment, in the first container
-/// (where `sandman supervise` runs): the Sandbox's token from its Secret, whose pod it is, and
-/// how many suspensions came before it. A template's own values for these are replaced.
-pub fn supervisor_env(sandbox: &Sandbox, token_secret: &str) -> Vec<EnvVar> {
-    if !supervised(sandbox) {
-        return Vec::new();
-    }
-    let suspensions = sandbox.status.as_ref().map_or(0, |s| s.suspensions);
-    vec![
-        EnvVar {
-            name: TOKEN_ENV.into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: token_secret.into(),
-                    key: "token".into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-        },
-        var(SANDBOX_UID_ENV, sandbox.uid().unwrap_or_default()),
-        var(SUSPENSIONS_ENV, suspensions.to_string()),
-    ]
 }
 
 fn var(name: &str, value: String) -> EnvVar {
@@ -482,6 +455,8 @@ mod tests {
 
     #[test]
     fn the_supervisor_gets_the_operators_word_and_a_template_cannot_forge_it() {
+        use crate::checkpoint::signed::TOKEN_ENV;
+        use crate::checkpoint::{SANDBOX_UID_ENV, SUSPENSIONS_ENV};
         let mut current = sandbox(
             Some(CheckpointMode::OnSuspend),
             Some(taken(CheckpointOutcome::Checkpointed, 3)),
@@ -499,10 +474,15 @@ mod tests {
             .map(|n| var(n, "forged".into()))
             .collect(),
         );
-        let mut pod = crate::controller::sandbox::children::desired_pod(
-            &current,
-            &crate::controller::sandbox::decisions::Decisions::default(),
-        );
+        let decisions = crate::controller::sandbox::decisions::Decisions {
+            supervisor: Some(crate::controller::sandbox::supervisor::Injection {
+                image: "registry.local/supervisor@sha256:ab".into(),
+                secret: "sandman-token-s".into(),
+                images: "/workspace/.sandman/checkpoints".into(),
+            }),
+            ..Default::default()
+        };
+        let mut pod = crate::controller::sandbox::children::desired_pod(&current, &decisions);
         let token = "t".repeat(64);
         sign_restore(&mut pod, &current, &token);
         let env = pod.spec.as_ref().expect("spec").containers[0]
@@ -528,13 +508,5 @@ mod tests {
             crate::checkpoint::signed::check_restore(&token, "uid-1", &image, &sha, &signature),
             Ok(())
         );
-    }
-
-    #[test]
-    fn a_sandbox_that_keeps_no_memory_gets_no_supervisor_env() {
-        let plain = sandbox(None, None);
-        assert!(supervisor_env(&plain, "sandman-token-s").is_empty());
-        let kept = sandbox(Some(CheckpointMode::OnSuspend), None);
-        assert_eq!(supervisor_env(&kept, "sandman-token-s").len(), 3);
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, PersistentVolumeClaim, PersistentVolumeClaimTemplate,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServiceSpec, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, Service, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -103,31 +103,13 @@ pub fn desired_pod_spec(sandbox: &Sandbox, decisions: &Decisions) -> PodSpec {
     if let Some(runtime) = &decisions.runtime {
         super::runtime::inject(&mut spec, runtime);
     }
-    // The supervisor's token and identity go to the first container, where it runs; what to
-    // restore goes to every container. Neither is part of the template hash, so a new
-    // checkpoint never replaces a running pod.
-    let token_secret = super::token::secret_name(&sandbox.name_any());
-    let supervisor = super::checkpointing::supervisor_env(sandbox, &token_secret);
-    if let Some(first) = spec.containers.first_mut() {
-        set_env(first, &supervisor);
-    }
-    let restore = super::checkpointing::restore_env(sandbox);
-    if !restore.is_empty() {
-        for container in &mut spec.containers {
-            set_env(container, &restore);
-        }
+    // What the operator tells the supervisor (its token, what to restore) is not part of the
+    // template hash, so a new checkpoint never replaces a running pod.
+    if let Some(supervisor) = &decisions.supervisor {
+        let restore = super::checkpointing::restore_env(sandbox);
+        super::supervisor::inject(&mut spec, sandbox, supervisor, &restore);
     }
     spec
-}
-
-/// Sets `vars` in `container`, replacing its own values of those names.
-fn set_env(container: &mut k8s_openapi::api::core::v1::Container, vars: &[EnvVar]) {
-    if vars.is_empty() {
-        return;
-    }
-    let env = container.env.get_or_insert_with(Vec::new);
-    env.retain(|e| !vars.iter().any(|v| v.name == e.name));
-    env.extend(vars.iter().cloned());
 }
 
 /// The Pod for a Sandbox. Its name is the Sandbox's, which is what makes it a singleton: the
@@ -160,7 +142,9 @@ pub fn desired_pod(sandbox: &Sandbox, decisions: &Decisions) -> Pod {
         TEMPLATE_HASH_ANNOTATION.into(),
         template_hash(sandbox, decisions),
     );
-    if let Some(checkpoint) = super::checkpointing::pending_restore(sandbox) {
+    if let Some(checkpoint) = super::checkpointing::pending_restore(sandbox)
+        && decisions.supervisor.is_some()
+    {
         annotations.insert(
             super::checkpointing::RESTORE_ANNOTATION.into(),
             checkpoint.image.clone(),

@@ -35,6 +35,8 @@ pub struct Context {
     pub pod_baseline: bool,
     /// The image of the in-Sandbox runtime (`--runtime-image`).
     pub runtime_image: Option<String>,
+    /// The image of the checkpoint supervisor (`--supervisor-image`).
+    pub supervisor_image: Option<String>,
     /// Where this operator's counts go.
     pub metrics: Arc<Metrics>,
     /// Pods' supervisors, asked for checkpoints and for how a restore went.

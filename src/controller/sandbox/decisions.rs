@@ -38,6 +38,10 @@ pub struct Decisions {
     pub runtime: Option<super::runtime::Injection>,
     /// Why the Sandbox cannot have the runtime it asks for; the pod is held meanwhile.
     pub runtime_refused: Option<String>,
+    /// The checkpoint supervisor sandman makes in the pod, when the Sandbox keeps memory.
+    pub supervisor: Option<super::supervisor::Injection>,
+    /// Why the Sandbox's pod cannot have the supervisor; the pod is held meanwhile.
+    pub supervisor_refused: Option<String>,
 }
 
 fn summary(policy: &str, decision: &IsolationDecision, now: Timestamp) -> PolicyDecision {

@@ -74,6 +74,12 @@ pub async fn gather(ctx: &Context, sandbox: Arc<Sandbox>) -> Result<Gathered, Er
         Ok(runtime) => decisions.runtime = runtime,
         Err(why) => decisions.runtime_refused = Some(why),
     }
+    // Like the runtime, the supervisor is the operator's own, made after the baseline judged
+    // what the tenant wrote: its privilege is in no allowance.
+    match super::supervisor::plan(&sandbox, ctx.supervisor_image.as_deref()) {
+        Ok(supervisor) => decisions.supervisor = supervisor,
+        Err(why) => decisions.supervisor_refused = Some(why),
+    }
     let mut children = children_seen(ctx, &sandbox, &decisions).await?;
     let token = token::see(ctx, &sandbox).await?;
     if let TokenSeen::Foreign(name) = &token {

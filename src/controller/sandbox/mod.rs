@@ -19,4 +19,5 @@ pub mod reconcile;
 pub mod refused;
 pub mod runtime;
 pub mod status;
+pub mod supervisor;
 pub mod token;

@@ -398,6 +398,13 @@ fn held(plan: &mut Plan, decisions: &Decisions, previous: &Previous) -> bool {
             why.clone(),
             None,
         )
+    } else if let Some(why) = &decisions.supervisor_refused {
+        (
+            ReadyReason::SupervisorUnavailable,
+            why.clone(),
+            why.clone(),
+            None,
+        )
     } else if !decisions.refused.is_empty() {
         let note = format!(
             "the pod baseline refuses {}; a SandboxPolicy that decides this Sandbox's isolation may allow it (spec.podSecurity)",

@@ -37,10 +37,13 @@ pub enum ReadyReason {
     PodBaselineRefused,
     /// The Sandbox asks for the in-Sandbox runtime, which it cannot have as it is.
     RuntimeUnavailable,
+    /// The Sandbox keeps its memory across suspend, and its pod cannot have the checkpoint
+    /// supervisor as it is.
+    SupervisorUnavailable,
 }
 
 impl ReadyReason {
-    const ALL: [ReadyReason; 15] = [
+    const ALL: [ReadyReason; 16] = [
         Self::DependenciesReady,
         Self::DependenciesNotReady,
         Self::SandboxSuspended,
@@ -56,6 +59,7 @@ impl ReadyReason {
         Self::PolicyFailed,
         Self::PodBaselineRefused,
         Self::RuntimeUnavailable,
+        Self::SupervisorUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,7 @@ impl ReadyReason {
             Self::PolicyFailed => "PolicyFailed",
             Self::PodBaselineRefused => "PodBaselineRefused",
             Self::RuntimeUnavailable => "RuntimeUnavailable",
+            Self::SupervisorUnavailable => "SupervisorUnavailable",
         }
     }
 

@@ -186,7 +186,8 @@ fn status(dir: &Path) -> Result<ExitCode, sandman_testenv::Error> {
     }
 }
 
-/// `testenv build`: the binaries, built when missing, and where they are.
+/// `testenv build`: the binaries (the control plane, helm, the pinned runsc), built when
+/// missing, and where they are.
 fn build() -> Result<ExitCode, sandman_testenv::Error> {
     let b = sandman_testenv::Binaries::locate_or_build()?;
     for (name, path) in [
@@ -200,5 +201,6 @@ fn build() -> Result<ExitCode, sandman_testenv::Error> {
         println!("{name} {}", path.display());
     }
     println!("helm {}", sandman_testenv::helm::helm()?.display());
+    println!("runsc {}", sandman_testenv::runsc::runsc()?.display());
     Ok(ExitCode::SUCCESS)
 }
