@@ -14,19 +14,27 @@
 //!
 //! - cold start: from starting the supervisor until the agent answers (its memory filled);
 //! - checkpoint: the `POST /checkpoint` round trip (runsc checkpoint, sha256, meta, prune);
-//! - restore: from starting a supervisor that restores until the agent answers again.
+//! - restore: from starting a supervisor that restores until the agent answers again;
+//! - memory back: from the same start until the agent has read back all it touched, and its
+//!   checksum is the one from before the checkpoint (a background restore answers before its
+//!   pages are all loaded: this is when they are, and it proves they came back whole).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sandman::checkpoint::client::SupervisorClient;
-use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::runsc::Mount;
 use sandman::checkpoint::supervisor::{Forward, Options, Restore, Supervisor, default_bridge};
 use sandman::checkpoint::{CheckpointRequest, StartKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
 const CONTROL_PORT: u16 = 17_070;
 const AGENT_PORT: u16 = 18_080;
+/// The agent's second port: it answers with the checksum of the memory it touched, read when
+/// the connection comes (`nc -e`), not before.
+const MEMORY_PORT: u16 = 18_081;
 
 fn main() {
     let sizes: Vec<u64> = std::env::var("SANDMAN_CHECKPOINT_MIB")
@@ -43,42 +51,37 @@ fn main() {
         .build()
         .expect("tokio runtime");
     println!(
-        "| touched memory | cold start (p50) | checkpoint (p50) | per GiB | restore (p50) | per GiB | image |"
+        "| touched memory | cold start (p50) | checkpoint (p50) | per GiB | restore (p50) | per GiB | memory back (p50) | image |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for mib in sizes {
         let mut cold = Vec::new();
         let mut checkpoint = Vec::new();
         let mut restore = Vec::new();
+        let mut memory = Vec::new();
         let mut size = 0;
         for _ in 0..rounds {
             let round = runtime.block_on(one_round(mib));
             cold.push(round.cold);
             checkpoint.push(round.checkpoint);
             restore.push(round.restore);
+            memory.push(round.memory_back);
             size = round.image_bytes;
         }
         let per_gib = |d: Duration| d.as_secs_f64() * 1024.0 / mib as f64;
         let (cold, checkpoint, restore) = (median(cold), median(checkpoint), median(restore));
+        let memory = median(memory);
         println!(
-            "| {mib} MiB | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.0} MiB |",
+            "| {mib} MiB | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.0} MiB |",
             cold.as_secs_f64(),
             checkpoint.as_secs_f64(),
             per_gib(checkpoint),
             restore.as_secs_f64(),
             per_gib(restore),
+            memory.as_secs_f64(),
             size as f64 / (1024.0 * 1024.0),
         );
     }
-}
-
-/// Space-separated runsc flags from the environment.
-fn flags(name: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -90,6 +93,7 @@ struct Round {
     cold: Duration,
     checkpoint: Duration,
     restore: Duration,
+    memory_back: Duration,
     image_bytes: u64,
 }
 
@@ -97,7 +101,7 @@ fn rootfs(dir: &Path) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
-    for applet in ["sh", "nc", "dd", "cat"] {
+    for applet in ["sh", "nc", "dd", "cat", "cksum"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
 }
@@ -107,17 +111,12 @@ const TOKEN: &str = "bench-token";
 
 fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options {
     let agent = format!(
-        "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} 2>/dev/null; i=0; \
+        "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} 2>/dev/null; \
+         (while true; do nc -l -p {MEMORY_PORT} -e cksum /tmp/memory; done) & i=0; \
          while true; do i=$((i+1)); printf 'count=%s\\n' $i | nc -l -p {AGENT_PORT} >/dev/null; done"
     );
     Options {
-        runsc: Runsc {
-            binary: std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into),
-            root: dir.join(run),
-            platform: std::env::var("SANDMAN_RUNSC_PLATFORM").unwrap_or_else(|_| "ptrace".into()),
-            checkpoint_flags: flags("SANDMAN_RUNSC_CHECKPOINT_FLAGS"),
-            restore_flags: flags("SANDMAN_RUNSC_RESTORE_FLAGS"),
-        },
+        runsc: common::runsc(dir.join(run)),
         rootfs: dir.join("rootfs"),
         args: vec!["/bin/sh".into(), "-c".into(), agent],
         env: Vec::new(),
@@ -128,10 +127,12 @@ fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options
         }],
         images: dir.join("volume/.sandman/checkpoints"),
         control: ([127, 0, 0, 1], CONTROL_PORT).into(),
-        forwards: vec![Forward {
-            listen: ([127, 0, 0, 1], AGENT_PORT).into(),
-            port: AGENT_PORT,
-        }],
+        forwards: [AGENT_PORT, MEMORY_PORT]
+            .map(|port| Forward {
+                listen: ([127, 0, 0, 1], port).into(),
+                port,
+            })
+            .to_vec(),
         bridge: default_bridge(),
         restore,
         sandbox_uid: "bench".into(),
@@ -142,21 +143,22 @@ fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options
     }
 }
 
-/// Waits until the agent answers (its memory is filled before it listens).
-async fn answered() {
+/// Waits until the agent answers on `port` with something that contains `marker`, and gives
+/// the answer (its memory is filled before it listens).
+async fn answered(port: u16, marker: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(900);
     while Instant::now() < deadline {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", AGENT_PORT)).await {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             let _ = stream.write_all(b"x\n").await;
             let mut body = String::new();
             let _ = stream.read_to_string(&mut body).await;
-            if body.contains("count=") {
-                return;
+            if body.contains(marker) {
+                return body;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the agent never answered");
+    panic!("the agent never answered on {port}");
 }
 
 async fn one_round(mib: u64) -> Round {
@@ -168,8 +170,10 @@ async fn one_round(mib: u64) -> Round {
     let first = Supervisor::start(options(dir.path(), mib, "run-1", None))
         .await
         .expect("start");
-    answered().await;
+    answered(AGENT_PORT, "count=").await;
     let cold = began.elapsed();
+    // cksum prints "<crc> <size> /tmp/memory".
+    let touched = answered(MEMORY_PORT, "/tmp/memory").await;
 
     let client = SupervisorClient::new(sandman::http_client::HttpClient::new().expect("client"));
     let began = Instant::now();
@@ -215,13 +219,17 @@ async fn one_round(mib: u64) -> Round {
         "{:?}",
         second.start_report()
     );
-    answered().await;
+    answered(AGENT_PORT, "count=").await;
     let restore = began.elapsed();
+    let back = answered(MEMORY_PORT, "/tmp/memory").await;
+    let memory_back = began.elapsed();
+    assert_eq!(back, touched, "the memory came back other than it was");
     drop(second);
     Round {
         cold,
         checkpoint,
         restore,
+        memory_back,
         image_bytes: record.size_bytes,
     }
 }

@@ -8,6 +8,9 @@
 //! ```sh
 //! cargo bench --bench checkpoint_wake
 //! SANDMAN_CHECKPOINT_WAKES=5 cargo bench --bench checkpoint_wake
+//! # the pinned current runsc, as the supervisor image runs it:
+//! SANDMAN_RUNSC=~/.cache/sandman/runsc/<pin>/runsc SANDMAN_RUNSC_PLATFORM=systrap \
+//!   SANDMAN_RUNSC_RESTORE_FLAGS="--background" cargo bench --bench checkpoint_wake
 //! ```
 
 mod common;
@@ -26,7 +29,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use sandman::api::{CheckpointOutcome, Phase, Sandbox};
-use sandman::checkpoint::runsc::{Mount, Runsc};
+use sandman::checkpoint::runsc::Mount;
 use sandman::checkpoint::supervisor::{
     Forward, Options, Restore, Supervisor, default_bridge, pod_env,
 };
@@ -56,11 +59,6 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
     let current: Arc<Mutex<Option<(String, Supervisor)>>> = Arc::default();
     let mut events = watcher(pods, watcher::Config::default()).boxed();
     let mut started = 0u32;
-    // Debian's runsc by default, as the first figures were taken; `SANDMAN_RUNSC` (and
-    // `SANDMAN_RUNSC_PLATFORM`) for another, such as the pinned one testenv builds.
-    let runsc: std::path::PathBuf =
-        std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into);
-    let platform = std::env::var("SANDMAN_RUNSC_PLATFORM").unwrap_or_else(|_| "ptrace".into());
     while let Some(Ok(event)) = events.next().await {
         let (pod, deleted) = match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
@@ -82,13 +80,7 @@ async fn kubelet(client: kube::Client, work: Arc<std::path::PathBuf>) {
         started += 1;
         let restore = Restore::asked_by(&pod);
         let options = Options {
-            runsc: Runsc {
-                binary: runsc.clone(),
-                root: work.join(format!("runsc-{started}")),
-                platform: platform.clone(),
-                checkpoint_flags: Vec::new(),
-                restore_flags: Vec::new(),
-            },
+            runsc: common::runsc(work.join(format!("runsc-{started}"))),
             rootfs: work.join("rootfs"),
             args: vec!["/bin/sh".into(), "-c".into(), AGENT.into()],
             env: Vec::new(),

@@ -4,6 +4,7 @@
 //! - wake to first byte through the gateway, for a Sandbox under runc and one under gVisor,
 //!   against a cold pod of the same image created straight through the API (what `kubectl run`
 //!   does) until its first byte;
+//! - what a user namespace (`hostUsers: false`) costs a cold runc pod at start;
 //! - create → Ready of 20 Sandboxes on the one node, per runtime.
 //!
 //! Needs root, `runc`, `runsc` and `busybox-static`.
@@ -62,6 +63,65 @@ fn pod_spec(node: &RealNode, runtime: &str, script: &str) -> serde_json::Value {
             "ports": [{ "containerPort": 8080 }],
         }],
     })
+}
+
+/// `rounds` bare pods of [`pod_spec`], one after the other, each from its creation until its
+/// first byte; `host_users` set on the pod when given.
+async fn cold_pods(
+    pods: &Api<Pod>,
+    node: &RealNode,
+    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    runtime: &str,
+    host_users: Option<bool>,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for round in 0..rounds {
+        let pod_name = format!(
+            "cold-{runtime}-{}-{round}",
+            match host_users {
+                Some(false) => "userns",
+                _ => "host",
+            }
+        );
+        let mut spec = pod_spec(node, runtime, SERVE);
+        if let Some(host_users) = host_users {
+            spec["hostUsers"] = host_users.into();
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": pod_name },
+            "spec": spec,
+        }))
+        .expect("pod");
+        let started = Instant::now();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        let ip = loop {
+            if let Ok(pod) = pods.get(&pod_name).await
+                && let Some(ip) = pod.status.and_then(|s| s.pod_ip)
+            {
+                break ip;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let url = format!("http://{ip}:8080/");
+        loop {
+            if let Ok(response) = http.get(url.parse().expect("uri")).await {
+                let _ = response.into_body().collect().await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(started.elapsed());
+        pods.delete(&pod_name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        while pods.get_opt(&pod_name).await.ok().flatten().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    latencies
 }
 
 async fn wait_sandbox(api: &Api<Sandbox>, name: &str, phase: Phase) {
@@ -153,44 +213,19 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize, count: usize) {
         );
 
         // The same image and command as a bare pod, created cold, until its first byte.
-        let mut latencies = Vec::new();
-        for round in 0..wakes {
-            let pod_name = format!("cold-{runtime}-{round}");
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": { "name": pod_name },
-                "spec": pod_spec(&node, runtime, SERVE),
-            }))
-            .expect("pod");
-            let started = Instant::now();
-            pods.create(&PostParams::default(), &pod)
-                .await
-                .expect("create pod");
-            let ip = loop {
-                if let Ok(pod) = pods.get(&pod_name).await
-                    && let Some(ip) = pod.status.and_then(|s| s.pod_ip)
-                {
-                    break ip;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            };
-            let url = format!("http://{ip}:8080/");
-            loop {
-                if let Ok(response) = http.get(url.parse().expect("uri")).await {
-                    let _ = response.into_body().collect().await;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            latencies.push(started.elapsed());
-            pods.delete(&pod_name, &DeleteParams::default())
-                .await
-                .expect("delete");
-            while pods.get_opt(&pod_name).await.ok().flatten().is_some() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let latencies = cold_pods(&pods, &node, &http, runtime, None, wakes).await;
         println!(
             "| cold pod under {runtime} (create → first byte) | {} |",
+            percentiles(latencies)
+        );
+    }
+
+    println!("\n## What a user namespace costs at pod start ({wakes} each, runc)\n");
+    println!("| pod | p50 | p90 | max |\n|---|---|---|---|");
+    for host_users in [true, false] {
+        let latencies = cold_pods(&pods, &node, &http, "runc", Some(host_users), wakes).await;
+        println!(
+            "| cold pod, hostUsers: {host_users} (create → first byte) | {} |",
             percentiles(latencies)
         );
     }

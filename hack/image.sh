@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Builds the sandman container image without a Docker daemon and pushes it:
-#   bash hack/image.sh [registry/repository:tag]
-# A static (musl) release build of `sandman`, an OCI image made with umoci (one layer, the binary,
-# user 65532, entrypoint /sandman run), pushed with skopeo. With no argument it starts Debian's
-# docker-registry on a loopback port and pushes there.
+# Builds a sandman container image without a Docker daemon and pushes it:
+#   bash hack/image.sh [registry/repository:tag]             # the operator
+#   bash hack/image.sh supervisor [registry/repository:tag]  # the checkpoint supervisor
+# A static (musl) release build of `sandman`, an OCI image made with umoci (one layer), pushed
+# with skopeo. The operator's image holds the binary as /sandman, user 65532, entrypoint
+# `/sandman run`. The supervisor's holds /usr/local/bin/sandman and the pinned runsc
+# (tools/runsc, the pure-Go build) as /usr/local/bin/runsc, the paths the operator's
+# supervisor command names (src/controller/sandbox/supervisor.rs); give its digest to the
+# operator as `--supervisor-image` (Helm: operator.supervisorImage). With no target it starts
+# Debian's docker-registry on a loopback port and pushes there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+kind=operator
+if [ "${1:-}" = supervisor ]; then kind=supervisor; shift; fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -25,17 +33,32 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"; [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null || true' EXIT
 version="$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
 
-echo "==> OCI image with umoci"
+echo "==> OCI image ($kind) with umoci"
 umoci init --layout "$work/oci"
 umoci new --image "$work/oci:$version"
 umoci unpack --rootless --image "$work/oci:$version" "$work/bundle"
-install -m 0755 "$binary" "$work/bundle/rootfs/sandman"
-umoci repack --image "$work/oci:$version" "$work/bundle"
-umoci config --image "$work/oci:$version" \
-  --config.user 65532:65532 \
-  --config.entrypoint /sandman --config.cmd run \
-  --config.label "org.opencontainers.image.source=sandman" \
-  --config.label "org.opencontainers.image.version=$version"
+if [ "$kind" = supervisor ]; then
+  echo "==> runsc from the pinned module (tools/runsc, CGO_ENABLED=0)"
+  (cd tools/runsc && CGO_ENABLED=0 go build -o "$work/runsc" gvisor.dev/gvisor/runsc)
+  install -D -m 0755 "$binary" "$work/bundle/rootfs/usr/local/bin/sandman"
+  install -D -m 0755 "$work/runsc" "$work/bundle/rootfs/usr/local/bin/runsc"
+  # runsc's state and the agent's root are mounted here by the pod; tmp for runsc's logs.
+  mkdir -p "$work/bundle/rootfs/"{tmp,run,proc,dev,sys}
+  umoci repack --image "$work/oci:$version" "$work/bundle"
+  umoci config --image "$work/oci:$version" \
+    --config.user 0:0 \
+    --config.entrypoint /usr/local/bin/sandman --config.cmd supervise \
+    --config.label "org.opencontainers.image.source=sandman" \
+    --config.label "org.opencontainers.image.version=$version"
+else
+  install -m 0755 "$binary" "$work/bundle/rootfs/sandman"
+  umoci repack --image "$work/oci:$version" "$work/bundle"
+  umoci config --image "$work/oci:$version" \
+    --config.user 65532:65532 \
+    --config.entrypoint /sandman --config.cmd run \
+    --config.label "org.opencontainers.image.source=sandman" \
+    --config.label "org.opencontainers.image.version=$version"
+fi
 
 target="${1:-}"
 if [ -z "$target" ]; then
@@ -52,7 +75,8 @@ YAML
   docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
   registry_pid=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-  target="127.0.0.1:$port/sandman:$version"
+  name=sandman; [ "$kind" = supervisor ] && name=sandman-supervisor
+  target="127.0.0.1:$port/$name:$version"
 fi
 
 echo "==> push to $target"

@@ -76,3 +76,24 @@ where
     plane.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The runsc a checkpoint benchmark drives, with state under `root`: Debian's (`runsc`, ptrace)
+/// unless `SANDMAN_RUNSC` and `SANDMAN_RUNSC_PLATFORM` name another, such as the pinned one
+/// testenv builds, and the space-separated flags in `SANDMAN_RUNSC_CHECKPOINT_FLAGS` and
+/// `SANDMAN_RUNSC_RESTORE_FLAGS`.
+pub fn runsc(root: std::path::PathBuf) -> sandman::checkpoint::runsc::Runsc {
+    let flags = |name: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    sandman::checkpoint::runsc::Runsc {
+        binary: std::env::var_os("SANDMAN_RUNSC").map_or_else(|| "runsc".into(), Into::into),
+        root,
+        platform: std::env::var("SANDMAN_RUNSC_PLATFORM").unwrap_or_else(|_| "ptrace".into()),
+        checkpoint_flags: flags("SANDMAN_RUNSC_CHECKPOINT_FLAGS"),
+        restore_flags: flags("SANDMAN_RUNSC_RESTORE_FLAGS"),
+    }
+}

@@ -281,6 +281,9 @@ pub fn write_bundle(
         mounts: all_mounts,
         network_namespace: None,
         masked_paths: Vec::new(),
+        // The supervisor's pod has a user namespace of its own already; gVisor's sandbox is
+        // the agent's boundary inside it.
+        user_namespace: None,
     };
     spec.write(bundle)
         .map(drop)

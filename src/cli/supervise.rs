@@ -235,7 +235,7 @@ mod tests {
             "apiVersion": "sandman.dev/v1alpha1", "kind": "Sandbox",
             "metadata": {"name": "agent", "namespace": "team", "uid": "uid-1"},
             "spec": {
-                "lifecycle": {"checkpoint": "OnSuspend"},
+                "lifecycle": {"checkpoint": "OnSuspend", "checkpointTimeout": "30m"},
                 "volumeClaimTemplates": [{"metadata": {"name": "workspace"},
                     "spec": {"resources": {"requests": {"storage": "1Gi"}}}}],
                 "podTemplate": {"spec": {"containers": [{
@@ -276,6 +276,11 @@ mod tests {
         assert_eq!(options.args, ["python3", "--flag-of-the-agent"]);
         assert_eq!(options.cwd, "/app");
         assert_eq!(options.sandbox_uid, "uid-1");
+        assert!(
+            options.checkpoint_timeout >= std::time::Duration::from_secs(30 * 60),
+            "the supervisor's ceiling {:?} would cut the Sandbox's checkpointTimeout",
+            options.checkpoint_timeout
+        );
         assert!(
             options.restore.is_none(),
             "a template's restore is the agent's variable"

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    MountBuilder, ProcessBuilder, RootBuilder, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder,
+    SpecBuilder, UserBuilder,
 };
 
 /// Why a bundle could not be written.
@@ -85,6 +86,16 @@ pub struct Bundle {
     pub network_namespace: Option<PathBuf>,
     /// Paths masked from the container.
     pub masked_paths: Vec<String>,
+    /// A user namespace of its own (a pod's `hostUsers: false`), or the host's.
+    pub user_namespace: Option<IdRange>,
+}
+
+/// The host ids a user namespace maps: the container's users and groups `0..size` are the
+/// host's `host..host + size`, so its root is nobody on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub host: u32,
+    pub size: u32,
 }
 
 impl Bundle {
@@ -172,7 +183,23 @@ impl Bundle {
             network = network.path(path);
         }
         namespaces.push(network.build()?);
-        let mut linux = LinuxBuilder::default()
+        let mut linux = LinuxBuilder::default();
+        if let Some(range) = self.user_namespace {
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::User)
+                    .build()?,
+            );
+            let mapping = LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(range.host)
+                .size(range.size)
+                .build()?;
+            linux = linux
+                .uid_mappings(vec![mapping])
+                .gid_mappings(vec![mapping]);
+        }
+        let mut linux = linux
             .namespaces(namespaces)
             .masked_paths(self.masked_paths.clone())
             .build()?;
@@ -233,6 +260,7 @@ mod tests {
             ],
             network_namespace: Some("/run/netns/pod".into()),
             masked_paths: vec!["/proc/kcore".into()],
+            user_namespace: None,
         }
     }
 
@@ -268,6 +296,45 @@ mod tests {
         assert!(config["process"].get("rlimits").is_none(), "{config}");
         assert!(config["linux"].get("resources").is_none(), "{config}");
         assert!(config["linux"].get("readonlyPaths").is_none(), "{config}");
+    }
+
+    #[test]
+    fn a_user_namespace_maps_the_containers_ids_onto_the_range() {
+        assert!(
+            !bundle()
+                .spec()
+                .expect("spec")
+                .linux()
+                .as_ref()
+                .expect("linux")
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == LinuxNamespaceType::User),
+            "the host's users unless asked"
+        );
+        let mut own = bundle();
+        own.user_namespace = Some(IdRange {
+            host: 165_536,
+            size: 65_536,
+        });
+        let config = serde_json::to_value(own.spec().expect("spec")).expect("json");
+        let linux = &config["linux"];
+        assert!(
+            linux["namespaces"]
+                .as_array()
+                .expect("namespaces")
+                .iter()
+                .any(|n| n["type"] == "user" && n.get("path").is_none()),
+            "{linux}"
+        );
+        for ids in ["uidMappings", "gidMappings"] {
+            assert_eq!(
+                linux[ids],
+                serde_json::json!([{"containerID": 0, "hostID": 165_536, "size": 65_536}]),
+                "{ids}"
+            );
+        }
     }
 
     #[test]

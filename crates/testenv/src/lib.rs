@@ -26,6 +26,7 @@ pub mod real_node;
 pub mod registry;
 pub mod runsc;
 pub mod runtime_image;
+pub mod supervisor_image;
 pub mod token_server;
 
 pub use binaries::{Binaries, cache_root};

@@ -4,8 +4,10 @@
 //! context. It stands in for a kubelet where a kubelet cannot run pods yet (see
 //! `docs/real-nodes.md`); what runs is real.
 //!
-//! Scope, on purpose: one container per pod, every image from the node's one local root file
-//! system (nothing can be pulled here), a network namespace per pod inside the node's own
+//! Scope, on purpose: one container per pod, its image from those loaded on the node
+//! ([`RealNode::load_image`]) or else the node's one local root file system (nothing can be
+//! pulled here), a user namespace of the pod's own for `hostUsers: false` ([`users`]), a
+//! network namespace per pod inside the node's own
 //! namespace ([`network`]: pod IPs `10.244.<slot>.<n>`, in `POD_IP` too), volumes from the
 //! pod's PVCs (a directory per claim on the node, kept across pods as a PV would be),
 //! `emptyDir`, and the projected service-account token when the pod has one. The node is
@@ -14,6 +16,7 @@
 mod bundle;
 mod network;
 mod registration;
+mod users;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,8 @@ struct Agent {
     /// naming it mounts. Nothing is pulled here (no registry is reachable); images are loaded,
     /// as `kind load` does.
     images: std::sync::Mutex<HashMap<String, PathBuf>>,
+    /// How many user namespaces the node has handed out.
+    user_namespaces: std::sync::atomic::AtomicU32,
 }
 
 /// A real node, running until dropped; dropping it stops its containers and deletes the Node.
@@ -153,6 +158,7 @@ impl RealNode {
             running: Mutex::default(),
             network,
             images: std::sync::Mutex::default(),
+            user_namespaces: std::sync::atomic::AtomicU32::new(0),
         });
         registration::register(&agent).await?;
         let tasks = vec![
@@ -164,7 +170,7 @@ impl RealNode {
     }
 
     /// Loads an image onto the node: `image` volumes that name `reference` mount `root`
-    /// read-only.
+    /// read-only, and a container whose image is `reference` runs from it.
     pub fn load_image(&self, reference: &str, root: &Path) {
         self.agent
             .images
@@ -452,11 +458,31 @@ async fn start(agent: &Agent, pod: &Pod, network: &PodNetwork) -> Result<Running
         uid.get(..8).unwrap_or(&uid)
     );
     let bundle = agent.dir.join("bundles").join(&id);
-    let mounts = bundle::volumes(agent, pod, container, &bundle).await?;
+    let ids = (spec.host_users == Some(false)).then(|| users::range(agent));
+    let mounts = bundle::volumes(agent, pod, container, &bundle, ids).await?;
     let env = bundle::environment(agent, pod, container).await?;
-    bundle::container_bundle(pod, container, &agent.rootfs, network, mounts, env)?
-        .write(&bundle)
-        .map_err(|e| e.to_string())?;
+    let rootfs = container
+        .image
+        .as_ref()
+        .and_then(|image| {
+            agent
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(image)
+                .cloned()
+        })
+        .unwrap_or_else(|| agent.rootfs.clone());
+    let mut written = bundle::container_bundle(pod, container, &rootfs, network, mounts, env)?;
+    if ids.is_some() {
+        // runc makes missing mount points as the container's root, which in a user namespace
+        // is no one the image's directory lets write; the node makes them first, as a
+        // container runtime's writable snapshot would let it.
+        users::mount_points(&rootfs, &written.mounts)
+            .map_err(|e| format!("mount points in {}: {e}", rootfs.display()))?;
+    }
+    written.user_namespace = ids;
+    written.write(&bundle).map_err(|e| e.to_string())?;
     run(agent, runtime, &bundle, &id).await?;
     Ok(Running {
         pod: format!("{namespace}/{}", pod.name_any()),

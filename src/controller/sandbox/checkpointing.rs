@@ -31,6 +31,11 @@ use crate::policy::limits::parse_duration;
 
 /// How long a checkpoint may take unless `spec.lifecycle.checkpointTimeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest `spec.lifecycle.checkpointTimeout` can be (the CRD's rule: at most 1h). A
+/// supervisor is started with this ceiling, not with the Sandbox's own timeout: the timeout
+/// may change while the pod runs, and every checkpoint request, signed by the operator,
+/// carries the one that holds then.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many images the volume keeps unless `spec.lifecycle.keepCheckpoints` says otherwise.
 pub const DEFAULT_KEEP: u32 = 2;
 /// How soon to ask a restoring pod's supervisor again when it did not answer.

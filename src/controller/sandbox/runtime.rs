@@ -3,10 +3,7 @@
 //! wraps; the Sandbox's token from its Secret; and the runtime's port. The runtime gets no
 //! capability, user or volume the container does not already have.
 
-use k8s_openapi::api::core::v1::{
-    ContainerPort, EnvVar, EnvVarSource, ImageVolumeSource, PodSpec, SecretKeySelector, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ContainerPort, ImageVolumeSource, PodSpec, Volume, VolumeMount};
 use kube::ResourceExt;
 
 use crate::api::{RUNTIME_PORT, RuntimeSpec, Sandbox};
@@ -130,18 +127,7 @@ pub fn inject(spec: &mut PodSpec, injection: &Injection) {
         });
     let env = container.env.get_or_insert_with(Vec::new);
     env.retain(|e| e.name != TOKEN_VARIABLE);
-    env.push(EnvVar {
-        name: TOKEN_VARIABLE.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: injection.secret.clone(),
-                key: "token".into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-    });
+    env.push(super::token::env_var(TOKEN_VARIABLE, &injection.secret));
     container
         .ports
         .get_or_insert_with(Vec::new)

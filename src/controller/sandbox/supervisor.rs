@@ -9,8 +9,7 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, ImageVolumeSource, PodSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    ImageVolumeSource, PodSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use kube::ResourceExt;
 
@@ -233,6 +232,9 @@ fn command(container: &Container, injection: &Injection) -> Vec<String> {
         // The image's runsc is a current one, which has systrap (faster than ptrace).
         "--platform",
         "systrap",
+        // Without it the supervisor's own default (2 min) would cut a longer checkpointTimeout.
+        "--checkpoint-timeout",
+        &super::checkpointing::MAX_TIMEOUT.as_secs().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -267,18 +269,7 @@ fn environment(
 ) -> Vec<EnvVar> {
     let suspensions = sandbox.status.as_ref().map_or(0, |s| s.suspensions);
     let mut env = vec![
-        EnvVar {
-            name: TOKEN_ENV.into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: injection.secret.clone(),
-                    key: "token".into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-        },
+        super::token::env_var(TOKEN_ENV, &injection.secret),
         value(SANDBOX_UID_ENV, sandbox.uid().unwrap_or_default()),
         value(SUSPENSIONS_ENV, suspensions.to_string()),
     ];

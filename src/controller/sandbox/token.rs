@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
@@ -20,9 +20,29 @@ use crate::distribution::sha256_hex;
 /// The annotation on the Secret with the token's sha256.
 pub const HASH_ANNOTATION: &str = "sandman.dev/token-sha256";
 
+/// The Secret's data key that holds the token.
+pub const KEY: &str = "token";
+
 /// The name of the Secret that holds a Sandbox's token.
 pub fn secret_name(sandbox: &str) -> String {
     format!("sandman-token-{sandbox}")
+}
+
+/// A container variable `name` that the kubelet fills with the token from the Secret `secret`,
+/// so the token itself never sits in the pod's spec; the pod does not start without it.
+pub fn env_var(name: &str, secret: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// What the Sandbox's token Secret is, as far as one reconcile knows.
@@ -95,7 +115,7 @@ pub async fn read(
     let token = secret
         .data
         .as_ref()
-        .and_then(|d| d.get("token"))
+        .and_then(|d| d.get(KEY))
         .and_then(|t| String::from_utf8(t.0.clone()).ok())
         .filter(|t| ours && sha256_hex(t.as_bytes()) == recorded)
         .ok_or_else(|| {
@@ -191,7 +211,7 @@ fn desired_secret(sandbox: &Sandbox, token: &str, status: &GatewayTokenStatus) -
         },
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
-            "token".to_string(),
+            KEY.to_string(),
             ByteString(token.as_bytes().to_vec()),
         )])),
         immutable: Some(true),

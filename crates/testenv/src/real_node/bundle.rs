@@ -38,6 +38,7 @@ pub(super) async fn volumes(
     pod: &Pod,
     container: &Container,
     bundle: &Path,
+    ids: Option<oci::IdRange>,
 ) -> Result<Vec<oci::Mount>, String> {
     let spec = pod.spec.as_ref().ok_or("a pod without a spec")?;
     let namespace = pod.namespace().unwrap_or_default();
@@ -86,6 +87,12 @@ pub(super) async fn volumes(
         if let Some(group) = fs_group.filter(|_| writable) {
             own_by_group(&dir, group)
                 .map_err(|e| format!("volume {}: fsGroup: {e}", volume.name))?;
+        }
+        // A user-namespaced container's ids are other ids on the host: what it may write is
+        // handed to them, as the kubelet's id-mapped mounts would show it.
+        if let Some(ids) = ids.filter(|_| writable || volume.projected.is_some()) {
+            super::users::shift(&dir, ids)
+                .map_err(|e| format!("volume {}: user namespace: {e}", volume.name))?;
         }
         sources.insert(volume.name.clone(), dir);
     }
@@ -240,6 +247,7 @@ pub(super) fn container_bundle(
         ]
         .map(String::from)
         .to_vec(),
+        user_namespace: None,
     })
 }
 

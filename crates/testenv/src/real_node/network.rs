@@ -128,6 +128,11 @@ impl NodeNetwork {
     }
 
     /// The pod subnet, `10.244.<slot>.0/24`.
+    /// The node's slot: no two live nodes on the machine share it.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
     pub fn subnet(&self) -> String {
         format!("{}/24", self.address(0))
     }
