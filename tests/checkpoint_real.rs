@@ -60,7 +60,8 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
         assert_eq!(
             (status, parse_count(&body)),
             (200, Some(expected)),
-            "{body}"
+            "{body}\n{}",
+            env.container_logs()
         );
     }
     // The supervisor's pod is the one the operator made: its own user namespace, so the
@@ -91,7 +92,7 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
 
     // A request wakes it; the new pod restores, and the counter goes on.
     let (status, _, body) = get(&gateway, &path, None).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 200, "{body}\n{}", env.container_logs());
     let count = parse_count(&body).expect("a count");
     assert!(
         count > 3,

@@ -7,6 +7,7 @@
 //! ([`client`]) and passes what to restore in the pod's environment ([`RESTORE_IMAGE_ENV`]),
 //! each signed with the Sandbox's own token ([`signed`]).
 
+mod agent_root;
 mod beneath;
 mod carry;
 pub mod client;

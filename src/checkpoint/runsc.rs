@@ -65,6 +65,10 @@ impl Runsc {
             // The supervisor's container's cgroup bounds the sandbox; in a user-namespaced
             // pod runsc could not write cgroups anyway.
             .arg("--ignore-cgroups")
+            // The agent's root is its image, read-only: what the agent writes there lands in
+            // gVisor's memory (and so in the checkpoint), not in a file store beside the image,
+            // which a read-only image cannot hold.
+            .arg("--overlay2=root:memory")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command

@@ -255,9 +255,10 @@ impl Supervisor {
             runsc.root.display()
         )))?;
         let bundle = runsc.root.join("bundle");
+        let rootfs = super::agent_root::prepare(&options.rootfs, &runsc.root)?;
         super::runsc::write_bundle(
             &bundle,
-            &options.rootfs,
+            &rootfs,
             &options.args,
             &options.env,
             &options.cwd,

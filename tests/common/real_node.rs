@@ -142,6 +142,27 @@ impl Node {
         .await
     }
 
+    /// What the node's containers wrote to their logs, each under its bundle's name: for a
+    /// failing assertion's message.
+    pub fn container_logs(&self) -> String {
+        let mut logs = String::new();
+        let bundles = self.dir.path().join("node/bundles");
+        for entry in std::fs::read_dir(&bundles).into_iter().flatten().flatten() {
+            let log =
+                std::fs::read_to_string(entry.path().join("container.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            logs.push_str(&format!(
+                "--- {} ---\n",
+                entry.file_name().to_string_lossy()
+            ));
+            for line in tail.into_iter().rev() {
+                logs.push_str(line);
+                logs.push('\n');
+            }
+        }
+        logs
+    }
+
     pub async fn set_mode(&self, name: &str, mode: OperatingMode) {
         super::agent::set_mode(&self.ctx, name, mode).await;
     }

@@ -35,8 +35,11 @@ pub fn supervisor_image(
 }
 
 /// `file` at `inside` under `root`: a hard link where it can be (the binaries are large), a copy
-/// where not.
+/// where not; always of the file itself, never of a link to it (the loader's path,
+/// `/lib64/ld-linux-x86-64.so.2`, is a link on the machine to a file the image lacks).
 fn place(file: &Path, root: &Path, inside: &str) -> Result<(), Error> {
+    let file =
+        &std::fs::canonicalize(file).map_err(Error::io(format!("resolve {}", file.display())))?;
     let target = root.join(inside.trim_start_matches('/'));
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)

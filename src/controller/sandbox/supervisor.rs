@@ -299,17 +299,23 @@ fn value(name: &str, value: String) -> EnvVar {
     }
 }
 
-/// What runsc needs to build a sandbox, inside the pod's user namespace (`hostUsers: false`):
-/// root there, `SYS_ADMIN` (namespaces and mounts for the sandbox and its gofer) and `SETFCAP`
-/// (runsc maps root into a user namespace of its own, which a user namespace allows only to a
-/// holder of `SETFCAP`), nothing else. Measured on 2026-12-02 with the pinned current runsc, as
-/// host uid 65534 in a fresh user namespace, under a `/proc` masked as runc masks it, with
-/// systrap and with ptrace: run, exec, checkpoint and restore work with these two and fail
-/// without either (docs/checkpoint.md). Seccomp and AppArmor are unconfined, because runsc
-/// installs its own filters and makes mounts that the runtimes' default profiles refuse; that
-/// is not measured against a real containerd here. Each of these holds inside the user
-/// namespace: none is a privilege on the host. `allowPrivilegeEscalation` stays unset: the API
-/// server refuses `false` with `SYS_ADMIN`.
+/// What the supervisor needs, inside the pod's user namespace (`hostUsers: false`): root
+/// there; `SYS_ADMIN` (namespaces and mounts for the sandbox and its gofer, and the overlay over
+/// the agent's read-only image, `checkpoint/agent_root.rs`); `DAC_OVERRIDE` (overlayfs asks it
+/// of whoever mounts it, for its work directory); `SETFCAP` (runsc maps root into a user
+/// namespace of its own, which a user namespace allows only to a holder of `SETFCAP`); and
+/// `SETUID` and `SETGID` (that namespace maps all of the pod's 65536 ids, and mapping more than
+/// one's own id takes both); nothing else. Measured on 2026-12-03 with the pinned current runsc
+/// inside a runc container with a 65536-id user namespace and these five as its bounding,
+/// effective and permitted sets, with systrap: the overlay, run, exec, checkpoint and restore
+/// work, and each fails without its capability (`fork/exec /proc/self/exe: operation not
+/// permitted` without `SETUID`, `SETGID` or `SETFCAP`; the overlay's mount `Permission
+/// denied` without `DAC_OVERRIDE`; docs/checkpoint.md). A user namespace that maps one id
+/// (`hack/runsc-userns.sh`) needs only `SYS_ADMIN` and `SETFCAP` of runsc. Seccomp and
+/// AppArmor are unconfined, because runsc installs its own filters and makes mounts that the
+/// runtimes' default profiles refuse; that is not measured against a real containerd here.
+/// Each of these holds inside the user namespace: none is a privilege on the host.
+/// `allowPrivilegeEscalation` stays unset: the API server refuses `false` with `SYS_ADMIN`.
 fn security_context() -> SecurityContext {
     SecurityContext {
         run_as_user: Some(0),
@@ -319,7 +325,7 @@ fn security_context() -> SecurityContext {
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
             add: Some(
-                ["SYS_ADMIN", "SETFCAP"]
+                ["SYS_ADMIN", "SETFCAP", "SETUID", "SETGID", "DAC_OVERRIDE"]
                     .iter()
                     .map(|c| c.to_string())
                     .collect(),
@@ -466,7 +472,11 @@ mod tests {
         assert_eq!(capabilities.drop, Some(vec!["ALL".to_string()]));
         assert_eq!(
             capabilities.add,
-            Some(vec!["SYS_ADMIN".to_string(), "SETFCAP".to_string()])
+            Some(
+                ["SYS_ADMIN", "SETFCAP", "SETUID", "SETGID", "DAC_OVERRIDE"]
+                    .map(String::from)
+                    .to_vec()
+            )
         );
         assert_eq!(context.proc_mount, None, "a masked /proc is enough");
         assert_eq!(spec.host_users, Some(false));
