@@ -17,6 +17,31 @@ use sandman::api::{CheckpointOutcome, OperatingMode, Phase};
 use sandman::controller::sandbox::supervisor::{RUNSC_BINARY, SANDMAN_BINARY};
 use sandman_testenv::supervisor_image::{REFERENCE, supervisor_image};
 
+/// The agent's next count through the gateway, asked again while the pod's supervisor is not
+/// up yet (the gateway answers 502 then, and the agent counted nothing).
+async fn next_count(gateway: &sandman::gateway::Gateway, path: &str) -> u64 {
+    sandman_testenv::harness::eventually(&format!("{path} to answer"), WAIT, || async {
+        let (status, _, body) = get(gateway, path, None).await;
+        if status == 200 {
+            parse_count(&body)
+        } else {
+            None
+        }
+    })
+    .await
+}
+
+/// Counts `n` times; each count is above the one before.
+async fn counts(gateway: &sandman::gateway::Gateway, path: &str, n: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..n {
+        let count = next_count(gateway, path).await;
+        assert!(count > last, "the agent counted {count} after {last}");
+        last = count;
+    }
+    last
+}
+
 /// A real node whose operator makes supervisors from the supervisor image laid out for it, and
 /// whose `busybox` image is the node's root file system (the agent's image).
 async fn node_that_checkpoints(test: &str) -> Option<Node> {
@@ -55,15 +80,7 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
     create(&env.ctx, &sandbox).await;
     wait_phase(&env.ctx, "mem", Phase::Running).await;
     let path = format!("/sandboxes/{}/mem/", env.ctx.namespace);
-    for expected in 1..=3 {
-        let (status, _, body) = get(&gateway, &path, None).await;
-        assert_eq!(
-            (status, parse_count(&body)),
-            (200, Some(expected)),
-            "{body}\n{}",
-            env.container_logs()
-        );
-    }
+    let before = counts(&gateway, &path, 3).await;
     // The supervisor's pod is the one the operator made: its own user namespace, so the
     // volume it wrote belongs to ids that are no one's on the host.
     let volume = env.node.volume_dir(&env.ctx.namespace, "workspace-mem");
@@ -91,12 +108,11 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
     );
 
     // A request wakes it; the new pod restores, and the counter goes on.
-    let (status, _, body) = get(&gateway, &path, None).await;
-    assert_eq!(status, 200, "{body}\n{}", env.container_logs());
-    let count = parse_count(&body).expect("a count");
+    let count = next_count(&gateway, &path).await;
     assert!(
-        count > 3,
-        "the woken agent counts on from 3, it said {count}"
+        count > before,
+        "the woken agent counts on from {before}, it said {count}\n{}",
+        env.container_logs()
     );
     wait_sandbox(&env.ctx, "mem", "the restore recorded", |s| {
         s.status
@@ -106,4 +122,141 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
     })
     .await;
     assert_eq!(gateway.wakes(), 1);
+}
+
+/// The agent, on its first start only, replaces the image store with a link to a directory of
+/// its own; then it serves the counter.
+const PLANTING_AGENT: &str = "if [ ! -e /workspace/planted ]; then \
+    mkdir -p /workspace/.sandman /workspace/elsewhere; \
+    ln -s /workspace/elsewhere /workspace/.sandman/checkpoints; touch /workspace/planted; fi; ";
+
+/// Suspends Sandbox `name`, also when a gateway wake ended its last suspension (its spec says
+/// Suspended then, and only a change of it is a new suspend).
+async fn suspend(env: &Node, name: &str) -> sandman::api::Sandbox {
+    env.set_mode(name, OperatingMode::Running).await;
+    env.set_mode(name, OperatingMode::Suspended).await;
+    wait_phase(&env.ctx, name, Phase::Suspended).await
+}
+
+/// Runs `script` in a bare pod on the node that mounts the Sandbox's claim by name, as a second
+/// pod of the same tenant can, until it has written `done` on the volume.
+async fn second_pod(env: &Node, sandbox: &str, script: &str) {
+    static PODS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "{sandbox}-second-{}",
+        PODS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let done = env
+        .node
+        .volume_dir(&env.ctx.namespace, &format!("workspace-{sandbox}"))
+        .join("done");
+    let _ = std::fs::remove_file(&done);
+    let scheduling = env.node.scheduling();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "nodeSelector": scheduling["nodeSelector"],
+            "tolerations": scheduling["tolerations"],
+            "volumes": [{ "name": "w", "persistentVolumeClaim": {
+                "claimName": format!("workspace-{sandbox}") } }],
+            "containers": [{ "name": "c", "image": "busybox",
+                "command": ["/bin/sh", "-c", format!("{script}; echo done > /workspace/done; exec sleep 100000")],
+                "volumeMounts": [{ "name": "w", "mountPath": "/workspace" }] }],
+        },
+    }))
+    .expect("a pod");
+    let pods = pods(&env.ctx);
+    pods.create(&Default::default(), &pod)
+        .await
+        .expect("create the second pod");
+    env.file(sandbox, "done").await;
+    pods.delete(&name, &Default::default())
+        .await
+        .expect("delete the second pod");
+}
+
+#[tokio::test]
+async fn checkpoint_survives_a_hostile_volume() {
+    let Some(env) = node_that_checkpoints("real_hostile").await else {
+        return;
+    };
+    let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
+        .await
+        .expect("gateway");
+    let mut sandbox = env.sandbox("hv", &format!("{PLANTING_AGENT}{AGENT}"));
+    sandbox.spec.lifecycle = checkpointed("hv").spec.lifecycle;
+    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
+        enabled: true,
+        ..Default::default()
+    });
+    create(&env.ctx, &sandbox).await;
+    let path = format!("/sandboxes/{}/hv/", env.ctx.namespace);
+    let volume = env.node.volume_dir(&env.ctx.namespace, "workspace-hv");
+    let before = counts(&gateway, &path, 5).await;
+
+    // The agent's link: the supervisor takes no image through it, so the suspend goes on
+    // without one, and nothing lands where the link points.
+    let suspended = suspend(&env, "hv").await;
+    let taken = suspended
+        .status
+        .and_then(|s| s.checkpoint)
+        .expect("a checkpoint status");
+    assert_eq!(taken.outcome, CheckpointOutcome::Failed, "{taken:?}");
+    let elsewhere = std::fs::read_dir(volume.join("elsewhere"))
+        .expect("the agent's directory")
+        .count();
+    assert_eq!(elsewhere, 0, "an image went through the agent's link");
+    assert!(
+        std::fs::symlink_metadata(volume.join(".sandman/checkpoints"))
+            .expect("the link")
+            .file_type()
+            .is_symlink(),
+        "the supervisor removed nothing of the agent's"
+    );
+
+    // Woken, the agent starts afresh with its files; a second pod mends the store, and the
+    // next suspend checkpoints.
+    let fresh = next_count(&gateway, &path).await;
+    assert!(
+        fresh < before,
+        "no memory was kept, so the count starts again: {fresh} after {before}"
+    );
+    suspend(&env, "hv").await;
+    second_pod(&env, "hv", "rm /workspace/.sandman/checkpoints").await;
+    env.set_mode("hv", OperatingMode::Running).await;
+    let before = counts(&gateway, &path, 3).await;
+    env.set_mode("hv", OperatingMode::Suspended).await;
+    let taken = wait_sandbox(&env.ctx, "hv", "a checkpoint taken", |s| {
+        s.status.as_ref().is_some_and(|s| {
+            s.phase == Some(Phase::Suspended)
+                && s.checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.outcome == CheckpointOutcome::Checkpointed)
+        })
+    })
+    .await
+    .status
+    .and_then(|s| s.checkpoint)
+    .expect("a checkpoint status");
+
+    // While it sleeps, a second pod plants a `restored` link into the image, aimed at a file
+    // the supervisor would create. The restore writes nothing through it.
+    second_pod(
+        &env,
+        "hv",
+        &format!(
+            "ln -s /workspace/victim /workspace/.sandman/checkpoints/{}/restored",
+            taken.image
+        ),
+    )
+    .await;
+    let count = next_count(&gateway, &path).await;
+    assert!(
+        count > before,
+        "the restored agent counts on: {count} after {before}"
+    );
+    assert!(
+        std::fs::symlink_metadata(volume.join("victim")).is_err(),
+        "the supervisor wrote through a planted link"
+    );
 }
