@@ -32,7 +32,7 @@ mod common;
 
 const CONTROL_PORT: u16 = 17_070;
 const AGENT_PORT: u16 = 18_080;
-/// The agent's second port: it answers with the checksum of the memory it touched, read when
+/// The agent's second port: it answers with the md5 of the memory it touched, read when
 /// the connection comes (`nc -e`), not before.
 const MEMORY_PORT: u16 = 18_081;
 
@@ -101,7 +101,7 @@ fn rootfs(dir: &Path) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
-    for applet in ["sh", "nc", "dd", "cat", "cksum"] {
+    for applet in ["sh", "nc", "dd", "cat", "md5sum"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
 }
@@ -111,8 +111,8 @@ const TOKEN: &str = "bench-token";
 
 fn options(dir: &Path, mib: u64, run: &str, restore: Option<Restore>) -> Options {
     let agent = format!(
-        "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} 2>/dev/null; \
-         (while true; do nc -l -p {MEMORY_PORT} -e cksum /tmp/memory; done) & i=0; \
+        "dd if=/dev/urandom of=/tmp/memory bs=1M count={mib} iflag=fullblock 2>/dev/null; \
+         (while true; do nc -l -p {MEMORY_PORT} -e md5sum /tmp/memory; done) & i=0; \
          while true; do i=$((i+1)); printf 'count=%s\\n' $i | nc -l -p {AGENT_PORT} >/dev/null; done"
     );
     Options {
@@ -172,7 +172,7 @@ async fn one_round(mib: u64) -> Round {
         .expect("start");
     answered(AGENT_PORT, "count=").await;
     let cold = began.elapsed();
-    // cksum prints "<crc> <size> /tmp/memory".
+    // md5sum prints "<digest>  /tmp/memory".
     let touched = answered(MEMORY_PORT, "/tmp/memory").await;
 
     let client = SupervisorClient::new(sandman::http_client::HttpClient::new().expect("client"));

@@ -62,6 +62,18 @@ async fn node_that_checkpoints(test: &str) -> Option<Node> {
     Some(env)
 }
 
+/// A Sandbox on the node whose container runs `script`, checkpointed on suspend, reached
+/// through the gateway.
+fn sandbox_that_checkpoints(env: &Node, name: &str, script: &str) -> sandman::api::Sandbox {
+    let mut sandbox = env.sandbox(name, script);
+    sandbox.spec.lifecycle = checkpointed(name).spec.lifecycle;
+    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
+        enabled: true,
+        ..Default::default()
+    });
+    sandbox
+}
+
 #[tokio::test]
 async fn memory_is_kept_across_suspend_on_a_real_node() {
     let Some(env) = node_that_checkpoints("real_ckpt").await else {
@@ -70,14 +82,7 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
     let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
         .await
         .expect("gateway");
-    let mut sandbox = env.sandbox("mem", AGENT);
-    let ours = checkpointed("mem");
-    sandbox.spec.lifecycle = ours.spec.lifecycle;
-    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
-        enabled: true,
-        ..Default::default()
-    });
-    create(&env.ctx, &sandbox).await;
+    create(&env.ctx, &sandbox_that_checkpoints(&env, "mem", AGENT)).await;
     wait_phase(&env.ctx, "mem", Phase::Running).await;
     let path = format!("/sandboxes/{}/mem/", env.ctx.namespace);
     let before = counts(&gateway, &path, 3).await;
@@ -183,13 +188,8 @@ async fn checkpoint_survives_a_hostile_volume() {
     let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
         .await
         .expect("gateway");
-    let mut sandbox = env.sandbox("hv", &format!("{PLANTING_AGENT}{AGENT}"));
-    sandbox.spec.lifecycle = checkpointed("hv").spec.lifecycle;
-    sandbox.spec.gateway = Some(sandman::api::GatewaySpec {
-        enabled: true,
-        ..Default::default()
-    });
-    create(&env.ctx, &sandbox).await;
+    let script = format!("{PLANTING_AGENT}{AGENT}");
+    create(&env.ctx, &sandbox_that_checkpoints(&env, "hv", &script)).await;
     let path = format!("/sandboxes/{}/hv/", env.ctx.namespace);
     let volume = env.node.volume_dir(&env.ctx.namespace, "workspace-hv");
     let before = counts(&gateway, &path, 5).await;
