@@ -56,6 +56,18 @@ pub(super) fn mount_points(
     mounts: &[sandman_oci_bundle::Mount],
 ) -> std::io::Result<()> {
     for mount in mounts {
+        // A pod's mount path is the tenant's: one that climbs out of the image is refused,
+        // never made on the node.
+        if mount
+            .destination
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(std::io::Error::other(format!(
+                "{}: a mount path may not hold ..",
+                mount.destination.display()
+            )));
+        }
         let inside = rootfs.join(
             mount
                 .destination
