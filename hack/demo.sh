@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The sandman demo: brings up the local control plane, runs the operator, applies the examples,
-# then suspends and resumes a Sandbox while you watch `kubectl get sbx`.
+# then suspends and resumes a Sandbox while you watch `kubectl get sbx`. Where the machine
+# allows it (root, user namespaces), a real node runs an agent under gVisor whose memory is
+# kept across suspend; elsewhere that part is skipped with one line that says why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +11,19 @@ setup_for_demo
 cargo build --quiet --bins -p sandman -p sandman-testenv
 bin="$CARGO_TARGET_DIR/debug"
 
-"$bin/testenv" up --crds crds
+# Why memory cannot be kept on this machine, or nothing when it can.
+why_no_real_node() {
+  if [ "$(id -u)" -ne 0 ]; then echo "not root (real runc and gVisor containers need root)"
+  elif ! unshare --user --net --mount true 2>/dev/null; then echo "this kernel refuses new user, network or mount namespaces"
+  fi
+}
+no_real_node="$(why_no_real_node)"
+if [ -z "$no_real_node" ]; then
+  setup_packages
+  "$bin/testenv" up --crds crds --real-nodes 1 --supervisor "$bin/sandman"
+else
+  "$bin/testenv" up --crds crds
+fi
 export KUBECONFIG="$("$bin/testenv" kubeconfig)"
 kubectl_bin="$("$bin/testenv" build | awk '$1 == "kubectl" { print $2 }')"
 kubectl() { "$kubectl_bin" "$@"; }
@@ -24,17 +38,20 @@ cp "$KUBECONFIG" "$operator_kubeconfig"
 sed -i 's/^  user:$/  user:\n    as: system:serviceaccount:sandman-system:sandman/' "$operator_kubeconfig"
 echo "the operator runs as system:serviceaccount:sandman-system:sandman (deploy/manifests/sandman.yaml)"
 
-KUBECONFIG="$operator_kubeconfig" "$bin/sandman" run --metrics-listen 127.0.0.1:0 >/tmp/sandman-demo.log 2>&1 &
+KUBECONFIG="$operator_kubeconfig" "$bin/sandman" run --metrics-listen 127.0.0.1:0 \
+  --supervisor-image sandman.dev/supervisor:test >/tmp/sandman-demo.log 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null || true; rm -f "$operator_kubeconfig"' EXIT
 
 show() { echo; echo "\$ kubectl get sbx,pod,svc,pvc"; kubectl get sbx,pod,svc,pvc; }
+# wait_phase PHASE [SANDBOX]
 wait_phase() {
-  for _ in $(seq 1 120); do
-    [ "$(kubectl get sbx demo-agent -o jsonpath='{.status.phase}' 2>/dev/null)" = "$1" ] && return 0
+  local name="${2:-demo-agent}"
+  for _ in $(seq 1 240); do
+    [ "$(kubectl get sbx "$name" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$1" ] && return 0
     sleep 0.5
   done
-  echo "demo-agent did not reach $1; operator log: /tmp/sandman-demo.log" >&2
+  echo "$name did not reach $1; operator log: /tmp/sandman-demo.log" >&2
   return 1
 }
 
@@ -66,6 +83,42 @@ for _ in $(seq 1 60); do
 done
 kubectl get sbx
 kubectl get sbx untrusted-agent -o jsonpath='{.status.decisions}'; echo
+
+echo; echo "--- memory kept: an agent counts in memory under gVisor, is checkpointed to its volume on suspend, and a request wakes it"
+if [ -n "$no_real_node" ]; then
+  echo "skipped, the demo stays on kwok nodes: $no_real_node"
+elif ! kubectl get node real-node-0 >/dev/null 2>&1; then
+  echo "skipped: the control plane was already running without a real node (\`$bin/testenv down\`, then run the demo again)"
+else
+  # The gateway on loopback; a Sandbox's pods are reached in the real node's network.
+  gateway_port=18080
+  "$bin/sandman" gateway --listen "127.0.0.1:$gateway_port" --metrics-listen off >/tmp/sandman-demo-gateway.log 2>&1 &
+  gateway=$!
+  trap 'kill $operator $gateway 2>/dev/null || true; rm -f "$operator_kubeconfig"' EXIT
+  url="http://127.0.0.1:$gateway_port/sandboxes/default/memory-agent/"
+  # The agent's next count; retried while its supervisor is not up yet (the gateway says 502).
+  count() {
+    for _ in $(seq 1 120); do
+      curl -fsS --max-time 60 "$url" 2>/dev/null && return 0
+      sleep 0.5
+    done
+    echo "memory-agent did not answer; logs: /tmp/sandman-demo.log /tmp/sandman-demo-gateway.log" >&2
+    return 1
+  }
+  kubectl apply -f examples/memory-agent.yaml
+  wait_phase Running memory-agent
+  echo "\$ curl $url  (three times)"; count; count; count
+  kubectl patch sbx memory-agent --type merge -p '{"spec":{"operatingMode":"Suspended"}}'
+  wait_phase Suspended memory-agent
+  kubectl get sbx memory-agent
+  echo "checkpoint: $(kubectl get sbx memory-agent -o jsonpath='{.status.checkpoint.outcome} {.status.checkpoint.image}')"
+  echo "\$ curl $url  (wakes it; the count goes on)"; count
+  for _ in $(seq 1 60); do
+    [ "$(kubectl get sbx memory-agent -o jsonpath='{.status.checkpoint.outcome}')" = Restored ] && break
+    sleep 0.5
+  done
+  echo "checkpoint: $(kubectl get sbx memory-agent -o jsonpath='{.status.checkpoint.outcome}')"
+fi
 
 echo; echo "--- events"
 kubectl get events --field-selector involvedObject.kind=Sandbox --sort-by=.metadata.creationTimestamp

@@ -10,12 +10,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::agent::{AGENT, checkpointed, parse_count};
+use common::cli::{describe, sandbox_command};
 use common::gateway::{get, options};
 use common::real_node::{Node, real_node_with};
 use common::*;
-use sandman::api::{CheckpointOutcome, OperatingMode, Phase};
+use sandman::api::{CheckpointOutcome, OperatingMode, Phase, RuntimeSpec};
 use sandman::controller::sandbox::supervisor::{RUNSC_BINARY, SANDMAN_BINARY};
-use sandman_testenv::supervisor_image::{REFERENCE, supervisor_image};
+use sandman_testenv::runtime_image;
+use sandman_testenv::supervisor_image::{REFERENCE, RUNSC_AT, SANDMAN_AT, supervisor_image};
 
 /// The agent's next count through the gateway, asked again while the pod's supervisor is not
 /// up yet (the gateway answers 502 then, and the agent counted nothing).
@@ -43,16 +45,22 @@ async fn counts(gateway: &sandman::gateway::Gateway, path: &str, n: usize) -> u6
 }
 
 /// A real node whose operator makes supervisors from the supervisor image laid out for it, and
-/// whose `busybox` image is the node's root file system (the agent's image).
-async fn node_that_checkpoints(test: &str) -> Option<Node> {
+/// whose `busybox` image is the node's root file system (the agent's image); with `runtime`,
+/// the operator also puts the in-Sandbox runtime into the pods that ask for it.
+async fn node_that_checkpoints(test: &str, runtime: bool) -> Option<Node> {
     let env = real_node_with(test, |options| {
         options.supervisor_image = Some(REFERENCE.into());
+        if runtime {
+            options.runtime_image = Some(runtime_image::REFERENCE.into());
+        }
     })
     .await?;
+    if runtime {
+        env.node
+            .load_image(runtime_image::REFERENCE, runtime_image::runtime_image());
+    }
     let image = supervisor_image(
         Path::new(env!("CARGO_BIN_EXE_sandman")),
-        SANDMAN_BINARY,
-        RUNSC_BINARY,
         &env.dir.path().join("supervisor-image"),
     )
     .expect("the supervisor image");
@@ -60,6 +68,12 @@ async fn node_that_checkpoints(test: &str) -> Option<Node> {
     env.node
         .load_image("busybox", &env.dir.path().join("rootfs"));
     Some(env)
+}
+
+#[test]
+fn the_supervisor_image_holds_what_the_operators_command_names() {
+    assert_eq!(SANDMAN_AT, SANDMAN_BINARY);
+    assert_eq!(RUNSC_AT, RUNSC_BINARY);
 }
 
 /// A Sandbox on the node whose container runs `script`, checkpointed on suspend, reached
@@ -76,7 +90,7 @@ fn sandbox_that_checkpoints(env: &Node, name: &str, script: &str) -> sandman::ap
 
 #[tokio::test]
 async fn memory_is_kept_across_suspend_on_a_real_node() {
-    let Some(env) = node_that_checkpoints("real_ckpt").await else {
+    let Some(env) = node_that_checkpoints("real_ckpt", false).await else {
         return;
     };
     let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
@@ -182,7 +196,7 @@ async fn second_pod(env: &Node, sandbox: &str, script: &str) {
 
 #[tokio::test]
 async fn checkpoint_survives_a_hostile_volume() {
-    let Some(env) = node_that_checkpoints("real_hostile").await else {
+    let Some(env) = node_that_checkpoints("real_hostile", false).await else {
         return;
     };
     let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
@@ -259,4 +273,80 @@ async fn checkpoint_survives_a_hostile_volume() {
         std::fs::symlink_metadata(volume.join("victim")).is_err(),
         "the supervisor wrote through a planted link"
     );
+}
+
+/// A counter that an exec leaves running: its count in the shell's memory, written each tenth
+/// of a second to the root's `/tmp`, which under gVisor is memory too (`--overlay2=root:memory`).
+const COUNTER: &str = "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+
+/// What the counter last wrote, read by a command through the gateway (which wakes the
+/// Sandbox when it sleeps); `None` while there is no count.
+async fn exec_count(gateway: &sandman::gateway::Gateway, env: &Node, target: &str) -> Option<u64> {
+    let output = sandbox_command(
+        gateway,
+        &env.ctx,
+        &["exec", target, "--", "cat", "/tmp/count"],
+        None,
+    )
+    .await;
+    if !output.status.success() {
+        eprintln!("no count yet: {}", describe(&output));
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+#[tokio::test]
+async fn exec_in_a_checkpointed_sandbox_sees_the_restored_agent() {
+    let Some(env) = node_that_checkpoints("real_ckpt_exec", true).await else {
+        return;
+    };
+    let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
+        .await
+        .expect("gateway");
+    let mut sandbox = sandbox_that_checkpoints(&env, "rx", "exec sleep 100000");
+    sandbox.spec.runtime = Some(RuntimeSpec { enabled: true });
+    create(&env.ctx, &sandbox).await;
+    wait_phase(&env.ctx, "rx", Phase::Running).await;
+    let target = format!("{}/rx", env.ctx.namespace);
+
+    let started = sandbox_command(
+        &gateway,
+        &env.ctx,
+        &["exec", "-d", "--tag", "counter", &target, "--", "sh", "-c", COUNTER],
+        None,
+    )
+    .await;
+    assert!(started.status.success(), "{}", describe(&started));
+    let before = sandman_testenv::harness::eventually("the counter to count", WAIT, || async {
+        exec_count(&gateway, &env, &target).await.filter(|c| *c > 1)
+    })
+    .await;
+
+    env.set_mode("rx", OperatingMode::Suspended).await;
+    let suspended = wait_phase(&env.ctx, "rx", Phase::Suspended).await;
+    let taken = suspended
+        .status
+        .and_then(|s| s.checkpoint)
+        .expect("a checkpoint status");
+    assert_eq!(taken.outcome, CheckpointOutcome::Checkpointed, "{taken:?}");
+
+    // The command wakes it. A fresh agent would have no count at all: the one it reads is
+    // the restored counter's, which goes on from where it was.
+    let woken = exec_count(&gateway, &env, &target)
+        .await
+        .unwrap_or_else(|| panic!("the woken Sandbox has no count\n{}", env.container_logs()));
+    assert!(woken >= before, "the count went back: {woken} after {before}");
+    sandman_testenv::harness::eventually("the restored counter to go on", WAIT, || async {
+        exec_count(&gateway, &env, &target).await.filter(|c| *c > woken)
+    })
+    .await;
+    wait_sandbox(&env.ctx, "rx", "the restore recorded", |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.checkpoint.as_ref())
+            .is_some_and(|c| c.outcome == CheckpointOutcome::Restored)
+    })
+    .await;
+    assert_eq!(gateway.wakes(), 1);
 }

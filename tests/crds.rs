@@ -11,3 +11,64 @@ fn crds_are_in_sync() {
         "crds/ is stale: run `cargo run -- crds > crds/sandman.dev.yaml`"
     );
 }
+
+/// Every key of `written` is in `read` (what the typed value says back), so a field the types
+/// do not know, which serde would drop without a word, fails here.
+fn unknown_fields(written: &serde_json::Value, read: &serde_json::Value, at: &str) -> Vec<String> {
+    match (written, read) {
+        (serde_json::Value::Object(w), serde_json::Value::Object(r)) => w
+            .iter()
+            .flat_map(|(key, value)| match r.get(key) {
+                Some(back) => unknown_fields(value, back, &format!("{at}.{key}")),
+                None => vec![format!("{at}.{key}")],
+            })
+            .collect(),
+        (serde_json::Value::Array(w), serde_json::Value::Array(r)) => w
+            .iter()
+            .zip(r)
+            .enumerate()
+            .flat_map(|(i, (value, back))| unknown_fields(value, back, &format!("{at}[{i}]")))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The manifests in `examples/` are what a reader copies: each is read as its type, field by
+/// field.
+#[test]
+fn examples_are_valid_manifests() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir).expect("examples/") {
+        let path = entry.expect("an example").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read an example");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let written: serde_json::Value =
+                serde::Deserialize::deserialize(document).expect("YAML");
+            let kind = written["kind"].as_str().unwrap_or_default().to_string();
+            let back = match kind.as_str() {
+                "Sandbox" => serde_json::to_value(
+                    serde_json::from_value::<sandman::api::Sandbox>(written.clone())
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                ),
+                "SandboxPolicy" => serde_json::to_value(
+                    serde_json::from_value::<sandman::api::SandboxPolicy>(written.clone())
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                ),
+                other => panic!("{}: an example of kind {other:?}", path.display()),
+            }
+            .expect("serialize");
+            let unknown = unknown_fields(&written, &back, &kind);
+            assert!(
+                unknown.is_empty(),
+                "{}: fields the types do not know: {unknown:?}",
+                path.display()
+            );
+            read += 1;
+        }
+    }
+    assert!(read >= 4, "only {read} example manifests were read");
+}

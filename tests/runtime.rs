@@ -56,29 +56,8 @@ impl World {
         format!("{}/{name}", self.env.ctx.namespace)
     }
 
-    /// `sandman sandbox <args>` as a user runs it: the gateway's URL, and the Sandbox's token
-    /// read from its Secret with the kubeconfig.
     async fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandman"));
-        command
-            .arg("sandbox")
-            .args(args)
-            .env("SANDMAN_GATEWAY", format!("http://{}", self.gateway.addr))
-            .env("KUBECONFIG", self.env.ctx.kubeconfig())
-            .env_remove("SANDMAN_TOKEN")
-            .stdin(if stdin.is_some() {
-                std::process::Stdio::piped()
-            } else {
-                std::process::Stdio::null()
-            })
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().expect("run sandman");
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            pipe.write_all(bytes).await.expect("stdin");
-        }
-        child.wait_with_output().await.expect("sandman")
+        common::cli::sandbox_command(&self.gateway, &self.env.ctx, args, stdin).await
     }
 
     async fn exec(&self, name: &str, command: &[&str]) -> Output {

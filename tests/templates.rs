@@ -1315,3 +1315,67 @@ async fn claim_lifecycle_may_change_but_not_what_it_claims() {
         "a claim's env may not be added"
     );
 }
+
+#[tokio::test]
+async fn expired_claim_under_suspend_keeps_its_sandbox_suspended() {
+    let ctx = TestContext::new("claim_suspend").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("napper", serde_json::json!({}))).await;
+    make(
+        &ctx,
+        &claim(
+            "nap",
+            serde_json::json!({
+                "sandboxTemplateRef": { "name": "napper" },
+                "lifecycle": { "shutdownTime": "2099-01-01T00:00:00Z", "shutdownPolicy": "Suspend" },
+            }),
+        ),
+    )
+    .await;
+    let (name, _) = bound(&ctx, "nap").await;
+
+    // At its end (moved to now) the Sandbox is suspended, not deleted, and the claim says so.
+    let now = serde_json::json!({ "spec": { "lifecycle": {
+        "shutdownTime": k8s_openapi::jiff::Timestamp::now().to_string() } } });
+    api::<SandboxClaim>(&ctx)
+        .patch("nap", &Default::default(), &Patch::Merge(&now))
+        .await
+        .expect("end it now");
+    wait_phase(&ctx, &name, Phase::Suspended).await;
+    let reason = eventually("the claim to say Suspended", WAIT, || async {
+        let status = api::<SandboxClaim>(&ctx).get("nap").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "Suspended")
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(reason.contains("shutdownTime"), "{reason}");
+    stays("the Sandbox and the claim to stay", Duration::from_secs(3), || async {
+        sandboxes(&ctx).get_opt(&name).await.ok().flatten().is_some()
+            && api::<SandboxClaim>(&ctx).get_opt("nap").await.ok().flatten().is_some()
+    })
+    .await;
+
+    // A new end and a resume (E2B's connect) run it again, and it stays running.
+    let later = serde_json::json!({ "spec": { "lifecycle": { "shutdownTime": "2099-01-01T00:00:00Z" } } });
+    api::<SandboxClaim>(&ctx)
+        .patch("nap", &Default::default(), &Patch::Merge(&later))
+        .await
+        .expect("move the end");
+    let running = serde_json::json!({ "spec": { "operatingMode": "Running" } });
+    sandboxes(&ctx)
+        .patch(&name, &Default::default(), &Patch::Merge(&running))
+        .await
+        .expect("resume");
+    wait_phase(&ctx, &name, Phase::Running).await;
+    bound(&ctx, "nap").await;
+    stays("the Sandbox to stay running", Duration::from_secs(3), || async {
+        sandboxes(&ctx)
+            .get(&name)
+            .await
+            .is_ok_and(|s| s.spec.operating_mode == OperatingMode::Running)
+    })
+    .await;
+}

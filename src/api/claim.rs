@@ -74,7 +74,9 @@ pub struct ClaimLifecycle {
     pub ttl_seconds_after_finished: Option<i32>,
     /// At `shutdownTime`: `Delete` deletes the claim too, `DeleteForeground` deletes it with
     /// foreground propagation (it stays, being deleted, until its Sandbox is gone), `Retain`
-    /// (default) keeps it, showing Expired.
+    /// (default) keeps it, showing Expired. `Suspend` deletes nothing: the Sandbox is suspended
+    /// (its files kept, and its memory where it checkpoints) and stays so, the claim showing
+    /// Suspended, until `shutdownTime` is moved (E2B's `autoPause`).
     #[serde(default)]
     pub shutdown_policy: ClaimShutdownPolicy,
 }
@@ -85,6 +87,7 @@ pub enum ClaimShutdownPolicy {
     DeleteForeground,
     #[default]
     Retain,
+    Suspend,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -143,6 +146,8 @@ pub enum ClaimReason {
     /// Its pod metadata, env or volumes are not allowed by its template.
     Refused,
     Expired,
+    /// Past its `shutdownTime` under `Suspend`: its Sandbox is suspended, not deleted.
+    Suspended,
 }
 
 impl ClaimReason {
@@ -154,6 +159,7 @@ impl ClaimReason {
             Self::NotFound,
             Self::Refused,
             Self::Expired,
+            Self::Suspended,
         ]
         .into_iter()
         .find(|r| r.as_str() == reason)
@@ -166,6 +172,7 @@ impl ClaimReason {
             Self::NotFound => "NotFound",
             Self::Refused => "Refused",
             Self::Expired => "Expired",
+            Self::Suspended => "Suspended",
         }
     }
 }

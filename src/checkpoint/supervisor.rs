@@ -163,6 +163,12 @@ struct State {
     /// One checkpoint at a time; the last one taken, so that asking again for the same
     /// suspension returns it.
     last: Mutex<Option<CheckpointRecord>>,
+    /// One permit per bridge process, held until it is gone (the listeners' own slots are
+    /// held while they wait to accept, so they cannot say this).
+    live_bridges: Arc<tokio::sync::Semaphore>,
+    /// Set when a checkpoint begins: each bridge ends, and no new one starts, so that no
+    /// process with the pod's pipes is inside the sandbox when it is saved.
+    checkpointing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running supervisor. Dropping it removes the agent's container.
@@ -293,6 +299,8 @@ impl Supervisor {
             suspensions: options.suspensions,
             checkpoint_timeout: options.checkpoint_timeout,
             last: Mutex::new(None),
+            live_bridges: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDED_CONNECTIONS)),
+            checkpointing: tokio::sync::watch::Sender::new(false),
         });
         let control_addr = control
             .local_addr()
@@ -491,6 +499,7 @@ async fn checkpoint(
     if status != ContainerState::Running {
         return Err(CheckpointError::NotRunning(status.to_string()));
     }
+    end_bridges(state).await;
     let (name, image) = state.store.create(asked.suspension)?;
     let began = Instant::now();
     let timeout = asked
@@ -590,8 +599,30 @@ async fn wait_until_listening(state: &State, port: u16) {
     tracing::warn!(port, "the agent does not listen; forwarding anyway");
 }
 
-/// One connection carried into the sandbox by the bridge command's stdin and stdout.
+/// How long a checkpoint waits for the bridges to go before it saves the sandbox anyway.
+const BRIDGES_END_WITHIN: Duration = Duration::from_secs(5);
+
+/// Ends every bridged connection and waits until their processes are gone: a bridge's pipes
+/// lead out of the sandbox, and a keep-alive connection (the runtime's, through the gateway)
+/// would otherwise be inside the saved image.
+async fn end_bridges(state: &State) {
+    state.checkpointing.send_replace(true);
+    let all = u32::try_from(MAX_FORWARDED_CONNECTIONS).unwrap_or(u32::MAX);
+    match tokio::time::timeout(BRIDGES_END_WITHIN, state.live_bridges.acquire_many(all)).await {
+        Ok(_all_free) => {}
+        Err(_) => tracing::warn!("bridged connections did not end before the checkpoint"),
+    }
+}
+
+/// One connection carried into the sandbox by the bridge command's stdin and stdout, until
+/// either side ends it or a checkpoint begins.
 async fn bridge(mut stream: TcpStream, port: u16, state: &State) -> std::io::Result<()> {
+    let mut checkpointing = state.checkpointing.subscribe();
+    // At most as many as the listeners admit, so this never waits.
+    let _live = state.live_bridges.clone().acquire_owned().await;
+    if *checkpointing.borrow() {
+        return Err(std::io::Error::other("the agent is being checkpointed"));
+    }
     let args: Vec<String> = state
         .bridge
         .iter()
@@ -602,11 +633,17 @@ async fn bridge(mut stream: TcpStream, port: u16, state: &State) -> std::io::Res
         return Err(std::io::Error::other("bridge without stdio"));
     };
     let inside = tokio::io::join(stdout, stdin);
-    let carried = super::carry::carry(&mut stream, inside, BRIDGE_IDLE, BRIDGE_LIFE).await;
+    let carried = tokio::select! {
+        carried = super::carry::carry(&mut stream, inside, BRIDGE_IDLE, BRIDGE_LIFE) => Some(carried),
+        _ = checkpointing.wait_for(|begun| *begun) => None,
+    };
     let _ = child.start_kill();
     let _ = child.wait().await;
-    match carried? {
-        Ok(()) => Ok(()),
-        Err(cut) => Err(std::io::Error::other(format!("bridge closed: {cut}"))),
+    match carried {
+        None => Err(std::io::Error::other("ended for a checkpoint")),
+        Some(carried) => match carried? {
+            Ok(()) => Ok(()),
+            Err(cut) => Err(std::io::Error::other(format!("bridge closed: {cut}"))),
+        },
     }
 }

@@ -44,3 +44,33 @@ pub fn sandman_in(dir: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run sandman")
 }
+
+/// `sandman sandbox <args>` as a user runs it: the gateway's URL, and the Sandbox's token read
+/// from its Secret with the test's kubeconfig.
+pub async fn sandbox_command(
+    gateway: &sandman::gateway::Gateway,
+    ctx: &sandman_testenv::harness::TestContext,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandman"));
+    command
+        .arg("sandbox")
+        .args(args)
+        .env("SANDMAN_GATEWAY", format!("http://{}", gateway.addr))
+        .env("KUBECONFIG", ctx.kubeconfig())
+        .env_remove("SANDMAN_TOKEN")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run sandman");
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        pipe.write_all(bytes).await.expect("stdin");
+    }
+    child.wait_with_output().await.expect("sandman")
+}

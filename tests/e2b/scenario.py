@@ -100,4 +100,21 @@ assert again.get_info().state.value == "running"
 assert again.get_metrics() == []
 
 assert again.kill()
+
+# autoPause (`on_timeout: pause`): at its timeout the sandbox is paused, not killed; connect
+# resumes it with its files, and a new end (E2B's default), or it would pause again at once.
+napping = Sandbox.create(
+    template=plain, api_key=key, timeout=20, lifecycle={"on_timeout": "pause"}
+)
+napping.files.write("/workspace/nap.txt", "kept across auto-pause")
+eventually(
+    "the timeout to pause it",
+    lambda: Sandbox.get_info(napping.sandbox_id, api_key=key).state.value == "paused",
+    120,
+)
+woken = Sandbox.connect(napping.sandbox_id, api_key=key)
+assert woken.files.read("/workspace/nap.txt") == "kept across auto-pause"
+info = woken.get_info()
+assert info.state.value == "running" and info.end_at.timestamp() - time.time() > 200, info
+assert woken.kill()
 print("ok", flush=True)

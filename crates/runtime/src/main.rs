@@ -3,6 +3,7 @@
 //! runs it as the container's main process.
 
 mod agent;
+mod bridge;
 mod files;
 mod http;
 mod process;
@@ -27,6 +28,10 @@ struct Args {
     /// A file holding the access token, instead of $SANDMAN_RUNTIME_TOKEN.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// Serve nothing: carry one connection to this port of 127.0.0.1 over stdin and stdout
+    /// (what the checkpoint supervisor runs inside the agent's sandbox for each connection).
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["command", "token_file"])]
+    bridge: Option<u16>,
     /// The container's own command, run as the runtime's child; the container ends with it.
     #[arg(last = true)]
     command: Vec<String>,
@@ -34,6 +39,15 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(port) = args.bridge {
+        return match bridge::bridge(port) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sandman-runtime: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {

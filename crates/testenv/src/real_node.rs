@@ -71,13 +71,14 @@ impl Runtime {
 
     /// The runtime with the node's root and flags, for where blocking is meant (on drop).
     fn blocking_command(self, root: &Path) -> std::process::Command {
-        let mut command = std::process::Command::new(self.name());
+        let mut command = match self {
+            Self::Runc => std::process::Command::new("runc"),
+            // The pinned current runsc, which [`RealNode::start`] made sure of.
+            Self::Runsc => std::process::Command::new(crate::runsc::cache_path()),
+        };
         command.arg("--root").arg(root.join(self.name()));
         if self == Self::Runsc {
-            // ptrace works on every machine. `--network=host` is the network namespace runsc
-            // runs in, the pod's own: Debian's runsc (2022) refuses its netstack in any
-            // namespace here, taking it for the root one (`docs/real-nodes.md`).
-            command.args(["--platform=ptrace", "--network=host"]);
+            command.args(RUNSC_FLAGS);
         }
         command.stdin(Stdio::null());
         command
@@ -90,6 +91,10 @@ impl Runtime {
         }
     }
 }
+
+/// How the node runs gVisor (measured in `docs/real-nodes.md`): systrap, the platform the
+/// supervisor uses too; `--network=host` is the network namespace runsc runs in, the pod's own.
+const RUNSC_FLAGS: [&str; 2] = ["--platform=systrap", "--network=host"];
 
 /// A container the node runs, for one pod.
 #[derive(Debug, Clone)]
@@ -136,16 +141,26 @@ impl RealNode {
         dir: &Path,
         rootfs: &Path,
     ) -> Result<Self, Error> {
-        for runtime in ["runc", "runsc"] {
-            let found = std::process::Command::new(runtime)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !found {
-                return Err(Error::State(format!(
-                    "a real node needs {runtime}: apt-get install runc runsc"
-                )));
-            }
+        let runc = std::process::Command::new("runc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !runc {
+            return Err(Error::State(
+                "a real node needs runc: apt-get install runc".into(),
+            ));
+        }
+        // gVisor pods run on the pinned runsc, built on first use.
+        let runsc = crate::runsc::runsc()?;
+        let runs = std::process::Command::new(&runsc)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !runs {
+            return Err(Error::State(format!(
+                "the pinned runsc {} does not run",
+                runsc.display()
+            )));
         }
         let name = format!("real-node-{index}");
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -236,9 +251,16 @@ impl Drop for RealNode {
 }
 
 /// Runs real node `index` until SIGTERM or SIGINT (`testenv real-node`, which `testenv up
-/// --real-nodes` starts): its root file system is busybox, made under `dir`. On the way out it
+/// --real-nodes` starts): its root file system is busybox, made under `dir` and loaded as the
+/// image `busybox`; with `supervisor` (a `sandman` binary) the checkpoint supervisor's image is
+/// laid out from it and loaded as [`crate::supervisor_image::REFERENCE`]. On the way out it
 /// removes its containers and its Node.
-pub fn serve(index: usize, kubeconfig: &Path, dir: &Path) -> Result<(), Error> {
+pub fn serve(
+    index: usize,
+    kubeconfig: &Path,
+    dir: &Path,
+    supervisor: Option<&Path>,
+) -> Result<(), Error> {
     let rootfs = dir.join("rootfs");
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).map_err(Error::io(format!("create {}", bin.display())))?;
@@ -259,6 +281,14 @@ pub fn serve(index: usize, kubeconfig: &Path, dir: &Path) -> Result<(), Error> {
     runtime.block_on(async {
         let client = crate::client_from_kubeconfig(kubeconfig).await?;
         let node = RealNode::start(client.clone(), index, dir, &rootfs).await?;
+        node.load_image("busybox", &rootfs);
+        if let Some(sandman) = supervisor {
+            let image = crate::supervisor_image::supervisor_image(
+                sandman,
+                &dir.join("supervisor-image"),
+            )?;
+            node.load_image(crate::supervisor_image::REFERENCE, &image);
+        }
         eprintln!("real node {} runs pods", node.name);
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

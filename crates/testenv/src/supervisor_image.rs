@@ -12,17 +12,17 @@ use crate::Error;
 /// The reference tests give the operator (`--supervisor-image`) and load onto real nodes.
 pub const REFERENCE: &str = "sandman.dev/supervisor:test";
 
-/// Lays the image out under `root`: `sandman` at `sandman_at` and runsc at `runsc_at` (both
-/// absolute paths inside the image), with every library `ldd` names for `sandman`.
-pub fn supervisor_image(
-    sandman: &Path,
-    sandman_at: &str,
-    runsc_at: &str,
-    root: &Path,
-) -> Result<PathBuf, Error> {
+/// Where the operator's supervisor command finds `sandman` and runsc in the image
+/// (`sandman::controller::sandbox::supervisor`; a test holds the two to the same paths).
+pub const SANDMAN_AT: &str = "/usr/local/bin/sandman";
+pub const RUNSC_AT: &str = "/usr/local/bin/runsc";
+
+/// Lays the image out under `root`: `sandman` at [`SANDMAN_AT`] and the pinned runsc at
+/// [`RUNSC_AT`], with every library `ldd` names for `sandman`.
+pub fn supervisor_image(sandman: &Path, root: &Path) -> Result<PathBuf, Error> {
     let runsc = crate::runsc::runsc()?;
-    place(sandman, root, sandman_at)?;
-    place(&runsc, root, runsc_at)?;
+    place(sandman, root, SANDMAN_AT)?;
+    place(&runsc, root, RUNSC_AT)?;
     for library in libraries(sandman)? {
         let inside = library.to_string_lossy().into_owned();
         place(&library, root, &inside)?;

@@ -25,7 +25,7 @@ use tracing::instrument;
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy,
+    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy, OperatingMode,
     PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
 use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
@@ -300,7 +300,8 @@ async fn bind(
 }
 
 /// Past the claim's `shutdownTime`: the Sandbox goes, and the claim too under `Delete` (or a
-/// retained one once its time-to-live after expiry has passed). `None` while not expired.
+/// retained one once its time-to-live after expiry has passed); under `Suspend` the Sandbox is
+/// suspended instead, and both stay. `None` while not expired.
 async fn expire(
     claim: &SandboxClaim,
     ctx: &ClaimContext,
@@ -316,6 +317,20 @@ async fn expire(
     if !(remaining.is_zero() || remaining.is_negative()) {
         return Ok(None);
     }
+    if lifecycle.shutdown_policy == ClaimShutdownPolicy::Suspend {
+        if let Some(s) = bound {
+            suspend_sandbox(sandboxes, s).await?;
+        }
+        let suspended = (
+            false,
+            ClaimReason::Suspended,
+            "shutdownTime has passed; the Sandbox is suspended until shutdownTime is moved"
+                .to_string(),
+        );
+        write_status(&ctx.client, claim, bound, suspended).await?;
+        // Moving shutdownTime is a change of the claim, which brings it back here.
+        return Ok(Some(Action::await_change()));
+    }
     if let Some(s) = bound {
         delete_sandbox(sandboxes, &s.name_any()).await?;
     }
@@ -330,7 +345,8 @@ async fn expire(
         ClaimShutdownPolicy::Retain if ttl_left.is_some_and(|t| t.is_zero()) => {
             Some(DeleteParams::default())
         }
-        ClaimShutdownPolicy::Retain => None,
+        // Returned above: nothing is deleted.
+        ClaimShutdownPolicy::Retain | ClaimShutdownPolicy::Suspend => None,
     };
     if let Some(params) = params {
         let claims: Api<SandboxClaim> =
@@ -636,6 +652,23 @@ async fn release(claim: &SandboxClaim, ctx: &ClaimContext) -> Result<Action, Cla
         }
     }
     Ok(Action::await_change())
+}
+
+/// Asks `sandbox` to suspend, unless its spec says so already (a gateway wake of a suspended
+/// Sandbox leaves its spec as it is, so that is no reason to write again).
+async fn suspend_sandbox(sandboxes: &Api<Sandbox>, sandbox: &Sandbox) -> Result<(), ClaimError> {
+    if sandbox.spec.operating_mode == OperatingMode::Suspended {
+        return Ok(());
+    }
+    let name = sandbox.name_any();
+    let params = PatchParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = serde_json::json!({ "spec": { "operatingMode": "Suspended" } });
+    ignore_not_found(sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await)
+        .map_err(failed("suspend", format!("Sandbox {name}")))?;
+    Ok(())
 }
 
 async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), ClaimError> {

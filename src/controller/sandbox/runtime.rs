@@ -45,14 +45,9 @@ pub fn plan(
             allowed.join(", ")
         ));
     }
-    let checkpoints = sandbox
-        .spec
-        .lifecycle
-        .as_ref()
-        .is_some_and(|l| crate::api::CheckpointMode::supervised(l.checkpoint));
-    if checkpoints {
-        return Err("spec.runtime.enabled with lifecycle.checkpoint: OnSuspend is not supported yet: commands would run beside the checkpoint supervisor, not in the agent's sandbox".into());
-    }
+    // A Sandbox that checkpoints gets the runtime too: `supervisor::inject` then runs it inside
+    // the agent's gVisor sandbox as the agent's main process, so commands see the agent and are
+    // checkpointed and restored with it, and none runs with the supervisor's capabilities.
     let Some(image) = image.filter(|i| !i.is_empty()) else {
         return Err(
             "spec.runtime.enabled, but this operator was started without --runtime-image".into(),
@@ -237,9 +232,8 @@ mod tests {
         checkpointed.spec.lifecycle =
             serde_json::from_value(serde_json::json!({"checkpoint": "OnSuspend"})).ok();
         assert!(
-            plan(&checkpointed, image, none)
-                .expect_err("refused")
-                .contains("not supported yet")
+            matches!(plan(&checkpointed, image, none), Ok(Some(_))),
+            "a Sandbox that checkpoints gets the runtime inside its sandbox"
         );
         let mut not_wanted = sandbox(named);
         not_wanted.spec.runtime = None;

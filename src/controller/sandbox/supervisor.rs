@@ -30,6 +30,9 @@ pub const RUNSC_ROOT: &str = "/run/sandman";
 pub const IMAGES_DIR: &str = ".sandman/checkpoints";
 /// The name the control port is declared under.
 pub const PORT_NAME: &str = "sandman-control";
+/// Where the supervisor's container holds the in-Sandbox runtime's image, which the agent's
+/// sandbox sees at [`super::runtime::MOUNT_PATH`]: the agent's root is under `/.sandman` too.
+pub const RUNTIME_ROOT: &str = "/.sandman/runtime";
 
 /// What the operator needs to make a Sandbox's supervisor.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +184,18 @@ pub fn inject(spec: &mut PodSpec, sandbox: &Sandbox, injection: &Injection, rest
             ..Default::default()
         },
     ]);
-    container.command = Some(command(container, injection));
+    // The runtime (`runtime::inject`, before this) wrapped the agent's command and mounted
+    // its image at `/.sandman`, which `plan` refuses to any mount of the tenant's: inside
+    // gVisor it is the agent's own main process, and it carries each forwarded connection.
+    let runtime = container.volume_mounts.iter().flatten().any(|m| {
+        m.name == super::runtime::VOLUME && m.mount_path == super::runtime::MOUNT_PATH
+    });
+    container.command = Some(command(container, injection, runtime));
+    for mount in container.volume_mounts.iter_mut().flatten() {
+        if runtime && mount.name == super::runtime::VOLUME {
+            mount.mount_path = RUNTIME_ROOT.into();
+        }
+    }
     container.args = None;
     container.working_dir = None;
     container.image = Some(injection.image.clone());
@@ -216,8 +230,9 @@ pub fn inject(spec: &mut PodSpec, sandbox: &Sandbox, injection: &Injection, rest
 }
 
 /// `sandman supervise`, by absolute paths, with the agent's mounts and ports; the tenant's
-/// command and arguments come after `--`, where they can only be the agent's.
-fn command(container: &Container, injection: &Injection) -> Vec<String> {
+/// command and arguments come after `--`, where they can only be the agent's. With the
+/// `runtime`, its binary bridges the forwarded connections (the image need have no `nc`).
+fn command(container: &Container, injection: &Injection, runtime: bool) -> Vec<String> {
     let mut command: Vec<String> = [
         SANDMAN_BINARY,
         "supervise",
@@ -244,7 +259,18 @@ fn command(container: &Container, injection: &Injection) -> Vec<String> {
     }
     for mount in container.volume_mounts.iter().flatten() {
         let path = mount.mount_path.trim_end_matches('/');
-        command.extend(["--mount".to_string(), format!("{path}:{path}")]);
+        let source = if runtime && mount.name == super::runtime::VOLUME {
+            RUNTIME_ROOT
+        } else {
+            path
+        };
+        command.extend(["--mount".to_string(), format!("{source}:{path}")]);
+    }
+    if runtime {
+        command.extend([
+            "--bridge".to_string(),
+            format!("{} --bridge {{port}}", super::runtime::BINARY),
+        ]);
     }
     for port in container.ports.iter().flatten() {
         if port.protocol.as_deref().unwrap_or("TCP") == "TCP" {
@@ -516,6 +542,70 @@ mod tests {
             let refused = plan(&sandbox(template), Some(IMAGE)).expect_err(expected);
             assert!(refused.contains(expected), "{expected}: {refused}");
         }
+    }
+
+    #[test]
+    fn the_runtime_runs_inside_the_agents_sandbox_and_bridges_its_ports() {
+        let mut with_runtime = sandbox(agent());
+        with_runtime.spec.runtime = serde_json::from_value(serde_json::json!({"enabled": true}))
+            .expect("a runtime spec");
+        let runtime = super::super::runtime::plan(&with_runtime, Some("runtime:1"), None)
+            .expect("allowed")
+            .expect("wanted");
+        let injection = plan(&with_runtime, Some(IMAGE))
+            .expect("allowed")
+            .expect("wanted");
+        let mut spec = with_runtime.spec.pod_template.spec.clone();
+        super::super::runtime::inject(&mut spec, &runtime);
+        inject(&mut spec, &with_runtime, &injection, &[]);
+        let container = &spec.containers[0];
+        let command = container.command.clone().expect("a command");
+        let agent = command
+            .iter()
+            .position(|a| a == "--")
+            .expect("the agent's command");
+        // The runtime is the agent's main process inside gVisor, wrapping the tenant's.
+        assert_eq!(
+            command[agent + 1..],
+            ["/.sandman/sandman-runtime", "--", "python3", "/app/agent.py"]
+        );
+        let pair = |flag: &str, value: &str| {
+            command[..agent]
+                .windows(2)
+                .any(|w| w[0] == flag && w[1] == value)
+        };
+        assert!(pair("--mount", "/.sandman/runtime:/.sandman"), "{command:?}");
+        assert!(pair("--forward", "49983"), "{command:?}");
+        assert!(
+            pair("--bridge", "/.sandman/sandman-runtime --bridge {port}"),
+            "{command:?}"
+        );
+        // In the supervisor's own container the runtime's image sits apart from the agent's.
+        let mounts: Vec<(&str, Option<bool>)> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(mounts.contains(&(RUNTIME_ROOT, Some(true))), "{mounts:?}");
+        assert!(mounts.contains(&(AGENT_ROOT, Some(true))), "{mounts:?}");
+        assert!(!mounts.iter().any(|(path, _)| *path == "/.sandman"), "{mounts:?}");
+        // The runtime's token reaches the agent's environment from the Secret, never as a value.
+        let token = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == format!("{AGENT_ENV_PREFIX}SANDMAN_RUNTIME_TOKEN"))
+            .expect("the runtime's token for the agent");
+        assert!(token.value.is_none());
+        assert_eq!(
+            token
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str()),
+            Some("sandman-token-agent")
+        );
     }
 
     #[test]

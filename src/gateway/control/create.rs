@@ -32,12 +32,6 @@ pub(super) async fn create(state: &State, scope: &Scope, body: &[u8]) -> Respons
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the request: {e}")),
     };
-    if request.auto_pause {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "autoPause is not served by sandman yet; leave it unset",
-        );
-    }
     // `namespace/template` is accepted for the caller's own namespace only; any other is a
     // template the caller cannot see.
     let template = match request.template_id.split_once('/') {
@@ -70,7 +64,11 @@ pub(super) async fn create(state: &State, scope: &Scope, body: &[u8]) -> Respons
         },
         "spec": {
             "sandboxTemplateRef": { "name": template },
-            "lifecycle": { "shutdownTime": shutdown, "shutdownPolicy": "Delete" },
+            // autoPause: at its timeout the Sandbox is suspended (a pause), not deleted.
+            "lifecycle": {
+                "shutdownTime": shutdown,
+                "shutdownPolicy": if request.auto_pause { "Suspend" } else { "Delete" },
+            },
             "env": env,
         },
     })) {

@@ -91,6 +91,25 @@ async fn set_mode(scope: &Scope, name: &str, mode: &str) -> Result<Sandbox, Resp
         .map_err(|e| api_error("patch the Sandbox", &e))
 }
 
+/// The end a `connect` gives a Sandbox, if it moves it: E2B's rule, a later end only (`timeout`
+/// seconds from `now`, E2B's default when none is given), so that a connect never shortens a
+/// Sandbox's life; and an auto-paused Sandbox, past its end, always gets a new one, or its
+/// claim would suspend it again at once. A Sandbox with no end keeps none.
+fn end_on_connect(
+    sandbox: &Sandbox,
+    claim: Option<&SandboxClaim>,
+    timeout: Option<u64>,
+    now: Timestamp,
+) -> Option<Time> {
+    let current = match claim {
+        Some(claim) => claim.spec.lifecycle.as_ref()?.shutdown_time.clone()?,
+        None => sandbox.spec.shutdown_time.clone()?,
+    };
+    let seconds = i64::try_from(timeout.unwrap_or(DEFAULT_TIMEOUT).clamp(1, MAX_TIMEOUT)).ok()?;
+    let end = now + SignedDuration::from_secs(seconds);
+    (end > current.0).then_some(Time(end))
+}
+
 /// `POST /v2/sandboxes/{id}/connect`: resumes it (with its memory where it checkpoints),
 /// moves its end when `timeout` is given, and answers once its runtime does.
 pub(super) async fn connect(state: &State, scope: &Scope, id: &str, body: &[u8]) -> Response<Body> {
@@ -98,12 +117,12 @@ pub(super) async fn connect(state: &State, scope: &Scope, id: &str, body: &[u8])
         Ok(timeout) => timeout,
         Err(e) => return e.response(),
     };
-    let (sandbox, _) = match read(state, scope, id).await {
+    let (sandbox, claim) = match read(state, scope, id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    if let Some(timeout) = timeout
-        && let Err(response) = set_end(scope, &sandbox, ends_in(timeout)).await
+    if let Some(end) = end_on_connect(&sandbox, claim.as_ref(), timeout, Timestamp::now())
+        && let Err(response) = set_end(scope, &sandbox, end).await
     {
         return response;
     }
@@ -206,5 +225,65 @@ pub(super) async fn kill(state: &State, scope: &Scope, id: &str) -> Response<Bod
     match deleted {
         Ok(()) => no_content(),
         Err(e) => api_error("delete", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_ending(at: Timestamp) -> SandboxClaim {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxClaim",
+            "metadata": {"name": "e2b-x", "namespace": "team"},
+            "spec": {
+                "sandboxTemplateRef": {"name": "python"},
+                "lifecycle": {"shutdownTime": Time(at), "shutdownPolicy": "Suspend"},
+            },
+        }))
+        .expect("a claim")
+    }
+
+    fn sandbox() -> Sandbox {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandman.dev/v1alpha1", "kind": "Sandbox",
+            "metadata": {"name": "x", "namespace": "team"},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
+        }))
+        .expect("a Sandbox")
+    }
+
+    #[test]
+    fn connect_only_ever_moves_the_end_later() {
+        let now = Timestamp::now();
+        let in_an_hour = now + SignedDuration::from_secs(3600);
+        let long = claim_ending(in_an_hour);
+        assert_eq!(
+            end_on_connect(&sandbox(), Some(&long), Some(60), now),
+            None,
+            "a connect does not shorten a Sandbox's life"
+        );
+        assert_eq!(
+            end_on_connect(&sandbox(), Some(&long), Some(7200), now),
+            Some(Time(now + SignedDuration::from_secs(7200)))
+        );
+    }
+
+    #[test]
+    fn an_auto_paused_sandbox_gets_a_new_end_on_connect() {
+        let now = Timestamp::now();
+        let past = claim_ending(now - SignedDuration::from_secs(10));
+        assert_eq!(
+            end_on_connect(&sandbox(), Some(&past), None, now),
+            Some(Time(
+                now + SignedDuration::from_secs(i64::try_from(DEFAULT_TIMEOUT).expect("small"))
+            )),
+            "E2B's default timeout, or the claim would suspend it again at once"
+        );
+        assert_eq!(
+            end_on_connect(&sandbox(), None, Some(60), now),
+            None,
+            "a Sandbox with no end keeps none"
+        );
     }
 }

@@ -34,6 +34,10 @@ enum Command {
         /// (`real_node.rs`; needs root, runc, runsc and busybox-static).
         #[arg(long, default_value_t = 0)]
         real_nodes: usize,
+        /// A `sandman` binary: the real nodes lay out the checkpoint supervisor's image from it
+        /// and the pinned runsc, and load it as `sandman.dev/supervisor:test`.
+        #[arg(long, requires = "real_nodes")]
+        supervisor: Option<PathBuf>,
     },
     /// Run real node `index` until SIGTERM (what `up --real-nodes` starts).
     #[command(hide = true)]
@@ -45,6 +49,8 @@ enum Command {
         /// Its containers' state, volumes and root file system.
         #[arg(long)]
         node_dir: PathBuf,
+        #[arg(long)]
+        supervisor: Option<PathBuf>,
     },
     /// Stop every process that `up` started, and nothing else.
     Down,
@@ -76,12 +82,14 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             nodes,
             crds,
             real_nodes,
-        } => up(&dir, nodes, crds, real_nodes),
+            supervisor,
+        } => up(&dir, nodes, crds, real_nodes, supervisor.as_deref()),
         Command::RealNode {
             index,
             kubeconfig,
             node_dir,
-        } => sandman_testenv::real_node::serve(index, &kubeconfig, &node_dir)
+            supervisor,
+        } => sandman_testenv::real_node::serve(index, &kubeconfig, &node_dir, supervisor.as_deref())
             .map(|()| ExitCode::SUCCESS),
         Command::Down => {
             let state = sandman_testenv::stop_recorded(&dir)?;
@@ -105,6 +113,7 @@ fn up(
     nodes: usize,
     crds: Option<PathBuf>,
     real_nodes: usize,
+    supervisor: Option<&Path>,
 ) -> Result<ExitCode, sandman_testenv::Error> {
     if let Some(state) = RunningState::load(dir)?
         && !state.alive().is_empty()
@@ -128,20 +137,28 @@ fn up(
         context: "find the testenv binary".into(),
         source,
     })?;
+    // A relative path would be read from the node's own working directory.
+    let supervisor = supervisor
+        .map(|path| {
+            std::fs::canonicalize(path).map_err(|source| sandman_testenv::Error::Io {
+                context: format!("find the supervisor's sandman {}", path.display()),
+                source,
+            })
+        })
+        .transpose()?;
     for index in 0..real_nodes {
         let kubeconfig = plane.kubeconfig().display().to_string();
         let node_dir = dir.join(format!("real-node-{index}")).display().to_string();
-        plane.add_process(
-            &format!("real-node-{index}"),
-            &me,
-            vec![
-                "real-node".into(),
-                format!("--index={index}"),
-                format!("--kubeconfig={kubeconfig}"),
-                format!("--node-dir={node_dir}"),
-            ],
-            Lifetime::Detached,
-        )?;
+        let mut args = vec![
+            "real-node".into(),
+            format!("--index={index}"),
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--node-dir={node_dir}"),
+        ];
+        if let Some(sandman) = &supervisor {
+            args.push(format!("--supervisor={}", sandman.display()));
+        }
+        plane.add_process(&format!("real-node-{index}"), &me, args, Lifetime::Detached)?;
     }
     println!(
         "API ready in {:.2}s; control plane ready at {} in {:.2}s\nkubeconfig: {}\nlogs: {}",
