@@ -7,17 +7,15 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use common::agent::{AGENT, checkpointed, parse_count};
 use common::cli::{describe, sandbox_command};
 use common::gateway::{get, options};
-use common::real_node::{Node, real_node_with};
+use common::real_node::{Node, node_that_checkpoints};
 use common::*;
 use sandman::api::{CheckpointOutcome, OperatingMode, Phase, RuntimeSpec};
 use sandman::controller::sandbox::supervisor::{RUNSC_BINARY, SANDMAN_BINARY};
-use sandman_testenv::runtime_image;
-use sandman_testenv::supervisor_image::{REFERENCE, RUNSC_AT, SANDMAN_AT, supervisor_image};
+use sandman_testenv::supervisor_image::{RUNSC_AT, SANDMAN_AT};
 
 /// The agent's next count through the gateway, asked again while the pod's supervisor is not
 /// up yet (the gateway answers 502 then, and the agent counted nothing).
@@ -42,32 +40,6 @@ async fn counts(gateway: &sandman::gateway::Gateway, path: &str, n: usize) -> u6
         last = count;
     }
     last
-}
-
-/// A real node whose operator makes supervisors from the supervisor image laid out for it, and
-/// whose `busybox` image is the node's root file system (the agent's image); with `runtime`,
-/// the operator also puts the in-Sandbox runtime into the pods that ask for it.
-async fn node_that_checkpoints(test: &str, runtime: bool) -> Option<Node> {
-    let env = real_node_with(test, |options| {
-        options.supervisor_image = Some(REFERENCE.into());
-        if runtime {
-            options.runtime_image = Some(runtime_image::REFERENCE.into());
-        }
-    })
-    .await?;
-    if runtime {
-        env.node
-            .load_image(runtime_image::REFERENCE, runtime_image::runtime_image());
-    }
-    let image = supervisor_image(
-        Path::new(env!("CARGO_BIN_EXE_sandman")),
-        &env.dir.path().join("supervisor-image"),
-    )
-    .expect("the supervisor image");
-    env.node.load_image(REFERENCE, &image);
-    env.node
-        .load_image("busybox", &env.dir.path().join("rootfs"));
-    Some(env)
 }
 
 #[test]
@@ -277,7 +249,8 @@ async fn checkpoint_survives_a_hostile_volume() {
 
 /// A counter that an exec leaves running: its count in the shell's memory, written each tenth
 /// of a second to the root's `/tmp`, which under gVisor is memory too (`--overlay2=root:memory`).
-const COUNTER: &str = "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+const COUNTER: &str =
+    "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
 
 /// What the counter last wrote, read by a command through the gateway (which wakes the
 /// Sandbox when it sleeps); `None` while there is no count.
@@ -313,7 +286,9 @@ async fn exec_in_a_checkpointed_sandbox_sees_the_restored_agent() {
     let started = sandbox_command(
         &gateway,
         &env.ctx,
-        &["exec", "-d", "--tag", "counter", &target, "--", "sh", "-c", COUNTER],
+        &[
+            "exec", "-d", "--tag", "counter", &target, "--", "sh", "-c", COUNTER,
+        ],
         None,
     )
     .await;
@@ -336,9 +311,14 @@ async fn exec_in_a_checkpointed_sandbox_sees_the_restored_agent() {
     let woken = exec_count(&gateway, &env, &target)
         .await
         .unwrap_or_else(|| panic!("the woken Sandbox has no count\n{}", env.container_logs()));
-    assert!(woken >= before, "the count went back: {woken} after {before}");
+    assert!(
+        woken >= before,
+        "the count went back: {woken} after {before}"
+    );
     sandman_testenv::harness::eventually("the restored counter to go on", WAIT, || async {
-        exec_count(&gateway, &env, &target).await.filter(|c| *c > woken)
+        exec_count(&gateway, &env, &target)
+            .await
+            .filter(|c| *c > woken)
     })
     .await;
     wait_sandbox(&env.ctx, "rx", "the restore recorded", |s| {

@@ -196,3 +196,28 @@ async fn e2b_sdk_cannot_reach_another_namespaces_sandbox() {
         "the other tenant's kill reached it"
     );
 }
+
+#[tokio::test]
+async fn e2b_pause_keeps_memory_where_the_template_checkpoints() {
+    let Some(env) = common::real_node::node_that_checkpoints("e2b_memory", true).await else {
+        return;
+    };
+    let ctx = &env.ctx;
+    let gateway = control_gateway(ctx).await;
+    let mut template = e2b::template("keeper", &env.node.scheduling());
+    template["spec"]["lifecycle"] = serde_json::json!({ "checkpoint": "OnSuspend" });
+    apply(ctx, &ctx.namespace, template).await;
+    let key = account(ctx, &ctx.namespace, "framework", true).await;
+    let output = sdk(&gateway, "memory.py", &["keeper", &key])
+        .output()
+        .await
+        .expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "ok",
+        "stderr:\n{}\nnode:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        env.container_logs()
+    );
+    e2b::no_claims_left(ctx, "the killed sandbox's claim to go").await;
+}

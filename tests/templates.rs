@@ -1352,14 +1352,29 @@ async fn expired_claim_under_suspend_keeps_its_sandbox_suspended() {
     })
     .await;
     assert!(reason.contains("shutdownTime"), "{reason}");
-    stays("the Sandbox and the claim to stay", Duration::from_secs(3), || async {
-        sandboxes(&ctx).get_opt(&name).await.ok().flatten().is_some()
-            && api::<SandboxClaim>(&ctx).get_opt("nap").await.ok().flatten().is_some()
-    })
+    stays(
+        "the Sandbox and the claim to stay",
+        Duration::from_secs(3),
+        || async {
+            sandboxes(&ctx)
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+                && api::<SandboxClaim>(&ctx)
+                    .get_opt("nap")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+        },
+    )
     .await;
 
     // A new end and a resume (E2B's connect) run it again, and it stays running.
-    let later = serde_json::json!({ "spec": { "lifecycle": { "shutdownTime": "2099-01-01T00:00:00Z" } } });
+    let later =
+        serde_json::json!({ "spec": { "lifecycle": { "shutdownTime": "2099-01-01T00:00:00Z" } } });
     api::<SandboxClaim>(&ctx)
         .patch("nap", &Default::default(), &Patch::Merge(&later))
         .await
@@ -1371,11 +1386,15 @@ async fn expired_claim_under_suspend_keeps_its_sandbox_suspended() {
         .expect("resume");
     wait_phase(&ctx, &name, Phase::Running).await;
     bound(&ctx, "nap").await;
-    stays("the Sandbox to stay running", Duration::from_secs(3), || async {
-        sandboxes(&ctx)
-            .get(&name)
-            .await
-            .is_ok_and(|s| s.spec.operating_mode == OperatingMode::Running)
-    })
+    stays(
+        "the Sandbox to stay running",
+        Duration::from_secs(3),
+        || async {
+            sandboxes(&ctx)
+                .get(&name)
+                .await
+                .is_ok_and(|s| s.spec.operating_mode == OperatingMode::Running)
+        },
+    )
     .await;
 }

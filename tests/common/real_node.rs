@@ -167,3 +167,32 @@ impl Node {
         super::agent::set_mode(&self.ctx, name, mode).await;
     }
 }
+
+/// A real node whose operator makes supervisors from the supervisor image laid out for it, and
+/// whose `busybox` image is the node's root file system (the agent's image); with `runtime`,
+/// the operator also puts the in-Sandbox runtime into the pods that ask for it.
+pub async fn node_that_checkpoints(test: &str, runtime: bool) -> Option<Node> {
+    let env = real_node_with(test, |options| {
+        options.supervisor_image = Some(sandman_testenv::supervisor_image::REFERENCE.into());
+        if runtime {
+            options.runtime_image = Some(sandman_testenv::runtime_image::REFERENCE.into());
+        }
+    })
+    .await?;
+    if runtime {
+        env.node.load_image(
+            sandman_testenv::runtime_image::REFERENCE,
+            sandman_testenv::runtime_image::runtime_image(),
+        );
+    }
+    let image = sandman_testenv::supervisor_image::supervisor_image(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sandman")),
+        &env.dir.path().join("supervisor-image"),
+    )
+    .expect("the supervisor image");
+    env.node
+        .load_image(sandman_testenv::supervisor_image::REFERENCE, &image);
+    env.node
+        .load_image("busybox", &env.dir.path().join("rootfs"));
+    Some(env)
+}

@@ -84,8 +84,8 @@ mod tests {
         drop(probe);
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-                .expect("listen late");
+            let listener =
+                std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("listen late");
             let (mut conn, _) = listener.accept().expect("accept");
             conn.write_all(b"hello").expect("write");
         });

@@ -283,10 +283,8 @@ pub fn serve(
         let node = RealNode::start(client.clone(), index, dir, &rootfs).await?;
         node.load_image("busybox", &rootfs);
         if let Some(sandman) = supervisor {
-            let image = crate::supervisor_image::supervisor_image(
-                sandman,
-                &dir.join("supervisor-image"),
-            )?;
+            let image =
+                crate::supervisor_image::supervisor_image(sandman, &dir.join("supervisor-image"))?;
             node.load_image(crate::supervisor_image::REFERENCE, &image);
         }
         eprintln!("real node {} runs pods", node.name);

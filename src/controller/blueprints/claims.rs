@@ -25,8 +25,8 @@ use tracing::instrument;
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy, OperatingMode,
-    PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy,
+    OperatingMode, PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
 };
 use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
 use crate::controller::blueprint::{

@@ -187,9 +187,10 @@ pub fn inject(spec: &mut PodSpec, sandbox: &Sandbox, injection: &Injection, rest
     // The runtime (`runtime::inject`, before this) wrapped the agent's command and mounted
     // its image at `/.sandman`, which `plan` refuses to any mount of the tenant's: inside
     // gVisor it is the agent's own main process, and it carries each forwarded connection.
-    let runtime = container.volume_mounts.iter().flatten().any(|m| {
-        m.name == super::runtime::VOLUME && m.mount_path == super::runtime::MOUNT_PATH
-    });
+    let runtime =
+        container.volume_mounts.iter().flatten().any(|m| {
+            m.name == super::runtime::VOLUME && m.mount_path == super::runtime::MOUNT_PATH
+        });
     container.command = Some(command(container, injection, runtime));
     for mount in container.volume_mounts.iter_mut().flatten() {
         if runtime && mount.name == super::runtime::VOLUME {
@@ -547,8 +548,8 @@ mod tests {
     #[test]
     fn the_runtime_runs_inside_the_agents_sandbox_and_bridges_its_ports() {
         let mut with_runtime = sandbox(agent());
-        with_runtime.spec.runtime = serde_json::from_value(serde_json::json!({"enabled": true}))
-            .expect("a runtime spec");
+        with_runtime.spec.runtime =
+            serde_json::from_value(serde_json::json!({"enabled": true})).expect("a runtime spec");
         let runtime = super::super::runtime::plan(&with_runtime, Some("runtime:1"), None)
             .expect("allowed")
             .expect("wanted");
@@ -567,14 +568,22 @@ mod tests {
         // The runtime is the agent's main process inside gVisor, wrapping the tenant's.
         assert_eq!(
             command[agent + 1..],
-            ["/.sandman/sandman-runtime", "--", "python3", "/app/agent.py"]
+            [
+                "/.sandman/sandman-runtime",
+                "--",
+                "python3",
+                "/app/agent.py"
+            ]
         );
         let pair = |flag: &str, value: &str| {
             command[..agent]
                 .windows(2)
                 .any(|w| w[0] == flag && w[1] == value)
         };
-        assert!(pair("--mount", "/.sandman/runtime:/.sandman"), "{command:?}");
+        assert!(
+            pair("--mount", "/.sandman/runtime:/.sandman"),
+            "{command:?}"
+        );
         assert!(pair("--forward", "49983"), "{command:?}");
         assert!(
             pair("--bridge", "/.sandman/sandman-runtime --bridge {port}"),
@@ -589,7 +598,10 @@ mod tests {
             .collect();
         assert!(mounts.contains(&(RUNTIME_ROOT, Some(true))), "{mounts:?}");
         assert!(mounts.contains(&(AGENT_ROOT, Some(true))), "{mounts:?}");
-        assert!(!mounts.iter().any(|(path, _)| *path == "/.sandman"), "{mounts:?}");
+        assert!(
+            !mounts.iter().any(|(path, _)| *path == "/.sandman"),
+            "{mounts:?}"
+        );
         // The runtime's token reaches the agent's environment from the Secret, never as a value.
         let token = container
             .env

@@ -89,8 +89,10 @@ fn run(command: Command, dir: PathBuf) -> Result<ExitCode, sandman_testenv::Erro
             kubeconfig,
             node_dir,
             supervisor,
-        } => sandman_testenv::real_node::serve(index, &kubeconfig, &node_dir, supervisor.as_deref())
-            .map(|()| ExitCode::SUCCESS),
+        } => {
+            sandman_testenv::real_node::serve(index, &kubeconfig, &node_dir, supervisor.as_deref())
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Down => {
             let state = sandman_testenv::stop_recorded(&dir)?;
             println!("stopped {} processes", state.processes.len());
