@@ -52,7 +52,7 @@ fn module_fingerprint() -> String {
 }
 
 /// FNV-1a over `parts`, as 16 hex digits.
-pub(crate) fn fingerprint(parts: &[&str]) -> String {
+pub fn fingerprint(parts: &[&str]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in parts.iter().flat_map(|p| p.bytes()) {
         hash ^= u64::from(byte);

@@ -29,7 +29,7 @@ pub mod runtime_image;
 pub mod supervisor_image;
 pub mod token_server;
 
-pub use binaries::{Binaries, cache_root};
+pub use binaries::{Binaries, cache_root, fingerprint};
 pub use control_plane::{
     ControlPlane, Frozen, Lifetime, Options, ProcessState, RunningState, stop_recorded,
 };

@@ -148,9 +148,20 @@ fn up(
             })
         })
         .transpose()?;
+    let nodes_dir = real_nodes_dir(dir);
+    if real_nodes > 0 {
+        let _ = std::fs::remove_dir_all(&nodes_dir);
+        std::fs::create_dir_all(&nodes_dir).map_err(|source| sandman_testenv::Error::Io {
+            context: format!("create {}", nodes_dir.display()),
+            source,
+        })?;
+    }
     for index in 0..real_nodes {
         let kubeconfig = plane.kubeconfig().display().to_string();
-        let node_dir = dir.join(format!("real-node-{index}")).display().to_string();
+        let node_dir = nodes_dir
+            .join(format!("real-node-{index}"))
+            .display()
+            .to_string();
         let mut args = vec![
             "real-node".into(),
             format!("--index={index}"),
@@ -171,6 +182,15 @@ fn up(
         dir.join("logs").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the real nodes of the control plane in `dir` keep their containers, images and
+/// volumes: under the system's temporary directory, not under `dir`, because a pod in a user
+/// namespace of its own (`hostUsers: false`) is no one on the host, and must be able to pass
+/// through every directory above its root file system (a home directory is often `0700`).
+fn real_nodes_dir(dir: &Path) -> PathBuf {
+    let name = sandman_testenv::fingerprint(&[&dir.display().to_string()]);
+    std::env::temp_dir().join(format!("sandman-real-nodes-{}", &name[..12]))
 }
 
 /// `testenv status`: what runs, process by process.
