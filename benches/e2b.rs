@@ -2,8 +2,8 @@
 //! node under runc, through the gateway's control API (release build):
 //!
 //! - `Sandbox.create()` to the first command's output, from a warm pool and cold;
-//! - `pause()`, and `connect()` to the first command's output (files kept, no memory: the
-//!   runtime does not run in a checkpointed agent yet);
+//! - `pause()`, and `connect()` to the first command's output: files kept on a plain
+//!   template, memory restored on one whose pods checkpoint;
 //! - `commands.run("true")` through the SDK;
 //! - the API key's reviews (TokenReview and SubjectAccessReview), cached and not.
 //!
@@ -66,11 +66,31 @@ async fn set_up(client: &kube::Client, node: &RealNode, pool: usize) -> String {
             namespace: Some(NAMESPACE.into()),
             min_dwell: Duration::ZERO,
             runtime_image: Some(sandman_testenv::runtime_image::REFERENCE.into()),
+            supervisor_image: Some(sandman_testenv::supervisor_image::REFERENCE.into()),
             ..sandman::controller::Options::default()
         };
         let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
     });
     let scheduling = node.scheduling();
+    apply(client, serde_json::json!({
+        "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": { "name": "keeper" },
+        "spec": {
+            "runtime": { "enabled": true },
+            "lifecycle": { "checkpoint": "OnSuspend" },
+            "podTemplate": { "spec": {
+                "nodeSelector": scheduling["nodeSelector"],
+                "tolerations": scheduling["tolerations"],
+                "containers": [{ "name": "agent", "image": "busybox", "command": ["sleep", "100000"],
+                    "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }] }],
+            }},
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "workspace" },
+                "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+            }],
+        },
+    }))
+    .await;
     for template in ["shell", "pooled"] {
         apply(client, serde_json::json!({
             "apiVersion": "sandman.dev/v1alpha1", "kind": "SandboxTemplate",
@@ -188,15 +208,11 @@ async fn run(
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
-    for applet in ["sh", "true", "sleep", "cat", "echo"] {
+    for applet in ["sh", "true", "sleep", "cat", "echo", "nc", "mkdir"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
-    std::fs::write(bin.join("bash"), "#!/bin/sh\nexec /bin/sh \"$@\"\n").expect("bash");
-    std::fs::set_permissions(
-        bin.join("bash"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("bash");
+    // E2B's SDKs run commands with `/bin/bash -l -c`: Debian's static bash (bash-static).
+    std::fs::copy("/bin/bash-static", bin.join("bash")).expect("bash (bash-static)");
     common::namespace(&client, NAMESPACE).await;
     let node = RealNode::start(client.clone(), 0, &dir.join("node"), &rootfs)
         .await
@@ -205,6 +221,13 @@ async fn run(
         sandman_testenv::runtime_image::REFERENCE,
         sandman_testenv::runtime_image::runtime_image(),
     );
+    let supervisor = sandman_testenv::supervisor_image::supervisor_image(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sandman")),
+        &dir.join("supervisor-image"),
+    )
+    .expect("the supervisor image");
+    node.load_image(sandman_testenv::supervisor_image::REFERENCE, &supervisor);
+    node.load_image("busybox", &rootfs);
     let key = set_up(&client, &node, rounds).await;
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -227,7 +250,7 @@ async fn run(
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/bench.py");
     let output = tokio::process::Command::new(sandman_testenv::clients::e2b_python())
         .arg(script)
-        .args(["shell", "pooled", &key, &rounds.to_string()])
+        .args(["shell", "pooled", "keeper", &key, &rounds.to_string()])
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
         .output()
@@ -262,6 +285,14 @@ async fn run(
         ),
         ("pause", "`pause()`"),
         ("connect", "`connect()` to the first output (files kept)"),
+        (
+            "pause_memory",
+            "`pause()` on a template that checkpoints (memory kept)",
+        ),
+        (
+            "connect_memory",
+            "`connect()` to the first output, memory restored",
+        ),
         ("run_true", "`commands.run(\"true\")`"),
         (
             "reviews_uncached",

@@ -4,7 +4,8 @@
 //! - a command round trip (`true`, Start to end of stream), p50 and p99, under runc and gVisor;
 //! - 256 MiB up and down through the gateway (`POST`/`GET /files`) against `nc` in the same
 //!   container over a direct TCP connection;
-//! - wake on exec: suspended to the first stdout byte;
+//! - wake on exec: suspended to the first stdout byte, and the same for a Sandbox that
+//!   checkpoints (its runtime inside the agent's gVisor sandbox, restored with it);
 //! - the runtime's resident memory after its first call.
 //!
 //! Needs what `tests/runtime.rs` needs.
@@ -123,7 +124,7 @@ async fn run(client: kube::Client, dir: &std::path::Path, calls: usize, mib: usi
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (busybox-static)");
-    for applet in ["sh", "true", "nc", "sleep", "cat", "grep", "echo"] {
+    for applet in ["sh", "true", "nc", "sleep", "cat", "grep", "echo", "mkdir"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
     common::namespace(&client, NAMESPACE).await;
@@ -132,12 +133,20 @@ async fn run(client: kube::Client, dir: &std::path::Path, calls: usize, mib: usi
         .expect("real node");
     let image = sandman_testenv::runtime_image::runtime_image();
     node.load_image(sandman_testenv::runtime_image::REFERENCE, image);
+    let supervisor = sandman_testenv::supervisor_image::supervisor_image(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sandman")),
+        &dir.join("supervisor-image"),
+    )
+    .expect("the supervisor image");
+    node.load_image(sandman_testenv::supervisor_image::REFERENCE, &supervisor);
+    node.load_image("busybox", &rootfs);
     let operator_client = client.clone();
     tokio::spawn(async move {
         let options = sandman::controller::Options {
             namespace: Some(NAMESPACE.into()),
             min_dwell: Duration::ZERO,
             runtime_image: Some(sandman_testenv::runtime_image::REFERENCE.into()),
+            supervisor_image: Some(sandman_testenv::supervisor_image::REFERENCE.into()),
             ..sandman::controller::Options::default()
         };
         let _ = sandman::controller::run(operator_client, options, std::future::pending()).await;
@@ -147,7 +156,7 @@ async fn run(client: kube::Client, dir: &std::path::Path, calls: usize, mib: usi
     let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), NAMESPACE);
     let mut targets = Vec::new();
     for runtime in ["runc", "gvisor"] {
-        targets.push(start(&client, &node, &sandboxes, runtime, gateway.addr).await);
+        targets.push(start(&client, &node, &sandboxes, runtime, false, gateway.addr).await);
     }
 
     println!("\n## The in-Sandbox runtime\n");
@@ -224,65 +233,95 @@ async fn run(client: kube::Client, dir: &std::path::Path, calls: usize, mib: usi
     );
     let mut cells = Vec::new();
     for target in &targets {
-        let mut times = Vec::new();
-        for _ in 0..wakes {
-            // The last wake's override ends once the spec says Running and the operator has
-            // seen it; only then does Suspended suspend again.
-            set_mode(&sandboxes, &target.name, "Running").await;
-            while sandboxes
-                .get(&target.name)
-                .await
-                .ok()
-                .and_then(|s| s.status)
-                .is_some_and(|s| s.mode_override.is_some())
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            set_mode(&sandboxes, &target.name, "Suspended").await;
-            wait(&sandboxes, &target.name, Phase::Suspended).await;
-            while node.containers_of(NAMESPACE, &target.name).await > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let (first, _, out) = call(&http, &target.gateway, &target.token, "echo awake").await;
-            assert_eq!(out, "awake\n");
-            times.push(first.expect("a first byte"));
-            wait(&sandboxes, &target.name, Phase::Running).await;
-        }
-        cells.push(format!(
-            "p50 {:.0} ms, max {:.0} ms",
-            percentile(&mut times, 0.5),
-            percentile(&mut times, 1.0)
-        ));
+        cells.push(wake_times(&http, &node, &sandboxes, target, wakes).await);
     }
     println!(
         "| wake on exec: suspended → first stdout byte, no memory restore, {wakes} wakes | {} | {} |",
         cells[0], cells[1]
     );
+    let keeper = start(&client, &node, &sandboxes, "keeper", true, gateway.addr).await;
+    println!(
+        "| wake on exec with a memory restore (checkpointed on suspend; the runtime inside the agent's gVisor sandbox), {wakes} wakes | | {} |",
+        wake_times(&http, &node, &sandboxes, &keeper, wakes).await
+    );
 }
 
+/// Suspends `target` and wakes it with a command through the gateway, `wakes` times: the time
+/// to its first stdout byte, as p50 and max.
+async fn wake_times(
+    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    node: &RealNode,
+    sandboxes: &Api<Sandbox>,
+    target: &Target,
+    wakes: usize,
+) -> String {
+    let mut times = Vec::new();
+    for _ in 0..wakes {
+        // The last wake's override ends once the spec says Running and the operator has
+        // seen it; only then does Suspended suspend again.
+        set_mode(sandboxes, &target.name, "Running").await;
+        while sandboxes
+            .get(&target.name)
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.mode_override.is_some())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        set_mode(sandboxes, &target.name, "Suspended").await;
+        wait(sandboxes, &target.name, Phase::Suspended).await;
+        while node.containers_of(NAMESPACE, &target.name).await > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (first, _, out) = call(http, &target.gateway, &target.token, "echo awake").await;
+        assert_eq!(out, "awake\n");
+        times.push(first.expect("a first byte"));
+        wait(sandboxes, &target.name, Phase::Running).await;
+    }
+    format!(
+        "p50 {:.0} ms, max {:.0} ms",
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 1.0)
+    )
+}
+
+/// A Sandbox with the runtime: under RuntimeClass `runtime`, or, when it `checkpoints`, under
+/// the checkpoint supervisor (which runs its agent under gVisor itself) with a volume.
 async fn start(
     client: &kube::Client,
     node: &RealNode,
     sandboxes: &Api<Sandbox>,
     runtime: &str,
+    checkpoints: bool,
     gateway: std::net::SocketAddr,
 ) -> Target {
     let name = format!("bench-{runtime}");
     let scheduling = node.scheduling();
-    let sandbox: Sandbox = serde_json::from_value(serde_json::json!({
+    let mut value = serde_json::json!({
         "apiVersion": "sandman.dev/v1alpha1", "kind": "Sandbox",
         "metadata": { "name": name },
         "spec": {
             "runtime": { "enabled": true },
             "podTemplate": { "spec": {
-                "runtimeClassName": runtime,
                 "nodeSelector": scheduling["nodeSelector"],
                 "tolerations": scheduling["tolerations"],
                 "containers": [{ "name": "agent", "image": "busybox", "command": ["sleep", "100000"] }],
             }},
         },
-    }))
-    .expect("sandbox");
+    });
+    if checkpoints {
+        value["spec"]["lifecycle"] = serde_json::json!({ "checkpoint": "OnSuspend" });
+        value["spec"]["podTemplate"]["spec"]["containers"][0]["volumeMounts"] =
+            serde_json::json!([{ "name": "workspace", "mountPath": "/workspace" }]);
+        value["spec"]["volumeClaimTemplates"] = serde_json::json!([{
+            "metadata": { "name": "workspace" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+        }]);
+    } else {
+        value["spec"]["podTemplate"]["spec"]["runtimeClassName"] = runtime.into();
+    }
+    let sandbox: Sandbox = serde_json::from_value(value).expect("sandbox");
     sandboxes
         .create(&PostParams::default(), &sandbox)
         .await

@@ -13,15 +13,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandman/cargo-target}"
 setup_fail() { printf 'sandman setup: %s\n' "$*" >&2; exit 1; }
 setup_step() { printf '==> setup: %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
-# Debian packages, each with the command that shows it is there. runsc runs the agents whose
-# memory the checkpoint tests keep and the gVisor pods on the real node; runc its other pods;
-# busybox is their root file system; ip makes the real node's network namespaces; the
-# distribution tests run docker-registry on a loopback port (its service is not started).
+# Debian packages, each with the command that shows it is there. Debian's runsc is the one the
+# checkpoint benchmark compares the pinned runsc with; runc runs the real node's pods; busybox
+# is their root file system, with a static bash for the E2B SDKs' commands; ip makes the real
+# node's network namespaces; the distribution tests run docker-registry on a loopback port (its
+# service is not started).
 setup_packages() {
   local missing=()
   command -v runsc >/dev/null 2>&1 || missing+=(runsc)
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   [ -x /bin/busybox ] || missing+=(busybox-static)
+  [ -x /bin/bash-static ] || missing+=(bash-static)
   command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   [ "${#missing[@]}" -eq 0 ] && return 0

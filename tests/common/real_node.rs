@@ -68,13 +68,8 @@ pub async fn real_node_with(
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
     }
-    // E2B's SDKs run commands with `/bin/bash -l -c`; busybox has no bash, its sh stands in.
-    std::fs::write(bin.join("bash"), "#!/bin/sh\nexec /bin/sh \"$@\"\n").expect("bash");
-    std::fs::set_permissions(
-        bin.join("bash"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("bash");
+    // E2B's SDKs run commands with `/bin/bash -l -c`: Debian's static bash (bash-static).
+    std::fs::copy("/bin/bash-static", bin.join("bash")).expect("bash (bash-static)");
     // Node names are per process: each test binary has its own control plane.
     let index = INDEX.fetch_add(1, Ordering::Relaxed);
     let node = RealNode::start(
