@@ -221,13 +221,7 @@ async fn run(
         sandman_testenv::runtime_image::REFERENCE,
         sandman_testenv::runtime_image::runtime_image(),
     );
-    let supervisor = sandman_testenv::supervisor_image::supervisor_image(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sandman")),
-        &dir.join("supervisor-image"),
-    )
-    .expect("the supervisor image");
-    node.load_image(sandman_testenv::supervisor_image::REFERENCE, &supervisor);
-    node.load_image("busybox", &rootfs);
+    common::load_supervisor(&node, dir, &rootfs, env!("CARGO_BIN_EXE_sandman"));
     let key = set_up(&client, &node, rounds).await;
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

@@ -133,13 +133,7 @@ async fn run(client: kube::Client, dir: &std::path::Path, calls: usize, mib: usi
         .expect("real node");
     let image = sandman_testenv::runtime_image::runtime_image();
     node.load_image(sandman_testenv::runtime_image::REFERENCE, image);
-    let supervisor = sandman_testenv::supervisor_image::supervisor_image(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sandman")),
-        &dir.join("supervisor-image"),
-    )
-    .expect("the supervisor image");
-    node.load_image(sandman_testenv::supervisor_image::REFERENCE, &supervisor);
-    node.load_image("busybox", &rootfs);
+    common::load_supervisor(&node, dir, &rootfs, env!("CARGO_BIN_EXE_sandman"));
     let operator_client = client.clone();
     tokio::spawn(async move {
         let options = sandman::controller::Options {

@@ -60,14 +60,29 @@ fn sandbox_that_checkpoints(env: &Node, name: &str, script: &str) -> sandman::ap
     sandbox
 }
 
+async fn gateway(env: &Node) -> sandman::gateway::Gateway {
+    sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
+        .await
+        .expect("gateway")
+}
+
+/// Waits until Sandbox `name`'s status says its pod restored a checkpoint.
+async fn restored(env: &Node, name: &str) {
+    wait_sandbox(&env.ctx, name, "the restore recorded", |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.checkpoint.as_ref())
+            .is_some_and(|c| c.outcome == CheckpointOutcome::Restored)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn memory_is_kept_across_suspend_on_a_real_node() {
     let Some(env) = node_that_checkpoints("real_ckpt", false).await else {
         return;
     };
-    let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
-        .await
-        .expect("gateway");
+    let gateway = gateway(&env).await;
     create(&env.ctx, &sandbox_that_checkpoints(&env, "mem", AGENT)).await;
     wait_phase(&env.ctx, "mem", Phase::Running).await;
     let path = format!("/sandboxes/{}/mem/", env.ctx.namespace);
@@ -105,13 +120,7 @@ async fn memory_is_kept_across_suspend_on_a_real_node() {
         "the woken agent counts on from {before}, it said {count}\n{}",
         env.container_logs()
     );
-    wait_sandbox(&env.ctx, "mem", "the restore recorded", |s| {
-        s.status
-            .as_ref()
-            .and_then(|s| s.checkpoint.as_ref())
-            .is_some_and(|c| c.outcome == CheckpointOutcome::Restored)
-    })
-    .await;
+    restored(&env, "mem").await;
     assert_eq!(gateway.wakes(), 1);
 }
 
@@ -171,9 +180,7 @@ async fn checkpoint_survives_a_hostile_volume() {
     let Some(env) = node_that_checkpoints("real_hostile", false).await else {
         return;
     };
-    let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
-        .await
-        .expect("gateway");
+    let gateway = gateway(&env).await;
     let script = format!("{PLANTING_AGENT}{AGENT}");
     create(&env.ctx, &sandbox_that_checkpoints(&env, "hv", &script)).await;
     let path = format!("/sandboxes/{}/hv/", env.ctx.namespace);
@@ -274,9 +281,7 @@ async fn exec_in_a_checkpointed_sandbox_sees_the_restored_agent() {
     let Some(env) = node_that_checkpoints("real_ckpt_exec", true).await else {
         return;
     };
-    let gateway = sandman::gateway::start(env.ctx.client.clone(), options(&env.ctx))
-        .await
-        .expect("gateway");
+    let gateway = gateway(&env).await;
     let mut sandbox = sandbox_that_checkpoints(&env, "rx", "exec sleep 100000");
     sandbox.spec.runtime = Some(RuntimeSpec { enabled: true });
     create(&env.ctx, &sandbox).await;
@@ -321,12 +326,6 @@ async fn exec_in_a_checkpointed_sandbox_sees_the_restored_agent() {
             .filter(|c| *c > woken)
     })
     .await;
-    wait_sandbox(&env.ctx, "rx", "the restore recorded", |s| {
-        s.status
-            .as_ref()
-            .and_then(|s| s.checkpoint.as_ref())
-            .is_some_and(|c| c.outcome == CheckpointOutcome::Restored)
-    })
-    .await;
+    restored(&env, "rx").await;
     assert_eq!(gateway.wakes(), 1);
 }

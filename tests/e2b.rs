@@ -33,19 +33,30 @@ fn sdk(gateway: &Gateway, script_name: &str, args: &[&str]) -> tokio::process::C
     command
 }
 
-/// Runs a refusal case of `refusals.py` to its end; it prints "ok" when the SDK was refused
-/// as it should be.
-async fn refused(gateway: &Gateway, args: &[&str]) {
-    let output = sdk(gateway, "refusals.py", args)
+/// Runs `script_name` to its end; it prints "ok" when all it checked held. `more` is said
+/// beside its stderr when it did not.
+async fn passes(
+    gateway: &Gateway,
+    script_name: &str,
+    args: &[&str],
+    more: impl FnOnce() -> String,
+) {
+    let output = sdk(gateway, script_name, args)
         .output()
         .await
         .expect("python");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "ok",
-        "stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "stderr:\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        more()
     );
+}
+
+/// Runs a refusal case of `refusals.py`: the SDK was refused as it should be.
+async fn refused(gateway: &Gateway, args: &[&str]) {
+    passes(gateway, "refusals.py", args, String::new).await;
 }
 
 /// The JavaScript SDK's scenario, copied beside the pinned SDK so that `import 'e2b'` finds it.
@@ -208,16 +219,9 @@ async fn e2b_pause_keeps_memory_where_the_template_checkpoints() {
     template["spec"]["lifecycle"] = serde_json::json!({ "checkpoint": "OnSuspend" });
     apply(ctx, &ctx.namespace, template).await;
     let key = account(ctx, &ctx.namespace, "framework", true).await;
-    let output = sdk(&gateway, "memory.py", &["keeper", &key])
-        .output()
-        .await
-        .expect("python");
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "ok",
-        "stderr:\n{}\nnode:\n{}",
-        String::from_utf8_lossy(&output.stderr),
+    passes(&gateway, "memory.py", &["keeper", &key], || {
         env.container_logs()
-    );
+    })
+    .await;
     e2b::no_claims_left(ctx, "the killed sandbox's claim to go").await;
 }

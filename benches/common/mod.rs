@@ -97,3 +97,21 @@ pub fn runsc(root: std::path::PathBuf) -> sandman::checkpoint::runsc::Runsc {
         restore_flags: flags("SANDMAN_RUNSC_RESTORE_FLAGS"),
     }
 }
+
+/// Loads onto `node` what a Sandbox that checkpoints needs: the checkpoint supervisor's image,
+/// laid out under `dir` from `sandman` (the bench's own binary) and the pinned runsc, and
+/// `rootfs` as the agent's image `busybox`.
+pub fn load_supervisor(
+    node: &sandman_testenv::real_node::RealNode,
+    dir: &std::path::Path,
+    rootfs: &std::path::Path,
+    sandman: &str,
+) {
+    let supervisor = sandman_testenv::supervisor_image::supervisor_image(
+        std::path::Path::new(sandman),
+        &dir.join("supervisor-image"),
+    )
+    .expect("the supervisor image");
+    node.load_image(sandman_testenv::supervisor_image::REFERENCE, &supervisor);
+    node.load_image("busybox", rootfs);
+}

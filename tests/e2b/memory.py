@@ -2,22 +2,12 @@
 sandbox's memory, so a command started before it runs on after connect. Run by tests/e2b.rs
 with the template and the key; prints "ok"."""
 import sys
-import time
 
 from e2b import Sandbox
 
+from waiting import eventually
+
 template, key = sys.argv[1], sys.argv[2]
-
-
-def eventually(what, check, seconds=60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        time.sleep(0.2)
 
 
 def count(sandbox):

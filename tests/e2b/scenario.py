@@ -7,18 +7,9 @@ import time
 
 from e2b import CommandExitException, FilesystemEventType, Sandbox, SandboxQuery
 
+from waiting import eventually
+
 plain, pooled, key = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-def eventually(what, check, seconds=60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        time.sleep(0.2)
 
 
 # From a warm pool: the claim takes the pool's Sandbox.
