@@ -165,7 +165,7 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
                 }] } },
                 "volumeClaimTemplates": [{
                     "metadata": { "name": "workspace" },
-                    "spec": { "resources": { "requests": { "storage": "1Gi" } } },
+                    "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
                 }],
                 "gateway": { "enabled": true },
                 "lifecycle": { "checkpoint": checkpoint },
@@ -229,7 +229,9 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize) {
                     "memory kept: {count} after {last_count}"
                 );
             } else {
-                assert_eq!(count, 1, "a fresh agent");
+                // A fresh agent counts from 1; the gateway may send its GET once more when a
+                // just-started listener closed the first connection unanswered.
+                assert!(count <= 2, "a fresh agent counted {count}");
             }
             last_count = count;
             latencies.push(first_byte);
