@@ -28,6 +28,13 @@ use sandman_testenv::real_node::RealNode;
 const NAMESPACE: &str = "e2b-bench";
 
 fn main() {
+    // `RUST_LOG=sandman::gateway=debug` shows each create's steps, timed.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rounds = common::setting("SANDMAN_E2B_ROUNDS", 10);
     common::on_control_plane("e2b", |plane, dir| async move {
         let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
@@ -277,6 +284,11 @@ async fn run(
             "create_cold",
             "`Sandbox.create()` to the first output, cold",
         ),
+        (
+            "create_warm_answer",
+            "`Sandbox.create()` answered, from a warm pool",
+        ),
+        ("create_cold_answer", "`Sandbox.create()` answered, cold"),
         ("pause", "`pause()`"),
         ("connect", "`connect()` to the first output (files kept)"),
         (

@@ -187,6 +187,18 @@ async fn run(plane: &ControlPlane, dir: &Path, wakes: usize, count: usize) {
                     )
                     .await
                     .expect("suspend");
+                // The last wake's override ends once the spec says Running and the operator
+                // has seen it; only then does Suspended suspend again.
+                while mode == "Running"
+                    && sandboxes
+                        .get(&name)
+                        .await
+                        .ok()
+                        .and_then(|s| s.status)
+                        .is_some_and(|s| s.mode_override.is_some())
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             wait_sandbox(&sandboxes, &name, Phase::Suspended).await;
             while node.containers_of(NAMESPACE, &name).await > 0 {

@@ -7,6 +7,8 @@
 //! SANDMAN_SCALE_VOLUMES=0 cargo bench --bench scale    # without a volume per Sandbox
 //! SANDMAN_SCALE_N=10000 SANDMAN_SCALE_ROUNDS=1 SANDMAN_SCALE_VOLUMES=0 \
 //!   SANDMAN_SCALE_IDLE_SECONDS=60 cargo bench --bench scale   # ten thousand, then idle
+//! SANDMAN_SCALE_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" cargo bench --bench scale
+//!   # where the operator's memory goes (heaptrack_print /tmp/operator.zst)
 //! ```
 //!
 //! Also reported: Sandboxes per second, Events per Sandbox by reason, the API server's CPU
@@ -232,8 +234,21 @@ fn sandbox(name: &str, volume: bool) -> Sandbox {
     serde_json::from_value(value).expect("sandbox")
 }
 
+/// The operator, under `SANDMAN_SCALE_OPERATOR_WRAPPER` when set (a profiler's command, for
+/// example `heaptrack -o /tmp/operator`; the RSS figures are then the wrapper's, not the
+/// operator's).
 fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sandman"))
+    let wrapper = std::env::var("SANDMAN_SCALE_OPERATOR_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(env!("CARGO_BIN_EXE_sandman"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_sandman")),
+    };
+    command
         .args([
             "run",
             "--namespace",

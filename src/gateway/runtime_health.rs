@@ -14,8 +14,11 @@ use http::{Request, StatusCode};
 use super::activity::Key;
 use super::proxy::{Upstream, empty};
 
-/// How often a runtime that does not answer yet is asked again.
-const POLL: Duration = Duration::from_millis(50);
+/// How often a runtime that does not answer yet is asked again: a refused connection costs
+/// a pod almost nothing, and a cold create waits on this.
+const POLL: Duration = Duration::from_millis(20);
+/// The longest one `/health` may take (a restored runtime answers once its restore is done).
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most addresses remembered; past it the memory starts over, which costs each Sandbox
 /// one more `/health` and never a wrong answer.
 const MAX_REMEMBERED: usize = 100_000;
@@ -81,7 +84,7 @@ async fn answers(upstream: &Upstream, addr: SocketAddr) -> bool {
     let Ok(request) = Request::get(format!("http://{addr}/health")).body(empty()) else {
         return false;
     };
-    let asked = tokio::time::timeout(POLL * 20, upstream.request(request)).await;
+    let asked = tokio::time::timeout(ASK_TIMEOUT, upstream.request(request)).await;
     matches!(asked, Ok(Ok(response)) if response.status() == StatusCode::NO_CONTENT)
 }
 

@@ -74,6 +74,39 @@ impl Waker {
         self.lookup(key)
     }
 
+    /// The cached Sandbox in `namespace` whose controller is the claim `claim_uid`: the one
+    /// a claim was bound to, seen as soon as the watch brings the binding. A Sandbox's owner
+    /// references are written by whoever can write it, so this is only ever a hint for that
+    /// caller's own namespace: what the caller gets is still read as the caller.
+    pub fn claimed_by(&self, namespace: &str, claim_uid: &str) -> Option<String> {
+        claimed_by(&self.store, namespace, claim_uid)
+    }
+
+    /// Ticks whenever the cache changes.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changes.clone()
+    }
+
+    /// Waits until `key` is in the cache, until `deadline`. Returns whether it is.
+    pub async fn appeared(&self, key: &Key, deadline: tokio::time::Instant) -> bool {
+        let mut changes = self.changes.clone();
+        loop {
+            // Marked seen before the cache is read, so a change in between is not missed.
+            changes.borrow_and_update();
+            if self.lookup(key).is_some() {
+                return true;
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return self.lookup(key).is_some(),
+            }
+        }
+    }
+
     fn lookup(&self, key: &Key) -> Option<std::sync::Arc<Sandbox>> {
         self.store.get(&ObjectRef::new(&key.1).within(&key.0))
     }
@@ -195,6 +228,20 @@ impl Waker {
     }
 }
 
+fn claimed_by(store: &Store<Sandbox>, namespace: &str, claim_uid: &str) -> Option<String> {
+    store
+        .find(|sandbox| {
+            sandbox.metadata.namespace.as_deref() == Some(namespace)
+                && sandbox
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.uid == claim_uid)
+        })
+        .and_then(|sandbox| sandbox.metadata.name.clone())
+}
+
 /// The pod address of a Sandbox that is Running with a pod IP.
 fn running_at(sandbox: &Sandbox, port: u16) -> Option<SocketAddr> {
     if sandbox.effective_mode() != OperatingMode::Running {
@@ -206,4 +253,41 @@ fn running_at(sandbox: &Sandbox, port: u16) -> Option<SocketAddr> {
     }
     let ip: IpAddr = status.pod_ips.first()?.parse().ok()?;
     Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    fn owned(namespace: &str, name: &str, uid: &str, controller: bool) -> Sandbox {
+        let mut sandbox = Sandbox::new(name, Default::default());
+        sandbox.metadata.namespace = Some(namespace.into());
+        sandbox.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "sandman.dev/v1alpha1".into(),
+            kind: "SandboxClaim".into(),
+            name: "claim".into(),
+            uid: uid.into(),
+            controller: Some(controller),
+            ..Default::default()
+        }]);
+        sandbox
+    }
+
+    #[test]
+    fn a_binding_is_the_claims_controller_reference_in_the_callers_namespace() {
+        let (store, mut writer) = reflector::store::<Sandbox>();
+        for sandbox in [
+            owned("other", "theirs", "u1", true),
+            owned("mine", "merely-owned", "u1", false),
+            owned("mine", "taken", "u2", true),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(sandbox));
+        }
+        assert_eq!(claimed_by(&store, "mine", "u1"), None);
+        assert_eq!(claimed_by(&store, "other", "u1").as_deref(), Some("theirs"));
+        assert_eq!(claimed_by(&store, "mine", "u2").as_deref(), Some("taken"));
+    }
 }

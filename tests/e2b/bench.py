@@ -19,6 +19,7 @@ for template, what in ((pooled, "create_warm"), (plain, "create_cold")):
     for _ in range(rounds):
         started = time.perf_counter()
         sandbox = Sandbox.create(template=template, api_key=key, timeout=600)
+        emit(what + "_answer", started)
         assert sandbox.commands.run("echo first").stdout == "first\n"
         emit(what, started)
         sandbox.kill()

@@ -1,6 +1,8 @@
 //! `POST /v2/sandboxes`: a `SandboxClaim` of the template `templateID` names in the caller's
 //! namespace, made as the caller, answered once the claimed Sandbox's runtime answers.
 
+use std::time::Duration;
+
 use http::{Response, StatusCode};
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
@@ -75,17 +77,31 @@ pub(super) async fn create(state: &State, scope: &Scope, body: &[u8]) -> Respons
         Ok(claim) => claim,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the claim: {e}")),
     };
+    let started = tokio::time::Instant::now();
     let claims: Api<SandboxClaim> = Api::namespaced(scope.client.clone(), &namespace);
     let made = match claims.create(&PostParams::default(), &claim).await {
         Ok(made) => made,
         Err(e) => return api_error("create the SandboxClaim", &e),
     };
     let claim_name = made.metadata.name.clone().unwrap_or_default();
-    let sandbox = match bound_sandbox(state, &claims, &namespace, &claim_name).await {
+    let sandbox = match bound_sandbox(state, &claims, &namespace, &made).await {
         Ok(sandbox) => sandbox,
         Err(response) => return response,
     };
-    ready_answer(state, scope, &sandbox, &template).await
+    tracing::debug!(
+        claim = %claim_name,
+        %sandbox,
+        bound_ms = started.elapsed().as_millis(),
+        "the claim is bound"
+    );
+    let answer = ready_answer(state, scope, &sandbox, &template).await;
+    tracing::debug!(
+        claim = %claim_name,
+        status = answer.status().as_u16(),
+        answered_ms = started.elapsed().as_millis(),
+        "create answered"
+    );
+    answer
 }
 
 /// E2B's error for a claim its controller refused: a template that is not there (404), or
@@ -103,37 +119,73 @@ fn refusal(claim: &SandboxClaim) -> Option<Response<Body>> {
     Some(error(status, ready.message.clone()))
 }
 
-/// The Sandbox the claim `claim_name` gets bound to, within the gateway's hold time; the
-/// claim is deleted if its controller refuses it.
+/// How soon after the claim is made its status is first read, and the most time between two
+/// reads: the claim's status is the authority (and the only place a refusal shows), while the
+/// gateway's cache usually shows the binding sooner.
+const FIRST_READ: Duration = Duration::from_millis(50);
+const MOST_BETWEEN_READS: Duration = Duration::from_millis(400);
+
+/// The Sandbox the claim `made` gets bound to, within the gateway's hold time; the claim is
+/// deleted if its controller refuses it. The binding is seen in the gateway's cache of
+/// Sandboxes as soon as the watch brings it (a warm pool member is taken in tens of
+/// milliseconds); the claim is read as the caller, at growing intervals, for refusals and for
+/// a gateway that does not cache the namespace.
 async fn bound_sandbox(
     state: &State,
     claims: &Api<SandboxClaim>,
     namespace: &str,
-    claim_name: &str,
+    made: &SandboxClaim,
 ) -> Result<String, Response<Body>> {
-    let deadline = tokio::time::Instant::now() + state.options.hold;
+    let claim_name = made.metadata.name.clone().unwrap_or_default();
+    let uid = made.metadata.uid.clone().unwrap_or_default();
+    let now = tokio::time::Instant::now();
+    let deadline = now + state.options.hold;
+    let mut next_read = now + FIRST_READ;
+    let mut between = FIRST_READ;
+    let mut changes = state.waker.changes();
+    let mut watching = true;
     loop {
-        match claims.get(claim_name).await {
-            Ok(claim) => {
-                if let Some(refused) = refusal(&claim) {
-                    // Nothing the SDK could use is left behind.
-                    let _ = claims
-                        .delete(claim_name, &kube::api::DeleteParams::default())
-                        .await;
-                    return Err(refused);
-                }
-                if let Some(bound) = claim.status.and_then(|s| s.sandbox) {
-                    return Ok(bound.name);
-                }
-            }
-            Err(e) => return Err(api_error("read the SandboxClaim", &e)),
+        // Marked seen before the cache is read, so a change in between is not missed.
+        changes.borrow_and_update();
+        if let Some(name) = state.waker.claimed_by(namespace, &uid) {
+            return Ok(name);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= next_read {
+            if let Some(name) = read_binding(claims, &claim_name).await? {
+                return Ok(name);
+            }
+            between = (between * 2).min(MOST_BETWEEN_READS);
+            next_read = tokio::time::Instant::now() + between;
+        }
+        if now >= deadline {
             return Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("claim {namespace}/{claim_name} got no Sandbox in time"),
             ));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::select! {
+            changed = changes.changed(), if watching => watching = changed.is_ok(),
+            () = tokio::time::sleep_until(next_read.min(deadline)) => {}
+        }
     }
+}
+
+/// The Sandbox the claim's status names, if any yet; a refused claim is deleted, so nothing
+/// the SDK could use is left behind, and its refusal is the answer.
+async fn read_binding(
+    claims: &Api<SandboxClaim>,
+    claim_name: &str,
+) -> Result<Option<String>, Response<Body>> {
+    let claim = claims
+        .get(claim_name)
+        .await
+        .map_err(|e| api_error("read the SandboxClaim", &e))?;
+    if let Some(refused) = refusal(&claim) {
+        let _ = claims
+            .delete(claim_name, &kube::api::DeleteParams::default())
+            .await;
+        return Err(refused);
+    }
+    Ok(claim.status.and_then(|s| s.sandbox).map(|bound| bound.name))
 }

@@ -1,8 +1,6 @@
 //! Answering once a Sandbox's runtime does: create and connect answer only then, since the
 //! E2B SDKs do not wait, and their answer carries the runtime's token.
 
-use std::time::Duration;
-
 use http::{Response, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -15,9 +13,6 @@ use crate::gateway::wake::Wait;
 
 /// The envd version the runtime speaks (`sandman-runtime`'s `/health` says it too).
 pub const ENVD_VERSION: &str = "0.5.7";
-/// How often a Sandbox that is not in the gateway's cache yet, or a runtime that does not
-/// answer yet, is looked at again.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Waits until the runtime of `namespace/name` answers, waking it if it sleeps, then gives
 /// E2B's answer for it, with its token read as the caller.
@@ -73,15 +68,13 @@ pub(super) async fn ready_answer(
 async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(), ControlError> {
     let key = (namespace.to_string(), name.to_string());
     let deadline = tokio::time::Instant::now() + state.options.hold;
-    while state.waker.sandbox(&key).is_none() {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ControlError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{namespace}/{name} did not appear in time"),
-            ));
-        }
-        tokio::time::sleep(POLL).await;
+    if !state.waker.appeared(&key, deadline).await {
+        return Err(ControlError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{namespace}/{name} did not appear in time"),
+        ));
     }
+    let started = tokio::time::Instant::now();
     let addr = match state.waker.ready(&key, RUNTIME_PORT).await {
         Wait::Ready(addr) => addr,
         Wait::Gone => {
@@ -97,11 +90,19 @@ async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(
             ));
         }
     };
+    let running_ms = started.elapsed().as_millis();
     if state
         .answered
         .wait(&state.upstream, &key, addr, deadline)
         .await
     {
+        tracing::debug!(
+            %namespace,
+            %name,
+            running_ms,
+            answered_ms = started.elapsed().as_millis(),
+            "the runtime answers"
+        );
         return Ok(());
     }
     Err(ControlError::new(
