@@ -955,3 +955,55 @@ async fn refused_pod_is_reported_in_status() {
         .expect("fix the template");
     wait_phase(&ctx, "refused", Phase::Running).await;
 }
+
+#[tokio::test]
+async fn a_repeated_event_is_one_series() {
+    let ctx = TestContext::new("event_series").await;
+    let made = create(&ctx, &sandbox("noisy", false)).await;
+    let reference = kube::Resource::object_ref(&made, &());
+    let recorder = sandman::controller::recorder::Recorder::new(
+        ctx.client.clone(),
+        "sandman".into(),
+        "test".into(),
+    );
+    let event = |note: &str| kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "ReconcilerError".into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    for note in [
+        "the same failure",
+        "the same failure",
+        "the same failure",
+        "another",
+    ] {
+        recorder
+            .publish(&event(note), &reference)
+            .await
+            .expect("publish");
+    }
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace)
+            .list(&Default::default())
+            .await
+            .expect("events");
+    let mut counts: Vec<(String, i32)> = events
+        .items
+        .iter()
+        .map(|e| {
+            (
+                e.note.clone().unwrap_or_default(),
+                e.series.as_ref().map_or(1, |s| s.count),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [("another".into(), 1), ("the same failure".into(), 3)],
+        "{:?}",
+        events.items
+    );
+}

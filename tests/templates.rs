@@ -163,6 +163,31 @@ async fn claim_binds_a_warm_member_at_once() {
 }
 
 #[tokio::test]
+async fn claim_of_a_pooled_template_takes_a_warm_member() {
+    let ctx = TestContext::new("claim_template_warm").await;
+    let _operator = Operator::start(&ctx);
+    make(&ctx, &template("python", serde_json::json!({}))).await;
+    make(&ctx, &template("other", serde_json::json!({}))).await;
+    make(&ctx, &pool("elsewhere", "other", 1, "OnReplenish")).await;
+    make(&ctx, &pool("warm", "python", 1, "OnReplenish")).await;
+    let before = ready_members(&ctx, "warm", 1).await;
+    ready_members(&ctx, "elsewhere", 1).await;
+
+    // The claim names the template only, as E2B's `templateID` does.
+    make(
+        &ctx,
+        &claim(
+            "job",
+            serde_json::json!({ "sandboxTemplateRef": { "name": "python" } }),
+        ),
+    )
+    .await;
+    let (name, from_pool) = bound(&ctx, "job").await;
+    assert!(before.contains(&name), "{name} is not one of {before:?}");
+    assert_eq!(from_pool.as_deref(), Some("warm"));
+}
+
+#[tokio::test]
 async fn claim_without_pool_creates_a_sandbox() {
     let ctx = TestContext::new("claim_cold").await;
     let _operator = Operator::start(&ctx);

@@ -14,6 +14,7 @@ mod hash;
 pub mod leader;
 pub mod network;
 pub mod policies;
+pub mod recorder;
 pub mod sandbox;
 mod startup;
 

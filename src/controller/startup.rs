@@ -8,7 +8,6 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{mpsc, watch};
 
 use super::blueprints::{claims, pools, templates};
@@ -244,12 +243,10 @@ fn sandbox_context(
     let services = caches::services(client, scope);
     let claims = caches::claims(client, scope);
     let network_policies = caches::network_policies(client, scope);
-    let recorder = Recorder::new(
+    let recorder = super::recorder::Recorder::new(
         client.clone(),
-        Reporter {
-            controller: crate::FIELD_MANAGER.into(),
-            instance: Some(options.instance.clone()),
-        },
+        crate::FIELD_MANAGER.into(),
+        options.instance.clone(),
     );
     let supervisors = crate::checkpoint::client::SupervisorClient::new(
         crate::http_client::HttpClient::new().map_err(Error::HttpClient)?,

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -25,20 +24,18 @@ use tracing::instrument;
 
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    CLAIM_POD_METADATA_ANNOTATION, ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy,
-    OperatingMode, PodMetadata, Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool,
+    ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy, OperatingMode, Sandbox, SandboxClaim,
+    SandboxTemplate, SandboxWarmPool,
 };
 use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
-use crate::controller::blueprint::{
-    self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
-};
+use crate::controller::blueprint::{self, CLAIM_LABEL, CLAIM_NAME_LABEL};
 use crate::controller::blueprints::claim_status::{ClaimReason, write_status};
+use crate::controller::blueprints::warm_take::{self, Taken};
+use crate::controller::recorder::Recorder;
 
 const FINALIZER: &str = "sandman.dev/claim";
 /// How often a claim waiting for a template or pool that does not exist looks again.
 const MISSING_RETRY: Duration = Duration::from_secs(30);
-/// How many members a claim tries before it makes a Sandbox of its own.
-const TAKE_ATTEMPTS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -202,6 +199,10 @@ async fn wanted(claim: &SandboxClaim, client: &Client) -> Result<Resolved, Claim
             reference.name
         )));
     }
+    let pool = match pool {
+        Some(pool) => Some(pool),
+        None => warm_take::pool_of_template(client, &namespace, &template_name).await?,
+    };
     let templates: Api<SandboxTemplate> = Api::namespaced(client.clone(), &namespace);
     match templates
         .get_opt(&template_name)
@@ -406,7 +407,9 @@ async fn provide(
         }
     };
     if let (Some(pool), true) = (&wanted.pool, warm_allowed) {
-        match take_member(claim, pool, &wanted.template, pod_metadata, sandboxes, ctx).await? {
+        match warm_take::take_member(claim, pool, &wanted.template, pod_metadata, sandboxes, ctx)
+            .await?
+        {
             Taken::Member(member) => return Ok(Provided::Sandbox(member)),
             Taken::NoneReady => {}
             // Ready members exist, and other claims keep winning them: look again soon
@@ -427,137 +430,6 @@ async fn provide(
             Ok(Provided::Not(Action::await_change()))
         }
     }
-}
-
-/// What a claim got from its pool.
-enum Taken {
-    Member(Box<Sandbox>),
-    /// No member is ready to take.
-    NoneReady,
-    /// Every try lost the member to a concurrent change.
-    Contended,
-}
-
-/// The members of the pool `selector` names. A first try reads the API server's watch cache
-/// (a consistent list waits for the cache to catch up with etcd: tens of milliseconds of a
-/// warm claim's latency). Stale is safe: the take is guarded by the member's resourceVersion,
-/// and a cache that shows no ready member is asked again consistently before the claim goes
-/// cold.
-async fn members(
-    sandboxes: &Api<Sandbox>,
-    pool: &SandboxWarmPool,
-    selector: &str,
-    current: &str,
-    first_try: bool,
-) -> Result<Vec<Sandbox>, ClaimError> {
-    let list = |params: ListParams| async move {
-        sandboxes
-            .list(&params)
-            .await
-            .map(|l| l.items)
-            .map_err(failed("list", format!("pool members ({selector})")))
-    };
-    let consistent = ListParams::default().labels(selector);
-    if !first_try {
-        return Ok(list(consistent).await?);
-    }
-    let cached = list(consistent.clone().match_any()).await?;
-    if blueprint::choose_member(&cached, pool, current).is_some() {
-        return Ok(cached);
-    }
-    Ok(list(consistent).await?)
-}
-
-/// Takes a ready member of `pool`, or none when there is none to take.
-async fn take_member(
-    claim: &SandboxClaim,
-    pool: &SandboxWarmPool,
-    template: &SandboxTemplate,
-    pod_metadata: Option<&PodMetadata>,
-    sandboxes: &Api<Sandbox>,
-    ctx: &ClaimContext,
-) -> Result<Taken, ClaimError> {
-    let pod_metadata_json = pod_metadata
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| ClaimError::Finalizer(e.to_string()))?;
-    let current = blueprint::blueprint_hash(&template.spec);
-    let pool_name = pool.name_any();
-    let Some(owner) = claim.controller_owner_ref(&()) else {
-        return Ok(Taken::NoneReady);
-    };
-    let selector = format!("{POOL_LABEL}={pool_name}");
-    for attempt in 0..TAKE_ATTEMPTS {
-        let members = members(sandboxes, pool, &selector, &current, attempt == 0).await?;
-        let Some(member) = blueprint::choose_member(&members, pool, &current) else {
-            return Ok(Taken::NoneReady);
-        };
-        let name = member.name_any();
-        // Guarded by the resourceVersion the member was chosen at: a member another claim
-        // took, or that changed since (no longer Ready, say), is a conflict, not a takeover.
-        let patch = serde_json::json!({
-            "metadata": {
-                "resourceVersion": member.resource_version(),
-                "labels": {
-                    POOL_LABEL: null,
-                    FROM_POOL_LABEL: pool_name,
-                    CLAIM_LABEL: claim.uid(),
-                    CLAIM_NAME_LABEL: claim.name_any(),
-                },
-                // Every later pod of the Sandbox carries the claim's pod metadata too.
-                "annotations": { CLAIM_POD_METADATA_ANNOTATION: pod_metadata_json },
-                "ownerReferences": [owner],
-            }
-        });
-        let params = PatchParams {
-            field_manager: Some(crate::FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        match sandboxes.patch(&name, &params, &Patch::Merge(&patch)).await {
-            Ok(taken) => {
-                if let Some(metadata) = pod_metadata {
-                    label_live_pod(ctx, &taken, metadata).await?;
-                }
-                publish(
-                    ctx,
-                    claim,
-                    "Bound",
-                    format!("took warm Sandbox {name} from pool {pool_name}"),
-                );
-                return Ok(Taken::Member(Box::new(taken)));
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
-            Err(e) => return Err(failed("take", format!("Sandbox {name}"))(e).into()),
-        }
-    }
-    Ok(Taken::Contended)
-}
-
-/// The claim's labels and annotations on the warm member's running pod, in place: a change of
-/// pod metadata restarts nothing. A pod already gone is fine: the next one is made with them.
-async fn label_live_pod(
-    ctx: &ClaimContext,
-    sandbox: &Sandbox,
-    metadata: &PodMetadata,
-) -> Result<(), ClaimError> {
-    let pods: Api<Pod> =
-        Api::namespaced(ctx.client.clone(), &sandbox.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "metadata": { "labels": metadata.labels, "annotations": metadata.annotations },
-    });
-    let params = PatchParams {
-        field_manager: Some(crate::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    ignore_not_found(
-        pods.patch(&sandbox.name_any(), &params, &Patch::Merge(&patch))
-            .await,
-    )
-    .map_err(failed(
-        "label the pod of",
-        format!("Sandbox {}", sandbox.name_any()),
-    ))?;
-    Ok(())
 }
 
 /// What making a claim's own Sandbox came to.
@@ -679,7 +551,12 @@ async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), Clai
 
 /// Writes the claim's status if it changed.
 /// Publishes an Event in the background: the claim's binding does not wait for it.
-fn publish(ctx: &ClaimContext, claim: &SandboxClaim, reason: &'static str, note: String) {
+pub(super) fn publish(
+    ctx: &ClaimContext,
+    claim: &SandboxClaim,
+    reason: &'static str,
+    note: String,
+) {
     let event = Event {
         type_: EventType::Normal,
         reason: reason.into(),

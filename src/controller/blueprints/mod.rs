@@ -6,3 +6,4 @@ pub mod claims;
 pub mod pool_sizing;
 pub mod pools;
 pub mod templates;
+mod warm_take;

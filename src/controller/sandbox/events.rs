@@ -2,11 +2,12 @@
 //! the metrics.
 
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 
 use super::status::ReadyReason;
 use crate::api::Sandbox;
 use crate::controller::event_note::event_note;
+use crate::controller::recorder::Recorder;
 use crate::metrics::Metrics;
 
 /// Why a Sandbox's Event went out: its `reason`, and the label of its count in the metrics.
