@@ -154,8 +154,7 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         }
     };
     let peak_rss_kib = peak_rss_kib(operator.id());
-    let _ = operator.kill();
-    let _ = operator.wait();
+    stop_operator(&mut operator);
 
     let writes: Counts = after
         .iter()
@@ -244,6 +243,8 @@ fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
         Some(program) => {
             let mut command = Command::new(program);
             command.args(words).arg(env!("CARGO_BIN_EXE_sandman"));
+            // A group of its own, so that the operator under it can be stopped with it.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
             command
         }
         None => Command::new(env!("CARGO_BIN_EXE_sandman")),
@@ -264,6 +265,23 @@ fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the operator")
+}
+
+/// Stops the operator. Under a wrapper, the operator is the wrapper's child, and a profiler
+/// writes its data once the operator ends on SIGTERM: the wrapper's group is asked to stop.
+fn stop_operator(operator: &mut Child) {
+    if std::env::var("SANDMAN_SCALE_OPERATOR_WRAPPER").is_ok_and(|w| !w.trim().is_empty()) {
+        let group = format!("-{}", operator.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..100 {
+            if matches!(operator.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = operator.kill();
+    let _ = operator.wait();
 }
 
 async fn wait_for_default_service_account(client: &Client, namespace: &str) {

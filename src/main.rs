@@ -2,6 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// jemalloc rather than the system's malloc: with 10,000 Sandboxes cached, glibc's kept about
+// twice the operator's live heap resident (BENCHMARKS.md, "Ten thousand Sandboxes"), and
+// musl's, in the static image, is slow under many threads.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = sandman::cli::Cli::parse();
     match sandman::cli::run(cli) {

@@ -156,6 +156,12 @@ async fn scenario(test: &str, sdk: impl FnOnce(&Gateway, &[&str]) -> tokio::proc
         String::from_utf8_lossy(&output.stderr)
     );
     e2b::no_claims_left(ctx, "the killed sandbox's claim to go").await;
+    // The first sandbox, made from the pooled template by its name alone, was the pool's.
+    let bound = common::agent::event_notes(ctx, "Bound").await;
+    assert!(
+        bound.iter().any(|n| n.ends_with("from pool pooled")),
+        "no claim took the warm member: {bound:?}"
+    );
 }
 
 #[tokio::test]

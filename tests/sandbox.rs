@@ -984,13 +984,8 @@ async fn a_repeated_event_is_one_series() {
             .await
             .expect("publish");
     }
-    let events =
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace)
-            .list(&Default::default())
-            .await
-            .expect("events");
+    let events = events(&ctx).await;
     let mut counts: Vec<(String, i32)> = events
-        .items
         .iter()
         .map(|e| {
             (
@@ -1003,7 +998,6 @@ async fn a_repeated_event_is_one_series() {
     assert_eq!(
         counts,
         [("another".into(), 1), ("the same failure".into(), 3)],
-        "{:?}",
-        events.items
+        "{events:?}"
     );
 }

@@ -187,6 +187,15 @@ pub fn sandbox(name: &str, volume: bool) -> Sandbox {
     serde_json::from_value(value).expect("sandbox fixture")
 }
 
+/// The namespace's Events, now.
+pub async fn events(ctx: &TestContext) -> Vec<k8s_openapi::api::events::v1::Event> {
+    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+}
+
 pub async fn create(ctx: &TestContext, sandbox: &Sandbox) -> Sandbox {
     let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     api.create(&PostParams::default(), sandbox)
