@@ -8,7 +8,7 @@ use common::gateway::*;
 use common::*;
 use sandman::api::{OperatingMode, Phase};
 use sandman::gateway;
-use sandman_testenv::harness::TestContext;
+use sandman_testenv::harness::{TestContext, eventually};
 
 /// A Running Sandbox suspended by its spec wakes for a request, and again after the user
 /// suspends it once more (spec back to Running, then Suspended: the user's new word).
@@ -35,6 +35,18 @@ async fn repeated_suspends_and_wakes_each_serve_the_request() {
                 )
                 .await
                 .expect("set the mode");
+            // The last wake's override ends once the operator has seen the spec say Running;
+            // only then is Suspended a new suspend.
+            if mode == "Running" {
+                eventually("the wake's override to end", WAIT, || async {
+                    let sandbox = sandboxes(&ctx).get("again").await.ok()?;
+                    sandbox
+                        .status
+                        .is_none_or(|s| s.mode_override.is_none())
+                        .then_some(())
+                })
+                .await;
+            }
         }
         wait_phase(&ctx, "again", Phase::Suspended).await;
         // Each resumed pod may get another IP: the container listens on the new one, and stops
