@@ -254,7 +254,7 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.configMap) != has(self.secret)").message("give the key in exactly one of configMap or secret"))]
 pub struct VerifySpec {
-    /// Under `key` of a ConfigMap's data.
+    /// The PEM text under `key` of a ConfigMap's `data`, in the namespace given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapSource>,
     /// Under `key` of a Secret in the operator's own namespace.
@@ -302,13 +302,15 @@ impl std::fmt::Display for WasmSource<'_> {
     }
 }
 
-/// Where in a ConfigMap the component is.
+/// A key of a ConfigMap, named with its namespace (a policy is cluster-scoped, so there is no
+/// namespace to assume).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapSource {
     pub namespace: String,
     pub name: String,
-    /// The `binaryData` key.
+    /// The key: under `binaryData` for a component (`wasm.configMap`), under `data` for a
+    /// public key's PEM text (`verify.configMap`).
     pub key: String,
 }
 

@@ -29,6 +29,7 @@ use crate::api::{
 };
 use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
 use crate::controller::blueprint::{self, CLAIM_LABEL, CLAIM_NAME_LABEL};
+use crate::controller::blueprints::claim_context::{ClaimContext, ClaimError, publish};
 use crate::controller::blueprints::claim_status::{ClaimReason, write_status};
 use crate::controller::blueprints::warm_take::{self, Taken};
 use crate::controller::recorder::Recorder;
@@ -36,19 +37,6 @@ use crate::controller::recorder::Recorder;
 const FINALIZER: &str = "sandman.dev/claim";
 /// How often a claim waiting for a template or pool that does not exist looks again.
 const MISSING_RETRY: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    #[error(transparent)]
-    Api(#[from] ApiCallFailed),
-    #[error("claim finalizer patch: {0}")]
-    Finalizer(String),
-}
-
-pub struct ClaimContext {
-    pub client: Client,
-    pub recorder: Recorder,
-}
 
 /// Runs the SandboxClaim controller until `shutdown`.
 pub async fn run(
@@ -547,28 +535,4 @@ async fn delete_sandbox(sandboxes: &Api<Sandbox>, name: &str) -> Result<(), Clai
     ignore_not_found(sandboxes.delete(name, &DeleteParams::default()).await)
         .map_err(failed("delete", format!("Sandbox {name}")))?;
     Ok(())
-}
-
-/// Writes the claim's status if it changed.
-/// Publishes an Event in the background: the claim's binding does not wait for it.
-pub(super) fn publish(
-    ctx: &ClaimContext,
-    claim: &SandboxClaim,
-    reason: &'static str,
-    note: String,
-) {
-    let event = Event {
-        type_: EventType::Normal,
-        reason: reason.into(),
-        note: Some(crate::controller::event_note::event_note(&note)),
-        action: reason.into(),
-        secondary: None,
-    };
-    let recorder = ctx.recorder.clone();
-    let object = claim.object_ref(&());
-    tokio::spawn(async move {
-        if let Err(error) = recorder.publish(&event, &object).await {
-            tracing::warn!(%error, reason, "could not publish an Event");
-        }
-    });
 }

@@ -15,7 +15,7 @@ use crate::controller::api_call::{failed, ignore_not_found};
 use crate::controller::blueprint::{
     self, CLAIM_LABEL, CLAIM_NAME_LABEL, FROM_POOL_LABEL, POOL_LABEL,
 };
-use crate::controller::blueprints::claims::{ClaimContext, ClaimError, publish};
+use crate::controller::blueprints::claim_context::{ClaimContext, ClaimError, publish};
 
 /// How many members a claim tries before it makes a Sandbox of its own.
 const TAKE_ATTEMPTS: usize = 4;
