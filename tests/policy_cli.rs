@@ -133,6 +133,92 @@ fn inspect_shows_hooks_contract_and_digest() {
     );
 }
 
+/// How many components a run compiled and read from the cache, from the line every `policy
+/// test` prints on stderr (the engine's own counters).
+fn compile_counts(output: &std::process::Output) -> (u64, u64) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("machine code: "))
+        .unwrap_or_else(|| panic!("no machine code line: {}", describe(output)));
+    let parse = |n: &str| n.trim().parse::<u64>().ok();
+    let counts = line.split_once(" compiled, ").and_then(|(compiled, rest)| {
+        let (from_cache, _) = rest.split_once(" from the cache")?;
+        Some((parse(compiled)?, parse(from_cache)?))
+    });
+    counts.unwrap_or_else(|| panic!("no counts in {line:?}"))
+}
+
+#[test]
+fn cli_reuses_compiled_policies() {
+    let cache = scratch("compile-cache");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_sandman"))
+            .args([
+                "policy",
+                "test",
+                "policies/tests/untrusted-to-gvisor.yaml",
+                "--wasm",
+                path_str(&wasm),
+            ])
+            .env("SANDMAN_POLICY_CACHE", &cache)
+            .current_dir(repo_root())
+            .output()
+            .expect("run sandman")
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", describe(&first));
+    // The suite tests the Wasm form and the CEL form: the component and the CEL engine.
+    assert_eq!(compile_counts(&first), (2, 0), "{}", describe(&first));
+    let second = run();
+    assert!(second.status.success(), "{}", describe(&second));
+    assert_eq!(
+        compile_counts(&second),
+        (0, 2),
+        "the second run of an unchanged component compiles nothing: {}",
+        describe(&second)
+    );
+    assert_eq!(
+        stdout(&first),
+        stdout(&second),
+        "the cache changes no result"
+    );
+    // Off means no cache: it compiles again, and says nothing was kept.
+    let uncached = Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args([
+            "policy",
+            "test",
+            "policies/tests/untrusted-to-gvisor.yaml",
+            "--wasm",
+            path_str(&wasm),
+        ])
+        .env("SANDMAN_POLICY_CACHE", "off")
+        .current_dir(repo_root())
+        .output()
+        .expect("run sandman");
+    assert!(
+        String::from_utf8_lossy(&uncached.stderr).contains("machine code: 2 compiled (no cache)"),
+        "{}",
+        describe(&uncached)
+    );
+}
+
+#[test]
+fn inspect_refuses_a_core_module() {
+    let dir = scratch("core-module");
+    let module = dir.join("core.wasm");
+    // The smallest core module: magic and version 1.
+    std::fs::write(&module, b"\0asm\x01\0\0\0").expect("write");
+    let output = sandman(&["policy", "inspect", path_str(&module)]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("a core module, not a component"),
+        "{}",
+        describe(&output)
+    );
+}
+
 #[test]
 fn pushed_policy_evaluates_from_its_image_and_a_wrong_pin_is_refused() {
     let wasm = policy_wasm_path("untrusted_to_gvisor");
@@ -365,6 +451,18 @@ fn bench_reports_and_detects_regression() {
         "{}",
         describe(&output)
     );
+    // It says which build measured, and why it ran as many evaluations as it did.
+    let build = if cfg!(debug_assertions) {
+        "WARNING: a debug build of sandman measured these"
+    } else {
+        "build: release"
+    };
+    assert!(stdout(&output).contains(build), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("evaluations of each of the suites'"),
+        "{}",
+        describe(&output)
+    );
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&saved).expect("baseline")).expect("JSON");
     let lifecycle = &figures["idle-suspend/lifecycle"];
@@ -484,6 +582,26 @@ fn cel_unknown_field_is_a_load_error_with_position() {
         "{err}"
     );
 
+    // A name nothing defines, in a variable and in a hook: both point into the file.
+    let undefined = write(
+        "undefined.yaml",
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    variables:\n      - name: idle\n        expression: activty.idleSeconds\n    lifecycle: \"variables.idle > 60 ? null : null\"\n",
+    );
+    let err = String::from_utf8_lossy(&eval(&undefined).stderr).into_owned();
+    assert!(
+        err.contains("undefined.yaml:8:21") && err.contains("unknown name \"activty\""),
+        "{err}"
+    );
+    let undefined_in_hook = write(
+        "undefined-hook.yaml",
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    lifecycle: |\n      activity.idleSeconds > 60\n        ? {\"action\": \"suspend\", \"reason\": why}\n        : null\n",
+    );
+    let err = String::from_utf8_lossy(&eval(&undefined_in_hook).stderr).into_owned();
+    assert!(
+        err.contains("undefined-hook.yaml:8:43") && err.contains("unknown name \"why\""),
+        "{err}"
+    );
+
     let misspelled_hook = write(
         "hook.yaml",
         "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: { name: p }\nspec:\n  cel:\n    lifecyle: \"null\"\n",
@@ -565,4 +683,200 @@ fn pushed_and_signed_policies_verify_under_their_key() {
             None,
         ))
         .expect("signed afterwards");
+}
+
+/// A P-256 key pair in `dir`: the private key (PKCS#8 PEM) and the public key (PKIX PEM).
+fn key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::write(&private, key.serialize_pem()).expect("write key");
+    std::fs::write(&public, key.public_key_pem()).expect("write key");
+    (private, public)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn policy_verify_refuses_a_tampered_signature() {
+    let dir = scratch("verify");
+    let (private, public) = key_pair(&dir, "signer");
+    let (_, stranger) = key_pair(&dir, "stranger");
+    let signed_wasm = policy_wasm_path("idle_suspend");
+    let other_wasm = policy_wasm_path("untrusted_to_gvisor");
+    let address = registry().address();
+    let signed = format!("{address}/cli/verify:v1");
+    let unsigned = format!("{address}/cli/verify:v2");
+    let push = sandman(&[
+        "policy",
+        "push",
+        path_str(&signed_wasm),
+        &signed,
+        "--sign",
+        path_str(&private),
+    ]);
+    assert!(push.status.success(), "{}", describe(&push));
+    let push = sandman(&["policy", "push", path_str(&other_wasm), &unsigned]);
+    assert!(push.status.success(), "{}", describe(&push));
+    let verify = |reference: &str, key: &Path| {
+        sandman(&["policy", "verify", "--key", path_str(key), reference])
+    };
+
+    let good = verify(&signed, &public);
+    assert!(good.status.success(), "{}", describe(&good));
+    assert!(stdout(&good).contains("verified "), "{}", describe(&good));
+    let wrong_key = verify(&signed, &stranger);
+    assert!(!wrong_key.status.success(), "{}", describe(&wrong_key));
+    assert!(
+        stderr(&wrong_key).contains("verifies with the key"),
+        "{}",
+        describe(&wrong_key)
+    );
+    let none = verify(&unsigned, &public);
+    assert!(!none.status.success(), "{}", describe(&none));
+    assert!(
+        stderr(&none).contains("no signature"),
+        "{}",
+        describe(&none)
+    );
+
+    // Tampered: the good signature of v1, copied beside v2. It verifies under the key, but it
+    // names v1's manifest, so it is not v2's.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let http = sandman::http_client::HttpClient::new().expect("client");
+    let digest_of = |reference: &str| {
+        let parsed = sandman::distribution::oci::Reference::parse(reference).expect("reference");
+        runtime
+            .block_on(sandman::distribution::signature::manifest_digest(
+                &http, &parsed, None,
+            ))
+            .expect("digest")
+    };
+    let manifests = format!("http://{address}/v2/cli/verify/manifests");
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let from = sandman::distribution::signature::signature_tag(&digest_of(&signed));
+    let to = sandman::distribution::signature::signature_tag(&digest_of(&unsigned));
+    let signature = runtime
+        .block_on(http.send(
+            http::Method::GET,
+            &format!("{manifests}/{from}"),
+            &[(http::header::ACCEPT, media)],
+            bytes::Bytes::new(),
+        ))
+        .expect("read the signature");
+    assert!(signature.status.is_success(), "{:?}", signature.status);
+    let copied = runtime
+        .block_on(http.send(
+            http::Method::PUT,
+            &format!("{manifests}/{to}"),
+            &[(http::header::CONTENT_TYPE, media)],
+            signature.body.clone(),
+        ))
+        .expect("copy the signature");
+    assert!(copied.status.is_success(), "{:?}", copied.status);
+    let tampered = verify(&unsigned, &public);
+    assert!(!tampered.status.success(), "{}", describe(&tampered));
+    assert!(
+        stderr(&tampered).contains("verifies with the key (1 tried)"),
+        "{}",
+        describe(&tampered)
+    );
+
+    // pull writes the component only once its signature verifies.
+    let out = dir.join("pulled.wasm");
+    let pulled = sandman(&[
+        "policy",
+        "pull",
+        &signed,
+        "--key",
+        path_str(&public),
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(pulled.status.success(), "{}", describe(&pulled));
+    assert_eq!(
+        std::fs::read(&out).expect("pulled"),
+        std::fs::read(&signed_wasm).expect("wasm")
+    );
+    let refused_out = dir.join("refused.wasm");
+    let refused = sandman(&[
+        "policy",
+        "pull",
+        &unsigned,
+        "--key",
+        path_str(&public),
+        "-o",
+        path_str(&refused_out),
+    ]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(
+        !refused_out.exists(),
+        "nothing is written for a signature that does not verify"
+    );
+}
+
+#[test]
+fn policy_test_checks_verify_or_says_it_did_not() {
+    let dir = scratch("test-verify");
+    let (private, public) = key_pair(&dir, "signer");
+    let (_, stranger) = key_pair(&dir, "stranger");
+    let wasm = policy_wasm_path("idle_suspend");
+    let digest = sandman::distribution::sha256_hex(&std::fs::read(&wasm).expect("wasm"));
+    let image = format!("{}/cli/test-verify:v1", registry().address());
+    let push = sandman(&[
+        "policy",
+        "push",
+        path_str(&wasm),
+        &image,
+        "--sign",
+        path_str(&private),
+    ]);
+    assert!(push.status.success(), "{}", describe(&push));
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: {{ name: signed }}\nspec:\n  wasm:\n    image: {image}\n    sha256: \"{digest}\"\n    verify:\n      configMap: {{ namespace: sandman-system, name: keys, key: cosign.pub }}\n    settings: {{ idleSeconds: 1800 }}\n"
+        ),
+    )
+    .expect("write manifest");
+    let suite = dir.join("suite.yaml");
+    std::fs::write(
+        &suite,
+        "policy: policy.yaml\ncases:\n  - name: idle is suspended\n    activity: { idleSeconds: 3600 }\n    expect: { lifecycle: { action: suspend } }\n",
+    )
+    .expect("write suite");
+    let test = |key: Option<&Path>| {
+        let mut args = vec!["policy", "test", path_str(&suite)];
+        if let Some(key) = key {
+            args.extend(["--key", path_str(key)]);
+        }
+        sandman(&args)
+    };
+    let unchecked = test(None);
+    assert!(
+        !unchecked.status.success(),
+        "a required signature is never skipped: {}",
+        describe(&unchecked)
+    );
+    assert!(
+        stderr(&unchecked).contains("pass --key"),
+        "{}",
+        describe(&unchecked)
+    );
+    let checked = test(Some(&public));
+    assert!(checked.status.success(), "{}", describe(&checked));
+    assert!(
+        stdout(&checked).contains("1 passed, 0 failed"),
+        "{}",
+        describe(&checked)
+    );
+    let wrong = test(Some(&stranger));
+    assert!(!wrong.status.success(), "{}", describe(&wrong));
+    assert!(
+        stderr(&wrong).contains("verifies with the key"),
+        "{}",
+        describe(&wrong)
+    );
 }

@@ -192,3 +192,39 @@ fn python_and_js_examples_pass_the_shared_suites() {
         );
     }
 }
+
+/// A CEL project is its manifest: nothing to build, the same decisions and settings check as
+/// the other languages', and the same suite passes against it.
+#[test]
+fn cel_scaffold_builds_and_passes() {
+    let scratch = scratch("scaffold-cel");
+    let project = scratch.join("demo-cel");
+    let _ = std::fs::remove_dir_all(&project);
+    let output = sandman_in(
+        &scratch,
+        &[
+            "policy",
+            "new",
+            "demo-cel",
+            "--lang",
+            "cel",
+            "--hooks",
+            "isolation,resources,lifecycle",
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    for file in ["policy.yaml", "tests/suite.yaml", "README.md"] {
+        assert!(project.join(file).exists(), "cel: {file}");
+    }
+    assert!(
+        !project.join("wit").exists(),
+        "a CEL project needs no contract"
+    );
+    assert_self_contained(&project);
+    let output = sandman_in(&project, &["policy", "test", "tests/suite.yaml"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report = stdout(&output);
+    // isolation (3 cases), resources (1), lifecycle (3) and the settings refusal.
+    assert!(report.contains("8 passed, 0 failed"), "{report}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}

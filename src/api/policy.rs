@@ -162,10 +162,25 @@ pub struct CelPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form")]
     pub settings: Option<serde_json::Value>,
+    /// Checks of the settings when the policy loads, in order: each expression sees only
+    /// `settings` and must be true, or the load fails with its message (reason
+    /// InvalidExpression, as every load error of a CEL policy), as a Wasm policy's
+    /// `validate-settings` refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub settings_validations: Vec<CelValidation>,
     /// What one evaluation may consume. Unset fields take the operator's defaults; more than
     /// the operator's maximums is refused (reason InvalidLimits).
     #[serde(default)]
     pub limits: PolicyLimits,
+}
+
+/// A check of a CEL policy's settings: `expression` (a bool over `settings`) and the
+/// `message` a load refused by it gives.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct CelValidation {
+    pub expression: String,
+    pub message: String,
 }
 
 /// A named CEL expression.

@@ -23,6 +23,7 @@ pub fn engine_settings(cel: &CelPolicy) -> String {
         "resources": cel.resources,
         "lifecycle": cel.lifecycle,
         "settings": cel.settings.clone().unwrap_or_else(|| serde_json::json!({})),
+        "settingsValidations": cel.settings_validations,
     })
     .to_string()
 }

@@ -65,6 +65,30 @@ pub struct PolicyEngine {
     observer: Arc<dyn EvaluationObserver>,
     /// How often the epoch ticks while an evaluation runs.
     tick: Duration,
+    /// Where this engine's machine code came from, counted: what `sandman policy` reports,
+    /// and what proves a cached run compiled nothing.
+    counts: CompileCounts,
+}
+
+/// How many components an engine compiled, and how many it read from the on-disk cache.
+#[derive(Debug, Default)]
+pub struct CompileCounts {
+    compiled: std::sync::atomic::AtomicU64,
+    from_cache: std::sync::atomic::AtomicU64,
+}
+
+impl CompileCounts {
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn from_cache(&self) -> u64 {
+        self.from_cache.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 type Linked = (Component, InstancePre<GuestState>, Compiled);
@@ -142,6 +166,7 @@ impl PolicyEngine {
             slots,
             observer: Arc::new(Unobserved),
             tick,
+            counts: CompileCounts::default(),
         })
     }
 
@@ -206,8 +231,14 @@ impl PolicyEngine {
 }
 
 impl PolicyEngine {
-    pub(super) fn wasmtime(&self) -> &Engine {
-        &self.engine
+    /// How many components this engine compiled and read from its cache so far.
+    pub fn compile_counts(&self) -> &CompileCounts {
+        &self.counts
+    }
+
+    /// The on-disk cache's directory, when the engine has one.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(PrecompiledCache::dir)
     }
 
     /// The component's machine code: from the on-disk cache when it has it, else compiled (and
@@ -216,9 +247,11 @@ impl PolicyEngine {
         if let Some(cache) = &self.cache
             && let Some(component) = cache.get(&self.engine, digest)
         {
+            self.counts.count(&self.counts.from_cache);
             return Ok((component, Compiled::FromCache));
         }
         let component = Component::new(&self.engine, wasm).map_err(PolicyError::Compile)?;
+        self.counts.count(&self.counts.compiled);
         if let Some(cache) = &self.cache {
             cache.put(digest, &component);
         }

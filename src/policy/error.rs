@@ -6,6 +6,8 @@ use std::time::Duration;
 pub enum PolicyError {
     #[error("the module is not a valid component for this host: {0:#}")]
     Compile(#[source] wasmtime::Error),
+    #[error("the module is not a valid component: {0}")]
+    Inspect(String),
     #[error("the component cannot be linked: {0:#}")]
     Link(#[source] wasmtime::Error),
     #[error(
@@ -52,7 +54,7 @@ impl PolicyError {
     /// A short label for metrics and Event reasons.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            PolicyError::Compile(_) => "compile",
+            PolicyError::Compile(_) | PolicyError::Inspect(_) => "compile",
             PolicyError::Link(_) | PolicyError::OtherContractVersion { .. } => "link",
             PolicyError::NoSettings(_) => "link",
             PolicyError::NoHooks => "no_hooks",

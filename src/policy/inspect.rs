@@ -2,7 +2,7 @@
 //! built against, the hooks it exports, and everything it imports.
 
 use serde::Serialize;
-use wasmtime::component::Component;
+use wasmparser::{Encoding, Parser, Payload, Validator, WasmFeatures};
 
 use super::error::PolicyError;
 use super::{Hook, PolicyEngine};
@@ -26,18 +26,11 @@ pub struct Inspection {
 }
 
 impl PolicyEngine {
-    /// Compiles `wasm` and reads its interface.
+    /// Reads `wasm`'s interface without compiling it: the component is validated and its
+    /// top-level imports and exports are read from its sections, so listing an 18 MB Python
+    /// component's hooks costs a parse, not a compile.
     pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, PolicyError> {
-        let component = Component::new(self.wasmtime(), wasm).map_err(PolicyError::Compile)?;
-        let ty = component.component_type();
-        let exports: Vec<String> = ty
-            .exports(self.wasmtime())
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let imports: Vec<String> = ty
-            .imports(self.wasmtime())
-            .map(|(name, _)| name.to_string())
-            .collect();
+        let Interface { imports, exports } = interface(wasm)?;
         let contract = exports
             .iter()
             .filter_map(|e| e.strip_prefix(CONTRACT))
@@ -68,4 +61,53 @@ impl PolicyEngine {
             imports,
         })
     }
+}
+
+struct Interface {
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+/// The top-level imports and exports of a valid component. Nested modules and components
+/// come in the same payload stream, each between its own `Version` and `End`, so only names
+/// at depth one are the component's own.
+fn interface(wasm: &[u8]) -> Result<Interface, PolicyError> {
+    let invalid = |e: wasmparser::BinaryReaderError| PolicyError::Inspect(e.to_string());
+    Validator::new_with_features(WasmFeatures::all())
+        .validate_all(wasm)
+        .map_err(invalid)?;
+    let mut found = Interface {
+        imports: Vec::new(),
+        exports: Vec::new(),
+    };
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(invalid)? {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != Encoding::Component {
+                    return Err(PolicyError::Inspect(
+                        "a core module, not a component: build it as a component (wasm32-wasip2, componentize-py or jco)".into(),
+                    ));
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    found
+                        .imports
+                        .push(import.map_err(invalid)?.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    found
+                        .exports
+                        .push(export.map_err(invalid)?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
 }

@@ -87,6 +87,11 @@ impl PrecompiledCache {
         })
     }
 
+    /// The directory given to [`PrecompiledCache::open`].
+    pub fn dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
+    }
+
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }

@@ -21,6 +21,8 @@ pub const INPUTS: [&str; 6] = [
 ];
 
 pub struct Compiled {
+    /// The settings checks: where each is, its program and the message of a refusal.
+    pub validations: Vec<(String, Program, String)>,
     /// Each variable's program, and whether it reads earlier variables.
     pub variables: Vec<(String, Program, bool)>,
     /// Each hook's program, and whether it reads variables.
@@ -137,19 +139,20 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
             return Err(format!("{field}: defined twice"));
         }
         let program = parse(&field, &variable.expression)?;
-        let names = check(&field, &program, &defined, functions)?;
+        let names = check(&field, &variable.expression, &program, &defined, functions)?;
         crate::shape::check_fields(&field, &variable.expression, &names.fields)?;
         needs.merge(&names);
         defined.push(variable.name.clone());
         reads.push(names.earlier.clone());
         variables.push((variable.name.clone(), program, names.uses_variables()));
     }
+    let validations = compile_validations(spec, functions)?;
     let mut hooks: [Option<(Program, bool)>; 3] = [None, None, None];
     let mut wanted: [Vec<bool>; 3] = Default::default();
     for hook in Hook::ALL {
         if let Some(source) = hook.expression(spec) {
             let program = parse(hook.field(), source)?;
-            let names = check(hook.field(), &program, &defined, functions)?;
+            let names = check(hook.field(), source, &program, &defined, functions)?;
             crate::shape::check_fields(hook.field(), source, &names.fields)?;
             crate::shape::check_result(hook.field(), source, hook, program.expression())?;
             needs.merge(&names);
@@ -158,12 +161,37 @@ pub fn compile(spec: &CelSpec) -> Result<Compiled, String> {
         }
     }
     Ok(Compiled {
+        validations,
         variables,
         hooks,
         wanted,
         root,
         needs,
     })
+}
+
+/// The settings checks, which see nothing but `settings`: they run before any Sandbox exists.
+fn compile_validations(
+    spec: &CelSpec,
+    functions: &Context<'_>,
+) -> Result<Vec<(String, Program, String)>, String> {
+    let mut compiled = Vec::new();
+    for (i, validation) in spec.settings_validations.iter().enumerate() {
+        let field = format!("spec.cel.settingsValidations[{i}]");
+        let program = parse(&field, &validation.expression)?;
+        let names = check(&field, &validation.expression, &program, &[], functions)?;
+        if let Some(other) = names.variables.iter().find(|v| *v != "settings") {
+            return Err(format!(
+                "{}: a settings check sees only settings, not {other}",
+                crate::shape::at(&field, &validation.expression, other)
+            ));
+        }
+        if validation.message.trim().is_empty() {
+            return Err(format!("{field}: give the message a refusal shows"));
+        }
+        compiled.push((field, program, validation.message.clone()));
+    }
+    Ok(compiled)
 }
 
 /// JSON to CEL, with every integer that fits an `int` as an `int`: settings like
@@ -247,31 +275,38 @@ impl Names {
     }
 }
 
+/// The names an expression uses, each checked; an error names the expression and, where the
+/// name is found in its source, the line and column (which the CLI turns into `file:line`).
 fn check(
     field: &str,
+    source: &str,
     program: &Program,
     defined: &[String],
     functions: &Context<'_>,
 ) -> Result<Names, String> {
     let mut names = Names::default();
     collect(program.expression(), &mut Vec::new(), &mut names);
+    let at = |needle: &str| crate::shape::at(field, source, needle);
     if let Some(unknown) = names
         .variables
         .iter()
         .find(|v| !INPUTS.contains(&v.as_str()))
     {
         return Err(format!(
-            "{field}: unknown name {unknown:?}; expressions see {} and variables.<name>",
+            "{}: unknown name {unknown:?}; expressions see {} and variables.<name>",
+            at(unknown),
             INPUTS[..5].join(", ")
         ));
     }
     if let Some(unknown) = names.earlier.iter().find(|v| !defined.contains(v)) {
         return Err(format!(
-            "{field}: variables.{unknown} is not defined before this expression"
+            "{}: variables.{unknown} is not defined before this expression",
+            at(&format!("variables.{unknown}"))
         ));
     }
     if let Some(unknown) = names.functions.iter().find(|f| !is_function(f, functions)) {
-        return Err(format!("{field}: unknown function {unknown}()"));
+        let name = unknown.rsplit('.').next().unwrap_or(unknown);
+        return Err(format!("{}: unknown function {unknown}()", at(name)));
     }
     Ok(names)
 }

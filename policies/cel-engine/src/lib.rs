@@ -138,6 +138,24 @@ fn hook_decision(hook: Hook, input: &Input) -> Result<(), String> {
     }
 }
 
+/// Runs the settings checks in order; the first that is false refuses with its message.
+fn check_settings(compiled: &Compiled) -> Result<(), String> {
+    for (field, program, message) in &compiled.validations {
+        match program.execute(&compiled.root) {
+            Ok(Value::Bool(true)) => {}
+            Ok(Value::Bool(false)) => return Err(format!("{message} ({field})")),
+            Ok(other) => {
+                return Err(format!(
+                    "{field} returned a {}, not a bool",
+                    other.type_of()
+                ));
+            }
+            Err(error) => return Err(format!("{field}: {}", describe(&error))),
+        }
+    }
+    Ok(())
+}
+
 struct CelEngine;
 
 impl Policy for CelEngine {
@@ -145,7 +163,8 @@ impl Policy for CelEngine {
     /// result of the wrong shape, or a name nothing defines, fails the load. Other evaluation
     /// errors depend on the input (a missing label, say) and are left to evaluation time.
     fn validate_settings(settings: &str) -> Result<(), String> {
-        compiled(settings)?;
+        let compiled = compiled(settings)?;
+        check_settings(&compiled)?;
         let sample = InputBuilder::new().settings(settings).build();
         for hook in Hook::ALL {
             if let Err(message) = hook_decision(hook, &sample) {

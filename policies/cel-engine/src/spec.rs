@@ -17,6 +17,16 @@ pub struct CelSpec {
     /// What expressions see as `settings`.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// Checks of `settings` when the policy loads.
+    #[serde(default)]
+    pub settings_validations: Vec<Validation>,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Validation {
+    pub expression: String,
+    pub message: String,
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq)]

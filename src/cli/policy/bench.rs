@@ -47,11 +47,25 @@ pub fn run(args: BenchArgs) -> Result<(), PolicyCliError> {
     let engine = engine()?;
     let mut results: BTreeMap<String, Figures> = BTreeMap::new();
     let sources = &args.sources;
+    let mut inputs = 0;
     for path in &sources.suites {
-        for workload in suite::workloads(&engine, path, &sources.policy, sources.wasm.as_deref())? {
+        for workload in suite::workloads(
+            &engine,
+            path,
+            &sources.policy,
+            sources.wasm.as_deref(),
+            sources.key.as_deref(),
+        )? {
+            inputs += workload.inputs.len();
             results.extend(measure(&workload, args.iterations));
         }
     }
+    super::report_compiles(&engine);
+    println!("{}", build_note());
+    println!(
+        "each hook: {} evaluations of each of the suites' {inputs} Sandbox inputs (--iterations), after one warm-up each",
+        args.iterations.max(1)
+    );
     println!(
         "{:<44} {:>10} {:>10} {:>12} {:>8}",
         "policy/hook", "p50 µs", "p99 µs", "peak memory", "runs"
@@ -95,6 +109,16 @@ pub fn run(args: BenchArgs) -> Result<(), PolicyCliError> {
 }
 
 /// Each exported hook of the workload's policy, over its inputs.
+/// Which build measured: a debug build's figures say little about the operator's, which is
+/// always a release build.
+fn build_note() -> &'static str {
+    if cfg!(debug_assertions) {
+        "WARNING: a debug build of sandman measured these; the operator runs a release build, so build sandman with --release for figures that mean anything"
+    } else {
+        "build: release (as the operator runs)"
+    }
+}
+
 fn measure(workload: &Workload, iterations: usize) -> Vec<(String, Figures)> {
     let policy = &workload.policy;
     let mut figures = Vec::new();

@@ -21,6 +21,9 @@ pub struct EvalArgs {
     /// Use this component instead of the manifest's source (no digest check).
     #[arg(long)]
     wasm: Option<PathBuf>,
+    /// The public key (PEM) to check the manifest's `spec.wasm.verify` under.
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Settings as JSON, replacing the manifest's.
     #[arg(long)]
     settings: Option<String>,
@@ -50,6 +53,7 @@ pub fn run(args: EvalArgs) -> Result<(), PolicyCliError> {
     let file = block_on(load::policy(
         &args.policy,
         args.wasm.as_deref(),
+        args.key.as_deref(),
         parse_settings(args.settings.as_deref())?,
     ))?;
     let engine = engine()?;

@@ -53,8 +53,13 @@ impl PolicyFile {
 
 /// Reads components as a user's machine can: URLs, and images with `docker login`'s
 /// credentials (not the policy's imagePullSecret). ConfigMaps are in the cluster, which the
-/// CLI does not read.
-struct LocalFetcher;
+/// CLI does not read. A `verify` is checked under the public key given on the command line
+/// (the manifest's key is in the cluster too), and without one the load fails: a signature
+/// that is required is never skipped quietly.
+struct LocalFetcher {
+    /// The PEM text of `--key`.
+    key: Option<String>,
+}
 
 impl Fetcher for LocalFetcher {
     async fn fetch(
@@ -89,11 +94,19 @@ impl Fetcher for LocalFetcher {
 
     async fn verify(
         &self,
-        _image: &str,
+        image: &str,
         _pull_secret: Option<&str>,
         _verify: &crate::api::VerifySpec,
     ) -> Result<(), String> {
-        Err("the policy requires a signature, whose key is in the cluster, which the CLI does not read; pass --wasm FILE to test the component itself".into())
+        let Some(key) = &self.key else {
+            return Err("the policy requires a signature (spec.wasm.verify), whose key is in the cluster, which the CLI does not read: pass --key cosign.pub to check it here, or --wasm FILE to test a component without it".into());
+        };
+        let reference = Reference::parse(image).map_err(|e| e.to_string())?;
+        let credentials = docker_login(&reference.registry)?;
+        let http = HttpClient::new().map_err(|e| e.to_string())?;
+        crate::distribution::signature::verify(&http, &reference, key, credentials.as_ref())
+            .await
+            .map_err(|e| format!("signature of {image}: {e}"))
     }
 }
 
@@ -111,7 +124,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, PolicyCliError> {
 
 /// The SandboxPolicy manifest `text` (read from `path`). The CRD refuses keys it does not
 /// know; so does the CLI, instead of ignoring them.
-fn strict_manifest(path: &Path, text: &str) -> Result<SandboxPolicy, PolicyCliError> {
+pub(super) fn strict_manifest(path: &Path, text: &str) -> Result<SandboxPolicy, PolicyCliError> {
     let parse = |e: String| PolicyCliError::Parse(path.to_path_buf(), e);
     let manifest: SandboxPolicy = serde_yaml::from_str(text).map_err(|e| parse(e.to_string()))?;
     let given: serde_json::Value = serde_yaml::from_str(text).map_err(|e| parse(e.to_string()))?;
@@ -133,6 +146,7 @@ fn strict_manifest(path: &Path, text: &str) -> Result<SandboxPolicy, PolicyCliEr
 pub async fn policy(
     path: &Path,
     wasm: Option<&Path>,
+    key: Option<&Path>,
     settings: Option<serde_json::Value>,
 ) -> Result<PolicyFile, PolicyCliError> {
     if path.extension().is_some_and(|e| e == "wasm") {
@@ -167,17 +181,25 @@ pub async fn policy(
             let digest = sha256_hex(&bytes);
             if digest != pinned.sha256 {
                 eprintln!(
-                    "note: {} has sha256 {digest}; {} pins {} (not checked with --wasm)",
+                    "note: {} has sha256 {digest}; {} pins {} (not checked with --wasm; `sandman policy pin {} --wasm {}` writes it)",
                     file.display(),
                     path.display(),
-                    pinned.sha256
+                    pinned.sha256,
+                    path.display(),
+                    file.display(),
                 );
             }
             Component::Given(bytes)
         }
         _ => Component::FromSource,
     };
-    let prepared = loader::prepare(spec, &LocalFetcher, component)
+    let key = key
+        .map(|k| {
+            std::fs::read_to_string(k)
+                .map_err(|e| PolicyCliError::Read(k.to_path_buf(), e.to_string()))
+        })
+        .transpose()?;
+    let prepared = loader::prepare(spec, &LocalFetcher { key }, component)
         .await
         .map_err(|e| match e {
             LoadError::DigestMismatch { actual, pinned } => PolicyCliError::DigestMismatch {

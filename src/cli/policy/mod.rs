@@ -6,10 +6,13 @@ mod inspect;
 mod load;
 mod manifest;
 mod outcome;
+mod pin;
+mod pull;
 mod push;
 mod scaffold;
 mod sign;
 mod suite;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -29,6 +32,12 @@ pub enum PolicyCommand {
     Bench(bench::BenchArgs),
     /// Sign a pushed component (cosign format, key-based) and push the signature beside it.
     Sign(sign::SignArgs),
+    /// Write a component's real sha256 into a SandboxPolicy manifest (`spec.wasm.sha256`).
+    Pin(pin::PinArgs),
+    /// Check a pushed component's signature under a public key, as `spec.wasm.verify` does.
+    Verify(verify::VerifyArgs),
+    /// Download a pushed component into a file (after checking its signature, with --key).
+    Pull(pull::PullArgs),
     /// Write a new policy project (Rust, Python or JavaScript) that builds with one command
     /// and passes its own example suite.
     New(scaffold::NewArgs),
@@ -54,6 +63,8 @@ pub enum PolicyCliError {
     Input(String),
     #[error("push: {0}")]
     Push(String),
+    #[error("{0}: {1}")]
+    SignatureInvalid(String, String),
     #[error("{0} regression(s) past the baseline")]
     Regressed(usize),
     #[error("{failed} of {total} cases failed")]
@@ -73,6 +84,9 @@ pub fn run(command: PolicyCommand) -> Result<(), PolicyCliError> {
         PolicyCommand::Inspect(args) => inspect::run(args),
         PolicyCommand::Push(args) => block_on(push::run(args)),
         PolicyCommand::New(args) => scaffold::run(args),
+        PolicyCommand::Pin(args) => pin::run(args),
+        PolicyCommand::Verify(args) => block_on(verify::run(args)),
+        PolicyCommand::Pull(args) => block_on(pull::run(args)),
     }
 }
 
@@ -87,10 +101,50 @@ fn block_on<T>(
         .block_on(future)
 }
 
-/// The policy engine the commands share; the operator's, minus the on-disk cache.
+/// The policy engine the commands share: the operator's, with the same on-disk cache of
+/// compiled components (keyed by sha256 and the engine's compatibility hash), so that a second
+/// run of an unchanged component compiles nothing. A cache that cannot be opened safely is
+/// said once and skipped: it costs a compile, never a wrong result.
 fn engine() -> Result<crate::policy::PolicyEngine, PolicyCliError> {
-    crate::policy::PolicyEngine::new()
-        .map_err(|e| PolicyCliError::Load("engine".into(), e.to_string()))
+    let failed =
+        |e: crate::policy::PolicyError| PolicyCliError::Load("engine".into(), e.to_string());
+    let Some(dir) = cache_dir() else {
+        return crate::policy::PolicyEngine::new().map_err(failed);
+    };
+    match crate::policy::PolicyEngine::with_cache_dir(&dir) {
+        Ok(engine) => Ok(engine),
+        Err(error) => {
+            eprintln!("note: not caching compiled policies: {error}");
+            crate::policy::PolicyEngine::new().map_err(failed)
+        }
+    }
+}
+
+/// Where compiled components are kept: `$SANDMAN_POLICY_CACHE` (`off` for nowhere), else
+/// `$XDG_CACHE_HOME/sandman/policies`, else `~/.cache/sandman/policies`.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("SANDMAN_POLICY_CACHE") {
+        return (dir != "off").then(|| PathBuf::from(dir));
+    }
+    let base = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("sandman").join("policies"))
+}
+
+/// One line on stderr: how many components this run compiled and read from the cache.
+fn report_compiles(engine: &crate::policy::PolicyEngine) {
+    let counts = engine.compile_counts();
+    match engine.cache_dir() {
+        Some(dir) => eprintln!(
+            "machine code: {} compiled, {} from the cache in {}",
+            counts.compiled(),
+            counts.from_cache(),
+            dir.display()
+        ),
+        None => eprintln!("machine code: {} compiled (no cache)", counts.compiled()),
+    }
 }
 
 /// `--settings` as JSON (YAML flow syntax works too).

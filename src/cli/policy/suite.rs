@@ -46,6 +46,10 @@ pub struct Sources {
     /// Use this component instead of the manifests' sources (no digest check).
     #[arg(long)]
     pub wasm: Option<PathBuf>,
+    /// The public key (PEM) to check a manifest's `spec.wasm.verify` under; a manifest that
+    /// requires a signature does not load without it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -117,6 +121,7 @@ pub fn run(args: TestArgs) -> Result<(), PolicyCliError> {
     }
     let failed = reports.iter().filter(|r| !r.passed).count();
     let passed = reports.len() - failed;
+    super::report_compiles(&engine);
     match args.output.as_str() {
         "json" => println!(
             "{}",
@@ -302,11 +307,17 @@ pub(super) fn workloads(
     path: &Path,
     policy: &[PathBuf],
     wasm: Option<&Path>,
+    key: Option<&Path>,
 ) -> Result<Vec<Workload>, PolicyCliError> {
     let resolved = resolve(path, policy, wasm)?;
     let mut workloads = Vec::new();
     for policy_path in &resolved.policies {
-        let file = block_on(load::policy(policy_path, resolved.wasm.as_deref(), None))?;
+        let file = block_on(load::policy(
+            policy_path,
+            resolved.wasm.as_deref(),
+            key,
+            None,
+        ))?;
         let settings = resolved
             .suite
             .settings
@@ -360,7 +371,12 @@ fn run_suite(
         .collect();
     let mut reports = Vec::new();
     for policy_path in &policies {
-        let file = block_on(load::policy(policy_path, wasm.as_deref(), None))?;
+        let file = block_on(load::policy(
+            policy_path,
+            wasm.as_deref(),
+            args.sources.key.as_deref(),
+            None,
+        ))?;
         let mut loaded: HashMap<String, LoadedPolicy> = HashMap::new();
         for case in &cases {
             let settings = case

@@ -16,10 +16,9 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tracing::instrument;
 
 use crate::api::conditions::{self, READY};
@@ -27,7 +26,7 @@ use crate::api::{
     ClaimDeletionPolicy, ClaimLifecycle, ClaimShutdownPolicy, OperatingMode, Sandbox, SandboxClaim,
     SandboxTemplate, SandboxWarmPool,
 };
-use crate::controller::api_call::{ApiCallFailed, failed, ignore_not_found, is_refusal, scoped};
+use crate::controller::api_call::{failed, ignore_not_found, is_refusal, scoped};
 use crate::controller::blueprint::{self, CLAIM_LABEL, CLAIM_NAME_LABEL};
 use crate::controller::blueprints::claim_context::{ClaimContext, ClaimError, publish};
 use crate::controller::blueprints::claim_status::{ClaimReason, write_status};

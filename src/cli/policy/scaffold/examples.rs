@@ -84,9 +84,13 @@ pub fn suite(plan: &Plan, lang: super::Lang) -> String {
     expect: { settings: { error: "idleSeconds must be positive" } }
 "#,
     );
-    format!(
-        "# `sandman policy test tests/suite.yaml`: the policy in policy.yaml, with the component\n\
-         # that the build makes.\npolicy: ../policy.yaml\nwasm: ../{}\ncases:\n{cases}",
-        component_path(plan, lang)
-    )
+    match component_path(plan, lang) {
+        Some(component) => format!(
+            "# `sandman policy test tests/suite.yaml`: the policy in policy.yaml, with the component\n\
+             # that the build makes.\npolicy: ../policy.yaml\nwasm: ../{component}\ncases:\n{cases}"
+        ),
+        None => format!(
+            "# `sandman policy test tests/suite.yaml`: the policy in policy.yaml.\npolicy: ../policy.yaml\ncases:\n{cases}"
+        ),
+    }
 }

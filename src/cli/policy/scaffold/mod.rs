@@ -1,7 +1,9 @@
 //! `sandman policy new`: a policy project that builds with one command and passes its own
-//! suite at once, in Rust, Python or JavaScript. It carries what it needs (the WIT contract,
-//! and for Rust the SDK), so it builds outside this repository.
+//! suite at once, in Rust, Python, JavaScript or CEL. It carries what it needs (the WIT
+//! contract, and for Rust the SDK), so it builds outside this repository; a CEL project is its
+//! manifest, with nothing to build.
 
+mod cel;
 mod examples;
 mod js;
 mod python;
@@ -38,6 +40,7 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    Cel,
 }
 
 /// A project to write: its files, relative to its directory.
@@ -107,13 +110,16 @@ pub fn run(args: NewArgs) -> Result<(), PolicyCliError> {
 /// The project for `plan` in `lang`: sources, manifest, suite, README and the contract.
 pub fn project(plan: &Plan, lang: Lang) -> Project {
     let mut project = Project { files: Vec::new() };
-    project.add("policy.yaml", examples::manifest(plan));
+    if lang != Lang::Cel {
+        project.add("policy.yaml", examples::manifest(plan));
+    }
     project.add("tests/suite.yaml", examples::suite(plan, lang));
     project.add(".gitignore", gitignore(lang));
     match lang {
         Lang::Rust => rust::add(&mut project, plan),
         Lang::Python => python::add(&mut project, plan),
         Lang::Js => js::add(&mut project, plan),
+        Lang::Cel => cel::add(&mut project, plan),
     }
     project.add("README.md", readme(plan, lang));
     project
@@ -137,14 +143,20 @@ pub fn build_command(lang: Lang) -> &'static str {
         Lang::Rust => "cargo build --release",
         Lang::Python => "bash build.sh",
         Lang::Js => "npm install && npm run build",
+        // Nothing to build: policy.yaml is the policy.
+        Lang::Cel => "sandman policy test tests/suite.yaml",
     }
 }
 
-/// Where the build leaves the component.
-pub fn component_path(plan: &Plan, lang: Lang) -> String {
+/// Where the build leaves the component; a CEL policy has none.
+pub fn component_path(plan: &Plan, lang: Lang) -> Option<String> {
     match lang {
-        Lang::Rust => format!("target/wasm32-wasip2/release/{}.wasm", plan.ident()),
-        Lang::Python | Lang::Js => "policy.wasm".into(),
+        Lang::Rust => Some(format!(
+            "target/wasm32-wasip2/release/{}.wasm",
+            plan.ident()
+        )),
+        Lang::Python | Lang::Js => Some("policy.wasm".into()),
+        Lang::Cel => None,
     }
 }
 
@@ -210,12 +222,15 @@ fn gitignore(lang: Lang) -> &'static str {
         Lang::Rust => "/target\n",
         Lang::Python => "/policy.wasm\n/bindings\n/.venv\n__pycache__/\n",
         Lang::Js => "/policy.wasm\n/node_modules\n",
+        Lang::Cel => "",
     }
 }
 
 fn readme(plan: &Plan, lang: Lang) -> String {
     let hooks: Vec<&str> = plan.hooks.iter().map(|h| h.name()).collect();
-    let component = component_path(plan, lang);
+    let Some(component) = component_path(plan, lang) else {
+        return cel_readme(plan, &hooks);
+    };
     let (source, notes) = match lang {
         Lang::Rust => (
             "src/lib.rs",
@@ -236,6 +251,7 @@ fn readme(plan: &Plan, lang: Lang) -> String {
              component carries its engine (about 10 MB): give it `limits: { timeout: 1s, memory: \
              64Mi }` or more.",
         ),
+        Lang::Cel => return cel_readme(plan, &hooks),
     };
     format!(
         r#"# {name}
@@ -259,6 +275,25 @@ ConfigMap and the sha256 that `inspect` prints in `spec.wasm.sha256`. To publish
         hooks = hooks.join(", "),
         version = crate::policy::CONTRACT_VERSION,
         build = build_command(lang),
+    )
+}
+
+fn cel_readme(plan: &Plan, hooks: &[&str]) -> String {
+    format!(
+        r#"# {name}
+
+A sandman policy in CEL with the hooks {hooks}. `policy.yaml` is the whole policy: its
+expressions, settings and the checks of its settings. Nothing is built.
+
+```sh
+sandman policy test tests/suite.yaml   # the example suite: PASS per case
+kubectl apply -f policy.yaml           # installs it
+```
+
+An error in an expression is reported at load with its `policy.yaml:line:column`.
+"#,
+        name = plan.name,
+        hooks = hooks.join(", "),
     )
 }
 
@@ -287,11 +322,14 @@ mod tests {
             name: "demo",
             hooks: &hooks,
         };
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::Cel] {
             let project = project(&plan, lang);
             let has = |p: &str| project.files.iter().any(|(path, _)| path == Path::new(p));
             for file in ["policy.yaml", "tests/suite.yaml", "README.md"] {
                 assert!(has(file), "{lang:?}: {file}");
+            }
+            if lang == Lang::Cel {
+                continue;
             }
             assert!(
                 project
