@@ -82,7 +82,7 @@ impl CompileCounts {
         self.compiled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn from_cache(&self) -> u64 {
+    pub fn read_from_cache(&self) -> u64 {
         self.from_cache.load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -140,7 +140,7 @@ fn report_compiles(engine: &crate::policy::PolicyEngine) {
         Some(dir) => eprintln!(
             "machine code: {} compiled, {} from the cache in {}",
             counts.compiled(),
-            counts.from_cache(),
+            counts.read_from_cache(),
             dir.display()
         ),
         None => eprintln!("machine code: {} compiled (no cache)", counts.compiled()),
