@@ -34,7 +34,7 @@ for case in "${cases[@]}"; do
   if [ -n "$component" ]; then
     [ -f "$component" ] || { echo "missing $component: run bash hack/test.sh --test scaffold first" >&2; exit 1; }
     args+=(--wasm "$component")
-    size="$(( $(stat -c %s "$component") / 1048576 )) MiB"
+    size=$(python3 -c "b=$(stat -c %s "$component"); print(f'{b/1048576:.1f} MiB' if b >= 1048576 else f'{b//1024} KiB')")
   fi
   cache=$(mktemp -d)
   export SANDMAN_POLICY_CACHE="$cache"
