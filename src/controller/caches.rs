@@ -85,13 +85,9 @@ fn strip_service(service: &mut Service) {
     }
 }
 
-/// A NetworkPolicy's and a PVC's ownership, labels and applied hash are in their metadata,
-/// which is all the reconciler reads of them.
-fn strip_network_policy(policy: &mut NetworkPolicy) {
-    strip_managed_fields(policy);
-    policy.spec = None;
-}
-
+/// A PVC's ownership, labels and applied hash are in its metadata, which is all the reconciler
+/// reads of it. (A NetworkPolicy keeps its spec: whether it is in place is decided by comparing
+/// specs.)
 fn strip_claim(claim: &mut PersistentVolumeClaim) {
     strip_managed_fields(claim);
     claim.spec = None;
@@ -216,7 +212,7 @@ pub fn services(client: &Client, scope: &Scope) -> Cache<Service> {
 
 /// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.
 pub fn network_policies(client: &Client, scope: &Scope) -> Cache<NetworkPolicy> {
-    cache(scope.api(client), children_config(), strip_network_policy)
+    cache(scope.api(client), children_config(), strip_managed_fields)
 }
 
 pub fn claims(client: &Client, scope: &Scope) -> Cache<PersistentVolumeClaim> {

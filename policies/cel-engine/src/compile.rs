@@ -432,7 +432,29 @@ mod tests {
             resources: None,
             lifecycle: Some(lifecycle.to_string()),
             settings: serde_json::json!({}),
+            settings_validations: Vec::new(),
         }
+    }
+
+    #[test]
+    fn settings_checks_see_only_settings_and_need_a_message() {
+        let with = |expression: &str, message: &str| {
+            let mut spec = spec("null", &[]);
+            spec.settings_validations = vec![crate::spec::Validation {
+                expression: expression.into(),
+                message: message.into(),
+            }];
+            compile(&spec).map(|c| c.validations.len())
+        };
+        assert_eq!(with("'idleSeconds' in settings", "give idleSeconds"), Ok(1));
+        let sandbox = with("sandbox.name != ''", "no").expect_err("reads sandbox");
+        assert!(
+            sandbox.contains("sees only settings, not sandbox"),
+            "{sandbox}"
+        );
+        assert!(sandbox.contains("line 1 column 1"), "{sandbox}");
+        let silent = with("true", " ").expect_err("no message");
+        assert!(silent.contains("give the message"), "{silent}");
     }
 
     #[test]
