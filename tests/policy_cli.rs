@@ -318,6 +318,49 @@ fn policy_engine_falls_back_where_address_space_is_limited() {
     );
 }
 
+#[test]
+fn suite_cases_read_their_sandbox_from_a_file() {
+    let dir = scratch("sandbox-file");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    std::fs::write(
+        dir.join("agent.yaml"),
+        "apiVersion: sandman.dev/v1alpha1\nkind: Sandbox\nmetadata:\n  name: agent\n  labels: { sandman.dev/trust: untrusted }\n",
+    )
+    .expect("write sandbox");
+    let suite = dir.join("suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: from the file\n    sandbox: {{ file: agent.yaml }}\n    expect: {{ isolation: {{ runtimeClassName: gvisor }} }}\n",
+            wasm.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("1 passed, 0 failed"),
+        "{}",
+        describe(&output)
+    );
+    // A file that is not there is an error naming it, not a default Sandbox.
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: missing\n    sandbox: {{ file: nowhere.yaml }}\n    expect: {{ isolation: null }}\n",
+            wasm.display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nowhere.yaml"),
+        "{}",
+        describe(&output)
+    );
+}
+
 /// A suite can assert that settings are refused at load time, and says so when they are not.
 #[test]
 fn suite_asserts_settings_refusal() {

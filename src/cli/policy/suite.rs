@@ -16,6 +16,8 @@
 //! abstains. `expect: { settings: { error: "text" } }` expects the case's settings to be refused
 //! at load time with that text.
 //!
+//! `sandbox: { file: agent.yaml }` reads the case's Sandbox from a YAML file beside the suite.
+//!
 //! Cases are strict: unknown keys are refused everywhere (in the case, `sandbox`, `activity`
 //! and `expect`), and an empty `expect` is an error, since it would check nothing. Every case
 //! runs at `2026-01-01T00:00:00Z` unless `activity.now` (RFC 3339) says otherwise; the activity
@@ -265,9 +267,12 @@ fn resolve(
 ) -> Result<Resolved, PolicyCliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| PolicyCliError::Read(path.to_path_buf(), e.to_string()))?;
-    let suite: Suite = serde_yaml::from_str(&text)
+    let mut suite: Suite = serde_yaml::from_str(&text)
         .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    for case in &mut suite.cases {
+        read_sandbox_file(&mut case.sandbox, dir)?;
+    }
     let policies: Vec<PathBuf> = if policy.is_empty() {
         suite
             .policy
@@ -293,6 +298,26 @@ fn resolve(
         policies,
         wasm,
     })
+}
+
+/// `sandbox: {file: path}` is the Sandbox in that YAML file (relative to the suite), read here
+/// so that every check of a case's Sandbox sees the file's content.
+fn read_sandbox_file(sandbox: &mut serde_json::Value, dir: &Path) -> Result<(), PolicyCliError> {
+    let Some(fields) = sandbox.as_object() else {
+        return Ok(());
+    };
+    let Some(file) = fields.get("file").filter(|_| fields.len() == 1) else {
+        return Ok(());
+    };
+    let Some(file) = file.as_str() else {
+        return Err(PolicyCliError::Input("sandbox.file must be a path".into()));
+    };
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| PolicyCliError::Read(path.clone(), e.to_string()))?;
+    *sandbox =
+        serde_yaml::from_str(&text).map_err(|e| PolicyCliError::Parse(path, e.to_string()))?;
+    Ok(())
 }
 
 /// A policy of a suite, loaded with the suite's settings, and the input of every case that
