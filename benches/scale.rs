@@ -7,7 +7,8 @@
 //! SANDMAN_SCALE_VOLUMES=0 cargo bench --bench scale    # without a volume per Sandbox
 //! SANDMAN_SCALE_N=10000 SANDMAN_SCALE_ROUNDS=1 SANDMAN_SCALE_VOLUMES=0 \
 //!   SANDMAN_SCALE_IDLE_SECONDS=60 cargo bench --bench scale   # ten thousand, then idle
-//! SANDMAN_SCALE_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" cargo bench --bench scale
+//! SANDMAN_SCALE_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" \
+//!   cargo bench --bench scale --no-default-features   # heaptrack sees malloc, not jemalloc
 //!   # where the operator's memory goes (heaptrack_print /tmp/operator.zst)
 //! ```
 //!
@@ -268,20 +269,43 @@ fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
 }
 
 /// Stops the operator. Under a wrapper, the operator is the wrapper's child, and a profiler
-/// writes its data once the operator ends on SIGTERM: the wrapper's group is asked to stop.
+/// writes its data only after the operator ends: SIGTERM goes to the operator alone (the
+/// profiler's own helpers in the group must outlive it to flush), then the wrapper is awaited.
 fn stop_operator(operator: &mut Child) {
     if std::env::var("SANDMAN_SCALE_OPERATOR_WRAPPER").is_ok_and(|w| !w.trim().is_empty()) {
-        let group = format!("-{}", operator.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        for _ in 0..100 {
+        for pid in operators_in_group(operator.id()) {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        for _ in 0..1200 {
             if matches!(operator.try_wait(), Ok(Some(_))) {
-                break;
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     let _ = operator.kill();
     let _ = operator.wait();
+}
+
+/// The processes of a process group that run the operator's binary.
+fn operators_in_group(group: u32) -> Vec<u32> {
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_sandman")).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command's closing parenthesis: state, ppid, pgrp, …
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+            pgrp == Some(group)
+                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary)
+        })
+        .collect()
 }
 
 async fn wait_for_default_service_account(client: &Client, namespace: &str) {

@@ -5,7 +5,7 @@ use clap::Parser;
 // jemalloc rather than the system's malloc: with 10,000 Sandboxes cached, glibc's kept about
 // twice the operator's live heap resident (BENCHMARKS.md, "Ten thousand Sandboxes"), and
 // musl's, in the static image, is slow under many threads.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

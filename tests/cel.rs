@@ -247,6 +247,31 @@ async fn invalid_cel_is_reported_with_the_expression_and_position() {
         .expect("clean up");
 }
 
+/// `spec.settingsSchema` holds in the cluster as in a suite: settings that do not meet it fail
+/// the load with the schema's words, and the policy decides nothing.
+#[tokio::test]
+async fn settings_that_miss_the_schema_are_refused_by_the_operator() {
+    let ctx = TestContext::new("cel_settings_schema").await;
+    let _operator = Operator::start(&ctx);
+    let policy = cel_policy(&ctx, "idle-suspend.yaml", |v| {
+        v["spec"]["settingsSchema"] = serde_json::json!({
+            "type": "object",
+            "properties": { "idleSeconds": { "type": "integer" } },
+        });
+        v["spec"]["cel"]["settings"] = serde_json::json!({ "idleSeconds": "soon" });
+    });
+    let (api, name) = install(&ctx, &policy).await;
+    let refused = wait_ready_reason(&api, &name, "InvalidSettings").await;
+    let message = ready_message(&refused);
+    assert!(
+        message.contains("spec.settingsSchema") && message.contains("at /idleSeconds"),
+        "{message}"
+    );
+    api.delete(&name, &Default::default())
+        .await
+        .expect("clean up");
+}
+
 #[tokio::test]
 async fn cel_and_wasm_together_are_refused_by_the_api_server() {
     let ctx = TestContext::new("cel_and_wasm").await;

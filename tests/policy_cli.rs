@@ -361,6 +361,107 @@ fn suite_cases_read_their_sandbox_from_a_file() {
     );
 }
 
+/// A manifest's `settingsSchema` is checked for every case's settings, in the Wasm and the CEL
+/// form alike, before the policy's own checks: what misses it is refused with the failing
+/// location, and what meets it loads and decides.
+#[test]
+fn settings_schema_is_enforced_in_suites() {
+    let dir = scratch("settings-schema");
+    let schema = "  settingsSchema:\n    type: object\n    properties:\n      idleSeconds: { type: integer, minimum: 1 }\n    additionalProperties: false\n";
+    std::fs::write(
+        dir.join("wasm.yaml"),
+        format!(
+            "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: {{ name: idle-wasm }}\nspec:\n{schema}  wasm:\n    configMap: {{ namespace: sandman-system, name: idle, key: policy.wasm }}\n    sha256: \"{}\"\n    settings: {{ idleSeconds: 1800 }}\n    limits: {{ timeout: 2s }}\n",
+            "0".repeat(64)
+        ),
+    )
+    .expect("write wasm manifest");
+    std::fs::write(
+        dir.join("cel.yaml"),
+        format!(
+            "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata: {{ name: idle-cel }}\nspec:\n{schema}  cel:\n    settings: {{ idleSeconds: 1800 }}\n    lifecycle: \"activity.idleSeconds >= settings.idleSeconds ? {{'action': 'suspend', 'reason': 'idle'}} : null\"\n"
+        ),
+    )
+    .expect("write cel manifest");
+    let suite = dir.join("suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policies: [wasm.yaml, cel.yaml]\nwasm: {}\ncases:\n  - name: a string where the schema wants an integer\n    settings: {{ idleSeconds: soon }}\n    expect: {{ settings: {{ error: \"at /idleSeconds\" }} }}\n  - name: below the schema's minimum\n    settings: {{ idleSeconds: 0 }}\n    expect: {{ settings: {{ error: \"spec.settingsSchema\" }} }}\n  - name: a key the schema does not know\n    settings: {{ idleSeconds: 60, colour: red }}\n    expect: {{ settings: {{ error: colour }} }}\n  - name: settings that meet it load and decide\n    settings: {{ idleSeconds: 60 }}\n    activity: {{ idleSeconds: 3600 }}\n    expect: {{ lifecycle: {{ action: suspend }} }}\n",
+            policy_wasm_path("idle_suspend").display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("8 passed, 0 failed"),
+        "{}",
+        describe(&output)
+    );
+    // A case that expects schema-meeting settings to be refused fails, naming what loaded.
+    std::fs::write(
+        &suite,
+        format!(
+            "policies: [wasm.yaml, cel.yaml]\nwasm: {}\ncases:\n  - name: wrongly expected refusal\n    settings: {{ idleSeconds: 60 }}\n    expect: {{ settings: {{ error: settingsSchema }} }}\n",
+            policy_wasm_path("idle_suspend").display()
+        ),
+    )
+    .expect("write suite");
+    let output = sandman(&["policy", "test", path_str(&suite)]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(stdout(&output).contains("loaded"), "{}", describe(&output));
+}
+
+/// `inspect` of a manifest shows what its author wrote about it (title, description, author,
+/// settings schema) next to its hooks, for Wasm (with the component's report) and CEL.
+#[test]
+fn inspect_shows_a_manifests_metadata() {
+    let dir = scratch("inspect-manifest");
+    let manifest = dir.join("policy.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: idle\n  annotations:\n    sandman.dev/title: Idle suspend\n    sandman.dev/description: Suspends idle Sandboxes.\n    sandman.dev/author: Platform Team <platform@example.com>\nspec:\n  settingsSchema: {{ type: object, properties: {{ idleSeconds: {{ type: integer }} }} }}\n  wasm:\n    configMap: {{ namespace: sandman-system, name: idle, key: policy.wasm }}\n    sha256: \"{}\"\n    settings: {{ idleSeconds: 1800 }}\n",
+            "0".repeat(64)
+        ),
+    )
+    .expect("write manifest");
+    let wasm = policy_wasm_path("idle_suspend");
+    let output = sandman(&["policy", "inspect", path_str(&manifest), "--wasm", path_str(&wasm)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML report");
+    assert_eq!(report["title"], "Idle suspend", "{report}");
+    assert_eq!(report["description"], "Suspends idle Sandboxes.", "{report}");
+    assert_eq!(report["author"], "Platform Team <platform@example.com>", "{report}");
+    assert_eq!(report["language"], "wasm", "{report}");
+    assert_eq!(report["hooks"], serde_json::json!(["lifecycle"]), "{report}");
+    assert_eq!(
+        report["settingsSchema"]["properties"]["idleSeconds"]["type"],
+        "integer",
+        "{report}"
+    );
+    assert_eq!(
+        report["component"]["sha256"],
+        sandman::distribution::sha256_hex(&std::fs::read(&wasm).expect("component")),
+        "{report}"
+    );
+    // A CEL manifest: its hooks are the expressions it has, and no component is reported.
+    std::fs::write(
+        &manifest,
+        "apiVersion: sandman.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: idle-cel\n  annotations: { sandman.dev/title: Idle in CEL }\nspec:\n  cel:\n    lifecycle: \"null\"\n",
+    )
+    .expect("write cel manifest");
+    let output = sandman(&["policy", "inspect", path_str(&manifest)]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML report");
+    assert_eq!(report["title"], "Idle in CEL", "{report}");
+    assert_eq!(report["language"], "cel", "{report}");
+    assert_eq!(report["hooks"], serde_json::json!(["lifecycle"]), "{report}");
+    assert!(report.get("component").is_none(), "{report}");
+    assert!(report.get("author").is_none(), "{report}");
+}
+
 /// A suite can assert that settings are refused at load time, and says so when they are not.
 #[test]
 fn suite_asserts_settings_refusal() {

@@ -53,6 +53,14 @@ pub struct SandboxPolicySpec {
     /// foreign volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurityAllowance>,
+    /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) that the settings must
+    /// meet, checked before the policy loads and in every suite case; a mismatch fails the load
+    /// (reason InvalidSettings) with the schema's words. References outside the schema are
+    /// never fetched. The title, description and author of a policy are the annotations
+    /// `sandman.dev/title`, `sandman.dev/description` and `sandman.dev/author`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub settings_schema: Option<serde_json::Value>,
 }
 
 /// Exemptions from the pod baseline that a platform grants through its isolation policy.

@@ -8,7 +8,9 @@ use std::future::Future;
 
 use crate::api::{CelPolicy, SandboxPolicySpec, VerifySpec, WasmSource};
 use crate::distribution::sha256_hex;
-use crate::policy::{HookMask, Limits, LoadedPolicy, PolicyEngine, PolicyError, Reuse, cel};
+use crate::policy::{
+    HookMask, Limits, LoadedPolicy, PolicyEngine, PolicyError, Reuse, cel, settings_schema,
+};
 
 /// Reads a component's bytes from its source.
 pub trait Fetcher {
@@ -61,6 +63,9 @@ pub enum LoadError {
     /// CEL engine's message names the expression.
     #[error("{0}")]
     InvalidExpression(String),
+    /// The settings do not meet `spec.settingsSchema`, or the schema is not a schema.
+    #[error("{0}")]
+    SettingsSchema(String),
     #[error(transparent)]
     Policy(PolicyError),
 }
@@ -76,6 +81,8 @@ pub struct Prepared {
     pub cel: Option<CelPolicy>,
     /// The policy's own settings (for CEL, what the expressions see as `settings`).
     pub settings: serde_json::Value,
+    /// `spec.settingsSchema`, which every settings it loads with must meet.
+    pub settings_schema: Option<serde_json::Value>,
 }
 
 /// How the component is chosen: from the spec's source, or given (the CLI's `--wasm`, whose
@@ -125,6 +132,7 @@ pub async fn prepare(
                 digest: sha256_hex(&bytes),
                 wasm: bytes,
                 cel: None,
+                settings_schema: spec.settings_schema.clone(),
                 settings: wasm
                     .settings
                     .clone()
@@ -139,6 +147,7 @@ pub async fn prepare(
                 .clone()
                 .unwrap_or_else(|| serde_json::json!({})),
             cel: Some(cel.clone()),
+            settings_schema: spec.settings_schema.clone(),
         }),
         (None, None) => Err(LoadError::NoSource),
     }
@@ -153,6 +162,9 @@ impl Prepared {
         settings: &serde_json::Value,
         limits: Limits,
     ) -> Result<LoadedPolicy, LoadError> {
+        if let Some(schema) = &self.settings_schema {
+            settings_schema::check(schema, settings).map_err(LoadError::SettingsSchema)?;
+        }
         let (settings_json, reuse, mask): (String, Reuse, HookMask) = match &self.cel {
             Some(cel) => {
                 let cel = CelPolicy {

@@ -15,6 +15,7 @@ mod loaded;
 pub mod loader;
 mod precompiled;
 pub mod set;
+pub mod settings_schema;
 mod store;
 pub mod wire;
 

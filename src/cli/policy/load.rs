@@ -160,6 +160,7 @@ pub async fn policy(
                 wasm: bytes,
                 cel: None,
                 settings: serde_json::json!({}),
+                settings_schema: None,
             },
             settings: settings.unwrap_or_else(|| serde_json::json!({})),
             limits: Limits::default(),

@@ -24,7 +24,8 @@ pub enum PolicyCommand {
     Eval(eval::EvalArgs),
     /// Run a test suite (YAML): cases of a Sandbox, its activity and the expected decisions.
     Test(suite::TestArgs),
-    /// Show a component's hooks, contract version, size, digest, imports and exports.
+    /// Show a component's hooks, contract version, size, digest, imports and exports; for a
+    /// manifest, also its title, description, author and settings schema.
     Inspect(inspect::InspectArgs),
     /// Publish a component to an OCI registry as a Wasm artifact.
     Push(push::PushArgs),

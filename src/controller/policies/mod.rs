@@ -103,7 +103,9 @@ fn failure(error: LoadError) -> LoadFailure {
         LoadError::DigestMismatch { .. } => reason::DIGEST_MISMATCH,
         LoadError::SignatureInvalid(_) => reason::SIGNATURE_INVALID,
         LoadError::InvalidExpression(_) => reason::INVALID_EXPRESSION,
-        LoadError::Policy(PolicyError::InvalidSettings(_)) => reason::INVALID_SETTINGS,
+        LoadError::Policy(PolicyError::InvalidSettings(_)) | LoadError::SettingsSchema(_) => {
+            reason::INVALID_SETTINGS
+        }
         LoadError::Policy(PolicyError::NoHooks) => reason::NO_HOOKS,
         LoadError::Policy(_) => reason::COMPILE_FAILED,
     };

@@ -49,6 +49,8 @@ fn manifest(plan: &Plan) -> String {
         );
     }
     let name = plan.name;
+    let about = super::examples::about(name);
+    let schema = super::examples::SETTINGS_SCHEMA;
     format!(
         r#"# {name}: a sandman policy in CEL. There is nothing to build: this manifest is the policy.
 #   sandman policy test tests/suite.yaml     # the example suite
@@ -57,10 +59,10 @@ apiVersion: sandman.dev/v1alpha1
 kind: SandboxPolicy
 metadata:
   name: {name}
-spec:
+{about}spec:
   priority: 50
   failurePolicy: Fail
-  cel:
+{schema}  cel:
     settings:
       runtimeClassName: gvisor
       idleSeconds: 1800

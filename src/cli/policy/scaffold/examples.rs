@@ -15,6 +15,8 @@ use crate::policy::Hook;
 /// The SandboxPolicy that installs the policy from a ConfigMap.
 pub fn manifest(plan: &Plan) -> String {
     let name = plan.name;
+    let about = about(plan.name);
+    let schema = SETTINGS_SCHEMA;
     format!(
         r#"# {name} as installed from a ConfigMap: put the component under key policy.wasm, and the
 # sha256 that `sandman policy inspect` prints below.
@@ -22,10 +24,10 @@ apiVersion: sandman.dev/v1alpha1
 kind: SandboxPolicy
 metadata:
   name: {name}
-spec:
+{about}spec:
   priority: 50
   failurePolicy: Fail
-  wasm:
+{schema}  wasm:
     configMap: {{ namespace: sandman-system, name: {name}, key: policy.wasm }}
     sha256: "0000000000000000000000000000000000000000000000000000000000000000"
     settings:
@@ -37,6 +39,30 @@ spec:
 "#
     )
 }
+
+/// What `sandman policy inspect policy.yaml` shows of the policy besides its code.
+pub fn about(name: &str) -> String {
+    format!(
+        r#"  annotations:
+    sandman.dev/title: {name}
+    sandman.dev/description: Runs untrusted Sandboxes under gVisor and suspends idle ones.
+    # sandman.dev/author: Your Name <you@example.com>
+"#
+    )
+}
+
+/// The settings' JSON Schema, the same in every language: checked before the policy loads
+/// and in every suite case, ahead of the policy's own checks of meaning.
+pub const SETTINGS_SCHEMA: &str = r#"  # The settings' JSON Schema: checked before the policy loads, and in every suite case.
+  settingsSchema:
+    type: object
+    properties:
+      runtimeClassName: { type: string, minLength: 1 }
+      idleSeconds: { type: integer }
+      cpu: { type: string }
+      memory: { type: string }
+    additionalProperties: false
+"#;
 
 /// The example suite: cases for each hook the policy has, and a settings refusal.
 pub fn suite(plan: &Plan, lang: super::Lang) -> String {
@@ -82,6 +108,9 @@ pub fn suite(plan: &Plan, lang: super::Lang) -> String {
         r#"  - name: settings with idleSeconds 0 are refused
     settings: { idleSeconds: 0 }
     expect: { settings: { error: "idleSeconds must be positive" } }
+  - name: settings the schema does not allow are refused
+    settings: { idleSeconds: "soon" }
+    expect: { settings: { error: "do not meet spec.settingsSchema: at /idleSeconds" } }
 "#,
     );
     match component_path(plan, lang) {
