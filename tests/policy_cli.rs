@@ -462,6 +462,61 @@ fn inspect_shows_a_manifests_metadata() {
     assert!(report.get("author").is_none(), "{report}");
 }
 
+/// `policy test --watch` runs again when the suite or a case's Sandbox file changes, and keeps
+/// running when a run fails.
+#[test]
+fn policy_test_watch_reruns_on_change() {
+    use std::io::BufRead;
+    let dir = scratch("watch");
+    let wasm = policy_wasm_path("untrusted_to_gvisor");
+    let agent = dir.join("agent.yaml");
+    let untrusted = "metadata: { labels: { sandman.dev/trust: untrusted } }\n";
+    std::fs::write(&agent, untrusted).expect("write sandbox");
+    let suite = dir.join("suite.yaml");
+    let suite_text = |runtime: &str| {
+        format!(
+            "policy: {}\ncases:\n  - name: untrusted runs under gVisor\n    sandbox: {{ file: agent.yaml }}\n    expect: {{ isolation: {{ runtimeClassName: {runtime} }} }}\n",
+            wasm.display()
+        )
+    };
+    std::fs::write(&suite, suite_text("gvisor")).expect("write suite");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .args(["policy", "test", path_str(&suite), "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the watch");
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Each summary line in turn; a bound only so that a broken watch fails rather than hangs.
+    let next_summary = || loop {
+        let line = received
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the watch printed its summary");
+        if line.contains(" passed, ") {
+            return line;
+        }
+    };
+    assert_eq!(next_summary(), "1 passed, 0 failed");
+    std::fs::write(&suite, suite_text("kata")).expect("change the suite");
+    assert_eq!(next_summary(), "0 passed, 1 failed", "the changed suite ran");
+    // The Sandbox file is watched too: a trusted Sandbox gets no isolation decision.
+    std::fs::write(&suite, suite_text("gvisor")).expect("restore the suite");
+    assert_eq!(next_summary(), "1 passed, 0 failed");
+    std::fs::write(&agent, "metadata: { labels: { sandman.dev/trust: trusted } }\n")
+        .expect("change the sandbox");
+    assert_eq!(next_summary(), "0 passed, 1 failed", "the changed Sandbox ran");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A suite can assert that settings are refused at load time, and says so when they are not.
 #[test]
 fn suite_asserts_settings_refusal() {

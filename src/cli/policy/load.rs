@@ -102,11 +102,11 @@ impl Fetcher for LocalFetcher {
             return Err("the policy requires a signature (spec.wasm.verify), whose key is in the cluster, which the CLI does not read: pass --key cosign.pub to check it here, or --wasm FILE to test a component without it".into());
         };
         let reference = Reference::parse(image).map_err(|e| e.to_string())?;
-        let credentials = docker_login(&reference.registry)?;
-        let http = HttpClient::new().map_err(|e| e.to_string())?;
-        crate::distribution::signature::verify(&http, &reference, key, credentials.as_ref())
-            .await
-            .map_err(|e| format!("signature of {image}: {e}"))
+        match super::verify::verified_digest(&reference, key).await {
+            Ok(_) => Ok(()),
+            Err(super::verify::Failure::Fetch(e)) => Err(format!("read {image}: {e}")),
+            Err(super::verify::Failure::Signature(e)) => Err(format!("signature of {image}: {e}")),
+        }
     }
 }
 

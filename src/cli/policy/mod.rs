@@ -13,6 +13,7 @@ mod scaffold;
 mod sign;
 mod suite;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 

@@ -64,6 +64,10 @@ pub struct TestArgs {
     /// `text` (default), `json` (one report) or `junit` (XML for CI systems).
     #[arg(long, default_value = "text", value_parser = ["text", "json", "junit"])]
     output: String,
+    /// Run again whenever a suite, a policy, a component or a case's Sandbox file changes,
+    /// until interrupted.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// One case's result, for every output form.
@@ -116,10 +120,42 @@ const EXPECT_KEYS: [&str; 4] = ["isolation", "resources", "lifecycle", "settings
 const SUITE_NOW: &str = "2026-01-01T00:00:00Z";
 
 pub fn run(args: TestArgs) -> Result<(), PolicyCliError> {
+    if args.watch {
+        return super::watch::run(
+            || watched_files(&args),
+            || {
+                if let Err(e) = run_once(&args) {
+                    println!("{e}");
+                }
+            },
+        );
+    }
+    run_once(&args)
+}
+
+/// Every file the suites read: the suites, their policies and components, and the cases'
+/// Sandbox files. A suite that does not parse is watched alone, so that fixing it reruns.
+fn watched_files(args: &TestArgs) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in &args.sources.suites {
+        files.push(path.clone());
+        let Ok(resolved) = resolve(path, &args.sources.policy, args.sources.wasm.as_deref())
+        else {
+            continue;
+        };
+        files.extend(resolved.policies);
+        files.extend(resolved.wasm);
+        files.extend(resolved.sandbox_files);
+    }
+    files.extend(args.sources.key.clone());
+    files
+}
+
+fn run_once(args: &TestArgs) -> Result<(), PolicyCliError> {
     let engine = engine()?;
     let mut reports = Vec::new();
     for path in &args.sources.suites {
-        reports.extend(run_suite(&engine, path, &args)?);
+        reports.extend(run_suite(&engine, path, args)?);
     }
     let failed = reports.iter().filter(|r| !r.passed).count();
     let passed = reports.len() - failed;
@@ -258,6 +294,8 @@ struct Resolved {
     suite: Suite,
     policies: Vec<PathBuf>,
     wasm: Option<PathBuf>,
+    /// The files that cases' `sandbox: {file: …}` read.
+    sandbox_files: Vec<PathBuf>,
 }
 
 fn resolve(
@@ -270,8 +308,9 @@ fn resolve(
     let mut suite: Suite = serde_yaml::from_str(&text)
         .map_err(|e| PolicyCliError::Parse(path.to_path_buf(), e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut sandbox_files = Vec::new();
     for case in &mut suite.cases {
-        read_sandbox_file(&mut case.sandbox, dir)?;
+        sandbox_files.extend(read_sandbox_file(&mut case.sandbox, dir)?);
     }
     let policies: Vec<PathBuf> = if policy.is_empty() {
         suite
@@ -297,17 +336,21 @@ fn resolve(
         suite,
         policies,
         wasm,
+        sandbox_files,
     })
 }
 
 /// `sandbox: {file: path}` is the Sandbox in that YAML file (relative to the suite), read here
-/// so that every check of a case's Sandbox sees the file's content.
-fn read_sandbox_file(sandbox: &mut serde_json::Value, dir: &Path) -> Result<(), PolicyCliError> {
+/// so that every check of a case's Sandbox sees the file's content; the file read, if any.
+fn read_sandbox_file(
+    sandbox: &mut serde_json::Value,
+    dir: &Path,
+) -> Result<Option<PathBuf>, PolicyCliError> {
     let Some(fields) = sandbox.as_object() else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(file) = fields.get("file").filter(|_| fields.len() == 1) else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(file) = file.as_str() else {
         return Err(PolicyCliError::Input("sandbox.file must be a path".into()));
@@ -315,9 +358,9 @@ fn read_sandbox_file(sandbox: &mut serde_json::Value, dir: &Path) -> Result<(), 
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| PolicyCliError::Read(path.clone(), e.to_string()))?;
-    *sandbox =
-        serde_yaml::from_str(&text).map_err(|e| PolicyCliError::Parse(path, e.to_string()))?;
-    Ok(())
+    *sandbox = serde_yaml::from_str(&text)
+        .map_err(|e| PolicyCliError::Parse(path.clone(), e.to_string()))?;
+    Ok(Some(path))
 }
 
 /// A policy of a suite, loaded with the suite's settings, and the input of every case that
@@ -384,6 +427,7 @@ fn run_suite(
         suite,
         policies,
         wasm,
+        ..
     } = resolve(path, &args.sources.policy, args.sources.wasm.as_deref())?;
     let cases: Vec<&Case> = suite
         .cases

@@ -42,20 +42,37 @@ pub fn parse(text: &str) -> Result<Reference, PolicyCliError> {
 pub async fn verify(reference: &Reference, key: &Path) -> Result<String, PolicyCliError> {
     let public = std::fs::read_to_string(key)
         .map_err(|e| PolicyCliError::Read(key.to_path_buf(), e.to_string()))?;
-    let http = HttpClient::new()
-        .map_err(|e| PolicyCliError::Fetch(reference.to_string(), e.to_string()))?;
-    let credentials = docker_login(&reference.registry)
-        .map_err(|e| PolicyCliError::Fetch(reference.to_string(), e))?;
+    verified_digest(reference, &public)
+        .await
+        .map_err(|failure| match failure {
+            Failure::Fetch(e) => PolicyCliError::Fetch(reference.to_string(), e),
+            Failure::Signature(e) => PolicyCliError::SignatureInvalid(reference.to_string(), e),
+        })
+}
+
+/// Why a signature check did not pass: the registry did not answer, or the signature is
+/// missing or wrong.
+pub enum Failure {
+    Fetch(String),
+    Signature(String),
+}
+
+/// The one check every command makes (`verify`, `pull --key`, and the `spec.wasm.verify` of a
+/// manifest under `--key`): `reference` is resolved to its manifest digest once, and the
+/// signature is checked for that digest, so that a tag moved in between cannot swap what was
+/// checked; `public` is the key's PEM text.
+pub async fn verified_digest(reference: &Reference, public: &str) -> Result<String, Failure> {
+    let http = HttpClient::new().map_err(|e| Failure::Fetch(e.to_string()))?;
+    let credentials = docker_login(&reference.registry).map_err(Failure::Fetch)?;
     let digest = signature::manifest_digest(&http, reference, credentials.as_ref())
         .await
-        .map_err(|e| PolicyCliError::Fetch(reference.to_string(), e.to_string()))?;
-    // Verify the digest just read, so that a tag moved in between cannot swap what was checked.
+        .map_err(|e| Failure::Fetch(e.to_string()))?;
     let pinned = Reference {
         digest: Some(digest.clone()),
         ..reference.clone()
     };
-    signature::verify(&http, &pinned, &public, credentials.as_ref())
+    signature::verify(&http, &pinned, public, credentials.as_ref())
         .await
-        .map_err(|e| PolicyCliError::SignatureInvalid(reference.to_string(), e.to_string()))?;
+        .map_err(|e| Failure::Signature(e.to_string()))?;
     Ok(digest)
 }
