@@ -65,8 +65,9 @@ fn scaffold_build_and_test(lang: &str, build: &[&[&str]]) {
     assert!(output.status.success(), "{lang}: {}", describe(&output));
     let report = stdout(&output);
     assert!(report.contains("0 failed"), "{lang}: {report}");
-    // isolation (3 cases), lifecycle (3) and the settings refusal.
-    assert!(report.contains("7 passed"), "{lang}: {report}");
+    // isolation (3 cases), lifecycle (3), and the refusals of the policy's own check and of
+    // the settings schema.
+    assert!(report.contains("8 passed"), "{lang}: {report}");
 
     let component = if lang == "rust" {
         project.join("target/wasm32-wasip2/release/demo_rust.wasm")
@@ -224,7 +225,8 @@ fn cel_scaffold_builds_and_passes() {
     let output = sandman_in(&project, &["policy", "test", "tests/suite.yaml"]);
     assert!(output.status.success(), "{}", describe(&output));
     let report = stdout(&output);
-    // isolation (3 cases), resources (1), lifecycle (3) and the settings refusal.
-    assert!(report.contains("8 passed, 0 failed"), "{report}");
+    // isolation (3 cases), resources (1), lifecycle (3), and the refusals of the policy's own
+    // check and of the settings schema.
+    assert!(report.contains("9 passed, 0 failed"), "{report}");
     let _ = std::fs::remove_dir_all(&scratch);
 }
