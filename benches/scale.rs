@@ -274,7 +274,9 @@ fn start_operator(plane: &ControlPlane, namespace: &str) -> Child {
 fn stop_operator(operator: &mut Child) {
     if std::env::var("SANDMAN_SCALE_OPERATOR_WRAPPER").is_ok_and(|w| !w.trim().is_empty()) {
         for pid in operators_in_group(operator.id()) {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         for _ in 0..1200 {
             if matches!(operator.try_wait(), Ok(Some(_))) {

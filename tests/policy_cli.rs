@@ -428,17 +428,32 @@ fn inspect_shows_a_manifests_metadata() {
     )
     .expect("write manifest");
     let wasm = policy_wasm_path("idle_suspend");
-    let output = sandman(&["policy", "inspect", path_str(&manifest), "--wasm", path_str(&wasm)]);
+    let output = sandman(&[
+        "policy",
+        "inspect",
+        path_str(&manifest),
+        "--wasm",
+        path_str(&wasm),
+    ]);
     assert!(output.status.success(), "{}", describe(&output));
     let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML report");
     assert_eq!(report["title"], "Idle suspend", "{report}");
-    assert_eq!(report["description"], "Suspends idle Sandboxes.", "{report}");
-    assert_eq!(report["author"], "Platform Team <platform@example.com>", "{report}");
-    assert_eq!(report["language"], "wasm", "{report}");
-    assert_eq!(report["hooks"], serde_json::json!(["lifecycle"]), "{report}");
     assert_eq!(
-        report["settingsSchema"]["properties"]["idleSeconds"]["type"],
-        "integer",
+        report["description"], "Suspends idle Sandboxes.",
+        "{report}"
+    );
+    assert_eq!(
+        report["author"], "Platform Team <platform@example.com>",
+        "{report}"
+    );
+    assert_eq!(report["language"], "wasm", "{report}");
+    assert_eq!(
+        report["hooks"],
+        serde_json::json!(["lifecycle"]),
+        "{report}"
+    );
+    assert_eq!(
+        report["settingsSchema"]["properties"]["idleSeconds"]["type"], "integer",
         "{report}"
     );
     assert_eq!(
@@ -457,7 +472,11 @@ fn inspect_shows_a_manifests_metadata() {
     let report: serde_json::Value = serde_yaml::from_str(&stdout(&output)).expect("YAML report");
     assert_eq!(report["title"], "Idle in CEL", "{report}");
     assert_eq!(report["language"], "cel", "{report}");
-    assert_eq!(report["hooks"], serde_json::json!(["lifecycle"]), "{report}");
+    assert_eq!(
+        report["hooks"],
+        serde_json::json!(["lifecycle"]),
+        "{report}"
+    );
     assert!(report.get("component").is_none(), "{report}");
     assert!(report.get("author").is_none(), "{report}");
 }
@@ -489,7 +508,10 @@ fn policy_test_watch_reruns_on_change() {
     let (lines, received) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if lines.send(line).is_err() {
                 break;
             }
@@ -506,13 +528,24 @@ fn policy_test_watch_reruns_on_change() {
     };
     assert_eq!(next_summary(), "1 passed, 0 failed");
     std::fs::write(&suite, suite_text("kata")).expect("change the suite");
-    assert_eq!(next_summary(), "0 passed, 1 failed", "the changed suite ran");
+    assert_eq!(
+        next_summary(),
+        "0 passed, 1 failed",
+        "the changed suite ran"
+    );
     // The Sandbox file is watched too: a trusted Sandbox gets no isolation decision.
     std::fs::write(&suite, suite_text("gvisor")).expect("restore the suite");
     assert_eq!(next_summary(), "1 passed, 0 failed");
-    std::fs::write(&agent, "metadata: { labels: { sandman.dev/trust: trusted } }\n")
-        .expect("change the sandbox");
-    assert_eq!(next_summary(), "0 passed, 1 failed", "the changed Sandbox ran");
+    std::fs::write(
+        &agent,
+        "metadata: { labels: { sandman.dev/trust: trusted } }\n",
+    )
+    .expect("change the sandbox");
+    assert_eq!(
+        next_summary(),
+        "0 passed, 1 failed",
+        "the changed Sandbox ran"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -109,5 +109,6 @@ async fn manifest(
 }
 
 fn to_yaml(report: &impl Serialize) -> Result<String, PolicyCliError> {
-    serde_yaml::to_string(report).map_err(|e| PolicyCliError::Input(format!("print the report: {e}")))
+    serde_yaml::to_string(report)
+        .map_err(|e| PolicyCliError::Input(format!("print the report: {e}")))
 }

@@ -139,8 +139,7 @@ fn watched_files(args: &TestArgs) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in &args.sources.suites {
         files.push(path.clone());
-        let Ok(resolved) = resolve(path, &args.sources.policy, args.sources.wasm.as_deref())
-        else {
+        let Ok(resolved) = resolve(path, &args.sources.policy, args.sources.wasm.as_deref()) else {
             continue;
         };
         files.extend(resolved.policies);

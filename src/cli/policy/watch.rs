@@ -31,10 +31,7 @@ fn stamps(files: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
 
 /// Runs `run` now and after every change to the files `files` names (asked again after each
 /// run, since a changed suite may name other files), until the process is interrupted.
-pub fn run(
-    files: impl Fn() -> Vec<PathBuf>,
-    run: impl Fn(),
-) -> Result<(), PolicyCliError> {
+pub fn run(files: impl Fn() -> Vec<PathBuf>, run: impl Fn()) -> Result<(), PolicyCliError> {
     loop {
         let watched = files();
         let before = stamps(&watched);
