@@ -8,7 +8,7 @@ use kube::api::{Api, PostParams};
 use serde::Deserialize;
 
 use super::lifecycle::{DEFAULT_TIMEOUT, ends_in};
-use super::ready::ready_answer;
+use super::ready::{Seen, ready_answer};
 use super::sandboxes::METADATA_ANNOTATION;
 use super::{Scope, api_error, error};
 use crate::api::SandboxClaim;
@@ -94,7 +94,7 @@ pub(super) async fn create(state: &State, scope: &Scope, body: &[u8]) -> Respons
         bound_ms = started.elapsed().as_millis(),
         "the claim is bound"
     );
-    let answer = ready_answer(state, scope, &sandbox, &template).await;
+    let answer = ready_answer(state, scope, &sandbox, &template, Seen::NotYet).await;
     tracing::debug!(
         claim = %claim_name,
         status = answer.status().as_u16(),

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde::Deserialize;
 
-use super::ready::ready_answer;
+use super::ready::{Seen, ready_answer};
 use super::sandboxes::{claim_of, find, read, state_of, template_of};
 use super::{ControlError, Scope, api_error, error};
 use crate::api::{CheckpointMode, Sandbox, SandboxClaim};
@@ -130,7 +130,7 @@ pub(super) async fn connect(state: &State, scope: &Scope, id: &str, body: &[u8])
     if let Err(response) = set_mode(scope, &name, "Running").await {
         return response;
     }
-    ready_answer(state, scope, &name, &template_of(&sandbox)).await
+    ready_answer(state, scope, &name, &template_of(&sandbox), Seen::Already).await
 }
 
 /// `POST /sandboxes/{id}/pause`: suspends it and answers once it is suspended (409 when it

@@ -14,6 +14,15 @@ use crate::gateway::wake::Wait;
 /// The envd version the runtime speaks (`sandman-runtime`'s `/health` says it too).
 pub const ENVD_VERSION: &str = "0.5.7";
 
+/// Whether the gateway's cache has already seen the Sandbox being waited on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Just created: the cache may not have it yet, so it is waited for.
+    NotYet,
+    /// Read from the cache a moment ago: if it is gone now, it was deleted.
+    Already,
+}
+
 /// Waits until the runtime of `namespace/name` answers, waking it if it sleeps, then gives
 /// E2B's answer for it, with its token read as the caller.
 pub(super) async fn ready_answer(
@@ -21,9 +30,10 @@ pub(super) async fn ready_answer(
     scope: &Scope,
     name: &str,
     template: &str,
+    seen: Seen,
 ) -> Response<Body> {
     let namespace = scope.namespace.as_str();
-    if let Err(e) = runtime_answers(state, namespace, name).await {
+    if let Err(e) = runtime_answers(state, namespace, name, seen).await {
         return e.response();
     }
     let sandboxes: Api<Sandbox> = Api::namespaced(scope.client.clone(), namespace);
@@ -65,9 +75,20 @@ pub(super) async fn ready_answer(
 
 /// Waits, within the gateway's hold time, until the Sandbox is in the cache, running (woken
 /// if it sleeps), and its runtime answers `/health`.
-async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(), ControlError> {
+async fn runtime_answers(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    seen: Seen,
+) -> Result<(), ControlError> {
     let key = (namespace.to_string(), name.to_string());
     let deadline = tokio::time::Instant::now() + state.options.hold;
+    if seen == Seen::Already && state.waker.sandbox(&key).is_none() {
+        return Err(ControlError::new(
+            StatusCode::NOT_FOUND,
+            format!("{namespace}/{name} not found: it was deleted"),
+        ));
+    }
     if !state.waker.appeared(&key, deadline).await {
         return Err(ControlError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -80,7 +101,7 @@ async fn runtime_answers(state: &State, namespace: &str, name: &str) -> Result<(
         Wait::Gone => {
             return Err(ControlError::new(
                 StatusCode::NOT_FOUND,
-                format!("{namespace}/{name} is gone"),
+                format!("{namespace}/{name} not found: it was deleted"),
             ));
         }
         Wait::Overflow | Wait::TimedOut => {

@@ -8,7 +8,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::ready::ENVD_VERSION;
-use super::{ControlError, Scope, api_error, json};
+use super::{ControlError, Scope, api_error, error, json};
 use crate::api::{Sandbox, SandboxClaim};
 use crate::gateway::State;
 use crate::gateway::proxy::Body;
@@ -102,17 +102,31 @@ pub(super) async fn read(
     id: &str,
 ) -> Result<(Sandbox, Option<SandboxClaim>), Response<Body>> {
     let name = find(state, scope, id).map_err(|e| e.response())?;
-    let sandbox = Api::<Sandbox>::namespaced(scope.client.clone(), &scope.namespace)
+    // A killed sandbox is not found, as in E2B, from the moment the kill is answered: its
+    // claim goes at once, but the Sandbox lingers until the garbage collector or its
+    // finalizer is done, and a resume of it then would only wait for it to vanish.
+    let not_found = || error(StatusCode::NOT_FOUND, format!("sandbox {id} not found"));
+    let sandbox = match Api::<Sandbox>::namespaced(scope.client.clone(), &scope.namespace)
         .get(&name)
         .await
-        .map_err(|e| api_error("get the Sandbox", &e))?;
+    {
+        Ok(sandbox) if sandbox.metadata.deletion_timestamp.is_none() => sandbox,
+        Ok(_) => return Err(not_found()),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Err(not_found()),
+        Err(e) => return Err(api_error("get the Sandbox", &e)),
+    };
     let claim = match claim_of(&sandbox) {
-        Some(claim) => Some(
-            Api::<SandboxClaim>::namespaced(scope.client.clone(), &scope.namespace)
+        Some(claim) => {
+            match Api::<SandboxClaim>::namespaced(scope.client.clone(), &scope.namespace)
                 .get(&claim)
                 .await
-                .map_err(|e| api_error("get the SandboxClaim", &e))?,
-        ),
+            {
+                Ok(claim) if claim.metadata.deletion_timestamp.is_none() => Some(claim),
+                Ok(_) => return Err(not_found()),
+                Err(kube::Error::Api(status)) if status.code == 404 => return Err(not_found()),
+                Err(e) => return Err(api_error("get the SandboxClaim", &e)),
+            }
+        }
         None => None,
     };
     Ok((sandbox, claim))
