@@ -1,13 +1,12 @@
 //! Lean, label-selected caches of the children. Only objects carrying the `sandman.dev/sandbox`
 //! label are watched, and `managedFields` plus every field of a child the reconciler never reads
-//! are dropped before they reach the cache, so memory grows with Sandboxes, not with the
+//! are dropped before they reach the cache (pods and Services are read as the slim types of
+//! [`super::lean`]), so memory grows with Sandboxes, not with the
 //! cluster, and by as little as it can per Sandbox (at 10,000 Sandboxes each cached byte per
 //! child is 10 MB of the operator's memory).
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolumeClaim, Pod, PodSpec, PodStatus, Service, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -15,6 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Config};
 use kube::{Client, Resource};
 
+use super::lean::{CachedPod, CachedService};
 use crate::api::{SANDBOX_LABEL, Sandbox};
 
 /// Where the controller looks: the whole cluster, or one namespace.
@@ -41,48 +41,6 @@ impl Scope {
 
 fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
-}
-
-/// Keeps only what the reconciler reads from a pod: metadata, node, runtime class, and of its
-/// status the phase, IPs, Ready condition, reason and message.
-fn strip_pod(pod: &mut Pod) {
-    strip_managed_fields(pod);
-    if let Some(spec) = pod.spec.take() {
-        pod.spec = Some(PodSpec {
-            node_name: spec.node_name,
-            runtime_class_name: spec.runtime_class_name,
-            containers: Vec::new(),
-            ..Default::default()
-        });
-    }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            pod_ip: status.pod_ip,
-            pod_ips: status.pod_ips,
-            conditions: status
-                .conditions
-                .map(|all| all.into_iter().filter(|c| c.type_ == "Ready").collect()),
-            reason: status.reason,
-            message: status.message,
-            ..Default::default()
-        });
-    }
-}
-
-/// Keeps what the reconciler compares of a Service: metadata and the selector, cluster IP and
-/// `publishNotReadyAddresses` of its spec.
-fn strip_service(service: &mut Service) {
-    strip_managed_fields(service);
-    service.status = None;
-    if let Some(spec) = service.spec.take() {
-        service.spec = Some(ServiceSpec {
-            selector: spec.selector,
-            cluster_ip: spec.cluster_ip,
-            publish_not_ready_addresses: spec.publish_not_ready_addresses,
-            ..Default::default()
-        });
-    }
 }
 
 /// A PVC's ownership, labels and applied hash are in its metadata, which is all the reconciler
@@ -202,12 +160,20 @@ fn children_config() -> Config {
     Config::default().labels(SANDBOX_LABEL).any_semantic()
 }
 
-pub fn pods(client: &Client, scope: &Scope) -> Cache<Pod> {
-    cache(scope.api(client), children_config(), strip_pod)
+pub fn pods(client: &Client, scope: &Scope) -> Cache<CachedPod> {
+    cache(
+        scope.api(client),
+        children_config(),
+        CachedPod::keep_ready_only,
+    )
 }
 
-pub fn services(client: &Client, scope: &Scope) -> Cache<Service> {
-    cache(scope.api(client), children_config(), strip_service)
+pub fn services(client: &Client, scope: &Scope) -> Cache<CachedService> {
+    cache(
+        scope.api(client),
+        children_config(),
+        CachedService::drop_managed_fields,
+    )
 }
 
 /// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.
@@ -229,83 +195,3 @@ pub fn namespaces(client: &Client) -> Cache<Namespace> {
 }
 
 pub use reflector::ObjectRef;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodIP, ServicePort};
-
-    #[test]
-    fn a_cached_pod_keeps_what_the_reconciler_reads() {
-        let condition = |type_: &str| PodCondition {
-            type_: type_.into(),
-            status: "True".into(),
-            ..Default::default()
-        };
-        let mut pod = Pod {
-            spec: Some(PodSpec {
-                node_name: Some("node-1".into()),
-                runtime_class_name: Some("gvisor".into()),
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                phase: Some("Running".into()),
-                pod_ip: Some("10.0.0.1".into()),
-                pod_ips: Some(vec![PodIP {
-                    ip: "10.0.0.1".into(),
-                }]),
-                conditions: Some(vec![
-                    condition("PodScheduled"),
-                    condition("Ready"),
-                    condition("ContainersReady"),
-                ]),
-                qos_class: Some("Burstable".into()),
-                host_ip: Some("192.0.2.1".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        strip_pod(&mut pod);
-        let spec = pod.spec.expect("spec");
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
-        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
-        let status = pod.status.expect("status");
-        assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
-        assert_eq!(status.pod_ips.map(|ips| ips.len()), Some(1));
-        let kept: Vec<String> = status
-            .conditions
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.type_)
-            .collect();
-        assert_eq!(kept, ["Ready"]);
-        assert_eq!(status.qos_class, None);
-        assert_eq!(status.host_ip, None);
-    }
-
-    #[test]
-    fn a_cached_service_keeps_what_is_compared() {
-        let mut service = Service {
-            spec: Some(ServiceSpec {
-                selector: Some([("sandman.dev/sandbox".to_string(), "s".to_string())].into()),
-                cluster_ip: Some("None".into()),
-                publish_not_ready_addresses: Some(true),
-                ports: Some(vec![ServicePort {
-                    port: 80,
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            status: Some(Default::default()),
-            ..Default::default()
-        };
-        strip_service(&mut service);
-        let spec = service.spec.expect("spec");
-        assert_eq!(spec.selector.map(|s| s.len()), Some(1));
-        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
-        assert_eq!(spec.publish_not_ready_addresses, Some(true));
-        assert_eq!(spec.ports, None);
-        assert_eq!(service.status, None);
-    }
-}

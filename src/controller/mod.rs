@@ -12,6 +12,7 @@ mod error;
 mod event_note;
 mod hash;
 pub mod leader;
+pub mod lean;
 pub mod network;
 pub mod policies;
 pub mod recorder;

@@ -112,7 +112,10 @@ async fn service(ctx: &Context, sandbox: &Sandbox, action: ChildAction) -> Resul
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let cached = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
+    let cached = ctx
+        .services
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|s| s.to_service());
     match action {
         ChildAction::Leave => Ok(()),
         ChildAction::Delete => {

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::controller::lean::{CachedPod, CachedService};
 use crate::controller::recorder::Recorder;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -18,8 +19,8 @@ use crate::policy::PolicySet;
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub pods: Store<Pod>,
-    pub services: Store<Service>,
+    pub pods: Store<CachedPod>,
+    pub services: Store<CachedService>,
     pub claims: Store<PersistentVolumeClaim>,
     /// NetworkPolicies of Sandboxes whose isolation policy chose a network profile.
     pub network_policies: Store<NetworkPolicy>,

@@ -111,7 +111,7 @@ async fn pod(ctx: &Context, sandbox: &Sandbox) -> Result<Option<Pod>, Error> {
     let namespace = sandbox.namespace().unwrap_or_default();
     let cached = ctx.pods.get(&ObjectRef::new(&name).within(&namespace));
     if let Some(pod) = cached {
-        return Ok(Some((*pod).clone()));
+        return Ok(Some(pod.to_pod()));
     }
     let expects_pod = sandbox
         .status
@@ -287,7 +287,10 @@ async fn children_seen(
 ) -> Result<ChildrenSeen, Error> {
     let name = sandbox.name_any();
     let namespace = sandbox.namespace().unwrap_or_default();
-    let cached_service = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
+    let cached_service = ctx
+        .services
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|s| s.to_service());
     let mut seen = ChildrenSeen {
         foreign_service: cached_service
             .as_ref()
@@ -319,7 +322,7 @@ async fn children_seen(
     }
     if sandbox.spec.wants_service() {
         let existing = match cached_service {
-            Some(cached) => Some((*cached).clone()),
+            Some(cached) => Some(cached),
             None => Api::<Service>::namespaced(ctx.client.clone(), &namespace)
                 .get_opt(&name)
                 .await

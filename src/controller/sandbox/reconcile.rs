@@ -35,8 +35,8 @@ const CHECKPOINT_SLOT_RETRY: Duration = Duration::from_secs(1);
 
 /// The changes of the Sandbox controller's child caches, which it watches.
 pub struct ChildChanges {
-    pub pods: caches::Watch<k8s_openapi::api::core::v1::Pod>,
-    pub services: caches::Watch<k8s_openapi::api::core::v1::Service>,
+    pub pods: caches::Watch<crate::controller::lean::CachedPod>,
+    pub services: caches::Watch<crate::controller::lean::CachedService>,
     pub claims: caches::Watch<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     pub network_policies: caches::Watch<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }

@@ -1,0 +1,256 @@
+//! The pods and Services the caches hold, as types of their own with only the fields the
+//! reconciler reads. Dropping fields of a `k8s_openapi` Pod still leaves every one of them in
+//! the struct (about 2.5 KiB a pod, empty or not); these are deserialized straight from the
+//! watch, so the rest of a pod is never held at all. The reconciler gets a `Pod` or `Service`
+//! back from them, with the same fields set.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{NamespaceResourceScope, Resource as _};
+use serde::Deserialize;
+
+/// What a cache keeps of a pod: its metadata, node and runtime class, and of its status the
+/// phase, IPs, Ready condition, reason and message.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedPod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<CachedPodSpec>,
+    pub status: Option<CachedPodStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodSpec {
+    pub node_name: Option<String>,
+    pub runtime_class_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<PodIP>>,
+    /// Only the Ready condition is kept (see [`CachedPod::keep_ready_only`]).
+    pub conditions: Option<Vec<PodCondition>>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+impl CachedPod {
+    /// Drops what the watch brings that the reconciler never reads: managed fields, and every
+    /// condition but Ready.
+    pub fn keep_ready_only(&mut self) {
+        self.metadata.managed_fields = None;
+        if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            conditions.retain(|c| c.type_ == "Ready");
+        }
+    }
+
+    /// The pod as the reconciler reads it: these fields set, every other one unset.
+    pub fn to_pod(&self) -> Pod {
+        Pod {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(|spec| PodSpec {
+                node_name: spec.node_name.clone(),
+                runtime_class_name: spec.runtime_class_name.clone(),
+                containers: Vec::new(),
+                ..Default::default()
+            }),
+            status: self.status.as_ref().map(|status| PodStatus {
+                phase: status.phase.clone(),
+                pod_ip: status.pod_ip.clone(),
+                pod_ips: status.pod_ips.clone(),
+                conditions: status.conditions.clone(),
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// What a cache keeps of a Service: its metadata, and of its spec what the reconciler
+/// compares (the selector, cluster IP and `publishNotReadyAddresses`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedService {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<CachedServiceSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServiceSpec {
+    pub selector: Option<BTreeMap<String, String>>,
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    pub publish_not_ready_addresses: Option<bool>,
+}
+
+impl CachedService {
+    pub fn drop_managed_fields(&mut self) {
+        self.metadata.managed_fields = None;
+    }
+
+    /// The Service as the reconciler reads it: these fields set, every other one unset.
+    pub fn to_service(&self) -> Service {
+        Service {
+            metadata: self.metadata.clone(),
+            spec: self.spec.as_ref().map(|spec| ServiceSpec {
+                selector: spec.selector.clone(),
+                cluster_ip: spec.cluster_ip.clone(),
+                publish_not_ready_addresses: spec.publish_not_ready_addresses,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+/// Makes a cached type the API resource `Full` is to kube: same kind, group, version and
+/// path, so it is listed and watched as one.
+macro_rules! same_resource_as {
+    ($cached:ty, $full:ty) => {
+        impl kube::Resource for $cached {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full>::KIND)
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full>::GROUP)
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full>::VERSION)
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full>::URL_PATH_SEGMENT)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+same_resource_as!(CachedPod, Pod);
+same_resource_as!(CachedService, Service);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+
+    #[test]
+    fn a_cached_pod_keeps_what_the_reconciler_reads() {
+        let mut cached: CachedPod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "s", "namespace": "team", "labels": {"sandman.dev/sandbox": "s"},
+                "managedFields": [{"manager": "sandman", "operation": "Apply"}],
+            },
+            "spec": {
+                "nodeName": "node-1", "runtimeClassName": "gvisor",
+                "containers": [{"name": "agent", "image": "agent:1", "env": [{"name": "A", "value": "b"}]}],
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
+                "hostIP": "192.0.2.1", "qosClass": "Burstable", "reason": "r", "message": "m",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                ],
+                "containerStatuses": [{"name": "agent", "image": "agent:1", "imageID": "", "ready": true, "restartCount": 0}],
+            },
+        }))
+        .expect("a pod");
+        cached.keep_ready_only();
+        let pod = cached.to_pod();
+        assert_eq!(pod.metadata.name.as_deref(), Some("s"));
+        assert_eq!(pod.metadata.managed_fields, None);
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert!(spec.containers.is_empty());
+        let status = pod.status.expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(status.pod_ips.map(|ips| ips.len()), Some(1));
+        assert_eq!(
+            (status.reason.as_deref(), status.message.as_deref()),
+            (Some("r"), Some("m"))
+        );
+        let kept: Vec<String> = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.type_)
+            .collect();
+        assert_eq!(kept, ["Ready"]);
+        assert_eq!(status.qos_class, None);
+        assert_eq!(status.host_ip, None);
+        assert_eq!(status.container_statuses, None);
+    }
+
+    #[test]
+    fn a_cached_service_keeps_what_is_compared() {
+        let mut cached: CachedService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s", "namespace": "team", "managedFields": [{"manager": "x"}]},
+            "spec": {
+                "selector": {"sandman.dev/sandbox": "s"}, "clusterIP": "None",
+                "publishNotReadyAddresses": true, "ports": [{"port": 80}],
+            },
+            "status": {"loadBalancer": {}},
+        }))
+        .expect("a Service");
+        cached.drop_managed_fields();
+        let service = cached.to_service();
+        assert_eq!(service.metadata.managed_fields, None);
+        let spec = service.spec.expect("spec");
+        assert_eq!(spec.selector.map(|s| s.len()), Some(1));
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        assert_eq!(spec.ports, None);
+        assert_eq!(service.status, None);
+    }
+
+    #[test]
+    fn cached_types_are_listed_and_watched_as_the_full_ones() {
+        assert_eq!(
+            CachedPod::url_path(&(), Some("team")),
+            Pod::url_path(&(), Some("team"))
+        );
+        assert_eq!(
+            CachedService::url_path(&(), Some("team")),
+            Service::url_path(&(), Some("team"))
+        );
+        assert_eq!(CachedPod::api_version(&()), "v1");
+        assert_eq!(CachedPod::kind(&()), "Pod");
+    }
+
+    /// The reason these types exist: each cached pod holds a fraction of a full one.
+    #[test]
+    fn a_cached_pod_is_a_fraction_of_a_full_one() {
+        let full = std::mem::size_of::<Pod>();
+        let cached = std::mem::size_of::<CachedPod>();
+        assert!(
+            cached * 2 < full,
+            "CachedPod {cached} bytes, Pod {full} bytes"
+        );
+    }
+}
