@@ -10,6 +10,8 @@
 //! SANDMAN_SCALE_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" \
 //!   cargo bench --bench scale --no-default-features   # heaptrack sees malloc, not jemalloc
 //!   # where the operator's memory goes (heaptrack_print /tmp/operator.zst)
+//! SANDMAN_SCALE_CONTROLLER=agent-sandbox SANDMAN_SCALE_VOLUMES=0 cargo bench --bench scale
+//!   # agent-sandbox's controller instead, under the same harness (see agent_sandbox.rs)
 //! ```
 //!
 //! Also reported: Sandboxes per second, Events per Sandbox by reason, the API server's CPU
@@ -26,27 +28,76 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::apiserver::{self, Counts};
 use sandman_testenv::{ControlPlane, Options};
+
+#[path = "scale/agent_sandbox.rs"]
+mod agent_sandbox;
+
+/// The controller measured: sandman's operator, or agent-sandbox's for the side-by-side rows.
+enum Subject {
+    Sandman,
+    AgentSandbox(agent_sandbox::Installed),
+}
+
+impl Subject {
+    fn from_env() -> Self {
+        match std::env::var("SANDMAN_SCALE_CONTROLLER").as_deref() {
+            Ok("agent-sandbox") => Subject::AgentSandbox(agent_sandbox::install()),
+            Ok("sandman") | Err(_) => Subject::Sandman,
+            Ok(other) => panic!("SANDMAN_SCALE_CONTROLLER={other}: sandman or agent-sandbox"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Subject::Sandman => "sandman",
+            Subject::AgentSandbox(_) => "agent-sandbox",
+        }
+    }
+
+    /// Who its Events are from.
+    fn reporter(&self) -> &'static str {
+        match self {
+            Subject::Sandman => "sandman",
+            Subject::AgentSandbox(_) => agent_sandbox::REPORTER,
+        }
+    }
+
+    fn is_write(&self, verb: &str, resource: &str, subresource: &str) -> bool {
+        match self {
+            Subject::Sandman => is_sandman_write(verb, resource, subresource),
+            Subject::AgentSandbox(_) => agent_sandbox::is_write(verb, resource, subresource),
+        }
+    }
+}
 
 fn main() {
     let n: usize = env_number("SANDMAN_SCALE_N", 500);
     let rounds: usize = env_number("SANDMAN_SCALE_ROUNDS", 3);
     let volumes = env_number("SANDMAN_SCALE_VOLUMES", 1) > 0;
+    let subject = Subject::from_env();
+    assert!(
+        !volumes || matches!(subject, Subject::Sandman),
+        "agent-sandbox rounds have no volumes: set SANDMAN_SCALE_VOLUMES=0"
+    );
     let dir = std::env::temp_dir().join(format!("sandman-scale-{}", std::process::id()));
     let mut options = Options::new(&dir);
     // kwok's fake nodes hold 1000 pods each.
     options.nodes = env_number("SANDMAN_SCALE_NODES", (n / 900 + 3).clamp(3, 16));
-    options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));
+    options.crds_dir = Some(match &subject {
+        Subject::Sandman => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"),
+        Subject::AgentSandbox(installed) => installed.crds.clone(),
+    });
     let mut plane = ControlPlane::start(&options).expect("start the local control plane");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut results = Vec::new();
     for round in 0..rounds {
-        let result = runtime.block_on(run_round(&plane, n, round, volumes));
+        let result = runtime.block_on(run_round(&plane, &subject, n, round, volumes));
         eprintln!(
-            "round {round}: {n} Sandboxes Ready in {:.2}s; {:.2} sandman writes/Sandbox (+{:.2} Events); operator peak RSS {} MiB",
+            "round {round}: {n} Sandboxes Ready in {:.2}s; {:.2} controller writes/Sandbox (+{:.2} Events); controller peak RSS {} MiB",
             result.seconds,
             result.sandman_writes,
             result.sandman_events,
@@ -56,7 +107,7 @@ fn main() {
     }
     plane.stop();
     let _ = std::fs::remove_dir_all(&dir);
-    report(n, volumes, &results);
+    report(&subject, n, volumes, &results);
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -80,7 +131,13 @@ struct RoundResult {
     idle_cpu_percent: Option<f64>,
 }
 
-async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) -> RoundResult {
+async fn run_round(
+    plane: &ControlPlane,
+    subject: &Subject,
+    n: usize,
+    round: usize,
+    volumes: bool,
+) -> RoundResult {
     let client = sandman_testenv::client_from_kubeconfig(plane.kubeconfig())
         .await
         .expect("client");
@@ -95,7 +152,10 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         .expect("create namespace");
     wait_for_default_service_account(&client, &namespace).await;
 
-    let mut operator = start_operator(plane, &namespace);
+    let mut operator = match subject {
+        Subject::Sandman => start_operator(plane, &namespace),
+        Subject::AgentSandbox(installed) => agent_sandbox::start(installed, plane.kubeconfig()),
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let apiserver_pid = plane
         .state()
@@ -107,38 +167,11 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
     let apiserver_cpu_before = cpu_seconds(apiserver_pid);
     let before = apiserver::write_counts(&client).await;
     let started = Instant::now();
-    let api: Api<Sandbox> = Api::namespaced(client.clone(), &namespace);
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                api.create(
-                    &PostParams::default(),
-                    &sandbox(&format!("sbx-{i}"), volumes),
-                )
-                .await
-                .map(|_| ())
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("create sandboxes");
-    loop {
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .expect("list sandboxes");
-        let ready = list
-            .items
-            .iter()
-            .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Running))
-            .count();
-        if ready == n {
-            break;
-        }
-        // A list of ten thousand is itself work for the API server: ask less often then.
-        tokio::time::sleep(Duration::from_millis(if n > 1000 { 2000 } else { 100 })).await;
+    create_all(&client, subject, &namespace, n, volumes).await;
+    // A list of ten thousand is itself work for the API server: ask less often then.
+    let every = Duration::from_millis(if n > 1000 { 2000 } else { 100 });
+    while ready_count(&client, subject, &namespace).await < n {
+        tokio::time::sleep(every).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     // Let in-flight status writes and Events land before counting.
@@ -164,7 +197,7 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         .collect();
     let sandman_writes: f64 = writes
         .iter()
-        .filter(|((verb, resource, subresource), _)| is_sandman_write(verb, resource, subresource))
+        .filter(|((verb, resource, subresource), _)| subject.is_write(verb, resource, subresource))
         .map(|(_, v)| v)
         .sum::<f64>()
         / n as f64;
@@ -176,7 +209,7 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         .expect("list events")
         .items
         .iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("sandman"))
+        .filter(|e| e.reporting_controller.as_deref() == Some(subject.reporter()))
     {
         let count = f64::from(event.series.as_ref().map_or(1, |s| s.count));
         *events_by_reason
@@ -194,6 +227,73 @@ async fn run_round(plane: &ControlPlane, n: usize, round: usize, volumes: bool) 
         apiserver_cpu,
         apiserver_rss_kib,
         idle_cpu_percent,
+    }
+}
+
+/// Creates the N Sandboxes, 64 at a time.
+async fn create_all(client: &Client, subject: &Subject, namespace: &str, n: usize, volumes: bool) {
+    let names = futures::stream::iter(0..n).map(|i| format!("sbx-{i}"));
+    match subject {
+        Subject::Sandman => {
+            let api: Api<Sandbox> = Api::namespaced(client.clone(), namespace);
+            names
+                .map(|name| {
+                    let api = api.clone();
+                    async move {
+                        let object = sandbox(&name, volumes);
+                        api.create(&PostParams::default(), &object)
+                            .await
+                            .map(|_| ())
+                    }
+                })
+                .buffer_unordered(64)
+                .try_collect::<Vec<()>>()
+                .await
+        }
+        Subject::AgentSandbox(_) => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &agent_sandbox::resource());
+            names
+                .map(|name| {
+                    let api = api.clone();
+                    async move {
+                        let object = agent_sandbox::sandbox(&name);
+                        api.create(&PostParams::default(), &object)
+                            .await
+                            .map(|_| ())
+                    }
+                })
+                .buffer_unordered(64)
+                .try_collect::<Vec<()>>()
+                .await
+        }
+    }
+    .expect("create sandboxes");
+}
+
+/// How many of the Sandboxes are Ready, as their controller says it.
+async fn ready_count(client: &Client, subject: &Subject, namespace: &str) -> usize {
+    match subject {
+        Subject::Sandman => Api::<Sandbox>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .expect("list sandboxes")
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Running))
+            .count(),
+        Subject::AgentSandbox(_) => Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            namespace,
+            &agent_sandbox::resource(),
+        )
+        .list(&ListParams::default())
+        .await
+        .expect("list sandboxes")
+        .items
+        .iter()
+        .filter(|s| agent_sandbox::ready(s))
+        .count(),
     }
 }
 
@@ -362,9 +462,10 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn report(n: usize, volumes: bool, results: &[RoundResult]) {
+fn report(subject: &Subject, n: usize, volumes: bool, results: &[RoundResult]) {
     println!(
-        "\n## Scale: {n} Sandboxes at once, {} rounds, a volume each: {volumes}\n",
+        "\n## Scale ({}): {n} Sandboxes at once, {} rounds, a volume each: {volumes}\n",
+        subject.name(),
         results.len()
     );
     println!("| figure | median | all rounds |\n|---|---|---|");
@@ -382,12 +483,12 @@ fn report(n: usize, volumes: bool, results: &[RoundResult]) {
         "s",
     );
     row(
-        "sandman writes per Sandbox (Sandbox status, Pod, Service, PVC)",
+        "controller writes per Sandbox (Sandbox and its status, Pod, Service, PVC)",
         results.iter().map(|r| r.sandman_writes).collect(),
         "",
     );
     row(
-        "sandman Events per Sandbox",
+        "controller Events per Sandbox",
         results.iter().map(|r| r.sandman_events).collect(),
         "",
     );
@@ -425,13 +526,13 @@ fn report(n: usize, volumes: bool, results: &[RoundResult]) {
     );
     if results.iter().all(|r| r.idle_cpu_percent.is_some()) {
         row(
-            "operator CPU while idle (percent of one core)",
+            "controller CPU while idle (percent of one core)",
             results.iter().filter_map(|r| r.idle_cpu_percent).collect(),
             "%",
         );
     }
     row(
-        "operator peak RSS",
+        "controller peak RSS",
         results
             .iter()
             .map(|r| r.peak_rss_kib as f64 / 1024.0)
@@ -441,7 +542,9 @@ fn report(n: usize, volumes: bool, results: &[RoundResult]) {
     println!(
         "\nAll API writes in the median-time round, per Sandbox, by verb/resource/subresource:\n"
     );
-    println!("| verb | resource | subresource | per Sandbox | sandman's |\n|---|---|---|---|---|");
+    println!(
+        "| verb | resource | subresource | per Sandbox | the controller's |\n|---|---|---|---|---|"
+    );
     let mut by_time: Vec<&RoundResult> = results.iter().collect();
     by_time.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let middle = by_time[by_time.len() / 2];
@@ -449,7 +552,7 @@ fn report(n: usize, volumes: bool, results: &[RoundResult]) {
         println!(
             "| {verb} | {resource} | {subresource} | {:.2} | {} |",
             count / n as f64,
-            if is_sandman_write(verb, resource, subresource) {
+            if subject.is_write(verb, resource, subresource) {
                 "yes"
             } else {
                 ""

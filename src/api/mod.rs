@@ -1,5 +1,6 @@
 //! The CRD types: the ground floor every other module stands on.
 
+pub mod cached;
 pub mod claim;
 pub mod conditions;
 pub mod policy;

@@ -39,15 +39,15 @@ impl Scope {
     }
 }
 
-fn strip_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+fn trim_metadata<K: Resource>(object: &mut K) {
+    crate::api::cached::trim_metadata(object.meta_mut());
 }
 
 /// A PVC's ownership, labels and applied hash are in its metadata, which is all the reconciler
 /// reads of it. (A NetworkPolicy keeps its spec: whether it is in place is decided by comparing
 /// specs.)
 fn strip_claim(claim: &mut PersistentVolumeClaim) {
-    strip_managed_fields(claim);
+    trim_metadata(claim);
     claim.spec = None;
     claim.status = None;
 }
@@ -119,7 +119,7 @@ pub fn sandboxes(
     let (store, writer) = reflector::store();
     let changes = watcher(scope.api(client), Config::default().any_semantic())
         .default_backoff()
-        .modify(strip_managed_fields)
+        .modify(trim_metadata)
         .reflect(writer)
         .inspect_ok({
             let mut phases = crate::metrics::PhaseWatch::default();
@@ -172,13 +172,13 @@ pub fn services(client: &Client, scope: &Scope) -> Cache<CachedService> {
     cache(
         scope.api(client),
         children_config(),
-        CachedService::drop_managed_fields,
+        CachedService::trim_metadata,
     )
 }
 
 /// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.
 pub fn network_policies(client: &Client, scope: &Scope) -> Cache<NetworkPolicy> {
-    cache(scope.api(client), children_config(), strip_managed_fields)
+    cache(scope.api(client), children_config(), trim_metadata)
 }
 
 pub fn claims(client: &Client, scope: &Scope) -> Cache<PersistentVolumeClaim> {
@@ -190,7 +190,7 @@ pub fn namespaces(client: &Client) -> Cache<Namespace> {
     cache(
         Api::all(client.clone()),
         Config::default().any_semantic(),
-        strip_managed_fields,
+        trim_metadata,
     )
 }
 

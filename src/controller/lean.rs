@@ -49,7 +49,7 @@ impl CachedPod {
     /// Drops what the watch brings that the reconciler never reads: managed fields, and every
     /// condition but Ready.
     pub fn keep_ready_only(&mut self) {
-        self.metadata.managed_fields = None;
+        crate::api::cached::trim_metadata(&mut self.metadata);
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.retain(|c| c.type_ == "Ready");
         }
@@ -97,8 +97,8 @@ pub struct CachedServiceSpec {
 }
 
 impl CachedService {
-    pub fn drop_managed_fields(&mut self) {
-        self.metadata.managed_fields = None;
+    pub fn trim_metadata(&mut self) {
+        crate::api::cached::trim_metadata(&mut self.metadata);
     }
 
     /// The Service as the reconciler reads it: these fields set, every other one unset.
@@ -218,7 +218,7 @@ mod tests {
             "status": {"loadBalancer": {}},
         }))
         .expect("a Service");
-        cached.drop_managed_fields();
+        cached.trim_metadata();
         let service = cached.to_service();
         assert_eq!(service.metadata.managed_fields, None);
         let spec = service.spec.expect("spec");

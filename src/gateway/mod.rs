@@ -165,6 +165,7 @@ pub async fn start(client: Client, options: Options) -> Result<Gateway, GatewayE
     // a held request woken by it reads the new state.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|sandbox| crate::api::cached::trim_metadata(&mut sandbox.metadata))
         .reflect(writer);
     tokio::spawn(stream.for_each(move |event| {
         if let Ok(event) = &event {

@@ -5,7 +5,13 @@ line on stdin (the test looks at the claim meanwhile), then prints "ok"."""
 import sys
 import time
 
-from e2b import CommandExitException, FilesystemEventType, Sandbox, SandboxQuery
+from e2b import (
+    CommandExitException,
+    FilesystemEventType,
+    Sandbox,
+    SandboxNotFoundException,
+    SandboxQuery,
+)
 
 from waiting import eventually
 
@@ -91,6 +97,13 @@ assert again.get_info().state.value == "running"
 assert again.get_metrics() == []
 
 assert again.kill()
+# Killed means not found at once, as in E2B: the Sandbox's own deletion may still be under
+# way, and a connect then must not wait for it (the gateway's hold time) or resume it.
+try:
+    Sandbox.connect(sandbox.sandbox_id, api_key=key)
+    raise AssertionError("a killed sandbox was connected to")
+except SandboxNotFoundException:
+    pass
 
 # autoPause (`on_timeout: pause`): at its timeout the sandbox is paused, not killed; connect
 # resumes it with its files, and a new end (E2B's default), or it would pause again at once.
