@@ -216,7 +216,7 @@ async fn run_round(
             .entry(event.reason.clone().unwrap_or_default())
             .or_default() += count / n as f64;
     }
-    let sandman_events = events_by_reason.values().sum();
+    let sandman_events = events_by_reason.values().fold(0.0, |all, n| all + n);
     RoundResult {
         seconds,
         sandman_writes,

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::PartialObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
@@ -36,6 +37,27 @@ pub struct PoolContext {
     pub policies: PolicySet,
 }
 
+/// The metadata of the Sandboxes that carry `label`, as they change.
+fn pool_sandboxes(
+    sandboxes: &Api<PartialObjectMeta<Sandbox>>,
+    config: &watcher::Config,
+    label: &str,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Sandbox>, watcher::Error>> + Send + 'static
+{
+    watcher::watcher(sandboxes.clone(), config.clone().labels(label))
+        .default_backoff()
+        .touched_objects()
+}
+
+/// The pool a Sandbox's `label` names.
+fn pool_of(
+    sandbox: &PartialObjectMeta<Sandbox>,
+    label: &str,
+) -> Option<ObjectRef<SandboxWarmPool>> {
+    let pool = sandbox.labels().get(label)?;
+    Some(ObjectRef::new(pool).within(sandbox.namespace().as_deref()?))
+}
+
 /// Runs the SandboxWarmPool controller until `shutdown`.
 pub async fn run(
     client: Client,
@@ -45,7 +67,7 @@ pub async fn run(
 ) {
     let namespace = namespace.as_deref();
     let pools: Api<SandboxWarmPool> = scoped(&client, namespace);
-    let sandboxes: Api<Sandbox> = scoped(&client, namespace);
+    let sandboxes: Api<PartialObjectMeta<Sandbox>> = scoped(&client, namespace);
     let templates: Api<SandboxTemplate> = scoped(&client, namespace);
     let claims: Api<SandboxClaim> = scoped(&client, namespace);
     let config = watcher::Config::default().any_semantic();
@@ -53,14 +75,17 @@ pub async fn run(
     let store = controller.store();
     let pools_of_claims = controller.store();
     controller
-        // Members, and Sandboxes just taken from a pool (they no longer carry its label).
-        .watches(sandboxes, config.clone(), |sandbox: Sandbox| {
-            let labels = sandbox.labels();
-            let pool = labels
-                .get(POOL_LABEL)
-                .or_else(|| labels.get(FROM_POOL_LABEL))?;
-            Some(ObjectRef::new(pool).within(sandbox.namespace().as_deref()?))
-        })
+        // Members, and Sandboxes just taken from a pool (they no longer carry its label):
+        // only their labels are read, so only their metadata is watched, and only of
+        // Sandboxes that carry one of the two labels (a selector cannot say "either").
+        .watches_stream(
+            pool_sandboxes(&sandboxes, &config, POOL_LABEL),
+            move |sandbox| pool_of(&sandbox, POOL_LABEL),
+        )
+        .watches_stream(
+            pool_sandboxes(&sandboxes, &config, FROM_POOL_LABEL),
+            move |sandbox| pool_of(&sandbox, FROM_POOL_LABEL),
+        )
         // A new claim may change the size a pool policy decides, even one served cold.
         .watches(claims, config.clone(), move |claim: SandboxClaim| {
             pools_of_claims
