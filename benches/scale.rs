@@ -28,7 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use sandman::api::{Phase, Sandbox};
 use sandman_testenv::apiserver::{self, Counts};
 use sandman_testenv::{ControlPlane, Options};
@@ -63,6 +63,23 @@ impl Subject {
         match self {
             Subject::Sandman => "sandman",
             Subject::AgentSandbox(_) => agent_sandbox::REPORTER,
+        }
+    }
+
+    fn resource(&self) -> ApiResource {
+        match self {
+            Subject::Sandman => ApiResource::erase::<Sandbox>(&()),
+            Subject::AgentSandbox(_) => agent_sandbox::resource(),
+        }
+    }
+
+    /// One of the Sandboxes the round creates.
+    fn sandbox(&self, name: &str, volumes: bool) -> DynamicObject {
+        match self {
+            Subject::Sandman => serde_json::to_value(sandbox(name, volumes))
+                .and_then(serde_json::from_value)
+                .expect("a Sandbox as a dynamic object"),
+            Subject::AgentSandbox(_) => agent_sandbox::sandbox(name),
         }
     }
 
@@ -232,43 +249,22 @@ async fn run_round(
 
 /// Creates the N Sandboxes, 64 at a time.
 async fn create_all(client: &Client, subject: &Subject, namespace: &str, n: usize, volumes: bool) {
-    let names = futures::stream::iter(0..n).map(|i| format!("sbx-{i}"));
-    match subject {
-        Subject::Sandman => {
-            let api: Api<Sandbox> = Api::namespaced(client.clone(), namespace);
-            names
-                .map(|name| {
-                    let api = api.clone();
-                    async move {
-                        let object = sandbox(&name, volumes);
-                        api.create(&PostParams::default(), &object)
-                            .await
-                            .map(|_| ())
-                    }
-                })
-                .buffer_unordered(64)
-                .try_collect::<Vec<()>>()
-                .await
-        }
-        Subject::AgentSandbox(_) => {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), namespace, &agent_sandbox::resource());
-            names
-                .map(|name| {
-                    let api = api.clone();
-                    async move {
-                        let object = agent_sandbox::sandbox(&name);
-                        api.create(&PostParams::default(), &object)
-                            .await
-                            .map(|_| ())
-                    }
-                })
-                .buffer_unordered(64)
-                .try_collect::<Vec<()>>()
-                .await
-        }
-    }
-    .expect("create sandboxes");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &subject.resource());
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let object = subject.sandbox(&format!("sbx-{i}"), volumes);
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("create sandboxes");
 }
 
 /// How many of the Sandboxes are Ready, as their controller says it.
