@@ -14,8 +14,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Config};
 use kube::{Client, Resource};
 
-use super::lean::{CachedPod, CachedService};
-use crate::api::{SANDBOX_LABEL, Sandbox};
+use super::lean::{CachedPod, CachedSandbox, CachedService};
+use crate::api::SANDBOX_LABEL;
 
 /// Where the controller looks: the whole cluster, or one namespace.
 #[derive(Debug, Clone, Default)]
@@ -115,11 +115,11 @@ pub fn sandboxes(
     client: &Client,
     scope: &Scope,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> Cache<Sandbox> {
+) -> Cache<CachedSandbox> {
     let (store, writer) = reflector::store();
     let changes = watcher(scope.api(client), Config::default().any_semantic())
         .default_backoff()
-        .modify(trim_metadata)
+        .modify(CachedSandbox::trim_metadata)
         .reflect(writer)
         .inspect_ok({
             let mut phases = crate::metrics::PhaseWatch::default();
@@ -134,9 +134,9 @@ pub fn sandboxes(
 fn count_phases(
     metrics: &crate::metrics::Metrics,
     phases: &mut crate::metrics::PhaseWatch,
-    event: &watcher::Event<Sandbox>,
+    event: &watcher::Event<CachedSandbox>,
 ) {
-    let phase = |s: &Sandbox| {
+    let phase = |s: &CachedSandbox| {
         Some(format!(
             "{:?}",
             s.status
@@ -145,7 +145,7 @@ fn count_phases(
                 .unwrap_or_default()
         ))
     };
-    let uid = |s: &Sandbox| s.metadata.uid.clone().unwrap_or_default();
+    let uid = |s: &CachedSandbox| s.metadata.uid.clone().unwrap_or_default();
     match event {
         watcher::Event::Init => phases.relisting(),
         watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {

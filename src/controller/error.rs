@@ -28,6 +28,9 @@ pub enum Error {
     /// token the status recorded.
     #[error("the Sandbox's token: {0}")]
     Token(String),
+    /// The cached spec did not parse as sandman's `SandboxSpec` (see `lean::CachedSandbox`).
+    #[error("read the Sandbox's spec: {0}")]
+    Spec(#[source] serde_json::Error),
 }
 
 impl Error {

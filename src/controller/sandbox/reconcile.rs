@@ -19,6 +19,7 @@ use crate::activity;
 use crate::api::{SANDBOX_LABEL, Sandbox};
 use crate::controller::caches;
 use crate::controller::event_note::event_note;
+use crate::controller::lean::CachedSandbox;
 use crate::controller::sandbox::apply::{self, Applied};
 use crate::controller::sandbox::automation::{self, Next, Step};
 use crate::controller::sandbox::context::Context;
@@ -43,7 +44,7 @@ pub struct ChildChanges {
 
 /// Maps a labelled child to the Sandbox it belongs to. Children are found by label, not only
 /// by owner reference, because retained PVCs have no owner.
-fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
+fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<CachedSandbox>> {
     let meta = child.meta();
     let name = meta.labels.as_ref()?.get(SANDBOX_LABEL)?;
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
@@ -52,7 +53,7 @@ fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<Sandbox>> {
 /// Runs the Sandbox controller until `shutdown`: every Sandbox is reconciled when it, one of
 /// its children, or the set of loaded policies (`reevaluate`) changes.
 pub async fn run(
-    sandboxes: caches::Cache<Sandbox>,
+    sandboxes: caches::Cache<CachedSandbox>,
     children: ChildChanges,
     reevaluate: impl futures::Stream<Item = ()> + Send + 'static,
     concurrency: u16,
@@ -67,13 +68,19 @@ pub async fn run(
         .reconcile_all_on(reevaluate)
         .with_config(Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile_cached, error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile did not complete");
             }
         })
         .await;
+}
+
+/// One reconcile of a cached Sandbox, its spec parsed first.
+async fn reconcile_cached(cached: Arc<CachedSandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let sandbox = cached.to_sandbox().map_err(Error::Spec)?;
+    reconcile(Arc::new(sandbox), ctx).await
 }
 
 /// One reconcile, counted and timed.
@@ -207,7 +214,7 @@ fn plan(gathered: &Gathered, pod: Option<&Pod>, lifecycle: &Lifecycle, now: Time
     plan
 }
 
-pub fn error_policy(sandbox: Arc<Sandbox>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(sandbox: Arc<CachedSandbox>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(
         namespace = %sandbox.namespace().unwrap_or_default(),
         sandbox = %sandbox.name_any(),
