@@ -139,6 +139,16 @@ async fn expired_watch_relists_without_a_storm() {
         .metadata
         .resource_version
         .expect("a resourceVersion");
+    // A write after the list moves etcd's revision past `old_version` (it is global to every
+    // resource). Without one, the restarted API server's watch cache could start at
+    // `old_version` itself, and a watch from there would be served, not expired.
+    let marker: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "moves-the-revision" } }))
+            .expect("a ConfigMap");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&Default::default(), &marker)
+        .await
+        .expect("create a ConfigMap");
 
     // The operator's watches break; the API server's watch cache starts again at a newer
     // resourceVersion, and the changes below are made before the operator sees them.
