@@ -136,7 +136,15 @@ fn count_phases(
     phases: &mut crate::metrics::PhaseWatch,
     event: &watcher::Event<CachedSandbox>,
 ) {
-    let phase = |s: &CachedSandbox| Some(format!("{:?}", s.phase().unwrap_or_default()));
+    let phase = |s: &CachedSandbox| {
+        Some(format!(
+            "{:?}",
+            s.status
+                .as_ref()
+                .and_then(|st| st.phase)
+                .unwrap_or_default()
+        ))
+    };
     let uid = |s: &CachedSandbox| s.metadata.uid.clone().unwrap_or_default();
     match event {
         watcher::Event::Init => phases.relisting(),

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{NamespaceResourceScope, Resource as _};
 use serde::Deserialize;
 
-use crate::api::{Phase, Sandbox};
+use crate::api::{Sandbox, SandboxStatus};
 
 /// What a cache keeps of a pod: its metadata, node and runtime class, and of its status the
 /// phase, IPs, Ready condition, reason and message.
@@ -119,47 +119,25 @@ impl CachedService {
     }
 }
 
-/// What the Sandbox cache keeps: the metadata and phase as they are, and the spec and status
-/// as their compact JSON text. A `SandboxSpec` is 1.7 KiB before its pod template's first
-/// `Container` (2.1 KiB more), and a `SandboxStatus` 1 KiB before its conditions' strings,
-/// however little of them is set; their text is a few hundred bytes. Both are parsed when a
-/// reconcile needs them, which is cheap beside the API calls a reconcile makes.
+/// What the Sandbox cache keeps: metadata and status as they are, and the spec as its compact
+/// JSON text. A `SandboxSpec` is 1.7 KiB before its pod template's first `Container` (2.1 KiB
+/// more), however little of it is set; its text is a few hundred bytes. The spec is parsed
+/// when a reconcile needs it, which is cheap beside the API calls a reconcile makes.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(try_from = "WireSandbox")]
 pub struct CachedSandbox {
+    #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(deserialize_with = "as_json_text")]
     spec: Box<str>,
-    status: Option<Box<str>>,
-    phase: Option<Phase>,
+    pub status: Option<SandboxStatus>,
 }
 
-/// A Sandbox as the watch brings it, before it is cached.
-#[derive(Deserialize)]
-struct WireSandbox {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    spec: serde_json::Value,
-    #[serde(default)]
-    status: Option<serde_json::Value>,
-}
-
-impl TryFrom<WireSandbox> for CachedSandbox {
-    type Error = serde_json::Error;
-
-    fn try_from(wire: WireSandbox) -> Result<Self, Self::Error> {
-        let phase = match wire.status.as_ref().and_then(|s| s.get("phase")) {
-            Some(phase) => serde_json::from_value(phase.clone())?,
-            None => None,
-        };
-        let text =
-            |value: &serde_json::Value| serde_json::to_string(value).map(String::into_boxed_str);
-        Ok(CachedSandbox {
-            metadata: wire.metadata,
-            spec: text(&wire.spec)?,
-            status: wire.status.as_ref().map(text).transpose()?,
-            phase,
-        })
-    }
+/// Reads any JSON value and keeps it as compact text.
+fn as_json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<str>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    serde_json::to_string(&value)
+        .map(String::into_boxed_str)
+        .map_err(serde::de::Error::custom)
 }
 
 impl CachedSandbox {
@@ -167,22 +145,13 @@ impl CachedSandbox {
         crate::api::cached::trim_metadata(&mut self.metadata);
     }
 
-    /// Its status's phase, read without parsing the rest.
-    pub fn phase(&self) -> Option<Phase> {
-        self.phase
-    }
-
-    /// The Sandbox whole, its spec and status parsed. The API server has checked both against
-    /// the CRD's schema, so a failure here is a schema sandman's types do not follow.
+    /// The Sandbox whole, its spec parsed. The API server has checked the spec against the
+    /// CRD's schema, so a failure here is a schema sandman's types do not follow.
     pub fn to_sandbox(&self) -> Result<Sandbox, serde_json::Error> {
         Ok(Sandbox {
             metadata: self.metadata.clone(),
             spec: serde_json::from_str(&self.spec)?,
-            status: self
-                .status
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()?,
+            status: self.status.clone(),
         })
     }
 }
@@ -358,7 +327,6 @@ mod tests {
             serde_json::to_value(&full).expect("JSON")
         );
         assert!(cached.spec.len() < 200, "{}", cached.spec);
-        assert_eq!(cached.phase(), Some(Phase::Suspended));
         assert_eq!(
             CachedSandbox::url_path(&(), Some("team")),
             Sandbox::url_path(&(), Some("team"))
