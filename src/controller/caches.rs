@@ -119,7 +119,7 @@ pub fn sandboxes(
     let (store, writer) = reflector::store();
     let changes = watcher(scope.api(client), Config::default().any_semantic())
         .default_backoff()
-        .modify(CachedSandbox::trim_metadata)
+        .modify(trim_metadata)
         .reflect(writer)
         .inspect_ok({
             let mut phases = crate::metrics::PhaseWatch::default();
@@ -169,11 +169,7 @@ pub fn pods(client: &Client, scope: &Scope) -> Cache<CachedPod> {
 }
 
 pub fn services(client: &Client, scope: &Scope) -> Cache<CachedService> {
-    cache(
-        scope.api(client),
-        children_config(),
-        CachedService::trim_metadata,
-    )
+    cache(scope.api(client), children_config(), trim_metadata)
 }
 
 /// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.

@@ -8,11 +8,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
     Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::{NamespaceResourceScope, Resource as _};
 use serde::Deserialize;
 
 use crate::api::{Sandbox, SandboxStatus};
@@ -100,10 +100,6 @@ pub struct CachedServiceSpec {
 }
 
 impl CachedService {
-    pub fn trim_metadata(&mut self) {
-        crate::api::cached::trim_metadata(&mut self.metadata);
-    }
-
     /// The Service as the reconciler reads it: these fields set, every other one unset.
     pub fn to_service(&self) -> Service {
         Service {
@@ -141,10 +137,6 @@ fn as_json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box
 }
 
 impl CachedSandbox {
-    pub fn trim_metadata(&mut self) {
-        crate::api::cached::trim_metadata(&mut self.metadata);
-    }
-
     /// The Sandbox whole, its spec parsed. The API server has checked the spec against the
     /// CRD's schema, so a failure here is a schema sandman's types do not follow.
     pub fn to_sandbox(&self) -> Result<Sandbox, serde_json::Error> {
@@ -153,30 +145,6 @@ impl CachedSandbox {
             spec: serde_json::from_str(&self.spec)?,
             status: self.status.clone(),
         })
-    }
-}
-
-impl kube::Resource for CachedSandbox {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Sandbox::kind(&())
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Sandbox::group(&())
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Sandbox::version(&())
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Sandbox::plural(&())
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
     }
 }
 
@@ -189,16 +157,16 @@ macro_rules! same_resource_as {
             type Scope = NamespaceResourceScope;
 
             fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$full>::KIND)
+                <$full as kube::Resource>::kind(&())
             }
             fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$full>::GROUP)
+                <$full as kube::Resource>::group(&())
             }
             fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$full>::VERSION)
+                <$full as kube::Resource>::version(&())
             }
             fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(<$full>::URL_PATH_SEGMENT)
+                <$full as kube::Resource>::plural(&())
             }
             fn meta(&self) -> &ObjectMeta {
                 &self.metadata
@@ -212,6 +180,7 @@ macro_rules! same_resource_as {
 
 same_resource_as!(CachedPod, Pod);
 same_resource_as!(CachedService, Service);
+same_resource_as!(CachedSandbox, Sandbox);
 
 #[cfg(test)]
 mod tests {
@@ -282,7 +251,7 @@ mod tests {
             "status": {"loadBalancer": {}},
         }))
         .expect("a Service");
-        cached.trim_metadata();
+        crate::api::cached::trim_metadata(&mut cached.metadata);
         let service = cached.to_service();
         assert_eq!(service.metadata.managed_fields, None);
         let spec = service.spec.expect("spec");
