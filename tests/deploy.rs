@@ -91,6 +91,28 @@ fn chart_values_reach_the_flags() {
     );
 }
 
+/// The operator's allocator starts with the options in `src/main.rs` (jemalloc prints them on
+/// exit when asked to in the environment, which adds to them and overrides none of these).
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
+#[test]
+fn operator_allocator_returns_freed_memory() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sandman"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run sandman");
+    let stats = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    for option in [
+        "opt.narenas: 2",
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+        "opt.background_thread: true",
+    ] {
+        assert!(stats.contains(option), "{option} not in:\n{stats}");
+    }
+}
+
 #[test]
 fn chart_crds_are_the_generated_crds() {
     let chart =
