@@ -63,6 +63,14 @@ where
     F: FnOnce(sandman_testenv::ControlPlane, std::path::PathBuf) -> Fut,
     Fut: std::future::Future<Output = sandman_testenv::ControlPlane>,
 {
+    // With `RUST_LOG` set, the in-process operator's and gateway's logs go to stderr, with
+    // times to the microsecond: where a wake's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let dir = std::env::temp_dir().join(format!("sandman-{bench}-bench-{}", std::process::id()));
     let mut options = sandman_testenv::Options::new(&dir);
     options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));

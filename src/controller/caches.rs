@@ -117,9 +117,9 @@ pub fn sandboxes(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Cache<CachedSandbox> {
     let (store, writer) = reflector::store();
+    // Trimmed as it is read (`LeanMeta`).
     let changes = watcher(scope.api(client), Config::default().any_semantic())
         .default_backoff()
-        .modify(trim_metadata)
         .reflect(writer)
         .inspect_ok({
             let mut phases = crate::metrics::PhaseWatch::default();
@@ -136,16 +136,8 @@ fn count_phases(
     phases: &mut crate::metrics::PhaseWatch,
     event: &watcher::Event<CachedSandbox>,
 ) {
-    let phase = |s: &CachedSandbox| {
-        Some(format!(
-            "{:?}",
-            s.status
-                .as_ref()
-                .and_then(|st| st.phase)
-                .unwrap_or_default()
-        ))
-    };
-    let uid = |s: &CachedSandbox| s.metadata.uid.clone().unwrap_or_default();
+    let phase = |s: &CachedSandbox| Some(format!("{:?}", s.phase().unwrap_or_default()));
+    let uid = |s: &CachedSandbox| s.meta().uid.clone().unwrap_or_default();
     match event {
         watcher::Event::Init => phases.relisting(),
         watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
@@ -169,7 +161,8 @@ pub fn pods(client: &Client, scope: &Scope) -> Cache<CachedPod> {
 }
 
 pub fn services(client: &Client, scope: &Scope) -> Cache<CachedService> {
-    cache(scope.api(client), children_config(), trim_metadata)
+    // Trimmed as it is read (`LeanMeta`), and only the spec fields compared are kept.
+    cache(scope.api(client), children_config(), |_| {})
 }
 
 /// NetworkPolicies sandman keeps for Sandboxes whose isolation policy chose a network profile.

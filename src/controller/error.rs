@@ -28,9 +28,10 @@ pub enum Error {
     /// token the status recorded.
     #[error("the Sandbox's token: {0}")]
     Token(String),
-    /// The cached spec did not parse as sandman's `SandboxSpec` (see `lean::CachedSandbox`).
-    #[error("read the Sandbox's spec: {0}")]
-    Spec(#[source] serde_json::Error),
+    /// A cached Sandbox, pod or Service did not parse as sandman's types (see `lean`): a
+    /// spec or status in a schema sandman's types do not follow.
+    #[error("read the cached object: {0}")]
+    Cached(#[source] serde_json::Error),
 }
 
 impl Error {

@@ -3,7 +3,8 @@
 //! empty or not), and a Sandbox's pod template is larger still; these types are deserialized
 //! straight from the watch, so what they leave out is never held at all. Of pods and Services
 //! they keep the fields the reconciler reads, and give back a `Pod` or `Service` with those
-//! set; of a Sandbox, the spec as text, parsed when a reconcile needs it.
+//! set; of a Sandbox, the spec and status as text, parsed when a reconcile needs them. Their
+//! metadata is [`LeanMeta`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,16 +14,17 @@ use k8s_openapi::api::core::v1::{
     Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::api::{Sandbox, SandboxStatus};
+use super::lean_meta::LeanMeta;
+use crate::api::{Phase, Sandbox};
 
 /// What a cache keeps of a pod: its metadata, node and runtime class, and of its status the
 /// phase, IPs, Ready condition, reason and message.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedPod {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: LeanMeta,
     pub spec: Option<CachedPodSpec>,
     pub status: Option<CachedPodStatus>,
 }
@@ -49,19 +51,18 @@ pub struct CachedPodStatus {
 }
 
 impl CachedPod {
-    /// Drops what the watch brings that the reconciler never reads: managed fields, and every
-    /// condition but Ready.
+    /// Drops every condition but Ready, which is all the reconciler reads of them (the
+    /// metadata is trimmed as it is read).
     pub fn keep_ready_only(&mut self) {
-        crate::api::cached::trim_metadata(&mut self.metadata);
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.retain(|c| c.type_ == "Ready");
         }
     }
 
     /// The pod as the reconciler reads it: these fields set, every other one unset.
-    pub fn to_pod(&self) -> Pod {
-        Pod {
-            metadata: self.metadata.clone(),
+    pub fn to_pod(&self) -> Result<Pod, serde_json::Error> {
+        Ok(Pod {
+            metadata: self.metadata.full()?,
             spec: self.spec.as_ref().map(|spec| PodSpec {
                 node_name: spec.node_name.clone(),
                 runtime_class_name: spec.runtime_class_name.clone(),
@@ -77,7 +78,7 @@ impl CachedPod {
                 message: status.message.clone(),
                 ..Default::default()
             }),
-        }
+        })
     }
 }
 
@@ -86,46 +87,67 @@ impl CachedPod {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedService {
     #[serde(default)]
-    pub metadata: ObjectMeta,
-    pub spec: Option<CachedServiceSpec>,
+    pub metadata: LeanMeta,
+    /// A [`CachedServiceSpec`] as JSON text: the selector is a map.
+    #[serde(default, deserialize_with = "service_spec_as_text")]
+    spec: Option<Box<str>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct CachedServiceSpec {
+struct CachedServiceSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub selector: Option<BTreeMap<String, String>>,
-    #[serde(rename = "clusterIP")]
+    #[serde(rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_not_ready_addresses: Option<bool>,
+}
+
+/// Reads a Service's spec, keeping of it what [`CachedServiceSpec`] names, as text.
+fn service_spec_as_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<str>>, D::Error> {
+    Option::<CachedServiceSpec>::deserialize(deserializer)?
+        .map(|spec| serde_json::to_string(&spec).map(String::into_boxed_str))
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 impl CachedService {
     /// The Service as the reconciler reads it: these fields set, every other one unset.
-    pub fn to_service(&self) -> Service {
-        Service {
-            metadata: self.metadata.clone(),
-            spec: self.spec.as_ref().map(|spec| ServiceSpec {
-                selector: spec.selector.clone(),
-                cluster_ip: spec.cluster_ip.clone(),
+    pub fn to_service(&self) -> Result<Service, serde_json::Error> {
+        let spec = self
+            .spec
+            .as_deref()
+            .map(serde_json::from_str::<CachedServiceSpec>)
+            .transpose()?;
+        Ok(Service {
+            metadata: self.metadata.full()?,
+            spec: spec.map(|spec| ServiceSpec {
+                selector: spec.selector,
+                cluster_ip: spec.cluster_ip,
                 publish_not_ready_addresses: spec.publish_not_ready_addresses,
                 ..Default::default()
             }),
             status: None,
-        }
+        })
     }
 }
 
-/// What the Sandbox cache keeps: metadata and status as they are, and the spec as its compact
-/// JSON text. A `SandboxSpec` is 1.7 KiB before its pod template's first `Container` (2.1 KiB
-/// more), however little of it is set; its text is a few hundred bytes. The spec is parsed
-/// when a reconcile needs it, which is cheap beside the API calls a reconcile makes.
+/// What the Sandbox cache keeps: its metadata, and its spec and status as their compact JSON
+/// text. A `SandboxSpec` is 1.7 KiB before its pod template's first `Container` (2.1 KiB more),
+/// and a `SandboxStatus` 1 KiB before its strings, however little of them is set; their text is
+/// a few hundred bytes. Both are parsed when a reconcile needs them, which is cheap beside the
+/// API calls a reconcile makes.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CachedSandbox {
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: LeanMeta,
     #[serde(deserialize_with = "as_json_text")]
     spec: Box<str>,
-    pub status: Option<SandboxStatus>,
+    #[serde(default, deserialize_with = "as_optional_json_text")]
+    status: Option<Box<str>>,
 }
 
 /// Reads any JSON value and keeps it as compact text.
@@ -136,17 +158,77 @@ fn as_json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box
         .map_err(serde::de::Error::custom)
 }
 
+/// The same for a field that may be null or missing.
+fn as_optional_json_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<str>>, D::Error> {
+    Option::<serde_json::Value>::deserialize(deserializer)?
+        .map(|value| serde_json::to_string(&value).map(String::into_boxed_str))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+/// The one field of a status the phase gauges read.
+#[derive(Deserialize)]
+struct PhaseOnly {
+    phase: Option<Phase>,
+}
+
 impl CachedSandbox {
-    /// The Sandbox whole, its spec parsed. The API server has checked the spec against the
-    /// CRD's schema, so a failure here is a schema sandman's types do not follow.
+    /// The Sandbox whole, its spec and status parsed. The API server has checked both against
+    /// the CRD's schema, so a failure here is a schema sandman's types do not follow.
     pub fn to_sandbox(&self) -> Result<Sandbox, serde_json::Error> {
         Ok(Sandbox {
-            metadata: self.metadata.clone(),
+            metadata: self.metadata.full()?,
             spec: serde_json::from_str(&self.spec)?,
-            status: self.status.clone(),
+            status: self
+                .status
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
         })
     }
+
+    /// Its status's phase, read without the rest of the status; none when it has no status
+    /// or one sandman's types cannot read.
+    pub fn phase(&self) -> Option<Phase> {
+        let status = self.status.as_deref()?;
+        serde_json::from_str::<PhaseOnly>(status).ok()?.phase
+    }
 }
+
+/// A label of a child the Sandbox controller watches, whichever type its cache holds.
+pub trait Labelled {
+    fn label(&self, key: &str) -> Option<String>;
+}
+
+impl Labelled for CachedPod {
+    fn label(&self, key: &str) -> Option<String> {
+        self.metadata.label(key)
+    }
+}
+
+impl Labelled for CachedService {
+    fn label(&self, key: &str) -> Option<String> {
+        self.metadata.label(key)
+    }
+}
+
+/// Full types, whose labels are in their `ObjectMeta`.
+macro_rules! labelled_in_meta {
+    ($($full:ty),*) => {$(
+        impl Labelled for $full {
+            fn label(&self, key: &str) -> Option<String> {
+                kube::Resource::meta(self).labels.as_ref()?.get(key).cloned()
+            }
+        }
+    )*};
+}
+
+labelled_in_meta!(
+    k8s_openapi::api::core::v1::PersistentVolumeClaim,
+    k8s_openapi::api::networking::v1::NetworkPolicy
+);
 
 /// Makes a cached type the API resource `Full` is to kube: same kind, group, version and
 /// path, so it is listed and watched as one.
@@ -168,11 +250,12 @@ macro_rules! same_resource_as {
             fn plural(_: &()) -> Cow<'_, str> {
                 <$full as kube::Resource>::plural(&())
             }
+            // The identity fields only: labels and the rest are in the lean metadata's text.
             fn meta(&self) -> &ObjectMeta {
-                &self.metadata
+                self.metadata.identity()
             }
             fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
+                self.metadata.identity_mut()
             }
         }
     };
@@ -212,9 +295,16 @@ mod tests {
         }))
         .expect("a pod");
         cached.keep_ready_only();
-        let pod = cached.to_pod();
+        assert_eq!(cached.label("sandman.dev/sandbox").as_deref(), Some("s"));
+        let pod = cached.to_pod().expect("its text parses");
         assert_eq!(pod.metadata.name.as_deref(), Some("s"));
         assert_eq!(pod.metadata.managed_fields, None);
+        assert_eq!(
+            pod.metadata
+                .labels
+                .and_then(|l| l.get("sandman.dev/sandbox").cloned()),
+            Some("s".to_string())
+        );
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.node_name.as_deref(), Some("node-1"));
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
@@ -241,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_cached_service_keeps_what_is_compared() {
-        let mut cached: CachedService = serde_json::from_value(serde_json::json!({
+        let cached: CachedService = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "s", "namespace": "team", "managedFields": [{"manager": "x"}]},
             "spec": {
@@ -251,8 +341,7 @@ mod tests {
             "status": {"loadBalancer": {}},
         }))
         .expect("a Service");
-        crate::api::cached::trim_metadata(&mut cached.metadata);
-        let service = cached.to_service();
+        let service = cached.to_service().expect("its text parses");
         assert_eq!(service.metadata.managed_fields, None);
         let spec = service.spec.expect("spec");
         assert_eq!(spec.selector.map(|s| s.len()), Some(1));
@@ -280,7 +369,10 @@ mod tests {
     fn a_cached_sandbox_gives_back_the_sandbox_it_was_read_from() {
         let json = serde_json::json!({
             "apiVersion": "sandman.dev/v1alpha1", "kind": "Sandbox",
-            "metadata": {"name": "s", "namespace": "team", "resourceVersion": "7"},
+            "metadata": {
+                "name": "s", "namespace": "team", "resourceVersion": "7",
+                "labels": {"sandman.dev/template": "t"}, "finalizers": ["sandman.dev/x"],
+            },
             "spec": {
                 "podTemplate": {"spec": {"containers": [{"name": "agent", "image": "agent:1"}]}},
                 "operatingMode": "Suspended",
@@ -296,6 +388,12 @@ mod tests {
             serde_json::to_value(&full).expect("JSON")
         );
         assert!(cached.spec.len() < 200, "{}", cached.spec);
+        assert_eq!(cached.phase(), Some(Phase::Suspended));
+        assert_eq!(
+            cached.meta().labels,
+            None,
+            "labels are in the lean metadata's text"
+        );
         assert_eq!(
             CachedSandbox::url_path(&(), Some("team")),
             Sandbox::url_path(&(), Some("team"))
@@ -310,6 +408,14 @@ mod tests {
         }))
         .expect("the cache takes any spec");
         assert!(cached.to_sandbox().is_err());
+        let cached: CachedSandbox = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s"},
+            "spec": {"podTemplate": {"spec": {"containers": []}}},
+            "status": {"phase": "Dreaming"},
+        }))
+        .expect("the cache takes any status");
+        assert!(cached.to_sandbox().is_err());
+        assert_eq!(cached.phase(), None);
     }
 
     /// The reason these types exist: each cached pod holds a fraction of a full one.

@@ -13,6 +13,7 @@ mod event_note;
 mod hash;
 pub mod leader;
 pub mod lean;
+pub mod lean_meta;
 pub mod network;
 pub mod policies;
 pub mod recorder;

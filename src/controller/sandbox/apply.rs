@@ -115,7 +115,9 @@ async fn service(ctx: &Context, sandbox: &Sandbox, action: ChildAction) -> Resul
     let cached = ctx
         .services
         .get(&ObjectRef::new(&name).within(&namespace))
-        .map(|s| s.to_service());
+        .map(|s| s.to_service())
+        .transpose()
+        .map_err(Error::Cached)?;
     match action {
         ChildAction::Leave => Ok(()),
         ChildAction::Delete => {

@@ -111,7 +111,7 @@ async fn pod(ctx: &Context, sandbox: &Sandbox) -> Result<Option<Pod>, Error> {
     let namespace = sandbox.namespace().unwrap_or_default();
     let cached = ctx.pods.get(&ObjectRef::new(&name).within(&namespace));
     if let Some(pod) = cached {
-        return Ok(Some(pod.to_pod()));
+        return pod.to_pod().map(Some).map_err(Error::Cached);
     }
     let expects_pod = sandbox
         .status
@@ -290,7 +290,9 @@ async fn children_seen(
     let cached_service = ctx
         .services
         .get(&ObjectRef::new(&name).within(&namespace))
-        .map(|s| s.to_service());
+        .map(|s| s.to_service())
+        .transpose()
+        .map_err(Error::Cached)?;
     let mut seen = ChildrenSeen {
         foreign_service: cached_service
             .as_ref()

@@ -19,7 +19,7 @@ use crate::activity;
 use crate::api::{SANDBOX_LABEL, Sandbox};
 use crate::controller::caches;
 use crate::controller::event_note::event_note;
-use crate::controller::lean::CachedSandbox;
+use crate::controller::lean::{CachedSandbox, Labelled};
 use crate::controller::sandbox::apply::{self, Applied};
 use crate::controller::sandbox::automation::{self, Next, Step};
 use crate::controller::sandbox::context::Context;
@@ -44,10 +44,9 @@ pub struct ChildChanges {
 
 /// Maps a labelled child to the Sandbox it belongs to. Children are found by label, not only
 /// by owner reference, because retained PVCs have no owner.
-fn sandbox_of<K: kube::Resource>(child: K) -> Option<ObjectRef<CachedSandbox>> {
-    let meta = child.meta();
-    let name = meta.labels.as_ref()?.get(SANDBOX_LABEL)?;
-    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
+fn sandbox_of<K: kube::Resource + Labelled>(child: K) -> Option<ObjectRef<CachedSandbox>> {
+    let name = child.label(SANDBOX_LABEL)?;
+    Some(ObjectRef::new(&name).within(child.meta().namespace.as_deref()?))
 }
 
 /// Runs the Sandbox controller until `shutdown`: every Sandbox is reconciled when it, one of
@@ -79,7 +78,7 @@ pub async fn run(
 
 /// One reconcile of a cached Sandbox, its spec parsed first.
 async fn reconcile_cached(cached: Arc<CachedSandbox>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let sandbox = cached.to_sandbox().map_err(Error::Spec)?;
+    let sandbox = cached.to_sandbox().map_err(Error::Cached)?;
     reconcile(Arc::new(sandbox), ctx).await
 }
 
