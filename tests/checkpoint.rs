@@ -627,3 +627,26 @@ async fn tenant_cannot_reach_the_supervisors_privilege() {
     );
     assert_eq!(played.count().await, 1, "a fresh agent, under gVisor");
 }
+
+/// Connections that close before they send a byte (the gateway's check that a woken pod
+/// accepts, a port scan) are never bridged into the agent: the agent, which counts every
+/// connection it accepts, counts the request that follows them as its first.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_never_reaches_the_agent() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let workspace = Workspace::new();
+    let ip = "127.0.77.1";
+    let mut options = agent_options(&workspace, ip);
+    options.control = format!("{ip}:0").parse().expect("address");
+    let _supervisor = sandman::checkpoint::supervisor::Supervisor::start(options)
+        .await
+        .expect("the supervisor starts");
+    let address = format!("{ip}:{PORT}");
+    for _ in 0..5 {
+        let probe = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("the forwarded port accepts");
+        drop(probe);
+    }
+    assert_eq!(count_at(&address).await, 1, "the probes reached the agent");
+}
