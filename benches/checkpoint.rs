@@ -37,6 +37,7 @@ const AGENT_PORT: u16 = 18_080;
 const MEMORY_PORT: u16 = 18_081;
 
 fn main() {
+    common::logs_to_stderr();
     let sizes: Vec<u64> = std::env::var("SANDMAN_CHECKPOINT_MIB")
         .unwrap_or_else(|_| "64,256,1024".into())
         .split(',')

@@ -56,6 +56,17 @@ pub fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// With `RUST_LOG` set, the logs of what runs in-process (operator, gateway, supervisor) go
+/// to stderr, with times to the microsecond: where a wake's or a restore's time goes.
+pub fn logs_to_stderr() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// Starts a local control plane (with sandman's CRDs) in a directory of its own named after
 /// `bench`, runs `work` on a multi-threaded runtime, then stops it and removes the directory.
 pub fn on_control_plane<F, Fut>(bench: &str, work: F)
@@ -63,14 +74,7 @@ where
     F: FnOnce(sandman_testenv::ControlPlane, std::path::PathBuf) -> Fut,
     Fut: std::future::Future<Output = sandman_testenv::ControlPlane>,
 {
-    // With `RUST_LOG` set, the in-process operator's and gateway's logs go to stderr, with
-    // times to the microsecond: where a wake's time goes.
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    logs_to_stderr();
     let dir = std::env::temp_dir().join(format!("sandman-{bench}-bench-{}", std::process::id()));
     let mut options = sandman_testenv::Options::new(&dir);
     options.crds_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"));

@@ -2,12 +2,10 @@
 //! sort by age, each with the files `runsc checkpoint` wrote and a `meta.json` that says whose
 //! image it is. Nothing is restored that does not match the sha256 the operator recorded.
 
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
+use super::digest::{digest, streamed_digest};
 use super::{CheckpointError, CheckpointRecord, beneath};
 
 /// The file beside an image's own files that records what it is; not part of the digest.
@@ -191,9 +189,9 @@ impl Store {
                 record.sandbox_uid
             )));
         }
-        let (actual, _) =
-            digest(&image).map_err(|e| Refusal::Corrupt(format!("cannot read it: {e}")))?;
-        if actual != sha256 {
+        let unreadable = |e: std::io::Error| Refusal::Corrupt(format!("cannot read it: {e}"));
+        let (actual, _) = digest(&image).map_err(unreadable)?;
+        if actual != sha256 && streamed_digest(&image).map_err(unreadable)? != sha256 {
             return Err(Refusal::Corrupt(format!(
                 "sha256 is {actual}, the Sandbox recorded {sha256}"
             )));
@@ -210,41 +208,6 @@ pub fn is_image_name(name: &str) -> bool {
             && millis.bytes().all(|b| b.is_ascii_digit())
             && suspension.bytes().all(|b| b.is_ascii_digit())
     })
-}
-
-/// sha256 over an image's files, and their total size: every regular file but `meta.json`,
-/// in name order, each as its name, a NUL, its length (8 bytes, little-endian) and its bytes.
-/// The names are part of it, so a file renamed or swapped for another changes the digest.
-pub fn digest(dir: &impl AsFd) -> std::io::Result<(String, u64)> {
-    let mut files: Vec<String> = beneath::files(dir)?
-        .into_iter()
-        .filter(|name| name != META_FILE && name != RESTORED_FILE && !name.ends_with(".partial"))
-        .collect();
-    files.sort();
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    let mut buffer = vec![0u8; 1 << 20];
-    for name in files {
-        let mut file = beneath::open_file(dir, &name)?;
-        let length = file.metadata()?.len();
-        hasher.update(name.as_bytes());
-        hasher.update([0u8]);
-        hasher.update(length.to_le_bytes());
-        loop {
-            let read = file.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-        }
-        total = total.saturating_add(length);
-    }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, total))
 }
 
 #[cfg(test)]
@@ -316,6 +279,23 @@ mod tests {
         ));
     }
 
+    /// An image recorded before the digest was hashed in pieces still restores after an
+    /// upgrade: its recorded sha256 is the streamed one.
+    #[test]
+    fn an_image_recorded_with_the_streamed_digest_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        let taken = image(&store, 1, b"memory");
+        let image = store.open(&taken.image).expect("open");
+        let streamed = streamed_digest(&image).expect("digest");
+        assert_ne!(streamed, taken.sha256);
+        assert!(store.verify(&taken.image, &streamed, "uid-1").is_ok());
+        assert!(matches!(
+            store.verify(&taken.image, &"0".repeat(64), "uid-1"),
+            Err(Refusal::Corrupt(_))
+        ));
+    }
+
     #[test]
     fn pruning_keeps_the_newest_and_never_the_agents_files() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -335,22 +315,5 @@ mod tests {
         // Zero still keeps the newest: the one a resume would restore.
         store.prune(0).expect("prune");
         assert_eq!(store.names(), vec![taken[3].image.clone()]);
-    }
-
-    #[test]
-    fn the_digest_covers_names_and_contents() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a"), b"xy").expect("write");
-        let open = || beneath::open_path(dir.path(), false).expect("open");
-        let (first, size) = digest(&open()).expect("digest");
-        assert_eq!(size, 2);
-        std::fs::write(dir.path().join(META_FILE), b"{}").expect("write");
-        assert_eq!(
-            digest(&open()).expect("digest").0,
-            first,
-            "meta.json is not hashed"
-        );
-        std::fs::rename(dir.path().join("a"), dir.path().join("b")).expect("rename");
-        assert_ne!(digest(&open()).expect("digest").0, first);
     }
 }

@@ -11,6 +11,7 @@ mod agent_root;
 mod beneath;
 mod carry;
 pub mod client;
+pub mod digest;
 pub mod image;
 pub mod runsc;
 pub mod signed;

@@ -208,9 +208,15 @@ async fn start_agent(
         match signed
             .map_err(|e| format!("not restored on the operator's word: {e}"))
             .and_then(|()| {
-                store
+                let verified = store
                     .verify(&restore.image, &restore.sha256, &options.sandbox_uid)
-                    .map_err(|refusal| refusal.to_string())
+                    .map_err(|refusal| refusal.to_string());
+                tracing::info!(
+                    took_ms = millis(began.elapsed()),
+                    ok = verified.is_ok(),
+                    "image verified"
+                );
+                verified
             }) {
             Ok(image) => match runsc
                 .restore(bundle, &id, &image.path(), log, options.restore_timeout)
@@ -522,7 +528,7 @@ async fn checkpoint(
         let held = image
             .try_clone()
             .map_err(CheckpointError::io(format!("hold image {name}")))?;
-        tokio::task::spawn_blocking(move || super::image::digest(&held))
+        tokio::task::spawn_blocking(move || super::digest::digest(&held))
             .await
             .map_err(|e| CheckpointError::Invalid(format!("digest: {e}")))?
     };
