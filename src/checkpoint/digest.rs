@@ -62,6 +62,9 @@ fn digest_in_pieces(dir: &impl AsFd, piece: u64) -> std::io::Result<(String, u64
     Ok((hex(hasher.finalize()), total))
 }
 
+/// A piece's index and its sha256.
+type Hashed = (usize, [u8; 32]);
+
 /// The sha256 of each piece of the first `length` bytes of `file`, in order. Thread `t` of
 /// `n` hashes pieces `t`, `t + n`, …, so that together they read the file front to back.
 fn piece_digests(file: &File, length: u64, piece: u64) -> std::io::Result<Vec<[u8; 32]>> {
@@ -71,7 +74,7 @@ fn piece_digests(file: &File, length: u64, piece: u64) -> std::io::Result<Vec<[u
         .map_or(1, |n| n.get())
         .clamp(1, MOST_THREADS)
         .min(pieces.max(1));
-    let hashed: Vec<std::io::Result<Vec<(usize, [u8; 32])>>> = std::thread::scope(|scope| {
+    let hashed: Vec<std::io::Result<Vec<Hashed>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|first| {
                 scope.spawn(move || {
