@@ -46,12 +46,8 @@ fn digest_in_pieces(dir: &impl AsFd, piece: u64) -> std::io::Result<(String, u64
     for name in hashed_files(dir)? {
         let file = beneath::open_file(dir, &name)?;
         let length = file.metadata()?.len();
-        hasher.update(name.as_bytes());
-        hasher.update([0u8]);
-        hasher.update(length.to_le_bytes());
-        for digest in piece_digests(&file, length, piece)? {
-            hasher.update(digest);
-        }
+        hash_header(&mut hasher, &name, length);
+        hash_pieces(&mut hasher, &file, length, piece)?;
         if file.metadata()?.len() != length {
             return Err(std::io::Error::other(format!(
                 "{name} changed length while it was hashed"
@@ -62,53 +58,47 @@ fn digest_in_pieces(dir: &impl AsFd, piece: u64) -> std::io::Result<(String, u64
     Ok((hex(hasher.finalize()), total))
 }
 
-/// A piece's index and its sha256.
-type Hashed = (usize, [u8; 32]);
-
-/// The sha256 of each piece of the first `length` bytes of `file`, in order. Thread `t` of
-/// `n` hashes pieces `t`, `t + n`, …, so that together they read the file front to back.
-fn piece_digests(file: &File, length: u64, piece: u64) -> std::io::Result<Vec<[u8; 32]>> {
-    let pieces = usize::try_from(length.div_ceil(piece))
-        .map_err(|_| std::io::Error::other("the file is too large"))?;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MOST_THREADS)
-        .min(pieces.max(1));
-    let hashed: Vec<std::io::Result<Vec<Hashed>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|first| {
-                scope.spawn(move || {
-                    let mut buffer = vec![0u8; 1 << 20];
-                    (first..pieces)
-                        .step_by(threads)
-                        .map(|index| {
-                            let start = index as u64 * piece;
-                            let end = (start + piece).min(length);
-                            hash_range(file, start, end, &mut buffer).map(|d| (index, d))
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked")))
-            })
-            .collect()
-    });
-    let mut digests = vec![[0u8; 32]; pieces];
-    for part in hashed {
-        for (index, digest) in part? {
-            digests[index] = digest;
-        }
-    }
-    Ok(digests)
+/// What stands for a file before its bytes: its name, a NUL and its length.
+fn hash_header(hasher: &mut Sha256, name: &str, length: u64) {
+    hasher.update(name.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(length.to_le_bytes());
 }
 
-fn hash_range(file: &File, start: u64, end: u64, buffer: &mut [u8]) -> std::io::Result<[u8; 32]> {
+/// Adds the sha256 of each piece of the first `length` bytes of `file` to `hasher`, in order,
+/// hashing as many pieces at once as there are threads. Only one such batch is held at a
+/// time, so a file of any size (a sparse one the agent planted) costs no more memory.
+fn hash_pieces(hasher: &mut Sha256, file: &File, length: u64, piece: u64) -> std::io::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MOST_THREADS) as u64;
+    let mut start = 0;
+    while start < length {
+        let batch: Vec<std::io::Result<[u8; 32]>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|n| start + n * piece)
+                .take_while(|&from| from < length)
+                .map(|from| scope.spawn(move || hash_range(file, from, (from + piece).min(length))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked")))
+                })
+                .collect()
+        });
+        for digest in batch {
+            hasher.update(digest?);
+        }
+        start = start.saturating_add(threads * piece);
+    }
+    Ok(())
+}
+
+fn hash_range(file: &File, start: u64, end: u64) -> std::io::Result<[u8; 32]> {
+    let mut buffer = vec![0u8; 1 << 20];
     let mut hasher = Sha256::new();
     let mut at = start;
     while at < end {
@@ -131,10 +121,7 @@ pub fn streamed_digest(dir: &impl AsFd) -> std::io::Result<String> {
     let mut buffer = vec![0u8; 1 << 20];
     for name in hashed_files(dir)? {
         let mut file = beneath::open_file(dir, &name)?;
-        let length = file.metadata()?.len();
-        hasher.update(name.as_bytes());
-        hasher.update([0u8]);
-        hasher.update(length.to_le_bytes());
+        hash_header(&mut hasher, &name, file.metadata()?.len());
         loop {
             let read = file.read(&mut buffer)?;
             if read == 0 {

@@ -620,13 +620,13 @@ async fn end_bridges(state: &State) {
     }
 }
 
-/// One connection carried into the sandbox by the bridge command's stdin and stdout, until
-/// either side ends it or a checkpoint begins.
 /// How long a forwarded connection may stay silent before it is bridged anyway. The clients
 /// of what the gateway forwards (HTTP, WebSocket) speak first; a client of a protocol whose
 /// server speaks first waits this long once per connection.
 const FIRST_BYTE_WAIT: Duration = Duration::from_millis(100);
 
+/// One connection carried into the sandbox by the bridge command's stdin and stdout, until
+/// either side ends it or a checkpoint begins.
 async fn bridge(mut stream: TcpStream, port: u16, state: &State) -> std::io::Result<()> {
     // A connection that ends before its first byte (the gateway's check that a woken pod
     // accepts, a port scan) is not bridged: it would cost a `runsc exec`, and an agent that

@@ -89,7 +89,7 @@ pub struct CachedService {
     #[serde(default)]
     pub metadata: LeanMeta,
     /// A [`CachedServiceSpec`] as JSON text: the selector is a map.
-    #[serde(default, deserialize_with = "service_spec_as_text")]
+    #[serde(default, deserialize_with = "as_optional_text::<CachedServiceSpec, _>")]
     spec: Option<Box<str>>,
 }
 
@@ -102,16 +102,6 @@ struct CachedServiceSpec {
     pub cluster_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_not_ready_addresses: Option<bool>,
-}
-
-/// Reads a Service's spec, keeping of it what [`CachedServiceSpec`] names, as text.
-fn service_spec_as_text<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Box<str>>, D::Error> {
-    Option::<CachedServiceSpec>::deserialize(deserializer)?
-        .map(|spec| serde_json::to_string(&spec).map(String::into_boxed_str))
-        .transpose()
-        .map_err(serde::de::Error::custom)
 }
 
 impl CachedService {
@@ -144,28 +134,38 @@ impl CachedService {
 pub struct CachedSandbox {
     #[serde(default)]
     pub metadata: LeanMeta,
-    #[serde(deserialize_with = "as_json_text")]
+    #[serde(deserialize_with = "as_text::<serde_json::Value, _>")]
     spec: Box<str>,
-    #[serde(default, deserialize_with = "as_optional_json_text")]
+    #[serde(default, deserialize_with = "as_optional_text::<serde_json::Value, _>")]
     status: Option<Box<str>>,
 }
 
-/// Reads any JSON value and keeps it as compact text.
-fn as_json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<str>, D::Error> {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    serde_json::to_string(&value)
+/// Compact JSON text of `value`.
+fn text_of<T: Serialize, E: serde::de::Error>(value: &T) -> Result<Box<str>, E> {
+    serde_json::to_string(value)
         .map(String::into_boxed_str)
-        .map_err(serde::de::Error::custom)
+        .map_err(E::custom)
+}
+
+/// Reads a field as a `T` (what of it `T` names) and keeps that as compact JSON text.
+fn as_text<'de, T, D>(deserializer: D) -> Result<Box<str>, D::Error>
+where
+    T: Deserialize<'de> + Serialize,
+    D: serde::Deserializer<'de>,
+{
+    text_of(&T::deserialize(deserializer)?)
 }
 
 /// The same for a field that may be null or missing.
-fn as_optional_json_text<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Box<str>>, D::Error> {
-    Option::<serde_json::Value>::deserialize(deserializer)?
-        .map(|value| serde_json::to_string(&value).map(String::into_boxed_str))
+fn as_optional_text<'de, T, D>(deserializer: D) -> Result<Option<Box<str>>, D::Error>
+where
+    T: Deserialize<'de> + Serialize,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer)?
+        .as_ref()
+        .map(text_of)
         .transpose()
-        .map_err(serde::de::Error::custom)
 }
 
 /// The one field of a status the phase gauges read.
@@ -202,30 +202,26 @@ pub trait Labelled {
     fn label(&self, key: &str) -> Option<String>;
 }
 
-impl Labelled for CachedPod {
-    fn label(&self, key: &str) -> Option<String> {
-        self.metadata.label(key)
-    }
-}
-
-impl Labelled for CachedService {
-    fn label(&self, key: &str) -> Option<String> {
-        self.metadata.label(key)
-    }
-}
-
-/// Full types, whose labels are in their `ObjectMeta`.
-macro_rules! labelled_in_meta {
-    ($($full:ty),*) => {$(
-        impl Labelled for $full {
+/// Cached types, whose labels are in their [`LeanMeta`]; full types, whose labels are in
+/// their `ObjectMeta`.
+macro_rules! labelled {
+    (lean: $($cached:ty),*; full: $($full:ty),*) => {
+        $(impl Labelled for $cached {
+            fn label(&self, key: &str) -> Option<String> {
+                self.metadata.label(key)
+            }
+        })*
+        $(impl Labelled for $full {
             fn label(&self, key: &str) -> Option<String> {
                 kube::Resource::meta(self).labels.as_ref()?.get(key).cloned()
             }
-        }
-    )*};
+        })*
+    };
 }
 
-labelled_in_meta!(
+labelled!(
+    lean: CachedPod, CachedService;
+    full:
     k8s_openapi::api::core::v1::PersistentVolumeClaim,
     k8s_openapi::api::networking::v1::NetworkPolicy
 );

@@ -88,9 +88,18 @@ impl LeanMeta {
         })
     }
 
-    /// The value of label `key`, if the object has it.
+    /// The value of label `key`, if the object has it. Asked on every watch event of a child,
+    /// so only the labels are read back from the text.
     pub fn label(&self, key: &str) -> Option<String> {
-        self.rest().ok()?.labels?.remove(key)
+        #[derive(Deserialize)]
+        struct Labels {
+            labels: Option<BTreeMap<String, String>>,
+        }
+        let text = self.rest.as_deref()?;
+        serde_json::from_str::<Labels>(text)
+            .ok()?
+            .labels?
+            .remove(key)
     }
 }
 
